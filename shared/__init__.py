@@ -1,0 +1,1 @@
+"""Code shared by the registry and the token server: errors, digests, config, scopes, tokens."""
