@@ -1,0 +1,494 @@
+"""The registry's configuration schema: Distribution's ``config.yml`` as frozen dataclasses.
+
+Every section a Distribution 2.x/3.x ``config.yml`` may hold is accepted, so an existing
+file loads unchanged; sections portside does not implement are kept as plain data and
+reported by ``unsupported_settings`` so start-up can warn. Adding a storage driver is one
+dataclass plus one ``variant()`` line in ``StorageConfig``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import ipaddress
+import os
+import re
+import urllib.parse
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from shared import config as _config
+from shared.config import VARIANT, ConfigError, InvalidSetting, OneOf, meta
+
+__all__ = [
+    "ConfigError",
+    "RegistryConfig",
+    "listen_host_port",
+    "load_config",
+    "unsupported_settings",
+]
+
+ENV_PREFIX = "REGISTRY"
+
+
+def _choice(*allowed: str, lower: bool = False) -> Callable[[Any], Any]:
+    def check(value: str) -> str:
+        value = value.lower() if lower else value
+        if value not in allowed:
+            raise ValueError("expected one of " + ", ".join(a or '""' for a in allowed))
+        return value
+
+    return check
+
+
+_LOG_LEVEL = _choice("", "error", "warn", "info", "debug", lower=True)
+
+
+def _version(value: str) -> str:
+    if value != "0.1":
+        raise ValueError("unsupported version; this registry reads version 0.1")
+    return value
+
+
+def _absolute_url(value: str) -> str:
+    if value:
+        url = urllib.parse.urlsplit(value)
+        if url.scheme not in ("http", "https") or not url.netloc:
+            raise ValueError("expected an absolute http:// or https:// URL")
+    return value
+
+
+def _regexes(value: list[str]) -> list[str]:
+    for i, pattern in enumerate(value):
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            raise ValueError(f"item {i} is not a valid regular expression: {e.msg}") from None
+    return value
+
+
+def _require(section: object, *keys: str) -> None:
+    for key in keys:
+        if not getattr(section, key):
+            raise InvalidSetting(key, "must be set")
+
+
+# --- log ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AccessLogConfig:
+    disabled: bool = False
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = field(
+        default="", metadata=meta(check=_LOG_LEVEL)
+    )  # "" until RegistryConfig resolves it
+    formatter: str = field(default="text", metadata=meta(check=_choice("text", "json", "logstash")))
+    fields: dict[str, Any] = field(default_factory=dict)
+    accesslog: AccessLogConfig = field(default_factory=AccessLogConfig)
+    hooks: list[dict[str, Any]] = field(default_factory=list)
+    reportcaller: bool = False
+
+
+# --- storage -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FilesystemDriverConfig:
+    rootdirectory: str = "/var/lib/registry"
+    maxthreads: int = 100
+
+
+@dataclass(frozen=True)
+class InMemoryDriverConfig:
+    """The in-memory driver takes no parameters."""
+
+
+@dataclass(frozen=True)
+class DeleteConfig:
+    enabled: bool = False
+
+
+@dataclass(frozen=True)
+class UploadPurgingConfig:
+    enabled: bool = True
+    age: datetime.timedelta = datetime.timedelta(hours=168)
+    interval: datetime.timedelta = datetime.timedelta(hours=24)
+    dryrun: bool = False
+
+    def __post_init__(self) -> None:
+        if self.enabled and self.interval <= datetime.timedelta(0):
+            raise InvalidSetting("interval", "must be positive when upload purging is enabled")
+
+
+@dataclass(frozen=True)
+class ReadOnlyConfig:
+    enabled: bool = False
+
+
+@dataclass(frozen=True)
+class MaintenanceConfig:
+    uploadpurging: UploadPurgingConfig = field(default_factory=UploadPurgingConfig)
+    readonly: ReadOnlyConfig = field(default_factory=ReadOnlyConfig)
+
+
+_CACHE_KIND = _choice("", "inmemory", "redis")
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    blobdescriptor: str = field(default="", metadata=meta(check=_CACHE_KIND))
+    blobdescriptorsize: int = 10000
+    layerinfo: str = field(
+        default="", metadata=meta(check=_CACHE_KIND)
+    )  # deprecated name of blobdescriptor
+
+    @property
+    def blob_descriptor_cache(self) -> str:
+        """ "", "inmemory" or "redis", honouring the deprecated ``layerinfo``."""
+        return self.blobdescriptor or self.layerinfo
+
+
+@dataclass(frozen=True)
+class RedirectConfig:
+    disable: bool = False
+
+
+@dataclass(frozen=True)
+class TagConfig:
+    concurrencylimit: int = 0
+
+
+@dataclass(frozen=True)
+class StorageConfig(OneOf):
+    """Exactly one driver (filesystem when none is given) plus the non-driver keys."""
+
+    DEFAULT_VARIANT: ClassVar[str | None] = "filesystem"
+    VARIANT_KIND: ClassVar[str] = "storage driver"
+
+    filesystem: FilesystemDriverConfig | None = field(default=None, metadata=VARIANT)
+    inmemory: InMemoryDriverConfig | None = field(default=None, metadata=VARIANT)
+    # Accepted so that existing files load; not implemented (unsupported_settings says so).
+    s3: dict[str, Any] | None = field(default=None, metadata=VARIANT)
+    azure: dict[str, Any] | None = field(default=None, metadata=VARIANT)
+    gcs: dict[str, Any] | None = field(default=None, metadata=VARIANT)
+    swift: dict[str, Any] | None = field(default=None, metadata=VARIANT)
+    oss: dict[str, Any] | None = field(default=None, metadata=VARIANT)
+
+    delete: DeleteConfig = field(default_factory=DeleteConfig)
+    maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    redirect: RedirectConfig = field(default_factory=RedirectConfig)
+    tag: TagConfig = field(default_factory=TagConfig)
+
+    @property
+    def driver_name(self) -> str:
+        """The configured driver's key: "filesystem", "inmemory", ..."""
+        return self.variant_name or "filesystem"
+
+
+# --- http --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LetsEncryptConfig:
+    cachefile: str = ""
+    email: str = ""
+    hosts: list[str] = field(default_factory=list)
+    directoryurl: str = ""
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    certificate: str = ""
+    key: str = ""
+    clientcas: list[str] = field(default_factory=list)
+    clientauth: str = field(
+        default="",
+        metadata=meta(
+            check=_choice(
+                "",
+                "request-client-cert",
+                "require-any-client-cert",
+                "verify-client-cert-if-given",
+                "require-and-verify-client-cert",
+            )
+        ),
+    )
+    minimumtls: str = field(
+        default="", metadata=meta(check=_choice("", "tls1.0", "tls1.1", "tls1.2", "tls1.3"))
+    )
+    ciphersuites: list[str] = field(default_factory=list)
+    letsencrypt: LetsEncryptConfig = field(default_factory=LetsEncryptConfig)
+
+    def __post_init__(self) -> None:
+        if self.certificate and not self.key:
+            raise InvalidSetting("key", "must be set when certificate is")
+        if self.key and not self.certificate:
+            raise InvalidSetting("certificate", "must be set when key is")
+
+
+@dataclass(frozen=True)
+class PrometheusConfig:
+    enabled: bool = False
+    path: str = "/metrics"
+
+
+@dataclass(frozen=True)
+class DebugConfig:
+    addr: str = ""
+    prometheus: PrometheusConfig = field(default_factory=PrometheusConfig)
+
+
+@dataclass(frozen=True)
+class HTTP2Config:
+    disabled: bool = False
+
+
+@dataclass(frozen=True)
+class H2CConfig:
+    enabled: bool = False
+
+
+@dataclass(frozen=True)
+class HTTPConfig:
+    addr: str = ":5000"
+    net: str = field(
+        default="tcp", metadata=meta(check=lambda v: _choice("", "tcp", "unix")(v) or "tcp")
+    )
+    host: str = field(default="", metadata=meta(check=_absolute_url))
+    prefix: str = ""
+    secret: str = ""
+    relativeurls: bool = False
+    draintimeout: datetime.timedelta = datetime.timedelta(0)
+    headers: dict[str, list[str]] = field(default_factory=dict)
+    tls: TLSConfig = field(default_factory=TLSConfig)
+    debug: DebugConfig = field(default_factory=DebugConfig)
+    http2: HTTP2Config = field(default_factory=HTTP2Config)
+    h2c: H2CConfig = field(default_factory=H2CConfig)
+
+    def __post_init__(self) -> None:
+        if self.net == "tcp":
+            try:
+                listen_host_port(self.addr)
+            except ValueError as e:
+                raise InvalidSetting("addr", str(e)) from None
+        elif not self.addr:
+            raise InvalidSetting("addr", "must be the socket's path when net is unix")
+
+
+# --- auth --------------------------------------------------------------------------------
+
+TOKEN_SIGNING_ALGORITHMS = (
+    "EdDSA",
+    "HS256",
+    "HS384",
+    "HS512",
+    "RS256",
+    "RS384",
+    "RS512",
+    "ES256",
+    "ES384",
+    "ES512",
+    "PS256",
+    "PS384",
+    "PS512",
+)
+
+
+@dataclass(frozen=True)
+class HtpasswdAuthConfig:
+    realm: str = ""
+    path: str = ""
+
+    def __post_init__(self) -> None:
+        _require(self, "realm", "path")
+
+
+@dataclass(frozen=True)
+class TokenAuthConfig:
+    realm: str = ""
+    service: str = ""
+    issuer: str = ""
+    rootcertbundle: str = ""
+    jwks: str = ""
+    signingalgorithms: list[str] = field(default_factory=list)  # empty: all of them
+    autoredirect: bool = False
+    autoredirectpath: str = "/auth/token/"
+
+    def __post_init__(self) -> None:
+        _require(self, "realm", "service", "issuer")
+        if not (self.rootcertbundle or self.jwks):
+            raise InvalidSetting("rootcertbundle", "rootcertbundle or jwks must be set")
+        unknown = [a for a in self.signingalgorithms if a not in TOKEN_SIGNING_ALGORITHMS]
+        if unknown:
+            raise InvalidSetting(
+                "signingalgorithms", "expected names from " + ", ".join(TOKEN_SIGNING_ALGORITHMS)
+            )
+
+
+@dataclass(frozen=True)
+class SillyAuthConfig:
+    realm: str = ""
+    service: str = ""
+
+    def __post_init__(self) -> None:
+        _require(self, "realm", "service")
+
+
+@dataclass(frozen=True)
+class AuthConfig(OneOf):
+    """At most one access controller; none means every request is allowed."""
+
+    VARIANT_KIND: ClassVar[str] = "auth method"
+
+    htpasswd: HtpasswdAuthConfig | None = field(default=None, metadata=VARIANT)
+    token: TokenAuthConfig | None = field(default=None, metadata=VARIANT)
+    silly: SillyAuthConfig | None = field(default=None, metadata=VARIANT)
+
+    @property
+    def method_name(self) -> str | None:
+        """ "htpasswd", "token", "silly" or None."""
+        return self.variant_name
+
+
+# --- validation, catalog -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class URLRulesConfig:
+    allow: list[str] = field(default_factory=list, metadata=meta(check=_regexes))
+    deny: list[str] = field(default_factory=list, metadata=meta(check=_regexes))
+
+
+@dataclass(frozen=True)
+class PlatformConfig:
+    architecture: str = ""
+    os: str = ""
+
+
+@dataclass(frozen=True)
+class IndexValidationConfig:
+    platforms: str = field(
+        default="all",
+        metadata=meta(check=lambda v: _choice("", "all", "none", "list", lower=True)(v) or "all"),
+    )
+    platformlist: list[PlatformConfig] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ManifestValidationConfig:
+    urls: URLRulesConfig = field(default_factory=URLRulesConfig)
+    indexes: IndexValidationConfig = field(default_factory=IndexValidationConfig)
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    enabled: bool = False  # deprecated in favour of disabled
+    disabled: bool = False
+    manifests: ManifestValidationConfig = field(default_factory=ManifestValidationConfig)
+
+
+@dataclass(frozen=True)
+class CatalogConfig:
+    # Distribution: zero or negative means the default, 1000.
+    maxentries: int = field(default=1000, metadata=meta(check=lambda v: v if v > 0 else 1000))
+
+
+# --- the whole file ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    version: str = field(default="0.1", metadata=meta(check=_version))
+    log: LogConfig = field(default_factory=LogConfig)
+    loglevel: str = field(default="", metadata=meta(check=_LOG_LEVEL))  # deprecated: log.level
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    http: HTTPConfig = field(default_factory=HTTPConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    catalog: CatalogConfig = field(default_factory=CatalogConfig)
+    # Accepted as plain data so existing files load; not implemented.
+    notifications: dict[str, Any] = field(default_factory=dict)
+    redis: dict[str, Any] = field(default_factory=dict)
+    health: dict[str, Any] = field(default_factory=dict)
+    proxy: dict[str, Any] = field(default_factory=dict)
+    compatibility: dict[str, Any] = field(default_factory=dict)
+    middleware: dict[str, Any] = field(default_factory=dict)
+    reporting: dict[str, Any] = field(default_factory=dict)
+    policy: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.log.level:
+            # As Distribution: log.level, else the deprecated loglevel, else info.
+            level = self.loglevel or "info"
+            object.__setattr__(self, "log", dataclasses.replace(self.log, level=level))
+
+
+def load_config(path: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> RegistryConfig:
+    """Read a Distribution-style ``config.yml`` (None: all defaults) and apply the
+    ``REGISTRY_*`` variables of ``environ``; raises ConfigError naming the key."""
+    return _config.load_config(RegistryConfig, path, environ, ENV_PREFIX)
+
+
+# Key paths portside acts on; a changed key that is not one of these, under one, or an
+# ancestor of one is reported by unsupported_settings. Extend as features land.
+IMPLEMENTED = (
+    "version",
+    "log.level",
+    "loglevel",
+    "log.accesslog.disabled",
+    "storage.filesystem.rootdirectory",
+    "storage.inmemory",
+    "storage.delete.enabled",
+    "storage.maintenance.uploadpurging",
+    "storage.maintenance.readonly.enabled",
+    "storage.redirect.disable",
+    "http.addr",
+    "http.host",
+    "http.prefix",
+    "http.secret",
+    "http.relativeurls",
+    "http.headers",
+    "http.tls.certificate",
+    "http.tls.key",
+    "auth.htpasswd",
+    "auth.token",
+    "auth.silly",
+)
+
+
+def unsupported_settings(config: RegistryConfig) -> list[str]:
+    """The key paths set in ``config`` (differing from the default) that portside ignores."""
+
+    def implemented(path: str) -> bool:
+        return any(
+            path == key or path.startswith(key + ".") or key.startswith(path + ".")
+            for key in IMPLEMENTED
+        )
+
+    return [path for path in _config.changed_settings(config) if not implemented(path)]
+
+
+def listen_host_port(addr: str) -> tuple[str, int]:
+    """Split a Go-style TCP listen address: ``":5000"`` → ``("", 5000)`` (empty host: every
+    interface, IPv4 and IPv6, as Go listens; asyncio and aiohttp read "" the same way),
+    ``"localhost:5000"``, ``"0.0.0.0:5000"``, ``"[::]:5000"`` → ``("::", 5000)``."""
+    host, sep, port = addr.rpartition(":")
+    if not sep:
+        raise ValueError("expected HOST:PORT, such as :5000 or [::1]:5000")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host.split("%")[0])
+        except ValueError:
+            raise ValueError("expected an IPv6 address between the brackets") from None
+    elif ":" in host or "[" in host or "]" in host:
+        raise ValueError("an IPv6 address needs brackets, such as [::1]:5000")
+    if not (port.isascii() and port.isdigit()) or int(port) > 65535:
+        raise ValueError("expected a port number from 0 to 65535")
+    return host, int(port)
