@@ -1,0 +1,48 @@
+"""The ``registry`` command: ``registry serve [CONFIG]``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from registry.config import load_config, unsupported_settings
+from registry.server import serve
+from shared.config import ConfigError
+
+log = logging.getLogger("registry")
+
+# Distribution reads the config path from this variable when none is given; it is not a
+# configuration key, so it must not reach the REGISTRY_* override parser.
+CONFIG_PATH_VARIABLE = "REGISTRY_CONFIGURATION_PATH"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="registry", description="portside container registry")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_parser = commands.add_parser("serve", help="serve the registry API")
+    serve_parser.add_argument("config", nargs="?", help="a Distribution-style config.yml")
+    args = parser.parse_args(argv)
+
+    environ = dict(os.environ)
+    config_path = args.config or environ.pop(CONFIG_PATH_VARIABLE, None)
+    environ.pop(CONFIG_PATH_VARIABLE, None)
+    try:
+        config = load_config(config_path, environ)
+    except (ConfigError, OSError) as error:
+        print(f"registry: configuration error: {error}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=(config.log.level or "info").upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    for key in unsupported_settings(config):
+        log.warning("configuration key %s is accepted but not implemented; ignored", key)
+    serve(config)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

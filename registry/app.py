@@ -1,0 +1,37 @@
+"""Build the registry's aiohttp application from its configuration."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from registry.config import RegistryConfig
+from registry.keys import CONFIG, STORAGE
+from registry.middleware import error_middleware, header_setter
+from registry.routes import dispatch, get_base, get_root
+from registry.storage.driver.factory import create_driver
+from registry.storage.registry import Registry
+from registry.urls import path_prefix
+
+
+def create_app(config: RegistryConfig) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], handler_args={"max_field_size": 16384})
+    app[CONFIG] = config
+    app.cleanup_ctx.append(_storage_context)
+    app.on_response_prepare.append(header_setter(config.http.headers))
+    prefix = path_prefix(config)
+    app.router.add_get("/", get_root)
+    if prefix:
+        app.router.add_get(prefix + "/", get_root)
+    app.router.add_get(prefix + "/v2/", get_base)
+    app.router.add_get(prefix + "/v2", get_base)
+    app.router.add_route("*", prefix + "/v2/{tail:.+}", dispatch)
+    return app
+
+
+async def _storage_context(app: web.Application) -> AsyncIterator[None]:
+    registry = Registry(create_driver(app[CONFIG]))
+    app[STORAGE] = registry
+    yield
+    await registry.close()

@@ -1,0 +1,1 @@
+"""HTTP handlers, one module per resource, named after the spec's operations."""

@@ -1,0 +1,120 @@
+"""Blob endpoints: ``HEAD``/``GET``/``DELETE /v2/<name>/blobs/<digest>``."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from aiohttp import web
+
+from registry.handlers.base import digest_param, repository, route_param
+from registry.keys import CONFIG, STORAGE
+from registry.storage import paths
+from registry.storage.blobs import BlobDescriptor
+from shared import errors
+from shared.errors import RegistryError
+
+
+async def head_blob(request: web.Request) -> web.StreamResponse:
+    descriptor = await repository(request).blobs.stat(digest_param(route_param(request, "digest")))
+    response = web.StreamResponse(headers=_blob_headers(descriptor))
+    response.content_length = descriptor.size
+    return response
+
+
+async def get_blob(request: web.Request) -> web.StreamResponse:
+    descriptor = await repository(request).blobs.stat(digest_param(route_param(request, "digest")))
+    driver = request.app[STORAGE].driver
+    data_path = paths.blob_data(descriptor.digest)
+    if not request.app[CONFIG].storage.redirect.disable:
+        url = await driver.redirect_url(data_path, request.method)
+        if url is not None:
+            raise web.HTTPTemporaryRedirect(url, headers=_blob_headers(descriptor))
+    start, count = _requested_range(request, descriptor.size)
+    response = web.StreamResponse(headers=_blob_headers(descriptor))
+    response.content_length = count
+    if count != descriptor.size or "Range" in request.headers:
+        response.set_status(206)
+        response.headers["Content-Range"] = f"bytes {start}-{start + count - 1}/{descriptor.size}"
+    local = driver.local_path(data_path)
+    if local is not None:
+        await _sendfile(request, response, local, start, count)
+    else:
+        await response.prepare(request)
+        remaining = count
+        async for chunk in driver.reader(data_path, start):
+            piece = chunk[:remaining]
+            await response.write(piece)
+            remaining -= len(piece)
+            if remaining <= 0:
+                break
+        await response.write_eof()
+    return response
+
+
+async def delete_blob(request: web.Request) -> web.StreamResponse:
+    if not request.app[CONFIG].storage.delete.enabled:
+        raise RegistryError(errors.UNSUPPORTED, "deletion is disabled", status=405)
+    await repository(request).blobs.unlink(digest_param(route_param(request, "digest")))
+    return web.Response(status=202, headers={"Content-Length": "0"})
+
+
+def _blob_headers(descriptor: BlobDescriptor) -> dict[str, str]:
+    return {
+        "Content-Type": "application/octet-stream",
+        "Docker-Content-Digest": str(descriptor.digest),
+        "ETag": f'"{descriptor.digest}"',
+        "Accept-Ranges": "bytes",
+        "Cache-Control": "max-age=31536000",
+    }
+
+
+def _requested_range(request: web.Request, size: int) -> tuple[int, int]:
+    """(start, count) of a single-range request; 416 when it cannot be satisfied."""
+    if "Range" not in request.headers:
+        return 0, size
+    try:
+        requested = request.http_range
+    except ValueError:
+        raise _unsatisfiable(size) from None
+    start, stop = requested.start, requested.stop
+    if start is None:
+        return 0, size
+    if start < 0:  # a suffix range: the last -start bytes
+        start = max(size + start, 0)
+        stop = size
+    stop = size if stop is None else min(stop, size)
+    if start >= size or stop <= start:
+        raise _unsatisfiable(size)
+    return start, stop - start
+
+
+def _unsatisfiable(size: int) -> RegistryError:
+    return RegistryError(
+        errors.RANGE_INVALID,
+        "requested range not satisfiable",
+        status=416,
+        headers={"Content-Range": f"bytes */{size}"},
+    )
+
+
+async def _sendfile(
+    request: web.Request, response: web.StreamResponse, path: Path, start: int, count: int
+) -> None:
+    """Send ``count`` bytes of ``path`` from ``start`` with the kernel's sendfile."""
+    loop = asyncio.get_running_loop()
+    try:
+        handle = await loop.run_in_executor(None, path.open, "rb")
+    except FileNotFoundError:
+        # Deleted between stat and open (garbage collection): report it as unknown.
+        raise RegistryError(errors.BLOB_UNKNOWN) from None
+    try:
+        await response.prepare(request)
+        if request.method != "HEAD" and count > 0:
+            transport = request.transport
+            if transport is None:
+                raise ConnectionResetError("connection lost")
+            await loop.sendfile(transport, handle, start, count)
+        await response.write_eof()
+    finally:
+        await loop.run_in_executor(None, handle.close)

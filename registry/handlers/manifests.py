@@ -1,0 +1,64 @@
+"""Manifest endpoints: ``GET``/``HEAD``/``PUT``/``DELETE /v2/<name>/manifests/<reference>``."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from registry.handlers.base import read_bounded, reference_param, repository, route_param, url_for
+from registry.keys import CONFIG
+from registry.storage.manifest_formats import MAX_MANIFEST_SIZE
+from registry.storage.manifests import StoredManifest
+from shared import errors
+from shared.digest import Digest
+from shared.errors import RegistryError
+
+
+async def get_manifest(request: web.Request) -> web.StreamResponse:
+    reference = reference_param(route_param(request, "reference"))
+    manifest = await repository(request).manifests.get(reference)
+    return web.Response(body=manifest.body, headers=_manifest_headers(manifest))
+
+
+async def head_manifest(request: web.Request) -> web.StreamResponse:
+    reference = reference_param(route_param(request, "reference"))
+    manifest = await repository(request).manifests.get(reference)
+    response = web.StreamResponse(headers=_manifest_headers(manifest))
+    response.content_length = len(manifest.body)
+    return response
+
+
+async def put_manifest(request: web.Request) -> web.StreamResponse:
+    repo = repository(request)
+    reference = reference_param(route_param(request, "reference"), for_write=True)
+    body = await read_bounded(request, MAX_MANIFEST_SIZE)
+    manifest, parsed = await repo.manifests.put(
+        reference, body, request.headers.get("Content-Type")
+    )
+    headers = {
+        "Location": url_for(request, f"/v2/{repo.name}/manifests/{manifest.digest}"),
+        "Docker-Content-Digest": str(manifest.digest),
+        "Content-Length": "0",
+    }
+    if parsed.subject is not None:
+        headers["OCI-Subject"] = str(parsed.subject.digest)
+    return web.Response(status=201, headers=headers)
+
+
+async def delete_manifest(request: web.Request) -> web.StreamResponse:
+    if not request.app[CONFIG].storage.delete.enabled:
+        raise RegistryError(errors.UNSUPPORTED, "deletion is disabled", status=405)
+    repo = repository(request)
+    reference = reference_param(route_param(request, "reference"))
+    if isinstance(reference, Digest):
+        await repo.manifests.delete(reference)
+    else:
+        await repo.tags.untag(reference)
+    return web.Response(status=202, headers={"Content-Length": "0"})
+
+
+def _manifest_headers(manifest: StoredManifest) -> dict[str, str]:
+    return {
+        "Content-Type": manifest.media_type,
+        "Docker-Content-Digest": str(manifest.digest),
+        "ETag": f'"{manifest.digest}"',
+    }

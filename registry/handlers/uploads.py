@@ -1,0 +1,112 @@
+"""Upload endpoints: start (monolithic, chunked, or a cross-repository mount), append a
+chunk, report progress, finish with the digest, cancel."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from registry.handlers.base import (
+    body_chunks,
+    content_range,
+    declared_length,
+    digest_param,
+    has_body,
+    name_param,
+    repository,
+    route_param,
+    url_for,
+)
+from registry.keys import STORAGE
+from registry.storage.blobs import BlobDescriptor
+from registry.storage.errors import range_header
+from registry.storage.uploads import UploadStatus
+
+
+async def start_upload(request: web.Request) -> web.StreamResponse:
+    repo = repository(request)
+    mount = request.query.get("mount")
+    if mount is not None:
+        source_name = request.query.get("from")
+        digest = digest_param(mount, "mount")
+        if source_name is not None:
+            source = request.app[STORAGE].repository(name_param(source_name, "from"))
+            mounted = await repo.blobs.mount_from(source.blobs, digest)
+            if mounted is not None:
+                return _created(request, repo.name, mounted)
+        # Without a source that has it, the spec says: fall back to a normal upload.
+    digest_query = request.query.get("digest")
+    if digest_query is not None:
+        digest = digest_param(digest_query)
+        status = await repo.uploads.start()
+        descriptor = await repo.uploads.finish(
+            status.upload_id, digest, body_chunks(request), length=declared_length(request)
+        )
+        return _created(request, repo.name, descriptor)
+    status = await repo.uploads.start()
+    return _upload_response(request, repo.name, status, 202)
+
+
+async def patch_upload(request: web.Request) -> web.StreamResponse:
+    repo = repository(request)
+    chunk_range = content_range(request)
+    status = await repo.uploads.append(
+        route_param(request, "upload_id"),
+        body_chunks(request),
+        start=chunk_range[0] if chunk_range else None,
+        length=declared_length(request),
+    )
+    return _upload_response(request, repo.name, status, 202)
+
+
+async def get_upload_status(request: web.Request) -> web.StreamResponse:
+    repo = repository(request)
+    status = await repo.uploads.status(route_param(request, "upload_id"))
+    return _upload_response(request, repo.name, status, 204)
+
+
+async def finish_upload(request: web.Request) -> web.StreamResponse:
+    repo = repository(request)
+    digest = digest_param(request.query.get("digest"))
+    upload_id = route_param(request, "upload_id")
+    if has_body(request):
+        chunk_range = content_range(request)
+        descriptor = await repo.uploads.finish(
+            upload_id,
+            digest,
+            body_chunks(request),
+            start=chunk_range[0] if chunk_range else None,
+            length=declared_length(request),
+        )
+    else:
+        descriptor = await repo.uploads.finish(upload_id, digest)
+    return _created(request, repo.name, descriptor)
+
+
+async def cancel_upload(request: web.Request) -> web.StreamResponse:
+    await repository(request).uploads.cancel(route_param(request, "upload_id"))
+    return web.Response(status=204)
+
+
+def _upload_response(
+    request: web.Request, name: str, status: UploadStatus, code: int
+) -> web.Response:
+    return web.Response(
+        status=code,
+        headers={
+            "Location": url_for(request, f"/v2/{name}/blobs/uploads/{status.upload_id}"),
+            "Range": range_header(status.size),
+            "Docker-Upload-UUID": status.upload_id,
+            "Content-Length": "0",
+        },
+    )
+
+
+def _created(request: web.Request, name: str, descriptor: BlobDescriptor) -> web.Response:
+    return web.Response(
+        status=201,
+        headers={
+            "Location": url_for(request, f"/v2/{name}/blobs/{descriptor.digest}"),
+            "Docker-Content-Digest": str(descriptor.digest),
+            "Content-Length": "0",
+        },
+    )

@@ -1,0 +1,13 @@
+"""Typed keys for what the app and each request carry (aiohttp AppKey/RequestKey)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from registry.config import RegistryConfig
+from registry.routing import RouteMatch
+from registry.storage.registry import Registry
+
+CONFIG = web.AppKey("config", RegistryConfig)
+STORAGE = web.AppKey("storage", Registry)
+ROUTE = web.RequestKey("route", RouteMatch)

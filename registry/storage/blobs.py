@@ -1,0 +1,106 @@
+"""Blobs: one content-addressed copy shared by every repository, linked per repository.
+
+A blob becomes visible only by an atomic move of verified data to its final path, so a
+reader can never see half a blob; a repository sees a blob only through its link.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from registry.storage import paths
+from registry.storage.driver.base import PathNotFound, StorageDriver
+from registry.storage.errors import BlobUnknown
+from shared.digest import Digest
+
+
+@dataclass(frozen=True, slots=True)
+class BlobDescriptor:
+    digest: Digest
+    size: int
+    media_type: str = "application/octet-stream"
+
+
+class BlobStore:
+    """The registry-wide store of blob data, by digest."""
+
+    def __init__(self, driver: StorageDriver) -> None:
+        self.driver = driver
+
+    async def stat(self, digest: Digest) -> BlobDescriptor:
+        try:
+            info = await self.driver.stat(paths.blob_data(digest))
+        except PathNotFound:
+            raise BlobUnknown(digest) from None
+        return BlobDescriptor(digest, info.size)
+
+    async def exists(self, digest: Digest) -> bool:
+        try:
+            await self.driver.stat(paths.blob_data(digest))
+        except PathNotFound:
+            return False
+        return True
+
+    async def get(self, digest: Digest) -> bytes:
+        try:
+            return await self.driver.get_content(paths.blob_data(digest))
+        except PathNotFound:
+            raise BlobUnknown(digest) from None
+
+    async def put(self, digest: Digest, content: bytes) -> None:
+        """Store small, already verified content (manifests) under its digest."""
+        await self.driver.put_content(paths.blob_data(digest), content)
+
+    async def adopt(self, source_path: str, digest: Digest) -> None:
+        """Move verified upload data to the blob's final path in one atomic step.
+
+        When two clients push the same blob at once both moves succeed: the content is
+        identical by its digest, and the last rename simply replaces the first.
+        """
+        await self.driver.move(source_path, paths.blob_data(digest))
+
+    async def delete(self, digest: Digest) -> None:
+        try:
+            await self.driver.delete(paths.blob_dir(digest))
+        except PathNotFound:
+            raise BlobUnknown(digest) from None
+
+
+class LinkedBlobs:
+    """The blobs one repository may see: layers and configs it was given, and its
+    manifests (a manifest is also fetchable as a blob, as with Distribution)."""
+
+    def __init__(self, name: str, store: BlobStore) -> None:
+        self.name = name
+        self.store = store
+        self.driver = store.driver
+
+    async def is_linked(self, digest: Digest) -> bool:
+        for link in (paths.layer_link(self.name, digest), paths.revision_link(self.name, digest)):
+            try:
+                await self.driver.stat(link)
+                return True
+            except PathNotFound:
+                continue
+        return False
+
+    async def stat(self, digest: Digest) -> BlobDescriptor:
+        if not await self.is_linked(digest):
+            raise BlobUnknown(digest)
+        return await self.store.stat(digest)
+
+    async def link(self, digest: Digest) -> None:
+        await self.driver.put_content(paths.layer_link(self.name, digest), str(digest).encode())
+
+    async def unlink(self, digest: Digest) -> None:
+        try:
+            await self.driver.delete(paths.layer_link(self.name, digest))
+        except PathNotFound:
+            raise BlobUnknown(digest) from None
+
+    async def mount_from(self, source: LinkedBlobs, digest: Digest) -> BlobDescriptor | None:
+        """Link a blob another repository has; None when it has not (or it is gone)."""
+        if not await source.is_linked(digest) or not await self.store.exists(digest):
+            return None
+        await self.link(digest)
+        return await self.store.stat(digest)

@@ -1,0 +1,1 @@
+"""Storage drivers: a narrow, filesystem-like interface with one module per backend."""

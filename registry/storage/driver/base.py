@@ -1,0 +1,90 @@
+"""The storage-driver interface every backend implements.
+
+A driver knows paths and bytes, never digests or manifests. Paths are ``/``-separated,
+absolute within the driver (``/docker/registry/v2/...``) and built only by
+``registry.storage.paths`` from validated names and digests.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class PathNotFound(FileNotFoundError):
+    """The path does not exist in the driver."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.path = path
+
+
+@dataclass(frozen=True, slots=True)
+class FileInfo:
+    path: str
+    size: int
+    modified: float
+    is_dir: bool
+
+
+class FileWriter(abc.ABC):
+    """Appends to one file. Nothing is visible at the final path of a blob until the
+    storage layer moves it there, so a writer only ever writes to upload areas."""
+
+    @property
+    @abc.abstractmethod
+    def size(self) -> int:
+        """Bytes in the file, including what was there before an append."""
+
+    @abc.abstractmethod
+    async def write(self, data: bytes) -> None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Flush and release the file; the content stays for a later append."""
+
+
+class StorageDriver(abc.ABC):
+    name: str
+
+    @abc.abstractmethod
+    async def get_content(self, path: str) -> bytes: ...
+
+    @abc.abstractmethod
+    async def put_content(self, path: str, content: bytes) -> None:
+        """Replace the file atomically: readers see the old or the new content."""
+
+    @abc.abstractmethod
+    def reader(self, path: str, offset: int = 0) -> AsyncIterator[bytes]:
+        """Stream the file from ``offset``; raise PathNotFound when it is missing."""
+
+    @abc.abstractmethod
+    async def writer(self, path: str, append: bool = False) -> FileWriter: ...
+
+    @abc.abstractmethod
+    async def stat(self, path: str) -> FileInfo: ...
+
+    @abc.abstractmethod
+    async def list_dir(self, path: str) -> list[str]:
+        """The names of the direct children of a directory (not full paths)."""
+
+    @abc.abstractmethod
+    async def move(self, source: str, destination: str) -> None:
+        """Move atomically, replacing ``destination``."""
+
+    @abc.abstractmethod
+    async def delete(self, path: str) -> None:
+        """Delete a file or a whole directory tree."""
+
+    def local_path(self, path: str) -> Path | None:
+        """A real file for ``path`` (for sendfile), or None when the backend has none."""
+        return None
+
+    async def redirect_url(self, path: str, method: str) -> str | None:
+        """A URL a client can fetch the content from directly, or None."""
+        return None
+
+    async def close(self) -> None:  # noqa: B027 - an optional hook, not abstract
+        """Release connections and threads."""

@@ -1,0 +1,150 @@
+"""The filesystem driver: a directory tree under ``rootdirectory``, Distribution's layout.
+
+Blocking calls run on a small thread pool so the event loop keeps serving; large files
+are served by the handlers with sendfile through ``local_path``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import BinaryIO, TypeVar
+
+from registry.storage.driver.base import FileInfo, FileWriter, PathNotFound, StorageDriver
+
+T = TypeVar("T")
+READ_CHUNK = 1024 * 1024
+
+
+class FilesystemDriver(StorageDriver):
+    name = "filesystem"
+
+    def __init__(self, root: str | os.PathLike[str], max_threads: int = 32) -> None:
+        self.root = Path(root)
+        self._pool = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="fs")
+
+    def _full(self, path: str) -> Path:
+        parts = [p for p in path.split("/") if p]
+        if any(p in (".", "..") for p in parts):
+            raise ValueError(f"refusing a relative path component in {path!r}")
+        return self.root.joinpath(*parts)
+
+    async def _run(self, func: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, func)
+
+    async def get_content(self, path: str) -> bytes:
+        full = self._full(path)
+        try:
+            return await self._run(full.read_bytes)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise PathNotFound(path) from None
+
+    async def put_content(self, path: str, content: bytes) -> None:
+        full = self._full(path)
+
+        def write() -> None:
+            full.parent.mkdir(parents=True, exist_ok=True)
+            temporary = full.with_name(f".{full.name}.{uuid.uuid4().hex}.tmp")
+            try:
+                temporary.write_bytes(content)
+                os.replace(temporary, full)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    temporary.unlink()
+
+        await self._run(write)
+
+    async def reader(self, path: str, offset: int = 0) -> AsyncIterator[bytes]:
+        full = self._full(path)
+        try:
+            handle = await self._run(lambda: full.open("rb"))
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise PathNotFound(path) from None
+        try:
+            await self._run(lambda: handle.seek(offset))
+            while chunk := await self._run(lambda: handle.read(READ_CHUNK)):
+                yield chunk
+        finally:
+            await self._run(handle.close)
+
+    async def writer(self, path: str, append: bool = False) -> FileWriter:
+        full = self._full(path)
+
+        def open_file() -> BinaryIO:
+            full.parent.mkdir(parents=True, exist_ok=True)
+            return full.open("ab" if append else "wb")
+
+        handle = await self._run(open_file)
+        return _FilesystemWriter(self, handle, handle.tell())
+
+    async def stat(self, path: str) -> FileInfo:
+        full = self._full(path)
+        try:
+            result = await self._run(full.stat)
+        except (FileNotFoundError, NotADirectoryError):
+            raise PathNotFound(path) from None
+        return FileInfo(path, result.st_size, result.st_mtime, full.is_dir())
+
+    async def list_dir(self, path: str) -> list[str]:
+        full = self._full(path)
+        try:
+            return await self._run(lambda: os.listdir(full))
+        except (FileNotFoundError, NotADirectoryError):
+            raise PathNotFound(path) from None
+
+    async def move(self, source: str, destination: str) -> None:
+        src, dst = self._full(source), self._full(destination)
+
+        def move() -> None:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, dst)
+
+        try:
+            await self._run(move)
+        except FileNotFoundError:
+            raise PathNotFound(source) from None
+
+    async def delete(self, path: str) -> None:
+        full = self._full(path)
+
+        def delete() -> None:
+            if full.is_dir() and not full.is_symlink():
+                shutil.rmtree(full)
+            else:
+                full.unlink()
+
+        try:
+            await self._run(delete)
+        except (FileNotFoundError, NotADirectoryError):
+            raise PathNotFound(path) from None
+
+    def local_path(self, path: str) -> Path | None:
+        return self._full(path)
+
+    async def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+class _FilesystemWriter(FileWriter):
+    def __init__(self, driver: FilesystemDriver, handle: BinaryIO, size: int) -> None:
+        self._driver = driver
+        self._handle = handle
+        self._size = size
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    async def write(self, data: bytes) -> None:
+        handle = self._handle
+        await self._driver._run(lambda: handle.write(data))
+        self._size += len(data)
+
+    async def close(self) -> None:
+        await self._driver._run(self._handle.close)

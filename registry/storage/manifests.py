@@ -1,0 +1,164 @@
+"""Manifests of one repository: stored byte for byte as blobs, linked as revisions,
+validated against the blobs and manifests the repository holds."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from registry.storage import paths
+from registry.storage.blobs import BlobStore, LinkedBlobs
+from registry.storage.driver.base import PathNotFound, StorageDriver
+from registry.storage.errors import (
+    BlobUnknown,
+    DigestMismatch,
+    ManifestBlobUnknown,
+    ManifestUnknown,
+)
+from registry.storage.manifest_formats import ParsedManifest, media_type_of, parse_manifest
+from registry.storage.referrers import Referrers
+from registry.storage.tags import Tags
+from shared.digest import Digest, digest_of
+
+
+@dataclass(frozen=True, slots=True)
+class StoredManifest:
+    digest: Digest
+    media_type: str
+    body: bytes
+
+
+class ManifestContentCache:
+    """Manifest bodies by digest. Content addressed by digest never changes, so the only
+    thing that must still be checked per request is the repository's link to it."""
+
+    def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
+        self._entries: OrderedDict[Digest, tuple[str, bytes]] = OrderedDict()
+        self._bytes = 0
+        self._max_bytes = max_bytes
+
+    def get(self, digest: Digest) -> tuple[str, bytes] | None:
+        entry = self._entries.get(digest)
+        if entry is not None:
+            self._entries.move_to_end(digest)
+        return entry
+
+    def put(self, digest: Digest, media_type: str, body: bytes) -> None:
+        if digest in self._entries or len(body) > self._max_bytes // 16:
+            return
+        self._entries[digest] = (media_type, body)
+        self._bytes += len(body)
+        while self._bytes > self._max_bytes:
+            _, (_, evicted) = self._entries.popitem(last=False)
+            self._bytes -= len(evicted)
+
+
+class Manifests:
+    def __init__(
+        self,
+        name: str,
+        driver: StorageDriver,
+        store: BlobStore,
+        blobs: LinkedBlobs,
+        tags: Tags,
+        referrers: Referrers,
+        cache: ManifestContentCache,
+    ) -> None:
+        self.name = name
+        self.driver = driver
+        self.store = store
+        self.blobs = blobs
+        self.tags = tags
+        self.referrers = referrers
+        self.cache = cache
+
+    async def resolve(self, reference: Digest | str) -> Digest:
+        """The digest a tag points at, or a digest the repository holds."""
+        if isinstance(reference, str):
+            return await self.tags.resolve(reference)
+        try:
+            await self.driver.stat(paths.revision_link(self.name, reference))
+        except PathNotFound:
+            raise ManifestUnknown(str(reference)) from None
+        return reference
+
+    async def get(self, reference: Digest | str) -> StoredManifest:
+        digest = await self.resolve(reference)
+        cached = self.cache.get(digest)
+        if cached is not None:
+            return StoredManifest(digest, *cached)
+        try:
+            body = await self.store.get(digest)
+        except BlobUnknown:
+            raise ManifestUnknown(str(reference)) from None
+        media_type = media_type_of(body)
+        self.cache.put(digest, media_type, body)
+        return StoredManifest(digest, media_type, body)
+
+    async def put(
+        self, reference: Digest | str, body: bytes, content_type: str | None
+    ) -> tuple[StoredManifest, ParsedManifest]:
+        algorithm = reference.algorithm if isinstance(reference, Digest) else "sha256"
+        digest = digest_of(body, algorithm)
+        if isinstance(reference, Digest) and digest != reference:
+            raise DigestMismatch(reference, str(digest))
+        parsed = parse_manifest(body, content_type)
+        await self._check_references(parsed)
+        await self.store.put(digest, body)
+        await self.driver.put_content(paths.revision_link(self.name, digest), str(digest).encode())
+        if parsed.subject is not None:
+            await self.referrers.add(
+                parsed.subject.digest, digest, _referrer_descriptor(digest, body, parsed)
+            )
+        if isinstance(reference, str):
+            await self.tags.tag(reference, digest)
+        self.cache.put(digest, parsed.media_type, body)
+        return StoredManifest(digest, parsed.media_type, body), parsed
+
+    async def _check_references(self, parsed: ParsedManifest) -> None:
+        async def check_blob(digest: Digest) -> None:
+            if not await self.blobs.is_linked(digest):
+                raise ManifestBlobUnknown(str(digest))
+
+        async def check_manifest(digest: Digest) -> None:
+            try:
+                await self.driver.stat(paths.revision_link(self.name, digest))
+            except PathNotFound:
+                raise ManifestBlobUnknown(str(digest)) from None
+
+        # Foreign layers (with urls) live elsewhere by design and are not required here.
+        checks = [check_blob(d.digest) for d in parsed.blobs if not d.urls]
+        checks += [check_manifest(d.digest) for d in parsed.manifests]
+        for start in range(0, len(checks), 64):
+            await asyncio.gather(*checks[start : start + 64])
+
+    async def delete(self, digest: Digest) -> None:
+        """Delete a manifest revision, every tag pointing at it, and its referrer entry."""
+        manifest = await self.get(digest)
+        for tag in await self.tags.pointing_at(digest):
+            await self.tags.untag(tag)
+        try:
+            parsed = parse_manifest(manifest.body, manifest.media_type)
+        except Exception:
+            parsed = None
+        if parsed is not None and parsed.subject is not None:
+            await self.referrers.remove(parsed.subject.digest, digest)
+        try:
+            await self.driver.delete(paths.revision_link(self.name, digest).rsplit("/", 1)[0])
+        except PathNotFound:
+            raise ManifestUnknown(str(digest)) from None
+
+
+def _referrer_descriptor(digest: Digest, body: bytes, parsed: ParsedManifest) -> dict[str, Any]:
+    descriptor: dict[str, Any] = {
+        "mediaType": parsed.media_type,
+        "digest": str(digest),
+        "size": len(body),
+    }
+    if parsed.artifact_type:
+        descriptor["artifactType"] = parsed.artifact_type
+    if parsed.annotations:
+        descriptor["annotations"] = parsed.annotations
+    return descriptor

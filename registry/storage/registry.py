@@ -1,0 +1,64 @@
+"""The storage facade handlers talk to: one Registry over one driver, and a Repository
+view per name that bundles its blobs, uploads, manifests, tags and referrers."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from registry.storage.blobs import BlobStore, LinkedBlobs
+from registry.storage.catalog import catalog_page
+from registry.storage.driver.base import StorageDriver
+from registry.storage.manifests import ManifestContentCache, Manifests
+from registry.storage.referrers import Referrers
+from registry.storage.tags import Tags
+from registry.storage.uploads import HashStates, Uploads
+
+
+@dataclass(frozen=True, slots=True)
+class Repository:
+    name: str
+    blobs: LinkedBlobs
+    uploads: Uploads
+    manifests: Manifests
+    tags: Tags
+    referrers: Referrers
+
+
+class Registry:
+    def __init__(self, driver: StorageDriver) -> None:
+        self.driver = driver
+        self.blob_store = BlobStore(driver)
+        self._hashes = HashStates()
+        self._upload_locks: dict[str, asyncio.Lock] = {}
+        self._manifest_cache = ManifestContentCache()
+
+    def repository(self, name: str) -> Repository:
+        """A view of ``name``; the caller has validated it against the name grammar."""
+        blobs = LinkedBlobs(name, self.blob_store)
+        tags = Tags(name, self.driver)
+        referrers = Referrers(name, self.driver)
+        return Repository(
+            name=name,
+            blobs=blobs,
+            uploads=Uploads(
+                name, self.driver, self.blob_store, blobs, self._hashes, self._upload_locks
+            ),
+            manifests=Manifests(
+                name,
+                self.driver,
+                self.blob_store,
+                blobs,
+                tags,
+                referrers,
+                self._manifest_cache,
+            ),
+            tags=tags,
+            referrers=referrers,
+        )
+
+    async def catalog(self, limit: int, last: str | None) -> tuple[list[str], bool]:
+        return await catalog_page(self.driver, limit, last)
+
+    async def close(self) -> None:
+        await self.driver.close()

@@ -1,0 +1,226 @@
+"""Blob uploads: an append-only data file per upload, hashed while it is written.
+
+The data of an upload lives in the repository's ``_uploads/<id>/`` area until the client
+names its digest; it is then verified and moved atomically to the blob store. Hashing is
+incremental: each process keeps the running hash of the uploads it is writing, and
+re-reads the data only when it has none (after a restart, or when another instance wrote
+the previous chunk).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from registry.storage import paths
+from registry.storage.blobs import BlobDescriptor, BlobStore, LinkedBlobs
+from registry.storage.driver.base import FileWriter, PathNotFound, StorageDriver
+from registry.storage.errors import ChunkOutOfOrder, DigestMismatch, UploadInvalid, UploadUnknown
+from shared.digest import Digest, Hasher, new_hasher
+
+# Hash and write in pieces of about this size, in a thread, while the next piece arrives.
+PIECE_SIZE = 1024 * 1024
+DEFAULT_ALGORITHM = "sha256"
+
+
+def is_valid_upload_id(upload_id: str) -> bool:
+    """Upload ids are the UUIDs this registry made: nothing else reaches a path."""
+    try:
+        return str(uuid.UUID(upload_id)) == upload_id
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class UploadStatus:
+    upload_id: str
+    size: int
+    started_at: float
+
+
+class HashStates:
+    """Running hashes of uploads in progress, by (repository, upload id), bounded."""
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self._states: OrderedDict[tuple[str, str], tuple[int, Hasher]] = OrderedDict()
+        self._capacity = capacity
+
+    def take(self, key: tuple[str, str], offset: int) -> Hasher | None:
+        """The hash of the first ``offset`` bytes, if this process has it."""
+        state = self._states.pop(key, None)
+        if state is None or state[0] != offset:
+            return None
+        return state[1]
+
+    def keep(self, key: tuple[str, str], offset: int, hasher: Hasher) -> None:
+        self._states[key] = (offset, hasher)
+        while len(self._states) > self._capacity:
+            self._states.popitem(last=False)
+
+    def forget(self, key: tuple[str, str]) -> None:
+        self._states.pop(key, None)
+
+
+class Uploads:
+    """The uploads of one repository."""
+
+    def __init__(
+        self,
+        name: str,
+        driver: StorageDriver,
+        store: BlobStore,
+        blobs: LinkedBlobs,
+        hashes: HashStates,
+        locks: dict[str, asyncio.Lock],
+    ) -> None:
+        self.name = name
+        self.driver = driver
+        self.store = store
+        self.blobs = blobs
+        self.hashes = hashes
+        self._locks = locks
+
+    def _lock(self, upload_id: str) -> asyncio.Lock:
+        # One request at a time per upload in this process; stale locks are harmless.
+        return self._locks.setdefault(upload_id, asyncio.Lock())
+
+    async def start(self) -> UploadStatus:
+        upload_id = str(uuid.uuid4())
+        now = time.time()
+        await self.driver.put_content(
+            paths.upload_started_at(self.name, upload_id), repr(now).encode()
+        )
+        writer = await self.driver.writer(paths.upload_data(self.name, upload_id))
+        await writer.close()
+        self.hashes.keep((self.name, upload_id), 0, new_hasher(DEFAULT_ALGORITHM))
+        return UploadStatus(upload_id, 0, now)
+
+    async def status(self, upload_id: str) -> UploadStatus:
+        if not is_valid_upload_id(upload_id):
+            raise UploadUnknown(upload_id)
+        try:
+            started = await self.driver.get_content(paths.upload_started_at(self.name, upload_id))
+            info = await self.driver.stat(paths.upload_data(self.name, upload_id))
+        except PathNotFound:
+            raise UploadUnknown(upload_id) from None
+        try:
+            started_at = float(started.decode())
+        except ValueError:
+            started_at = 0.0
+        return UploadStatus(upload_id, info.size, started_at)
+
+    async def append(
+        self,
+        upload_id: str,
+        body: AsyncIterator[bytes],
+        start: int | None = None,
+        length: int | None = None,
+    ) -> UploadStatus:
+        """Append a chunk. ``start`` (from Content-Range) must be where the upload ends;
+        ``length``, when declared, must equal the bytes that arrive."""
+        async with self._lock(upload_id):
+            current = await self.status(upload_id)
+            if start is not None and start != current.size:
+                raise ChunkOutOfOrder(current.size, start)
+            written = await self._write(upload_id, current.size, body)
+            if length is not None and written != length:
+                raise UploadInvalid(f"received {written} bytes, {length} declared")
+            return UploadStatus(upload_id, current.size + written, current.started_at)
+
+    async def _write(self, upload_id: str, offset: int, body: AsyncIterator[bytes]) -> int:
+        key = (self.name, upload_id)
+        hasher = self.hashes.take(key, offset)
+        writer = await self.driver.writer(paths.upload_data(self.name, upload_id), append=True)
+        try:
+            written = await _pipe(body, writer, hasher)
+        finally:
+            # On failure the hash may be ahead of the file: drop it, finish re-reads.
+            await writer.close()
+        if hasher is not None:
+            self.hashes.keep(key, offset + written, hasher)
+        return written
+
+    async def finish(
+        self,
+        upload_id: str,
+        digest: Digest,
+        body: AsyncIterator[bytes] | None = None,
+        start: int | None = None,
+        length: int | None = None,
+    ) -> BlobDescriptor:
+        """Append the last chunk, verify the digest, and make the blob visible."""
+        if body is not None:
+            await self.append(upload_id, body, start, length)
+        async with self._lock(upload_id):
+            status = await self.status(upload_id)
+            data_path = paths.upload_data(self.name, upload_id)
+            actual = await self._digest_of(upload_id, status.size, digest.algorithm)
+            if actual != digest.hex:
+                await self._remove(upload_id)
+                raise DigestMismatch(digest, f"{digest.algorithm}:{actual}")
+            await self.store.adopt(data_path, digest)
+            await self.blobs.link(digest)
+            await self._remove(upload_id)
+            return BlobDescriptor(digest, status.size)
+
+    async def _digest_of(self, upload_id: str, size: int, algorithm: str) -> str:
+        key = (self.name, upload_id)
+        hasher = self.hashes.take(key, size) if algorithm == DEFAULT_ALGORITHM else None
+        if hasher is None:
+            hasher = new_hasher(algorithm)
+            loop = asyncio.get_running_loop()
+            async for chunk in self.driver.reader(paths.upload_data(self.name, upload_id)):
+                await loop.run_in_executor(None, hasher.update, chunk)
+        return hasher.hexdigest()
+
+    async def cancel(self, upload_id: str) -> None:
+        async with self._lock(upload_id):
+            await self.status(upload_id)
+            await self._remove(upload_id)
+
+    async def _remove(self, upload_id: str) -> None:
+        self.hashes.forget((self.name, upload_id))
+        self._locks.pop(upload_id, None)
+        with contextlib.suppress(PathNotFound):
+            await self.driver.delete(paths.upload_dir(self.name, upload_id))
+
+
+async def _pipe(body: AsyncIterator[bytes], writer: FileWriter, hasher: Hasher | None) -> int:
+    """Copy ``body`` to ``writer`` in pieces, hashing and writing one piece in threads
+    while the next one is received, so receiving, hashing and writing overlap."""
+    loop = asyncio.get_running_loop()
+    pending: asyncio.Future[Any] | None = None
+    written = 0
+    try:
+        async for piece in _pieces(body):
+            if pending is not None:
+                await pending
+            jobs: list[asyncio.Future[Any]] = [asyncio.ensure_future(writer.write(piece))]
+            if hasher is not None:
+                jobs.append(loop.run_in_executor(None, hasher.update, piece))
+            pending = asyncio.gather(*jobs)
+            written += len(piece)
+    finally:
+        # Never leave a write running behind the caller's back, even on failure.
+        if pending is not None:
+            await pending
+    return written
+
+
+async def _pieces(body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    buffered: list[bytes] = []
+    size = 0
+    async for chunk in body:
+        buffered.append(chunk)
+        size += len(chunk)
+        if size >= PIECE_SIZE:
+            yield b"".join(buffered)
+            buffered, size = [], 0
+    if buffered:
+        yield b"".join(buffered)

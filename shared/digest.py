@@ -1,0 +1,65 @@
+"""Content digests (``algorithm:encoded``): parsing, validation and incremental hashing.
+
+Only algorithms a registry can verify are accepted, and the encoded part must have the
+exact length and alphabet of that algorithm, so a digest is always safe to use as a path
+component.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Protocol
+
+# The algorithms registries verify (OCI image-spec "Registered algorithms" + sha384,
+# which Distribution also accepts), with the hex length of their encoded part.
+HEX_LENGTHS = {"sha256": 64, "sha384": 96, "sha512": 128}
+_DIGEST_GRAMMAR = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
+
+
+class InvalidDigest(ValueError):
+    """A string that is not a digest this registry can verify."""
+
+
+class Hasher(Protocol):
+    def update(self, data: bytes, /) -> None: ...
+    def hexdigest(self) -> str: ...
+    def copy(self) -> Hasher: ...
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Digest:
+    algorithm: str
+    hex: str
+
+    def __str__(self) -> str:
+        return f"{self.algorithm}:{self.hex}"
+
+    def hasher(self) -> Hasher:
+        return new_hasher(self.algorithm)
+
+
+def parse_digest(text: str) -> Digest:
+    """Parse and validate ``text``; raise InvalidDigest with a reason otherwise."""
+    if len(text) > 200 or not _DIGEST_GRAMMAR.fullmatch(text):
+        raise InvalidDigest(f"invalid digest format: {text[:80]!r}")
+    algorithm, encoded = text.split(":", 1)
+    expected = HEX_LENGTHS.get(algorithm)
+    if expected is None:
+        raise InvalidDigest(f"unsupported digest algorithm: {algorithm[:20]!r}")
+    if len(encoded) != expected or not all(c in "0123456789abcdef" for c in encoded):
+        raise InvalidDigest(f"invalid {algorithm} digest: {encoded[:80]!r}")
+    return Digest(algorithm, encoded)
+
+
+def new_hasher(algorithm: str) -> Hasher:
+    if algorithm not in HEX_LENGTHS:
+        raise InvalidDigest(f"unsupported digest algorithm: {algorithm!r}")
+    return hashlib.new(algorithm)
+
+
+def digest_of(data: bytes, algorithm: str = "sha256") -> Digest:
+    hasher = new_hasher(algorithm)
+    hasher.update(data)
+    return Digest(algorithm, hasher.hexdigest())
