@@ -1,0 +1,62 @@
+"""Finding the real clients and servers a test drives, and running them.
+
+A test whose tool is missing skips with a message naming it, except under ``CI=true``,
+where a missing tool fails the run: CI must never pass by skipping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from dataclasses import dataclass
+
+import pytest
+
+
+def require_tool(name: str, package: str | None = None) -> str:
+    """The path of executable ``name``; skip (or, in CI, fail) when it is missing."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed (Debian package {package or name})"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message + "; CI must install it (.ci/run)")
+        pytest.skip(message)
+    return path
+
+
+@dataclass(frozen=True)
+class Completed:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+async def run_tool(
+    *args: str, env: dict[str, str] | None = None, limit_seconds: float = 120.0
+) -> Completed:
+    """Run a client without blocking the event loop that serves the app under test."""
+    process = await asyncio.create_subprocess_exec(
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), limit_seconds)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    return Completed(process.returncode or 0, stdout.decode(), stderr.decode())
+
+
+def isolated_client_env(home: str) -> dict[str, str]:
+    """An environment where skopeo/podman/docker see no stale login of the machine's."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REGISTRY_", "DOCKER_"))}
+    env["HOME"] = home
+    env["DOCKER_CONFIG"] = os.path.join(home, ".docker")
+    env["REGISTRY_AUTH_FILE"] = os.path.join(home, "auth.json")
+    env["XDG_RUNTIME_DIR"] = os.path.join(home, "run")
+    os.makedirs(env["XDG_RUNTIME_DIR"], exist_ok=True)
+    return env
