@@ -449,6 +449,7 @@ IMPLEMENTED = (
     "storage.maintenance.readonly.enabled",
     "storage.redirect.disable",
     "http.addr",
+    "http.draintimeout",
     "http.host",
     "http.prefix",
     "http.secret",

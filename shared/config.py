@@ -131,20 +131,19 @@ _NANOSECONDS = {
 
 def parse_duration(text: str) -> datetime.timedelta:
     """Parse a Go duration string (``300ms``, ``-1.5h``, ``2h45m``, ``0``)."""
-    body = text.lstrip("+-")
-    sign = -1 if text.startswith("-") else 1
+    sign, body = (-1 if text[:1] == "-" else 1), text[1:] if text[:1] in "+-" else text
     if body == "0":
         return datetime.timedelta(0)
-    total, pos = 0.0, 0
-    while pos < len(body):
+    nanoseconds, pos = 0.0, 0
+    while body and pos < len(body):
         match = _DURATION_PART.match(body, pos)
         if match is None or match.group(1) in ("", "."):
             break
-        total += float(match.group(1)) * _NANOSECONDS[match.group(2)]
+        nanoseconds += float(match.group(1)) * _NANOSECONDS[match.group(2)]
         pos = match.end()
     if not body or pos != len(body):
         raise ValueError("expected a duration such as 10s, 1h30m or 168h")
-    return datetime.timedelta(microseconds=sign * total / 1000)
+    return datetime.timedelta(microseconds=sign * nanoseconds / 1000)
 
 
 # --- schema introspection ---------------------------------------------------------------
@@ -357,8 +356,18 @@ def _get(mapping: MappingNode, key: str) -> Node | None:
 
 
 def _put(mapping: MappingNode, key: str, value: Node) -> None:
-    pairs = [(k, v) for k, v in mapping.value if not (isinstance(k, ScalarNode) and k.value == key)]
-    mapping.value = [*pairs, (ScalarNode(_STR_TAG, key), value)]
+    """Set ``key`` to ``value``, in place when present (dropping any duplicates)."""
+    pairs: list[tuple[Node, Node]] = []
+    placed = False
+    for k, v in mapping.value:
+        if not (isinstance(k, ScalarNode) and k.value == key):
+            pairs.append((k, v))
+        elif not placed:
+            pairs.append((k, value))
+            placed = True
+    if not placed:
+        pairs.append((ScalarNode(_STR_TAG, key), value))
+    mapping.value = pairs
 
 
 def _compose_env(name: str, text: str) -> Node:
@@ -403,20 +412,21 @@ class _Converter:
         self.origins = origins
 
     def error(self, path: KeyPath, node: Node | None, message: str) -> ConfigError:
+        """An error naming the key, its file line or the variables that set it."""
         text = f"{_dotted(path) or 'configuration'}: {message}"
-        set_by = [n for p, n in self.origins if path[: len(p)] == p]
-        inside = [n for p, n in self.origins if p[: len(path)] == path and len(p) > len(path)]
+        involved = [n for p, n in self.origins if path[: len(p)] == p or p[: len(path)] == path]
         mark = getattr(node, "start_mark", None)
-        if set_by:
-            text += f" (from environment variable {set_by[-1]})"
-        elif mark is not None:
+        if mark is not None:
             text += f" ({mark.name}, line {mark.line + 1})"
-        if inside and not set_by:
-            text += f" (environment variables involved: {', '.join(inside)})"
+        if involved:
+            text += f" (environment: {', '.join(involved)})"
         return ConfigError(text)
 
     def value(self, node: Node, tp: Any, path: KeyPath) -> Any:
-        if _null(node):
+        if _null(node) and _is_section(_unwrap(tp)):
+            # A selected variant given as null: its defaults, validated like a mapping.
+            node = MappingNode("tag:yaml.org,2002:map", [], node.start_mark)
+        elif _null(node):
             return _zero(tp)
         tp = _unwrap(tp)
         origin = typing.get_origin(tp) or tp
@@ -464,14 +474,18 @@ class _Converter:
             problem = getattr(e, "problem", None) or "cannot be read"
             raise self.error(path, node, problem) from None
 
-    def pairs(self, node: Node, path: KeyPath) -> Iterator[tuple[str, Node, Node]]:
+    def pairs(
+        self, node: Node, path: KeyPath, *, strict: bool = False
+    ) -> Iterator[tuple[str, Node, Node]]:
+        """The key/value pairs of a mapping; ``strict`` refuses a key given twice (in a free
+        map the last one wins, as in Go's YAML, which Distribution's own sample relies on)."""
         if not isinstance(node, MappingNode):
             raise self.error(path, node, "expected a mapping")
         seen: set[str] = set()
         for k, v in _flat(node).value:
             if not isinstance(k, ScalarNode):
                 raise self.error(path, k, "a key must be a plain value")
-            if k.value in seen:
+            if strict and k.value in seen:
                 raise self.error((*path, k.value), k, "this key is given twice")
             seen.add(k.value)
             yield k.value, k, v
@@ -488,7 +502,7 @@ class _Converter:
                     path, node, f"expected a mapping or a {cls.VARIANT_KIND} ({names})"
                 )
             node = MappingNode("tag:yaml.org,2002:map", [(node, ScalarNode(_NULL_TAG, ""))])
-        for key, key_node, value_node in self.pairs(node, path):
+        for key, key_node, value_node in self.pairs(node, path, strict=True):
             f = fields.get(key)
             if f is None:
                 known = ", ".join(fields)
@@ -507,7 +521,7 @@ class _Converter:
         except InvalidSetting as e:
             raise self.error(
                 (*path, e.key),
-                _get(node, e.key) if isinstance(node, MappingNode) else node,
+                (_get(node, e.key) if isinstance(node, MappingNode) else None) or node,
                 e.message,
             ) from None
         except ValueError as e:
