@@ -1,0 +1,138 @@
+"""The storage-driver conformance suite: every backend runs these same tests unchanged.
+
+A new driver joins by adding one entry to ``DRIVER_FACTORIES``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from registry.storage.driver.base import PathNotFound, StorageDriver
+from registry.storage.driver.filesystem import FilesystemDriver
+from registry.storage.driver.inmemory import InMemoryDriver
+
+DriverFactory = Callable[[Path], Awaitable[StorageDriver]]
+
+
+async def _filesystem(tmp_path: Path) -> StorageDriver:
+    return FilesystemDriver(tmp_path / "root", max_threads=4)
+
+
+async def _inmemory(tmp_path: Path) -> StorageDriver:
+    return InMemoryDriver()
+
+
+DRIVER_FACTORIES: dict[str, DriverFactory] = {
+    "filesystem": _filesystem,
+    "inmemory": _inmemory,
+}
+
+
+@pytest.fixture(params=sorted(DRIVER_FACTORIES))
+async def driver(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StorageDriver]:
+    instance = await DRIVER_FACTORIES[request.param](tmp_path)
+    yield instance
+    await instance.close()
+
+
+async def read_all(driver: StorageDriver, path: str, offset: int = 0) -> bytes:
+    return b"".join([chunk async for chunk in driver.reader(path, offset)])
+
+
+async def test_put_then_get_returns_the_content(driver: StorageDriver) -> None:
+    await driver.put_content("/a/b/file", b"hello")
+    assert await driver.get_content("/a/b/file") == b"hello"
+
+
+async def test_put_replaces_existing_content(driver: StorageDriver) -> None:
+    await driver.put_content("/file", b"a much longer first version")
+    await driver.put_content("/file", b"short")
+    assert await driver.get_content("/file") == b"short"
+
+
+async def test_missing_paths_raise_path_not_found(driver: StorageDriver) -> None:
+    with pytest.raises(PathNotFound):
+        await driver.get_content("/nope")
+    with pytest.raises(PathNotFound):
+        await driver.stat("/nope")
+    with pytest.raises(PathNotFound):
+        await driver.list_dir("/nope")
+    with pytest.raises(PathNotFound):
+        await driver.delete("/nope")
+    with pytest.raises(PathNotFound):
+        await driver.move("/nope", "/elsewhere")
+    with pytest.raises(PathNotFound):
+        await read_all(driver, "/nope")
+
+
+async def test_stat_reports_size_and_kind(driver: StorageDriver) -> None:
+    await driver.put_content("/dir/file", b"12345")
+    info = await driver.stat("/dir/file")
+    assert (info.size, info.is_dir) == (5, False)
+    assert (await driver.stat("/dir")).is_dir
+
+
+async def test_list_names_direct_children_only(driver: StorageDriver) -> None:
+    for path in ("/top/a", "/top/b/c", "/top/b/d", "/other/x"):
+        await driver.put_content(path, b"x")
+    assert sorted(await driver.list_dir("/top")) == ["a", "b"]
+    assert sorted(await driver.list_dir("/top/b")) == ["c", "d"]
+
+
+async def test_reader_streams_from_an_offset(driver: StorageDriver) -> None:
+    content = bytes(range(256)) * 20_000  # several read chunks
+    await driver.put_content("/big", content)
+    assert await read_all(driver, "/big") == content
+    assert await read_all(driver, "/big", 1_000_003) == content[1_000_003:]
+    assert await read_all(driver, "/big", len(content)) == b""
+
+
+async def test_writer_creates_then_appends(driver: StorageDriver) -> None:
+    writer = await driver.writer("/uploads/x/data")
+    await writer.write(b"abc")
+    await writer.write(b"def")
+    assert writer.size == 6
+    await writer.close()
+    appender = await driver.writer("/uploads/x/data", append=True)
+    assert appender.size == 6
+    await appender.write(b"ghi")
+    await appender.close()
+    assert await driver.get_content("/uploads/x/data") == b"abcdefghi"
+    truncating = await driver.writer("/uploads/x/data")
+    await truncating.close()
+    assert await driver.get_content("/uploads/x/data") == b""
+
+
+async def test_move_replaces_destination_and_removes_source(driver: StorageDriver) -> None:
+    await driver.put_content("/src/file", b"new")
+    await driver.put_content("/dst/deep/file", b"old")
+    await driver.move("/src/file", "/dst/deep/file")
+    assert await driver.get_content("/dst/deep/file") == b"new"
+    with pytest.raises(PathNotFound):
+        await driver.stat("/src/file")
+
+
+async def test_delete_removes_a_whole_tree(driver: StorageDriver) -> None:
+    for path in ("/tree/a", "/tree/b/c", "/treetop"):
+        await driver.put_content(path, b"x")
+    await driver.delete("/tree")
+    with pytest.raises(PathNotFound):
+        await driver.stat("/tree/b/c")
+    assert await driver.get_content("/treetop") == b"x"
+
+
+async def test_concurrent_puts_leave_one_whole_version(driver: StorageDriver) -> None:
+    versions = [bytes([i]) * 200_000 for i in range(8)]
+    await asyncio.gather(*(driver.put_content("/contended", v) for v in versions))
+    assert await driver.get_content("/contended") in versions
+
+
+async def test_relative_components_are_refused(driver: StorageDriver) -> None:
+    if isinstance(driver, InMemoryDriver):
+        pytest.skip("the in-memory driver has no filesystem to escape")
+    with pytest.raises(ValueError, match="relative path"):
+        await driver.put_content("/a/../../escape", b"x")
