@@ -475,20 +475,29 @@ class _Converter:
             raise self.error(path, node, problem) from None
 
     def pairs(
-        self, node: Node, path: KeyPath, *, strict: bool = False
-    ) -> Iterator[tuple[str, Node, Node]]:
-        """The key/value pairs of a mapping; ``strict`` refuses a key given twice (in a free
-        map the last one wins, as in Go's YAML, which Distribution's own sample relies on)."""
+        self, node: Node, path: KeyPath, *, merge: bool = False
+    ) -> list[tuple[str, Node, Node]]:
+        """The key/value pairs of a mapping. A repeated key is not an error, as in Go's YAML
+        (Distribution's own documented sample repeats one): the later value wins, or with
+        ``merge`` two mappings combine, as Go decodes both into the same struct."""
         if not isinstance(node, MappingNode):
             raise self.error(path, node, "expected a mapping")
-        seen: set[str] = set()
+        pairs: dict[str, tuple[Node, Node]] = {}
         for k, v in _flat(node).value:
             if not isinstance(k, ScalarNode):
                 raise self.error(path, k, "a key must be a plain value")
-            if strict and k.value in seen:
-                raise self.error((*path, k.value), k, "this key is given twice")
-            seen.add(k.value)
-            yield k.value, k, v
+            if k.value in pairs:
+                where = (
+                    f" ({k.start_mark.name}, line {k.start_mark.line + 1})" if k.start_mark else ""
+                )
+                log.warning(
+                    "configuration key %s is given twice%s", _dotted((*path, k.value)), where
+                )
+                earlier = pairs[k.value][1]
+                if merge and isinstance(earlier, MappingNode) and isinstance(v, MappingNode):
+                    v = MappingNode(v.tag, earlier.value + v.value, earlier.start_mark)
+            pairs[k.value] = (k, v)
+        return [(key, k, v) for key, (k, v) in pairs.items()]
 
     def section(self, node: Node, cls: type[T], path: KeyPath) -> T:
         fields = {f.key: f for f in _fields(cls)}
@@ -502,7 +511,7 @@ class _Converter:
                     path, node, f"expected a mapping or a {cls.VARIANT_KIND} ({names})"
                 )
             node = MappingNode("tag:yaml.org,2002:map", [(node, ScalarNode(_NULL_TAG, ""))])
-        for key, key_node, value_node in self.pairs(node, path, strict=True):
+        for key, key_node, value_node in self.pairs(node, path, merge=True):
             f = fields.get(key)
             if f is None:
                 known = ", ".join(fields)

@@ -159,9 +159,25 @@ def test_null_keeps_the_default(tmp_path: Path) -> None:
     assert config.server.hosts == []
 
 
-def test_in_a_free_map_the_last_of_a_repeated_key_wins(tmp_path: Path) -> None:
-    # As in Go's YAML; Distribution's documented sample repeats `middleware.storage`.
-    assert load(tmp_path, "server: {labels: {a: 1, a: 2}}").server.labels == {"a": "2"}
+def test_a_repeated_key_is_merged_or_replaced_as_go_does(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Go's YAML decodes a repeated section into the same struct or map, and a repeated
+    # plain value replaces the earlier one; Distribution's own sample repeats a key.
+    text = """\
+server: {addr: ':1', debug: true, hosts: [a], labels: {x: '1'}}
+server: {addr: ':2', hosts: [b], labels: {y: '2'}, login: {user: u, password: s3cr3t}}
+"""
+    with caplog.at_level(logging.WARNING, logger="shared.config"):
+        server = load(tmp_path, text).server
+    assert (server.addr, server.debug, server.hosts) == (":2", True, ["b"])
+    assert server.labels == {"x": "1", "y": "2"}
+    where = f"({tmp_path / 'config.yml'}, line 2)"
+    assert [r.getMessage() for r in caplog.records] == [
+        f"configuration key {key} is given twice {where}"
+        for key in ("server", "server.addr", "server.hosts", "server.labels")
+    ]
+    assert "s3cr3t" not in caplog.text
 
 
 def test_yaml_merge_keys_are_honoured(tmp_path: Path) -> None:
@@ -185,7 +201,6 @@ def test_yaml_merge_keys_are_honoured(tmp_path: Path) -> None:
         ("server: {level: trace}", "server.level: expected info or debug"),
         ("server: {login: {user: alice}}", "server.login.password: must be set when user is"),
         ("server: {adress: x}", "server.adress: unknown key (known keys here: addr, ratio"),
-        ("server: {}\nserver: {}", "server: this key is given twice"),
     ],
 )
 def test_a_bad_file_names_the_key_and_line(tmp_path: Path, text: str, expected: str) -> None:
