@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -11,6 +13,7 @@ from registry.keys import CONFIG, STORAGE
 from registry.middleware import error_middleware, header_setter
 from registry.routes import dispatch, get_base, get_root
 from registry.storage.driver.factory import create_driver
+from registry.storage.purge import purge_periodically
 from registry.storage.registry import Registry
 from registry.urls import path_prefix
 
@@ -31,7 +34,23 @@ def create_app(config: RegistryConfig) -> web.Application:
 
 
 async def _storage_context(app: web.Application) -> AsyncIterator[None]:
-    registry = Registry(create_driver(app[CONFIG]))
+    config = app[CONFIG]
+    registry = Registry(create_driver(config))
     app[STORAGE] = registry
+    purging = config.storage.maintenance.uploadpurging
+    purger = None
+    if purging.enabled and not config.storage.maintenance.readonly.enabled:
+        purger = asyncio.create_task(
+            purge_periodically(
+                registry.driver,
+                purging.age.total_seconds(),
+                purging.interval.total_seconds(),
+                purging.dryrun,
+            )
+        )
     yield
+    if purger is not None:
+        purger.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await purger
     await registry.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from registry.handlers import blobs, listings, manifests, uploads
-from registry.keys import ROUTE
+from registry.keys import CONFIG, ROUTE
 from registry.routing import Route, RouteMatch, match_route
 from shared import errors
 from shared.errors import RegistryError
@@ -57,8 +57,13 @@ def resolve(request: web.Request) -> RouteMatch:
     return match_route(REPOSITORY_ROUTES, tail, request.method)
 
 
+_WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
 async def dispatch(request: web.Request) -> web.StreamResponse:
     match = resolve(request)
+    if request.method in _WRITES and request.app[CONFIG].storage.maintenance.readonly.enabled:
+        raise RegistryError(errors.UNSUPPORTED, "the registry is in read-only mode", status=405)
     request[ROUTE] = match
     return await match.handler(request)
 
