@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
+import typing
 from pathlib import Path
 
 import pytest
 
 from registry.config import (
+    IMPLEMENTED,
     ConfigError,
     RegistryConfig,
     listen_host_port,
@@ -396,6 +399,30 @@ def test_two_drivers_from_file_and_environment_is_an_error(tmp_path: Path) -> No
     assert "REGISTRY_STORAGE, REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY" in message
     text = "version: 0.1\nstorage:\n  filesystem: {}\n  s3: {bucket: b}\n"
     assert "more than one storage driver given (filesystem, s3)" in failure(write(tmp_path, text))
+
+
+def test_an_empty_registry_auth_removes_the_file_s_method(tmp_path: Path) -> None:
+    text = "version: 0.1\nauth:\n  htpasswd: {realm: r, path: /p}\n"
+    assert load_config(write(tmp_path, text), {}).auth.method_name == "htpasswd"
+    assert load_config(write(tmp_path, text), {"REGISTRY_AUTH": ""}).auth.method_name is None
+
+
+def test_every_implemented_key_exists_in_the_schema() -> None:
+    def has(section: object, path: list[str]) -> bool:
+        if not path:
+            return True
+        if not dataclasses.is_dataclass(section):
+            return False
+        if path[0] not in {f.name for f in dataclasses.fields(section)}:
+            return False
+        value = getattr(section, path[0])
+        if value is None:  # an unselected variant: look into its type's defaults
+            value = typing.get_args(typing.get_type_hints(type(section))[path[0]])[0]()
+        return has(value, path[1:])
+
+    for key in IMPLEMENTED:
+        assert has(RegistryConfig(), key.split(".")), key
+    assert not has(RegistryConfig(), ["storage", "filesystem", "rootdir"])
 
 
 def test_header_overrides_use_the_header_name(tmp_path: Path) -> None:
