@@ -252,9 +252,14 @@ class _Overrides:
             if not name.startswith(head):
                 continue
             value = _compose_env(name, environ[name])
-            target = self._set(self.root, self.schema, name[len(head) :].split("_"), value, ())
+            segments = name[len(head) :].split("_")
+            try:
+                target = self._set(self.root, self.schema, segments, value, ())
+            except ConfigError as e:
+                raise ConfigError(f"{e} (environment: {name})") from None
             if target is None:
-                # Never the value: it may be a secret (think REGISTRY_AUTH_FILE's neighbours).
+                # Not fatal: other tools' variables share the prefix (podman's
+                # REGISTRY_AUTH_FILE). The name only: a value may be a secret.
                 log.warning("ignoring environment variable %s: it names no configuration key", name)
                 continue
             # A later variable replacing a whole section supersedes earlier ones inside it.
@@ -301,7 +306,7 @@ class _Overrides:
         args = typing.get_args(tp)
         item_tp = args[0] if args else Any
         items = container.value
-        if not seg.isdigit() or int(seg) > len(items):
+        if not (seg.isascii() and seg.isdigit()) or int(seg) > len(items):
             raise ConfigError(
                 f"{_dotted(path)}: {seg!r} is not an index of this list (it has {len(items)} items)"
             )

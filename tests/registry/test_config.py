@@ -543,7 +543,8 @@ def test_podman_s_registry_auth_file_is_ignored_with_a_warning(
         (
             "",
             {"REGISTRY_HTTP_TLS_LETSENCRYPT_HOSTS_3": "x"},
-            "http.tls.letsencrypt.hosts: '3' is not an index",
+            "http.tls.letsencrypt.hosts: '3' is not an index of this list (it has 0 items)"
+            " (environment: REGISTRY_HTTP_TLS_LETSENCRYPT_HOSTS_3)",
         ),
     ],
 )

@@ -302,7 +302,11 @@ def test_list_items_are_addressed_by_index(tmp_path: Path) -> None:
     assert config.server.hosts == ["a", "c", "d"]
     message = error(tmp_path, APP_SERVER_HOSTS_5="x")
     assert "server.hosts: '5' is not an index of this list" in message
+    assert "(environment: APP_SERVER_HOSTS_5)" in message
     assert "is not an index" in error(tmp_path, APP_SERVER_HOSTS_FIRST="x")
+    assert "is not an index" in error(tmp_path, **{"APP_SERVER_HOSTS_²": "x"})
+    message = error(tmp_path, "server: {hosts: oops}", APP_SERVER_HOSTS_0="x")
+    assert message == "server.hosts: expected a list (environment: APP_SERVER_HOSTS_0)"
 
 
 def test_a_variant_is_selected_by_name_then_filled(tmp_path: Path) -> None:
