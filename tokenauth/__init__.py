@@ -1,0 +1,1 @@
+"""tokenauth: the Docker token-authentication server (``docker login`` is sent here)."""

@@ -1,0 +1,91 @@
+"""Users files while serving: additions, removals and password changes take effect at once,
+and the verified-credentials memory speeds up repeat logins without holding passwords."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from shared.htpasswd import format_htpasswd_line
+from tests.tokenauth.conftest import USERS, Setup, TokenClient, fetch_token
+from tokenauth.authn.cache import VerifiedCredentials
+from tokenauth.authn.htpasswd import HtpasswdAuthenticator
+
+
+async def test_users_file_reloads_while_serving(client: TokenClient, setup: Setup) -> None:
+    assert (await fetch_token(client, auth=("alice", "alice-pw")))[0] == 200
+    assert (await fetch_token(client, auth=("newbie", "n-pw")))[0] == 401
+    setup.write_users({**USERS, "newbie": "n-pw", "alice": "changed"})
+    assert (await fetch_token(client, auth=("newbie", "n-pw")))[0] == 200
+    # alice's old password was just verified and remembered; the change still wins at once.
+    assert (await fetch_token(client, auth=("alice", "alice-pw")))[0] == 401
+    assert (await fetch_token(client, auth=("alice", "changed")))[0] == 200
+    setup.write_users({"bob": "bob-pw"})
+    assert (await fetch_token(client, auth=("alice", "changed")))[0] == 401
+
+
+async def test_several_users_files_first_one_decides(tmp_path: Path) -> None:
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.write_text(format_htpasswd_line("alice", "one", cost=4) + "\n")
+    second.write_text(
+        format_htpasswd_line("alice", "two", cost=4)
+        + "\n"
+        + format_htpasswd_line("bob", "b", cost=4)
+        + "\n"
+    )
+    users = HtpasswdAuthenticator([first, second])
+    assert await users.authenticate("alice", "one")
+    assert not await users.authenticate("alice", "two")
+    assert await users.authenticate("bob", "b")
+    assert users.credential_id("bob") is not None and users.credential_id("carol") is None
+
+
+async def test_repeat_logins_skip_bcrypt(tmp_path: Path) -> None:
+    path = tmp_path / "users"
+    path.write_text(format_htpasswd_line("alice", "pw", cost=11) + "\n")  # ~0.1 s per check
+    users = HtpasswdAuthenticator([path], cache_ttl=timedelta(seconds=30))
+    started = time.perf_counter()
+    # A push asks for several tokens at once: one bcrypt serves them all...
+    assert all(await asyncio.gather(*(users.authenticate("alice", "pw") for _ in range(8))))
+    first = time.perf_counter() - started
+    started = time.perf_counter()
+    for _ in range(50):  # ...and later requests use the memory.
+        assert await users.authenticate("alice", "pw")
+    repeat = time.perf_counter() - started
+    assert repeat < first, (first, repeat)
+    assert not await users.authenticate("alice", "wrong")
+    assert len(users.cache) == 1
+
+
+def test_memory_holds_no_password() -> None:
+    cache = VerifiedCredentials(timedelta(seconds=30))
+    cache.sync(1)
+    secret = "correct horse battery staple"
+    cache.add("alice", cache.mac("alice", secret), 1)
+    gc.collect()
+    assert ("alice", cache.mac("alice", secret)) in cache
+    assert ("alice", cache.mac("alice", "other")) not in cache
+    assert ("bob", cache.mac("alice", secret)) not in cache
+    dump = repr(cache.__dict__)
+    assert secret not in dump and secret.encode().hex() not in dump
+    # user/password boundaries are unambiguous
+    assert cache.mac("ab", "c") != cache.mac("a", "bc")
+
+
+def test_memory_expires_invalidates_and_is_bounded() -> None:
+    now = [100.0]
+    cache = VerifiedCredentials(timedelta(seconds=10), max_entries=2, clock=lambda: now[0])
+    cache.sync("v1")
+    for user in ("a", "b", "c"):
+        cache.add(user, cache.mac(user, "pw"), "v1")
+    assert len(cache) == 2 and ("a", cache.mac("a", "pw")) not in cache
+    now[0] += 11
+    assert ("c", cache.mac("c", "pw")) not in cache
+    cache.add("c", cache.mac("c", "pw"), "v1")
+    cache.sync("v2")
+    assert len(cache) == 0
+    cache.add("c", cache.mac("c", "pw"), "v1")  # verified against the old files: not kept
+    assert len(cache) == 0

@@ -1,0 +1,94 @@
+"""The ``tokenauth`` command: ``serve CONFIG``, ``check CONFIG`` and ``keygen``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import ssl
+import sys
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+
+from aiohttp import web
+
+from shared.config import ConfigError
+from shared.token import PublicKey, libtrust_key_id, thumbprint
+from tokenauth.app import create_app
+from tokenauth.config import TokenAuthConfig, load_config, split_address
+from tokenauth.keygen import ALGORITHMS, DEFAULT_RSA_BITS, write_key_pair
+
+log = logging.getLogger("tokenauth")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tokenauth", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the token server")
+    serve.add_argument("config", type=Path, help="YAML configuration file")
+    check = commands.add_parser("check", help="load the configuration, users and ACL, then exit")
+    check.add_argument("config", type=Path)
+    keygen = commands.add_parser("keygen", help="write a signing key and a certificate for it")
+    keygen.add_argument("--algorithm", choices=ALGORITHMS, default="ES256")
+    keygen.add_argument("--rsa-bits", type=int, default=DEFAULT_RSA_BITS)
+    keygen.add_argument("--key", type=Path, default=Path("token.key"))
+    keygen.add_argument("--certificate", type=Path, default=Path("token.crt"))
+    keygen.add_argument("--common-name", default="portside tokenauth")
+    keygen.add_argument("--days", type=int, default=3650)
+    keygen.add_argument("--force", action="store_true", help="replace existing files")
+    args = parser.parse_args(argv)
+    if args.command == "keygen":
+        return _keygen(args)
+    try:
+        config = load_config(args.config, os.environ)
+        logging.basicConfig(
+            level=config.loglevel.upper(),
+            format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        )
+        app = create_app(config)
+    except ConfigError as error:
+        print(f"tokenauth: configuration error: {error}", file=sys.stderr)
+        return 2
+    if args.command == "check":
+        print("configuration OK")
+        return 0
+    _serve(app, config)
+    return 0
+
+
+def _serve(app: web.Application, config: TokenAuthConfig) -> None:
+    host, port = split_address(config.http.addr)
+    context = None
+    if config.http.tls.certificate:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(config.http.tls.certificate, config.http.tls.key)
+    log.info("tokenauth listening on %s (%s)", config.http.addr, "https" if context else "http")
+    web.run_app(app, host=host, port=port, ssl_context=context, print=None)
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    try:
+        cert = write_key_pair(
+            args.key,
+            args.certificate,
+            algorithm=args.algorithm,
+            common_name=args.common_name,
+            lifetime=timedelta(days=args.days),
+            rsa_bits=args.rsa_bits,
+            force=args.force,
+        )
+    except (OSError, ValueError) as error:
+        print(f"tokenauth keygen: {error}", file=sys.stderr)
+        return 1
+    public = cert.public_key()
+    print(f"wrote {args.key} ({args.algorithm} private key) and {args.certificate}")
+    if isinstance(public, PublicKey):
+        print(f"kid (RFC 7638): {thumbprint(public)}")
+        print(f"libtrust kid:   {libtrust_key_id(public)}")
+    print("trust the certificate in the registry: auth.token.rootcertbundle")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""The audit trail: one JSON line per token decision on the ``tokenauth.audit`` logger.
+
+A line names who (account, client address, client id), what for (service, requested and
+granted scopes) and the outcome; it never holds a password, an Authorization header or a
+token (only the token's ``jti``, to correlate with a registry's logs).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+
+from shared.scope import Scope
+
+audit_log = logging.getLogger("tokenauth.audit")
+_MAX_FIELD = 128
+
+
+def _clip(value: str | None) -> str | None:
+    # Client-chosen text is cut short so that an audit line stays readable.
+    return value if value is None or len(value) <= _MAX_FIELD else value[:_MAX_FIELD] + "…"
+
+
+@dataclass
+class AuditRecord:
+    """What is known about one token request, filled in as the request is understood."""
+
+    grant: str
+    ip: str | None
+    client_id: str | None = None
+    account: str | None = None
+    service: str | None = None
+    requested: list[Scope] = field(default_factory=list)
+    granted: list[Scope] = field(default_factory=list)
+    rules: list[int | None] = field(default_factory=list)
+    jti: str = ""
+
+    def write(self, outcome: str, reason: str = "") -> None:
+        """Write one audit line (JSON, so that user-supplied text cannot forge lines)."""
+        line = {
+            "event": "token",
+            "outcome": outcome,
+            "grant": self.grant,
+            "account": _clip(self.account),
+            "ip": self.ip,
+            "service": _clip(self.service),
+            "client_id": _clip(self.client_id),
+            "requested": [str(s) for s in self.requested],
+            "granted": [str(s) for s in self.granted if s.actions],
+            "rules": self.rules,
+        }
+        if reason:
+            line["reason"] = reason
+        if self.jti:
+            line["jti"] = self.jti
+        audit_log.info("%s", json.dumps(line, ensure_ascii=False))

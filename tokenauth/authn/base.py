@@ -1,0 +1,21 @@
+"""The interface every user store implements."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Authenticator(Protocol):
+    """Checks credentials and says whether an account still exists as it did."""
+
+    async def authenticate(self, user: str, password: str) -> bool:
+        """Whether ``password`` is ``user``'s current password."""
+        ...
+
+    def credential_id(self, user: str) -> str | None:
+        """An opaque id of ``user``'s current credential, None if the user is gone.
+
+        Refresh tokens carry it, so removing a user or changing their password ends
+        every refresh token issued before.
+        """
+        ...

@@ -1,0 +1,133 @@
+"""The HTTP endpoints: token (GET, Docker token spec), OAuth2 token (POST), JWKS, health."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from aiohttp import BasicAuth, web
+
+from shared.errors import RegistryError
+from shared.scope import Scope, ScopeError, format_scopes, parse_scopes
+from tokenauth.audit import AuditRecord
+from tokenauth.errors import INVALID_REQUEST, TokenAuthError
+from tokenauth.issuer import Issued, TokenIssuer
+from tokenauth.keys import ISSUER
+
+_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+MAX_FIELD_LENGTH = 8192  # any form or query value; a refresh token is well under
+
+
+async def get_token(request: web.Request) -> web.Response:
+    """``GET /auth?service=&scope=&account=&client_id=&offline_token=`` with optional Basic."""
+    issuer = request.app[ISSUER]
+    query = request.query
+    record = AuditRecord(grant="anonymous", ip=request.remote, client_id=query.get("client_id"))
+    try:
+        service = issuer.check_service(query.get("service"), record)
+        scopes = _scopes(query.getall("scope", []))
+        record.requested = scopes
+        account = ""
+        header = request.headers.get("Authorization")
+        if header is not None:
+            record.grant = "basic"
+            user, password = _basic(header, issuer)
+            claimed = query.get("account")
+            if claimed and claimed != user:
+                record.account = claimed
+                raise TokenAuthError(INVALID_REQUEST, "'account' differs from the login user")
+            account = await issuer.login(user, password, record)
+        granted = issuer.authorize(account, service, scopes, record)
+        issued = issuer.issue(account, service, granted, record)
+        body: dict[str, Any] = _token_body(issued)
+        body["token"] = body["access_token"]
+        if account and query.get("offline_token") == "true":
+            refresh = issuer.refresh_tokens.issue(account, service)
+            if refresh is not None:
+                body["refresh_token"] = refresh
+    except RegistryError as error:
+        record.write(error.error.code.lower(), error.message)
+        raise
+    record.write("granted")
+    return web.json_response(body, headers=_NO_STORE)
+
+
+async def post_token(request: web.Request) -> web.Response:
+    """OAuth2 ``POST /auth``: ``grant_type=password`` or ``refresh_token`` (oauth.md)."""
+    issuer = request.app[ISSUER]
+    form = await request.post()
+    fields = {k: v for k, v in form.items() if isinstance(v, str) and len(v) <= MAX_FIELD_LENGTH}
+    grant = fields.get("grant_type", "")
+    record = AuditRecord(grant=grant[:32] or "none", ip=request.remote)
+    record.client_id = fields.get("client_id")
+    try:
+        if grant not in ("password", "refresh_token"):
+            message = "grant_type must be password or refresh_token"
+            raise TokenAuthError(INVALID_REQUEST, message, oauth="unsupported_grant_type")
+        if not record.client_id:
+            raise TokenAuthError(INVALID_REQUEST, "client_id is required", oauth="invalid_request")
+        service = issuer.check_service(fields.get("service"), record)
+        scopes = _scopes([fields.get("scope", "")], oauth=True)
+        record.requested = scopes
+        if grant == "password":
+            user, password = fields.get("username", ""), fields.get("password")
+            if not user or password is None:
+                raise TokenAuthError(
+                    INVALID_REQUEST, "username and password are required", oauth="invalid_request"
+                )
+            account = await issuer.login(user, password, record)
+            refresh = None
+            if fields.get("access_type") == "offline":
+                refresh = issuer.refresh_tokens.issue(account, service)
+        else:
+            refresh = fields.get("refresh_token")
+            if not refresh:
+                raise TokenAuthError(
+                    INVALID_REQUEST, "refresh_token is required", oauth="invalid_request"
+                )
+            account = issuer.redeem(refresh, service, record)
+        granted = issuer.authorize(account, service, scopes, record)
+        body = _token_body(issuer.issue(account, service, granted, record))
+        body["scope"] = format_scopes(granted)
+        if refresh:
+            body["refresh_token"] = refresh  # reusable until it expires: hand back the same
+    except RegistryError as error:
+        record.write(error.error.code.lower(), error.message)
+        raise
+    record.write("granted")
+    return web.json_response(body, headers=_NO_STORE)
+
+
+async def get_jwks(request: web.Request) -> web.Response:
+    """The public signing key as a JWK Set (with its ``x5c`` chain)."""
+    jwks = request.app[ISSUER].signer.jwks()
+    return web.json_response(jwks, headers={"Cache-Control": "public, max-age=300"})
+
+
+async def get_health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"}, headers={"Cache-Control": "no-store"})
+
+
+def _token_body(issued: Issued) -> dict[str, Any]:
+    return {
+        "access_token": issued.token,
+        "expires_in": int(issued.lifetime.total_seconds()),
+        "issued_at": issued.issued_at,
+    }
+
+
+def _scopes(values: Iterable[str], *, oauth: bool = False) -> list[Scope]:
+    try:
+        return parse_scopes(values)
+    except ScopeError as error:
+        raise TokenAuthError(
+            INVALID_REQUEST, f"malformed scope: {error}", oauth="invalid_scope" if oauth else None
+        ) from None
+
+
+def _basic(header: str, issuer: TokenIssuer) -> tuple[str, str]:
+    try:
+        auth = BasicAuth.decode(header, encoding="utf-8")
+    except ValueError:
+        raise issuer.unauthorized("malformed Basic credentials") from None
+    return auth.login, auth.password

@@ -1,0 +1,11 @@
+"""Typed application state of the tokenauth app."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from tokenauth.config import TokenAuthConfig
+from tokenauth.issuer import TokenIssuer
+
+CONFIG = web.AppKey("config", TokenAuthConfig)
+ISSUER = web.AppKey("issuer", TokenIssuer)

@@ -1,0 +1,77 @@
+"""Refresh tokens: signed, stateless, bound to user, service and the user's credential.
+
+Refresh tokens are JWTs signed with the token key (so they survive restarts and work
+across replicas sharing the key) but can never pass as access tokens: their ``typ`` is
+``refresh+jwt``, their audience is ``tokenauth-refresh:<issuer>`` (which no service may
+be named) and they carry no access. Each use checks, against the users files of the moment,
+that the user still exists with the same password (via the credential id in the token);
+removing the user or changing the password therefore ends all of their refresh tokens.
+They stay reusable until they expire, as the docker CLI keeps the one from ``docker login``.
+"""
+
+from __future__ import annotations
+
+import hmac
+from datetime import timedelta
+
+from shared.token import Claims, TokenError, TokenSigner, TokenVerifier
+from tokenauth.authn.base import Authenticator
+from tokenauth.config import REFRESH_AUDIENCE_PREFIX
+
+TOKEN_TYPE = "refresh+jwt"  # noqa: S105 - a JWT "typ", not a secret
+
+
+class RefreshError(Exception):
+    """A refresh token that is invalid, expired, for another service or for a gone user."""
+
+
+class RefreshTokens:
+    def __init__(
+        self,
+        signer: TokenSigner,
+        *,
+        issuer: str,
+        lifetime: timedelta,
+        authenticator: Authenticator,
+    ) -> None:
+        self.signer = TokenSigner(signer.key)  # no x5c: these never go to a registry
+        self.issuer = issuer
+        self.audience = REFRESH_AUDIENCE_PREFIX + issuer
+        self.lifetime = lifetime
+        self.authenticator = authenticator
+        self.verifier = TokenVerifier(
+            issuer=issuer,
+            audience=self.audience,
+            jwks=self.signer.jwks(),
+            algorithms=[self.signer.algorithm],
+            leeway=timedelta(0),
+            token_type=TOKEN_TYPE,
+        )
+
+    def issue(self, user: str, service: str) -> str | None:
+        """A refresh token for ``user`` at ``service``; None if the user has no credential."""
+        credential = self.authenticator.credential_id(user)
+        if credential is None:
+            return None
+        claims = Claims.issue(
+            issuer=self.issuer,
+            subject=user,
+            audience=self.audience,
+            lifetime=self.lifetime,
+            extra={"service": service, "credential": credential},
+        )
+        return self.signer.sign(claims, typ=TOKEN_TYPE)
+
+    def redeem(self, token: str, service: str) -> str:
+        """The user a refresh token stands for; raises :class:`RefreshError`."""
+        try:
+            claims = self.verifier.verify(token)
+        except TokenError as error:
+            raise RefreshError(str(error)) from None
+        if claims.extra.get("service") != service:
+            raise RefreshError("refresh token was issued for another service")
+        current = self.authenticator.credential_id(claims.subject)
+        bound = claims.extra.get("credential")
+        if current is None or not isinstance(bound, str) or not hmac.compare_digest(current, bound):
+            raise RefreshError("the user or their password changed since the token was issued")
+        return claims.subject
