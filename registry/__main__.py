@@ -26,6 +26,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve_parser.add_argument("config", nargs="?", help="a Distribution-style config.yml")
     args = parser.parse_args(argv)
 
+    # Logging first, so warnings raised while loading the config are formatted too.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     environ = dict(os.environ)
     config_path = args.config or environ.pop(CONFIG_PATH_VARIABLE, None)
     environ.pop(CONFIG_PATH_VARIABLE, None)
@@ -34,11 +36,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, OSError) as error:
         print(f"registry: configuration error: {error}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=(config.log.level or "info").upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    for key in unsupported_settings(config):
+    logging.getLogger().setLevel((config.log.level or "info").upper())
+    unsupported = unsupported_settings(config)
+    if config.auth.method_name is not None and any(k.startswith("auth") for k in unsupported):
+        # Never serve openly while the configuration says the registry is protected.
+        print(
+            f"registry: auth.{config.auth.method_name} is not supported by this version; "
+            "refusing to start without the access control the configuration asks for",
+            file=sys.stderr,
+        )
+        return 2
+    for key in unsupported:
         log.warning("configuration key %s is accepted but not implemented; ignored", key)
     serve(config)
     return 0

@@ -458,6 +458,7 @@ IMPLEMENTED = (
     "http.headers",
     "http.tls.certificate",
     "http.tls.key",
+    "catalog.maxentries",
 )
 
 

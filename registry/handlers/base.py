@@ -18,7 +18,6 @@ from shared.errors import RegistryError
 from shared.reference import is_valid_name, is_valid_tag
 
 _CONTENT_RANGE = re.compile(r"(?:bytes[ =])?([0-9]{1,19})-([0-9]{1,19})(?:/(?:[0-9]{1,19}|\*))?")
-MAX_PAGE_SIZE = 1000
 
 
 def repository(request: web.Request) -> Repository:
@@ -66,7 +65,14 @@ def page_size(request: web.Request, default: int | None, maximum: int | None) ->
     if not raw.isdigit() or len(raw) > 9:
         raise RegistryError(errors.PAGINATION_NUMBER_INVALID, detail={"n": raw[:20]})
     value = int(raw)
-    return min(value, maximum) if maximum is not None else value
+    if maximum is not None and value > maximum:
+        # As Distribution: a page larger than the bound is refused, not silently cut.
+        raise RegistryError(
+            errors.PAGINATION_NUMBER_INVALID,
+            f"n must be at most {maximum}",
+            detail={"n": raw},
+        )
+    return value
 
 
 def declared_length(request: web.Request) -> int | None:

@@ -9,14 +9,13 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from registry.handlers.base import (
-    MAX_PAGE_SIZE,
     digest_param,
     page_size,
     repository,
     route_param,
     url_for,
 )
-from registry.keys import STORAGE
+from registry.keys import CONFIG, STORAGE
 from shared import mediatypes
 
 DEFAULT_CATALOG_PAGE = 100
@@ -33,7 +32,8 @@ async def list_tags(request: web.Request) -> web.StreamResponse:
 
 
 async def list_catalog(request: web.Request) -> web.StreamResponse:
-    limit = page_size(request, default=DEFAULT_CATALOG_PAGE, maximum=MAX_PAGE_SIZE)
+    maximum = request.app[CONFIG].catalog.maxentries
+    limit = page_size(request, default=min(DEFAULT_CATALOG_PAGE, maximum), maximum=maximum)
     assert limit is not None
     names, more = await request.app[STORAGE].catalog(limit, request.query.get("last"))
     response = _json({"repositories": names})

@@ -11,7 +11,6 @@ from registry.handlers.base import (
     declared_length,
     digest_param,
     has_body,
-    name_param,
     repository,
     route_param,
     url_for,
@@ -19,21 +18,22 @@ from registry.handlers.base import (
 from registry.keys import STORAGE
 from registry.storage.blobs import BlobDescriptor
 from registry.storage.errors import range_header
+from registry.storage.registry import Repository
 from registry.storage.uploads import UploadStatus
+from shared.digest import InvalidDigest, parse_digest
+from shared.errors import RegistryError
+from shared.reference import is_valid_name
 
 
 async def start_upload(request: web.Request) -> web.StreamResponse:
     repo = repository(request)
     mount = request.query.get("mount")
-    if mount is not None:
-        source_name = request.query.get("from")
-        digest = digest_param(mount, "mount")
-        if source_name is not None:
-            source = request.app[STORAGE].repository(name_param(source_name, "from"))
-            mounted = await repo.blobs.mount_from(source.blobs, digest)
-            if mounted is not None:
-                return _created(request, repo.name, mounted)
-        # Without a source that has it, the spec says: fall back to a normal upload.
+    source_name = request.query.get("from")
+    if mount is not None and source_name is not None:
+        mounted = await _mount(request, repo, mount, source_name)
+        if mounted is not None:
+            return _created(request, repo.name, mounted)
+        # A mount that cannot be done is not an error: fall back to a normal upload.
     digest_query = request.query.get("digest")
     if digest_query is not None:
         digest = digest_param(digest_query)
@@ -46,9 +46,33 @@ async def start_upload(request: web.Request) -> web.StreamResponse:
     return _upload_response(request, repo.name, status, 202)
 
 
+async def _mount(
+    request: web.Request, repo: Repository, mount: str, source_name: str
+) -> BlobDescriptor | None:
+    if not is_valid_name(source_name):
+        return None
+    try:
+        digest = parse_digest(mount)
+    except InvalidDigest:
+        return None
+    source = request.app[STORAGE].repository(source_name)
+    return await repo.blobs.mount_from(source.blobs, digest)
+
+
+async def _chunk_range(request: web.Request, repo: Repository) -> tuple[int, int] | None:
+    """The chunk's Content-Range; a bad one is refused with the upload's current Range,
+    so the client knows where to resume."""
+    try:
+        return content_range(request)
+    except RegistryError as error:
+        status = await repo.uploads.status(route_param(request, "upload_id"))
+        error.headers["Range"] = range_header(status.size)
+        raise
+
+
 async def patch_upload(request: web.Request) -> web.StreamResponse:
     repo = repository(request)
-    chunk_range = content_range(request)
+    chunk_range = await _chunk_range(request, repo)
     status = await repo.uploads.append(
         route_param(request, "upload_id"),
         body_chunks(request),
@@ -69,7 +93,7 @@ async def finish_upload(request: web.Request) -> web.StreamResponse:
     digest = digest_param(request.query.get("digest"))
     upload_id = route_param(request, "upload_id")
     if has_body(request):
-        chunk_range = content_range(request)
+        chunk_range = await _chunk_range(request, repo)
         descriptor = await repo.uploads.finish(
             upload_id,
             digest,

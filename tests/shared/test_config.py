@@ -19,8 +19,8 @@ from shared.config import (
     changed_settings,
     load_config,
     meta,
-    parse_duration,
 )
+from shared.durations import parse_duration
 
 
 @dataclass(frozen=True)
