@@ -24,9 +24,7 @@ class ErrorCode:
 BLOB_UNKNOWN = ErrorCode("BLOB_UNKNOWN", "blob unknown to registry", 404)
 BLOB_UPLOAD_INVALID = ErrorCode("BLOB_UPLOAD_INVALID", "blob upload invalid", 400)
 BLOB_UPLOAD_UNKNOWN = ErrorCode("BLOB_UPLOAD_UNKNOWN", "blob upload unknown to registry", 404)
-DIGEST_INVALID = ErrorCode(
-    "DIGEST_INVALID", "provided digest did not match uploaded content", 400
-)
+DIGEST_INVALID = ErrorCode("DIGEST_INVALID", "provided digest did not match uploaded content", 400)
 MANIFEST_BLOB_UNKNOWN = ErrorCode(
     "MANIFEST_BLOB_UNKNOWN", "manifest references a manifest or blob unknown to registry", 404
 )
@@ -81,9 +79,7 @@ class RegistryError(Exception):
 def error_envelope(*errors: RegistryError) -> dict[str, Any]:
     """The spec's JSON body for one or more errors."""
     return {
-        "errors": [
-            {"code": e.error.code, "message": e.message, "detail": e.detail} for e in errors
-        ]
+        "errors": [{"code": e.error.code, "message": e.message, "detail": e.detail} for e in errors]
     }
 
 
