@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import io
 import json
 import random
 import string
@@ -30,6 +31,7 @@ from yarl import URL
 from tests.support.oci import OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST, make_layer
 
 RegistryClient = TestClient[web.Request, web.Application]
+ClientFactory = Callable[..., Awaitable[RegistryClient]]
 API_VERSION = ("Docker-Distribution-API-Version", "registry/2.0")
 OCTET = {"Content-Type": "application/octet-stream"}
 EMPTY_JSON = "application/vnd.oci.empty.v1+json"
@@ -98,17 +100,20 @@ async def send(
     url = URL(target, encoded=True) if isinstance(target, str) else target
     if params:
         url = url.update_query(params)
-    async with client.request(method, url, headers=headers, data=body) as resp:
+    # aiohttp warns (an error here) about big raw bytes bodies; a BytesIO streams the same.
+    data = io.BytesIO(body) if body is not None and len(body) > 1 << 20 else body
+    async with client.request(method, url, headers=headers, data=data) as resp:
         return Reply(resp.status, resp.headers, await resp.read())
 
 
-async def send_raw(client: RegistryClient, request: bytes) -> list[Reply]:
+async def send_raw(client: RegistryClient, request: bytes, *, eof: bool = False) -> list[Reply]:
     """Bytes on a fresh socket, exactly as given (no URL normalisation, any framing);
-    the replies the server sends before it closes the connection."""
+    the replies the server sends before it closes the connection. ``eof`` half-closes
+    the socket after the bytes, as a client that dies mid-body would."""
     reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
     writer.write(request)
     await writer.drain()
-    if writer.can_write_eof():
+    if eof:
         writer.write_eof()
     data = await asyncio.wait_for(reader.read(-1), timeout=10)
     writer.close()
@@ -116,8 +121,11 @@ async def send_raw(client: RegistryClient, request: bytes) -> list[Reply]:
     return _parse_replies(data)
 
 
-def raw_request(method: str, target: str, headers: Mapping[str, str], body: bytes = b"") -> bytes:
-    lines = [f"{method} {target} HTTP/1.1", "Host: localhost", "Connection: close"]
+def raw_request(
+    method: str, target: str, headers: Mapping[str, str], body: bytes = b"", close: bool = True
+) -> bytes:
+    lines = [f"{method} {target} HTTP/1.1", "Host: localhost"]
+    lines += ["Connection: close"] if close else []
     lines += [f"{k}: {v}" for k, v in headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
@@ -142,7 +150,10 @@ def _parse_replies(data: bytes) -> list[Reply]:
 
 def error_codes(reply: Reply) -> list[str]:
     """The codes of a spec error body; fails unless the body is the spec's envelope."""
-    envelope = reply.json()
+    try:
+        envelope = reply.json()
+    except ValueError:
+        raise AssertionError(f"not a JSON error body: {reply}") from None
     assert isinstance(envelope, dict), reply
     errors = envelope.get("errors")
     assert isinstance(errors, list) and errors, reply
