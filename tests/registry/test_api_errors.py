@@ -326,10 +326,14 @@ async def test_garbage_manifest_is_manifest_invalid(
     await assert_serving(seeded)
 
 
-async def test_manifest_with_a_malformed_layer_digest(seeded: RegistryClient) -> None:
+async def test_manifest_with_a_malformed_layer_digest(
+    seeded: RegistryClient, data_root: Path
+) -> None:
+    before = snapshot(data_root)
     body = manifest(Blob(b"{}"), GOOD).replace(GOOD.digest.encode(), b"sha256:zz")
     reply = await put_manifest(seeded, NAME, "bad-layer", body)
     assert_error(reply, 400, "MANIFEST_INVALID", "DIGEST_INVALID")
+    assert snapshot(data_root) == before
 
 
 async def test_manifest_naming_missing_blobs(seeded: RegistryClient, data_root: Path) -> None:
