@@ -9,9 +9,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from shared.config import ConfigError
+from shared.credentials import HtpasswdAuthenticator
 from tokenauth import handlers
 from tokenauth.acl import AclError, AclFile
-from tokenauth.authn.htpasswd import HtpasswdAuthenticator
 from tokenauth.config import TokenAuthConfig
 from tokenauth.errors import error_middleware
 from tokenauth.issuer import TokenIssuer

@@ -1,6 +1,6 @@
 """Authentication: who is asking. Kept apart from authorization (``tokenauth.acl``)."""
 
+from shared.credentials import HtpasswdAuthenticator
 from tokenauth.authn.base import Authenticator
-from tokenauth.authn.htpasswd import HtpasswdAuthenticator
 
 __all__ = ["Authenticator", "HtpasswdAuthenticator"]

@@ -1,4 +1,5 @@
-"""Users from htpasswd files (bcrypt), with the verified-credentials memory in front.
+"""Users from htpasswd files (bcrypt) for the token server and the registry alike, with the
+verified-credentials memory in front.
 
 bcrypt runs in a worker thread so the event loop keeps serving; concurrent logins with the
 same credentials (a push asks for many tokens at once) share one bcrypt computation.
@@ -14,7 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from shared.htpasswd import HtpasswdFile
-from tokenauth.authn.cache import VerifiedCredentials
+from shared.verified_credentials import VerifiedCredentials
 
 
 class HtpasswdAuthenticator:
