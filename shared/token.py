@@ -139,7 +139,10 @@ def keys_from_jwks(document: Mapping[str, Any]) -> dict[str, PublicKey]:
     if not isinstance(entries, list):
         raise ValueError("JWKS document has no 'keys' list")
     for entry in entries:
-        key = jwt.PyJWK(entry).key
+        try:
+            key = jwt.PyJWK(entry).key
+        except (jwt.PyJWTError, TypeError, AttributeError) as error:
+            raise ValueError(f"invalid JWKS key: {error}") from None
         if not isinstance(key, PublicKey):
             raise ValueError(f"JWKS key of type {entry.get('kty')!r} is not a public signing key")
         keys[str(entry.get("kid") or thumbprint(key))] = key

@@ -30,6 +30,12 @@ def _positive(value: int) -> int:
     return value
 
 
+def _loglevel(value: str) -> str:
+    if value.lower() not in ("debug", "info", "warning", "error"):
+        raise ValueError("expected one of debug, info, warning, error")
+    return value.lower()
+
+
 def _path(value: str) -> str:
     if not value.startswith("/"):
         raise ValueError("must be an absolute path starting with '/'")
@@ -105,7 +111,7 @@ class TokenAuthConfig:
     acl: str = ""  # the ACL file; none: every token carries no access
     ratelimit: RateLimitConfig = field(default_factory=RateLimitConfig)
     credentialcache: CredentialCacheConfig = field(default_factory=CredentialCacheConfig)
-    loglevel: str = "info"
+    loglevel: str = field(default="info", metadata=meta(check=_loglevel))
 
 
 def load_config(path: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> TokenAuthConfig:

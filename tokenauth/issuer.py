@@ -66,7 +66,8 @@ class TokenIssuer:
     def check_service(self, service: str | None, record: AuditRecord) -> str:
         record.service = service
         if not service:
-            raise TokenAuthError(INVALID_REQUEST, "the 'service' parameter is required")
+            message = "the 'service' parameter is required"
+            raise TokenAuthError(INVALID_REQUEST, message, oauth="invalid_request")
         if service not in self.config.token.services:
             raise TokenAuthError(INVALID_REQUEST, "unknown service", oauth="invalid_request")
         return service

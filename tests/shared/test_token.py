@@ -319,3 +319,11 @@ def test_key_loading_and_signer_checks(es_signer: TokenSigner) -> None:
         load_private_key(key_pem(weak))
     with pytest.raises(ValueError, match="chain"):
         TokenSigner(generate_key("ES256"), es_signer.chain)
+
+
+def test_jwks_refuses_secret_and_private_keys(es_signer: TokenSigner) -> None:
+    secret = {"kty": "oct", "k": "c2VjcmV0", "kid": "s"}
+    private = {**es_signer.jwks()["keys"][0], "d": "AAAA"}
+    for document in ({"keys": [secret]}, {"keys": [private]}, {"keys": ["x"]}, {}):
+        with pytest.raises(ValueError):
+            keys_from_jwks(document)

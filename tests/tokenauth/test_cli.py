@@ -8,69 +8,67 @@ import signal
 import socket
 import ssl
 import stat
-import subprocess
 import sys
 from pathlib import Path
 
 import aiohttp
+import pytest
 from cryptography import x509
 
 from shared.token import thumbprint
 from tests.tokenauth.conftest import SERVICE, Setup, basic
+from tokenauth.__main__ import main
 from tokenauth.keygen import certificate_pem, key_pem, self_signed_certificate
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def tokenauth(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "tokenauth", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+def tokenauth(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """Run the command's ``main`` in this process (the serve test starts a real process)."""
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
-def test_keygen_writes_key_and_trust_anchor(tmp_path: Path) -> None:
-    result = tokenauth("keygen", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+def test_keygen_writes_key_and_trust_anchor(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     key, cert_file = tmp_path / "token.key", tmp_path / "token.crt"
+    files = ["--key", str(key), "--certificate", str(cert_file)]
+    code, out, err = tokenauth(capsys, "keygen", *files)
+    assert code == 0, err
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
     assert cert.signature_algorithm_oid == x509.SignatureAlgorithmOID.ECDSA_WITH_SHA256
-    assert thumbprint(cert.public_key()) in result.stdout  # type: ignore[arg-type]
+    assert thumbprint(cert.public_key()) in out  # type: ignore[arg-type]
     assert "BEGIN PRIVATE KEY" in key.read_text()
-    again = tokenauth("keygen", cwd=tmp_path)
-    assert again.returncode == 1 and "exists" in again.stderr
-    rsa = tokenauth(
+    code, _, err = tokenauth(capsys, "keygen", *files)
+    assert code == 1 and "exists" in err
+    code, _, err = tokenauth(
+        capsys,
         "keygen",
         "--algorithm",
         "RS256",
         "--rsa-bits",
         "2048",
         "--key",
-        "r.key",
+        str(tmp_path / "r.key"),
         "--certificate",
-        "r.crt",
+        str(tmp_path / "r.crt"),
         "--days",
         "30",
-        cwd=tmp_path,
     )
-    assert rsa.returncode == 0, rsa.stderr
+    assert code == 0, err
     rsa_cert = x509.load_pem_x509_certificate((tmp_path / "r.crt").read_bytes())
     assert rsa_cert.public_key().key_size == 2048  # type: ignore[union-attr]
 
 
-def test_check_reports_the_broken_rule(setup: Setup) -> None:
-    assert tokenauth("check", str(setup.config), cwd=setup.directory).returncode == 0
+def test_check_reports_the_broken_rule(setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:
+    assert tokenauth(capsys, "check", str(setup.config))[0] == 0
     setup.acl_file.write_text("acl:\n  - match: {ip: 'not-an-ip'}\n    actions: []\n")
-    result = tokenauth("check", str(setup.config), cwd=setup.directory)
-    assert result.returncode == 2
-    assert "rule 1: match.ip" in result.stderr
+    code, _, err = tokenauth(capsys, "check", str(setup.config))
+    assert code == 2
+    assert "rule 1: match.ip" in err
 
 
 def free_port() -> int:
