@@ -1,4 +1,4 @@
-"""The ``registry`` command: ``registry serve [CONFIG]``."""
+"""The ``registry`` command: ``registry serve [CONFIG]`` and ``registry htpasswd ...``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from registry.config import load_config, unsupported_settings
+from registry.htpasswd_command import htpasswd_main
 from registry.server import serve
 from shared.config import ConfigError
 
@@ -24,7 +25,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     serve_parser = commands.add_parser("serve", help="serve the registry API")
     serve_parser.add_argument("config", nargs="?", help="a Distribution-style config.yml")
-    args = parser.parse_args(argv)
+    commands.add_parser(
+        "htpasswd", help="print or update bcrypt htpasswd entries (htpasswd -Bbn USER PASSWORD)"
+    )
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["htpasswd"]:
+        # Apache's flag syntax (-Bbn), which argparse cannot express: parsed by the command.
+        return htpasswd_main(arguments[1:])
+    args = parser.parse_args(arguments)
 
     # Logging first, so warnings raised while loading the config are formatted too.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")

@@ -7,7 +7,10 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
+from registry.auth.factory import create_access_controller
+from registry.auth.middleware import auth_middleware
 from registry.config import RegistryConfig
 from registry.keys import CONFIG, STORAGE
 from registry.middleware import error_middleware, header_setter
@@ -19,7 +22,11 @@ from registry.urls import path_prefix
 
 
 def create_app(config: RegistryConfig) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], handler_args={"max_field_size": 16384})
+    middlewares: list[Middleware] = [error_middleware]
+    controller = create_access_controller(config)
+    if controller is not None:
+        middlewares.append(auth_middleware(controller))
+    app = web.Application(middlewares=middlewares, handler_args={"max_field_size": 16384})
     app[CONFIG] = config
     app.cleanup_ctx.append(_storage_context)
     app.on_response_prepare.append(header_setter(config.http.headers))

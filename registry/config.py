@@ -459,6 +459,8 @@ IMPLEMENTED = (
     "http.tls.certificate",
     "http.tls.key",
     "catalog.maxentries",
+    "auth.htpasswd",
+    "auth.token",
 )
 
 

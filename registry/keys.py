@@ -11,3 +11,5 @@ from registry.storage.registry import Registry
 CONFIG = web.AppKey("config", RegistryConfig)
 STORAGE = web.AppKey("storage", Registry)
 ROUTE = web.RequestKey("route", RouteMatch)
+# Whether the caller may read a mount's source repository; without it, no mount.
+MOUNT_ALLOWED = web.RequestKey("mount_allowed", bool)

@@ -61,7 +61,7 @@ _WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 async def dispatch(request: web.Request) -> web.StreamResponse:
-    match = resolve(request)
+    match = request.get(ROUTE) or resolve(request)
     if request.method in _WRITES and request.app[CONFIG].storage.maintenance.readonly.enabled:
         raise RegistryError(errors.UNSUPPORTED, "the registry is in read-only mode", status=405)
     request[ROUTE] = match

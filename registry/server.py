@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import signal
 import ssl
@@ -25,6 +26,18 @@ def tls_context(config: RegistryConfig) -> ssl.SSLContext | None:
     return context
 
 
+def plaintext_credentials_exposed(config: RegistryConfig, host: str) -> bool:
+    """Whether credentials would travel in clear text to a non-loopback address."""
+    if config.auth.method_name is None or config.http.tls.certificate:
+        return False
+    if host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True  # "" (every interface) or a host name
+
+
 async def run(config: RegistryConfig, stop: asyncio.Event) -> None:
     app = create_app(config)
     runner = web.AppRunner(
@@ -38,6 +51,13 @@ async def run(config: RegistryConfig, stop: asyncio.Event) -> None:
     await site.start()
     scheme = "https" if config.http.tls.certificate else "http"
     log.info("listening on %s://%s:%d", scheme, host or "*", port)
+    if plaintext_credentials_exposed(config, host):
+        log.warning(
+            "auth.%s is on but the registry listens on %s without TLS: passwords and tokens "
+            "would cross the network in clear text; configure http.tls or listen on loopback",
+            config.auth.method_name,
+            host or "every interface",
+        )
     try:
         await stop.wait()
     finally:

@@ -15,7 +15,7 @@ from registry.handlers.base import (
     route_param,
     url_for,
 )
-from registry.keys import STORAGE
+from registry.keys import MOUNT_ALLOWED, STORAGE
 from registry.storage.blobs import BlobDescriptor
 from registry.storage.errors import range_header
 from registry.storage.registry import Repository
@@ -29,7 +29,7 @@ async def start_upload(request: web.Request) -> web.StreamResponse:
     repo = repository(request)
     mount = request.query.get("mount")
     source_name = request.query.get("from")
-    if mount is not None and source_name is not None:
+    if mount is not None and source_name is not None and request.get(MOUNT_ALLOWED, True):
         mounted = await _mount(request, repo, mount, source_name)
         if mounted is not None:
             return _created(request, repo.name, mounted)

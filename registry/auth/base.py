@@ -1,0 +1,61 @@
+"""The interface every access controller implements, and the 401 challenge it raises."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from aiohttp import web
+
+from shared import errors
+from shared.errors import ErrorCode, RegistryError
+from shared.scope import Scope
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What an authenticated (or anonymous) caller may do."""
+
+    account: str
+    access: tuple[Scope, ...] = ()
+    everything: bool = False
+
+    def allows(self, scope: Scope) -> bool:
+        if self.everything:
+            return True
+        return all(
+            any(
+                granted.type == scope.type
+                and granted.name == scope.name
+                and granted.resource_class == scope.resource_class
+                and granted.allows(action)
+                for granted in self.access
+            )
+            for action in scope.actions
+        )
+
+
+class Challenge(RegistryError):
+    """401 (or 403) with the ``WWW-Authenticate`` header a client needs to authenticate."""
+
+    def __init__(
+        self, header: str, error: ErrorCode = errors.UNAUTHORIZED, message: str | None = None
+    ) -> None:
+        super().__init__(error, message, status=401, headers={"WWW-Authenticate": header})
+
+
+class AccessController(Protocol):
+    async def authorize(self, request: web.Request, needed: Sequence[Scope]) -> Grant:
+        """The caller's grant; raise :class:`Challenge` when they must (re)authenticate.
+
+        ``needed`` is what the request requires; a controller that cannot tell scopes apart
+        (htpasswd) grants everything to anyone it authenticates.
+        """
+        ...
+
+    def insufficient(self, request: web.Request, needed: Sequence[Scope]) -> Challenge:
+        """The challenge for an authenticated caller that lacks some of ``needed``."""
+        ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,54 @@
+"""``auth: htpasswd``: HTTP Basic against a bcrypt htpasswd file (the guide's native auth).
+
+Anyone with a valid password may do everything; the file is re-read when it changes.
+bcrypt runs in a thread, and a short-lived memory of verified credentials (an HMAC, never
+the password) spares a ``docker push`` of many layers a bcrypt per request.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from registry.auth.base import Challenge, Grant
+from registry.config import HtpasswdAuthConfig
+from shared.credentials import HtpasswdAuthenticator
+from shared.scope import Scope
+
+
+def basic_credentials(header: str | None) -> tuple[str, str] | None:
+    """(user, password) from an ``Authorization: Basic`` header, or None."""
+    if not header or header[:6].lower() != "basic ":
+        return None
+    try:
+        decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, sep, password = decoded.partition(":")
+    return (user, password) if sep and user else None
+
+
+class HtpasswdAccessController:
+    def __init__(self, config: HtpasswdAuthConfig) -> None:
+        if not config.path:
+            raise ValueError("auth.htpasswd.path is required")
+        self.realm = config.realm or "Registry Realm"
+        self.users = HtpasswdAuthenticator([config.path])
+
+    def _challenge(self) -> Challenge:
+        return Challenge(f'Basic realm="{self.realm}"')
+
+    async def authorize(self, request: web.Request, needed: Sequence[Scope]) -> Grant:
+        credentials = basic_credentials(request.headers.get("Authorization"))
+        if credentials is None or not await self.users.authenticate(*credentials):
+            raise self._challenge()
+        return Grant(credentials[0], everything=True)
+
+    def insufficient(self, request: web.Request, needed: Sequence[Scope]) -> Challenge:
+        return self._challenge()
+
+    async def close(self) -> None:
+        pass

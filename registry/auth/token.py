@@ -1,0 +1,113 @@
+"""``auth: token``: Docker's delegated token authentication (distribution docs/spec/auth).
+
+Without a valid bearer token a request gets 401 with ``WWW-Authenticate: Bearer realm,
+service, scope`` naming exactly the access it needs; the client fetches a token from the
+realm and retries. Tokens are verified (signature by an ``x5c`` chain to the
+``rootcertbundle``, a thumbprint or libtrust ``kid``, or a JWKS file; issuer, audience,
+expiry with 60 s leeway; an algorithm allow-list), and verified tokens are remembered by
+their exact bytes until they expire, so a token is checked once, not per request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+
+from aiohttp import web
+
+from registry.auth.base import Challenge, Grant
+from registry.config import TokenAuthConfig
+from registry.keys import CONFIG
+from registry.urls import base_url
+from shared import errors
+from shared.scope import Scope, format_scopes
+from shared.token import (
+    DEFAULT_ALGORITHMS,
+    Claims,
+    TokenError,
+    TokenVerifier,
+    load_certificates,
+)
+
+MAX_CACHED_TOKENS = 10_000
+LEEWAY_SECONDS = 60
+
+
+class TokenAccessController:
+    def __init__(self, config: TokenAuthConfig) -> None:
+        for key in ("realm", "service", "issuer"):
+            if not getattr(config, key) and not (key == "realm" and config.autoredirect):
+                raise ValueError(f"auth.token.{key} is required")
+        if not config.rootcertbundle and not config.jwks:
+            raise ValueError("auth.token needs rootcertbundle or jwks to trust any key")
+        self.config = config
+        certificates = (
+            load_certificates(Path(config.rootcertbundle).read_bytes())
+            if config.rootcertbundle
+            else []
+        )
+        jwks = json.loads(Path(config.jwks).read_text()) if config.jwks else None
+        self.verifier = TokenVerifier(
+            issuer=config.issuer,
+            audience=config.service,
+            trusted_certs=certificates,
+            jwks=jwks,
+            algorithms=tuple(config.signingalgorithms) or DEFAULT_ALGORITHMS,
+        )
+        self._verified: OrderedDict[bytes, Claims] = OrderedDict()
+
+    def _realm(self, request: web.Request) -> str:
+        if self.config.autoredirect:
+            base = base_url(request, request.app[CONFIG]) or ""
+            return base + self.config.autoredirectpath
+        return self.config.realm
+
+    def _challenge(
+        self,
+        request: web.Request,
+        needed: Sequence[Scope],
+        error: str | None = None,
+        message: str | None = None,
+    ) -> Challenge:
+        parts = [f'realm="{self._realm(request)}"', f'service="{self.config.service}"']
+        if needed:
+            parts.append(f'scope="{format_scopes(needed)}"')
+        if error is not None:
+            parts.append(f'error="{error}"')
+        code = errors.DENIED if error == "insufficient_scope" else errors.UNAUTHORIZED
+        return Challenge("Bearer " + ",".join(parts), code, message)
+
+    async def authorize(self, request: web.Request, needed: Sequence[Scope]) -> Grant:
+        header = request.headers.get("Authorization", "")
+        if header[:7].lower() != "bearer ":
+            raise self._challenge(request, needed)
+        try:
+            claims = self._verify(header[7:].strip())
+        except TokenError as error:
+            raise self._challenge(request, needed, "invalid_token", str(error)) from None
+        return Grant(claims.subject, claims.access)
+
+    def insufficient(self, request: web.Request, needed: Sequence[Scope]) -> Challenge:
+        return self._challenge(request, needed, "insufficient_scope")
+
+    def _verify(self, token: str) -> Claims:
+        key = hashlib.sha256(token.encode()).digest()
+        now = time.time()
+        claims = self._verified.get(key)
+        if claims is not None:
+            if claims.not_before - LEEWAY_SECONDS <= now < claims.expires_at + LEEWAY_SECONDS:
+                self._verified.move_to_end(key)
+                return claims
+            del self._verified[key]
+        claims = self.verifier.verify(token)  # raises on anything wrong, expiry included
+        self._verified[key] = claims
+        while len(self._verified) > MAX_CACHED_TOKENS:
+            self._verified.popitem(last=False)
+        return claims
+
+    async def close(self) -> None:
+        self._verified.clear()

@@ -1,0 +1,227 @@
+"""``auth: token`` against real signed tokens: challenges name exactly the access a request
+needs, tokens are verified in full, and scopes decide what a caller may do."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from shared.scope import Scope
+from shared.token import Claims, TokenSigner
+from tests.registry.conftest import ClientFactory, RegistryClient
+from tokenauth.keygen import certificate_pem, generate_key, self_signed_certificate
+
+SERVICE = "registry.test"
+ISSUER = "test-issuer"
+REALM = "https://auth.example.test/token"
+DATA = b"layer bytes"
+DIGEST = "sha256:" + hashlib.sha256(DATA).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def signer() -> TokenSigner:
+    key = generate_key("ES256")
+    return TokenSigner(key, [self_signed_certificate(key, "test signer")])
+
+
+@pytest.fixture
+async def registry_token(
+    make_registry: ClientFactory, signer: TokenSigner, tmp_path: Path
+) -> RegistryClient:
+    bundle = tmp_path / "root.crt"
+    bundle.write_bytes(certificate_pem(signer.chain[0]))
+    return await make_registry(
+        {
+            "REGISTRY_AUTH": "token",
+            "REGISTRY_AUTH_TOKEN_REALM": REALM,
+            "REGISTRY_AUTH_TOKEN_SERVICE": SERVICE,
+            "REGISTRY_AUTH_TOKEN_ISSUER": ISSUER,
+            "REGISTRY_AUTH_TOKEN_ROOTCERTBUNDLE": str(bundle),
+        }
+    )
+
+
+def token(
+    signer: TokenSigner,
+    *scopes: str,
+    audience: str = SERVICE,
+    lifetime: timedelta = timedelta(minutes=5),
+    now: int | None = None,
+) -> dict[str, str]:
+    access = []
+    for text in scopes:
+        type_, name, actions = text.split(":")
+        access.append(Scope.of(type_, name, actions.split(",")))
+    claims = Claims.issue(
+        issuer=ISSUER,
+        subject="alice",
+        audience=audience,
+        lifetime=lifetime,
+        access=access,
+        now=now,
+    )
+    return {"Authorization": f"Bearer {signer.sign(claims)}"}
+
+
+def challenge(response_headers: object) -> str:
+    header = response_headers["WWW-Authenticate"]  # type: ignore[index]
+    assert isinstance(header, str)
+    return header
+
+
+async def test_base_endpoint_challenges_without_scope(registry_token: RegistryClient) -> None:
+    response = await registry_token.get("/v2/")
+    assert response.status == 401
+    assert challenge(response.headers) == f'Bearer realm="{REALM}",service="{SERVICE}"'
+    assert response.headers["Docker-Distribution-API-Version"] == "registry/2.0"
+    assert (await response.json())["errors"][0]["code"] == "UNAUTHORIZED"
+    assert (await registry_token.get("/")).status == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "scope"),
+    [
+        ("GET", "/v2/alice/app/manifests/v1", "repository:alice/app:pull"),
+        ("HEAD", f"/v2/alice/app/blobs/{DIGEST}", "repository:alice/app:pull"),
+        ("POST", "/v2/alice/app/blobs/uploads/", "repository:alice/app:pull,push"),
+        ("PUT", "/v2/alice/app/manifests/v1", "repository:alice/app:pull,push"),
+        ("DELETE", "/v2/alice/app/manifests/v1", "repository:alice/app:delete"),
+        ("GET", "/v2/_catalog", "registry:catalog:*"),
+    ],
+)
+async def test_challenges_name_the_needed_scope(
+    registry_token: RegistryClient, method: str, path: str, scope: str
+) -> None:
+    response = await registry_token.request(method, path)
+    assert response.status == 401
+    assert challenge(response.headers) == (
+        f'Bearer realm="{REALM}",service="{SERVICE}",scope="{scope}"'
+    )
+
+
+async def test_push_with_push_scope_and_pull_only_is_denied(
+    registry_token: RegistryClient, signer: TokenSigner
+) -> None:
+    pusher = token(signer, "repository:alice/app:pull,push")
+    pushed = await registry_token.post(
+        "/v2/alice/app/blobs/uploads/", params={"digest": DIGEST}, data=DATA, headers=pusher
+    )
+    assert pushed.status == 201
+    reader = token(signer, "repository:alice/app:pull")
+    fetched = await registry_token.get(f"/v2/alice/app/blobs/{DIGEST}", headers=reader)
+    assert await fetched.read() == DATA
+    denied = await registry_token.post("/v2/alice/app/blobs/uploads/", headers=reader)
+    assert denied.status == 401
+    assert 'error="insufficient_scope"' in challenge(denied.headers)
+    assert (await denied.json())["errors"][0]["code"] == "DENIED"
+    other = await registry_token.get(f"/v2/bob/app/blobs/{DIGEST}", headers=reader)
+    assert other.status == 401
+
+
+async def test_mount_needs_pull_on_the_source(
+    registry_token: RegistryClient, signer: TokenSigner
+) -> None:
+    await registry_token.post(
+        "/v2/alice/app/blobs/uploads/",
+        params={"digest": DIGEST},
+        data=DATA,
+        headers=token(signer, "repository:alice/app:pull,push"),
+    )
+    mount = {"mount": DIGEST, "from": "alice/app"}
+    without = token(signer, "repository:bob/app:pull,push")
+    fallback = await registry_token.post(
+        "/v2/bob/app/blobs/uploads/", params=mount, headers=without
+    )
+    assert fallback.status == 202  # an ordinary upload: no access to alice/app's blob
+    both = token(signer, "repository:bob/app:pull,push", "repository:alice/app:pull")
+    mounted = await registry_token.post("/v2/bob/app/blobs/uploads/", params=mount, headers=both)
+    assert mounted.status == 201
+    unauthenticated = await registry_token.post("/v2/bob/app/blobs/uploads/", params=mount)
+    assert 'scope="repository:bob/app:pull,push repository:alice/app:pull"' in challenge(
+        unauthenticated.headers
+    )
+
+
+async def test_catalog_needs_the_catalog_scope(
+    registry_token: RegistryClient, signer: TokenSigner
+) -> None:
+    denied = await registry_token.get(
+        "/v2/_catalog", headers=token(signer, "repository:alice/app:*")
+    )
+    assert denied.status == 401
+    allowed = await registry_token.get("/v2/_catalog", headers=token(signer, "registry:catalog:*"))
+    assert allowed.status == 200
+
+
+async def test_bad_tokens_are_invalid(registry_token: RegistryClient, signer: TokenSigner) -> None:
+    stranger_key = generate_key("ES256")
+    stranger = TokenSigner(stranger_key, [self_signed_certificate(stranger_key, "stranger")])
+    past = 1_000_000_000
+    cases = {
+        "another key": token(stranger, "repository:alice/app:pull"),
+        "expired": token(signer, "repository:alice/app:pull", now=past),
+        "another service": token(signer, "repository:alice/app:pull", audience="elsewhere"),
+        "garbage": {"Authorization": "Bearer not.a.token"},
+        "alg none": {"Authorization": "Bearer " + _unsigned("repository:alice/app:pull")},
+        "hmac with the public key": {"Authorization": "Bearer " + _hmac_confusion(signer)},
+    }
+    for label, headers in cases.items():
+        response = await registry_token.get("/v2/alice/app/tags/list", headers=headers)
+        assert response.status == 401, label
+        assert 'error="invalid_token"' in challenge(response.headers), label
+
+
+async def test_jwks_trusts_keys_by_kid(
+    make_registry: ClientFactory, signer: TokenSigner, tmp_path: Path
+) -> None:
+    jwks = tmp_path / "keys.jwks"
+    jwks.write_text(json.dumps(signer.jwks()))
+    client = await make_registry(
+        {
+            "REGISTRY_AUTH": "token",
+            "REGISTRY_AUTH_TOKEN_REALM": REALM,
+            "REGISTRY_AUTH_TOKEN_SERVICE": SERVICE,
+            "REGISTRY_AUTH_TOKEN_ISSUER": ISSUER,
+            "REGISTRY_AUTH_TOKEN_JWKS": str(jwks),
+        }
+    )
+    response = await client.get("/v2/", headers=token(signer))
+    assert response.status == 200
+
+
+def _claims(scope: str) -> dict[str, object]:
+    type_, name, actions = scope.split(":")
+    return {
+        "iss": ISSUER,
+        "aud": SERVICE,
+        "sub": "mallory",
+        "exp": 4_000_000_000,
+        "access": [{"type": type_, "name": name, "actions": actions.split(",")}],
+    }
+
+
+def _unsigned(scope: str) -> str:
+    def part(value: object) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(_claims(scope))}."
+
+
+def _hmac_confusion(signer: TokenSigner) -> str:
+    """A token "signed" with HS256 using the public certificate as the secret."""
+    secret = certificate_pem(signer.chain[0])
+    header = {"kid": signer.kid, "typ": "JWT"}
+    claims = _claims("repository:alice/app:*")
+    signing_input = (
+        base64.urlsafe_b64encode(json.dumps({"alg": "HS256", **header}).encode()).rstrip(b"=")
+        + b"."
+        + base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=")
+    )
+    mac = hmac.new(secret, signing_input, hashlib.sha256).digest()
+    return (signing_input + b"." + base64.urlsafe_b64encode(mac).rstrip(b"=")).decode()
