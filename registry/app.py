@@ -16,6 +16,7 @@ from registry.keys import CONFIG, STORAGE
 from registry.middleware import error_middleware, header_setter
 from registry.routes import dispatch, get_base, get_root
 from registry.storage.driver.factory import create_driver
+from registry.storage.manifests import ForeignURLPolicy
 from registry.storage.purge import purge_periodically
 from registry.storage.registry import Registry
 from registry.urls import path_prefix
@@ -42,7 +43,10 @@ def create_app(config: RegistryConfig) -> web.Application:
 
 async def _storage_context(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    registry = Registry(create_driver(config))
+    urls = config.validation.manifests.urls
+    registry = Registry(
+        create_driver(config), ForeignURLPolicy.from_patterns(urls.allow, urls.deny)
+    )
     app[STORAGE] = registry
     purging = config.storage.maintenance.uploadpurging
     purger = None

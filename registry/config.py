@@ -461,6 +461,7 @@ IMPLEMENTED = (
     "catalog.maxentries",
     "auth.htpasswd",
     "auth.token",
+    "validation.manifests.urls",
 )
 
 

@@ -16,6 +16,15 @@ from shared.digest import Digest, InvalidDigest, parse_digest
 
 MAX_MANIFEST_SIZE = 4 * 1024 * 1024
 MAX_REFERENCES = 10_000
+# Layers that by design live elsewhere (Windows base layers): fetched from their urls.
+FOREIGN_LAYER_TYPES = frozenset(
+    {
+        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+        "application/vnd.oci.image.layer.nondistributable.v1.tar",
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +33,10 @@ class Descriptor:
     digest: Digest
     size: int
     urls: tuple[str, ...] = ()
+
+    @property
+    def is_foreign(self) -> bool:
+        return self.media_type in FOREIGN_LAYER_TYPES
 
 
 @dataclass(frozen=True, slots=True)

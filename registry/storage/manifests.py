@@ -4,6 +4,7 @@ validated against the blobs and manifests the repository holds."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -15,12 +16,42 @@ from registry.storage.errors import (
     BlobUnknown,
     DigestMismatch,
     ManifestBlobUnknown,
+    ManifestInvalid,
     ManifestUnknown,
 )
-from registry.storage.manifest_formats import ParsedManifest, media_type_of, parse_manifest
+from registry.storage.manifest_formats import (
+    Descriptor,
+    ParsedManifest,
+    media_type_of,
+    parse_manifest,
+)
 from registry.storage.referrers import Referrers
 from registry.storage.tags import Tags
 from shared.digest import Digest, digest_of
+
+
+@dataclass(frozen=True, slots=True)
+class ForeignURLPolicy:
+    """``validation.manifests.urls``: which URLs a foreign layer may point at. With no
+    ``allow`` every URL is allowed (as Distribution); ``deny`` always wins."""
+
+    allow: re.Pattern[str] | None = None
+    deny: re.Pattern[str] | None = None
+
+    @classmethod
+    def from_patterns(cls, allow: list[str], deny: list[str]) -> ForeignURLPolicy:
+        def combined(patterns: list[str]) -> re.Pattern[str] | None:
+            return re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None
+
+        return cls(combined(allow), combined(deny))
+
+    def check(self, descriptor: Descriptor) -> None:
+        if not descriptor.urls:
+            raise ManifestInvalid(f"foreign layer {descriptor.digest} has no urls")
+        for url in descriptor.urls:
+            allowed = self.allow is None or self.allow.search(url) is not None
+            if not allowed or (self.deny is not None and self.deny.search(url)):
+                raise ManifestInvalid("foreign layer url not allowed", detail={"url": url[:500]})
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +96,10 @@ class Manifests:
         tags: Tags,
         referrers: Referrers,
         cache: ManifestContentCache,
+        url_policy: ForeignURLPolicy,
     ) -> None:
         self.name = name
+        self.url_policy = url_policy
         self.driver = driver
         self.store = store
         self.blobs = blobs
@@ -128,8 +161,11 @@ class Manifests:
             except PathNotFound:
                 raise ManifestBlobUnknown(str(digest)) from None
 
-        # Foreign layers (with urls) live elsewhere by design and are not required here.
-        checks = [check_blob(d.digest) for d in parsed.blobs if not d.urls]
+        for descriptor in parsed.blobs:
+            if descriptor.is_foreign:
+                self.url_policy.check(descriptor)
+        # Foreign layers live elsewhere by design and are not required here.
+        checks = [check_blob(d.digest) for d in parsed.blobs if not d.is_foreign]
         checks += [check_manifest(d.digest) for d in parsed.manifests]
         for start in range(0, len(checks), 64):
             await asyncio.gather(*checks[start : start + 64])

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from registry.storage.blobs import BlobStore, LinkedBlobs
 from registry.storage.catalog import catalog_page
 from registry.storage.driver.base import StorageDriver
-from registry.storage.manifests import ManifestContentCache, Manifests
+from registry.storage.manifests import ForeignURLPolicy, ManifestContentCache, Manifests
 from registry.storage.referrers import Referrers
 from registry.storage.tags import Tags
 from registry.storage.uploads import HashStates, Uploads
@@ -26,8 +26,9 @@ class Repository:
 
 
 class Registry:
-    def __init__(self, driver: StorageDriver) -> None:
+    def __init__(self, driver: StorageDriver, url_policy: ForeignURLPolicy | None = None) -> None:
         self.driver = driver
+        self.url_policy = url_policy or ForeignURLPolicy()
         self.blob_store = BlobStore(driver)
         self._hashes = HashStates()
         self._upload_locks: dict[str, asyncio.Lock] = {}
@@ -52,6 +53,7 @@ class Registry:
                 tags,
                 referrers,
                 self._manifest_cache,
+                self.url_policy,
             ),
             tags=tags,
             referrers=referrers,
