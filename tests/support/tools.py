@@ -10,8 +10,16 @@ import asyncio
 import os
 import shutil
 from dataclasses import dataclass
+from typing import NoReturn
 
 import pytest
+
+
+def unavailable(message: str) -> NoReturn:
+    """Skip the test because ``message`` says what cannot run here; under CI, fail instead."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(message + " (CI=true: a missing service is a failure)")
+    pytest.skip(message)
 
 
 def require_tool(name: str, package: str | None = None) -> str:

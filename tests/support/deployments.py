@@ -1,0 +1,171 @@
+"""Deployments of portside's registry with access control, written and started the way
+docs/auth.md tells an operator to: token mode (registry + tokenauth) and htpasswd mode.
+
+Token mode: ``tokenauth keygen`` makes the signing key and certificate, the registry trusts
+the certificate (``auth.token.rootcertbundle``) and sends clients to tokenauth's realm.
+Users are alice, bob and admin; the ACL lets alice own ``alice/*``, bob pull ``alice/*``,
+admin do everything, and anyone — anonymous included — pull ``public/*``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.htpasswd import format_htpasswd_line
+from shared.token import TokenSigner, load_certificates, load_private_key
+from tests.support.portside_servers import ServerProcess, free_port, run_python_module
+
+SERVICE = "portside-e2e"
+ISSUER = "portside-e2e-issuer"
+HTPASSWD_REALM = "portside e2e realm"
+PASSWORDS = {"alice": "alice-secret-pw", "bob": "bob-secret-pw", "admin": "admin-secret-pw"}
+
+ACL = """\
+acl:
+  - match: {account: admin}
+    actions: ["*"]
+    comment: admin may do everything, publishing public/* included
+  - match: {account: alice, name: "alice/*"}
+    actions: ["*"]
+    comment: alice owns alice/*
+  - match: {account: bob, name: "alice/*"}
+    actions: [pull]
+    comment: bob may pull alice's images, never push them
+  - match: {name: "public/*"}
+    actions: [pull]
+    comment: everyone, even anonymous, may pull public/*
+"""
+
+
+@dataclass
+class TokenDeployment:
+    """A running registry in token mode and the tokenauth that issues its tokens."""
+
+    directory: Path
+    registry: ServerProcess
+    tokenauth: ServerProcess
+
+    @property
+    def realm(self) -> str:
+        return self.tokenauth.url + "/auth"
+
+    def signer(self) -> TokenSigner:
+        """A signer holding tokenauth's own key: tokens the registry must trust."""
+        key = load_private_key((self.directory / "token.key").read_bytes())
+        return TokenSigner(key, load_certificates((self.directory / "token.crt").read_bytes()))
+
+    def stop(self) -> None:
+        self.registry.stop()
+        self.tokenauth.stop()
+
+
+@dataclass
+class HtpasswdDeployment:
+    """A running registry in htpasswd mode, configured entirely by environment variables."""
+
+    directory: Path
+    registry: ServerProcess
+
+    def stop(self) -> None:
+        self.registry.stop()
+
+
+def start_token_deployment(directory: Path) -> TokenDeployment:
+    run_python_module(
+        "tokenauth",
+        "keygen",
+        "--key",
+        str(directory / "token.key"),
+        "--certificate",
+        str(directory / "token.crt"),
+    )
+    (directory / "users.htpasswd").write_text(
+        "".join(format_htpasswd_line(u, p) + "\n" for u, p in PASSWORDS.items())
+    )
+    (directory / "acl.yml").write_text(ACL)
+    auth_port, registry_port = free_port(), free_port()
+    # JSON is YAML: no quoting surprises in paths.
+    (directory / "tokenauth.yml").write_text(
+        json.dumps(
+            {
+                "http": {"addr": f"127.0.0.1:{auth_port}"},
+                "token": {
+                    "issuer": ISSUER,
+                    "services": [SERVICE],
+                    "key": "token.key",
+                    "certificate": "token.crt",
+                },
+                "users": ["users.htpasswd"],
+                "acl": "acl.yml",
+            }
+        )
+    )
+    tokenauth = ServerProcess(
+        "tokenauth",
+        ["tokenauth", "serve", str(directory / "tokenauth.yml")],
+        auth_port,
+        "/health",
+        directory / "tokenauth.log",
+    )
+    (directory / "registry.yml").write_text(
+        json.dumps(
+            {
+                "version": "0.1",
+                "storage": {"filesystem": {"rootdirectory": str(directory / "data")}},
+                "http": {"addr": f"127.0.0.1:{registry_port}"},
+                "auth": {
+                    "token": {
+                        "realm": f"{tokenauth.url}/auth",
+                        "service": SERVICE,
+                        "issuer": ISSUER,
+                        "rootcertbundle": str(directory / "token.crt"),
+                    }
+                },
+            }
+        )
+    )
+    registry = ServerProcess(
+        "registry",
+        ["registry", "serve", str(directory / "registry.yml")],
+        registry_port,
+        "/",
+        directory / "registry.log",
+    )
+    tokenauth.start()
+    try:
+        registry.start()
+    except BaseException:
+        tokenauth.stop()
+        raise
+    return TokenDeployment(directory, registry, tokenauth)
+
+
+def start_htpasswd_deployment(directory: Path) -> HtpasswdDeployment:
+    """The guide's native basic auth: ``htpasswd -Bbn`` lines and ``REGISTRY_AUTH*``."""
+    users = directory / "htpasswd"
+    users.write_text(
+        "".join(
+            run_python_module("registry", "htpasswd", "-Bbn", user, password)
+            for user, password in PASSWORDS.items()
+            if user != "admin"
+        )
+    )
+    port = free_port()
+    registry = ServerProcess(
+        "registry",
+        ["registry", "serve"],
+        port,
+        "/",
+        directory / "registry.log",
+        env={
+            "REGISTRY_HTTP_ADDR": f"127.0.0.1:{port}",
+            "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": str(directory / "data"),
+            "REGISTRY_AUTH": "htpasswd",
+            "REGISTRY_AUTH_HTPASSWD_REALM": HTPASSWD_REALM,
+            "REGISTRY_AUTH_HTPASSWD_PATH": str(users),
+        },
+    )
+    registry.start()
+    return HtpasswdDeployment(directory, registry)

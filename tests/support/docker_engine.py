@@ -1,0 +1,152 @@
+"""The real Docker engine, started by hand for a test session, and stopped with its containerd.
+
+``dockerd`` runs without iptables, bridge or overlay (``vfs``), with every path it writes —
+data, exec state, socket, pid file — in one scratch directory, so it neither needs nor
+touches the machine's own Docker set-up. Clients reach it only through the ``DOCKER_HOST``
+of the environments built by :meth:`DockerEngine.client_env`; the test process itself
+never exports it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.support.tools import isolated_client_env
+
+# A unix socket path is limited to 108 bytes; containerd's lives deeper than dockerd's.
+MAX_DIRECTORY_LENGTH = 60
+
+
+class EngineUnavailable(Exception):
+    """dockerd cannot run here; the message says why."""
+
+
+@dataclass
+class DockerEngine:
+    """A running dockerd and where it keeps its state."""
+
+    directory: Path
+    process: subprocess.Popen[bytes]
+
+    @property
+    def socket_path(self) -> Path:
+        return self.directory / "docker.sock"
+
+    @property
+    def host(self) -> str:
+        return f"unix://{self.socket_path}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.directory / "dockerd.log"
+
+    def client_env(self, home: Path) -> dict[str, str]:
+        """A docker CLI environment for this engine with its own, empty ``DOCKER_CONFIG``."""
+        env = isolated_client_env(str(home))
+        env["DOCKER_HOST"] = self.host
+        return env
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM dockerd and wait for it and for the containerd it started to be gone."""
+        containerd = _containerd_pid(self.directory / "exec")
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout)
+        if containerd is not None and not _wait_gone(containerd, self.directory, timeout):
+            os.kill(containerd, signal.SIGKILL)
+            _wait_gone(containerd, self.directory, timeout)
+
+
+def start_docker_engine(dockerd: str, directory: Path, timeout: float = 30.0) -> DockerEngine:
+    """Start dockerd with all its state in ``directory``; raise EngineUnavailable if it can't."""
+    if os.geteuid() != 0:
+        raise EngineUnavailable("dockerd needs root to run (the tests start their own engine)")
+    if len(str(directory)) > MAX_DIRECTORY_LENGTH:
+        raise EngineUnavailable(f"{directory} is too long a path for dockerd's unix sockets")
+    engine_args = [
+        dockerd,
+        "--iptables=false",
+        "--ip6tables=false",
+        "--bridge=none",
+        "--storage-driver=vfs",
+        f"--data-root={directory / 'data'}",
+        f"--exec-root={directory / 'exec'}",
+        f"--pidfile={directory / 'dockerd.pid'}",
+        f"-H=unix://{directory / 'docker.sock'}",
+    ]
+    with open(directory / "dockerd.log", "wb") as log:
+        # Same process group as pytest: an interrupted run takes the engine down with it.
+        process = subprocess.Popen(
+            engine_args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+        )
+    engine = DockerEngine(directory, process)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise EngineUnavailable(
+                f"dockerd exited with status {process.returncode}:\n{engine.log_tail()}"
+            )
+        if _ping(engine.socket_path):
+            return engine
+        time.sleep(0.1)
+    engine.stop()
+    raise EngineUnavailable(f"dockerd did not answer within {timeout:.0f}s:\n{engine.log_tail()}")
+
+
+def _ping(path: Path) -> bool:
+    """True once the engine answers ``GET /_ping`` on its socket."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(2)
+            sock.connect(str(path))
+            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+            reply = sock.recv(4096)
+    except OSError:
+        return False
+    return reply.startswith(b"HTTP/1.") and b" 200 " in reply.split(b"\r\n", 1)[0]
+
+
+def _containerd_pid(exec_root: Path) -> int | None:
+    try:
+        return int((exec_root / "containerd" / "containerd.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _wait_gone(pid: int, directory: Path, timeout: float) -> bool:
+    """Wait for our containerd to exit (a zombie counts as gone: init may never reap it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _is_our_process(pid, directory):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _is_our_process(pid: int, directory: Path) -> bool:
+    proc = Path("/proc") / str(pid)
+    try:
+        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        command = (proc / "cmdline").read_bytes()
+    except (OSError, IndexError):
+        return False
+    # The pid may have been reused by then: only the containerd configured under our
+    # exec root counts.
+    return state != "Z" and str(directory).encode() in command

@@ -1,0 +1,121 @@
+"""portside's own servers run as an operator runs them: ``python -m registry serve CONFIG``
+and ``python -m tokenauth serve CONFIG`` in child processes on free loopback ports.
+
+Each process gets an environment without any ``REGISTRY_*``, ``TOKENAUTH_*`` or
+``DOCKER_*`` variable of the test run's (the registry reads every ``REGISTRY_*`` as
+configuration, skopeo's ``REGISTRY_AUTH_FILE`` included), plus the overrides a test gives.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
+_FOREIGN_PREFIXES = ("REGISTRY_", "TOKENAUTH_", "DOCKER_")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def server_env(overrides: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_FOREIGN_PREFIXES)}
+    env.update(overrides or {})
+    return env
+
+
+def run_python_module(*args: str, env: Mapping[str, str] | None = None) -> str:
+    """Run ``python -m ARGS`` (a portside command) to completion; its stdout."""
+    completed = subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=REPOSITORY_ROOT,
+        env=server_env(env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if completed.returncode != 0:
+        raise AssertionError(f"python -m {' '.join(args[:2])} failed:\n{completed.stderr}")
+    return completed.stdout
+
+
+class ServerProcess:
+    """A portside server in a child process, its output in a log file."""
+
+    def __init__(
+        self,
+        name: str,
+        args: Sequence[str],
+        port: int,
+        ready_path: str,
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.name, self.args, self.port, self.ready_path = name, list(args), port, ready_path
+        self.log_path = log_path
+        self.env = server_env(env)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def address(self) -> str:
+        """``host:port`` as image references and ``docker login`` name the registry."""
+        return f"127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def start(self, timeout: float = 20.0) -> None:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", *self.args],
+                cwd=REPOSITORY_ROOT,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"{self.name} exited at start-up:\n{self.log()}")
+            if self._answers():
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise AssertionError(f"{self.name} did not answer within {timeout:.0f}s:\n{self.log()}")
+
+    def _answers(self) -> bool:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+        try:
+            connection.request("GET", self.ready_path)
+            return connection.getresponse().status == 200
+        except (http.client.HTTPException, OSError):
+            return False
+        finally:
+            connection.close()
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait(timeout)
