@@ -8,19 +8,23 @@ from aiohttp.typedefs import Handler, Middleware
 from registry.auth.access import required_access
 from registry.auth.base import AccessController
 from registry.keys import MOUNT_ALLOWED, ROUTE
-from registry.routes import resolve
+from registry.routes import dispatch, get_base, resolve
 
 
 def auth_middleware(controller: AccessController) -> Middleware:
     @web.middleware
     async def check_access(request: web.Request, handler: Handler) -> web.StreamResponse:
-        raw_path = request.rel_url.raw_path
-        if "/v2" not in raw_path:
-            return await handler(request)
-        match = None
-        if not raw_path.endswith(("/v2/", "/v2")):
+        # Decide by the handler the router chose, never by looking for "/v2" in the path:
+        # "/v2/<name>/manifests/v2" ends like the base endpoint but needs the repository's
+        # scope, and "/%762/" reaches the same handlers as "/v2/".
+        routed_to = request.match_info.handler
+        if routed_to is get_base:
+            match = None
+        elif routed_to is dispatch:
             match = resolve(request)
             request[ROUTE] = match
+        else:  # "/", and the router's own 404s and 405s: nothing of the API is served
+            return await handler(request)
         access = required_access(request, match)
         # Challenges name the optional scopes too, so clients ask for them up front.
         grant = await controller.authorize(request, access.needed + access.optional)
