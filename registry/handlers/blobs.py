@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import BinaryIO
 
 from aiohttp import web
 
@@ -13,6 +14,8 @@ from registry.storage import paths
 from registry.storage.blobs import BlobDescriptor
 from shared import errors
 from shared.errors import RegistryError
+
+COPY_CHUNK_SIZE = 256 * 1024
 
 
 async def head_blob(request: web.Request) -> web.StreamResponse:
@@ -116,7 +119,26 @@ async def _sendfile(
             transport = request.transport
             if transport is None:
                 raise ConnectionResetError("connection lost")
-            await loop.sendfile(transport, handle, start, count)
+            try:
+                await loop.sendfile(transport, handle, start, count)
+            except NotImplementedError:  # an event loop without sendfile, such as uvloop's
+                await _copy(response, handle, start, count)
         await response.write_eof()
     finally:
         handle.close()
+
+
+async def _copy(response: web.StreamResponse, handle: BinaryIO, start: int, count: int) -> None:
+    """Send ``count`` bytes of the open file from ``start`` through the response, in chunks.
+
+    Read inline, as ``_sendfile`` opens inline: local reads of a chunk are brief, and a
+    read in a worker thread could outlive a cancelled request and its closed handle.
+    """
+    handle.seek(start)
+    remaining = count
+    while remaining > 0:
+        chunk = handle.read(min(COPY_CHUNK_SIZE, remaining))
+        if not chunk:  # the file is shorter than its descriptor: never pad the response
+            raise ConnectionResetError("blob data ended early")
+        await response.write(chunk)
+        remaining -= len(chunk)
