@@ -58,8 +58,8 @@ def test_podman_login_push_pull_and_denial(
     login(bob, token_deployment, "bob")
     bob.ok("pull", PLAIN_HTTP, reference)
     assert podman_image(bob, reference)["Id"] == original
-    bob.ok("tag", reference, f"{registry}/alice/podman:2")
-    denied = bob.run("push", PLAIN_HTTP, f"{registry}/alice/podman:2")
+    bob.ok("tag", reference, f"{registry}/alice/podman:v2")
+    denied = bob.run("push", PLAIN_HTTP, f"{registry}/alice/podman:v2")
     assert denied.returncode != 0
     assert DENIED in output(denied)
 
