@@ -1,0 +1,85 @@
+"""What a run measures and how long it takes: the profiles and the command-line overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+
+SCENARIOS = ("machine", "blobs", "requests", "images", "tokens", "listings")
+
+
+@dataclass(frozen=True)
+class Plan:
+    profile: str
+    rounds: int
+    blob_sizes: tuple[int, ...]  # scenario 1 runs at each; the largest feeds the others
+    chunk_size: int
+    rate_seconds: int  # the length of one wrk/ab run
+    connections: int = 32
+    clients: int = 50
+    layers: int = 3
+    layer_size: int = MIB
+    listing_scales: tuple[tuple[int, int], ...] = ((100, 1000), (1000, 10_000))
+    page_size: int = 100
+    latency_requests: int = 30
+    scenarios: tuple[str, ...] = SCENARIOS
+    portside_env: dict[str, str] = field(default_factory=dict)
+    portside_tree: Path | None = None  # run portside from this source tree (default: ours)
+    out: Path = Path("bench/results")
+    keep: bool = False
+
+
+PROFILES = {
+    # The issue's figures: 1 GiB blobs (and 256 MiB, to show memory flat in the size).
+    "full": Plan(
+        "full", rounds=3, blob_sizes=(256 * MIB, GIB), chunk_size=16 * MIB, rate_seconds=10
+    ),
+    # Under about two minutes: enough to see a regression, not to publish.
+    "quick": Plan(
+        "quick",
+        rounds=2,
+        blob_sizes=(64 * MIB,),
+        chunk_size=16 * MIB,
+        rate_seconds=3,
+        latency_requests=15,
+    ),
+    # Seconds: the test that keeps the harness from rotting; its figures mean nothing.
+    "tiny": Plan(
+        "tiny",
+        rounds=1,
+        blob_sizes=(4 * MIB,),
+        chunk_size=MIB,
+        rate_seconds=1,
+        clients=4,
+        listing_scales=((10, 50), (20, 100)),
+        page_size=10,
+        latency_requests=3,
+    ),
+}
+
+
+def make_plan(profile: str, **overrides: object) -> Plan:
+    """The profile with every override that is not None applied."""
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    return dataclasses.replace(PROFILES[profile], **changes)  # type: ignore[arg-type]
+
+
+def parse_size(text: str) -> int:
+    """``64MiB``, ``1GiB``, ``512KiB`` or a number of bytes."""
+    units = {"kib": 1024, "mib": MIB, "gib": GIB, "b": 1}
+    lowered = text.strip().lower()
+    for unit, factor in units.items():
+        if lowered.endswith(unit):
+            return int(float(lowered[: -len(unit)]) * factor)
+    return int(lowered)
+
+
+def format_size(size: int) -> str:
+    for unit, factor in (("GiB", GIB), ("MiB", MIB), ("KiB", 1024)):
+        if size >= factor and size % factor == 0:
+            return f"{size // factor} {unit}"
+    return f"{size} B"

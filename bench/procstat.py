@@ -1,0 +1,86 @@
+"""What the kernel knows about a server process and its children: peak RSS and CPU time."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+_PROC = Path("/proc")
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every live descendant (worker processes count towards a server)."""
+    parents: dict[int, list[int]] = {}
+    for entry in _PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name may hold spaces and parentheses: fields start after the last ")".
+        fields = stat.rsplit(")", 1)[1].split()
+        parents.setdefault(int(fields[1]), []).append(int(entry.name))
+    tree, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        tree.append(current)
+        pending.extend(parents.get(current, []))
+    return tree
+
+
+def _status_kib(pid: int, field: str) -> int:
+    try:
+        for line in (_PROC / str(pid) / "status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def peak_rss_mib(pid: int) -> float:
+    """The sum of VmHWM over the tree: an upper bound of the tree's peak resident memory."""
+    return sum(_status_kib(p, "VmHWM") for p in process_tree(pid)) / 1024
+
+
+def reset_peak_rss(pid: int) -> bool:
+    """Restart VmHWM from the current RSS (``clear_refs`` 5), so a peak is per scenario.
+
+    False when the kernel refuses; peaks then cover the process's whole life.
+    """
+    ok = True
+    for p in process_tree(pid):
+        try:
+            (_PROC / str(p) / "clear_refs").write_text("5")
+        except OSError:
+            ok = False
+    return ok
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of the tree's live processes."""
+    total = 0
+    for p in process_tree(pid):
+        try:
+            fields = (_PROC / str(p) / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # utime and stime are fields 14 and 15 of stat(5); index 0 here is field 3.
+        total += int(fields[11]) + int(fields[12])
+    return total / _TICKS
+
+
+def own_cpu_seconds() -> float:
+    """CPU time of this process and of its children it has waited for (wrk, ab, curl)."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
+def machine_busy_seconds() -> float:
+    """CPU time all cores spent not idle since boot (``/proc/stat``), to see other load."""
+    fields = (_PROC / "stat").read_text().splitlines()[0].split()[1:]
+    # user nice system idle iowait irq softirq steal: idle and iowait are not busy.
+    values = [int(v) for v in fields[:8]]
+    return (sum(values) - values[3] - values[4]) / _TICKS

@@ -1,0 +1,132 @@
+"""One benchmark run: data, machine limits, then each scenario's servers and rounds.
+
+Phases, each with servers started for it on loopback:
+1. plain registries (portside and the reference, each on its own store): scenarios 1-3;
+2. tokenauth, then both registries again on the same stores with ``auth.token``: scenario 4;
+3. both registries on seeded stores, small then large: scenario 5.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.client import RegistryClient, new_session
+from bench.context import Context
+from bench.data import SmallImage, write_blob_file
+from bench.loadgen import missing_tools
+from bench.machine import machine_limits
+from bench.measure import Lab
+from bench.plan import Plan
+from bench.results import Metric
+from bench.scenarios import requests
+from bench.scenarios.blobs import run_blobs
+from bench.scenarios.images import run_images
+from bench.scenarios.listings import run_listings
+from bench.scenarios.tokens import run_issuance, run_tokens, start_tokenauth
+from bench.servers import PORTSIDE, REFERENCE, reference_available
+
+log = logging.getLogger("bench")
+
+
+@dataclass
+class Outcome:
+    metrics: list[Metric] = field(default_factory=list)
+    limits: dict[str, Any] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def failures(self) -> list[str]:
+        return [
+            f"{metric.key} on {server}: {reason}"
+            for metric in self.metrics
+            for server, reason in metric.unavailable.items()
+            if reason.startswith("failed")
+        ]
+
+
+def _skipped(plan: Plan) -> dict[str, str]:
+    skipped: dict[str, str] = {}
+    missing = missing_tools()
+    if missing:
+        for scenario in ("requests", "tokens"):
+            if scenario in plan.scenarios:
+                skipped[scenario] = "missing Debian packages: " + ", ".join(missing)
+    return skipped
+
+
+async def run(plan: Plan, logs: Path) -> Outcome:
+    if not reference_available():
+        raise RuntimeError("the reference registry is missing: apt-get install docker-registry")
+    outcome = Outcome(skipped=_skipped(plan))
+    wanted = {s for s in plan.scenarios if s not in outcome.skipped}
+    workdir = Path(tempfile.mkdtemp(prefix="portside-bench-"))
+    ctx = Context(plan, Lab(), workdir)
+    try:
+        data = ctx.new_dir("data")
+        for size in sorted(plan.blob_sizes):
+            log.info("writing a %d-byte blob", size)
+            ctx.blobs[size] = await asyncio.to_thread(
+                write_blob_file, data / f"blob-{size}", size, size
+            )
+        if "machine" in wanted:
+            log.info("measuring the machine's limits")
+            outcome.limits = await machine_limits(ctx.largest_blob, data, plan.rounds)
+        roots = {name: ctx.new_dir(name) / "root" for name in (PORTSIDE, REFERENCE)}
+        image = requests.the_image()
+        if wanted & {"blobs", "requests", "images"}:
+            outcome.metrics += await _plain(ctx, roots, image, wanted)
+        if "tokens" in wanted:
+            tokens = await start_tokenauth(ctx)
+            outcome.metrics.append(await run_issuance(ctx, tokens))
+            outcome.metrics += await run_tokens(ctx, roots, image, tokens)
+            await ctx.lab.stop(tokens.server)
+        if "listings" in wanted:
+            outcome.metrics += await run_listings(ctx)
+    finally:
+        await ctx.lab.stop_all()
+        await asyncio.to_thread(_keep_logs, workdir, logs)
+        if plan.keep:
+            log.info("kept the scratch directory %s", workdir)
+        else:
+            await asyncio.to_thread(shutil.rmtree, workdir, True)
+    return outcome
+
+
+async def _plain(
+    ctx: Context, roots: dict[str, Path], image: SmallImage, wanted: set[str]
+) -> list[Metric]:
+    metrics: list[Metric] = []
+    servers = await ctx.start_pair(roots)
+    try:
+        if "blobs" in wanted:
+            for size in sorted(ctx.blobs):
+                metrics += await run_blobs(ctx, servers, ctx.blobs[size])
+        if "requests" in wanted:
+            async with new_session() as session:
+                for server in servers:
+                    client = RegistryClient(session, server.url)
+                    await requests.push_image(client, requests.REPO, requests.TAG, image)
+            metrics += await requests.run_requests(ctx, servers, image)
+        if "images" in wanted:
+            metrics += await run_images(ctx, servers)
+    finally:
+        for server in servers:
+            await ctx.lab.stop(server)
+    return metrics
+
+
+def _keep_logs(workdir: Path, logs: Path) -> None:
+    logs.mkdir(parents=True, exist_ok=True)
+    for log_file in workdir.rglob("*.log"):
+        shutil.copy(log_file, logs / f"{log_file.parent.name}-{log_file.name}")
+
+
+def timestamp() -> str:
+    return time.strftime("%Y%m%d-%H%M%S")
