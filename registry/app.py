@@ -15,10 +15,12 @@ from registry.config import RegistryConfig
 from registry.keys import CONFIG, STORAGE
 from registry.middleware import error_middleware, header_setter
 from registry.routes import dispatch, get_base, get_root
+from registry.storage.cache.factory import create_blob_descriptor_cache
 from registry.storage.driver.factory import create_driver
 from registry.storage.manifests import ForeignURLPolicy
 from registry.storage.purge import purge_periodically
 from registry.storage.registry import Registry
+from registry.upload_state import UPLOAD_STATE, UploadStateSigner
 from registry.urls import path_prefix
 
 
@@ -29,7 +31,9 @@ def create_app(config: RegistryConfig) -> web.Application:
         middlewares.append(auth_middleware(controller))
     app = web.Application(middlewares=middlewares, handler_args={"max_field_size": 16384})
     app[CONFIG] = config
+    app[UPLOAD_STATE] = UploadStateSigner.from_config(config)
     app.cleanup_ctx.append(_storage_context)
+    app.cleanup_ctx.append(_cache_context)
     app.on_response_prepare.append(header_setter(config.http.headers))
     prefix = path_prefix(config)
     app.router.add_get("/", get_root)
@@ -65,3 +69,12 @@ async def _storage_context(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await purger
     await registry.close()
+
+
+async def _cache_context(app: web.Application) -> AsyncIterator[None]:
+    """The blob-descriptor cache (storage.cache.blobdescriptor), if any."""
+    cache = create_blob_descriptor_cache(app[CONFIG])
+    app[STORAGE].blob_store.cache = cache
+    yield
+    if cache is not None:
+        await cache.close()

@@ -108,6 +108,60 @@ class InMemoryDriverConfig:
     """The in-memory driver takes no parameters."""
 
 
+MIB = 1024 * 1024
+S3_MIN_PART = 5 * MIB  # S3's smallest part (except the last) of a multipart upload
+S3_MAX_PART = 5 * 1024 * MIB  # and its largest, also the largest single copy
+
+
+def _between(low: int, high: int) -> Callable[[int], int]:
+    def check(value: int) -> int:
+        if not low <= value <= high:
+            raise ValueError(f"expected a number from {low} to {high}")
+        return value
+
+    return check
+
+
+@dataclass(frozen=True)
+class S3DriverConfig:
+    """Distribution's ``storage.s3`` keys (plus portside's ``maxretries``/``retrydelay``).
+    Empty ``accesskey``/``secretkey`` use the standard AWS credential chain."""
+
+    accesskey: str = ""
+    secretkey: str = ""
+    sessiontoken: str = ""
+    region: str = ""  # empty: the AWS chain's region, else us-east-1
+    regionendpoint: str = ""
+    forcepathstyle: bool = False
+    bucket: str = ""
+    encrypt: bool = False
+    keyid: str = ""
+    secure: bool = True
+    skipverify: bool = False
+    v4auth: bool = True
+    chunksize: int = field(
+        default=10 * MIB, metadata=meta(check=_between(S3_MIN_PART, S3_MAX_PART))
+    )
+    multipartcopychunksize: int = field(
+        default=32 * MIB, metadata=meta(check=_between(S3_MIN_PART, S3_MAX_PART))
+    )
+    multipartcopymaxconcurrency: int = field(default=100, metadata=meta(check=_between(1, 1000)))
+    multipartcopythresholdsize: int = field(
+        default=32 * MIB, metadata=meta(check=_between(0, S3_MAX_PART))
+    )
+    rootdirectory: str = ""
+    storageclass: str = "STANDARD"  # NONE: send no storage class
+    useragent: str = ""
+    usedualstack: bool = False
+    accelerate: bool = False
+    objectacl: str = "private"
+    loglevel: str = "off"
+    maxretries: int = field(default=5, metadata=meta(check=_between(0, 20)))
+    retrydelay: datetime.timedelta = datetime.timedelta(milliseconds=100)
+
+    # ``bucket`` is required, checked by StorageConfig: the defaults stay constructible.
+
+
 @dataclass(frozen=True)
 class DeleteConfig:
     enabled: bool = False
@@ -156,6 +210,14 @@ class CacheConfig:
 @dataclass(frozen=True)
 class RedirectConfig:
     disable: bool = False
+    # portside: redirecting clients to the storage backend is opt-in (Distribution
+    # redirects unless disabled), so a client that cannot reach the bucket still pulls.
+    enabled: bool = False
+
+    @property
+    def active(self) -> bool:
+        """Send clients to the driver's URLs (presigned S3 URLs) instead of streaming."""
+        return self.enabled and not self.disable
 
 
 @dataclass(frozen=True)
@@ -172,8 +234,8 @@ class StorageConfig(OneOf):
 
     filesystem: FilesystemDriverConfig | None = field(default=None, metadata=VARIANT)
     inmemory: InMemoryDriverConfig | None = field(default=None, metadata=VARIANT)
+    s3: S3DriverConfig | None = field(default=None, metadata=VARIANT)
     # Accepted so that existing files load; not implemented (unsupported_settings says so).
-    s3: dict[str, Any] | None = field(default=None, metadata=VARIANT)
     azure: dict[str, Any] | None = field(default=None, metadata=VARIANT)
     gcs: dict[str, Any] | None = field(default=None, metadata=VARIANT)
     swift: dict[str, Any] | None = field(default=None, metadata=VARIANT)
@@ -184,6 +246,11 @@ class StorageConfig(OneOf):
     cache: CacheConfig = field(default_factory=CacheConfig)
     redirect: RedirectConfig = field(default_factory=RedirectConfig)
     tag: TagConfig = field(default_factory=TagConfig)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.s3 is not None and not self.s3.bucket:
+            raise InvalidSetting("s3", "bucket must be set")
 
     @property
     def driver_name(self) -> str:
@@ -399,6 +466,91 @@ class CatalogConfig:
     maxentries: int = field(default=1000, metadata=meta(check=lambda v: v if v > 0 else 1000))
 
 
+# --- redis --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RedisTLSConfig:
+    enabled: bool = False  # Distribution 2.8
+    certificate: str = ""  # Distribution 3: a client certificate and its key
+    key: str = ""
+    clientcas: list[str] = field(default_factory=list)  # CA files that verify the server
+
+    @property
+    def active(self) -> bool:
+        return self.enabled or bool(self.certificate or self.clientcas)
+
+
+@dataclass(frozen=True)
+class RedisPoolConfig:
+    """Distribution 2.8's pool settings."""
+
+    maxidle: int = 0
+    maxactive: int = 0
+    idletimeout: datetime.timedelta = datetime.timedelta(0)
+
+
+_ZERO = datetime.timedelta(0)
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    """Distribution's ``redis`` section, in its 2.8 shape (``addr``, ``pool``) and its 3.x
+    shape (go-redis options: ``addrs``, ``poolsize``, ...). One server: no cluster or
+    sentinel. Zero durations and sizes mean the client library's defaults."""
+
+    addr: str = ""
+    addrs: list[str] = field(default_factory=list)
+    username: str = ""
+    password: str = ""
+    db: int = field(default=0, metadata=meta(check=_between(0, 1_000_000)))
+    clientname: str = ""
+    protocol: int = field(default=0, metadata=meta(check=_between(0, 3)))
+    dialtimeout: datetime.timedelta = _ZERO
+    readtimeout: datetime.timedelta = _ZERO
+    writetimeout: datetime.timedelta = _ZERO
+    tls: RedisTLSConfig = field(default_factory=RedisTLSConfig)
+    pool: RedisPoolConfig = field(default_factory=RedisPoolConfig)
+    poolsize: int = 0
+    pooltimeout: datetime.timedelta = _ZERO
+    poolfifo: bool = False
+    minidleconns: int = 0
+    maxidleconns: int = 0
+    maxactiveconns: int = 0
+    connmaxidletime: datetime.timedelta = _ZERO
+    connmaxlifetime: datetime.timedelta = _ZERO
+    maxretries: int = 0
+    minretrybackoff: datetime.timedelta = _ZERO
+    maxretrybackoff: datetime.timedelta = _ZERO
+    contexttimeoutenabled: bool = False
+    mastername: str = ""
+    sentinelusername: str = ""
+    sentinelpassword: str = ""
+    maxredirects: int = 0
+    readonly: bool = False
+    routebylatency: bool = False
+    routerandomly: bool = False
+    disableindentity: bool = False
+    identitysuffix: str = ""
+    unstableresp3: bool = False
+
+    def __post_init__(self) -> None:
+        if len(self.addrs) > 1 or self.mastername:
+            raise InvalidSetting(
+                "addrs", "a Redis cluster or sentinels are not supported; give one server"
+            )
+        if self.address:
+            try:
+                listen_host_port(self.address)
+            except ValueError as e:
+                raise InvalidSetting("addrs" if self.addrs else "addr", str(e)) from None
+
+    @property
+    def address(self) -> str:
+        """The server's ``host:port`` ("" when none is configured)."""
+        return self.addrs[0] if self.addrs else self.addr
+
+
 # --- the whole file ----------------------------------------------------------------------
 
 
@@ -412,9 +564,9 @@ class RegistryConfig:
     http: HTTPConfig = field(default_factory=HTTPConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     catalog: CatalogConfig = field(default_factory=CatalogConfig)
+    redis: RedisConfig = field(default_factory=RedisConfig)
     # Accepted as plain data so existing files load; not implemented.
     notifications: dict[str, Any] = field(default_factory=dict)
-    redis: dict[str, Any] = field(default_factory=dict)
     health: dict[str, Any] = field(default_factory=dict)
     proxy: dict[str, Any] = field(default_factory=dict)
     compatibility: dict[str, Any] = field(default_factory=dict)
@@ -427,6 +579,10 @@ class RegistryConfig:
             # As Distribution: log.level, else the deprecated loglevel, else info.
             level = self.loglevel or "info"
             object.__setattr__(self, "log", dataclasses.replace(self.log, level=level))
+        if self.storage.cache.blob_descriptor_cache == "redis" and not self.redis.address:
+            raise InvalidSetting(
+                "redis", "addr must be set for storage.cache.blobdescriptor: redis"
+            )
 
 
 def load_config(path: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> RegistryConfig:
@@ -434,6 +590,19 @@ def load_config(path: str | os.PathLike[str] | None, environ: Mapping[str, str])
     ``REGISTRY_*`` variables of ``environ``; raises ConfigError naming the key."""
     return _config.load_config(RegistryConfig, path, environ, ENV_PREFIX)
 
+
+_S3_KEYS_USED = (
+    *("accesskey", "secretkey", "sessiontoken", "region", "regionendpoint", "forcepathstyle"),
+    *("bucket", "encrypt", "keyid", "secure", "skipverify", "chunksize"),
+    *("multipartcopychunksize", "multipartcopymaxconcurrency", "multipartcopythresholdsize"),
+    *("rootdirectory", "storageclass", "useragent", "usedualstack", "accelerate"),
+    *("objectacl", "maxretries", "retrydelay"),
+)
+_REDIS_KEYS_USED = (
+    *("addr", "addrs", "username", "password", "db", "clientname", "protocol"),
+    *("dialtimeout", "readtimeout", "writetimeout", "tls", "pool.maxactive", "poolsize"),
+    *("pooltimeout", "maxactiveconns", "maxretries", "minretrybackoff", "maxretrybackoff"),
+)
 
 # Key paths portside acts on; a changed key that is not one of these, under one, or an
 # ancestor of one is reported by unsupported_settings. Extend as features land (auth.* and
@@ -462,6 +631,13 @@ IMPLEMENTED = (
     "auth.htpasswd",
     "auth.token",
     "validation.manifests.urls",
+    "http.secret",
+    "storage.redirect.enabled",
+    "storage.cache.blobdescriptor",
+    "storage.cache.blobdescriptorsize",
+    "storage.cache.layerinfo",
+    *(f"storage.s3.{key}" for key in _S3_KEYS_USED),
+    *(f"redis.{key}" for key in _REDIS_KEYS_USED),
 )
 
 
@@ -474,7 +650,18 @@ def unsupported_settings(config: RegistryConfig) -> list[str]:
             for key in IMPLEMENTED
         )
 
-    return [path for path in _config.changed_settings(config) if not implemented(path)]
+    changed = _config.changed_settings(config)
+    s3 = config.storage.s3
+    if s3 is not None and "storage.s3" in changed:
+        # A variant is reported as a whole; name the S3 keys given, so those ignored show.
+        at = changed.index("storage.s3")
+        defaults = {f.name: f.default for f in dataclasses.fields(s3)}
+        changed[at : at + 1] = [
+            f"storage.s3.{name}"
+            for name, default in defaults.items()
+            if getattr(s3, name) != default
+        ]
+    return [path for path in changed if not implemented(path)]
 
 
 def listen_host_port(addr: str) -> tuple[str, int]:

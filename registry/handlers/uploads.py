@@ -20,6 +20,7 @@ from registry.storage.blobs import BlobDescriptor
 from registry.storage.errors import range_header
 from registry.storage.registry import Repository
 from registry.storage.uploads import UploadStatus
+from registry.upload_state import signed_upload_path, verified_upload_id
 from shared.digest import InvalidDigest, parse_digest
 from shared.errors import RegistryError
 from shared.reference import is_valid_name
@@ -59,22 +60,30 @@ async def _mount(
     return await repo.blobs.mount_from(source.blobs, digest)
 
 
-async def _chunk_range(request: web.Request, repo: Repository) -> tuple[int, int] | None:
+def _upload_id(request: web.Request, repo: Repository) -> str:
+    """The upload id of the URL, its signed ``_state`` checked first."""
+    return verified_upload_id(request, repo.name, route_param(request, "upload_id"))
+
+
+async def _chunk_range(
+    request: web.Request, repo: Repository, upload_id: str
+) -> tuple[int, int] | None:
     """The chunk's Content-Range; a bad one is refused with the upload's current Range,
     so the client knows where to resume."""
     try:
         return content_range(request)
     except RegistryError as error:
-        status = await repo.uploads.status(route_param(request, "upload_id"))
+        status = await repo.uploads.status(upload_id)
         error.headers["Range"] = range_header(status.size)
         raise
 
 
 async def patch_upload(request: web.Request) -> web.StreamResponse:
     repo = repository(request)
-    chunk_range = await _chunk_range(request, repo)
+    upload_id = _upload_id(request, repo)
+    chunk_range = await _chunk_range(request, repo, upload_id)
     status = await repo.uploads.append(
-        route_param(request, "upload_id"),
+        upload_id,
         body_chunks(request),
         start=chunk_range[0] if chunk_range else None,
         length=declared_length(request),
@@ -84,16 +93,16 @@ async def patch_upload(request: web.Request) -> web.StreamResponse:
 
 async def get_upload_status(request: web.Request) -> web.StreamResponse:
     repo = repository(request)
-    status = await repo.uploads.status(route_param(request, "upload_id"))
+    status = await repo.uploads.status(_upload_id(request, repo))
     return _upload_response(request, repo.name, status, 204)
 
 
 async def finish_upload(request: web.Request) -> web.StreamResponse:
     repo = repository(request)
+    upload_id = _upload_id(request, repo)
     digest = digest_param(request.query.get("digest"))
-    upload_id = route_param(request, "upload_id")
     if has_body(request):
-        chunk_range = await _chunk_range(request, repo)
+        chunk_range = await _chunk_range(request, repo, upload_id)
         descriptor = await repo.uploads.finish(
             upload_id,
             digest,
@@ -107,7 +116,8 @@ async def finish_upload(request: web.Request) -> web.StreamResponse:
 
 
 async def cancel_upload(request: web.Request) -> web.StreamResponse:
-    await repository(request).uploads.cancel(route_param(request, "upload_id"))
+    repo = repository(request)
+    await repo.uploads.cancel(_upload_id(request, repo))
     return web.Response(status=204)
 
 
@@ -117,7 +127,7 @@ def _upload_response(
     return web.Response(
         status=code,
         headers={
-            "Location": url_for(request, f"/v2/{name}/blobs/uploads/{status.upload_id}"),
+            "Location": url_for(request, signed_upload_path(request, name, status.upload_id)),
             "Range": range_header(status.size),
             "Docker-Upload-UUID": status.upload_id,
             "Content-Length": "0",

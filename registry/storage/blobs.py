@@ -7,11 +7,15 @@ reader can never see half a blob; a repository sees a blob only through its link
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from registry.storage import paths
 from registry.storage.driver.base import PathNotFound, StorageDriver
 from registry.storage.errors import BlobUnknown
 from shared.digest import Digest
+
+if TYPE_CHECKING:
+    from registry.storage.cache.base import BlobDescriptorCache
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,22 +26,29 @@ class BlobDescriptor:
 
 
 class BlobStore:
-    """The registry-wide store of blob data, by digest."""
+    """The registry-wide store of blob data, by digest. ``cache`` (a blob-descriptor
+    cache, set by the app) answers stats first; storage stays the source of truth."""
 
     def __init__(self, driver: StorageDriver) -> None:
         self.driver = driver
+        self.cache: BlobDescriptorCache | None = None
 
     async def stat(self, digest: Digest) -> BlobDescriptor:
+        if self.cache is not None and (cached := await self.cache.get(digest)) is not None:
+            return cached
         try:
             info = await self.driver.stat(paths.blob_data(digest))
         except PathNotFound:
             raise BlobUnknown(digest) from None
-        return BlobDescriptor(digest, info.size)
+        descriptor = BlobDescriptor(digest, info.size)
+        if self.cache is not None:
+            await self.cache.put(descriptor)
+        return descriptor
 
     async def exists(self, digest: Digest) -> bool:
         try:
-            await self.driver.stat(paths.blob_data(digest))
-        except PathNotFound:
+            await self.stat(digest)
+        except BlobUnknown:
             return False
         return True
 
@@ -60,10 +71,18 @@ class BlobStore:
         await self.driver.move(source_path, paths.blob_data(digest))
 
     async def delete(self, digest: Digest) -> None:
+        # Forgotten before and after: a stat racing the delete cannot leave it cached.
+        await self.forget(digest)
         try:
             await self.driver.delete(paths.blob_dir(digest))
         except PathNotFound:
             raise BlobUnknown(digest) from None
+        finally:
+            await self.forget(digest)
+
+    async def forget(self, digest: Digest) -> None:
+        if self.cache is not None:
+            await self.cache.forget(digest)
 
 
 class LinkedBlobs:
@@ -76,12 +95,17 @@ class LinkedBlobs:
         self.driver = store.driver
 
     async def is_linked(self, digest: Digest) -> bool:
+        cache = self.store.cache
+        if cache is not None and await cache.is_linked(self.name, digest):
+            return True
         for link in (paths.layer_link(self.name, digest), paths.revision_link(self.name, digest)):
             try:
                 await self.driver.stat(link)
-                return True
             except PathNotFound:
                 continue
+            if cache is not None:
+                await cache.add_link(self.name, digest)
+            return True
         return False
 
     async def stat(self, digest: Digest) -> BlobDescriptor:
@@ -93,10 +117,19 @@ class LinkedBlobs:
         await self.driver.put_content(paths.layer_link(self.name, digest), str(digest).encode())
 
     async def unlink(self, digest: Digest) -> None:
+        await self.forget(digest)
         try:
             await self.driver.delete(paths.layer_link(self.name, digest))
         except PathNotFound:
             raise BlobUnknown(digest) from None
+        finally:
+            await self.forget(digest)
+
+    async def forget(self, digest: Digest) -> None:
+        """Drop the cached link (a layer unlinked, a manifest revision deleted), so the
+        next question goes to storage and a re-push is never told "already exists"."""
+        if self.store.cache is not None:
+            await self.store.cache.forget_link(self.name, digest)
 
     async def mount_from(self, source: LinkedBlobs, digest: Digest) -> BlobDescriptor | None:
         """Link a blob another repository has; None when it has not (or it is gone)."""

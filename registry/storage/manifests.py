@@ -181,10 +181,13 @@ class Manifests:
             parsed = None
         if parsed is not None and parsed.subject is not None:
             await self.referrers.remove(parsed.subject.digest, digest)
+        await self.blobs.forget(digest)
         try:
             await self.driver.delete(paths.revision_link(self.name, digest).rsplit("/", 1)[0])
         except PathNotFound:
             raise ManifestUnknown(str(digest)) from None
+        finally:
+            await self.blobs.forget(digest)
 
 
 def _referrer_descriptor(digest: Digest, body: bytes, parsed: ParsedManifest) -> dict[str, Any]:

@@ -290,7 +290,7 @@ def test_the_stock_registry_2_config_loads_unchanged(tmp_path: Path) -> None:
     assert config.http.addr == ":5000"
     assert config.http.headers == {"X-Content-Type-Options": ["nosniff"]}
     assert config.health["storagedriver"]["interval"] == "10s"
-    assert unsupported_settings(config) == ["log.fields", "storage.cache.blobdescriptor", "health"]
+    assert unsupported_settings(config) == ["log.fields", "health"]
 
 
 @pytest.mark.parametrize("driver", DRIVERS)
@@ -310,7 +310,7 @@ def test_the_documented_sample_loads(tmp_path: Path, driver: str, auth: str) -> 
     unsupported = unsupported_settings(config)
     assert "notifications" in unsupported
     assert "http.tls.letsencrypt.email" in unsupported
-    assert ("storage." + driver in unsupported) == (driver not in ("filesystem", "inmemory"))
+    assert ("storage." + driver in unsupported) == (driver in ("azure", "gcs"))
 
 
 def test_distribution_2_8_sections_load(tmp_path: Path) -> None:
@@ -332,14 +332,14 @@ validation:
 """
     config = load_config(write(tmp_path, text), {})
     assert config.log.level == "warn"  # the deprecated loglevel, as Distribution
-    assert config.storage.s3 == {"bucket": "b", "region": "r"}
+    assert config.storage.s3 is not None
+    assert (config.storage.s3.bucket, config.storage.s3.region) == ("b", "r")
     assert config.storage.cache.blob_descriptor_cache == "redis"
     assert config.compatibility["schema1"]["enabled"] is True
     assert unsupported_settings(config) == [
-        "storage.s3",
-        "storage.cache.layerinfo",
         "validation.enabled",
-        "redis",
+        "redis.pool.maxidle",
+        "redis.pool.idletimeout",
         "compatibility",
         "reporting",
     ]

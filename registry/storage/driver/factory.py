@@ -8,6 +8,7 @@ from registry.config import RegistryConfig
 from registry.storage.driver.base import StorageDriver
 from registry.storage.driver.filesystem import FilesystemDriver
 from registry.storage.driver.inmemory import InMemoryDriver
+from registry.storage.driver.s3 import S3Driver
 
 
 def _filesystem(config: RegistryConfig) -> StorageDriver:
@@ -20,9 +21,16 @@ def _inmemory(config: RegistryConfig) -> StorageDriver:
     return InMemoryDriver()
 
 
+def _s3(config: RegistryConfig) -> StorageDriver:
+    settings = config.storage.s3
+    assert settings is not None
+    return S3Driver(settings, redirect=config.storage.redirect.active)
+
+
 DRIVERS: dict[str, Callable[[RegistryConfig], StorageDriver]] = {
     "filesystem": _filesystem,
     "inmemory": _inmemory,
+    "s3": _s3,
 }
 
 

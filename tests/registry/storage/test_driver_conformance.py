@@ -14,6 +14,8 @@ import pytest
 from registry.storage.driver.base import PathNotFound, StorageDriver
 from registry.storage.driver.filesystem import FilesystemDriver
 from registry.storage.driver.inmemory import InMemoryDriver
+from registry.storage.driver.s3 import S3Driver
+from tests.support.backing_services import shared_services
 
 DriverFactory = Callable[[Path], Awaitable[StorageDriver]]
 
@@ -26,9 +28,15 @@ async def _inmemory(tmp_path: Path) -> StorageDriver:
     return InMemoryDriver()
 
 
+async def _s3(tmp_path: Path) -> StorageDriver:
+    moto = shared_services().s3()  # a real S3 HTTP server on loopback, one bucket per test
+    return S3Driver(moto.driver_config(moto.create_bucket()))
+
+
 DRIVER_FACTORIES: dict[str, DriverFactory] = {
     "filesystem": _filesystem,
     "inmemory": _inmemory,
+    "s3": _s3,
 }
 
 

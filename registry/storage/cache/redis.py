@@ -1,0 +1,193 @@
+"""The Redis blob-descriptor cache (``redis.asyncio``), shared by every instance.
+
+Never the source of truth. Any Redis error is logged (at most every few seconds) and the
+request carries on with storage; after an error the cache is bypassed for a second, so a
+Redis that is down or hung costs one timeout, not one per request. Forgetting is never
+skipped: an invalidation that fails is kept and replayed before this process trusts
+Redis again, and meanwhile the keys it names are not read. Entries also expire after a
+day, a backstop for an invalidation lost with its process.
+
+Keys: ``blobs::<digest>`` (a hash: digest, size, mediatype) and
+``repository::<name>::blobs::<digest>`` (present when the repository links the blob).
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+from redis.asyncio import BlockingConnectionPool, Redis, SSLConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import RedisError
+
+from registry.config import RedisConfig, listen_host_port
+from registry.storage.blobs import BlobDescriptor
+from registry.storage.cache.base import BlobDescriptorCache
+from shared.digest import Digest
+
+log = logging.getLogger("registry.storage.cache")
+
+T = TypeVar("T")
+ENTRY_SECONDS = 24 * 3600
+MAX_PENDING = 100_000
+LOG_EVERY = 10.0
+
+
+def _blob_key(digest: Digest) -> str:
+    return f"blobs::{digest}"
+
+
+def _link_key(repository: str, digest: Digest) -> str:
+    return f"repository::{repository}::blobs::{digest}"
+
+
+class RedisBlobDescriptorCache(BlobDescriptorCache):
+    def __init__(self, client: Redis, *, cooldown: float = 1.0) -> None:
+        self._redis = client
+        self._cooldown = cooldown
+        self._down_until = 0.0
+        self._logged_at = -LOG_EVERY
+        self._pending: set[str] = set()  # invalidations Redis has not heard yet
+        self._reads_disabled = False
+
+    def _failed(self, operation: str, error: BaseException) -> None:
+        now = time.monotonic()
+        self._down_until = now + self._cooldown
+        if now - self._logged_at >= LOG_EVERY:
+            self._logged_at = now
+            log.warning(
+                "Redis %s failed (%s); serving from storage", operation, type(error).__name__
+            )
+
+    async def _run(
+        self, operation: str, command: Callable[[Redis], Awaitable[T]], fallback: T, key: str
+    ) -> T:
+        if self._reads_disabled or key in self._pending or time.monotonic() < self._down_until:
+            return fallback
+        try:
+            if self._pending:
+                await self._redis.delete(*self._pending)
+                self._pending.clear()
+            return await command(self._redis)
+        except (RedisError, OSError, TimeoutError) as error:
+            self._failed(operation, error)
+            return fallback
+
+    async def _invalidate(self, key: str) -> None:
+        try:
+            await self._redis.delete(key)
+        except (RedisError, OSError, TimeoutError) as error:
+            self._failed("DEL", error)
+            self._pending.add(key)
+            if len(self._pending) > MAX_PENDING and not self._reads_disabled:
+                self._reads_disabled = True
+                log.error("too many Redis invalidations pending; no longer reading the cache")
+
+    async def get(self, digest: Digest) -> BlobDescriptor | None:
+        async def read(redis: Redis) -> BlobDescriptor | None:
+            fields = await redis.hgetall(_blob_key(digest))
+            if not fields or b"size" not in fields:
+                return None
+            raw = fields.get(b"mediatype", b"")
+            media_type = (
+                raw.decode() if isinstance(raw, bytes) else raw
+            ) or "application/octet-stream"
+            return BlobDescriptor(digest, int(fields[b"size"]), media_type)
+
+        return await self._run("HGETALL", read, None, _blob_key(digest))
+
+    async def put(self, descriptor: BlobDescriptor) -> None:
+        key = _blob_key(descriptor.digest)
+
+        async def write(redis: Redis) -> None:
+            async with redis.pipeline(transaction=False) as pipe:
+                pipe.hset(
+                    key,
+                    mapping={
+                        "digest": str(descriptor.digest),
+                        "size": str(descriptor.size),
+                        "mediatype": descriptor.media_type,
+                    },
+                )
+                pipe.expire(key, ENTRY_SECONDS)
+                await pipe.execute()
+
+        await self._run("HSET", write, None, key)
+
+    async def forget(self, digest: Digest) -> None:
+        await self._invalidate(_blob_key(digest))
+
+    async def is_linked(self, repository: str, digest: Digest) -> bool:
+        key = _link_key(repository, digest)
+
+        async def read(redis: Redis) -> bool:
+            return bool(await redis.exists(key))
+
+        return await self._run("EXISTS", read, False, key)
+
+    async def add_link(self, repository: str, digest: Digest) -> None:
+        key = _link_key(repository, digest)
+
+        async def write(redis: Redis) -> None:
+            await redis.set(key, b"1", ex=ENTRY_SECONDS)
+
+        await self._run("SET", write, None, key)
+
+    async def forget_link(self, repository: str, digest: Digest) -> None:
+        await self._invalidate(_link_key(repository, digest))
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+def _seconds(value: float, default: float) -> float:
+    return value if value > 0 else default
+
+
+def redis_client(settings: RedisConfig) -> Redis:
+    """A client for the configured server; it connects on first use, so a Redis that is
+    down at start-up delays nothing."""
+    host, port = listen_host_port(settings.address)
+    read = max(settings.readtimeout, settings.writetimeout).total_seconds()
+    options: dict[str, object] = {
+        "host": host or "localhost",
+        "port": port,
+        "db": settings.db,
+        "username": settings.username or None,
+        "password": settings.password or None,
+        "client_name": settings.clientname or None,
+        # go-redis's defaults: 5s to connect, 3s to read or write.
+        "socket_connect_timeout": _seconds(settings.dialtimeout.total_seconds(), 5.0),
+        "socket_timeout": _seconds(read, 3.0),
+        "protocol": settings.protocol or 2,
+    }
+    if settings.maxretries > 0:
+        options["retry"] = Retry(
+            ExponentialBackoff(
+                cap=_seconds(settings.maxretrybackoff.total_seconds(), 0.512),
+                base=_seconds(settings.minretrybackoff.total_seconds(), 0.008),
+            ),
+            settings.maxretries,
+        )
+    if settings.tls.active:
+        options["connection_class"] = SSLConnection
+        options["ssl_cert_reqs"] = ssl.CERT_REQUIRED
+        if settings.tls.certificate:
+            options["ssl_certfile"] = settings.tls.certificate
+            options["ssl_keyfile"] = settings.tls.key or None
+        if settings.tls.clientcas:
+            options["ssl_ca_data"] = "".join(Path(p).read_text() for p in settings.tls.clientcas)
+    size = (
+        settings.poolsize or settings.maxactiveconns or settings.pool.maxactive or 64
+    )  # go-redis: 10 per CPU
+    pool = BlockingConnectionPool(
+        max_connections=size,
+        timeout=_seconds(settings.pooltimeout.total_seconds(), _seconds(read, 3.0) + 1.0),
+        **options,  # type: ignore[arg-type]
+    )
+    return Redis(connection_pool=pool)

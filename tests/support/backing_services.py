@@ -1,0 +1,227 @@
+"""Real backing services for the scale-out tests: an S3-compatible server (moto's server
+mode) and ``redis-server``, each a process on a free loopback port.
+
+The session-wide instances start on first use and ``tests/conftest.py`` stops them at the
+end of the session, so a run that needs neither never pays for starting them. A test that
+must stop a service starts its own with ``start()``/``stop()``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from registry.config import S3DriverConfig
+
+START_TIMEOUT = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _missing(message: str) -> None:
+    """Skip, or in CI (where a missing service must never pass as a skip) fail."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(message + "; CI must install it")
+    pytest.skip(message)
+
+
+class Service:
+    """A server process on 127.0.0.1:<port>, its output in a log file (never a pipe: a
+    chatty server would block once the pipe is full)."""
+
+    name = "service"
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def ready(self) -> bool:
+        with socket.socket() as sock:
+            sock.settimeout(0.5)
+            return sock.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        log = (self.workdir / f"{self.name}-{self.port}.log").open("wb")
+        self.process = subprocess.Popen(
+            self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir
+        )
+        log.close()
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited at start; see {log.name}")
+            if self.ready():
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"{self.name} did not start in {START_TIMEOUT}s")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+class MotoServer(Service):
+    """moto's S3 server: a real S3 HTTP API (multipart uploads, copies, ranges) in memory.
+    It enforces S3's 5 MiB minimum part size, as AWS does."""
+
+    name = "moto"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
+
+    def ready(self) -> bool:
+        import urllib.request
+
+        if not super().ready():
+            return False
+        try:
+            with urllib.request.urlopen(f"{self.url}/moto-api/", timeout=1):  # noqa: S310
+                return True
+        except OSError:
+            return False
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def s3_environ(self, bucket: str, prefix: str = "REGISTRY_STORAGE_S3_") -> dict[str, str]:
+        """``REGISTRY_STORAGE_S3_*`` settings of a registry storing in ``bucket`` here."""
+        return {
+            prefix + "BUCKET": bucket,
+            prefix + "REGION": "us-east-1",
+            prefix + "REGIONENDPOINT": self.url,
+            prefix + "FORCEPATHSTYLE": "true",
+            prefix + "ACCESSKEY": "portside-test",
+            prefix + "SECRETKEY": "portside-test-secret",
+            prefix + "CHUNKSIZE": str(5 * 1024 * 1024),
+            prefix + "MAXRETRIES": "2",
+            prefix + "RETRYDELAY": "10ms",
+        }
+
+    def driver_config(self, bucket: str, **overrides: Any) -> S3DriverConfig:
+        """The same settings as ``s3_environ``, as the driver's configuration."""
+        settings: dict[str, Any] = {
+            "bucket": bucket,
+            "region": "us-east-1",
+            "regionendpoint": self.url,
+            "forcepathstyle": True,
+            "accesskey": "portside-test",
+            "secretkey": "portside-test-secret",
+            "chunksize": 5 * 1024 * 1024,
+            "maxretries": 2,
+            "retrydelay": datetime.timedelta(milliseconds=10),
+        }
+        return S3DriverConfig(**{**settings, **overrides})
+
+    def create_bucket(self, name: str | None = None) -> str:
+        """A new empty bucket (by moto's plain HTTP API, no signing needed)."""
+        import urllib.request
+
+        bucket = name or f"portside-{uuid.uuid4().hex[:20]}"
+        request = urllib.request.Request(f"{self.url}/{bucket}", method="PUT")  # noqa: S310
+        with urllib.request.urlopen(request, timeout=10):  # noqa: S310
+            pass
+        return bucket
+
+
+class RedisServer(Service):
+    """``redis-server`` with persistence off: nothing is written to disk."""
+
+    name = "redis"
+
+    def command(self) -> list[str]:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            _missing("redis-server is not installed (Debian package redis-server)")
+        assert binary is not None
+        return [
+            binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.workdir),
+        ]
+
+    @property
+    def addr(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+class SharedServices:
+    """The session's moto and Redis servers, started on first use."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.moto = MotoServer(workdir / "moto")
+        self.redis = RedisServer(workdir / "redis")
+
+    def s3(self) -> MotoServer:
+        if not self.moto.running:
+            self.moto.start()
+        return self.moto
+
+    def redis_server(self) -> RedisServer:
+        if not self.redis.running:
+            self.redis.start()
+        return self.redis
+
+    def stop(self) -> None:
+        self.moto.stop()
+        self.redis.stop()
+
+
+_shared: SharedServices | None = None
+
+
+def shared_services() -> SharedServices:
+    """The session-wide services (tests/conftest.py sets the work directory and stops them)."""
+    global _shared
+    if _shared is None:
+        import tempfile
+
+        _shared = SharedServices(Path(tempfile.mkdtemp(prefix="portside-services-")))
+    return _shared
+
+
+def stop_shared_services() -> None:
+    global _shared
+    if _shared is not None:
+        _shared.stop()
+        shutil.rmtree(_shared.moto.workdir.parent, ignore_errors=True)
+        _shared = None
