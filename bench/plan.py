@@ -24,7 +24,7 @@ class Plan:
     layers: int = 3
     layer_size: int = MIB
     listing_scales: tuple[tuple[int, int], ...] = ((100, 1000), (1000, 10_000))
-    page_size: int = 100
+    page_size: int = 50  # the small store must hold more than one page
     latency_requests: int = 30
     scenarios: tuple[str, ...] = SCENARIOS
     portside_env: dict[str, str] = field(default_factory=dict)
@@ -44,7 +44,7 @@ PROFILES = {
         rounds=2,
         blob_sizes=(64 * MIB,),
         chunk_size=16 * MIB,
-        rate_seconds=3,
+        rate_seconds=2,
         latency_requests=15,
     ),
     # Seconds: the test that keeps the harness from rotting; its figures mean nothing.
@@ -55,7 +55,7 @@ PROFILES = {
         chunk_size=MIB,
         rate_seconds=1,
         clients=4,
-        listing_scales=((10, 50), (20, 100)),
+        listing_scales=((20, 40), (40, 80)),
         page_size=10,
         latency_requests=3,
     ),

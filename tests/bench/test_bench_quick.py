@@ -27,8 +27,10 @@ EXPECTED = {
     "pull_unverified_4MiB": EVERY_SERVER,
     "peak_rss_4MiB": EVERY_SERVER,
     "concurrent_image_pushes": EVERY_SERVER,
-    "catalog_first_20r_100t": EVERY_SERVER,
-    "tags_late_20r_100t": EVERY_SERVER,
+    "catalog_first_40r_80t": EVERY_SERVER,
+    "catalog_last_40r_80t": EVERY_SERVER,
+    "tags_first_40r_80t": EVERY_SERVER,
+    "tags_last_40r_80t": EVERY_SERVER,
     "growth_catalog_first": EVERY_SERVER,
 }
 WITH_LOAD_GENERATORS = {
