@@ -8,10 +8,12 @@ import os
 import sys
 from collections.abc import Sequence
 
+from registry.auth.factory import create_access_controller
 from registry.config import load_config, unsupported_settings
 from registry.htpasswd_command import htpasswd_main
 from registry.server import serve
 from shared.config import ConfigError
+from shared.token import TokenError
 
 log = logging.getLogger("registry")
 
@@ -25,6 +27,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     serve_parser = commands.add_parser("serve", help="serve the registry API")
     serve_parser.add_argument("config", nargs="?", help="a Distribution-style config.yml")
+    serve_parser.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("PORTSIDE_WORKERS", "1")),
+        help="worker processes sharing the port (default 1, or $PORTSIDE_WORKERS)",
+    )
     commands.add_parser(
         "htpasswd", help="print or update bcrypt htpasswd entries (htpasswd -Bbn USER PASSWORD)"
     )
@@ -54,9 +62,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    try:
+        # Build the access controller once here so that a bad key file, bundle or
+        # algorithm stops start-up with a message instead of a worker's traceback.
+        create_access_controller(config)
+    except (ValueError, OSError, TokenError) as error:
+        print(f"registry: configuration error in auth: {error}", file=sys.stderr)
+        return 2
     for key in unsupported:
         log.warning("configuration key %s is accepted but not implemented; ignored", key)
-    serve(config)
+    serve(config, workers=max(1, args.workers))
     return 0
 
 

@@ -12,7 +12,7 @@ from aiohttp.typedefs import Middleware
 from registry.auth.factory import create_access_controller
 from registry.auth.middleware import auth_middleware
 from registry.config import RegistryConfig
-from registry.keys import CONFIG, STORAGE
+from registry.keys import CONFIG, MAINTENANCE, STORAGE
 from registry.middleware import error_middleware, header_setter
 from registry.routes import dispatch, get_base, get_root
 from registry.storage.cache.factory import create_blob_descriptor_cache
@@ -24,13 +24,15 @@ from registry.upload_state import UPLOAD_STATE, UploadStateSigner
 from registry.urls import path_prefix
 
 
-def create_app(config: RegistryConfig) -> web.Application:
+def create_app(config: RegistryConfig, *, maintenance: bool = True) -> web.Application:
+    """The registry app; ``maintenance`` runs background upkeep (one worker per host)."""
     middlewares: list[Middleware] = [error_middleware]
     controller = create_access_controller(config)
     if controller is not None:
         middlewares.append(auth_middleware(controller))
     app = web.Application(middlewares=middlewares, handler_args={"max_field_size": 16384})
     app[CONFIG] = config
+    app[MAINTENANCE] = maintenance
     app[UPLOAD_STATE] = UploadStateSigner.from_config(config)
     app.cleanup_ctx.append(_storage_context)
     app.cleanup_ctx.append(_cache_context)
@@ -54,7 +56,8 @@ async def _storage_context(app: web.Application) -> AsyncIterator[None]:
     app[STORAGE] = registry
     purging = config.storage.maintenance.uploadpurging
     purger = None
-    if purging.enabled and not config.storage.maintenance.readonly.enabled:
+    readonly = config.storage.maintenance.readonly.enabled
+    if purging.enabled and app[MAINTENANCE] and not readonly:
         purger = asyncio.create_task(
             purge_periodically(
                 registry.driver,

@@ -10,6 +10,8 @@ from registry.storage.registry import Registry
 
 CONFIG = web.AppKey("config", RegistryConfig)
 STORAGE = web.AppKey("storage", Registry)
+# Whether this process runs background upkeep such as upload purging.
+MAINTENANCE = web.AppKey("maintenance", bool)
 ROUTE = web.RequestKey("route", RouteMatch)
 # Whether the caller may read a mount's source repository; without it, no mount.
 MOUNT_ALLOWED = web.RequestKey("mount_allowed", bool)
