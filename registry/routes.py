@@ -7,6 +7,7 @@ from aiohttp import web
 from registry.handlers import blobs, listings, manifests, uploads
 from registry.keys import CONFIG, ROUTE
 from registry.routing import Route, RouteMatch, match_route
+from registry.urls import path_prefix
 from shared import errors
 from shared.errors import RegistryError
 
@@ -49,7 +50,11 @@ CATALOG = RouteMatch("catalog", "", {}, listings.list_catalog)
 def resolve(request: web.Request) -> RouteMatch:
     """The route of a ``/v2/...`` request, from its raw (undecoded) path."""
     raw_path = request.rel_url.raw_path
-    tail = raw_path[raw_path.index("/v2/") + 4 :]
+    base = path_prefix(request.app[CONFIG]) + "/v2/"
+    if not raw_path.startswith(base):
+        # The router matched the decoded path; "/%762/..." is not an API path.
+        raise RegistryError(errors.UNSUPPORTED, "no such endpoint", status=404)
+    tail = raw_path[len(base) :]
     if tail == "_catalog":
         if request.method not in ("GET", "HEAD"):
             raise RegistryError(errors.UNSUPPORTED, status=405, headers={"Allow": "GET, HEAD"})

@@ -161,3 +161,44 @@ async def test_killed_mid_upload_leaves_no_corrupt_blob(server: RunningRegistry)
             assert response.status == 201
         async with session.get(f"{server.url}/v2/app/blobs/{digest}") as response:
             assert await response.read() == data
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"REGISTRY_AUTH": "silly", "REGISTRY_AUTH_SILLY_REALM": "r"}, b"auth.silly"),
+        (
+            {
+                "REGISTRY_AUTH": "token",
+                "REGISTRY_AUTH_TOKEN_REALM": "https://auth.example/token",
+                "REGISTRY_AUTH_TOKEN_SERVICE": "registry",
+                "REGISTRY_AUTH_TOKEN_ISSUER": "issuer",
+                "REGISTRY_AUTH_TOKEN_ROOTCERTBUNDLE": "/nonexistent/bundle.crt",
+            },
+            b"auth",
+        ),
+        (
+            {
+                "REGISTRY_AUTH": "htpasswd",
+                "REGISTRY_AUTH_HTPASSWD_REALM": "r",
+                "REGISTRY_AUTH_HTPASSWD_PATH": "/nonexistent/htpasswd",
+            },
+            b"auth",
+        ),
+    ],
+)
+async def test_unusable_auth_stops_start_up(
+    tmp_path: Path, overrides: dict[str, str], expected: bytes
+) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "registry",
+        "serve",
+        env=clean_environ(REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=str(tmp_path), **overrides),
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), 20)
+    assert process.returncode == 2, stderr
+    assert expected in stderr
+    assert b"Traceback" not in stderr

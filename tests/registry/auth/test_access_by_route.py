@@ -112,3 +112,9 @@ async def test_the_base_endpoint_still_needs_only_a_valid_caller(
         async with registry_token.session.get(url, headers=bearer(signer)) as response:
             assert response.status == 200, path
     assert (await registry_token.get("/")).status == 200
+
+
+async def test_percent_encoded_api_prefix_is_not_an_endpoint(registry: RegistryClient) -> None:
+    response = await registry.get(URL("/%762/library/app/tags/list", encoded=True))
+    assert response.status == 404
+    assert (await response.json())["errors"][0]["code"] == "UNSUPPORTED"
