@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -29,7 +30,7 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
     descriptor = await repository(request).blobs.stat(digest_param(route_param(request, "digest")))
     driver = request.app[STORAGE].driver
     data_path = paths.blob_data(descriptor.digest)
-    if not request.app[CONFIG].storage.redirect.disable:
+    if request.app[CONFIG].storage.redirect.active:  # opt-in: storage.redirect.enabled
         url = await driver.redirect_url(data_path, request.method)
         if url is not None:
             raise web.HTTPTemporaryRedirect(url, headers=_blob_headers(descriptor))
@@ -40,19 +41,36 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
         response.set_status(206)
         response.headers["Content-Range"] = f"bytes {start}-{start + count - 1}/{descriptor.size}"
     local = driver.local_path(data_path)
-    if local is not None:
-        await _sendfile(request, response, local, start, count)
-    else:
-        await response.prepare(request)
-        remaining = count
-        async for chunk in driver.reader(data_path, start):
-            piece = chunk[:remaining]
-            await response.write(piece)
-            remaining -= len(piece)
-            if remaining <= 0:
-                break
-        await response.write_eof()
+    try:
+        if local is not None:
+            await _sendfile(request, response, local, start, count)
+        else:
+            await _stream(request, response, driver.reader(data_path, start), count)
+    except Exception as error:
+        if not response.prepared:
+            raise
+        # The status line is out: an error body is impossible, and a client waiting for
+        # the rest would hang. End the connection so it sees the transfer failed.
+        if request.transport is not None:
+            request.transport.close()
+        raise ConnectionResetError(f"blob transfer failed: {error}") from error
     return response
+
+
+async def _stream(
+    request: web.Request, response: web.StreamResponse, chunks: AsyncIterator[bytes], count: int
+) -> None:
+    await response.prepare(request)
+    remaining = count
+    async for chunk in chunks:
+        piece = chunk[:remaining]
+        await response.write(piece)
+        remaining -= len(piece)
+        if remaining <= 0:
+            break
+    if remaining > 0:
+        raise ConnectionResetError("blob data ended early")
+    await response.write_eof()
 
 
 async def delete_blob(request: web.Request) -> web.StreamResponse:
