@@ -202,3 +202,42 @@ async def test_unusable_auth_stops_start_up(
     assert process.returncode == 2, stderr
     assert expected in stderr
     assert b"Traceback" not in stderr
+
+
+def children_of(pid: int) -> list[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(child) for child in text.split()]
+
+
+async def test_workers_share_the_port_and_stop_together(tmp_path: Path) -> None:
+    port = free_port()
+    config = tmp_path / "config.yml"
+    config.write_text(STOCK_CONFIG.format(root=tmp_path / "data", port=port))
+    running = RunningRegistry(config, port, clean_environ(PORTSIDE_WORKERS="2"))
+    await running.start()
+    assert running.process is not None
+    workers = children_of(running.process.pid)
+    assert len(workers) == 2
+    async with aiohttp.ClientSession() as session:
+        statuses = await asyncio.gather(*(session.get(running.url + "/v2/") for _ in range(20)))
+        assert {response.status for response in statuses} == {200}
+        for response in statuses:
+            response.release()
+    os.kill(workers[0], signal.SIGKILL)  # a worker that dies is replaced
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        replaced = children_of(running.process.pid)
+        if len(replaced) == 2 and workers[0] not in replaced:
+            break
+    else:
+        raise AssertionError("the dead worker was not replaced")
+    assert await running.stop(signal.SIGTERM) == 0
+    for pid in replaced:
+        assert not Path(f"/proc/{pid}").exists() or "Z" in _state(pid)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except FileNotFoundError:
+        return "Z"
