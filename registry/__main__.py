@@ -12,6 +12,7 @@ from registry.auth.factory import create_access_controller
 from registry.config import load_config, unsupported_settings
 from registry.htpasswd_command import htpasswd_main
 from registry.server import serve
+from registry.tls import TLSSetupError, tls_context
 from shared.config import ConfigError
 from shared.token import TokenError
 
@@ -68,6 +69,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         create_access_controller(config)
     except (ValueError, OSError, TokenError) as error:
         print(f"registry: configuration error in auth: {error}", file=sys.stderr)
+        return 2
+    try:
+        # The same for TLS: an expired certificate or a key of another certificate is
+        # reported once, before any worker starts.
+        tls_context(config)
+    except TLSSetupError as error:
+        print(f"registry: configuration error in http.tls: {error}", file=sys.stderr)
         return 2
     for key in unsupported:
         log.warning("configuration key %s is accepted but not implemented; ignored", key)

@@ -8,25 +8,15 @@ import ipaddress
 import logging
 import os
 import signal
-import ssl
 import time
 
 from aiohttp import web
 
 from registry.app import create_app
 from registry.config import RegistryConfig, listen_host_port
+from registry.tls import tls_context
 
 log = logging.getLogger("registry")
-
-
-def tls_context(config: RegistryConfig) -> ssl.SSLContext | None:
-    tls = config.http.tls
-    if not tls.certificate:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    # The certificate file may be a bundle: leaf first, then intermediates.
-    context.load_cert_chain(tls.certificate, tls.key or None)
-    return context
 
 
 def plaintext_credentials_exposed(config: RegistryConfig, host: str) -> bool:

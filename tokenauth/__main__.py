@@ -14,6 +14,7 @@ from pathlib import Path
 from aiohttp import web
 
 from shared.config import ConfigError
+from shared.tls import TLSSetupError, server_context
 from shared.token import PublicKey, libtrust_key_id, thumbprint
 from tokenauth.app import create_app
 from tokenauth.config import TokenAuthConfig, load_config, split_address
@@ -50,19 +51,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"tokenauth: configuration error: {error}", file=sys.stderr)
         return 2
+    try:
+        # An expired certificate or a key of another certificate stops start-up here,
+        # with a message, rather than failing every client's handshake later.
+        tls = config.http.tls
+        context = server_context(tls.certificate, tls.key) if tls.certificate else None
+    except TLSSetupError as error:
+        print(f"tokenauth: configuration error in http.tls: {error}", file=sys.stderr)
+        return 2
     if args.command == "check":
         print("configuration OK")
         return 0
-    _serve(app, config)
+    _serve(app, config, context)
     return 0
 
 
-def _serve(app: web.Application, config: TokenAuthConfig) -> None:
+def _serve(app: web.Application, config: TokenAuthConfig, context: ssl.SSLContext | None) -> None:
     host, port = split_address(config.http.addr)
-    context = None
-    if config.http.tls.certificate:
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(config.http.tls.certificate, config.http.tls.key)
     log.info("tokenauth listening on %s (%s)", config.http.addr, "https" if context else "http")
     web.run_app(app, host=host, port=port, ssl_context=context, print=None)
 
