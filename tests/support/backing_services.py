@@ -49,32 +49,49 @@ class Service:
         self.workdir = workdir
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = workdir
 
     def command(self) -> list[str]:
         raise NotImplementedError
+
+    def environ(self) -> dict[str, str] | None:
+        """The process's environment (None: this one's)."""
+        return None
 
     def ready(self) -> bool:
         with socket.socket() as sock:
             sock.settimeout(0.5)
             return sock.connect_ex(("127.0.0.1", self.port)) == 0
 
-    def start(self) -> None:
+    def launch(self) -> None:
+        """Start the process without waiting (``wait_ready`` waits)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.port = self.port or free_port()  # a restart keeps its port
         log = (self.workdir / f"{self.name}-{self.port}.log").open("wb")
         self.process = subprocess.Popen(
-            self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir
+            self.command(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
+            env=self.environ(),
         )
         log.close()
+        self.log_path = Path(log.name)
+
+    def wait_ready(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited at start; see {log.name}")
+            if self.process is None or self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited at start; see {self.log_path}")
             if self.ready():
                 return
             time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"{self.name} did not start in {START_TIMEOUT}s")
+
+    def start(self) -> None:
+        self.launch()
+        self.wait_ready()
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -67,10 +67,11 @@ class RedisBlobDescriptorCache(BlobDescriptorCache):
     async def _run(
         self, operation: str, command: Callable[[Redis], Awaitable[T]], fallback: T, key: str
     ) -> T:
-        if self._reads_disabled or key in self._pending or time.monotonic() < self._down_until:
+        if self._reads_disabled or time.monotonic() < self._down_until:
             return fallback
         try:
             if self._pending:
+                # Redis is back: first tell it what it missed.
                 await self._redis.delete(*self._pending)
                 self._pending.clear()
             return await command(self._redis)
@@ -190,4 +191,4 @@ def redis_client(settings: RedisConfig) -> Redis:
         timeout=_seconds(settings.pooltimeout.total_seconds(), _seconds(read, 3.0) + 1.0),
         **options,  # type: ignore[arg-type]
     )
-    return Redis(connection_pool=pool)
+    return Redis.from_pool(pool)  # closing the client closes the pool

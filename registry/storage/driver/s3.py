@@ -611,9 +611,12 @@ class _S3Writer(FileWriter):
         chunk = self._driver.config.chunksize
         try:
             while len(self._buffer) >= chunk:
-                part = bytes(self._buffer[:chunk])
-                del self._buffer[:chunk]
-                await self._send(part)
+                # The buffer itself becomes the part; only the short rest is copied.
+                part, self._buffer = self._buffer, self._buffer[chunk:]
+                del part[chunk:]
+                data = bytes(part)
+                del part
+                await self._send(data)
         except BaseException:
             self._failed = True
             raise

@@ -1,0 +1,104 @@
+"""Fixtures of the scale-out tests: the session's moto (S3) and Redis servers, an
+S3-backed registry environment, and a fault-injecting proxy in front of S3."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from tests.support.backing_services import MotoServer, RedisServer, shared_services
+
+
+@pytest.fixture
+def moto() -> MotoServer:
+    return shared_services().s3()
+
+
+@pytest.fixture
+def redis_server() -> RedisServer:
+    return shared_services().redis_server()
+
+
+@pytest.fixture
+def bucket(moto: MotoServer) -> str:
+    return moto.create_bucket()
+
+
+@pytest.fixture
+def registry_environ(moto: MotoServer, bucket: str, redis_server: RedisServer) -> dict[str, str]:
+    """Overrides tests/registry/conftest.py's: here the registry fixtures store in S3 and
+    cache blob descriptors in Redis."""
+    return {
+        **moto.s3_environ(bucket),
+        "REGISTRY_STORAGE_DELETE_ENABLED": "true",
+        "REGISTRY_STORAGE_CACHE_BLOBDESCRIPTOR": "redis",
+        "REGISTRY_REDIS_ADDR": redis_server.addr,
+        "REGISTRY_HTTP_SECRET": "scale-out-test-secret",
+    }
+
+
+Fault = Callable[[web.Request], int | None]
+
+
+class FaultyS3:
+    """An HTTP proxy in front of moto that answers with an error status whenever
+    ``fault(request)`` says so, and forwards everything else unchanged."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.fault: Fault = lambda request: None
+        self.requests = 0
+        self.failed = 0
+        self.session: aiohttp.ClientSession | None = None
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.requests += 1
+        status = self.fault(request)
+        if status is not None:
+            self.failed += 1
+            await request.read()
+            code = "SlowDown" if status == 503 else "InternalError"
+            body = f"<Error><Code>{code}</Code><Message>injected</Message></Error>"
+            return web.Response(status=status, text=body, content_type="application/xml")
+        assert self.session is not None
+        headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
+        async with self.session.request(
+            request.method,
+            self.upstream + request.rel_url.raw_path_qs,
+            headers=headers,
+            data=await request.read(),
+            allow_redirects=False,
+        ) as upstream:
+            body_bytes = await upstream.read()
+            forwarded = {
+                k: v
+                for k, v in upstream.headers.items()
+                if k.lower() not in ("content-length", "transfer-encoding", "content-encoding")
+            }
+            if request.method != "HEAD":
+                return web.Response(status=upstream.status, body=body_bytes, headers=forwarded)
+            # A HEAD answer keeps the object's Content-Length (and has no body).
+            response = web.StreamResponse(status=upstream.status, headers=forwarded)
+            response.content_length = int(upstream.headers.get("Content-Length", "0"))
+            await response.prepare(request)
+            await response.write_eof()
+            return response
+
+
+@pytest.fixture
+async def faulty_s3(moto: MotoServer, tmp_path: Path) -> AsyncIterator[tuple[FaultyS3, str]]:
+    """The proxy and its URL (use it as ``regionendpoint``)."""
+    proxy = FaultyS3(moto.url)
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_route("*", "/{tail:.*}", proxy.handle)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+        proxy.session = session
+        yield proxy, str(server.make_url("")).rstrip("/")
+    await server.close()
