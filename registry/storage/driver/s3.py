@@ -575,8 +575,9 @@ class MultipartUpload:
 
 
 class _S3Writer(FileWriter):
-    """Buffers up to ``chunksize`` and sends full parts; ``close`` leaves one complete
-    object (see the module docstring). After a failed write, ``close`` aborts instead:
+    """Buffers up to ``chunksize`` and sends full parts, one at a time in the background
+    while the next fills (memory: about two parts); ``close`` leaves one complete object
+    (see the module docstring). After a failed write, ``close`` aborts instead:
     completing would commit a file with a piece missing."""
 
     def __init__(
@@ -595,6 +596,8 @@ class _S3Writer(FileWriter):
         self._size = copy_size + len(buffer)
         self._dirty = dirty  # something to store at close
         self._upload: MultipartUpload | None = None
+        self._next_part = 1
+        self._inflight: asyncio.Future[None] | None = None
         self._failed = False
         self._closed = False
 
@@ -621,7 +624,14 @@ class _S3Writer(FileWriter):
             self._failed = True
             raise
 
+    async def _settle(self) -> None:
+        """Wait for the part in flight; its failure is the writer's."""
+        if self._inflight is not None:
+            inflight, self._inflight = self._inflight, None
+            await inflight
+
     async def _send(self, data: bytes) -> None:
+        await self._settle()  # at most one part in flight
         if self._upload is None:
             self._upload = await MultipartUpload.create(self._driver, self._key)
             # The object so far becomes the first parts, copied within S3 (<= 5 GiB each).
@@ -630,11 +640,21 @@ class _S3Writer(FileWriter):
                 start = self._copy_size * index // pieces
                 stop = self._copy_size * (index + 1) // pieces
                 await self._upload.copy_part(index + 1, self._key, start, stop)
-        number = len(self._upload.parts) + 1
+            self._next_part = pieces + 1
+        number, self._next_part = self._next_part, self._next_part + 1
         if number > MAX_PARTS:
             limit = MAX_PARTS * self._driver.config.chunksize
             raise RegistryError(errors.SIZE_INVALID, f"S3 uploads are limited to {limit} bytes")
-        await self._upload.upload_part(number, data)
+        self._inflight = asyncio.ensure_future(self._upload.upload_part(number, data))
+
+    async def _abort(self) -> None:
+        if self._inflight is not None:
+            self._inflight.cancel()
+            with contextlib.suppress(BaseException):
+                await self._inflight
+            self._inflight = None
+        if self._upload is not None:
+            await self._upload.abort()
 
     async def close(self) -> None:
         if self._closed:
@@ -659,14 +679,13 @@ class _S3Writer(FileWriter):
                 return
             if self._buffer or self._upload is None:
                 await self._send(bytes(self._buffer))  # the last part may be short
+            await self._settle()
             assert self._upload is not None
             await self._upload.complete(self._size)
         except _Aborted:
-            if self._upload is not None:
-                await self._upload.abort()
+            await self._abort()
         except BaseException:
-            if self._upload is not None:
-                await self._upload.abort()
+            await self._abort()
             raise
         finally:
             self._buffer = bytearray()
