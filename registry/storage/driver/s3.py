@@ -20,6 +20,8 @@ Failures. Throttling, 5xx and broken connections are retried with exponential ba
 and jitter; what keeps failing (or any other S3 error) is logged and becomes a 503
 ``UNAVAILABLE`` for the client. Nothing half-written becomes visible: an object is only
 ever replaced by a PUT, a completed multipart upload or a copy, each atomic.
+
+The writer and multipart uploads are in ``s3_upload``, retries and errors in ``s3_retry``.
 """
 
 from __future__ import annotations
@@ -27,9 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
@@ -38,95 +38,34 @@ from aiobotocore.session import get_session
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
-    HTTPClientError,
     IncompleteReadError,
     ResponseStreamingError,
 )
 
-from registry.config import S3_MAX_PART, S3_MIN_PART, S3DriverConfig
+from registry.config import S3_MIN_PART, S3DriverConfig
 from registry.storage.driver.base import FileInfo, FileWriter, PathNotFound, StorageDriver
-from shared import errors
-from shared.errors import RegistryError
+from registry.storage.driver.s3_retry import (
+    NOT_FOUND,
+    RetryPolicy,
+    StorageUnavailable,
+    describe,
+    error_code,
+    is_transient,
+)
+from registry.storage.driver.s3_upload import MAX_PARTS, MultipartUpload, S3Writer
+
+__all__ = ["S3Driver", "StorageUnavailable"]
 
 if TYPE_CHECKING:
     from aiobotocore.session import ClientCreatorContext
     from types_aiobotocore_s3.client import S3Client
-    from types_aiobotocore_s3.type_defs import CompletedPartTypeDef
 
 log = logging.getLogger("registry.storage.s3")
 
 T = TypeVar("T")
 READ_CHUNK = 1024 * 1024
 PRESIGNED_SECONDS = 20 * 60  # as Distribution
-MAX_PARTS = 10_000
 DELETE_BATCH = 1000
-NOT_FOUND = frozenset({"NoSuchKey", "NotFound", "404"})
-TRANSIENT_CODES = frozenset(
-    {
-        "SlowDown",
-        "Throttling",
-        "ThrottlingException",
-        "RequestThrottled",
-        "RequestLimitExceeded",
-        "TooManyRequests",
-        "TooManyRequestsException",
-        "BandwidthLimitExceeded",
-        "RequestTimeout",
-        "RequestTimeTooSkewed",
-        "InternalError",
-        "ServiceUnavailable",
-    }
-)
-
-
-class StorageUnavailable(RegistryError):
-    """S3 kept failing: the request is refused with 503 and changed nothing visible."""
-
-    def __init__(self) -> None:
-        super().__init__(
-            errors.UNAVAILABLE, "the storage backend is unavailable", headers={"Retry-After": "5"}
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    attempts: int  # tries in all, at least 1
-    delay: float  # the first backoff in seconds, doubled at each try
-    cap: float = 5.0
-
-    def backoff(self, attempt: int) -> float:
-        """Equal jitter: half the exponential delay plus a random part of the other half."""
-        ceiling = min(self.cap, self.delay * 2.0**attempt)
-        return ceiling / 2 + random.uniform(0, ceiling / 2)
-
-
-def _code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
-
-
-def _status(error: ClientError) -> int:
-    return int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-
-
-def _transient(error: Exception) -> bool:
-    if isinstance(error, ClientError):
-        return _code(error) in TRANSIENT_CODES or _status(error) >= 500 or _status(error) == 429
-    return isinstance(
-        error,
-        HTTPClientError
-        | ResponseStreamingError
-        | IncompleteReadError
-        | aiohttp.ClientError
-        | TimeoutError
-        | ConnectionError,
-    )
-
-
-def _describe(error: BaseException) -> str:
-    """An error without request details (URLs may carry credentials when presigned)."""
-    if isinstance(error, ClientError):
-        return f"{_code(error) or 'error'} (HTTP {_status(error)})"
-    return type(error).__name__
 
 
 class S3Driver(StorageDriver):
@@ -214,22 +153,22 @@ class S3Driver(StorageDriver):
             try:
                 return await request(s3)
             except ClientError as error:
-                if _code(error) in expected:
+                if error_code(error) in expected:
                     raise
-                if not _transient(error):
-                    log.error("S3 %s failed: %s", operation, _describe(error))
+                if not is_transient(error):
+                    log.error("S3 %s failed: %s", operation, describe(error))
                     raise StorageUnavailable() from error
                 failure = error
             except (BotoCoreError, aiohttp.ClientError, TimeoutError, ConnectionError) as error:
-                if not _transient(error):
-                    log.error("S3 %s failed: %s", operation, _describe(error))
+                if not is_transient(error):
+                    log.error("S3 %s failed: %s", operation, describe(error))
                     raise StorageUnavailable() from error
                 failure = error
             if attempt + 1 < self.retry.attempts:
                 await asyncio.sleep(self.retry.backoff(attempt))
         assert failure is not None
         log.error(
-            "S3 %s failed %d times, last: %s", operation, self.retry.attempts, _describe(failure)
+            "S3 %s failed %d times, last: %s", operation, self.retry.attempts, describe(failure)
         )
         raise StorageUnavailable() from failure
 
@@ -297,7 +236,7 @@ class S3Driver(StorageDriver):
                     NOT_FOUND | {"InvalidRange"},
                 )
             except ClientError as error:
-                if _code(error) == "InvalidRange":
+                if error_code(error) == "InvalidRange":
                     return  # the offset is at (or past) the end: nothing to read
                 raise PathNotFound(path) from None
             etag = response.get("ETag")
@@ -310,7 +249,7 @@ class S3Driver(StorageDriver):
             except (ResponseStreamingError, IncompleteReadError, TimeoutError) as error:
                 # The connection broke mid-object: continue from where it stopped.
                 if attempt + 1 >= self.retry.attempts:
-                    log.error("S3 GetObject stream failed: %s", _describe(error))
+                    log.error("S3 GetObject stream failed: %s", describe(error))
                     raise StorageUnavailable() from error
                 await asyncio.sleep(self.retry.backoff(attempt))
             finally:
@@ -319,18 +258,18 @@ class S3Driver(StorageDriver):
     async def writer(self, path: str, append: bool = False) -> FileWriter:
         key = self.key(path)
         if not append:
-            return _S3Writer(self, key, copy_size=0, buffer=bytearray(), dirty=True)
+            return S3Writer(self, key, copy_size=0, buffer=bytearray(), dirty=True)
         head = await self.head(key)
         size = int(head["ContentLength"]) if head else 0
         if 0 < size < S3_MIN_PART:
             # Too small to be a part of its own: it joins the buffer (at most 5 MiB).
             try:
-                return _S3Writer(
+                return S3Writer(
                     self, key, copy_size=0, buffer=bytearray(await self.get_content(path))
                 )
             except PathNotFound:
                 size = 0
-        return _S3Writer(self, key, copy_size=size, buffer=bytearray())
+        return S3Writer(self, key, copy_size=size, buffer=bytearray())
 
     async def stat(self, path: str) -> FileInfo:
         key = self.key(path)
@@ -486,210 +425,3 @@ class S3Driver(StorageDriver):
     async def close(self) -> None:
         await self._stack.aclose()
         self._client = None
-
-
-class MultipartUpload:
-    """One S3 multipart upload to ``key``: parts in order, then complete or abort."""
-
-    def __init__(self, driver: S3Driver, key: str, upload_id: str) -> None:
-        self.driver = driver
-        self.key = key
-        self.upload_id = upload_id
-        self.parts: dict[int, str] = {}
-
-    @classmethod
-    async def create(cls, driver: S3Driver, key: str) -> MultipartUpload:
-        response = await driver.call(
-            "CreateMultipartUpload",
-            lambda s3: s3.create_multipart_upload(
-                Bucket=driver.bucket,
-                Key=key,
-                ContentType="application/octet-stream",
-                **driver.write_args,
-            ),
-        )
-        return cls(driver, key, response["UploadId"])
-
-    async def upload_part(self, number: int, data: bytes) -> None:
-        response = await self.driver.call(
-            "UploadPart",
-            lambda s3: s3.upload_part(
-                Bucket=self.driver.bucket,
-                Key=self.key,
-                UploadId=self.upload_id,
-                PartNumber=number,
-                Body=data,
-            ),
-        )
-        self.parts[number] = response["ETag"]
-
-    async def copy_part(self, number: int, source: str, start: int, stop: int) -> None:
-        """Part ``number`` is bytes [start, stop) of object ``source``, copied server-side."""
-        response = await self.driver.call(
-            "UploadPartCopy",
-            lambda s3: s3.upload_part_copy(
-                Bucket=self.driver.bucket,
-                Key=self.key,
-                UploadId=self.upload_id,
-                PartNumber=number,
-                CopySource={"Bucket": self.driver.bucket, "Key": source},
-                CopySourceRange=f"bytes={start}-{stop - 1}",
-            ),
-        )
-        self.parts[number] = response["CopyPartResult"]["ETag"]
-
-    async def complete(self, size: int) -> None:
-        parts: list[CompletedPartTypeDef] = [
-            {"PartNumber": n, "ETag": etag} for n, etag in sorted(self.parts.items())
-        ]
-        try:
-            await self.driver.call(
-                "CompleteMultipartUpload",
-                lambda s3: s3.complete_multipart_upload(
-                    Bucket=self.driver.bucket,
-                    Key=self.key,
-                    UploadId=self.upload_id,
-                    MultipartUpload={"Parts": parts},
-                ),
-                frozenset({"NoSuchUpload"}),
-            )
-        except ClientError:
-            # A retry after a completion whose answer was lost: done if the object is there.
-            head = await self.driver.head(self.key)
-            if head is None or int(head["ContentLength"]) != size:
-                log.error("S3 multipart upload to %s vanished before completion", self.key)
-                raise StorageUnavailable() from None
-
-    async def abort(self) -> None:
-        """Best effort: an upload left behind is aborted when its directory is deleted."""
-        with contextlib.suppress(Exception):
-            await asyncio.shield(
-                self.driver.call(
-                    "AbortMultipartUpload",
-                    lambda s3: s3.abort_multipart_upload(
-                        Bucket=self.driver.bucket, Key=self.key, UploadId=self.upload_id
-                    ),
-                    frozenset({"NoSuchUpload"}),
-                )
-            )
-
-
-class _S3Writer(FileWriter):
-    """Buffers up to ``chunksize`` and sends full parts, one at a time in the background
-    while the next fills (memory: about two parts); ``close`` leaves one complete object
-    (see the module docstring). After a failed write, ``close`` aborts instead:
-    completing would commit a file with a piece missing."""
-
-    def __init__(
-        self,
-        driver: S3Driver,
-        key: str,
-        *,
-        copy_size: int,
-        buffer: bytearray,
-        dirty: bool = False,
-    ) -> None:
-        self._driver = driver
-        self._key = key
-        self._copy_size = copy_size  # the existing object, to be copied as the first parts
-        self._buffer = buffer
-        self._size = copy_size + len(buffer)
-        self._dirty = dirty  # something to store at close
-        self._upload: MultipartUpload | None = None
-        self._next_part = 1
-        self._inflight: asyncio.Future[None] | None = None
-        self._failed = False
-        self._closed = False
-
-    @property
-    def size(self) -> int:
-        return self._size
-
-    async def write(self, data: bytes) -> None:
-        if self._failed or self._closed:
-            raise ValueError("write to a failed or closed S3 writer")
-        self._buffer += data
-        self._size += len(data)
-        self._dirty = self._dirty or bool(data)
-        chunk = self._driver.config.chunksize
-        try:
-            while len(self._buffer) >= chunk:
-                # The buffer itself becomes the part; only the short rest is copied.
-                part, self._buffer = self._buffer, self._buffer[chunk:]
-                del part[chunk:]
-                data = bytes(part)
-                del part
-                await self._send(data)
-        except BaseException:
-            self._failed = True
-            raise
-
-    async def _settle(self) -> None:
-        """Wait for the part in flight; its failure is the writer's."""
-        if self._inflight is not None:
-            inflight, self._inflight = self._inflight, None
-            await inflight
-
-    async def _send(self, data: bytes) -> None:
-        await self._settle()  # at most one part in flight
-        if self._upload is None:
-            self._upload = await MultipartUpload.create(self._driver, self._key)
-            # The object so far becomes the first parts, copied within S3 (<= 5 GiB each).
-            pieces = -(-self._copy_size // S3_MAX_PART)
-            for index in range(pieces):
-                start = self._copy_size * index // pieces
-                stop = self._copy_size * (index + 1) // pieces
-                await self._upload.copy_part(index + 1, self._key, start, stop)
-            self._next_part = pieces + 1
-        number, self._next_part = self._next_part, self._next_part + 1
-        if number > MAX_PARTS:
-            limit = MAX_PARTS * self._driver.config.chunksize
-            raise RegistryError(errors.SIZE_INVALID, f"S3 uploads are limited to {limit} bytes")
-        self._inflight = asyncio.ensure_future(self._upload.upload_part(number, data))
-
-    async def _abort(self) -> None:
-        if self._inflight is not None:
-            self._inflight.cancel()
-            with contextlib.suppress(BaseException):
-                await self._inflight
-            self._inflight = None
-        if self._upload is not None:
-            await self._upload.abort()
-
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            if self._failed:
-                raise _Aborted
-            if self._upload is None and not self._dirty:
-                return  # nothing appended: the object stays as it was
-            if self._upload is None and self._copy_size == 0:
-                body = bytes(self._buffer)
-                await self._driver.call(
-                    "PutObject",
-                    lambda s3: s3.put_object(
-                        Bucket=self._driver.bucket,
-                        Key=self._key,
-                        Body=body,
-                        **self._driver.write_args,
-                    ),
-                )
-                return
-            if self._buffer or self._upload is None:
-                await self._send(bytes(self._buffer))  # the last part may be short
-            await self._settle()
-            assert self._upload is not None
-            await self._upload.complete(self._size)
-        except _Aborted:
-            await self._abort()
-        except BaseException:
-            await self._abort()
-            raise
-        finally:
-            self._buffer = bytearray()
-
-
-class _Aborted(Exception):
-    """Internal: close after a failed write."""

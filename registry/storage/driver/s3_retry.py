@@ -1,0 +1,90 @@
+"""Failures of S3 requests: which are worth retrying, the backoff between tries, and the
+503 the client gets when S3 keeps failing."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import aiohttp
+from botocore.exceptions import (
+    ClientError,
+    HTTPClientError,
+    IncompleteReadError,
+    ResponseStreamingError,
+)
+
+from shared import errors
+from shared.errors import RegistryError
+
+NOT_FOUND = frozenset({"NoSuchKey", "NotFound", "404"})
+TRANSIENT_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestThrottled",
+        "RequestLimitExceeded",
+        "TooManyRequests",
+        "TooManyRequestsException",
+        "BandwidthLimitExceeded",
+        "RequestTimeout",
+        "RequestTimeTooSkewed",
+        "InternalError",
+        "ServiceUnavailable",
+    }
+)
+
+
+class StorageUnavailable(RegistryError):
+    """S3 kept failing: the request is refused with 503 and changed nothing visible."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            errors.UNAVAILABLE, "the storage backend is unavailable", headers={"Retry-After": "5"}
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    attempts: int  # tries in all, at least 1
+    delay: float  # the first backoff in seconds, doubled at each try
+    cap: float = 5.0
+
+    def backoff(self, attempt: int) -> float:
+        """Equal jitter: half the exponential delay plus a random part of the other half."""
+        ceiling = min(self.cap, self.delay * 2.0**attempt)
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+def error_code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def error_status(error: ClientError) -> int:
+    return int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+
+
+def is_transient(error: Exception) -> bool:
+    if isinstance(error, ClientError):
+        return (
+            error_code(error) in TRANSIENT_CODES
+            or error_status(error) >= 500
+            or error_status(error) == 429
+        )
+    return isinstance(
+        error,
+        HTTPClientError
+        | ResponseStreamingError
+        | IncompleteReadError
+        | aiohttp.ClientError
+        | TimeoutError
+        | ConnectionError,
+    )
+
+
+def describe(error: BaseException) -> str:
+    """An error without request details (URLs may carry credentials when presigned)."""
+    if isinstance(error, ClientError):
+        return f"{error_code(error) or 'error'} (HTTP {error_status(error)})"
+    return type(error).__name__

@@ -1,0 +1,232 @@
+"""Writing S3 objects: one multipart upload, and the driver's file writer built on it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+from botocore.exceptions import ClientError
+
+from registry.config import S3_MAX_PART
+from registry.storage.driver.base import FileWriter
+from registry.storage.driver.s3_retry import StorageUnavailable
+from shared import errors
+from shared.errors import RegistryError
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3.type_defs import CompletedPartTypeDef
+
+    from registry.storage.driver.s3 import S3Driver
+
+log = logging.getLogger("registry.storage.s3")
+
+MAX_PARTS = 10_000
+
+
+class MultipartUpload:
+    """One S3 multipart upload to ``key``: parts in order, then complete or abort."""
+
+    def __init__(self, driver: S3Driver, key: str, upload_id: str) -> None:
+        self.driver = driver
+        self.key = key
+        self.upload_id = upload_id
+        self.parts: dict[int, str] = {}
+
+    @classmethod
+    async def create(cls, driver: S3Driver, key: str) -> MultipartUpload:
+        response = await driver.call(
+            "CreateMultipartUpload",
+            lambda s3: s3.create_multipart_upload(
+                Bucket=driver.bucket,
+                Key=key,
+                ContentType="application/octet-stream",
+                **driver.write_args,
+            ),
+        )
+        return cls(driver, key, response["UploadId"])
+
+    async def upload_part(self, number: int, data: bytes) -> None:
+        response = await self.driver.call(
+            "UploadPart",
+            lambda s3: s3.upload_part(
+                Bucket=self.driver.bucket,
+                Key=self.key,
+                UploadId=self.upload_id,
+                PartNumber=number,
+                Body=data,
+            ),
+        )
+        self.parts[number] = response["ETag"]
+
+    async def copy_part(self, number: int, source: str, start: int, stop: int) -> None:
+        """Part ``number`` is bytes [start, stop) of object ``source``, copied server-side."""
+        response = await self.driver.call(
+            "UploadPartCopy",
+            lambda s3: s3.upload_part_copy(
+                Bucket=self.driver.bucket,
+                Key=self.key,
+                UploadId=self.upload_id,
+                PartNumber=number,
+                CopySource={"Bucket": self.driver.bucket, "Key": source},
+                CopySourceRange=f"bytes={start}-{stop - 1}",
+            ),
+        )
+        self.parts[number] = response["CopyPartResult"]["ETag"]
+
+    async def complete(self, size: int) -> None:
+        parts: list[CompletedPartTypeDef] = [
+            {"PartNumber": n, "ETag": etag} for n, etag in sorted(self.parts.items())
+        ]
+        try:
+            await self.driver.call(
+                "CompleteMultipartUpload",
+                lambda s3: s3.complete_multipart_upload(
+                    Bucket=self.driver.bucket,
+                    Key=self.key,
+                    UploadId=self.upload_id,
+                    MultipartUpload={"Parts": parts},
+                ),
+                frozenset({"NoSuchUpload"}),
+            )
+        except ClientError:
+            # A retry after a completion whose answer was lost: done if the object is there.
+            head = await self.driver.head(self.key)
+            if head is None or int(head["ContentLength"]) != size:
+                log.error("S3 multipart upload to %s vanished before completion", self.key)
+                raise StorageUnavailable() from None
+
+    async def abort(self) -> None:
+        """Best effort: an upload left behind is aborted when its directory is deleted."""
+        with contextlib.suppress(Exception):
+            await asyncio.shield(
+                self.driver.call(
+                    "AbortMultipartUpload",
+                    lambda s3: s3.abort_multipart_upload(
+                        Bucket=self.driver.bucket, Key=self.key, UploadId=self.upload_id
+                    ),
+                    frozenset({"NoSuchUpload"}),
+                )
+            )
+
+
+class S3Writer(FileWriter):
+    """Buffers up to ``chunksize`` and sends full parts, one at a time in the background
+    while the next fills (memory: about two parts); ``close`` leaves one complete object
+    (see the module docstring). After a failed write, ``close`` aborts instead:
+    completing would commit a file with a piece missing."""
+
+    def __init__(
+        self,
+        driver: S3Driver,
+        key: str,
+        *,
+        copy_size: int,
+        buffer: bytearray,
+        dirty: bool = False,
+    ) -> None:
+        self._driver = driver
+        self._key = key
+        self._copy_size = copy_size  # the existing object, to be copied as the first parts
+        self._buffer = buffer
+        self._size = copy_size + len(buffer)
+        self._dirty = dirty  # something to store at close
+        self._upload: MultipartUpload | None = None
+        self._next_part = 1
+        self._inflight: asyncio.Future[None] | None = None
+        self._failed = False
+        self._closed = False
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    async def write(self, data: bytes) -> None:
+        if self._failed or self._closed:
+            raise ValueError("write to a failed or closed S3 writer")
+        self._buffer += data
+        self._size += len(data)
+        self._dirty = self._dirty or bool(data)
+        chunk = self._driver.config.chunksize
+        try:
+            while len(self._buffer) >= chunk:
+                # The buffer itself becomes the part; only the short rest is copied.
+                part, self._buffer = self._buffer, self._buffer[chunk:]
+                del part[chunk:]
+                data = bytes(part)
+                del part
+                await self._send(data)
+        except BaseException:
+            self._failed = True
+            raise
+
+    async def _settle(self) -> None:
+        """Wait for the part in flight; its failure is the writer's."""
+        if self._inflight is not None:
+            inflight, self._inflight = self._inflight, None
+            await inflight
+
+    async def _send(self, data: bytes) -> None:
+        await self._settle()  # at most one part in flight
+        if self._upload is None:
+            self._upload = await MultipartUpload.create(self._driver, self._key)
+            # The object so far becomes the first parts, copied within S3 (<= 5 GiB each).
+            pieces = -(-self._copy_size // S3_MAX_PART)
+            for index in range(pieces):
+                start = self._copy_size * index // pieces
+                stop = self._copy_size * (index + 1) // pieces
+                await self._upload.copy_part(index + 1, self._key, start, stop)
+            self._next_part = pieces + 1
+        number, self._next_part = self._next_part, self._next_part + 1
+        if number > MAX_PARTS:
+            limit = MAX_PARTS * self._driver.config.chunksize
+            raise RegistryError(errors.SIZE_INVALID, f"S3 uploads are limited to {limit} bytes")
+        self._inflight = asyncio.ensure_future(self._upload.upload_part(number, data))
+
+    async def _abort(self) -> None:
+        if self._inflight is not None:
+            self._inflight.cancel()
+            with contextlib.suppress(BaseException):
+                await self._inflight
+            self._inflight = None
+        if self._upload is not None:
+            await self._upload.abort()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._failed:
+                raise _Aborted
+            if self._upload is None and not self._dirty:
+                return  # nothing appended: the object stays as it was
+            if self._upload is None and self._copy_size == 0:
+                body = bytes(self._buffer)
+                await self._driver.call(
+                    "PutObject",
+                    lambda s3: s3.put_object(
+                        Bucket=self._driver.bucket,
+                        Key=self._key,
+                        Body=body,
+                        **self._driver.write_args,
+                    ),
+                )
+                return
+            if self._buffer or self._upload is None:
+                await self._send(bytes(self._buffer))  # the last part may be short
+            await self._settle()
+            assert self._upload is not None
+            await self._upload.complete(self._size)
+        except _Aborted:
+            await self._abort()
+        except BaseException:
+            await self._abort()
+            raise
+        finally:
+            self._buffer = bytearray()
+
+
+class _Aborted(Exception):
+    """Internal: close after a failed write."""
