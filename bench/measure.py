@@ -16,15 +16,14 @@ from dataclasses import dataclass
 import aiohttp
 
 from bench import procstat
-from bench.client import RegistryResponseError
-from bench.loadgen import LoadError
 from bench.results import Metric, Sample
 from bench.servers import Server
 
 log = logging.getLogger("bench")
 
-# What a failing measurement may raise: it marks that server's metric failed, the run goes on.
-MEASUREMENT_ERRORS = (RegistryResponseError, LoadError, aiohttp.ClientError, TimeoutError, OSError)
+# What a failing measurement may raise (RegistryResponseError, LoadError and a refused token
+# are RuntimeErrors): it marks that server's metric failed, and the run goes on.
+MEASUREMENT_ERRORS = (RuntimeError, aiohttp.ClientError, TimeoutError, OSError)
 
 
 class Lab:

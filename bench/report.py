@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -42,11 +43,24 @@ def _rss(metric: Metric) -> str:
     return "/".join(_number(p) for p in peaks)
 
 
+def _cores(metric: Metric) -> str:
+    """CPU cores used by portside / the reference / everything else, medians of the rounds:
+    a large 'other' means the machine was busy with other work during the measurement."""
+    if not metric.cores:
+        return ""
+    servers = [
+        statistics.median(metric.cores[s]) if metric.cores.get(s) else None
+        for s in (PORTSIDE, REFERENCE)
+    ]
+    other = [v for values in metric.other_cores.values() for v in values]
+    return "/".join(_number(v) for v in [*servers, statistics.median(other) if other else None])
+
+
 def format_table(metrics: Sequence[Metric]) -> str:
     header = (
         f"{'metric':58} {'unit':10} {'portside median [min-max]':27} "
         f"{'reference median [min-max]':27} {'p/r [min-max]':20} {'target':34} "
-        f"{'met':4} {'RSS MiB p/r':12}"
+        f"{'met':4} {'RSS MiB p/r':12} {'cores p/r/other':15}"
     )
     lines: list[str] = []
     group = None
@@ -68,7 +82,8 @@ def format_table(metrics: Sequence[Metric]) -> str:
         lines.append(
             f"{metric.title[:58]:58} {unit:10} {_side(metric, PORTSIDE):27} "
             f"{_side(metric, REFERENCE):27} {ratio_text:20} "
-            f"{(metric.target.text if metric.target else ''):34} {met:4} {_rss(metric):12}"
+            f"{(metric.target.text if metric.target else ''):34} {met:4} {_rss(metric):12} "
+            f"{_cores(metric):15}"
         )
         for server, reason in metric.unavailable.items():
             lines.append(f"    {server}: {reason[:300]}")

@@ -13,6 +13,7 @@ import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,15 +41,26 @@ class Outcome:
     metrics: list[Metric] = field(default_factory=list)
     limits: dict[str, Any] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)  # phases that stopped early
 
     @property
     def failures(self) -> list[str]:
-        return [
+        return self.errors + [
             f"{metric.key} on {server}: {reason}"
             for metric in self.metrics
             for server, reason in metric.unavailable.items()
             if reason.startswith("failed")
         ]
+
+    async def phase(self, ctx: Context, name: str, work: Awaitable[list[Metric]]) -> None:
+        """Run one phase; if it breaks, record why and go on with the next (a long run
+        should not lose every figure to one failure)."""
+        try:
+            self.metrics += await work
+        except Exception as error:
+            log.exception("the %s phase failed", name)
+            self.errors.append(f"{name} phase: {error!r}")
+            await ctx.lab.stop_all()
 
 
 def _skipped(plan: Plan) -> dict[str, str]:
@@ -81,14 +93,11 @@ async def run(plan: Plan, logs: Path) -> Outcome:
         roots = {name: ctx.new_dir(name) / "root" for name in (PORTSIDE, REFERENCE)}
         image = requests.the_image()
         if wanted & {"blobs", "requests", "images"}:
-            outcome.metrics += await _plain(ctx, roots, image, wanted)
+            await outcome.phase(ctx, "plain", _plain(ctx, roots, image, wanted))
         if "tokens" in wanted:
-            tokens = await start_tokenauth(ctx)
-            outcome.metrics.append(await run_issuance(ctx, tokens))
-            outcome.metrics += await run_tokens(ctx, roots, image, tokens)
-            await ctx.lab.stop(tokens.server)
+            await outcome.phase(ctx, "token", _token(ctx, roots, image))
         if "listings" in wanted:
-            outcome.metrics += await run_listings(ctx)
+            await outcome.phase(ctx, "listing", run_listings(ctx))
     finally:
         await ctx.lab.stop_all()
         await asyncio.to_thread(_keep_logs, workdir, logs)
@@ -119,6 +128,14 @@ async def _plain(
     finally:
         for server in servers:
             await ctx.lab.stop(server)
+    return metrics
+
+
+async def _token(ctx: Context, roots: dict[str, Path], image: SmallImage) -> list[Metric]:
+    tokens = await start_tokenauth(ctx)
+    metrics = [await run_issuance(ctx, tokens)]
+    metrics += await run_tokens(ctx, roots, image, tokens)
+    await ctx.lab.stop(tokens.server)
     return metrics
 
 
