@@ -12,7 +12,7 @@ from typing import Any
 from bench.results import Metric
 from bench.servers import PORTSIDE, REFERENCE
 
-_TICKS = (0.1, 0.2, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 20, 50, 100)
+_TICKS = (0.1, 0.2, 0.5, 1, 1.5, 2, 3, 5, 10, 20, 50, 100)
 
 
 def _number(value: float | None) -> str:
@@ -141,10 +141,11 @@ def plot(path: Path, metrics: Sequence[Metric], title: str) -> bool:
                 color="black",
                 linewidth=2,
             )
-    for position, speedup in zip(positions, speedups, strict=True):
+    for position, speedup, high in zip(positions, speedups, highs, strict=True):
+        # Right of the bar and its whisker, wherever they end, so that nothing overlaps.
         axes.annotate(
             f"{speedup:.2f}x",
-            (speedup, position),
+            (max(speedup + high, 1.0), position),
             xytext=(4, -3),
             textcoords="offset points",
             fontsize=8,
