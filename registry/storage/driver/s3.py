@@ -364,9 +364,12 @@ class S3Driver(StorageDriver):
     async def delete(self, path: str) -> None:
         key = self.key(path)
         prefix = self._prefix(key)
-        doomed = [key] if key and await self.head(key) is not None else []
+        doomed: list[str] = []
         async for page in self._pages(prefix):
             doomed.extend(o["Key"] for o in page["Contents"])
+        # A path is a file or a directory, never both: only a childless one may be a file.
+        if not doomed and key and await self.head(key) is not None:
+            doomed.append(key)
         unfinished = await self._unfinished_uploads(key)
         if not doomed and not unfinished:
             raise PathNotFound(path)
