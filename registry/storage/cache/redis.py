@@ -3,9 +3,9 @@
 Never the source of truth. Any Redis error is logged (at most every few seconds) and the
 request carries on with storage; after an error the cache is bypassed for a second, so a
 Redis that is down or hung costs one timeout, not one per request. Forgetting is never
-skipped: an invalidation that fails is kept and replayed before this process trusts
-Redis again, and meanwhile the keys it names are not read. Entries also expire after a
-day, a backstop for an invalidation lost with its process.
+skipped: an invalidation that fails is kept, and this process reads nothing from Redis
+until the kept deletions have gone through. Entries also expire after a day, a backstop
+for an invalidation lost with its process.
 
 Keys: ``blobs::<digest>`` (a hash: digest, size, mediatype) and
 ``repository::<name>::blobs::<digest>`` (present when the repository links the blob).
@@ -65,7 +65,7 @@ class RedisBlobDescriptorCache(BlobDescriptorCache):
             )
 
     async def _run(
-        self, operation: str, command: Callable[[Redis], Awaitable[T]], fallback: T, key: str
+        self, operation: str, command: Callable[[Redis], Awaitable[T]], fallback: T
     ) -> T:
         if self._reads_disabled or time.monotonic() < self._down_until:
             return fallback
@@ -100,7 +100,7 @@ class RedisBlobDescriptorCache(BlobDescriptorCache):
             ) or "application/octet-stream"
             return BlobDescriptor(digest, int(fields[b"size"]), media_type)
 
-        return await self._run("HGETALL", read, None, _blob_key(digest))
+        return await self._run("HGETALL", read, None)
 
     async def put(self, descriptor: BlobDescriptor) -> None:
         key = _blob_key(descriptor.digest)
@@ -118,7 +118,7 @@ class RedisBlobDescriptorCache(BlobDescriptorCache):
                 pipe.expire(key, ENTRY_SECONDS)
                 await pipe.execute()
 
-        await self._run("HSET", write, None, key)
+        await self._run("HSET", write, None)
 
     async def forget(self, digest: Digest) -> None:
         await self._invalidate(_blob_key(digest))
@@ -129,7 +129,7 @@ class RedisBlobDescriptorCache(BlobDescriptorCache):
         async def read(redis: Redis) -> bool:
             return bool(await redis.exists(key))
 
-        return await self._run("EXISTS", read, False, key)
+        return await self._run("EXISTS", read, False)
 
     async def add_link(self, repository: str, digest: Digest) -> None:
         key = _link_key(repository, digest)
@@ -137,7 +137,7 @@ class RedisBlobDescriptorCache(BlobDescriptorCache):
         async def write(redis: Redis) -> None:
             await redis.set(key, b"1", ex=ENTRY_SECONDS)
 
-        await self._run("SET", write, None, key)
+        await self._run("SET", write, None)
 
     async def forget_link(self, repository: str, digest: Digest) -> None:
         await self._invalidate(_link_key(repository, digest))
