@@ -9,6 +9,7 @@ import hashlib
 import os
 import tracemalloc
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -225,3 +226,30 @@ async def test_an_app_over_failing_s3_answers_503_and_stores_nothing(
     proxy.fault = lambda request: None
     response = await client.head(f"/v2/app/blobs/{digest}")
     assert response.status == 404
+
+
+async def test_credentials_come_from_the_aws_chain_when_not_configured(
+    moto: MotoServer, bucket: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The AWS chain reads the process environment: this test has to set it.
+    for name in ("AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+        monkeypatch.setenv(name, str(tmp_path / "absent"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # never ask a metadata service
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "from-the-environment")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret-from-the-environment")
+    chained = S3Driver(moto.driver_config(bucket, accesskey="", secretkey=""))
+    try:
+        await chained.put_content("/a", b"chained")
+        assert await chained.get_content("/a") == b"chained"
+    finally:
+        await chained.close()
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    without = S3Driver(moto.driver_config(bucket, accesskey="", secretkey=""))
+    try:
+        with pytest.raises(StorageUnavailable):  # no credentials anywhere: a clear 503
+            await without.get_content("/a")
+    finally:
+        await without.close()
