@@ -1,0 +1,141 @@
+"""The compose deployment (compose/), driven with Debian's docker-compose v1 as an operator
+would: generate the secrets, build, ``up -d``, ``docker login`` through tokenauth, push,
+pull, ``down``, and the data still there after ``up`` again.
+
+The test engine has no bridge, so the files are combined with docker-compose.hostnet.yml
+(host networking on free ports) instead of the port mappings of the default override.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.deploy.base_image import debian_release
+from tests.deploy.containers import wait_for_https
+from tests.deploy.https import client_context
+from tests.support.clients import CommandLine, write_rootfs_tarball
+from tests.support.portside_servers import REPOSITORY_ROOT, free_port
+from tests.support.tools import require_tool
+
+COMPOSE = REPOSITORY_ROOT / "compose"
+
+
+@pytest.fixture
+def compose(docker: CommandLine, portside_image: str, tmp_path: Path) -> Iterator[CommandLine]:
+    """docker-compose on the deployment's files, with a project of its own; ``down -v``
+    at the end removes the containers and the data volume."""
+    program = require_tool("docker-compose")
+    registry_port, tokenauth_port = free_port(), free_port()
+    env = dict(docker.env)
+    env.update(
+        {
+            "PORTSIDE_IMAGE": portside_image,
+            "PORTSIDE_BASE_IMAGE": f"portside-test-base:{debian_release()}",
+            "PORTSIDE_SECRETS": str(tmp_path / "secrets"),
+            "PORTSIDE_HOST": "127.0.0.1",
+            "REGISTRY_ADDR": f"127.0.0.1:{registry_port}",
+            "TOKENAUTH_ADDR": f"127.0.0.1:{tokenauth_port}",
+            "TOKENAUTH_PORT": str(tokenauth_port),
+        }
+    )
+    files = ["-f", str(COMPOSE / "docker-compose.yml")]
+    files += ["-f", str(COMPOSE / "docker-compose.hostnet.yml")]
+    project = f"portside-test-{uuid.uuid4().hex[:8]}"
+    command = CommandLine(program, env, ("--no-ansi", "-p", project, *files))
+    yield command
+    command.run("down", "-v", "--timeout", "5")
+
+
+def test_compose_deployment_login_push_pull_and_data_across_down_up(
+    docker: CommandLine, compose: CommandLine, tmp_path: Path
+) -> None:
+    secrets = Path(compose.env["PORTSIDE_SECRETS"])
+    generated = subprocess.run(
+        [str(COMPOSE / "generate-secrets"), "--host", "localhost", "--host", "127.0.0.1"],
+        env=dict(compose.env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert generated.returncode == 0, generated.stderr
+    password = (secrets / "admin-password").read_text().strip()
+    trust_ca = client_context(secrets / "ca.crt")
+    registry = compose.env["REGISTRY_ADDR"]
+    port = int(registry.rpartition(":")[2])
+    reference = f"{registry}/team/app:1"
+
+    compose.ok("build")
+    compose.ok("up", "-d")
+    registry_container = compose.ok("ps", "-q", "registry").strip()
+    wait_for_https(docker, registry_container, port, trust_ca)
+    assert docker.login(registry, "admin", "not-the-password").returncode != 0
+    assert docker.login(registry, "admin", password).returncode == 0
+    docker.ok("import", str(write_rootfs_tarball(tmp_path / "rootfs.tar", "compose")), reference)
+    docker.ok("push", reference)
+    docker.ok("rmi", reference)
+    docker.ok("pull", reference)
+
+    compose.ok("down")
+    docker.ok("rmi", reference)
+    compose.ok("up", "-d")
+    registry_container = compose.ok("ps", "-q", "registry").strip()
+    wait_for_https(docker, registry_container, port, trust_ca)
+    docker.ok("pull", reference)  # the named volume kept the image
+    docker.ok("logout", registry)
+    docker.ok("rmi", reference)
+    assert docker.run("pull", reference).returncode != 0  # anonymous: no access
+
+
+def test_generate_secrets_keeps_existing_files(
+    docker: CommandLine, portside_image: str, tmp_path: Path
+) -> None:
+    env = dict(docker.env, PORTSIDE_IMAGE=portside_image, PORTSIDE_SECRETS=str(tmp_path))
+    script = [str(COMPOSE / "generate-secrets"), "--host", "registry.example.com"]
+    first = subprocess.run(script, env=env, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    key = (tmp_path / "domain.key").read_bytes()
+    assert (tmp_path / "domain.key").stat().st_mode & 0o077 == 0
+    second = subprocess.run(script, env=env, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0 and "exists: kept" in second.stderr
+    assert (tmp_path / "domain.key").read_bytes() == key
+
+
+def test_scaleout_file_gives_the_registry_a_configuration_it_accepts(
+    docker: CommandLine, portside_image: str, tmp_path: Path
+) -> None:
+    """The MinIO/Redis override cannot run here (no Docker Hub); check what can be checked:
+    it merges with the other files, and the image's registry loads the configuration the
+    merged environment gives it, with S3 storage and the Redis cache and nothing ignored."""
+    program = require_tool("docker-compose")
+    for name in ("registry.env", "registry-s3.env", "minio.env"):
+        (tmp_path / name).write_text(f"# {name}\n")
+    env = dict(docker.env, PORTSIDE_IMAGE=portside_image, PORTSIDE_SECRETS=str(tmp_path))
+    files = ("docker-compose.yml", "docker-compose.override.yml", "docker-compose.scaleout.yml")
+    merged = CommandLine(program, env, [a for f in files for a in ("-f", str(COMPOSE / f))])
+    config = yaml.safe_load(merged.ok("config"))
+    assert {"registry", "tokenauth", "redis", "minio", "minio-bucket"} <= set(config["services"])
+    environment = {
+        **config["services"]["registry"]["environment"],
+        "REGISTRY_STORAGE_S3_ACCESSKEY": "access",
+        "REGISTRY_STORAGE_S3_SECRETKEY": "secret",
+    }
+    check = (
+        "from registry.config import load_config, unsupported_settings; import os; "
+        "c = load_config('/etc/docker/registry/config.yml', os.environ); "
+        "print(c.storage.driver_name, c.storage.s3.bucket, c.storage.s3.regionendpoint, "
+        "c.storage.cache.blobdescriptor, c.redis.addr, unsupported_settings(c))"
+    )
+    arguments = [a for k, v in environment.items() for a in ("-e", f"{k}={v}")]
+    printed = docker.ok(
+        "run", "--rm", *arguments, "--entrypoint", "python3", portside_image, "-c", check
+    )
+    assert printed.split() == [
+        "s3", "registry", "http://minio:9000", "redis", "redis:6379", "[]"
+    ]  # fmt: skip
