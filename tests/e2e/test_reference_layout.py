@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from aiohttp.test_utils import TestServer
 from registry.app import create_app
 from registry.config import load_config
 from tests.support.oci import make_image, read_oci_layout, write_oci_layout
-from tests.support.tools import isolated_client_env, require_tool, run_tool
+from tests.support.tools import free_port, isolated_client_env, require_tool, run_tool
 
 REFERENCE_CONFIG = """\
 version: 0.1
@@ -35,12 +34,6 @@ storage:
 http:
   addr: 127.0.0.1:{port}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

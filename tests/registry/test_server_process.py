@@ -9,13 +9,14 @@ import hashlib
 import io
 import os
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
+
+from tests.support.tools import free_port
 
 STOCK_CONFIG = """\
 version: 0.1
@@ -37,12 +38,6 @@ health:
     interval: 10s
     threshold: 3
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def clean_environ(**extra: str) -> dict[str, str]:

@@ -22,14 +22,9 @@ from typing import Any
 import pytest
 
 from registry.config import S3DriverConfig
+from tests.support.tools import free_port
 
 START_TIMEOUT = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _missing(message: str) -> None:

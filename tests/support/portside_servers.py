@@ -11,21 +11,16 @@ from __future__ import annotations
 import http.client
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from tests.support.tools import free_port as free_port  # re-exported: callers import it here
+
 REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
 _FOREIGN_PREFIXES = ("REGISTRY_", "TOKENAUTH_", "DOCKER_")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def server_env(overrides: Mapping[str, str] | None = None) -> dict[str, str]:

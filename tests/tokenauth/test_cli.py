@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import ssl
 import stat
 import sys
@@ -16,6 +15,7 @@ import pytest
 from cryptography import x509
 
 from shared.token import thumbprint
+from tests.support.tools import free_port
 from tests.tokenauth.conftest import SERVICE, Setup, basic
 from tokenauth.__main__ import main
 from tokenauth.keygen import certificate_pem, key_pem, self_signed_certificate
@@ -69,12 +69,6 @@ def test_check_reports_the_broken_rule(setup: Setup, capsys: pytest.CaptureFixtu
     code, _, err = tokenauth(capsys, "check", str(setup.config))
     assert code == 2
     assert "rule 1: match.ip" in err
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def test_serve_over_https_and_stop(setup: Setup) -> None:

@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from tests.support.oci import make_image, read_oci_layout, write_oci_layout
+from tests.support.tools import free_port
 from tests.tokenauth.conftest import ISSUER, SERVICE, Setup
 from tokenauth.app import create_app
 from tokenauth.config import load_config
@@ -50,12 +50,6 @@ def require(program: str) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
