@@ -11,7 +11,6 @@ import asyncio
 import json
 import logging
 import os
-import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from tests.support.oci import make_image, read_oci_layout, write_oci_layout
-from tests.support.tools import free_port
+from tests.support.tools import free_port, require_tool
 from tests.tokenauth.conftest import ISSUER, SERVICE, Setup
 from tokenauth.app import create_app
 from tokenauth.config import load_config
@@ -40,16 +39,6 @@ acl:
     actions: [pull]
     comment: and so may anonymous clients
 """
-
-
-def require(program: str) -> str:
-    path = shutil.which(program)
-    if path is None:
-        message = f"{program} is not installed (apt-get install docker-registry skopeo)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 @dataclass
@@ -81,7 +70,7 @@ async def peer(
     tmp_path: Path,
     aiohttp_server: Callable[[web.Application], Awaitable[TestServer]],
 ) -> AsyncIterator[Peer]:
-    registry_bin, skopeo = require("docker-registry"), require("skopeo")
+    registry_bin, skopeo = require_tool("docker-registry"), require_tool("skopeo")
     setup.acl_file.write_text(INTEROP_ACL)
     if request.param != "ES256":  # keygen's other choice must work with registry 2.x too
         key = generate_key(request.param, rsa_bits=2048)
