@@ -10,19 +10,15 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from yarl import URL
 
 from shared.scope import Scope
 from shared.token import Claims, TokenSigner
-from tests.registry.conftest import ClientFactory, RegistryClient
-from tokenauth.keygen import certificate_pem, generate_key, self_signed_certificate
+from tests.registry.auth.conftest import ISSUER, SERVICE
+from tests.registry.conftest import RegistryClient
 
-SERVICE = "registry.test"
-ISSUER = "test-issuer"
-REALM = "https://auth.example.test/token"
 CONFIG_BLOB = b"{}"
 CONFIG_DIGEST = "sha256:" + hashlib.sha256(CONFIG_BLOB).hexdigest()
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -38,29 +34,6 @@ MANIFEST = json.dumps(
         "layers": [],
     }
 ).encode()
-
-
-@pytest.fixture
-def signer() -> TokenSigner:
-    key = generate_key("ES256")
-    return TokenSigner(key, [self_signed_certificate(key, "test signer")])
-
-
-@pytest.fixture
-async def registry_token(
-    make_registry: ClientFactory, signer: TokenSigner, tmp_path: Path
-) -> RegistryClient:
-    bundle = tmp_path / "root.crt"
-    bundle.write_bytes(certificate_pem(signer.chain[0]))
-    return await make_registry(
-        {
-            "REGISTRY_AUTH": "token",
-            "REGISTRY_AUTH_TOKEN_REALM": REALM,
-            "REGISTRY_AUTH_TOKEN_SERVICE": SERVICE,
-            "REGISTRY_AUTH_TOKEN_ISSUER": ISSUER,
-            "REGISTRY_AUTH_TOKEN_ROOTCERTBUNDLE": str(bundle),
-        }
-    )
 
 
 def bearer(signer: TokenSigner, *access: Scope) -> dict[str, str]:

@@ -14,37 +14,12 @@ import pytest
 
 from shared.scope import Scope
 from shared.token import Claims, TokenSigner
+from tests.registry.auth.conftest import ISSUER, REALM, SERVICE
 from tests.registry.conftest import ClientFactory, RegistryClient
 from tokenauth.keygen import certificate_pem, generate_key, self_signed_certificate
 
-SERVICE = "registry.test"
-ISSUER = "test-issuer"
-REALM = "https://auth.example.test/token"
 DATA = b"layer bytes"
 DIGEST = "sha256:" + hashlib.sha256(DATA).hexdigest()
-
-
-@pytest.fixture(scope="module")
-def signer() -> TokenSigner:
-    key = generate_key("ES256")
-    return TokenSigner(key, [self_signed_certificate(key, "test signer")])
-
-
-@pytest.fixture
-async def registry_token(
-    make_registry: ClientFactory, signer: TokenSigner, tmp_path: Path
-) -> RegistryClient:
-    bundle = tmp_path / "root.crt"
-    bundle.write_bytes(certificate_pem(signer.chain[0]))
-    return await make_registry(
-        {
-            "REGISTRY_AUTH": "token",
-            "REGISTRY_AUTH_TOKEN_REALM": REALM,
-            "REGISTRY_AUTH_TOKEN_SERVICE": SERVICE,
-            "REGISTRY_AUTH_TOKEN_ISSUER": ISSUER,
-            "REGISTRY_AUTH_TOKEN_ROOTCERTBUNDLE": str(bundle),
-        }
-    )
 
 
 def token(

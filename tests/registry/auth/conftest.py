@@ -1,0 +1,39 @@
+"""A token-mode registry and a signer it trusts, shared by the token tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shared.token import TokenSigner
+from tests.registry.conftest import ClientFactory, RegistryClient
+from tokenauth.keygen import certificate_pem, generate_key, self_signed_certificate
+
+SERVICE = "registry.test"
+ISSUER = "test-issuer"
+REALM = "https://auth.example.test/token"
+
+
+@pytest.fixture(scope="module")
+def signer() -> TokenSigner:
+    key = generate_key("ES256")
+    return TokenSigner(key, [self_signed_certificate(key, "test signer")])
+
+
+@pytest.fixture
+async def registry_token(
+    make_registry: ClientFactory, signer: TokenSigner, tmp_path: Path
+) -> RegistryClient:
+    """A registry in token mode whose rootcertbundle is ``signer``'s certificate."""
+    bundle = tmp_path / "root.crt"
+    bundle.write_bytes(certificate_pem(signer.chain[0]))
+    return await make_registry(
+        {
+            "REGISTRY_AUTH": "token",
+            "REGISTRY_AUTH_TOKEN_REALM": REALM,
+            "REGISTRY_AUTH_TOKEN_SERVICE": SERVICE,
+            "REGISTRY_AUTH_TOKEN_ISSUER": ISSUER,
+            "REGISTRY_AUTH_TOKEN_ROOTCERTBUNDLE": str(bundle),
+        }
+    )
