@@ -10,10 +10,11 @@ import json
 from datetime import timedelta
 from pathlib import Path
 
+import jwt
 import pytest
 
 from shared.scope import Scope
-from shared.token import Claims, TokenSigner
+from shared.token import Claims, TokenSigner, libtrust_key_id
 from tests.registry.auth.conftest import ISSUER, REALM, SERVICE
 from tests.registry.conftest import ClientFactory, RegistryClient
 from tokenauth.keygen import certificate_pem, generate_key, self_signed_certificate
@@ -168,6 +169,70 @@ async def test_jwks_trusts_keys_by_kid(
     )
     response = await client.get("/v2/", headers=token(signer))
     assert response.status == 200
+
+
+def _token_env(bundle: Path, **extra: str) -> dict[str, str]:
+    return {
+        "REGISTRY_AUTH": "token",
+        "REGISTRY_AUTH_TOKEN_REALM": REALM,
+        "REGISTRY_AUTH_TOKEN_SERVICE": SERVICE,
+        "REGISTRY_AUTH_TOKEN_ISSUER": ISSUER,
+        "REGISTRY_AUTH_TOKEN_ROOTCERTBUNDLE": str(bundle),
+        **extra,
+    }
+
+
+async def test_a_libtrust_kid_without_x5c_is_trusted(
+    make_registry: ClientFactory, signer: TokenSigner, tmp_path: Path
+) -> None:
+    """docker_auth and Harbor name the key by its libtrust fingerprint and send no chain."""
+    bundle = tmp_path / "root.crt"
+    bundle.write_bytes(certificate_pem(signer.chain[0]))
+    client = await make_registry(_token_env(bundle))
+    claims = Claims.issue(
+        issuer=ISSUER, subject="harbor", audience=SERVICE, lifetime=timedelta(minutes=5)
+    )
+    encoded = jwt.encode(
+        claims.to_payload(),
+        signer.key,
+        "ES256",
+        {"typ": "JWT", "kid": libtrust_key_id(signer.public_key)},
+    )
+    response = await client.get("/v2/", headers={"Authorization": f"Bearer {encoded}"})
+    assert response.status == 200
+
+
+async def test_signing_algorithms_limit_what_is_accepted(
+    make_registry: ClientFactory, signer: TokenSigner, tmp_path: Path
+) -> None:
+    bundle = tmp_path / "root.crt"
+    bundle.write_bytes(certificate_pem(signer.chain[0]))
+    client = await make_registry(
+        _token_env(bundle, REGISTRY_AUTH_TOKEN_SIGNINGALGORITHMS="[RS256]")
+    )
+    response = await client.get("/v2/", headers=token(signer))  # an ES256 token
+    assert response.status == 401
+    assert 'error="invalid_token"' in challenge(response.headers)
+
+
+async def test_autoredirect_points_the_realm_at_this_host(
+    make_registry: ClientFactory, signer: TokenSigner, tmp_path: Path
+) -> None:
+    bundle = tmp_path / "root.crt"
+    bundle.write_bytes(certificate_pem(signer.chain[0]))
+    client = await make_registry(
+        _token_env(
+            bundle,
+            REGISTRY_AUTH_TOKEN_AUTOREDIRECT="true",
+            REGISTRY_AUTH_TOKEN_AUTOREDIRECTPATH="/auth/token/",
+        )
+    )
+    response = await client.get(
+        "/v2/", headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "reg.example.com"}
+    )
+    assert challenge(response.headers).startswith(
+        'Bearer realm="https://reg.example.com/auth/token/"'
+    )
 
 
 def _claims(scope: str) -> dict[str, object]:
