@@ -630,6 +630,7 @@ IMPLEMENTED = (
     "http.tls.minimumtls",
     "http.tls.clientcas",
     "http.tls.clientauth",
+    "http.tls.letsencrypt",
     "catalog.maxentries",
     "auth.htpasswd",
     "auth.token",

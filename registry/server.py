@@ -14,14 +14,14 @@ from aiohttp import web
 
 from registry.app import create_app
 from registry.config import RegistryConfig, listen_host_port
-from registry.tls import tls_context
+from registry.tls import letsencrypt_manager, tls_context, uses_tls
 
 log = logging.getLogger("registry")
 
 
 def plaintext_credentials_exposed(config: RegistryConfig, host: str) -> bool:
     """Whether credentials would travel in clear text to a non-loopback address."""
-    if config.auth.method_name is None or config.http.tls.certificate:
+    if config.auth.method_name is None or uses_tls(config):
         return False
     if host == "localhost":
         return False
@@ -46,11 +46,13 @@ async def run(
     )
     await runner.setup()
     host, port = listen_host_port(config.http.addr)
-    site = web.TCPSite(
-        runner, host or None, port, ssl_context=tls_context(config), reuse_port=reuse_port
-    )
+    letsencrypt = letsencrypt_manager(config)
+    ssl_context = letsencrypt.context if letsencrypt else tls_context(config)
+    site = web.TCPSite(runner, host or None, port, ssl_context=ssl_context, reuse_port=reuse_port)
     await site.start()
-    scheme = "https" if config.http.tls.certificate else "http"
+    # Ordered and renewed while serving: TLS-ALPN-01 is answered on this very listener.
+    renewing = asyncio.create_task(letsencrypt.maintain(stop)) if letsencrypt else None
+    scheme = "https" if ssl_context else "http"
     log.info("listening on %s://%s:%d (pid %d)", scheme, host or "*", port, os.getpid())
     if plaintext_credentials_exposed(config, host) and maintenance:
         log.warning(
@@ -62,6 +64,10 @@ async def run(
     try:
         await stop.wait()
     finally:
+        if renewing is not None:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
         await runner.cleanup()
 
 
