@@ -41,3 +41,21 @@ def wait_for_https(
         time.sleep(0.2)
     logs = docker.run("logs", container)
     raise AssertionError(f"{container} did not serve on {port}:\n{logs.stdout}{logs.stderr}")
+
+
+def wait_for_http(docker: CommandLine, container: str, port: int, timeout: float = 60) -> None:
+    """Until ``GET /`` answers 200 over plain HTTP on 127.0.0.1."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        try:
+            connection.request("GET", "/")
+            if connection.getresponse().status == 200:
+                return
+        except (http.client.HTTPException, OSError):
+            pass
+        finally:
+            connection.close()
+        time.sleep(0.2)
+    logs = docker.run("logs", container)
+    raise AssertionError(f"{container} did not serve on {port}:\n{logs.stdout}{logs.stderr}")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import bcrypt
 
-from tests.deploy.containers import give_to_image_user, wait_for_https
+from tests.deploy.containers import give_to_image_user, wait_for_http, wait_for_https
 from tests.deploy.https import client_context
 from tests.deploy.pki import Pki
 from tests.support.clients import CommandLine, write_rootfs_tarball
@@ -116,3 +116,32 @@ def test_domain_registry_with_tls_basic_auth_and_a_data_volume(
         assert docker.run("pull", f"{registry}/myfirstimage:1").returncode != 0  # logged out
     finally:
         docker.ok("rm", "-f", "-v", "registry")
+
+
+def test_localhost_registry_with_a_data_directory(
+    docker: CommandLine, portside_image: str, tmp_path: Path
+) -> None:
+    """The guide's first steps: a plain-HTTP registry on localhost, data in ./data."""
+    data = tmp_path / "data"
+    data.mkdir()
+    give_to_image_user(data)
+    port = free_port()
+    registry = f"localhost:{port}"
+    docker.ok(
+        "run", "-d", "--network", "host", "--restart=always", "--name", "registry",
+        "-v", f"{data}:/var/lib/registry",
+        "-e", f"REGISTRY_HTTP_ADDR=127.0.0.1:{port}",
+        portside_image,
+    )  # fmt: skip
+    try:
+        wait_for_http(docker, "registry", port)
+        tarball = write_rootfs_tarball(tmp_path / "rootfs.tar", "localhost")
+        docker.ok("import", str(tarball), "ubuntu")
+        docker.ok("tag", "ubuntu", f"{registry}/ubuntu")
+        docker.ok("push", f"{registry}/ubuntu")
+        docker.ok("rmi", f"{registry}/ubuntu")
+        docker.ok("pull", f"{registry}/ubuntu")
+        assert (data / "docker/registry/v2/repositories/ubuntu").is_dir()
+    finally:
+        docker.ok("stop", "registry")
+        docker.ok("rm", "-v", "registry")
