@@ -13,7 +13,7 @@ from registry.storage import paths
 from registry.storage.driver.base import PathNotFound, StorageDriver
 
 # A repository is a directory holding one of these; they cannot be name components.
-_MARKERS = ("_manifests", "_layers", "_uploads")
+_MARKERS = ("_manifests", "_layers")
 
 
 async def catalog_page(
@@ -54,8 +54,10 @@ async def _walk(driver: StorageDriver, prefix: str, last: str) -> AsyncIterator[
 
 
 async def _is_repository(driver: StorageDriver, name: str) -> bool:
-    try:
-        children = await driver.list_dir(paths.repository(name))
-    except PathNotFound:
-        return False
-    return any(marker in children for marker in _MARKERS[:2])
+    for marker in _MARKERS:
+        try:
+            await driver.stat(f"{paths.repository(name)}/{marker}")
+            return True
+        except PathNotFound:
+            continue
+    return False

@@ -24,6 +24,7 @@ from registry.storage.driver.base import FileInfo, FileWriter, PathNotFound, Sto
 T = TypeVar("T")
 READ_CHUNK = 1024 * 1024
 INLINE_READ_LIMIT = 64 * 1024
+INLINE_LIST_LIMIT = 16 * 1024  # bytes of directory: a few hundred entries
 
 
 class FilesystemDriver(StorageDriver):
@@ -102,6 +103,10 @@ class FilesystemDriver(StorageDriver):
     async def list_dir(self, path: str) -> list[str]:
         full = self._full(path)
         try:
+            # A directory's own size tells roughly how many entries it holds: small ones
+            # (a repository's few subdirectories) are listed inline, big ones in a thread.
+            if full.stat().st_size <= INLINE_LIST_LIMIT:
+                return os.listdir(full)
             return await self._run(lambda: os.listdir(full))
         except (FileNotFoundError, NotADirectoryError):
             raise PathNotFound(path) from None
