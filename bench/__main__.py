@@ -1,6 +1,6 @@
 """``python -m bench``: portside against the reference registry, side by side.
 
-    .venv/bin/python -m bench            # the full run (about 15 minutes on 2 cores)
+    .venv/bin/python -m bench            # the full run (about 7-10 minutes on 2 cores)
     .venv/bin/python -m bench --quick    # under about two minutes
     .venv/bin/python -m bench --help
 

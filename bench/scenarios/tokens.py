@@ -25,6 +25,7 @@ from bench.context import Context
 from bench.data import BlobFile, SmallImage
 from bench.loadgen import run_wrk
 from bench.measure import MEASUREMENT_ERRORS, Step, alternate
+from bench.plan import format_size
 from bench.results import Metric, Target
 from bench.scenarios import blobs, requests
 from bench.servers import (
@@ -170,8 +171,8 @@ async def run_tokens(
             refused[name] = f"not available: start-up refused auth.token ({error})"
     blob = ctx.largest_blob
     pull = Metric(
-        f"pull_verified_token_{blob.size // (1024 * 1024)}MiB",
-        f"blob pull, verified, with token, {blob.size // (1024 * 1024)} MiB",
+        f"pull_verified_token_{format_size(blob.size).replace(' ', '')}",
+        f"blob pull, verified, with token, {format_size(blob.size)}",
         "MB/s",
         GROUP,
         target=blobs.PULL_TARGET,
