@@ -139,10 +139,16 @@ async def _token(ctx: Context, roots: dict[str, Path], image: SmallImage) -> lis
     return metrics
 
 
+LOG_TAIL = 1024 * 1024  # tokenauth writes two lines per token: keep the end of each log
+
+
 def _keep_logs(workdir: Path, logs: Path) -> None:
     logs.mkdir(parents=True, exist_ok=True)
     for log_file in workdir.rglob("*.log"):
-        shutil.copy(log_file, logs / f"{log_file.parent.name}-{log_file.name}")
+        with log_file.open("rb") as source:
+            source.seek(max(0, log_file.stat().st_size - LOG_TAIL))
+            tail = source.read()
+        (logs / f"{log_file.parent.name}-{log_file.name}").write_bytes(tail)
 
 
 def timestamp() -> str:
