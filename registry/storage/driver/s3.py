@@ -1,5 +1,5 @@
-"""The S3 driver: Distribution's layout as objects in one bucket, through aiobotocore
-(the asynchronous botocore that aioboto3 wraps; the driver needs only its client).
+"""The S3 driver: Distribution's layout as objects in one bucket, through aioboto3's
+asynchronous S3 client.
 
 A path ``/docker/registry/v2/...`` is the key ``<rootdirectory>/docker/registry/v2/...``,
 as with Distribution's S3 driver, so an existing bucket keeps working. Directories are
@@ -32,9 +32,9 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import aioboto3
 import aiohttp
 from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -77,7 +77,7 @@ class S3Driver(StorageDriver):
         self._root = "/".join(p for p in config.rootdirectory.split("/") if p)
         self._redirect = redirect
         self.retry = RetryPolicy(config.maxretries + 1, config.retrydelay.total_seconds())
-        self._session = get_session()
+        self._session = aioboto3.Session()
         self._client: S3Client | None = None
         self._opening = asyncio.Lock()
         self._stack = contextlib.AsyncExitStack()
@@ -127,7 +127,7 @@ class S3Driver(StorageDriver):
         if config.useragent:
             options["user_agent"] = config.useragent
         # Empty keys leave credentials (and region) to botocore's standard AWS chain.
-        return self._session.create_client(
+        return self._session.client(
             "s3",
             region_name=config.region or None,
             aws_access_key_id=self._keys[0] or None,
