@@ -55,7 +55,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         # An expired certificate or a key of another certificate stops start-up here,
         # with a message, rather than failing every client's handshake later.
         tls = config.http.tls
-        context = server_context(tls.certificate, tls.key) if tls.certificate else None
+        context = (
+            server_context(
+                tls.certificate, tls.key, minimum=tls.minimumtls, client_cas=tls.clientcas
+            )
+            if tls.certificate
+            else None
+        )
     except TLSSetupError as error:
         print(f"tokenauth: configuration error in http.tls: {error}", file=sys.stderr)
         return 2

@@ -48,6 +48,8 @@ class TLSConfig:
 
     certificate: str = ""
     key: str = ""
+    minimumtls: str = ""  # tls1.2 (the default) or tls1.3
+    clientcas: list[str] = field(default_factory=list)  # mutual TLS: CAs of client certs
 
     def __post_init__(self) -> None:
         if bool(self.certificate) != bool(self.key):
@@ -126,7 +128,12 @@ def load_config(path: str | os.PathLike[str] | None, environ: Mapping[str, str])
         return str(base / value) if value else value
 
     tls = config.http.tls
-    tls = dataclasses.replace(tls, certificate=resolve(tls.certificate), key=resolve(tls.key))
+    tls = dataclasses.replace(
+        tls,
+        certificate=resolve(tls.certificate),
+        key=resolve(tls.key),
+        clientcas=[resolve(p) for p in tls.clientcas],
+    )
     token = config.token
     token = dataclasses.replace(
         token, key=resolve(token.key), certificate=resolve(token.certificate)

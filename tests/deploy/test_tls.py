@@ -174,7 +174,7 @@ def test_missing_file_and_unsupported_clientauth_are_refused(tmp_path: Path, pki
     assert "not supported" in message
 
 
-def tokenauth_config(directory: Path, port: int, certificate: Path, key: Path) -> Path:
+def tokenauth_config(directory: Path, port: int, certificate: Path, key: Path, **tls: Any) -> Path:
     run_python_module(
         "tokenauth",
         "keygen",
@@ -191,7 +191,7 @@ def tokenauth_config(directory: Path, port: int, certificate: Path, key: Path) -
             {
                 "http": {
                     "addr": f"127.0.0.1:{port}",
-                    "tls": {"certificate": str(certificate), "key": str(key)},
+                    "tls": {"certificate": str(certificate), "key": str(key), **tls},
                 },
                 "token": {
                     "issuer": "test",
@@ -230,3 +230,33 @@ def test_tokenauth_serves_the_bundle_and_refuses_an_expired_one(tmp_path: Path, 
     completed = run_to_exit("tokenauth", "serve", str(config))
     assert completed.returncode == 2, completed.stderr
     assert "expired on" in completed.stderr and "Traceback" not in completed.stderr
+
+
+def test_tokenauth_minimumtls_and_clientcas(tmp_path: Path, pki: Pki) -> None:
+    certificate, key = pki.write_bundle(tmp_path / "certs")
+    root = pki.write_root(tmp_path / "root.crt")
+    client_certificate, client_key = pki.client(tmp_path)
+    with_certificate = client_context(root, certificate=client_certificate, key=client_key)
+    port = free_port()
+    config = tokenauth_config(
+        tmp_path, port, certificate, key, minimumtls="tls1.3", clientcas=[str(root)]
+    )
+    server = HTTPSServerProcess(
+        "tokenauth",
+        ["tokenauth", "serve", str(config)],
+        port,
+        "/health",
+        tmp_path / "tokenauth.log",
+        context=with_certificate,
+    )
+    server.start()
+    try:
+        assert https_get(port, "/health", with_certificate) == 200
+        with pytest.raises((ssl.SSLError, ConnectionError, http.client.HTTPException)):
+            https_get(port, "/health", client_context(root))  # no client certificate
+        old = client_context(root, certificate=client_certificate, key=client_key)
+        old.maximum_version = ssl.TLSVersion.TLSv1_2
+        with pytest.raises(ssl.SSLError):
+            https_get(port, "/health", old)
+    finally:
+        server.stop()
