@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import ipaddress
 import os
 import re
 import urllib.parse
@@ -18,12 +17,27 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from registry.config_backends import (
+    MIB,
+    S3_MAX_PART,
+    S3_MIN_PART,
+    RedisConfig,
+    S3DriverConfig,
+    between,
+    listen_host_port,
+)
 from shared import config as _config
 from shared.config import VARIANT, ConfigError, InvalidSetting, OneOf, meta
 
 __all__ = [
+    "MIB",
+    "S3_MAX_PART",
+    "S3_MIN_PART",
     "ConfigError",
+    "RedisConfig",
     "RegistryConfig",
+    "S3DriverConfig",
+    "between",
     "listen_host_port",
     "load_config",
     "unsupported_settings",
@@ -106,60 +120,6 @@ class FilesystemDriverConfig:
 @dataclass(frozen=True)
 class InMemoryDriverConfig:
     """The in-memory driver takes no parameters."""
-
-
-MIB = 1024 * 1024
-S3_MIN_PART = 5 * MIB  # S3's smallest part (except the last) of a multipart upload
-S3_MAX_PART = 5 * 1024 * MIB  # and its largest, also the largest single copy
-
-
-def _between(low: int, high: int) -> Callable[[int], int]:
-    def check(value: int) -> int:
-        if not low <= value <= high:
-            raise ValueError(f"expected a number from {low} to {high}")
-        return value
-
-    return check
-
-
-@dataclass(frozen=True)
-class S3DriverConfig:
-    """Distribution's ``storage.s3`` keys (plus portside's ``maxretries``/``retrydelay``).
-    Empty ``accesskey``/``secretkey`` use the standard AWS credential chain."""
-
-    accesskey: str = ""
-    secretkey: str = ""
-    sessiontoken: str = ""
-    region: str = ""  # empty: the AWS chain's region, else us-east-1
-    regionendpoint: str = ""
-    forcepathstyle: bool = False
-    bucket: str = ""
-    encrypt: bool = False
-    keyid: str = ""
-    secure: bool = True
-    skipverify: bool = False
-    v4auth: bool = True
-    chunksize: int = field(
-        default=10 * MIB, metadata=meta(check=_between(S3_MIN_PART, S3_MAX_PART))
-    )
-    multipartcopychunksize: int = field(
-        default=32 * MIB, metadata=meta(check=_between(S3_MIN_PART, S3_MAX_PART))
-    )
-    multipartcopymaxconcurrency: int = field(default=100, metadata=meta(check=_between(1, 1000)))
-    multipartcopythresholdsize: int = field(
-        default=32 * MIB, metadata=meta(check=_between(0, S3_MAX_PART))
-    )
-    rootdirectory: str = ""
-    storageclass: str = "STANDARD"  # NONE: send no storage class
-    useragent: str = ""
-    usedualstack: bool = False
-    accelerate: bool = False
-    objectacl: str = "private"
-    loglevel: str = "off"
-    maxretries: int = field(default=5, metadata=meta(check=_between(0, 20)))
-    retrydelay: datetime.timedelta = datetime.timedelta(milliseconds=100)
-
-    # ``bucket`` is required, checked by StorageConfig: the defaults stay constructible.
 
 
 @dataclass(frozen=True)
@@ -466,91 +426,6 @@ class CatalogConfig:
     maxentries: int = field(default=1000, metadata=meta(check=lambda v: v if v > 0 else 1000))
 
 
-# --- redis --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RedisTLSConfig:
-    enabled: bool = False  # Distribution 2.8
-    certificate: str = ""  # Distribution 3: a client certificate and its key
-    key: str = ""
-    clientcas: list[str] = field(default_factory=list)  # CA files that verify the server
-
-    @property
-    def active(self) -> bool:
-        return self.enabled or bool(self.certificate or self.clientcas)
-
-
-@dataclass(frozen=True)
-class RedisPoolConfig:
-    """Distribution 2.8's pool settings."""
-
-    maxidle: int = 0
-    maxactive: int = 0
-    idletimeout: datetime.timedelta = datetime.timedelta(0)
-
-
-_ZERO = datetime.timedelta(0)
-
-
-@dataclass(frozen=True)
-class RedisConfig:
-    """Distribution's ``redis`` section, in its 2.8 shape (``addr``, ``pool``) and its 3.x
-    shape (go-redis options: ``addrs``, ``poolsize``, ...). One server: no cluster or
-    sentinel. Zero durations and sizes mean the client library's defaults."""
-
-    addr: str = ""
-    addrs: list[str] = field(default_factory=list)
-    username: str = ""
-    password: str = ""
-    db: int = field(default=0, metadata=meta(check=_between(0, 1_000_000)))
-    clientname: str = ""
-    protocol: int = field(default=0, metadata=meta(check=_between(0, 3)))
-    dialtimeout: datetime.timedelta = _ZERO
-    readtimeout: datetime.timedelta = _ZERO
-    writetimeout: datetime.timedelta = _ZERO
-    tls: RedisTLSConfig = field(default_factory=RedisTLSConfig)
-    pool: RedisPoolConfig = field(default_factory=RedisPoolConfig)
-    poolsize: int = 0
-    pooltimeout: datetime.timedelta = _ZERO
-    poolfifo: bool = False
-    minidleconns: int = 0
-    maxidleconns: int = 0
-    maxactiveconns: int = 0
-    connmaxidletime: datetime.timedelta = _ZERO
-    connmaxlifetime: datetime.timedelta = _ZERO
-    maxretries: int = 0
-    minretrybackoff: datetime.timedelta = _ZERO
-    maxretrybackoff: datetime.timedelta = _ZERO
-    contexttimeoutenabled: bool = False
-    mastername: str = ""
-    sentinelusername: str = ""
-    sentinelpassword: str = ""
-    maxredirects: int = 0
-    readonly: bool = False
-    routebylatency: bool = False
-    routerandomly: bool = False
-    disableindentity: bool = False
-    identitysuffix: str = ""
-    unstableresp3: bool = False
-
-    def __post_init__(self) -> None:
-        if len(self.addrs) > 1 or self.mastername:
-            raise InvalidSetting(
-                "addrs", "a Redis cluster or sentinels are not supported; give one server"
-            )
-        if self.address:
-            try:
-                listen_host_port(self.address)
-            except ValueError as e:
-                raise InvalidSetting("addrs" if self.addrs else "addr", str(e)) from None
-
-    @property
-    def address(self) -> str:
-        """The server's ``host:port`` ("" when none is configured)."""
-        return self.addrs[0] if self.addrs else self.addr
-
-
 # --- the whole file ----------------------------------------------------------------------
 
 
@@ -666,23 +541,3 @@ def unsupported_settings(config: RegistryConfig) -> list[str]:
             if getattr(s3, name) != default
         ]
     return [path for path in changed if not implemented(path)]
-
-
-def listen_host_port(addr: str) -> tuple[str, int]:
-    """Split a Go-style TCP listen address: ``":5000"`` → ``("", 5000)`` (empty host: every
-    interface, IPv4 and IPv6, as Go listens; asyncio and aiohttp read "" the same way),
-    ``"localhost:5000"``, ``"0.0.0.0:5000"``, ``"[::]:5000"`` → ``("::", 5000)``."""
-    host, sep, port = addr.rpartition(":")
-    if not sep:
-        raise ValueError("expected HOST:PORT, such as :5000 or [::1]:5000")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-        try:
-            ipaddress.IPv6Address(host.split("%")[0])
-        except ValueError:
-            raise ValueError("expected an IPv6 address between the brackets") from None
-    elif ":" in host or "[" in host or "]" in host:
-        raise ValueError("an IPv6 address needs brackets, such as [::1]:5000")
-    if not (port.isascii() and port.isdigit()) or int(port) > 65535:
-        raise ValueError("expected a port number from 0 to 65535")
-    return host, int(port)

@@ -240,7 +240,7 @@ AUTHS = {
     "silly": "  silly:\n    realm: silly-realm\n    service: silly-service",
     "token": (
         "  token:\n    autoredirect: true\n    realm: token-realm\n    service: token-service\n"
-        "    issuer: registry-token-issuer\n    rootcertbundle: /root/certs/bundle\n"
+        "    issuer: registry-token-issuer\n    rootcertbundle: /etc/registry/certs/bundle\n"
         "    jwks: /path/to/jwks\n    signingalgorithms:\n        - EdDSA\n        - HS256"
     ),
     "htpasswd": "  htpasswd:\n    realm: basic-realm\n    path: /path/to/htpasswd",
