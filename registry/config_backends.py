@@ -1,7 +1,8 @@
 """Configuration of the scale-out backends: the S3 storage driver and Redis.
 
 Kept apart from ``registry.config`` (which imports them into the schema) because each is a
-long list of Distribution's keys with checks of its own.
+long list of Distribution's keys with checks of its own. ``listen_host_port``, the Go-style
+address parser, lives here because Redis's ``addr`` and ``http.addr`` both use it.
 """
 
 from __future__ import annotations
