@@ -205,7 +205,7 @@ health:
       interval: 10s
       threshold: 3
 proxy:
-  remoteurl: https://registry-1.docker.io
+  remoteurl: https://upstream.example.com
   username: [username]
   password: [password]
   exec:
