@@ -11,7 +11,7 @@ from registry.storage.catalog import catalog_page
 from registry.storage.driver.base import StorageDriver
 from registry.storage.manifests import ForeignURLPolicy, ManifestContentCache, Manifests
 from registry.storage.referrers import Referrers
-from registry.storage.tags import Tags
+from registry.storage.tags import TagListCache, Tags
 from registry.storage.uploads import HashStates, Uploads
 
 
@@ -33,11 +33,12 @@ class Registry:
         self._hashes = HashStates()
         self._upload_locks: dict[str, asyncio.Lock] = {}
         self._manifest_cache = ManifestContentCache()
+        self._tag_lists = TagListCache()
 
     def repository(self, name: str) -> Repository:
         """A view of ``name``; the caller has validated it against the name grammar."""
         blobs = LinkedBlobs(name, self.blob_store)
-        tags = Tags(name, self.driver)
+        tags = Tags(name, self.driver, self._tag_lists)
         referrers = Referrers(name, self.driver)
         return Repository(
             name=name,

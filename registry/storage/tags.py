@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+from collections import OrderedDict
 
 from registry.storage import paths
 from registry.storage.driver.base import PathNotFound, StorageDriver
@@ -10,10 +11,38 @@ from registry.storage.errors import ManifestUnknown, NameUnknown
 from shared.digest import Digest, InvalidDigest, parse_digest
 
 
+class TagListCache:
+    """Sorted tag lists by repository, each valid while its tags directory's modification
+    time is unchanged: adding or removing a tag changes it, in this process or any other
+    sharing the storage. A page of a repository with 10,000 tags then costs one ``stat``
+    and a slice instead of listing and sorting the directory."""
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self._entries: OrderedDict[str, tuple[float, list[str]]] = OrderedDict()
+        self._capacity = capacity
+
+    def get(self, name: str, stamp: float) -> list[str] | None:
+        entry = self._entries.get(name)
+        if entry is None or entry[0] != stamp:
+            return None
+        self._entries.move_to_end(name)
+        return entry[1]
+
+    def put(self, name: str, stamp: float, tags: list[str]) -> None:
+        self._entries[name] = (stamp, tags)
+        self._entries.move_to_end(name)
+        while len(self._entries) > self._capacity:
+            self._entries.popitem(last=False)
+
+    def forget(self, name: str) -> None:
+        self._entries.pop(name, None)
+
+
 class Tags:
-    def __init__(self, name: str, driver: StorageDriver) -> None:
+    def __init__(self, name: str, driver: StorageDriver, cache: TagListCache | None = None) -> None:
         self.name = name
         self.driver = driver
+        self.cache = cache or TagListCache(capacity=0)
 
     async def resolve(self, tag: str) -> Digest:
         try:
@@ -28,24 +57,36 @@ class Tags:
             paths.tag_index_link(self.name, tag, digest), str(digest).encode()
         )
         await self.driver.put_content(paths.tag_current_link(self.name, tag), str(digest).encode())
+        self.cache.forget(self.name)
 
     async def untag(self, tag: str) -> None:
+        self.cache.forget(self.name)
         try:
             await self.driver.delete(paths.tag_dir(self.name, tag))
         except PathNotFound:
             raise ManifestUnknown(tag) from None
 
     async def all(self) -> list[str]:
-        """Every tag, sorted; NAME_UNKNOWN for a repository that does not exist."""
+        """Every tag, sorted (callers must not modify the list); NAME_UNKNOWN for a
+        repository that does not exist."""
+        directory = paths.tags_dir(self.name)
         try:
-            names = await self.driver.list_dir(paths.tags_dir(self.name))
+            # The stamp is read before the listing: a tag added in between makes the next
+            # stamp differ, so a cached list is never newer-looking than its content.
+            stamp = (await self.driver.stat(directory)).modified
+            cached = self.cache.get(self.name, stamp) if stamp else None
+            if cached is not None:
+                return cached
+            tags = sorted(await self.driver.list_dir(directory))
         except PathNotFound:
             try:
                 await self.driver.stat(paths.repository(self.name))
             except PathNotFound:
                 raise NameUnknown(self.name) from None
             return []
-        return sorted(names)
+        if stamp:  # drivers without directory times (S3, in-memory) are never cached
+            self.cache.put(self.name, stamp, tags)
+        return tags
 
     async def page(self, limit: int | None, last: str | None) -> tuple[list[str], bool]:
         """Up to ``limit`` tags after ``last``, and whether more remain."""

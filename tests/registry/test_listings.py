@@ -6,7 +6,7 @@ import re
 
 from yarl import URL
 
-from tests.registry.conftest import RegistryClient
+from tests.registry.conftest import ClientFactory, RegistryClient
 from tests.registry.helpers import Blob
 from tests.support.oci import make_image
 
@@ -96,3 +96,30 @@ async def test_tags_of_an_unknown_repository_are_name_unknown(registry: Registry
     response = await registry.get("/v2/nobody/here/tags/list")
     assert response.status == 404
     assert (await response.json())["errors"][0]["code"] == "NAME_UNKNOWN"
+
+
+async def test_tag_lists_stay_current_across_instances(make_registry: ClientFactory) -> None:
+    """Tag lists are cached per process by the tags directory's mtime: a tag another
+    instance adds or deletes must show at once."""
+    first, second = await make_registry(), await make_registry()  # one storage, two caches
+    image = make_image(layer_count=1, layer_size=1024, seed="cache")
+    for digest, content in image.blobs.items():
+        await first.post("/v2/app/blobs/uploads/", params={"digest": digest}, data=content)
+
+    async def push(client: RegistryClient, tag: str) -> None:
+        response = await client.put(
+            f"/v2/app/manifests/{tag}",
+            data=image.manifest,
+            headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
+        )
+        assert response.status == 201
+
+    async def tags(client: RegistryClient) -> list[str]:
+        return list((await (await client.get("/v2/app/tags/list")).json())["tags"])
+
+    await push(first, "a")
+    assert await tags(first) == ["a"]
+    await push(second, "b")
+    assert await tags(first) == ["a", "b"]
+    assert (await second.delete("/v2/app/manifests/a")).status == 202
+    assert await tags(first) == ["b"]
