@@ -4,6 +4,7 @@ view per name that bundles its blobs, uploads, manifests, tags and referrers."""
 from __future__ import annotations
 
 import asyncio
+import weakref
 from dataclasses import dataclass
 
 from registry.storage.blobs import BlobStore, LinkedBlobs
@@ -31,7 +32,9 @@ class Registry:
         self.url_policy = url_policy or ForeignURLPolicy()
         self.blob_store = BlobStore(driver)
         self._hashes = HashStates()
-        self._upload_locks: dict[str, asyncio.Lock] = {}
+        self._upload_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
         self._manifest_cache = ManifestContentCache()
         self._tag_lists = TagListCache()
 

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import time
 import uuid
+import weakref
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -77,7 +78,7 @@ class Uploads:
         store: BlobStore,
         blobs: LinkedBlobs,
         hashes: HashStates,
-        locks: dict[str, asyncio.Lock],
+        locks: weakref.WeakValueDictionary[str, asyncio.Lock],
     ) -> None:
         self.name = name
         self.driver = driver
@@ -87,8 +88,12 @@ class Uploads:
         self._locks = locks
 
     def _lock(self, upload_id: str) -> asyncio.Lock:
-        # One request at a time per upload in this process; stale locks are harmless.
-        return self._locks.setdefault(upload_id, asyncio.Lock())
+        # One request at a time per upload in this process. Weakly held: a lock lives
+        # while a request uses it, so abandoned uploads leave nothing in memory.
+        lock = self._locks.get(upload_id)
+        if lock is None:
+            lock = self._locks[upload_id] = asyncio.Lock()
+        return lock
 
     async def start(self) -> UploadStatus:
         upload_id = str(uuid.uuid4())

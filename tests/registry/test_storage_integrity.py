@@ -5,6 +5,7 @@ be continued by another process that shares the storage."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import io
 import os
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from yarl import URL
 
+from registry.keys import STORAGE
 from tests.registry.conftest import ClientFactory, RegistryClient
 from tests.registry.helpers import Blob, snapshot
 
@@ -116,3 +118,13 @@ async def test_a_cancelled_upload_is_gone(registry: RegistryClient, tmp_path: Pa
     assert (await registry.delete(location)).status == 204
     assert (await registry.get(location)).status == 404
     assert upload_dirs(tmp_path / "registry-data") == []
+
+
+async def test_abandoned_uploads_leave_no_per_upload_state_in_memory(
+    registry: RegistryClient,
+) -> None:
+    for _ in range(50):
+        started = await registry.post("/v2/app/blobs/uploads/")
+        await registry.patch(path_of(started.headers["Location"]), data=b"abandoned")
+    gc.collect()
+    assert len(registry.app[STORAGE]._upload_locks) == 0
