@@ -22,30 +22,41 @@ ACME_TLS_1 = "acme-tls/1"
 ID_PE_ACME_IDENTIFIER = ObjectIdentifier("1.3.6.1.5.5.7.1.31")
 
 
-def challenge_certificate(name: str, key_authorization: str) -> tuple[bytes, bytes]:
-    """(certificate PEM, key PEM) answering the challenge for ``name``."""
+def self_signed(
+    name: str, lifetime: timedelta, extra: x509.ExtensionType | None = None
+) -> tuple[bytes, bytes]:
+    """(certificate PEM, key PEM) of a fresh self-signed certificate for ``name``, with
+    ``extra`` as a critical extension when given."""
     key = ec.generate_private_key(ec.SECP256R1())
-    digest = hashlib.sha256(key_authorization.encode()).digest()
-    # The extension's value is the DER of an OCTET STRING holding the digest.
-    value = bytes([0x04, len(digest)]) + digest
     now = datetime.now(UTC)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    certificate = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
+        .not_valid_after(now + lifetime)
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .add_extension(x509.UnrecognizedExtension(ID_PE_ACME_IDENTIFIER, value), critical=True)
-        .sign(key, hashes.SHA256())
     )
+    if extra is not None:
+        builder = builder.add_extension(extra, critical=True)
+    certificate = builder.sign(key, hashes.SHA256())
     key_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     return certificate.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+def challenge_certificate(name: str, key_authorization: str) -> tuple[bytes, bytes]:
+    """(certificate PEM, key PEM) answering the challenge for ``name``."""
+    digest = hashlib.sha256(key_authorization.encode()).digest()
+    # The extension's value is the DER of an OCTET STRING holding the digest.
+    value = bytes([0x04, len(digest)]) + digest
+    return self_signed(
+        name, timedelta(days=1), x509.UnrecognizedExtension(ID_PE_ACME_IDENTIFIER, value)
+    )
 
 
 def context_for(certificate_pem: bytes, key_pem: bytes) -> ssl.SSLContext:
