@@ -8,10 +8,8 @@ tests with a message, except under ``CI=true``, where they fail.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,9 +18,9 @@ import pytest
 from tests.deploy.base_image import BaseImageUnavailable, debian_release, import_base_image
 from tests.deploy.engine import start_build_engine
 from tests.support.clients import CommandLine, docker_client
-from tests.support.docker_engine import DockerEngine, EngineUnavailable
+from tests.support.docker_engine import DockerEngine, engine_for_session
 from tests.support.portside_servers import REPOSITORY_ROOT
-from tests.support.tools import require_tool, unavailable
+from tests.support.tools import unavailable
 
 IMAGE = "portside:test"
 BUILD_TIMEOUT_SECONDS = 900
@@ -30,21 +28,7 @@ BUILD_TIMEOUT_SECONDS = 900
 
 @pytest.fixture(scope="session")
 def build_engine() -> Iterator[DockerEngine]:
-    dockerd = require_tool("dockerd", "docker.io")
-    require_tool("docker", "docker.io")
-    if os.geteuid() != 0:
-        unavailable("dockerd needs root to run (the tests start their own engine)")
-    directory = Path(tempfile.mkdtemp(prefix="portside-build-"))
-    try:
-        engine = start_build_engine(dockerd, directory)
-    except EngineUnavailable as error:
-        shutil.rmtree(directory, ignore_errors=True)
-        unavailable(f"the Docker engine cannot run here: {error}")
-    try:
-        yield engine
-    finally:
-        engine.stop()
-        shutil.rmtree(directory, ignore_errors=True)
+    yield from engine_for_session("portside-build-", start_build_engine)
 
 
 @pytest.fixture

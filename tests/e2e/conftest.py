@@ -22,8 +22,8 @@ from tests.support.deployments import (
     start_htpasswd_deployment,
     start_token_deployment,
 )
-from tests.support.docker_engine import DockerEngine, EngineUnavailable, start_docker_engine
-from tests.support.tools import isolated_client_env, require_tool, unavailable
+from tests.support.docker_engine import DockerEngine, engine_for_session, start_docker_engine
+from tests.support.tools import isolated_client_env, require_tool
 
 # A client for one user: the argument names the user, whose credentials live apart.
 ClientFactory = Callable[[str], CommandLine]
@@ -31,21 +31,7 @@ ClientFactory = Callable[[str], CommandLine]
 
 @pytest.fixture(scope="session")
 def docker_engine() -> Iterator[DockerEngine]:
-    dockerd = require_tool("dockerd", "docker.io")
-    require_tool("docker", "docker.io")
-    # Not under pytest's basetemp: unix socket paths must stay short, and the engine's
-    # state is removed at the end instead of being kept among the last runs' directories.
-    directory = Path(tempfile.mkdtemp(prefix="portside-dockerd-"))
-    try:
-        engine = start_docker_engine(dockerd, directory)
-    except EngineUnavailable as error:
-        shutil.rmtree(directory, ignore_errors=True)
-        unavailable(f"the Docker engine cannot run here: {error}")
-    try:
-        yield engine
-    finally:
-        engine.stop()
-        shutil.rmtree(directory, ignore_errors=True)
+    yield from engine_for_session("portside-dockerd-", start_docker_engine)
 
 
 @pytest.fixture(scope="module")

@@ -16,28 +16,13 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.registry.test_config import STOCK_REGISTRY_2
 from tests.support.tools import free_port
 
-STOCK_CONFIG = """\
-version: 0.1
-log:
-  fields:
-    service: registry
-storage:
-  cache:
-    blobdescriptor: inmemory
-  filesystem:
-    rootdirectory: {root}
-http:
-  addr: 127.0.0.1:{port}
-  headers:
-    X-Content-Type-Options: [nosniff]
-health:
-  storagedriver:
-    enabled: true
-    interval: 10s
-    threshold: 3
-"""
+# registry:2's stock config, on a tmp root and a free loopback port.
+STOCK_CONFIG = STOCK_REGISTRY_2.replace("/var/lib/registry", "{root}").replace(
+    "addr: :5000", "addr: 127.0.0.1:{port}"
+)
 
 
 def clean_environ(**extra: str) -> dict[str, str]:

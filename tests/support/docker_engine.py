@@ -10,14 +10,17 @@ never exports it.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.tools import isolated_client_env
+from tests.support.tools import isolated_client_env, require_tool, unavailable
 
 # A unix socket path is limited to 108 bytes; containerd's lives deeper than dockerd's.
 MAX_DIRECTORY_LENGTH = 60
@@ -155,3 +158,26 @@ def _is_our_process(pid: int, directory: Path) -> bool:
     # The pid may have been reused by then: only the containerd configured under our
     # exec root counts.
     return state != "Z" and str(directory).encode() in command
+
+
+def engine_for_session(
+    prefix: str, start: Callable[[str, Path], DockerEngine]
+) -> Iterator[DockerEngine]:
+    """The body of a session fixture: ``start(dockerd, directory)`` in a short scratch
+    directory (unix socket paths must stay short, so not under pytest's basetemp), skipped
+    (or, under CI, failed) when the engine cannot run, stopped and removed at the end."""
+    dockerd = require_tool("dockerd", "docker.io")
+    require_tool("docker", "docker.io")
+    if os.geteuid() != 0:
+        unavailable("dockerd needs root to run (the tests start their own engine)")
+    directory = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        engine = start(dockerd, directory)
+    except EngineUnavailable as error:
+        shutil.rmtree(directory, ignore_errors=True)
+        unavailable(f"the Docker engine cannot run here: {error}")
+    try:
+        yield engine
+    finally:
+        engine.stop()
+        shutil.rmtree(directory, ignore_errors=True)
