@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from registry.storage import paths
 from registry.storage.driver.base import PathNotFound, StorageDriver
 from registry.storage.errors import BlobUnknown
-from registry.storage.links import layer_links, revision_links
+from registry.storage.links import digest_tree, layer_links, revision_links
 from shared.digest import Digest
 
 if TYPE_CHECKING:
@@ -123,6 +123,11 @@ class BlobStore:
     async def forget(self, digest: Digest) -> None:
         if self.cache is not None:
             await self.cache.forget(digest)
+
+    async def all(self) -> AsyncIterator[Digest]:
+        """Every blob in the store (in no particular order)."""
+        async for digest in digest_tree(self.driver, paths.BLOBS, depth=1):
+            yield digest
 
 
 class LinkedBlobs:

@@ -7,21 +7,25 @@ class, given the path function of its kind.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from registry.storage import paths
 from registry.storage.driver.base import PathNotFound, StorageDriver
-from shared.digest import Digest
+from shared.digest import Digest, InvalidDigest, parse_digest
 
 LinkDirectory = Callable[[str, Digest], str]
+LinkRoot = Callable[[str], str]
 
 
 class Links:
     """The links of one kind in one repository."""
 
-    def __init__(self, name: str, driver: StorageDriver, directory: LinkDirectory) -> None:
+    def __init__(
+        self, name: str, driver: StorageDriver, root: LinkRoot, directory: LinkDirectory
+    ) -> None:
         self.name = name
         self.driver = driver
+        self._root = root  # <root>/<algorithm>/<hex>/link for every link of the kind
         self._directory = directory
 
     def _link(self, digest: Digest) -> str:
@@ -45,10 +49,38 @@ class Links:
             return False
         return True
 
+    async def all(self) -> AsyncIterator[Digest]:
+        """Every digest linked (in no particular order)."""
+        async for digest in digest_tree(self.driver, self._root(self.name), depth=0):
+            yield digest
+
+
+async def digest_tree(driver: StorageDriver, root: str, depth: int) -> AsyncIterator[Digest]:
+    """The digests of a ``<root>/<algorithm>/[<depth> fan-out levels>/]<hex>`` tree (links
+    have no fan-out level, the blob store one: ``<hex[:2]>``). Entries that are not
+    digests, such as a killed writer's temporary files, are passed over."""
+    for algorithm in await _children(driver, root):
+        levels = [f"{root}/{algorithm}"]
+        for _ in range(depth):
+            levels = [f"{d}/{c}" for d in levels for c in await _children(driver, d)]
+        for directory in levels:
+            for encoded in await _children(driver, directory):
+                try:
+                    yield parse_digest(f"{algorithm}:{encoded}")
+                except InvalidDigest:
+                    continue
+
+
+async def _children(driver: StorageDriver, directory: str) -> list[str]:
+    try:
+        return await driver.list_dir(directory)
+    except PathNotFound:
+        return []
+
 
 def layer_links(name: str, driver: StorageDriver) -> Links:
-    return Links(name, driver, paths.layer_link_dir)
+    return Links(name, driver, paths.layers_dir, paths.layer_link_dir)
 
 
 def revision_links(name: str, driver: StorageDriver) -> Links:
-    return Links(name, driver, paths.revision_link_dir)
+    return Links(name, driver, paths.revisions_dir, paths.revision_link_dir)

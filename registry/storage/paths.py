@@ -11,14 +11,15 @@ from shared.digest import Digest
 
 ROOT = "/docker/registry/v2"
 REPOSITORIES = f"{ROOT}/repositories"
+BLOBS = f"{ROOT}/blobs"
 
 
 def blob_data(digest: Digest) -> str:
-    return f"{ROOT}/blobs/{digest.algorithm}/{digest.hex[:2]}/{digest.hex}/data"
+    return f"{blob_dir(digest)}/data"
 
 
 def blob_dir(digest: Digest) -> str:
-    return f"{ROOT}/blobs/{digest.algorithm}/{digest.hex[:2]}/{digest.hex}"
+    return f"{BLOBS}/{digest.algorithm}/{digest.hex[:2]}/{digest.hex}"
 
 
 # Directories named so inside a repository are its data, not nested repository names
@@ -61,6 +62,10 @@ def layers_dir(name: str) -> str:
     return f"{REPOSITORIES}/{name}/{LAYERS}"
 
 
+def revisions_dir(name: str) -> str:
+    return f"{REPOSITORIES}/{name}/{MANIFESTS}/revisions"
+
+
 def revision_link_dir(name: str, digest: Digest) -> str:
     """The directory of a revision link: the repository holds this manifest."""
     return f"{REPOSITORIES}/{name}/{MANIFESTS}/revisions/{digest.algorithm}/{digest.hex}"
@@ -82,8 +87,13 @@ def tag_current_link(name: str, tag: str) -> str:
     return f"{tag_dir(name, tag)}/current/link"
 
 
+def tag_index_entry(name: str, tag: str, digest: Digest) -> str:
+    """The directory recording that ``tag`` once pointed at ``digest``."""
+    return f"{tag_dir(name, tag)}/index/{digest.algorithm}/{digest.hex}"
+
+
 def tag_index_link(name: str, tag: str, digest: Digest) -> str:
-    return f"{tag_dir(name, tag)}/index/{digest.algorithm}/{digest.hex}/link"
+    return f"{tag_index_entry(name, tag, digest)}/link"
 
 
 def uploads_dir(name: str) -> str:

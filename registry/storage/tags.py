@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import contextlib
 from collections import OrderedDict
 
 from registry.storage import paths
@@ -65,6 +66,11 @@ class Tags:
             await self.driver.delete(paths.tag_dir(self.name, tag))
         except PathNotFound:
             raise ManifestUnknown(tag) from None
+
+    async def forget_revision(self, tag: str, digest: Digest) -> None:
+        """Drop the record that ``tag`` once pointed at ``digest`` (its index entry)."""
+        with contextlib.suppress(PathNotFound):
+            await self.driver.delete(paths.tag_index_entry(self.name, tag, digest))
 
     async def all(self) -> list[str]:
         """Every tag, sorted (callers must not modify the list); NAME_UNKNOWN for a
