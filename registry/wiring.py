@@ -10,14 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from registry.config import RegistryConfig
-from registry.redis_client import redis_client
 from registry.storage.cache.base import BlobDescriptorCache
 from registry.storage.cache.memory import MemoryBlobDescriptorCache
-from registry.storage.cache.redis import RedisBlobDescriptorCache
 from registry.storage.driver.base import StorageDriver
 from registry.storage.driver.filesystem import FilesystemDriver
 from registry.storage.driver.inmemory import InMemoryDriver
-from registry.storage.driver.s3 import S3Driver
 from registry.storage.manifests import ForeignURLPolicy
 from registry.storage.registry import Registry
 
@@ -33,6 +30,9 @@ def _inmemory(config: RegistryConfig) -> StorageDriver:
 
 
 def _s3(config: RegistryConfig) -> StorageDriver:
+    # Imported when configured: aioboto3 alone takes most of a second to import.
+    from registry.storage.driver.s3 import S3Driver
+
     settings = config.storage.s3
     assert settings is not None
     return S3Driver(settings, redirect=config.storage.redirect.active)
@@ -61,6 +61,9 @@ def create_blob_descriptor_cache(config: RegistryConfig) -> BlobDescriptorCache 
     if kind == "inmemory":
         return MemoryBlobDescriptorCache(config.storage.cache.blobdescriptorsize)
     if kind == "redis":
+        from registry.redis_client import redis_client
+        from registry.storage.cache.redis import RedisBlobDescriptorCache
+
         return RedisBlobDescriptorCache(redis_client(config.redis))
     return None
 

@@ -15,6 +15,7 @@ unmarked, so, as with Distribution, run it while no client pushes (stopped or re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -33,7 +34,8 @@ CONCURRENCY = 16
 
 @dataclass(frozen=True, slots=True)
 class Deletion:
-    """One manifest that collection deletes, with the tags whose history names it."""
+    """One manifest that collection deletes, with the tags whose history names it
+    (Distribution removes those index entries, so no tag history names a gone manifest)."""
 
     repository: str
     digest: Digest
@@ -73,7 +75,7 @@ class _Repository:
     view: Repository
     revisions: set[Digest]
     tags_of: dict[Digest, list[str]]  # digest -> tags currently pointing at it
-    all_tags: list[str]
+    history_of: dict[Digest, list[str]]  # digest -> tags whose history names it
     layers: list[Digest] = field(default_factory=list)
 
 
@@ -140,13 +142,15 @@ class GarbageCollector:
         except NameUnknown:
             all_tags = []
         tags_of: dict[Digest, list[str]] = {}
+        history_of: dict[Digest, list[str]] = {}
         for tag in all_tags:
-            try:
+            with contextlib.suppress(ManifestUnknown):  # no current link: it points nowhere
                 tags_of.setdefault(await view.tags.resolve(tag), []).append(tag)
-            except ManifestUnknown:  # no readable current link: it points at nothing
-                continue
+            if self.delete_untagged:  # only then are manifests deleted
+                for digest in await view.tags.history(tag):
+                    history_of.setdefault(digest, []).append(tag)
         layers = [d async for d in view.blobs.layers.all()]
-        return _Repository(view, revisions, tags_of, all_tags, layers)
+        return _Repository(view, revisions, tags_of, history_of, layers)
 
     async def _references(self, repository: _Repository, digest: Digest) -> References | None:
         try:
@@ -199,7 +203,12 @@ class GarbageCollector:
                     await self._mark_manifest(repository, digest)
                     changed = True
         return [
-            Deletion(name, digest, tuple(repository.all_tags), subjects[(name, digest)])
+            Deletion(
+                name,
+                digest,
+                tuple(repository.history_of.get(digest, ())),
+                subjects[(name, digest)],
+            )
             for (name, digest), repository in sorted(untagged.items(), key=_by_name_digest)
         ]
 

@@ -87,9 +87,14 @@ def tag_current_link(name: str, tag: str) -> str:
     return f"{tag_dir(name, tag)}/current/link"
 
 
+def tag_index_dir(name: str, tag: str) -> str:
+    """The history of ``tag``: an entry for every digest it ever pointed at."""
+    return f"{tag_dir(name, tag)}/index"
+
+
 def tag_index_entry(name: str, tag: str, digest: Digest) -> str:
     """The directory recording that ``tag`` once pointed at ``digest``."""
-    return f"{tag_dir(name, tag)}/index/{digest.algorithm}/{digest.hex}"
+    return f"{tag_index_dir(name, tag)}/{digest.algorithm}/{digest.hex}"
 
 
 def tag_index_link(name: str, tag: str, digest: Digest) -> str:

@@ -9,6 +9,7 @@ from collections import OrderedDict
 from registry.storage import paths
 from registry.storage.driver.base import PathNotFound, StorageDriver
 from registry.storage.errors import ManifestUnknown, NameUnknown
+from registry.storage.links import digest_tree
 from shared.digest import Digest, InvalidDigest, parse_digest
 
 
@@ -66,6 +67,10 @@ class Tags:
             await self.driver.delete(paths.tag_dir(self.name, tag))
         except PathNotFound:
             raise ManifestUnknown(tag) from None
+
+    async def history(self, tag: str) -> list[Digest]:
+        """Every digest ``tag`` ever pointed at (its index), the current one included."""
+        return [d async for d in digest_tree(self.driver, paths.tag_index_dir(self.name, tag), 0)]
 
     async def forget_revision(self, tag: str, digest: Digest) -> None:
         """Drop the record that ``tag`` once pointed at ``digest`` (its index entry)."""
