@@ -9,7 +9,7 @@ from pathlib import Path
 MIB = 1024 * 1024
 GIB = 1024 * MIB
 
-SCENARIOS = ("machine", "blobs", "requests", "images", "tokens", "listings")
+SCENARIOS = ("machine", "blobs", "requests", "images", "tokens", "listings", "gc")
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,7 @@ class Plan:
     listing_scales: tuple[tuple[int, int], ...] = ((100, 1000), (1000, 10_000))
     page_size: int = 50  # the small store must hold more than one page
     latency_requests: int = 30
+    gc_manifests: int = 10_000  # with five blobs each: the 50,000
     scenarios: tuple[str, ...] = SCENARIOS
     portside_env: dict[str, str] = field(default_factory=dict)
     portside_tree: Path | None = None  # run portside from this source tree (default: ours)
@@ -46,6 +47,7 @@ PROFILES = {
         chunk_size=16 * MIB,
         rate_seconds=2,
         latency_requests=15,
+        gc_manifests=2_000,
     ),
     # Seconds: the test that keeps the harness from rotting; its figures mean nothing.
     "tiny": Plan(
@@ -58,6 +60,7 @@ PROFILES = {
         listing_scales=((20, 40), (40, 80)),
         page_size=10,
         latency_requests=3,
+        gc_manifests=50,
     ),
 }
 

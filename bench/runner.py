@@ -28,6 +28,7 @@ from bench.plan import Plan
 from bench.results import Metric
 from bench.scenarios import requests
 from bench.scenarios.blobs import run_blobs
+from bench.scenarios.gc import run_gc
 from bench.scenarios.images import run_images
 from bench.scenarios.listings import run_listings
 from bench.scenarios.tokens import run_issuance, run_tokens, start_tokenauth
@@ -98,6 +99,8 @@ async def run(plan: Plan, logs: Path) -> Outcome:
             await outcome.phase(ctx, "token", _token(ctx, roots, image))
         if "listings" in wanted:
             await outcome.phase(ctx, "listing", run_listings(ctx))
+        if "gc" in wanted:
+            await outcome.phase(ctx, "garbage collection", run_gc(ctx))
     finally:
         await ctx.lab.stop_all()
         await asyncio.to_thread(_keep_logs, workdir, logs)

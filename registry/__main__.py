@@ -1,4 +1,5 @@
-"""The ``registry`` command: ``registry serve [CONFIG]`` and ``registry htpasswd ...``."""
+"""The ``registry`` command: ``registry serve [CONFIG]``, ``registry garbage-collect CONFIG``
+and ``registry htpasswd ...``."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Sequence
 
 from registry.auth.factory import create_access_controller
 from registry.config import load_config, unsupported_settings
+from registry.gc_command import garbage_collect
 from registry.htpasswd_command import htpasswd_main
 from registry.server import serve
 from registry.tls import TLSSetupError, tls_context
@@ -34,6 +36,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=int(os.environ.get("PORTSIDE_WORKERS", "1")),
         help="worker processes sharing the port (default 1, or $PORTSIDE_WORKERS)",
     )
+    gc_parser = commands.add_parser(
+        "garbage-collect", help="delete blobs no manifest references (Distribution's semantics)"
+    )
+    gc_parser.add_argument("config", help="the registry's config.yml")
+    gc_parser.add_argument(
+        "-d", "--dry-run", action="store_true", help="only print what would be deleted"
+    )
+    gc_parser.add_argument(
+        "-m",
+        "--delete-untagged",
+        action="store_true",
+        help="also delete manifests no tag points at (and what only they reference)",
+    )
+    gc_parser.add_argument(
+        "-q", "--quiet", action="store_true", help="print only the summary, not every item"
+    )
     commands.add_parser(
         "htpasswd", help="print or update bcrypt htpasswd entries (htpasswd -Bbn USER PASSWORD)"
     )
@@ -54,6 +72,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"registry: configuration error: {error}", file=sys.stderr)
         return 2
     logging.getLogger().setLevel((config.log.level or "info").upper())
+    if args.command == "garbage-collect":
+        try:
+            return garbage_collect(
+                config,
+                dry_run=args.dry_run,
+                delete_untagged=args.delete_untagged,
+                quiet=args.quiet,
+            )
+        except Exception as error:  # storage unreachable, a failed delete: one line
+            print(f"registry: garbage collection failed: {error}", file=sys.stderr)
+            return 1
     unsupported = unsupported_settings(config)
     if config.auth.method_name is not None and any(k.startswith("auth") for k in unsupported):
         # Never serve openly while the configuration says the registry is protected.

@@ -15,13 +15,9 @@ from registry.config import RegistryConfig
 from registry.keys import CONFIG, MAINTENANCE, STORAGE
 from registry.middleware import error_middleware, header_setter
 from registry.routes import dispatch, get_base, get_root
-from registry.storage.cache.factory import create_blob_descriptor_cache
-from registry.storage.driver.factory import create_driver
-from registry.storage.manifests import ForeignURLPolicy
-from registry.storage.purge import purge_periodically
-from registry.storage.registry import Registry
 from registry.upload_state import UPLOAD_STATE, UploadStateSigner
 from registry.urls import path_prefix
+from registry.wiring import create_blob_descriptor_cache, create_storage
 
 
 def create_app(config: RegistryConfig, *, maintenance: bool = True) -> web.Application:
@@ -49,18 +45,14 @@ def create_app(config: RegistryConfig, *, maintenance: bool = True) -> web.Appli
 
 async def _storage_context(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    urls = config.validation.manifests.urls
-    registry = Registry(
-        create_driver(config), ForeignURLPolicy.from_patterns(urls.allow, urls.deny)
-    )
+    registry = create_storage(config)
     app[STORAGE] = registry
     purging = config.storage.maintenance.uploadpurging
     purger = None
     readonly = config.storage.maintenance.readonly.enabled
     if purging.enabled and app[MAINTENANCE] and not readonly:
         purger = asyncio.create_task(
-            purge_periodically(
-                registry.driver,
+            registry.purge_uploads_periodically(
                 purging.age.total_seconds(),
                 purging.interval.total_seconds(),
                 purging.dryrun,

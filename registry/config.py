@@ -17,17 +17,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from registry.config_backends import (
-    MIB,
-    S3_MAX_PART,
-    S3_MIN_PART,
-    RedisConfig,
-    S3DriverConfig,
-    between,
-    listen_host_port,
-)
+from registry.config_backends import RedisConfig, listen_host_port
+from registry.storage.s3_settings import MIB, S3_MAX_PART, S3_MIN_PART, S3DriverConfig
 from shared import config as _config
-from shared.config import VARIANT, ConfigError, InvalidSetting, OneOf, meta
+from shared.config import VARIANT, ConfigError, InvalidSetting, OneOf, between, meta
 
 __all__ = [
     "MIB",

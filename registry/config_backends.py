@@ -1,7 +1,8 @@
-"""Configuration of the scale-out backends: the S3 storage driver and Redis.
+"""Configuration of Redis, the scale-out cache.
 
-Kept apart from ``registry.config`` (which imports them into the schema) because each is a
-long list of Distribution's keys with checks of its own. ``listen_host_port``, the Go-style
+Kept apart from ``registry.config`` (which imports it into the schema) because it is a
+long list of Distribution's keys with checks of its own. (The S3 driver's keys live beside
+the driver, in ``registry.storage.s3_settings``.) ``listen_host_port``, the Go-style
 address parser, lives here because Redis's ``addr`` and ``http.addr`` both use it.
 """
 
@@ -9,62 +10,9 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from shared.config import InvalidSetting, meta
-
-MIB = 1024 * 1024
-S3_MIN_PART = 5 * MIB  # S3's smallest part (except the last) of a multipart upload
-S3_MAX_PART = 5 * 1024 * MIB  # and its largest, also the largest single copy
-
-
-def between(low: int, high: int) -> Callable[[int], int]:
-    def check(value: int) -> int:
-        if not low <= value <= high:
-            raise ValueError(f"expected a number from {low} to {high}")
-        return value
-
-    return check
-
-
-@dataclass(frozen=True)
-class S3DriverConfig:
-    """Distribution's ``storage.s3`` keys (plus portside's ``maxretries``/``retrydelay``).
-    Empty ``accesskey``/``secretkey`` use the standard AWS credential chain."""
-
-    accesskey: str = ""
-    secretkey: str = ""
-    sessiontoken: str = ""
-    region: str = ""  # empty: the AWS chain's region, else us-east-1
-    regionendpoint: str = ""
-    forcepathstyle: bool = False
-    bucket: str = ""
-    encrypt: bool = False
-    keyid: str = ""
-    secure: bool = True
-    skipverify: bool = False
-    v4auth: bool = True
-    chunksize: int = field(default=10 * MIB, metadata=meta(check=between(S3_MIN_PART, S3_MAX_PART)))
-    multipartcopychunksize: int = field(
-        default=32 * MIB, metadata=meta(check=between(S3_MIN_PART, S3_MAX_PART))
-    )
-    multipartcopymaxconcurrency: int = field(default=100, metadata=meta(check=between(1, 1000)))
-    multipartcopythresholdsize: int = field(
-        default=32 * MIB, metadata=meta(check=between(0, S3_MAX_PART))
-    )
-    rootdirectory: str = ""
-    storageclass: str = "STANDARD"  # NONE: send no storage class
-    useragent: str = ""
-    usedualstack: bool = False
-    accelerate: bool = False
-    objectacl: str = "private"
-    loglevel: str = "off"
-    maxretries: int = field(default=5, metadata=meta(check=between(0, 20)))
-    retrydelay: datetime.timedelta = datetime.timedelta(milliseconds=100)
-
-    # ``bucket`` is required, checked by StorageConfig: the defaults stay constructible.
-
+from shared.config import InvalidSetting, between, meta
 
 # --- redis --------------------------------------------------------------------------------
 

@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from registry.storage.errors import DriverError, StorageError
+from registry.storage_errors import registry_error
 from shared import errors
 from shared.errors import ErrorCode, RegistryError, error_body
 
@@ -35,6 +37,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except RegistryError as error:
         return render_error(error)
+    except (StorageError, DriverError) as error:
+        mapped = registry_error(error)
+        if mapped is None:
+            log.exception("storage failed in %s %s", request.method, request.rel_url.path)
+            mapped = RegistryError(errors.UNKNOWN)
+        return render_error(mapped)
     except web.HTTPException as http_error:
         if http_error.status < 400:
             raise

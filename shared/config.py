@@ -76,6 +76,17 @@ def meta(
     return {"key": key, "env": env, "check": check}
 
 
+def between(low: int, high: int) -> Callable[[int], int]:
+    """A ``check`` for ``meta``: an integer from ``low`` to ``high``."""
+
+    def check(value: int) -> int:
+        if not low <= value <= high:
+            raise ValueError(f"expected a number from {low} to {high}")
+        return value
+
+    return check
+
+
 VARIANT: Mapping[str, Any] = types.MappingProxyType({"variant": True})
 """Metadata of a ``OneOf`` variant: ``x: X | None = field(default=None, metadata=VARIANT)``."""
 

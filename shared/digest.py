@@ -16,6 +16,7 @@ from typing import Protocol
 # which Distribution also accepts), with the hex length of their encoded part.
 HEX_LENGTHS = {"sha256": 64, "sha384": 96, "sha512": 128}
 _DIGEST_GRAMMAR = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
+_LOWER_HEX = re.compile(r"[0-9a-f]+")
 
 
 class InvalidDigest(ValueError):
@@ -48,7 +49,7 @@ def parse_digest(text: str) -> Digest:
     expected = HEX_LENGTHS.get(algorithm)
     if expected is None:
         raise InvalidDigest(f"unsupported digest algorithm: {algorithm[:20]!r}")
-    if len(encoded) != expected or not all(c in "0123456789abcdef" for c in encoded):
+    if len(encoded) != expected or not _LOWER_HEX.fullmatch(encoded):
         raise InvalidDigest(f"invalid {algorithm} digest: {encoded[:80]!r}")
     return Digest(algorithm, encoded)
 

@@ -10,9 +10,8 @@ from typing import BinaryIO
 from aiohttp import web
 
 from registry.handlers.base import digest_param, repository, route_param
-from registry.keys import CONFIG, STORAGE
-from registry.storage import paths
-from registry.storage.blobs import BlobDescriptor
+from registry.keys import CONFIG
+from registry.storage.blobs import BlobDescriptor, LocalBlob, RedirectedBlob
 from shared import errors
 from shared.errors import RegistryError
 
@@ -27,25 +26,22 @@ async def head_blob(request: web.Request) -> web.StreamResponse:
 
 
 async def get_blob(request: web.Request) -> web.StreamResponse:
-    descriptor = await repository(request).blobs.stat(digest_param(route_param(request, "digest")))
-    driver = request.app[STORAGE].driver
-    data_path = paths.blob_data(descriptor.digest)
-    if request.app[CONFIG].storage.redirect.active:  # opt-in: storage.redirect.enabled
-        url = await driver.redirect_url(data_path, request.method)
-        if url is not None:
-            raise web.HTTPTemporaryRedirect(url, headers=_blob_headers(descriptor))
+    blobs = repository(request).blobs
+    descriptor = await blobs.stat(digest_param(route_param(request, "digest")))
     start, count = _requested_range(request, descriptor.size)
+    source = await blobs.open(descriptor, start, request.method)
+    if isinstance(source, RedirectedBlob):  # opt-in: storage.redirect.enabled
+        raise web.HTTPTemporaryRedirect(source.url, headers=_blob_headers(descriptor))
     response = web.StreamResponse(headers=_blob_headers(descriptor))
     response.content_length = count
     if count != descriptor.size or "Range" in request.headers:
         response.set_status(206)
         response.headers["Content-Range"] = f"bytes {start}-{start + count - 1}/{descriptor.size}"
-    local = driver.local_path(data_path)
     try:
-        if local is not None:
-            await _sendfile(request, response, local, start, count)
+        if isinstance(source, LocalBlob):
+            await _sendfile(request, response, source.path, start, count)
         else:
-            await _stream(request, response, driver.reader(data_path, start), count)
+            await _stream(request, response, source.chunks, count)
     except Exception as error:
         if not response.prepared:
             raise

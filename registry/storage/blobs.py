@@ -6,12 +6,15 @@ reader can never see half a blob; a repository sees a blob only through its link
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from registry.storage import paths
 from registry.storage.driver.base import PathNotFound, StorageDriver
 from registry.storage.errors import BlobUnknown
+from registry.storage.links import digest_tree, layer_links, revision_links
 from shared.digest import Digest
 
 if TYPE_CHECKING:
@@ -23,6 +26,30 @@ class BlobDescriptor:
     digest: Digest
     size: int
     media_type: str = "application/octet-stream"
+
+
+@dataclass(frozen=True, slots=True)
+class LocalBlob:
+    """The blob is this local file: send it with the kernel's sendfile."""
+
+    path: Path
+
+
+@dataclass(frozen=True, slots=True)
+class StreamedBlob:
+    """The blob's bytes from the requested offset, as the backend streams them."""
+
+    chunks: AsyncIterator[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class RedirectedBlob:
+    """The client may fetch the blob from this URL directly (``storage.redirect``)."""
+
+    url: str
+
+
+BlobSource = LocalBlob | StreamedBlob | RedirectedBlob
 
 
 class BlobStore:
@@ -58,6 +85,19 @@ class BlobStore:
         except PathNotFound:
             raise BlobUnknown(digest) from None
 
+    async def open(self, digest: Digest, offset: int, method: str) -> BlobSource:
+        """Where the blob's content comes from for a ``method`` request: a redirect when
+        the backend offers one (``storage.redirect``), else a local file, else a stream
+        from ``offset``."""
+        data = paths.blob_data(digest)
+        url = await self.driver.redirect_url(data, method)
+        if url is not None:
+            return RedirectedBlob(url)
+        local = self.driver.local_path(data)
+        if local is not None:
+            return LocalBlob(local)
+        return StreamedBlob(self.driver.reader(data, offset))
+
     async def put(self, digest: Digest, content: bytes) -> None:
         """Store small, already verified content (manifests) under its digest."""
         await self.driver.put_content(paths.blob_data(digest), content)
@@ -84,6 +124,11 @@ class BlobStore:
         if self.cache is not None:
             await self.cache.forget(digest)
 
+    async def all(self) -> AsyncIterator[Digest]:
+        """Every blob in the store (in no particular order)."""
+        async for digest in digest_tree(self.driver, paths.BLOBS, depth=1):
+            yield digest
+
 
 class LinkedBlobs:
     """The blobs one repository may see: layers and configs it was given, and its
@@ -92,17 +137,14 @@ class LinkedBlobs:
     def __init__(self, name: str, store: BlobStore) -> None:
         self.name = name
         self.store = store
-        self.driver = store.driver
+        self.layers = layer_links(name, store.driver)
+        self.revisions = revision_links(name, store.driver)
 
     async def is_linked(self, digest: Digest) -> bool:
         cache = self.store.cache
         if cache is not None and await cache.is_linked(self.name, digest):
             return True
-        for link in (paths.layer_link(self.name, digest), paths.revision_link(self.name, digest)):
-            try:
-                await self.driver.stat(link)
-            except PathNotFound:
-                continue
+        if await self.layers.exists(digest) or await self.revisions.exists(digest):
             if cache is not None:
                 await cache.add_link(self.name, digest)
             return True
@@ -113,15 +155,18 @@ class LinkedBlobs:
             raise BlobUnknown(digest)
         return await self.store.stat(digest)
 
+    async def open(self, descriptor: BlobDescriptor, offset: int, method: str) -> BlobSource:
+        """The content of a blob this repository links (``stat`` it first)."""
+        return await self.store.open(descriptor.digest, offset, method)
+
     async def link(self, digest: Digest) -> None:
-        await self.driver.put_content(paths.layer_link(self.name, digest), str(digest).encode())
+        await self.layers.write(digest)
 
     async def unlink(self, digest: Digest) -> None:
         await self.forget(digest)
         try:
-            await self.driver.delete(paths.layer_link(self.name, digest))
-        except PathNotFound:
-            raise BlobUnknown(digest) from None
+            if not await self.layers.delete(digest):
+                raise BlobUnknown(digest)
         finally:
             await self.forget(digest)
 

@@ -7,13 +7,13 @@ page costs what it returns rather than the size of the store.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from registry.storage import paths
 from registry.storage.driver.base import PathNotFound, StorageDriver
 
-# A repository is a directory holding one of these; they cannot be name components.
-_MARKERS = ("_manifests", "_layers")
+# A repository is a directory holding one of these.
+REPOSITORY_MARKERS = (paths.MANIFESTS, paths.LAYERS)
 
 
 async def catalog_page(
@@ -21,24 +21,34 @@ async def catalog_page(
 ) -> tuple[list[str], bool]:
     """Up to ``limit`` repository names after ``last``, and whether more remain."""
     names: list[str] = []
-    async for name in _walk(driver, "", last or ""):
+    async for name in repository_names(driver, REPOSITORY_MARKERS, last or ""):
         if len(names) == limit:
             return names, True
         names.append(name)
     return names, False
 
 
-async def _walk(driver: StorageDriver, prefix: str, last: str) -> AsyncIterator[str]:
-    directory = f"{paths.REPOSITORIES}/{prefix}".rstrip("/")
+async def repository_names(
+    driver: StorageDriver, markers: Sequence[str], last: str = ""
+) -> AsyncIterator[str]:
+    """Names after ``last``, in order, of the directories holding one of ``markers``
+    (``paths.UPLOADS`` finds repositories with uploads, even before their first blob)."""
+    async for name in _walk(driver, "", last, markers):
+        yield name
+
+
+async def _walk(
+    driver: StorageDriver, prefix: str, last: str, markers: Sequence[str]
+) -> AsyncIterator[str]:
     try:
-        children = await driver.list_dir(directory)
+        children = await driver.list_dir(paths.repository(prefix))
     except PathNotFound:
         return
     # Entry "a" (the repository itself) sorts before "a-b", but its subtree "a/..."
     # sorts after "a-b": order subtrees by "name/" so the walk yields names in order.
     entries: list[tuple[str, bool]] = []
     for child in children:
-        if child.startswith("_") or child.startswith("."):
+        if paths.is_data_directory(child):
             continue
         full = f"{prefix}{child}"
         entries.append((full, False))
@@ -47,16 +57,16 @@ async def _walk(driver: StorageDriver, prefix: str, last: str) -> AsyncIterator[
         if is_subtree:
             if key < last and not last.startswith(key):
                 continue
-            async for name in _walk(driver, key, last):
+            async for name in _walk(driver, key, last, markers):
                 yield name
-        elif key > last and await _is_repository(driver, key):
+        elif key > last and await _holds_any(driver, key, markers):
             yield key
 
 
-async def _is_repository(driver: StorageDriver, name: str) -> bool:
-    for marker in _MARKERS:
+async def _holds_any(driver: StorageDriver, name: str, markers: Sequence[str]) -> bool:
+    for marker in markers:
         try:
-            await driver.stat(f"{paths.repository(name)}/{marker}")
+            await driver.stat(paths.repository_part(name, marker))
             return True
         except PathNotFound:
             continue

@@ -1,12 +1,39 @@
-"""Domain errors raised by storage; each is already the wire error the client gets."""
+"""The storage domain's errors: what went wrong, in storage's own terms.
+
+Storage knows nothing of HTTP or the wire error table; ``registry.storage_errors`` maps
+each of these, and the drivers' errors re-exported here, to the client's error once, at
+the store's edge.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from shared import errors
+from registry.storage.driver.base import (
+    DriverError,
+    PathNotFound,
+    SizeInvalid,
+    StorageUnavailable,
+)
 from shared.digest import Digest
-from shared.errors import RegistryError
+
+__all__ = [
+    "BlobUnknown",
+    "ChunkOutOfOrder",
+    "DigestMismatch",
+    "DriverError",
+    "ManifestBlobUnknown",
+    "ManifestInvalid",
+    "ManifestUnknown",
+    "NameUnknown",
+    "PathNotFound",
+    "SizeInvalid",
+    "StorageError",
+    "StorageUnavailable",
+    "UploadInvalid",
+    "UploadUnknown",
+    "range_header",
+]
 
 
 def range_header(size: int) -> str:
@@ -14,56 +41,60 @@ def range_header(size: int) -> str:
     return f"0-{max(size - 1, 0)}"
 
 
-class BlobUnknown(RegistryError):
+class StorageError(Exception):
+    """A refusal by storage. ``message`` and ``detail`` are safe to show the client."""
+
+    def __init__(self, message: str | None = None, detail: Any = None) -> None:
+        super().__init__(message or type(self).__name__)
+        self.message = message
+        self.detail = detail
+
+
+class BlobUnknown(StorageError):
     def __init__(self, digest: Digest) -> None:
-        super().__init__(errors.BLOB_UNKNOWN, detail={"digest": str(digest)})
+        super().__init__(detail={"digest": str(digest)})
+        self.digest = digest
 
 
-class UploadUnknown(RegistryError):
+class UploadUnknown(StorageError):
     def __init__(self, upload_id: str) -> None:
-        super().__init__(errors.BLOB_UPLOAD_UNKNOWN, detail={"uuid": upload_id[:80]})
+        super().__init__(detail={"uuid": upload_id[:80]})
 
 
-class UploadInvalid(RegistryError):
-    def __init__(self, message: str, *, status: int = 400, **headers: str) -> None:
-        super().__init__(errors.BLOB_UPLOAD_INVALID, message, status=status, headers=headers)
+class UploadInvalid(StorageError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
 
 
-class ChunkOutOfOrder(RegistryError):
-    """A chunk that does not start where the upload ends: 416 with the current Range."""
+class ChunkOutOfOrder(StorageError):
+    """A chunk that does not start where the upload ends."""
 
     def __init__(self, size: int, start: int) -> None:
         super().__init__(
-            errors.RANGE_INVALID,
-            f"chunk starts at {start}, upload is at {size}",
-            detail={"expected": size, "got": start},
-            headers={"Range": range_header(size)},
+            f"chunk starts at {start}, upload is at {size}", {"expected": size, "got": start}
         )
+        self.size = size
 
 
-class DigestMismatch(RegistryError):
+class DigestMismatch(StorageError):
     def __init__(self, expected: Digest, actual: str) -> None:
-        super().__init__(
-            errors.DIGEST_INVALID,
-            detail={"expected": str(expected), "computed": actual},
-        )
+        super().__init__(detail={"expected": str(expected), "computed": actual})
 
 
-class ManifestUnknown(RegistryError):
+class ManifestUnknown(StorageError):
     def __init__(self, reference: str) -> None:
-        super().__init__(errors.MANIFEST_UNKNOWN, detail={"reference": reference[:200]})
+        super().__init__(detail={"reference": reference[:200]})
 
 
-class ManifestInvalid(RegistryError):
-    def __init__(self, message: str, detail: Any = None) -> None:
-        super().__init__(errors.MANIFEST_INVALID, message, detail=detail)
+class ManifestInvalid(StorageError):
+    pass
 
 
-class ManifestBlobUnknown(RegistryError):
+class ManifestBlobUnknown(StorageError):
     def __init__(self, digest: str) -> None:
-        super().__init__(errors.MANIFEST_BLOB_UNKNOWN, detail={"digest": digest})
+        super().__init__(detail={"digest": digest})
 
 
-class NameUnknown(RegistryError):
+class NameUnknown(StorageError):
     def __init__(self, name: str) -> None:
-        super().__init__(errors.NAME_UNKNOWN, detail={"name": name})
+        super().__init__(detail={"name": name})

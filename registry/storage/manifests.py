@@ -9,9 +9,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from registry.storage import paths
 from registry.storage.blobs import BlobStore, LinkedBlobs
-from registry.storage.driver.base import PathNotFound, StorageDriver
 from registry.storage.errors import (
     BlobUnknown,
     DigestMismatch,
@@ -90,7 +88,6 @@ class Manifests:
     def __init__(
         self,
         name: str,
-        driver: StorageDriver,
         store: BlobStore,
         blobs: LinkedBlobs,
         tags: Tags,
@@ -100,7 +97,6 @@ class Manifests:
     ) -> None:
         self.name = name
         self.url_policy = url_policy
-        self.driver = driver
         self.store = store
         self.blobs = blobs
         self.tags = tags
@@ -111,10 +107,8 @@ class Manifests:
         """The digest a tag points at, or a digest the repository holds."""
         if isinstance(reference, str):
             return await self.tags.resolve(reference)
-        try:
-            await self.driver.stat(paths.revision_link(self.name, reference))
-        except PathNotFound:
-            raise ManifestUnknown(str(reference)) from None
+        if not await self.blobs.revisions.exists(reference):
+            raise ManifestUnknown(str(reference))
         return reference
 
     async def get(self, reference: Digest | str) -> StoredManifest:
@@ -140,7 +134,7 @@ class Manifests:
         parsed = parse_manifest(body, content_type)
         await self._check_references(parsed)
         await self.store.put(digest, body)
-        await self.driver.put_content(paths.revision_link(self.name, digest), str(digest).encode())
+        await self.blobs.revisions.write(digest)
         if parsed.subject is not None:
             await self.referrers.add(
                 parsed.subject.digest, digest, _referrer_descriptor(digest, body, parsed)
@@ -156,10 +150,8 @@ class Manifests:
                 raise ManifestBlobUnknown(str(digest))
 
         async def check_manifest(digest: Digest) -> None:
-            try:
-                await self.driver.stat(paths.revision_link(self.name, digest))
-            except PathNotFound:
-                raise ManifestBlobUnknown(str(digest)) from None
+            if not await self.blobs.revisions.exists(digest):
+                raise ManifestBlobUnknown(str(digest))
 
         for descriptor in parsed.blobs:
             if descriptor.is_foreign:
@@ -183,9 +175,8 @@ class Manifests:
             await self.referrers.remove(parsed.subject.digest, digest)
         await self.blobs.forget(digest)
         try:
-            await self.driver.delete(paths.revision_link(self.name, digest).rsplit("/", 1)[0])
-        except PathNotFound:
-            raise ManifestUnknown(str(digest)) from None
+            if not await self.blobs.revisions.delete(digest):
+                raise ManifestUnknown(str(digest))
         finally:
             await self.blobs.forget(digest)
 

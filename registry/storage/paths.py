@@ -11,30 +11,68 @@ from shared.digest import Digest
 
 ROOT = "/docker/registry/v2"
 REPOSITORIES = f"{ROOT}/repositories"
+BLOBS = f"{ROOT}/blobs"
 
 
 def blob_data(digest: Digest) -> str:
-    return f"{ROOT}/blobs/{digest.algorithm}/{digest.hex[:2]}/{digest.hex}/data"
+    return f"{blob_dir(digest)}/data"
 
 
 def blob_dir(digest: Digest) -> str:
-    return f"{ROOT}/blobs/{digest.algorithm}/{digest.hex[:2]}/{digest.hex}"
+    return f"{BLOBS}/{digest.algorithm}/{digest.hex[:2]}/{digest.hex}"
+
+
+# Directories named so inside a repository are its data, not nested repository names
+# (the name grammar never starts a component with "_").
+MANIFESTS = "_manifests"
+LAYERS = "_layers"
+UPLOADS = "_uploads"
+
+
+def is_data_directory(component: str) -> bool:
+    """Whether a directory entry under the repositories is a repository's own data (or a
+    hidden temporary file) rather than a component of a repository name."""
+    return component.startswith(("_", "."))
 
 
 def repository(name: str) -> str:
-    return f"{REPOSITORIES}/{name}"
+    """The directory of a repository, or of a prefix of names ("" for the top)."""
+    return f"{REPOSITORIES}/{name}".rstrip("/")
+
+
+def repository_part(name: str, part: str) -> str:
+    """One of a repository's data directories (``MANIFESTS``, ``LAYERS``, ``UPLOADS``)."""
+    return f"{REPOSITORIES}/{name}/{part}"
+
+
+def layer_link_dir(name: str, digest: Digest) -> str:
+    """The directory of a layer link: the repository may read this blob."""
+    return f"{REPOSITORIES}/{name}/{LAYERS}/{digest.algorithm}/{digest.hex}"
 
 
 def layer_link(name: str, digest: Digest) -> str:
-    return f"{REPOSITORIES}/{name}/_layers/{digest.algorithm}/{digest.hex}/link"
+    return f"{layer_link_dir(name, digest)}/link"
 
 
 def manifests_dir(name: str) -> str:
-    return f"{REPOSITORIES}/{name}/_manifests"
+    return f"{REPOSITORIES}/{name}/{MANIFESTS}"
+
+
+def layers_dir(name: str) -> str:
+    return f"{REPOSITORIES}/{name}/{LAYERS}"
+
+
+def revisions_dir(name: str) -> str:
+    return f"{REPOSITORIES}/{name}/{MANIFESTS}/revisions"
+
+
+def revision_link_dir(name: str, digest: Digest) -> str:
+    """The directory of a revision link: the repository holds this manifest."""
+    return f"{REPOSITORIES}/{name}/{MANIFESTS}/revisions/{digest.algorithm}/{digest.hex}"
 
 
 def revision_link(name: str, digest: Digest) -> str:
-    return f"{REPOSITORIES}/{name}/_manifests/revisions/{digest.algorithm}/{digest.hex}/link"
+    return f"{revision_link_dir(name, digest)}/link"
 
 
 def tags_dir(name: str) -> str:
@@ -49,12 +87,26 @@ def tag_current_link(name: str, tag: str) -> str:
     return f"{tag_dir(name, tag)}/current/link"
 
 
+def tag_index_dir(name: str, tag: str) -> str:
+    """The history of ``tag``: an entry for every digest it ever pointed at."""
+    return f"{tag_dir(name, tag)}/index"
+
+
+def tag_index_entry(name: str, tag: str, digest: Digest) -> str:
+    """The directory recording that ``tag`` once pointed at ``digest``."""
+    return f"{tag_index_dir(name, tag)}/{digest.algorithm}/{digest.hex}"
+
+
 def tag_index_link(name: str, tag: str, digest: Digest) -> str:
-    return f"{tag_dir(name, tag)}/index/{digest.algorithm}/{digest.hex}/link"
+    return f"{tag_index_entry(name, tag, digest)}/link"
+
+
+def uploads_dir(name: str) -> str:
+    return f"{REPOSITORIES}/{name}/{UPLOADS}"
 
 
 def upload_dir(name: str, upload_id: str) -> str:
-    return f"{REPOSITORIES}/{name}/_uploads/{upload_id}"
+    return f"{uploads_dir(name)}/{upload_id}"
 
 
 def upload_data(name: str, upload_id: str) -> str:
@@ -69,5 +121,9 @@ def referrers_dir(name: str, subject: Digest) -> str:
     return f"{REPOSITORIES}/{name}/_referrers/subjects/{subject.algorithm}/{subject.hex}"
 
 
+def referrer_dir(name: str, subject: Digest, referrer: Digest) -> str:
+    return f"{referrers_dir(name, subject)}/{referrer.algorithm}/{referrer.hex}"
+
+
 def referrer_entry(name: str, subject: Digest, referrer: Digest) -> str:
-    return f"{referrers_dir(name, subject)}/{referrer.algorithm}/{referrer.hex}/descriptor"
+    return f"{referrer_dir(name, subject, referrer)}/descriptor"

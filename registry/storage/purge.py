@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
 
 from registry.storage import paths
+from registry.storage.catalog import repository_names
 from registry.storage.driver.base import PathNotFound, StorageDriver
 
 log = logging.getLogger("registry.purge")
@@ -21,46 +21,33 @@ async def purge_uploads(driver: StorageDriver, older_than: float, dry_run: bool 
     """Delete uploads started more than ``older_than`` seconds ago; return how many."""
     deadline = time.time() - older_than
     purged = 0
-    async for upload_dir in _upload_dirs(driver, paths.REPOSITORIES):
-        started = await _started_at(driver, upload_dir)
-        if started is None or started >= deadline:
-            continue
-        purged += 1
-        if dry_run:
-            log.info("would purge upload %s", upload_dir)
-            continue
+    async for name in repository_names(driver, (paths.UPLOADS,)):
         try:
-            await driver.delete(upload_dir)
+            upload_ids = await driver.list_dir(paths.uploads_dir(name))
         except PathNotFound:
             continue
+        for upload_id in sorted(upload_ids):
+            started = await _started_at(driver, name, upload_id)
+            if started is None or started >= deadline:
+                continue
+            purged += 1
+            if dry_run:
+                log.info("would purge upload %s of %s", upload_id, name)
+                continue
+            try:
+                await driver.delete(paths.upload_dir(name, upload_id))
+            except PathNotFound:
+                continue
     return purged
 
 
-async def _upload_dirs(driver: StorageDriver, directory: str) -> AsyncIterator[str]:
+async def _started_at(driver: StorageDriver, name: str, upload_id: str) -> float | None:
     try:
-        children = await driver.list_dir(directory)
-    except PathNotFound:
-        return
-    for child in sorted(children):
-        if child == "_uploads":
-            try:
-                uploads = await driver.list_dir(f"{directory}/_uploads")
-            except PathNotFound:
-                continue
-            for upload_id in uploads:
-                yield f"{directory}/_uploads/{upload_id}"
-        elif not child.startswith("_"):
-            async for found in _upload_dirs(driver, f"{directory}/{child}"):
-                yield found
-
-
-async def _started_at(driver: StorageDriver, upload_dir: str) -> float | None:
-    try:
-        return float((await driver.get_content(f"{upload_dir}/startedat")).decode())
+        return float((await driver.get_content(paths.upload_started_at(name, upload_id))).decode())
     except (PathNotFound, ValueError):
         pass
     try:  # no readable start time: judge by the data file's age
-        return (await driver.stat(f"{upload_dir}/data")).modified
+        return (await driver.stat(paths.upload_data(name, upload_id))).modified
     except PathNotFound:
         return None
 

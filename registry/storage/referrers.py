@@ -28,9 +28,7 @@ class Referrers:
 
     async def remove(self, subject: Digest, referrer: Digest) -> None:
         with contextlib.suppress(PathNotFound):
-            await self.driver.delete(
-                paths.referrer_entry(self.name, subject, referrer).rsplit("/", 1)[0]
-            )
+            await self.driver.delete(paths.referrer_dir(self.name, subject, referrer))
 
     async def for_subject(self, subject: Digest, artifact_type: str | None) -> list[dict[str, Any]]:
         base = paths.referrers_dir(self.name, subject)

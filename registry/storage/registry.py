@@ -11,6 +11,7 @@ from registry.storage.blobs import BlobStore, LinkedBlobs
 from registry.storage.catalog import catalog_page
 from registry.storage.driver.base import StorageDriver
 from registry.storage.manifests import ForeignURLPolicy, ManifestContentCache, Manifests
+from registry.storage.purge import purge_periodically
 from registry.storage.referrers import Referrers
 from registry.storage.tags import TagListCache, Tags
 from registry.storage.uploads import HashStates, Uploads
@@ -51,7 +52,6 @@ class Registry:
             ),
             manifests=Manifests(
                 name,
-                self.driver,
                 self.blob_store,
                 blobs,
                 tags,
@@ -65,6 +65,10 @@ class Registry:
 
     async def catalog(self, limit: int, last: str | None) -> tuple[list[str], bool]:
         return await catalog_page(self.driver, limit, last)
+
+    async def purge_uploads_periodically(self, age: float, interval: float, dry_run: bool) -> None:
+        """Delete uploads older than ``age`` seconds every ``interval``, until cancelled."""
+        await purge_periodically(self.driver, age, interval, dry_run)
 
     async def close(self) -> None:
         await self.driver.close()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import bisect
+import contextlib
 from collections import OrderedDict
 
 from registry.storage import paths
 from registry.storage.driver.base import PathNotFound, StorageDriver
 from registry.storage.errors import ManifestUnknown, NameUnknown
+from registry.storage.links import digest_tree
 from shared.digest import Digest, InvalidDigest, parse_digest
 
 
@@ -65,6 +67,15 @@ class Tags:
             await self.driver.delete(paths.tag_dir(self.name, tag))
         except PathNotFound:
             raise ManifestUnknown(tag) from None
+
+    async def history(self, tag: str) -> list[Digest]:
+        """Every digest ``tag`` ever pointed at (its index), the current one included."""
+        return [d async for d in digest_tree(self.driver, paths.tag_index_dir(self.name, tag), 0)]
+
+    async def forget_revision(self, tag: str, digest: Digest) -> None:
+        """Drop the record that ``tag`` once pointed at ``digest`` (its index entry)."""
+        with contextlib.suppress(PathNotFound):
+            await self.driver.delete(paths.tag_index_entry(self.name, tag, digest))
 
     async def all(self) -> list[str]:
         """Every tag, sorted (callers must not modify the list); NAME_UNKNOWN for a

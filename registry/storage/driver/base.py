@@ -13,12 +13,28 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-class PathNotFound(FileNotFoundError):
+class DriverError(Exception):
+    """A failure of the backend, in the driver's terms; mapped to the client's error
+    once, at the store's edge (``registry.storage_errors``)."""
+
+
+class PathNotFound(DriverError, FileNotFoundError):
     """The path does not exist in the driver."""
 
     def __init__(self, path: str) -> None:
         super().__init__(path)
         self.path = path
+
+
+class StorageUnavailable(DriverError):
+    """The backend kept failing: the request changed nothing visible and may be retried."""
+
+    def __init__(self, message: str = "the storage backend is unavailable") -> None:
+        super().__init__(message)
+
+
+class SizeInvalid(DriverError):
+    """The content is larger than the backend can store (e.g. S3's 10,000 parts)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,9 +17,10 @@ again. A failed or abandoned multipart upload changes nothing visible; ``delete`
 the ones under the deleted prefix.
 
 Failures. Throttling, 5xx and broken connections are retried with exponential backoff
-and jitter; what keeps failing (or any other S3 error) is logged and becomes a 503
-``UNAVAILABLE`` for the client. Nothing half-written becomes visible: an object is only
-ever replaced by a PUT, a completed multipart upload or a copy, each atomic.
+and jitter; what keeps failing (or any other S3 error) is logged and raised as the
+driver's ``StorageUnavailable`` (a 503 ``UNAVAILABLE`` for the client). Nothing
+half-written becomes visible: an object is only ever replaced by a PUT, a completed
+multipart upload or a copy, each atomic.
 
 The writer and multipart uploads are in ``s3_upload``, retries and errors in ``s3_retry``.
 """
@@ -42,17 +43,22 @@ from botocore.exceptions import (
     ResponseStreamingError,
 )
 
-from registry.config import S3_MIN_PART, S3DriverConfig
-from registry.storage.driver.base import FileInfo, FileWriter, PathNotFound, StorageDriver
+from registry.storage.driver.base import (
+    FileInfo,
+    FileWriter,
+    PathNotFound,
+    StorageDriver,
+    StorageUnavailable,
+)
 from registry.storage.driver.s3_retry import (
     NOT_FOUND,
     RetryPolicy,
-    StorageUnavailable,
     describe,
     error_code,
     is_transient,
 )
 from registry.storage.driver.s3_upload import MAX_PARTS, MultipartUpload, S3Writer
+from registry.storage.s3_settings import S3_MIN_PART, S3DriverConfig
 
 __all__ = ["S3Driver", "StorageUnavailable"]
 

@@ -1,5 +1,5 @@
-"""Failures of S3 requests: which are worth retrying, the backoff between tries, and the
-503 the client gets when S3 keeps failing."""
+"""Failures of S3 requests: which are worth retrying and the backoff between tries. What
+keeps failing becomes the driver's ``StorageUnavailable``."""
 
 from __future__ import annotations
 
@@ -13,9 +13,6 @@ from botocore.exceptions import (
     IncompleteReadError,
     ResponseStreamingError,
 )
-
-from shared import errors
-from shared.errors import RegistryError
 
 NOT_FOUND = frozenset({"NoSuchKey", "NotFound", "404"})
 TRANSIENT_CODES = frozenset(
@@ -34,15 +31,6 @@ TRANSIENT_CODES = frozenset(
         "ServiceUnavailable",
     }
 )
-
-
-class StorageUnavailable(RegistryError):
-    """S3 kept failing: the request is refused with 503 and changed nothing visible."""
-
-    def __init__(self) -> None:
-        super().__init__(
-            errors.UNAVAILABLE, "the storage backend is unavailable", headers={"Retry-After": "5"}
-        )
 
 
 @dataclass(frozen=True, slots=True)

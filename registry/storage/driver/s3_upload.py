@@ -9,11 +9,8 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
-from registry.config import S3_MAX_PART
-from registry.storage.driver.base import FileWriter
-from registry.storage.driver.s3_retry import StorageUnavailable
-from shared import errors
-from shared.errors import RegistryError
+from registry.storage.driver.base import FileWriter, SizeInvalid, StorageUnavailable
+from registry.storage.s3_settings import S3_MAX_PART
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3.type_defs import CompletedPartTypeDef
@@ -181,7 +178,7 @@ class S3Writer(FileWriter):
         number, self._next_part = self._next_part, self._next_part + 1
         if number > MAX_PARTS:
             limit = MAX_PARTS * self._driver.config.chunksize
-            raise RegistryError(errors.SIZE_INVALID, f"S3 uploads are limited to {limit} bytes")
+            raise SizeInvalid(f"S3 uploads are limited to {limit} bytes")
         self._inflight = asyncio.ensure_future(self._upload.upload_part(number, data))
 
     async def _abort(self) -> None:

@@ -16,10 +16,11 @@ import pytest
 from redis.asyncio import Redis
 
 from registry.config import RedisConfig
+from registry.redis_client import redis_client
 from registry.storage.blobs import BlobDescriptor
 from registry.storage.cache.base import BlobDescriptorCache
 from registry.storage.cache.memory import MemoryBlobDescriptorCache
-from registry.storage.cache.redis import RedisBlobDescriptorCache, redis_client
+from registry.storage.cache.redis import RedisBlobDescriptorCache
 from shared.digest import Digest, parse_digest
 from tests.registry.conftest import ClientFactory, RegistryClient
 from tests.support.backing_services import RedisServer

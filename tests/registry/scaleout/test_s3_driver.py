@@ -162,8 +162,7 @@ async def test_a_persistent_failure_is_storage_unavailable(
     try:
         with pytest.raises(StorageUnavailable) as raised:
             await driver.put_content("/a", b"content")
-        assert raised.value.status == 503
-        assert raised.value.error.code == "UNAVAILABLE"
+        assert "unavailable" in str(raised.value)
         assert proxy.requests == 3  # one try and two retries
     finally:
         await driver.close()

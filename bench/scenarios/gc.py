@@ -1,0 +1,154 @@
+"""Scenario 6: offline garbage collection of a large store, ``garbage-collect -m``.
+
+A store of ``gc_manifests`` manifests and about five times as many blobs is written
+straight in Distribution's layout (as ``bench.seed`` does: a registry that had received
+those pushes would hold exactly this), a hundred manifests per repository, each with its
+own config and three layers; two manifests in five are untagged. Each round copies the
+store once per collector, runs ``registry garbage-collect -m -q`` and the reference's
+``docker-registry garbage-collect -m`` on their copies (alternating which goes first),
+and records the wall time and the collector's peak RSS. Both must leave the same blobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.context import Context
+from bench.results import Metric, Sample, Target
+from bench.servers import PORTSIDE, REFERENCE, REFERENCE_BINARY, clean_environ, registry_config
+
+GROUP = "6. garbage collection"
+PER_REPOSITORY = 100
+LAYERS = 3
+
+
+def _digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _write_blob(v2: Path, data: bytes) -> str:
+    digest = _digest(data)
+    hex_digest = digest[7:]
+    directory = v2 / "blobs/sha256" / hex_digest[:2] / hex_digest
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "data").write_bytes(data)
+    return digest
+
+
+def _link(directory: Path, digest: str) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "link").write_text(digest)
+
+
+def seed_gc_store(root: Path, manifests: int) -> int:
+    """Write the store; the number of blobs in it."""
+    v2 = root / "docker/registry/v2"
+    blobs = 0
+    for index in range(manifests):
+        repo = v2 / "repositories" / f"org{index // 10_000:02d}/repo{index // PER_REPOSITORY:04d}"
+        config = _write_blob(v2, b'{"architecture":"amd64","os":"linux","n":%d}' % index)
+        layers = [_write_blob(v2, b"layer %d of %d" % (n, index)) for n in range(LAYERS)]
+        for digest in (config, *layers):
+            _link(repo / "_layers/sha256" / digest[7:], digest)
+        body = (
+            b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",'
+            b'"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s",'
+            b'"size":64},"layers":[%s]}'
+            % (
+                config.encode(),
+                b",".join(
+                    b'{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip",'
+                    b'"digest":"%s","size":16}' % d.encode()
+                    for d in layers
+                ),
+            )
+        )
+        manifest = _write_blob(v2, body)
+        _link(repo / "_manifests/revisions/sha256" / manifest[7:], manifest)
+        if index % 5 >= 2:  # three in five tagged
+            tag = repo / "_manifests/tags" / f"t{index}"
+            _link(tag / "current", manifest)
+            _link(tag / "index/sha256" / manifest[7:], manifest)
+        blobs += 2 + LAYERS
+    return blobs
+
+
+def _remaining_blobs(root: Path) -> int:
+    return sum(1 for _ in (root / "docker/registry/v2/blobs").glob("*/*/*/data"))
+
+
+def _collect(command: list[str], config: Path, cwd: Path | None) -> tuple[float, float]:
+    """Run one collector to completion: (seconds, peak RSS in MiB)."""
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [
+            *command,
+            "garbage-collect",
+            "-m",
+            *(["-q"] if command[0] == sys.executable else []),
+            str(config),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=clean_environ(),
+        cwd=cwd,
+    )
+    _, status, usage = os.wait4(process.pid, 0)
+    elapsed = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    errors = process.stderr.read().decode(errors="replace") if process.stderr else ""
+    if process.returncode != 0:
+        raise RuntimeError(f"{command[0]} garbage-collect failed: {errors[-500:]}")
+    return elapsed, usage.ru_maxrss / 1024
+
+
+async def run_gc(ctx: Context) -> list[Metric]:
+    plan = ctx.plan
+    seeded = ctx.new_dir("gc-seed") / "root"
+    started = time.perf_counter()
+    blobs = await asyncio.to_thread(seed_gc_store, seeded, plan.gc_manifests)
+    seeding = time.perf_counter() - started
+    seconds = Metric(
+        "gc_seconds",
+        f"garbage-collect -m, {plan.gc_manifests} manifests and {blobs} blobs",
+        "s",
+        GROUP,
+        higher_is_better=False,
+        target=Target(">= 5x faster than the reference", min_speedup=5.0),
+        note=f"the store was written in {seeding:.1f}s",
+    )
+    rss = Metric(
+        "gc_peak_rss",
+        "garbage-collect -m: the collector's peak RSS",
+        "MiB",
+        GROUP,
+        higher_is_better=False,
+        target=Target("< 200 MB", max_value=200 / 1.048576),
+        plotted=False,
+    )
+    commands = {PORTSIDE: [sys.executable, "-m", "registry"], REFERENCE: [REFERENCE_BINARY]}
+    remaining: dict[str, int] = {}
+    for round_number in range(plan.rounds):
+        order = [PORTSIDE, REFERENCE] if round_number % 2 == 0 else [REFERENCE, PORTSIDE]
+        for name in order:
+            workdir = ctx.new_dir(f"gc-{name}")
+            root = workdir / "root"
+            await asyncio.to_thread(shutil.copytree, seeded, root)
+            config = workdir / "config.yml"
+            config.write_text(registry_config(root, 0))
+            cwd = plan.portside_tree if name == PORTSIDE else None
+            elapsed, peak = await asyncio.to_thread(_collect, commands[name], config, cwd)
+            seconds.add(name, Sample(elapsed, peak, 0.0, 0.0, 0.0))
+            rss.add_value(name, peak)
+            remaining[name] = await asyncio.to_thread(_remaining_blobs, root)
+            await asyncio.to_thread(shutil.rmtree, workdir, True)
+    if remaining.get(PORTSIDE) != remaining.get(REFERENCE):
+        raise RuntimeError(f"the collectors kept different numbers of blobs: {remaining}")
+    return [seconds, rss]

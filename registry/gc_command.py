@@ -1,0 +1,90 @@
+"""``registry garbage-collect [--dry-run] [--delete-untagged] [--quiet] CONFIG``.
+
+Distribution's command on Distribution's layout: the same flags (``-d``, ``-m``; ``-q``
+as in Distribution 3), the same lines on standard output, then what was deleted and the
+bytes freed. On a terminal, progress goes to standard error while it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from typing import TextIO
+
+from registry.config import RegistryConfig
+from registry.storage.gc import CollectionReport, GarbageCollector
+from registry.wiring import create_blob_descriptor_cache, create_storage
+
+
+def human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.1f} {unit}" if unit != "B" else f"{size} B"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+class _ProgressLine:
+    """One self-overwriting line on a terminal, at most every tenth of a second."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.active = stream.isatty()
+        self._shown_at = 0.0
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if not self.active or (now - self._shown_at < 0.1 and done != total):
+            return
+        self._shown_at = now
+        count = f"{done}/{total}" if total else str(done)
+        self.stream.write(f"\r\x1b[K{phase}: {count}")
+        self.stream.flush()
+
+    def clear(self) -> None:
+        if self.active:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
+async def collect(
+    config: RegistryConfig, *, dry_run: bool, delete_untagged: bool, quiet: bool
+) -> CollectionReport:
+    registry = create_storage(config)
+    # Deleted blobs must also leave the cache the serving registries read.
+    registry.blob_store.cache = create_blob_descriptor_cache(config)
+    progress = _ProgressLine(sys.stderr)
+    collector = GarbageCollector(
+        registry,
+        dry_run=dry_run,
+        delete_untagged=delete_untagged,
+        emit=(lambda line: None) if quiet else print,
+        progress=progress,
+    )
+    try:
+        return await collector.run()
+    finally:
+        progress.clear()
+        if registry.blob_store.cache is not None:
+            await registry.blob_store.cache.close()
+        await registry.close()
+
+
+def garbage_collect(
+    config: RegistryConfig, *, dry_run: bool, delete_untagged: bool, quiet: bool
+) -> int:
+    started = time.monotonic()
+    report = asyncio.run(
+        collect(config, dry_run=dry_run, delete_untagged=delete_untagged, quiet=quiet)
+    )
+    verb = "would delete" if dry_run else "deleted"
+    freed = "would free" if dry_run else "freed"
+    print(
+        f"{verb} {len(report.blobs)} blobs, {len(report.manifests)} manifests and "
+        f"{len(report.layer_links)} layer links in {report.repositories} repositories; "
+        f"{freed} {human_size(report.bytes_freed)} ({report.bytes_freed} bytes) "
+        f"in {time.monotonic() - started:.1f}s"
+    )
+    return 0

@@ -1,0 +1,296 @@
+"""Garbage collection: mark what kept manifests reference, sweep every other blob.
+
+Distribution's semantics on Distribution's layout, so a store collected by either
+registry is served by both. Mark: every manifest revision of every repository is kept
+(with ``delete_untagged``, only those a tag currently points at, the children of kept
+indexes, and referrers whose subject is kept); a kept manifest marks itself and every
+blob it references. Sweep: untagged manifests are deleted with their tag-history entries
+and referrer records, then every unmarked blob, then every repository's layer links to
+blobs that are no longer marked.
+
+This is the offline collector: a blob pushed but not yet referenced by a manifest is
+unmarked, so, as with Distribution, run it while no client pushes (stopped or read-only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+
+from registry.storage.catalog import REPOSITORY_MARKERS, repository_names
+from registry.storage.errors import BlobUnknown, ManifestUnknown, NameUnknown, PathNotFound
+from registry.storage.references import References, UnreadableManifest, references_of
+from registry.storage.registry import Registry, Repository
+from shared.digest import Digest
+
+log = logging.getLogger("registry.gc")
+
+# Repositories read at once: enough to keep the driver's threads (or S3) busy.
+CONCURRENCY = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Deletion:
+    """One manifest that collection deletes, with the tags whose history names it
+    (Distribution removes those index entries, so no tag history names a gone manifest)."""
+
+    repository: str
+    digest: Digest
+    tags: tuple[str, ...]
+    subject: Digest | None
+
+
+@dataclass
+class CollectionReport:
+    repositories: int = 0
+    marked: int = 0
+    manifests: list[Deletion] = field(default_factory=list)
+    blobs: list[tuple[Digest, int]] = field(default_factory=list)  # digest and size
+    layer_links: list[tuple[str, Digest]] = field(default_factory=list)
+
+    @property
+    def bytes_freed(self) -> int:
+        return sum(size for _, size in self.blobs)
+
+
+# (what is happening, how many done, how many in all or 0 when unknown)
+Progress = Callable[[str, int, int], None]
+# One line of Distribution's output ("app: marking manifest sha256:...").
+Emit = Callable[[str], None]
+
+
+def _quiet(line: str) -> None:
+    pass
+
+
+def _silent(phase: str, done: int, total: int) -> None:
+    pass
+
+
+@dataclass
+class _Repository:
+    view: Repository
+    revisions: set[Digest]
+    tags_of: dict[Digest, list[str]]  # digest -> tags currently pointing at it
+    history_of: dict[Digest, list[str]]  # digest -> tags whose history names it
+    layers: list[Digest] = field(default_factory=list)
+
+
+class GarbageCollector:
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        dry_run: bool = False,
+        delete_untagged: bool = False,
+        emit: Emit = _quiet,
+        progress: Progress = _silent,
+    ) -> None:
+        self.registry = registry
+        self.dry_run = dry_run
+        self.delete_untagged = delete_untagged
+        self.emit = emit
+        self.progress = progress
+        self.marked: set[Digest] = set()
+        self.report = CollectionReport()
+
+    async def run(self) -> CollectionReport:
+        repositories = await self._read_repositories()
+        candidates = await self._mark(repositories)
+        self.report.marked = len(self.marked)
+        self.report.manifests = candidates
+        unmarked = sorted(
+            [d async for d in self.registry.blob_store.all() if d not in self.marked], key=str
+        )
+        self.emit(
+            f"\n{len(self.marked)} blobs marked, {len(unmarked)} blobs and "
+            f"{len(candidates)} manifests eligible for deletion"
+        )
+        for deletion in candidates:
+            self.emit(f"manifest eligible for deletion: {deletion.repository}@{deletion.digest}")
+            if not self.dry_run:
+                await self._delete_manifest(repositories[deletion.repository], deletion)
+        await self._sweep_blobs(unmarked)
+        await self._sweep_layer_links(repositories)
+        return self.report
+
+    # --- reading -------------------------------------------------------------------------
+
+    async def _read_repositories(self) -> dict[str, _Repository]:
+        driver = self.registry.driver
+        names = [name async for name in repository_names(driver, REPOSITORY_MARKERS)]
+        self.report.repositories = len(names)
+        found: dict[str, _Repository] = {}
+        done = 0
+
+        async def read(name: str) -> None:
+            nonlocal done
+            found[name] = await self._read_repository(self.registry.repository(name))
+            done += 1
+            self.progress("reading repositories", done, len(names))
+
+        await _bounded(read(name) for name in names)
+        return dict(sorted(found.items()))
+
+    async def _read_repository(self, view: Repository) -> _Repository:
+        revisions = {d async for d in view.blobs.revisions.all()}
+        try:
+            all_tags = list(await view.tags.all())
+        except NameUnknown:
+            all_tags = []
+        tags_of: dict[Digest, list[str]] = {}
+        history_of: dict[Digest, list[str]] = {}
+        for tag in all_tags:
+            with contextlib.suppress(ManifestUnknown):  # no current link: it points nowhere
+                tags_of.setdefault(await view.tags.resolve(tag), []).append(tag)
+            if self.delete_untagged:  # only then are manifests deleted
+                for digest in await view.tags.history(tag):
+                    history_of.setdefault(digest, []).append(tag)
+        layers = [d async for d in view.blobs.layers.all()]
+        return _Repository(view, revisions, tags_of, history_of, layers)
+
+    async def _references(self, repository: _Repository, digest: Digest) -> References | None:
+        try:
+            return references_of(await self.registry.blob_store.get(digest))
+        except (BlobUnknown, UnreadableManifest) as error:
+            problem = "has no content" if isinstance(error, BlobUnknown) else "is unreadable"
+            log.warning(
+                "%s: manifest %s %s; nothing it names is marked",
+                repository.view.name,
+                digest,
+                problem,
+            )
+        return None
+
+    # --- mark ----------------------------------------------------------------------------
+
+    async def _mark(self, repositories: dict[str, _Repository]) -> list[Deletion]:
+        """Mark from every kept manifest; the untagged ones left over are returned."""
+        untagged: dict[tuple[str, Digest], _Repository] = {}
+        done = 0
+        for name, repository in repositories.items():
+            self.emit(name)
+            for digest in sorted(repository.revisions, key=str):
+                if self.delete_untagged and digest not in repository.tags_of:
+                    untagged[(name, digest)] = repository
+                    continue
+                await self._mark_manifest(repository, digest)
+            done += 1
+            self.progress("marking", done, len(repositories))
+        # Untagged manifests that a kept index names, or whose subject is kept (signatures,
+        # SBOMs and attestations live and die with their subject), are kept too: repeat
+        # until nothing more is kept, since a kept referrer may itself be a subject.
+        subjects: dict[tuple[str, Digest], Digest | None] = {}
+        for (name, digest), repository in untagged.items():
+            references = await self._references(repository, digest)
+            subjects[(name, digest)] = references.subject if references else None
+        changed = True
+        while changed:
+            changed = False
+            for key, repository in list(untagged.items()):
+                name, digest = key
+                subject = subjects[key]
+                kept_subject = (
+                    subject is not None
+                    and subject in repository.revisions
+                    and (name, subject) not in untagged
+                )
+                if digest in self.marked or kept_subject:
+                    del untagged[key]
+                    await self._mark_manifest(repository, digest)
+                    changed = True
+        return [
+            Deletion(
+                name,
+                digest,
+                tuple(repository.history_of.get(digest, ())),
+                subjects[(name, digest)],
+            )
+            for (name, digest), repository in sorted(untagged.items(), key=_by_name_digest)
+        ]
+
+    async def _mark_manifest(self, repository: _Repository, digest: Digest) -> None:
+        name = repository.view.name
+        self.emit(f"{name}: marking manifest {digest} ")
+        self.marked.add(digest)
+        references = await self._references(repository, digest)
+        if references is None:
+            return
+        for blob in sorted(references.blobs, key=str):
+            if blob not in self.marked:
+                self.marked.add(blob)
+                self.emit(f"{name}: marking blob {blob}")
+        for child in sorted(references.manifests, key=str):
+            if child in self.marked:
+                continue
+            if child in repository.revisions:
+                await self._mark_manifest(repository, child)
+            else:
+                self.marked.add(child)
+                self.emit(f"{name}: marking blob {child}")
+
+    # --- sweep ---------------------------------------------------------------------------
+
+    async def _delete_manifest(self, repository: _Repository, deletion: Deletion) -> None:
+        view = repository.view
+        for tag in deletion.tags:
+            await view.tags.forget_revision(tag, deletion.digest)
+        if deletion.subject is not None:
+            await view.referrers.remove(deletion.subject, deletion.digest)
+        await view.blobs.forget(deletion.digest)
+        await view.blobs.revisions.delete(deletion.digest)
+        await view.blobs.forget(deletion.digest)
+
+    async def _sweep_blobs(self, unmarked: list[Digest]) -> None:
+        store = self.registry.blob_store
+        done = 0
+
+        async def sweep(digest: Digest) -> None:
+            nonlocal done
+            try:
+                size = (await store.stat(digest)).size
+            except BlobUnknown:
+                size = 0
+            self.emit(f"blob eligible for deletion: {digest}")
+            if not self.dry_run:
+                try:
+                    await store.delete(digest)
+                except BlobUnknown:
+                    return
+            self.report.blobs.append((digest, size))
+            done += 1
+            self.progress("deleting blobs" if not self.dry_run else "sizing blobs", done, total)
+
+        total = len(unmarked)
+        await _bounded(sweep(digest) for digest in unmarked)
+        self.report.blobs.sort(key=lambda item: str(item[0]))
+
+    async def _sweep_layer_links(self, repositories: dict[str, _Repository]) -> None:
+        for name, repository in repositories.items():
+            for digest in sorted(repository.layers, key=str):
+                if digest in self.marked:
+                    continue
+                self.emit(f"{name}: layer link eligible for deletion: {digest}")
+                self.report.layer_links.append((name, digest))
+                if not self.dry_run:
+                    try:
+                        await repository.view.blobs.unlink(digest)
+                    except (BlobUnknown, PathNotFound):
+                        continue
+
+
+def _by_name_digest(item: tuple[tuple[str, Digest], _Repository]) -> tuple[str, str]:
+    return item[0][0], str(item[0][1])
+
+
+async def _bounded(jobs: Iterable[Awaitable[None]]) -> None:
+    limit = asyncio.Semaphore(CONCURRENCY)
+
+    async def run(job: Awaitable[None]) -> None:
+        async with limit:
+            await job
+
+    await asyncio.gather(*(run(job) for job in jobs))

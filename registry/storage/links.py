@@ -1,0 +1,86 @@
+"""Links: small files holding a digest, by which a repository claims content.
+
+A layer link says the repository may read a blob; a revision link says it holds a
+manifest. Both are the same thing at two places (Distribution's ``linkPathFunc``): one
+class, given the path function of its kind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+from registry.storage import paths
+from registry.storage.driver.base import PathNotFound, StorageDriver
+from shared.digest import Digest, InvalidDigest, parse_digest
+
+LinkDirectory = Callable[[str, Digest], str]
+LinkRoot = Callable[[str], str]
+
+
+class Links:
+    """The links of one kind in one repository."""
+
+    def __init__(
+        self, name: str, driver: StorageDriver, root: LinkRoot, directory: LinkDirectory
+    ) -> None:
+        self.name = name
+        self.driver = driver
+        self._root = root  # <root>/<algorithm>/<hex>/link for every link of the kind
+        self._directory = directory
+
+    def _link(self, digest: Digest) -> str:
+        return f"{self._directory(self.name, digest)}/link"
+
+    async def exists(self, digest: Digest) -> bool:
+        try:
+            await self.driver.stat(self._link(digest))
+        except PathNotFound:
+            return False
+        return True
+
+    async def write(self, digest: Digest) -> None:
+        await self.driver.put_content(self._link(digest), str(digest).encode())
+
+    async def delete(self, digest: Digest) -> bool:
+        """Remove the link; False when there was none."""
+        try:
+            await self.driver.delete(self._directory(self.name, digest))
+        except PathNotFound:
+            return False
+        return True
+
+    async def all(self) -> AsyncIterator[Digest]:
+        """Every digest linked (in no particular order)."""
+        async for digest in digest_tree(self.driver, self._root(self.name), depth=0):
+            yield digest
+
+
+async def digest_tree(driver: StorageDriver, root: str, depth: int) -> AsyncIterator[Digest]:
+    """The digests of a ``<root>/<algorithm>/[<depth> fan-out levels>/]<hex>`` tree (links
+    have no fan-out level, the blob store one: ``<hex[:2]>``). Entries that are not
+    digests, such as a killed writer's temporary files, are passed over."""
+    for algorithm in await _children(driver, root):
+        levels = [f"{root}/{algorithm}"]
+        for _ in range(depth):
+            levels = [f"{d}/{c}" for d in levels for c in await _children(driver, d)]
+        for directory in levels:
+            for encoded in await _children(driver, directory):
+                try:
+                    yield parse_digest(f"{algorithm}:{encoded}")
+                except InvalidDigest:
+                    continue
+
+
+async def _children(driver: StorageDriver, directory: str) -> list[str]:
+    try:
+        return await driver.list_dir(directory)
+    except PathNotFound:
+        return []
+
+
+def layer_links(name: str, driver: StorageDriver) -> Links:
+    return Links(name, driver, paths.layers_dir, paths.layer_link_dir)
+
+
+def revision_links(name: str, driver: StorageDriver) -> Links:
+    return Links(name, driver, paths.revisions_dir, paths.revision_link_dir)

@@ -1,0 +1,75 @@
+"""Storage built from configuration: the one module outside ``registry.storage`` that
+knows its drivers and caches. Everything else gets a ready ``Registry``.
+
+Each backend is an entry of an explicit table (no import-time registration), and
+storage itself never reads ``registry.config``: settings are handed over here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from registry.config import RegistryConfig
+from registry.storage.cache.base import BlobDescriptorCache
+from registry.storage.cache.memory import MemoryBlobDescriptorCache
+from registry.storage.driver.base import StorageDriver
+from registry.storage.driver.filesystem import FilesystemDriver
+from registry.storage.driver.inmemory import InMemoryDriver
+from registry.storage.manifests import ForeignURLPolicy
+from registry.storage.registry import Registry
+
+
+def _filesystem(config: RegistryConfig) -> StorageDriver:
+    settings = config.storage.filesystem
+    assert settings is not None
+    return FilesystemDriver(settings.rootdirectory, max_threads=min(settings.maxthreads, 64))
+
+
+def _inmemory(config: RegistryConfig) -> StorageDriver:
+    return InMemoryDriver()
+
+
+def _s3(config: RegistryConfig) -> StorageDriver:
+    # Imported when configured: aioboto3 alone takes most of a second to import.
+    from registry.storage.driver.s3 import S3Driver
+
+    settings = config.storage.s3
+    assert settings is not None
+    return S3Driver(settings, redirect=config.storage.redirect.active)
+
+
+DRIVERS: dict[str, Callable[[RegistryConfig], StorageDriver]] = {
+    "filesystem": _filesystem,
+    "inmemory": _inmemory,
+    "s3": _s3,
+}
+
+
+def create_driver(config: RegistryConfig) -> StorageDriver:
+    try:
+        factory = DRIVERS[config.storage.driver_name]
+    except KeyError:
+        raise ValueError(
+            f"storage driver {config.storage.driver_name!r} is not supported yet"
+        ) from None
+    return factory(config)
+
+
+def create_blob_descriptor_cache(config: RegistryConfig) -> BlobDescriptorCache | None:
+    """``storage.cache.blobdescriptor``; None when no cache is configured."""
+    kind = config.storage.cache.blob_descriptor_cache
+    if kind == "inmemory":
+        return MemoryBlobDescriptorCache(config.storage.cache.blobdescriptorsize)
+    if kind == "redis":
+        from registry.redis_client import redis_client
+        from registry.storage.cache.redis import RedisBlobDescriptorCache
+
+        return RedisBlobDescriptorCache(redis_client(config.redis))
+    return None
+
+
+def create_storage(config: RegistryConfig) -> Registry:
+    """The storage facade over the configured driver, without its cache (see
+    ``create_blob_descriptor_cache``: the app opens and closes it separately)."""
+    urls = config.validation.manifests.urls
+    return Registry(create_driver(config), ForeignURLPolicy.from_patterns(urls.allow, urls.deny))
