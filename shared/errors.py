@@ -25,8 +25,10 @@ BLOB_UNKNOWN = ErrorCode("BLOB_UNKNOWN", "blob unknown to registry", 404)
 BLOB_UPLOAD_INVALID = ErrorCode("BLOB_UPLOAD_INVALID", "blob upload invalid", 400)
 BLOB_UPLOAD_UNKNOWN = ErrorCode("BLOB_UPLOAD_UNKNOWN", "blob upload unknown to registry", 404)
 DIGEST_INVALID = ErrorCode("DIGEST_INVALID", "provided digest did not match uploaded content", 400)
+# 400, not the 404 of the spec's table: the request (the manifest) is what is wrong, and
+# Distribution, zot and Docker Hub all answer 400, which is what clients expect.
 MANIFEST_BLOB_UNKNOWN = ErrorCode(
-    "MANIFEST_BLOB_UNKNOWN", "manifest references a manifest or blob unknown to registry", 404
+    "MANIFEST_BLOB_UNKNOWN", "manifest references a manifest or blob unknown to registry", 400
 )
 MANIFEST_INVALID = ErrorCode("MANIFEST_INVALID", "manifest invalid", 400)
 MANIFEST_UNKNOWN = ErrorCode("MANIFEST_UNKNOWN", "manifest unknown to registry", 404)
