@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import shutil
 import stat
@@ -25,6 +26,10 @@ T = TypeVar("T")
 READ_CHUNK = 1024 * 1024
 INLINE_READ_LIMIT = 64 * 1024
 INLINE_LIST_LIMIT = 16 * 1024  # bytes of directory: a few hundred entries
+# A write and a delete of the same directory tree may overlap (a tag pushed while it is
+# deleted); the one that loses the race retries this many times.
+RACE_ATTEMPTS = 20
+_RACE_ERRNOS = frozenset({errno.ENOENT, errno.ENOTEMPTY, errno.EISDIR, errno.ENOTDIR, None})
 
 
 class FilesystemDriver(StorageDriver):
@@ -68,7 +73,7 @@ class FilesystemDriver(StorageDriver):
                 with contextlib.suppress(FileNotFoundError):
                     temporary.unlink()
 
-        await self._run(write)
+        await self._run(lambda: _despite_concurrent_deletes(write))
 
     async def reader(self, path: str, offset: int = 0) -> AsyncIterator[bytes]:
         full = self._full(path)
@@ -116,24 +121,20 @@ class FilesystemDriver(StorageDriver):
 
         def move() -> None:
             dst.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(src, dst)
+            try:
+                os.replace(src, dst)
+            except FileNotFoundError:
+                if not os.path.lexists(src):
+                    raise PathNotFound(source) from None
+                raise  # the destination's directory vanished: tried again
 
-        try:
-            await self._run(move)
-        except FileNotFoundError:
-            raise PathNotFound(source) from None
+        await self._run(lambda: _despite_concurrent_deletes(move))
 
     async def delete(self, path: str) -> None:
         full = self._full(path)
 
-        def delete() -> None:
-            if full.is_dir() and not full.is_symlink():
-                shutil.rmtree(full)
-            else:
-                full.unlink()
-
         try:
-            await self._run(delete)
+            await self._run(lambda: _delete(full))
         except (FileNotFoundError, NotADirectoryError):
             raise PathNotFound(path) from None
 
@@ -142,6 +143,49 @@ class FilesystemDriver(StorageDriver):
 
     async def close(self) -> None:
         self._pool.shutdown(wait=True)
+
+
+def _despite_concurrent_deletes(operation: Callable[[], None]) -> None:
+    """Run ``operation``, which creates its parent directories and then writes there,
+    again when a concurrent delete removed a directory in between (FileNotFoundError, or
+    FileExistsError from ``mkdir(exist_ok=True)`` seeing one vanish): the write then
+    simply happens after the delete, as if the two had not overlapped."""
+    for attempt in range(1, RACE_ATTEMPTS + 1):
+        try:
+            operation()
+            return
+        except PathNotFound:
+            raise  # what the operation itself reports missing: no race to retry
+        except (FileNotFoundError, FileExistsError):
+            if attempt == RACE_ATTEMPTS:
+                raise
+
+
+def _delete(full: Path) -> None:
+    """Delete a file or a whole tree, even while a concurrent write adds entries to it
+    (rmdir fails with ENOTEMPTY), removes some (FileNotFoundError mid-walk) or turns a
+    missing path into a directory (EISDIR): tried again, the delete happens after that
+    write. FileNotFoundError only when nothing was there; gone meanwhile is success."""
+    for attempt in range(1, RACE_ATTEMPTS + 1):
+        was_tree = full.is_dir() and not full.is_symlink()
+        try:
+            if was_tree:
+                shutil.rmtree(full)
+            else:
+                full.unlink()
+            return
+        except OSError as error:
+            if not os.path.lexists(full):
+                if was_tree or attempt > 1:
+                    return  # it was there: a concurrent delete finished the job
+                # Missing at the start (perhaps briefly created and removed meanwhile).
+                raise FileNotFoundError(
+                    errno.ENOENT, os.strerror(errno.ENOENT), str(full)
+                ) from None
+            # errno None: rmtree's own "Cannot call rmtree on a symbolic link", raised
+            # when the directory was replaced between its lstat and its open.
+            if error.errno not in _RACE_ERRNOS or attempt == RACE_ATTEMPTS:
+                raise
 
 
 class _FilesystemWriter(FileWriter):
