@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from registry.storage.driver.base import StorageFull
+from registry.storage.errors import InsufficientStorage
 from shared import errors
 from shared.errors import ErrorCode, RegistryError, error_body
 
@@ -40,6 +42,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         code = _HTTP_STATUS_CODES.get(http_error.status, errors.UNKNOWN)
         return render_error(RegistryError(code, http_error.reason, status=http_error.status))
+    except StorageFull as full:
+        # The operator must learn it from the log too; the path is the driver's, no secret.
+        log.error("%s %s failed: %s", request.method, request.rel_url.path, full)
+        return render_error(InsufficientStorage())
     except (ConnectionResetError, TimeoutError):
         raise
     except Exception:

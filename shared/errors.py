@@ -46,6 +46,12 @@ PAGINATION_NUMBER_INVALID = ErrorCode(
 RANGE_INVALID = ErrorCode("RANGE_INVALID", "invalid content range", 416)
 TAG_INVALID = ErrorCode("TAG_INVALID", "manifest tag did not match URI", 400)
 UNAVAILABLE = ErrorCode("UNAVAILABLE", "service unavailable", 503)
+# portside's own: Distribution has no code for a full disk and answers 500 UNKNOWN, which
+# tells nobody what to fix. 507 Insufficient Storage is HTTP's status for exactly this
+# (MinIO answers it too); clients print the message, which says what happened.
+STORAGE_FULL = ErrorCode(
+    "STORAGE_FULL", "the registry's storage is full: no space left to store this", 507
+)
 UNKNOWN = ErrorCode("UNKNOWN", "unknown error", 500)
 METHOD_UNKNOWN = ErrorCode("METHOD_UNKNOWN", "the method is not allowed for this resource", 405)
 SIZE_TOO_LARGE = ErrorCode("SIZE_INVALID", "request body too large", 413)

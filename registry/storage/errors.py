@@ -67,3 +67,10 @@ class ManifestBlobUnknown(RegistryError):
 class NameUnknown(RegistryError):
     def __init__(self, name: str) -> None:
         super().__init__(errors.NAME_UNKNOWN, detail={"name": name})
+
+
+class InsufficientStorage(RegistryError):
+    """What a client is told when the driver found no space for a write (StorageFull)."""
+
+    def __init__(self) -> None:
+        super().__init__(errors.STORAGE_FULL)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import contextlib
 from collections import OrderedDict
 
 from registry.storage import paths
@@ -52,12 +53,33 @@ class Tags:
             raise ManifestUnknown(tag) from None
 
     async def tag(self, tag: str, digest: Digest) -> None:
-        # The index entry first: a tag never points at a revision its index lacks.
-        await self.driver.put_content(
-            paths.tag_index_link(self.name, tag, digest), str(digest).encode()
-        )
-        await self.driver.put_content(paths.tag_current_link(self.name, tag), str(digest).encode())
-        self.cache.forget(self.name)
+        """Point ``tag`` at ``digest``; on failure (a full disk) nothing of it is left: a
+        new tag's directory would otherwise be listed while it resolves to nothing."""
+        index_link = paths.tag_index_link(self.name, tag, digest)
+        tag_is_new = not await self._exists(paths.tag_current_link(self.name, tag))
+        entry_is_new = tag_is_new or not await self._exists(index_link)
+        try:
+            # The index entry first: a tag never points at a revision its index lacks.
+            await self.driver.put_content(index_link, str(digest).encode())
+            await self.driver.put_content(
+                paths.tag_current_link(self.name, tag), str(digest).encode()
+            )
+        except BaseException:
+            # The current link is replaced atomically: an old tag still has its old one.
+            undo = paths.tag_dir(self.name, tag) if tag_is_new else index_link.rsplit("/", 1)[0]
+            if entry_is_new:
+                with contextlib.suppress(OSError):  # best effort: report the first error
+                    await self.driver.delete(undo)
+            raise
+        finally:
+            self.cache.forget(self.name)
+
+    async def _exists(self, path: str) -> bool:
+        try:
+            await self.driver.stat(path)
+        except PathNotFound:
+            return False
+        return True
 
     async def untag(self, tag: str) -> None:
         self.cache.forget(self.name)

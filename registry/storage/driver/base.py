@@ -21,6 +21,14 @@ class PathNotFound(FileNotFoundError):
         self.path = path
 
 
+class StorageFull(OSError):
+    """The backend has no space left for a write (ENOSPC, or EDQUOT: a quota)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"no space left in storage for {path}")
+        self.path = path
+
+
 @dataclass(frozen=True, slots=True)
 class FileInfo:
     path: str

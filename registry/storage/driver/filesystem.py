@@ -15,12 +15,18 @@ import os
 import shutil
 import stat
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
-from registry.storage.driver.base import FileInfo, FileWriter, PathNotFound, StorageDriver
+from registry.storage.driver.base import (
+    FileInfo,
+    FileWriter,
+    PathNotFound,
+    StorageDriver,
+    StorageFull,
+)
 
 T = TypeVar("T")
 READ_CHUNK = 1024 * 1024
@@ -73,7 +79,8 @@ class FilesystemDriver(StorageDriver):
                 with contextlib.suppress(FileNotFoundError):
                     temporary.unlink()
 
-        await self._run(lambda: _despite_concurrent_deletes(write))
+        with _no_space_is_storage_full(path):
+            await self._run(lambda: _despite_concurrent_deletes(write))
 
     async def reader(self, path: str, offset: int = 0) -> AsyncIterator[bytes]:
         full = self._full(path)
@@ -93,9 +100,10 @@ class FilesystemDriver(StorageDriver):
 
         # Opened (and closed) inline: if the request is cancelled, a handle opened in a
         # thread could be lost on its way back and leak.
-        full.parent.mkdir(parents=True, exist_ok=True)
-        handle = full.open("ab" if append else "wb")
-        return _FilesystemWriter(self, handle, handle.tell())
+        with _no_space_is_storage_full(path):
+            full.parent.mkdir(parents=True, exist_ok=True)
+            handle = full.open("ab" if append else "wb")
+        return _FilesystemWriter(self, path, handle, handle.tell())
 
     async def stat(self, path: str) -> FileInfo:
         full = self._full(path)
@@ -128,7 +136,8 @@ class FilesystemDriver(StorageDriver):
                     raise PathNotFound(source) from None
                 raise  # the destination's directory vanished: tried again
 
-        await self._run(lambda: _despite_concurrent_deletes(move))
+        with _no_space_is_storage_full(destination):
+            await self._run(lambda: _despite_concurrent_deletes(move))
 
     async def delete(self, path: str) -> None:
         full = self._full(path)
@@ -143,6 +152,17 @@ class FilesystemDriver(StorageDriver):
 
     async def close(self) -> None:
         self._pool.shutdown(wait=True)
+
+
+@contextlib.contextmanager
+def _no_space_is_storage_full(path: str) -> Iterator[None]:
+    """The driver error StorageFull for a write that found no space (or a quota)."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StorageFull(path) from None
+        raise
 
 
 def _despite_concurrent_deletes(operation: Callable[[], None]) -> None:
@@ -189,8 +209,9 @@ def _delete(full: Path) -> None:
 
 
 class _FilesystemWriter(FileWriter):
-    def __init__(self, driver: FilesystemDriver, handle: BinaryIO, size: int) -> None:
+    def __init__(self, driver: FilesystemDriver, path: str, handle: BinaryIO, size: int) -> None:
         self._driver = driver
+        self._path = path
         self._handle = handle
         self._size = size
 
@@ -200,10 +221,12 @@ class _FilesystemWriter(FileWriter):
 
     async def write(self, data: bytes) -> None:
         handle = self._handle
-        await self._driver._run(lambda: handle.write(data))
+        with _no_space_is_storage_full(self._path):
+            await self._driver._run(lambda: handle.write(data))
         self._size += len(data)
 
     async def close(self) -> None:
         # Pieces of a megabyte bypass the write buffer, so closing flushes at most a small
         # tail and releases the descriptor: done inline, there is nothing to cancel.
-        self._handle.close()
+        with _no_space_is_storage_full(self._path):
+            self._handle.close()
