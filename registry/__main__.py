@@ -12,6 +12,8 @@ from registry.auth.factory import create_access_controller
 from registry.config import load_config, unsupported_settings
 from registry.htpasswd_command import htpasswd_main
 from registry.server import serve
+from registry.storage.driver.base import StorageUnwritable
+from registry.storage.driver.factory import check_storage
 from registry.tls import TLSSetupError, tls_context
 from shared.config import ConfigError
 from shared.token import TokenError
@@ -76,6 +78,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         tls_context(config)
     except TLSSetupError as error:
         print(f"registry: configuration error in http.tls: {error}", file=sys.stderr)
+        return 2
+    try:
+        # An unwritable root would serve pulls of nothing and fail every push later.
+        check_storage(config)
+    except StorageUnwritable as error:
+        print(f"registry: storage.filesystem.rootdirectory: {error}", file=sys.stderr)
         return 2
     if config.http.tls.letsencrypt.cachefile and args.workers > 1:
         # Only one process can answer the ACME challenges and own the cachefile.

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import os
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from tests.registry.helpers import Blob
 from tests.registry.test_api_errors import manifest
 from tests.support.oci import OCI_MANIFEST
 from tests.support.portside_servers import ServerProcess, free_port
-from tests.support.tools import unavailable
+from tests.support.tmpfs import mounted_tmpfs
 
 PAGE = 4096
 NAME = "full/disk"
@@ -29,21 +28,8 @@ NAME = "full/disk"
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 4 MiB tmpfs mounted in tmp, always unmounted at the end."""
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        unavailable(f"cannot mount a tmpfs here (needs root): {mounted.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "disk", "size=4m") as mount_point:
         yield mount_point
-    finally:
-        if subprocess.run(["umount", str(mount_point)], check=False).returncode != 0:
-            subprocess.run(["umount", "-l", str(mount_point)], check=True)
 
 
 @pytest.fixture

@@ -29,6 +29,14 @@ class StorageFull(OSError):
         self.path = path
 
 
+class StorageUnwritable(OSError):
+    """The storage takes no writes at all: a read-only root, or one that cannot be made."""
+
+    def __init__(self, location: str, reason: str) -> None:
+        super().__init__(f"cannot write to {location}: {reason}")
+        self.location = location
+
+
 @dataclass(frozen=True, slots=True)
 class FileInfo:
     path: str

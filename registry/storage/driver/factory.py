@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from registry.config import RegistryConfig
 from registry.storage.driver.base import StorageDriver
-from registry.storage.driver.filesystem import FilesystemDriver
+from registry.storage.driver.filesystem import FilesystemDriver, check_writable_root
 from registry.storage.driver.inmemory import InMemoryDriver
 from registry.storage.driver.s3 import S3Driver
 
@@ -42,3 +42,13 @@ def create_driver(config: RegistryConfig) -> StorageDriver:
             f"storage driver {config.storage.driver_name!r} is not supported yet"
         ) from None
     return factory(config)
+
+
+def check_storage(config: RegistryConfig) -> None:
+    """Raise StorageUnwritable when the configured storage cannot take writes, before
+    the registry starts (filesystem driver; a read-only registry is not checked)."""
+    settings = config.storage.filesystem
+    if config.storage.maintenance.readonly.enabled:
+        return
+    if config.storage.driver_name == "filesystem" and settings is not None:
+        check_writable_root(settings.rootdirectory)

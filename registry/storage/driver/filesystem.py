@@ -26,6 +26,7 @@ from registry.storage.driver.base import (
     PathNotFound,
     StorageDriver,
     StorageFull,
+    StorageUnwritable,
 )
 
 T = TypeVar("T")
@@ -152,6 +153,20 @@ class FilesystemDriver(StorageDriver):
 
     async def close(self) -> None:
         self._pool.shutdown(wait=True)
+
+
+def check_writable_root(root: str | os.PathLike[str]) -> None:
+    """Create ``root`` if it is missing and write (and remove) a file in it, so a registry
+    that could not store anything refuses to start instead of failing every push later.
+    Raises StorageUnwritable naming the directory."""
+    directory = Path(root)
+    probe = directory / f".write-check-{uuid.uuid4().hex}"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise StorageUnwritable(str(directory), error.strerror or str(error)) from None
 
 
 @contextlib.contextmanager
