@@ -14,7 +14,9 @@ from registry.config import load_config, unsupported_settings
 from registry.gc_command import garbage_collect
 from registry.htpasswd_command import htpasswd_main
 from registry.server import serve
+from registry.storage.errors import StorageUnwritable
 from registry.tls import TLSSetupError, tls_context
+from registry.wiring import check_storage
 from shared.config import ConfigError
 from shared.token import TokenError
 
@@ -105,6 +107,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         tls_context(config)
     except TLSSetupError as error:
         print(f"registry: configuration error in http.tls: {error}", file=sys.stderr)
+        return 2
+    try:
+        # An unwritable root would serve pulls of nothing and fail every push later.
+        check_storage(config)
+    except StorageUnwritable as error:
+        print(f"registry: storage.filesystem.rootdirectory: {error}", file=sys.stderr)
         return 2
     if config.http.tls.letsencrypt.cachefile and args.workers > 1:
         # Only one process can answer the ACME challenges and own the cachefile.

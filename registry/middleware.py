@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from registry.storage.errors import DriverError, StorageError
+from registry.storage.errors import DriverError, StorageError, StorageFull
 from registry.storage_errors import registry_error
 from shared import errors
 from shared.errors import ErrorCode, RegistryError, error_body
@@ -42,6 +42,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if mapped is None:
             log.exception("storage failed in %s %s", request.method, request.rel_url.path)
             mapped = RegistryError(errors.UNKNOWN)
+        elif isinstance(error, StorageFull):
+            # The operator must learn it from the log too; the path is the driver's.
+            log.error("%s %s failed: %s", request.method, request.rel_url.path, error)
         return render_error(mapped)
     except web.HTTPException as http_error:
         if http_error.status < 400:

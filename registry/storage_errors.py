@@ -4,7 +4,7 @@ place where storage meets the error table, used by the error middleware."""
 from __future__ import annotations
 
 from registry.storage import errors as storage
-from registry.storage.errors import DriverError, SizeInvalid, StorageUnavailable
+from registry.storage.errors import DriverError, SizeInvalid, StorageFull, StorageUnavailable
 from shared import errors
 from shared.errors import ErrorCode, RegistryError
 
@@ -20,6 +20,7 @@ _CODES: dict[type[Exception], ErrorCode] = {
     storage.NameUnknown: errors.NAME_UNKNOWN,
     SizeInvalid: errors.SIZE_INVALID,
     StorageUnavailable: errors.UNAVAILABLE,
+    StorageFull: errors.STORAGE_FULL,
 }
 
 
@@ -37,4 +38,6 @@ def registry_error(error: storage.StorageError | DriverError) -> RegistryError |
         headers["Retry-After"] = "5"
     if isinstance(error, storage.StorageError):
         return RegistryError(code, error.message, error.detail, headers=headers)
+    if isinstance(error, StorageFull):  # the driver's path is for the log, not the client
+        return RegistryError(code, headers=headers)
     return RegistryError(code, str(error) or None, headers=headers)

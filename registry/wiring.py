@@ -13,7 +13,7 @@ from registry.config import RegistryConfig
 from registry.storage.cache.base import BlobDescriptorCache
 from registry.storage.cache.memory import MemoryBlobDescriptorCache
 from registry.storage.driver.base import StorageDriver
-from registry.storage.driver.filesystem import FilesystemDriver
+from registry.storage.driver.filesystem import FilesystemDriver, check_writable_root
 from registry.storage.driver.inmemory import InMemoryDriver
 from registry.storage.manifests import ForeignURLPolicy
 from registry.storage.registry import Registry
@@ -53,6 +53,16 @@ def create_driver(config: RegistryConfig) -> StorageDriver:
             f"storage driver {config.storage.driver_name!r} is not supported yet"
         ) from None
     return factory(config)
+
+
+def check_storage(config: RegistryConfig) -> None:
+    """Raise StorageUnwritable when the configured storage cannot take writes, before
+    the registry starts (filesystem driver; a read-only registry is not checked)."""
+    settings = config.storage.filesystem
+    if config.storage.maintenance.readonly.enabled:
+        return
+    if config.storage.driver_name == "filesystem" and settings is not None:
+        check_writable_root(settings.rootdirectory)
 
 
 def create_blob_descriptor_cache(config: RegistryConfig) -> BlobDescriptorCache | None:

@@ -25,8 +25,10 @@ BLOB_UNKNOWN = ErrorCode("BLOB_UNKNOWN", "blob unknown to registry", 404)
 BLOB_UPLOAD_INVALID = ErrorCode("BLOB_UPLOAD_INVALID", "blob upload invalid", 400)
 BLOB_UPLOAD_UNKNOWN = ErrorCode("BLOB_UPLOAD_UNKNOWN", "blob upload unknown to registry", 404)
 DIGEST_INVALID = ErrorCode("DIGEST_INVALID", "provided digest did not match uploaded content", 400)
+# 400, not the 404 of the spec's table: the request (the manifest) is what is wrong, and
+# Distribution, zot and Docker Hub all answer 400, which is what clients expect.
 MANIFEST_BLOB_UNKNOWN = ErrorCode(
-    "MANIFEST_BLOB_UNKNOWN", "manifest references a manifest or blob unknown to registry", 404
+    "MANIFEST_BLOB_UNKNOWN", "manifest references a manifest or blob unknown to registry", 400
 )
 MANIFEST_INVALID = ErrorCode("MANIFEST_INVALID", "manifest invalid", 400)
 MANIFEST_UNKNOWN = ErrorCode("MANIFEST_UNKNOWN", "manifest unknown to registry", 404)
@@ -44,6 +46,12 @@ PAGINATION_NUMBER_INVALID = ErrorCode(
 RANGE_INVALID = ErrorCode("RANGE_INVALID", "invalid content range", 416)
 TAG_INVALID = ErrorCode("TAG_INVALID", "manifest tag did not match URI", 400)
 UNAVAILABLE = ErrorCode("UNAVAILABLE", "service unavailable", 503)
+# portside's own: Distribution has no code for a full disk and answers 500 UNKNOWN, which
+# tells nobody what to fix. 507 Insufficient Storage is HTTP's status for exactly this
+# (MinIO answers it too); clients print the message, which says what happened.
+STORAGE_FULL = ErrorCode(
+    "STORAGE_FULL", "the registry's storage is full: no space left to store this", 507
+)
 UNKNOWN = ErrorCode("UNKNOWN", "unknown error", 500)
 METHOD_UNKNOWN = ErrorCode("METHOD_UNKNOWN", "the method is not allowed for this resource", 405)
 SIZE_TOO_LARGE = ErrorCode("SIZE_INVALID", "request body too large", 413)

@@ -13,7 +13,9 @@ from registry.storage.driver.base import (
     DriverError,
     PathNotFound,
     SizeInvalid,
+    StorageFull,
     StorageUnavailable,
+    StorageUnwritable,
 )
 from shared.digest import Digest
 
@@ -29,7 +31,9 @@ __all__ = [
     "PathNotFound",
     "SizeInvalid",
     "StorageError",
+    "StorageFull",
     "StorageUnavailable",
+    "StorageUnwritable",
     "UploadInvalid",
     "UploadUnknown",
     "range_header",

@@ -16,6 +16,11 @@ from shared.digest import Digest, InvalidDigest, parse_digest
 
 MAX_MANIFEST_SIZE = 4 * 1024 * 1024
 MAX_REFERENCES = 10_000
+# Real manifests nest arrays and objects 5 or 6 deep; the bound keeps a hostile body far
+# from the JSON decoder's recursion limit (5,000 levels used to raise RecursionError).
+MAX_NESTING = 100
+_OPENERS_CLOSERS = bytes.maketrans(b"{}", b"[]")
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
 # Layers that by design live elsewhere (Windows base layers): fetched from their urls.
 FOREIGN_LAYER_TYPES = frozenset(
     {
@@ -49,10 +54,39 @@ class ParsedManifest:
     annotations: dict[str, str] = field(default_factory=dict)
 
 
+def nests_deeper_than(body: bytes, limit: int) -> bool:
+    """Whether the arrays and objects of the JSON ``body`` nest deeper than ``limit``.
+
+    Found without recursion, in C-speed passes: strings are dropped (their brackets do
+    not count), every bracket becomes ``[``/``]``, and each pass removes the innermost
+    ``[]`` pairs, one level at a time. Openers never closed count too: the decoder
+    descends into them before it finds the body truncated.
+    """
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False  # too few brackets to nest that deep: the common case, at once
+    # Without escaped backslashes and quotes, every quote left opens or closes a string.
+    unescaped = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    outside_strings = b"".join(unescaped.split(b'"')[::2])
+    brackets = outside_strings.translate(_OPENERS_CLOSERS, _NOT_BRACKETS)
+    for _ in range(limit):
+        inner = brackets.replace(b"[]", b"")
+        if inner == brackets:
+            break
+        brackets = inner
+    return b"[]" in brackets or brackets.count(b"[") > limit
+
+
+def _load_json(body: bytes) -> Any:
+    """``json.loads`` with the nesting bounded: too deep is a ValueError like bad JSON."""
+    if nests_deeper_than(body, MAX_NESTING):
+        raise ValueError(f"arrays and objects nested more than {MAX_NESTING} levels deep")
+    return json.loads(body)
+
+
 def media_type_of(body: bytes) -> str:
     """The media type a stored manifest declares (or its shape implies)."""
     try:
-        document = json.loads(body)
+        document = _load_json(body)
     except ValueError:
         return mediatypes.OCI_MANIFEST
     return _declared_or_implied_type(document) if isinstance(document, dict) else ""
@@ -72,7 +106,7 @@ def _declared_or_implied_type(document: dict[str, Any]) -> str:
 def parse_manifest(body: bytes, content_type: str | None) -> ParsedManifest:
     """Validate ``body`` as a manifest; ``content_type`` is the request's header."""
     try:
-        document = json.loads(body)
+        document = _load_json(body)
     except (ValueError, UnicodeDecodeError) as error:
         raise ManifestInvalid(f"manifest is not valid JSON: {error}") from None
     if not isinstance(document, dict):

@@ -4,6 +4,7 @@ validated against the blobs and manifests the repository holds."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from registry.storage.blobs import BlobStore, LinkedBlobs
 from registry.storage.errors import (
     BlobUnknown,
     DigestMismatch,
+    DriverError,
     ManifestBlobUnknown,
     ManifestInvalid,
     ManifestUnknown,
@@ -133,16 +135,34 @@ class Manifests:
             raise DigestMismatch(reference, str(digest))
         parsed = parse_manifest(body, content_type)
         await self._check_references(parsed)
-        await self.store.put(digest, body)
-        await self.blobs.revisions.write(digest)
-        if parsed.subject is not None:
-            await self.referrers.add(
-                parsed.subject.digest, digest, _referrer_descriptor(digest, body, parsed)
-            )
-        if isinstance(reference, str):
-            await self.tags.tag(reference, digest)
+        revision_is_new = not await self.blobs.revisions.exists(digest)
+        try:
+            # The content is shared by digest and may serve another repository already:
+            # it stays even if this request fails (garbage collection reclaims it).
+            await self.store.put(digest, body)
+            await self.blobs.revisions.write(digest)
+            if parsed.subject is not None:
+                await self.referrers.add(
+                    parsed.subject.digest, digest, _referrer_descriptor(digest, body, parsed)
+                )
+            # The tag last, once the revision it names is in place; it undoes itself.
+            if isinstance(reference, str):
+                await self.tags.tag(reference, digest)
+        except BaseException:
+            # A failed push (a full disk) leaves no revision that was not there before.
+            if revision_is_new:
+                await self._forget_revision(digest, parsed)
+            raise
         self.cache.put(digest, parsed.media_type, body)
         return StoredManifest(digest, parsed.media_type, body), parsed
+
+    async def _forget_revision(self, digest: Digest, parsed: ParsedManifest) -> None:
+        # Best effort: the request's own error is the one to report, not the undo's.
+        with contextlib.suppress(OSError, DriverError):
+            if parsed.subject is not None:
+                await self.referrers.remove(parsed.subject.digest, digest)
+            await self.blobs.revisions.delete(digest)
+        await self.blobs.forget(digest)
 
     async def _check_references(self, parsed: ParsedManifest) -> None:
         async def check_blob(digest: Digest) -> None:

@@ -7,7 +7,7 @@ import contextlib
 from collections import OrderedDict
 
 from registry.storage import paths
-from registry.storage.driver.base import PathNotFound, StorageDriver
+from registry.storage.driver.base import DriverError, PathNotFound, StorageDriver
 from registry.storage.errors import ManifestUnknown, NameUnknown
 from registry.storage.links import digest_tree
 from shared.digest import Digest, InvalidDigest, parse_digest
@@ -54,12 +54,37 @@ class Tags:
             raise ManifestUnknown(tag) from None
 
     async def tag(self, tag: str, digest: Digest) -> None:
-        # The index entry first: a tag never points at a revision its index lacks.
-        await self.driver.put_content(
-            paths.tag_index_link(self.name, tag, digest), str(digest).encode()
-        )
-        await self.driver.put_content(paths.tag_current_link(self.name, tag), str(digest).encode())
-        self.cache.forget(self.name)
+        """Point ``tag`` at ``digest``; on failure (a full disk) nothing of it is left: a
+        new tag's directory would otherwise be listed while it resolves to nothing."""
+        index_link = paths.tag_index_link(self.name, tag, digest)
+        tag_is_new = not await self._exists(paths.tag_current_link(self.name, tag))
+        entry_is_new = tag_is_new or not await self._exists(index_link)
+        try:
+            # The index entry first: a tag never points at a revision its index lacks.
+            await self.driver.put_content(index_link, str(digest).encode())
+            await self.driver.put_content(
+                paths.tag_current_link(self.name, tag), str(digest).encode()
+            )
+        except BaseException:
+            # The current link is replaced atomically: an old tag still has its old one.
+            if tag_is_new:
+                undo = paths.tag_dir(self.name, tag)
+            else:
+                undo = paths.tag_index_entry(self.name, tag, digest)
+            if entry_is_new:
+                # Best effort: the request's own error is the one to report.
+                with contextlib.suppress(OSError, DriverError):
+                    await self.driver.delete(undo)
+            raise
+        finally:
+            self.cache.forget(self.name)
+
+    async def _exists(self, path: str) -> bool:
+        try:
+            await self.driver.stat(path)
+        except PathNotFound:
+            return False
+        return True
 
     async def untag(self, tag: str) -> None:
         self.cache.forget(self.name)

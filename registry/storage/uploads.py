@@ -21,7 +21,7 @@ from typing import Any
 
 from registry.storage import paths
 from registry.storage.blobs import BlobDescriptor, BlobStore, LinkedBlobs
-from registry.storage.driver.base import FileWriter, PathNotFound, StorageDriver
+from registry.storage.driver.base import FileWriter, PathNotFound, StorageDriver, StorageFull
 from registry.storage.errors import ChunkOutOfOrder, DigestMismatch, UploadInvalid, UploadUnknown
 from shared.digest import Digest, Hasher, new_hasher
 
@@ -98,11 +98,12 @@ class Uploads:
     async def start(self) -> UploadStatus:
         upload_id = str(uuid.uuid4())
         now = time.time()
-        await self.driver.put_content(
-            paths.upload_started_at(self.name, upload_id), repr(now).encode()
-        )
-        writer = await self.driver.writer(paths.upload_data(self.name, upload_id))
-        await writer.close()
+        async with self._removed_when_storage_is_full(upload_id):
+            await self.driver.put_content(
+                paths.upload_started_at(self.name, upload_id), repr(now).encode()
+            )
+            writer = await self.driver.writer(paths.upload_data(self.name, upload_id))
+            await writer.close()
         self.hashes.keep((self.name, upload_id), 0, new_hasher(DEFAULT_ALGORITHM))
         return UploadStatus(upload_id, 0, now)
 
@@ -129,7 +130,7 @@ class Uploads:
     ) -> UploadStatus:
         """Append a chunk. ``start`` (from Content-Range) must be where the upload ends;
         ``length``, when declared, must equal the bytes that arrive."""
-        async with self._lock(upload_id):
+        async with self._lock(upload_id), self._removed_when_storage_is_full(upload_id):
             current = await self.status(upload_id)
             if start is not None and start != current.size:
                 raise ChunkOutOfOrder(current.size, start)
@@ -162,7 +163,7 @@ class Uploads:
         """Append the last chunk, verify the digest, and make the blob visible."""
         if body is not None:
             await self.append(upload_id, body, start, length)
-        async with self._lock(upload_id):
+        async with self._lock(upload_id), self._removed_when_storage_is_full(upload_id):
             status = await self.status(upload_id)
             data_path = paths.upload_data(self.name, upload_id)
             actual = await self._digest_of(upload_id, status.size, digest.algorithm)
@@ -188,6 +189,17 @@ class Uploads:
         async with self._lock(upload_id):
             await self.status(upload_id)
             await self._remove(upload_id)
+
+    @contextlib.asynccontextmanager
+    async def _removed_when_storage_is_full(self, upload_id: str) -> AsyncIterator[None]:
+        """An upload the storage has no room for is deleted at once, its partial data
+        with it, instead of holding the space until the purge days later. (An upload
+        broken off by the client stays, to be resumed.)"""
+        try:
+            yield
+        except StorageFull:
+            await self._remove(upload_id)
+            raise
 
     async def _remove(self, upload_id: str) -> None:
         self.hashes.forget((self.name, upload_id))

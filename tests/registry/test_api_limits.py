@@ -1,7 +1,7 @@
 """The API's limits and edges beyond the conformance suite (issue 2): repository-name
 grammar and the 255-character bound, ``Location`` behind a proxy and relative URLs, tag and
 catalog pagination with ``Link`` and the bound on ``n``, deletes when disabled, blob
-headers and ``Range`` reads, sha512 digests."""
+headers and ``Range`` reads, sha512 digests, the nesting depth of a manifest."""
 
 from __future__ import annotations
 
@@ -16,7 +16,16 @@ from tests.registry.helpers import (
     relative,
     send,
 )
-from tests.registry.test_api_errors import DATA, GOOD, NAME, manifest, pushed, seed, sha512
+from tests.registry.test_api_errors import (
+    DATA,
+    GOOD,
+    NAME,
+    assert_serving,
+    manifest,
+    pushed,
+    seed,
+    sha512,
+)
 
 
 @pytest.fixture
@@ -170,3 +179,30 @@ async def test_sha512_digests(registry: RegistryClient) -> None:
     )
     assert_error(wrong, 400, "DIGEST_INVALID")
     assert (await send(registry, "HEAD", f"/v2/{NAME}/blobs/{sha512(b'x')}")).status == 404
+
+
+@pytest.mark.parametrize(
+    "deep",
+    [
+        b"[" * 5000 + b"]" * 5000,  # an array 5,000 levels deep in an unknown field
+        b'{"a":' * 5000 + b"{}" + b"}" * 5000,  # objects
+        b"[" * 5000,  # never closed: the decoder would still descend into every level
+    ],
+)
+async def test_a_manifest_nested_too_deep_is_invalid(seeded: RegistryClient, deep: bytes) -> None:
+    body = manifest(Blob(b"{}"), GOOD)
+    body = body[:-1] + b', "x-deep": ' + deep + b"}"
+    reply = await put_manifest(seeded, NAME, "deep", body)
+    assert_error(reply, 400, "MANIFEST_INVALID")
+    assert "nested" in reply.json()["errors"][0]["message"], reply
+    assert (await send(seeded, "GET", f"/v2/{NAME}/manifests/deep")).status == 404
+    await assert_serving(seeded)
+
+
+async def test_a_manifest_nested_within_the_bound_is_kept(seeded: RegistryClient) -> None:
+    # 100 levels in all (the document itself is the first): the bound, not below it.
+    deep = '"quoted [[[ brackets \\" do not count"'.join(["[" * 98, "]" * 98])
+    body = manifest(Blob(b"{}"), GOOD)[:-1] + b', "x-deep": {"a": ' + deep.encode() + b"}}"
+    reply = await put_manifest(seeded, NAME, "deep", body)
+    assert reply.status == 201, reply
+    assert (await send(seeded, "GET", f"/v2/{NAME}/manifests/deep")).body == body

@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 
 from tests.registry.test_config import STOCK_REGISTRY_2
+from tests.support.tmpfs import mounted_tmpfs
 from tests.support.tools import free_port
 
 # registry:2's stock config, on a tmp root and a free loopback port.
@@ -182,6 +183,49 @@ async def test_unusable_auth_stops_start_up(
     assert process.returncode == 2, stderr
     assert expected in stderr
     assert b"Traceback" not in stderr
+
+
+async def refused_start(root: Path) -> bytes:
+    """Start ``registry serve`` on ``root``; it must exit 2 at once. Its stderr."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "registry",
+        "serve",
+        env=clean_environ(
+            REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=str(root),
+            REGISTRY_HTTP_ADDR=f"127.0.0.1:{free_port()}",
+        ),
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        _, stderr = await asyncio.wait_for(process.communicate(), 20)
+    finally:
+        if process.returncode is None:  # it started serving: stop it, the test fails
+            process.kill()
+            await process.wait()
+    assert process.returncode == 2, stderr
+    assert b"Traceback" not in stderr
+    return stderr
+
+
+async def test_a_read_only_storage_root_stops_start_up_naming_it(tmp_path: Path) -> None:
+    # A read-only mount refuses writes to root as well (file modes would not).
+    with mounted_tmpfs(tmp_path / "ro", "ro,size=1m") as root:
+        stderr = await refused_start(root)
+    assert f"cannot write to {root}: Read-only file system".encode() in stderr, stderr
+
+
+async def test_a_storage_root_that_cannot_be_created_stops_start_up(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a directory")
+    root = tmp_path / "a-file" / "registry"
+    stderr = await refused_start(root)
+    assert f"cannot write to {root}: Not a directory".encode() in stderr, stderr
+
+
+async def test_a_missing_storage_root_is_created(server: RunningRegistry, tmp_path: Path) -> None:
+    # The stock config's root did not exist before start-up: it is made, and works.
+    assert (tmp_path / "data").is_dir()
 
 
 def children_of(pid: int) -> list[int]:

@@ -37,6 +37,22 @@ class SizeInvalid(DriverError):
     """The content is larger than the backend can store (e.g. S3's 10,000 parts)."""
 
 
+class StorageFull(DriverError):
+    """The backend has no space left for a write (ENOSPC, or EDQUOT: a quota)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"no space left in storage for {path}")
+        self.path = path
+
+
+class StorageUnwritable(DriverError):
+    """The storage takes no writes at all: a read-only root, or one that cannot be made."""
+
+    def __init__(self, location: str, reason: str) -> None:
+        super().__init__(f"cannot write to {location}: {reason}")
+        self.location = location
+
+
 @dataclass(frozen=True, slots=True)
 class FileInfo:
     path: str

@@ -10,21 +10,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import shutil
 import stat
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
-from registry.storage.driver.base import FileInfo, FileWriter, PathNotFound, StorageDriver
+from registry.storage.driver.base import (
+    FileInfo,
+    FileWriter,
+    PathNotFound,
+    StorageDriver,
+    StorageFull,
+    StorageUnwritable,
+)
 
 T = TypeVar("T")
 READ_CHUNK = 1024 * 1024
 INLINE_READ_LIMIT = 64 * 1024
 INLINE_LIST_LIMIT = 16 * 1024  # bytes of directory: a few hundred entries
+# A write and a delete of the same directory tree may overlap (a tag pushed while it is
+# deleted); the one that loses the race retries this many times.
+RACE_ATTEMPTS = 20
+_RACE_ERRNOS = frozenset({errno.ENOENT, errno.ENOTEMPTY, errno.EISDIR, errno.ENOTDIR, None})
 
 
 class FilesystemDriver(StorageDriver):
@@ -68,7 +80,8 @@ class FilesystemDriver(StorageDriver):
                 with contextlib.suppress(FileNotFoundError):
                     temporary.unlink()
 
-        await self._run(write)
+        with _no_space_is_storage_full(path):
+            await self._run(lambda: _despite_concurrent_deletes(write))
 
     async def reader(self, path: str, offset: int = 0) -> AsyncIterator[bytes]:
         full = self._full(path)
@@ -88,9 +101,10 @@ class FilesystemDriver(StorageDriver):
 
         # Opened (and closed) inline: if the request is cancelled, a handle opened in a
         # thread could be lost on its way back and leak.
-        full.parent.mkdir(parents=True, exist_ok=True)
-        handle = full.open("ab" if append else "wb")
-        return _FilesystemWriter(self, handle, handle.tell())
+        with _no_space_is_storage_full(path):
+            full.parent.mkdir(parents=True, exist_ok=True)
+            handle = full.open("ab" if append else "wb")
+        return _FilesystemWriter(self, path, handle, handle.tell())
 
     async def stat(self, path: str) -> FileInfo:
         full = self._full(path)
@@ -116,24 +130,21 @@ class FilesystemDriver(StorageDriver):
 
         def move() -> None:
             dst.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(src, dst)
+            try:
+                os.replace(src, dst)
+            except FileNotFoundError:
+                if not os.path.lexists(src):
+                    raise PathNotFound(source) from None
+                raise  # the destination's directory vanished: tried again
 
-        try:
-            await self._run(move)
-        except FileNotFoundError:
-            raise PathNotFound(source) from None
+        with _no_space_is_storage_full(destination):
+            await self._run(lambda: _despite_concurrent_deletes(move))
 
     async def delete(self, path: str) -> None:
         full = self._full(path)
 
-        def delete() -> None:
-            if full.is_dir() and not full.is_symlink():
-                shutil.rmtree(full)
-            else:
-                full.unlink()
-
         try:
-            await self._run(delete)
+            await self._run(lambda: _delete(full))
         except (FileNotFoundError, NotADirectoryError):
             raise PathNotFound(path) from None
 
@@ -144,9 +155,78 @@ class FilesystemDriver(StorageDriver):
         self._pool.shutdown(wait=True)
 
 
+def check_writable_root(root: str | os.PathLike[str]) -> None:
+    """Create ``root`` if it is missing and write (and remove) a file in it, so a registry
+    that could not store anything refuses to start instead of failing every push later.
+    Raises StorageUnwritable naming the directory."""
+    directory = Path(root)
+    probe = directory / f".write-check-{uuid.uuid4().hex}"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise StorageUnwritable(str(directory), error.strerror or str(error)) from None
+
+
+@contextlib.contextmanager
+def _no_space_is_storage_full(path: str) -> Iterator[None]:
+    """The driver error StorageFull for a write that found no space (or a quota)."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StorageFull(path) from None
+        raise
+
+
+def _despite_concurrent_deletes(operation: Callable[[], None]) -> None:
+    """Run ``operation``, which creates its parent directories and then writes there,
+    again when a concurrent delete removed a directory in between (FileNotFoundError, or
+    FileExistsError from ``mkdir(exist_ok=True)`` seeing one vanish): the write then
+    simply happens after the delete, as if the two had not overlapped."""
+    for attempt in range(1, RACE_ATTEMPTS + 1):
+        try:
+            operation()
+            return
+        except PathNotFound:
+            raise  # what the operation itself reports missing: no race to retry
+        except (FileNotFoundError, FileExistsError):
+            if attempt == RACE_ATTEMPTS:
+                raise
+
+
+def _delete(full: Path) -> None:
+    """Delete a file or a whole tree, even while a concurrent write adds entries to it
+    (rmdir fails with ENOTEMPTY), removes some (FileNotFoundError mid-walk) or turns a
+    missing path into a directory (EISDIR): tried again, the delete happens after that
+    write. FileNotFoundError only when nothing was there; gone meanwhile is success."""
+    for attempt in range(1, RACE_ATTEMPTS + 1):
+        was_tree = full.is_dir() and not full.is_symlink()
+        try:
+            if was_tree:
+                shutil.rmtree(full)
+            else:
+                full.unlink()
+            return
+        except OSError as error:
+            if not os.path.lexists(full):
+                if was_tree or attempt > 1:
+                    return  # it was there: a concurrent delete finished the job
+                # Missing at the start (perhaps briefly created and removed meanwhile).
+                raise FileNotFoundError(
+                    errno.ENOENT, os.strerror(errno.ENOENT), str(full)
+                ) from None
+            # errno None: rmtree's own "Cannot call rmtree on a symbolic link", raised
+            # when the directory was replaced between its lstat and its open.
+            if error.errno not in _RACE_ERRNOS or attempt == RACE_ATTEMPTS:
+                raise
+
+
 class _FilesystemWriter(FileWriter):
-    def __init__(self, driver: FilesystemDriver, handle: BinaryIO, size: int) -> None:
+    def __init__(self, driver: FilesystemDriver, path: str, handle: BinaryIO, size: int) -> None:
         self._driver = driver
+        self._path = path
         self._handle = handle
         self._size = size
 
@@ -156,10 +236,12 @@ class _FilesystemWriter(FileWriter):
 
     async def write(self, data: bytes) -> None:
         handle = self._handle
-        await self._driver._run(lambda: handle.write(data))
+        with _no_space_is_storage_full(self._path):
+            await self._driver._run(lambda: handle.write(data))
         self._size += len(data)
 
     async def close(self) -> None:
         # Pieces of a megabyte bypass the write buffer, so closing flushes at most a small
         # tail and releases the descriptor: done inline, there is nothing to cancel.
-        self._handle.close()
+        with _no_space_is_storage_full(self._path):
+            self._handle.close()
