@@ -28,6 +28,7 @@ from registry.config_backends import (
 )
 from shared import config as _config
 from shared.config import VARIANT, ConfigError, InvalidSetting, OneOf, meta
+from shared.ratelimit import RateLimitConfig
 
 __all__ = [
     "MIB",
@@ -331,6 +332,7 @@ TOKEN_SIGNING_ALGORITHMS = (
 class HtpasswdAuthConfig:
     realm: str = ""
     path: str = ""
+    ratelimit: RateLimitConfig = field(default_factory=RateLimitConfig)  # portside's own
 
     def __post_init__(self) -> None:
         _require(self, "realm", "path")

@@ -9,7 +9,11 @@ class Authenticator(Protocol):
     """Checks credentials and says whether an account still exists as it did."""
 
     async def authenticate(self, user: str, password: str) -> bool:
-        """Whether ``password`` is ``user``'s current password."""
+        """Whether ``password`` is ``user``'s current password.
+
+        May raise ``shared.credentials.VerifierBusy`` when it cannot check now; a refusal
+        must take as long whether or not the user exists.
+        """
         ...
 
     def credential_id(self, user: str) -> str | None:
