@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from shared.config import InvalidSetting, meta
+from shared.htpasswd import MAX_USERNAME_LENGTH
 
 
 def _positive(value: int) -> int:
@@ -147,7 +148,9 @@ class LoginLimits:
             return Attempt([])
         places = [(self.address, client_key(ip))]
         if account is not None:
-            places.append((self.account, f"account:{account}"))
+            # Keys stay small whatever a client sends: no users file holds a longer name,
+            # so names that differ only past it may share a bucket.
+            places.append((self.account, f"account:{account[: MAX_USERNAME_LENGTH + 1]}"))
         wait = max(limiter.retry_after(key) for limiter, key in places)
         if wait:
             raise Throttled(wait)

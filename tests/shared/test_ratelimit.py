@@ -42,6 +42,14 @@ def test_attempts_take_their_place_before_the_check() -> None:
         limits.attempt("alice", "192.0.2.3")
 
 
+def test_account_keys_are_bounded() -> None:
+    """A registry login may carry a user name of kilobytes: its bucket key stays small."""
+    limits = LoginLimits(RateLimitConfig(accountfailures=1, ipfailures=100))
+    limits.attempt("a" * 256 + "x" * 10_000, "192.0.2.1")
+    with pytest.raises(Throttled):
+        limits.attempt("a" * 256 + "y" * 10_000, "192.0.2.2")
+
+
 def test_disabled_limits_take_nothing() -> None:
     limits = LoginLimits(RateLimitConfig(enabled=False, accountfailures=1))
     for _ in range(10):
