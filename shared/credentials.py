@@ -31,6 +31,7 @@ from shared.htpasswd import (
     check_password,
     dummy_hash,
 )
+from shared.ratelimit import Admission
 from shared.refusal_timing import RefusalTimer
 from shared.verified_credentials import VerifiedCredentials
 
@@ -92,19 +93,30 @@ class HtpasswdAuthenticator:
     def _file_of(self, user: str) -> HtpasswdFile | None:
         return next((users for users in self.files if user in users), None)
 
-    async def authenticate(self, user: str, password: str) -> bool:
-        """Whether ``password`` is ``user``'s; raises :class:`VerifierBusy` when no check
-        slot is free (nothing was checked). A refusal takes as long as the costliest check."""
+    async def authenticate(
+        self, user: str, password: str, admission: Admission | None = None
+    ) -> bool:
+        """Whether ``password`` is ``user``'s. A refusal takes as long as the costliest check.
+
+        With an ``admission``, an empty bucket raises ``Throttled`` before anything (even a
+        remembered password) is looked at, and a place is taken only when a new bcrypt
+        check starts, given back if it succeeds. Raises :class:`VerifierBusy` (nothing
+        checked, no place kept) when no check slot is free.
+        """
         started = time.monotonic()
+        admission = admission or Admission([])
+        admission.check()
         self.refresh()
         mac = self.cache.mac(user, password)
         if (user, mac) in self.cache:
             return True
         version = self.cache.version
         task = self._inflight.get(mac)
+        attempt = None
         if task is None:
             if self._running >= self.max_checks:
                 raise VerifierBusy
+            attempt = admission.take()
             self._running += 1
             # A task of its own: a client hanging up must not cancel the others' answer.
             loop = asyncio.get_running_loop()
@@ -115,6 +127,8 @@ class HtpasswdAuthenticator:
             task.add_done_callback(lambda done: self._finished(mac, done))
         check = await asyncio.shield(task)
         if check.ok:
+            if attempt is not None:
+                attempt.give_back()
             self.cache.add(user, mac, version)
             return True
         # The cache cannot shortcut a refusal: a remembered user with a wrong password went

@@ -8,7 +8,10 @@ roam) and hands out :class:`Attempt` reservations.
 An attempt takes its place in every bucket *before* the password is checked and gives it
 back only when the login succeeds (or is never checked), so no number of concurrent
 requests can get more than ``capacity`` wrong passwords checked per key: the check and the
-charge happen together, with no ``await`` between them.
+charge happen together, with no ``await`` between them. A place is taken per password
+check, not per request: requests that join a check already running for the same user and
+password (``shared.credentials``) guess nothing new and take none, so a client sending the
+right password in many parallel requests is not refused.
 """
 
 from __future__ import annotations
@@ -133,6 +136,28 @@ class Attempt:
             limiter.give_back(key)
 
 
+class Admission:
+    """The buckets one login is counted in: :meth:`check` before anything (a remembered
+    password included), :meth:`take` when a password check is about to start."""
+
+    def __init__(self, places: list[tuple[FailureLimiter, str]]) -> None:
+        self.places = places
+
+    def check(self) -> None:
+        """Raise :class:`Throttled` if any of the buckets is empty."""
+        wait = max((limiter.retry_after(key) for limiter, key in self.places), default=0)
+        if wait:
+            raise Throttled(wait)
+
+    def take(self) -> Attempt:
+        """Check, then take a place in every bucket (no await between: nothing can
+        slip in)."""
+        self.check()
+        for limiter, key in self.places:
+            limiter.take(key)
+        return Attempt(list(self.places))
+
+
 class LoginLimits:
     """The account and address buckets of one service, as configured."""
 
@@ -141,22 +166,21 @@ class LoginLimits:
         self.account = FailureLimiter(config.accountfailures, config.window)
         self.address = FailureLimiter(config.ipfailures, config.window)
 
-    def attempt(self, account: str | None, ip: str | None) -> Attempt:
-        """Take a place for a login by ``account`` (None: not a login by name, e.g. a
-        refresh token) from ``ip``; raise :class:`Throttled` if any bucket is empty."""
+    def admission(self, account: str | None, ip: str | None) -> Admission:
+        """The buckets of a login by ``account`` (None: not by name, e.g. a refresh
+        token) from ``ip``; none when the limits are off."""
         if not self.enabled:
-            return Attempt([])
+            return Admission([])
         places = [(self.address, client_key(ip))]
         if account is not None:
             # Keys stay small whatever a client sends: no users file holds a longer name,
             # so names that differ only past it may share a bucket.
             places.append((self.account, f"account:{account[: MAX_USERNAME_LENGTH + 1]}"))
-        wait = max(limiter.retry_after(key) for limiter, key in places)
-        if wait:
-            raise Throttled(wait)
-        for limiter, key in places:
-            limiter.take(key)
-        return Attempt(places)
+        return Admission(places)
+
+    def attempt(self, account: str | None, ip: str | None) -> Attempt:
+        """Take a place at once: ``admission(account, ip).take()``."""
+        return self.admission(account, ip).take()
 
 
 def client_key(ip: str | None) -> str:

@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from shared.credentials import VerifierBusy
 from shared.errors import TOOMANYREQUESTS, UNAUTHORIZED, UNAVAILABLE
-from shared.ratelimit import Attempt, LoginLimits, Throttled
+from shared.ratelimit import LoginLimits, Throttled
 from shared.scope import Scope
 from shared.token import Claims, TokenSigner
 from tokenauth.acl import AclFile
@@ -71,28 +71,18 @@ class TokenIssuer:
             raise TokenAuthError(INVALID_REQUEST, "unknown service", oauth="invalid_request")
         return service
 
-    def _attempt(self, account: str | None, ip: str | None) -> Attempt:
-        """A place in the failure buckets, taken before anything is checked."""
-        try:
-            return self.limits.attempt(account, ip)
-        except Throttled as error:
-            raise TokenAuthError(
-                TOOMANYREQUESTS,
-                "too many failed logins; try again later",
-                oauth="invalid_grant",
-                headers={"Retry-After": str(error.retry_after)},
-            ) from None
-
     async def login(self, user: str, password: str, record: AuditRecord) -> str:
         """Check a user's password (rate-limited); the account name on success."""
         record.account = user
         if not user or len(user) > MAX_ACCOUNT_LENGTH:
             raise TokenAuthError(INVALID_REQUEST, "invalid user name", oauth="invalid_request")
-        attempt = self._attempt(user, record.ip)
         try:
-            ok = await self.authenticator.authenticate(user, password)
+            ok = await self.authenticator.authenticate(
+                user, password, self.limits.admission(user, record.ip)
+            )
+        except Throttled as error:
+            raise _throttled(error) from None
         except VerifierBusy:
-            attempt.give_back()  # nothing was checked
             raise TokenAuthError(
                 UNAVAILABLE,
                 "too many logins being checked; try again shortly",
@@ -101,12 +91,14 @@ class TokenIssuer:
             ) from None
         if not ok:
             raise self.unauthorized("invalid username or password")
-        attempt.give_back()
         return user
 
     def redeem(self, refresh_token: str, service: str, record: AuditRecord) -> str:
         """The account a refresh token stands for (failures count against the client)."""
-        attempt = self._attempt(None, record.ip)
+        try:
+            attempt = self.limits.attempt(None, record.ip)
+        except Throttled as error:
+            raise _throttled(error) from None
         try:
             user = self.refresh_tokens.redeem(refresh_token, service)
         except RefreshError as error:
@@ -153,6 +145,15 @@ class TokenIssuer:
         )
         record.jti = claims.jwt_id
         return Issued(self.signer.sign(claims), claims, lifetime)
+
+
+def _throttled(error: Throttled) -> TokenAuthError:
+    return TokenAuthError(
+        TOOMANYREQUESTS,
+        "too many failed logins; try again later",
+        oauth="invalid_grant",
+        headers={"Retry-After": str(error.retry_after)},
+    )
 
 
 def _address(ip: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

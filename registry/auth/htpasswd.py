@@ -56,18 +56,16 @@ class HtpasswdAccessController:
         if credentials is None:
             raise self._challenge()
         user, password = credentials
+        admission = self.limits.admission(user, request.remote)
         try:
-            attempt = self.limits.attempt(user, request.remote)
+            ok = await self.users.authenticate(user, password, admission)
         except Throttled as error:
             raise RegistryError(
                 errors.TOOMANYREQUESTS,
                 "too many failed logins; try again later",
                 headers={"Retry-After": str(error.retry_after)},
             ) from None
-        try:
-            ok = await self.users.authenticate(user, password)
         except VerifierBusy:
-            attempt.give_back()  # nothing was checked
             raise RegistryError(
                 errors.UNAVAILABLE,
                 "too many logins being checked; try again shortly",
@@ -75,7 +73,6 @@ class HtpasswdAccessController:
             ) from None
         if not ok:
             raise self._challenge()
-        attempt.give_back()
         return Grant(user, everything=True)
 
     def insufficient(self, request: web.Request, needed: Sequence[Scope]) -> Challenge:

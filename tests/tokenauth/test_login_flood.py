@@ -55,6 +55,18 @@ async def test_parallel_guesses_cannot_exceed_the_account_budget(
     assert status == 429
 
 
+async def test_parallel_logins_with_the_right_password_all_pass(
+    make_client: ClientFactory, setup: Setup
+) -> None:
+    """Parallel logins with the same credentials share one check and one place in the
+    buckets: more of them than the account budget all get a token."""
+    write_users(setup, {"alice": ("alice-pw", 10)})
+    client = await make_client()
+    logins = [("alice", "alice-pw")] * 20
+    answers = await parallel_logins(client.make_url("/auth"), logins, PARAMS)
+    assert [answer.status for answer in answers] == [200] * 20
+
+
 async def test_other_users_are_served_during_a_flood(setup: Setup, tmp_path: Path) -> None:
     """tokenauth in a process of its own, as deployed: the test's client work must not
     share the server's event loop, or it would be measured as the server's delay."""

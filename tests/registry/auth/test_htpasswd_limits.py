@@ -79,6 +79,18 @@ async def test_parallel_guesses_cannot_exceed_the_account_budget(
     assert set(statuses) <= {401, 429} and 1 <= statuses[401] <= 5, statuses
 
 
+async def test_parallel_requests_with_the_right_password_all_pass(
+    make_registry: ClientFactory, tmp_path: Path
+) -> None:
+    """A push sends many requests at once with the same Basic credentials: they share one
+    check and one place in the buckets, so more of them than the budget all pass."""
+    users = tmp_path / "htpasswd"
+    write_users(users, {"alice": ("alice-pw", 10)})
+    registry = await htpasswd_registry(make_registry, users)
+    answers = await parallel_logins(registry.make_url("/v2/"), [("alice", "alice-pw")] * 20)
+    assert [answer.status for answer in answers] == [200] * 20
+
+
 async def test_limits_can_be_turned_off(make_registry: ClientFactory, tmp_path: Path) -> None:
     users = tmp_path / "htpasswd"
     write_users(users, {"alice": ("alice-pw", 4)})
