@@ -32,6 +32,8 @@ def create_app(config: RegistryConfig, *, maintenance: bool = True) -> web.Appli
     app[UPLOAD_STATE] = UploadStateSigner.from_config(config)
     app.cleanup_ctx.append(_storage_context)
     app.cleanup_ctx.append(_cache_context)
+    if controller is not None:
+        app.on_cleanup.append(lambda _: controller.close())
     app.on_response_prepare.append(header_setter(config.http.headers))
     prefix = path_prefix(config)
     app.router.add_get("/", get_root)

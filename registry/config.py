@@ -21,6 +21,7 @@ from registry.config_backends import RedisConfig, listen_host_port
 from registry.storage.s3_settings import MIB, S3_MAX_PART, S3_MIN_PART, S3DriverConfig
 from shared import config as _config
 from shared.config import VARIANT, ConfigError, InvalidSetting, OneOf, between, meta
+from shared.ratelimit import RateLimitConfig
 
 __all__ = [
     "MIB",
@@ -324,6 +325,7 @@ TOKEN_SIGNING_ALGORITHMS = (
 class HtpasswdAuthConfig:
     realm: str = ""
     path: str = ""
+    ratelimit: RateLimitConfig = field(default_factory=RateLimitConfig)  # portside's own
 
     def __post_init__(self) -> None:
         _require(self, "realm", "path")

@@ -2,7 +2,12 @@
 verified-credentials memory in front.
 
 bcrypt runs in a worker thread so the event loop keeps serving; concurrent logins with the
-same credentials (a push asks for many tokens at once) share one bcrypt computation.
+same credentials (a push asks for many tokens at once) share one bcrypt computation. At
+most ``concurrent_checks`` computations run at once, in a thread pool of their own (upload
+hashing in the default pool never waits behind them): one more is refused at once with
+:class:`VerifierBusy` rather than queued, so a flood of guesses cannot make other users
+wait behind it. Refusals are padded to the time of the costliest hash present
+(``shared.refusal_timing``), so their timing does not tell whether a user exists.
 """
 
 from __future__ import annotations
@@ -10,12 +15,49 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import os
+import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from shared.htpasswd import HtpasswdFile
+from shared.htpasswd import (
+    DEFAULT_COST,
+    MAX_PASSWORD_BYTES,
+    HtpasswdFile,
+    bcrypt_cost,
+    check_password,
+    dummy_hash,
+)
+from shared.ratelimit import Admission
+from shared.refusal_timing import RefusalTimer
 from shared.verified_credentials import VerifiedCredentials
+
+
+class VerifierBusy(Exception):
+    """Every password-check slot is taken; the caller should answer 503 and retry soon."""
+
+
+def default_concurrent_checks() -> int:
+    """Twice the CPUs this process may use, at least 8: more than one account's failure
+    budget (5 by default), so one account's guesses never fill every slot, and few enough
+    that a check waits for the CPU only a few bcrypt times."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(8, 2 * cpus)
+
+
+@dataclass(frozen=True)
+class Check:
+    """The outcome of one bcrypt check, and its cost (None if bcrypt did not run: the
+    password was too long for it)."""
+
+    ok: bool
+    cost: int | None = None
 
 
 class HtpasswdAuthenticator:
@@ -27,45 +69,97 @@ class HtpasswdAuthenticator:
         *,
         cache_ttl: timedelta = timedelta(seconds=60),
         cache_entries: int = 10_000,
+        concurrent_checks: int = 0,
     ) -> None:
         self.files = [HtpasswdFile(path) for path in paths]
         self.cache = VerifiedCredentials(cache_ttl, cache_entries)
-        self._inflight: dict[bytes, asyncio.Future[bool]] = {}  # single flight per credential
+        self.max_checks = concurrent_checks or default_concurrent_checks()
+        self._pool = ThreadPoolExecutor(self.max_checks, thread_name_prefix="bcrypt")
+        self.timer = RefusalTimer()
+        self.max_cost = DEFAULT_COST
+        self._running = 0
+        self._inflight: dict[bytes, asyncio.Future[Check]] = {}  # single flight per credential
+        self.refresh()
 
     def refresh(self) -> None:
         """Re-read changed files and drop cached verifications if anything changed."""
         for users in self.files:
             users.reload_if_changed()
         self.cache.sync(tuple(users.generation for users in self.files))
+        costs = [users.max_cost for users in self.files if users.max_cost is not None]
+        self.max_cost = max(costs, default=DEFAULT_COST)
 
     def _file_of(self, user: str) -> HtpasswdFile | None:
         return next((users for users in self.files if user in users), None)
 
-    async def authenticate(self, user: str, password: str) -> bool:
+    async def authenticate(
+        self, user: str, password: str, admission: Admission | None = None
+    ) -> bool:
+        """Whether ``password`` is ``user``'s. A refusal takes as long as the costliest check.
+
+        With an ``admission``, an empty bucket raises ``Throttled`` before anything (even a
+        remembered password) is looked at, and a place is taken only when a new bcrypt
+        check starts, given back if it succeeds. Raises :class:`VerifierBusy` (nothing
+        checked, no place kept) when no check slot is free.
+        """
+        started = time.monotonic()
+        admission = admission or Admission([])
+        admission.check()
         self.refresh()
         mac = self.cache.mac(user, password)
         if (user, mac) in self.cache:
             return True
         version = self.cache.version
         task = self._inflight.get(mac)
+        attempt = None
         if task is None:
+            if self._running >= self.max_checks:
+                raise VerifierBusy
+            attempt = admission.take()
+            self._running += 1
             # A task of its own: a client hanging up must not cancel the others' answer.
-            task = asyncio.ensure_future(asyncio.to_thread(self._verify, user, password))
+            loop = asyncio.get_running_loop()
+            task = asyncio.ensure_future(
+                loop.run_in_executor(self._pool, self._verify, user, password)
+            )
             self._inflight[mac] = task
-            task.add_done_callback(lambda done: self._finished(mac, done))
-        ok = await asyncio.shield(task)
-        if ok:
+            submitted = time.monotonic()
+            task.add_done_callback(lambda done: self._finished(mac, done, submitted))
+        check = await asyncio.shield(task)
+        if check.ok:
+            if attempt is not None:
+                attempt.give_back()
             self.cache.add(user, mac, version)
-        return ok
+            return True
+        # The cache cannot shortcut a refusal: a remembered user with a wrong password went
+        # through bcrypt above and is padded here exactly like an unknown one.
+        await asyncio.sleep(self.timer.padding(self.max_cost, time.monotonic() - started))
+        return False
 
-    def _finished(self, mac: bytes, task: asyncio.Future[bool]) -> None:
+    def _finished(self, mac: bytes, task: asyncio.Future[Check], submitted: float) -> None:
+        self._running -= 1
         self._inflight.pop(mac, None)
-        if not task.cancelled():
-            task.exception()  # mark retrieved; awaiting callers still see it
+        if not task.cancelled() and task.exception() is None:  # marks the exception retrieved
+            check = task.result()
+            if check.cost is not None:
+                # As the event loop sees it, hand-over to the thread and back included:
+                # that is what a refusal without padding takes.
+                self.timer.record(check.cost, time.monotonic() - submitted)
 
-    def _verify(self, user: str, password: str) -> bool:
-        users = self._file_of(user) or (self.files[0] if self.files else None)
-        return users is not None and users.verify(user, password)
+    def _verify(self, user: str, password: str) -> Check:
+        """Check in a worker thread; an unknown user against a dummy at the highest cost."""
+        users = self._file_of(user)
+        hashed = users.hash_of(user) if users is not None else None
+        if hashed is None:
+            hashed = dummy_hash(self.max_cost)
+        if len(password.encode()) > MAX_PASSWORD_BYTES:
+            return Check(False)  # bcrypt would truncate it: refused (and padded) unchecked
+        ok = check_password(password, hashed)
+        return Check(ok and users is not None, bcrypt_cost(hashed))
+
+    def close(self) -> None:
+        """Stop the check threads (checks still running finish first)."""
+        self._pool.shutdown(wait=True)
 
     def credential_id(self, user: str) -> str | None:
         self.refresh()

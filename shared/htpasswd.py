@@ -2,7 +2,8 @@
 
 Only bcrypt (``$2y$``, ``$2b$``, ``$2a$``) is accepted: the other htpasswd formats (MD5
 ``$apr1$``, ``{SHA}``, ``crypt``, plain text) are too weak to guard a registry, so such a
-line is refused with a warning naming the file and line, and that user cannot log in.
+line is refused with a warning naming the file and line, and that user cannot log in. A
+bcrypt hash with a cost below 10 is accepted with a warning naming file, line and user.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ log = logging.getLogger(__name__)
 
 BCRYPT_PREFIXES = ("$2y$", "$2b$", "$2a$")
 DEFAULT_COST = 10
+MIN_SAFE_COST = 10  # below this a warning: Apache's ``htpasswd -B`` writes cost 5
 # bcrypt only reads 72 bytes; a longer password would be silently truncated, so refuse it.
 MAX_PASSWORD_BYTES = 72
 MAX_USERNAME_LENGTH = 255
@@ -31,6 +33,12 @@ class Htpasswd:
 
     users: dict[str, bytes] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    weak: list[str] = field(default_factory=list)  # usable entries with a low bcrypt cost
+
+    @property
+    def max_cost(self) -> int | None:
+        """The highest bcrypt cost of the users, None without users."""
+        return max(map(bcrypt_cost, self.users.values()), default=None)
 
 
 def parse_htpasswd(text: str, source: str = "htpasswd") -> Htpasswd:
@@ -60,7 +68,18 @@ def parse_htpasswd(text: str, source: str = "htpasswd") -> Htpasswd:
             result.problems.append(f"{where}: user {user!r} has a malformed bcrypt hash; refused")
         else:
             result.users[user] = hashed.encode()
+            cost = bcrypt_cost(result.users[user])
+            if cost < MIN_SAFE_COST:
+                result.weak.append(
+                    f"{where}: user {user!r} has bcrypt cost {cost}, below {MIN_SAFE_COST}: "
+                    f"cheap to guess offline (re-create it with 'htpasswd -B -C {DEFAULT_COST}')"
+                )
     return result
+
+
+def bcrypt_cost(hashed: bytes) -> int:
+    """The cost of a well-formed ``$2?$NN$...`` hash."""
+    return int(hashed[4:6])
 
 
 def check_password(password: str, hashed: bytes) -> bool:
@@ -99,6 +118,7 @@ class HtpasswdFile:
         self.generation = 0
         self._stamp: tuple[int, int, int] | None = None
         self._users: dict[str, bytes] = {}
+        self.max_cost: int | None = None  # the highest bcrypt cost in the file
         if not self.reload_if_changed():
             raise OSError(f"cannot read users file {self.path}")
 
@@ -118,9 +138,10 @@ class HtpasswdFile:
             log.error("users file %s unreadable, keeping previous contents: %s", self.path, error)
             return False
         parsed = parse_htpasswd(text, str(self.path))
-        for problem in parsed.problems:
+        for problem in parsed.problems + parsed.weak:
             log.warning("%s", problem)
         self._users, self._stamp = parsed.users, stamp
+        self.max_cost = parsed.max_cost
         self.generation += 1
         return True
 
@@ -132,18 +153,24 @@ class HtpasswdFile:
         return self._users.get(user)
 
     def verify(self, user: str, password: str) -> bool:
-        """Check a password; an unknown user costs the same bcrypt time as a known one."""
+        """Check a password; an unknown user costs a bcrypt at the file's highest cost."""
         hashed = self._users.get(user)
         if hashed is None:
-            check_password(password, _dummy_hash())
+            check_password(password, dummy_hash(self.max_cost or DEFAULT_COST))
             return False
         return check_password(password, hashed)
 
 
-_DUMMY: list[bytes] = []
+_DUMMIES: dict[int, bytes] = {}
 
 
-def _dummy_hash() -> bytes:
-    if not _DUMMY:
-        _DUMMY.append(bcrypt.hashpw(b"portside-dummy", bcrypt.gensalt(rounds=DEFAULT_COST)))
-    return _DUMMY[0]
+def dummy_hash(cost: int) -> bytes:
+    """A well-formed bcrypt hash at ``cost`` that no password matches.
+
+    A fresh salt and a made-up hash part (all zero bits: a password matches it with odds of
+    2**-184), so making it costs nothing whatever the cost, while checking it costs the same
+    as checking a real hash of that cost.
+    """
+    if cost not in _DUMMIES:
+        _DUMMIES[cost] = bcrypt.gensalt(rounds=cost) + b"." * 31
+    return _DUMMIES[cost]

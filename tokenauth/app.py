@@ -6,6 +6,8 @@ broken file stops the service before it listens, with a message naming the key o
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from shared.config import ConfigError
@@ -30,6 +32,7 @@ def create_app(config: TokenAuthConfig) -> web.Application:
             config.users,
             cache_ttl=config.credentialcache.ttl,
             cache_entries=config.credentialcache.maxentries,
+            concurrent_checks=config.ratelimit.concurrentchecks,
         )
     except OSError as error:
         raise ConfigError(f"users: {error}") from None
@@ -40,6 +43,7 @@ def create_app(config: TokenAuthConfig) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY)
     app[CONFIG] = config
     app[ISSUER] = TokenIssuer(config, signer, authenticator, acl)
+    app.on_cleanup.append(lambda _: asyncio.to_thread(authenticator.close))
     app.router.add_routes(
         [
             web.get(config.http.path, handlers.get_token, allow_head=False),

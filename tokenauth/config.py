@@ -15,6 +15,7 @@ from pathlib import Path
 
 from shared import config as _config
 from shared.config import ConfigError, InvalidSetting, meta
+from shared.ratelimit import RateLimitConfig
 
 __all__ = ["ConfigError", "TokenAuthConfig", "load_config", "split_address"]
 
@@ -82,19 +83,6 @@ class TokenConfig:
             raise InvalidSetting("lifetime", "must be between 60s and 24h")
         if self.refreshlifetime < self.lifetime:
             raise InvalidSetting("refreshlifetime", "must not be shorter than lifetime")
-
-
-@dataclass(frozen=True)
-class RateLimitConfig:
-    """Failed logins allowed per account and per client address within ``window``."""
-
-    accountfailures: int = field(default=5, metadata=meta(check=_positive))
-    ipfailures: int = field(default=20, metadata=meta(check=_positive))
-    window: timedelta = timedelta(minutes=5)
-
-    def __post_init__(self) -> None:
-        if self.window < timedelta(seconds=1):
-            raise InvalidSetting("window", "must be at least 1s")
 
 
 @dataclass(frozen=True)

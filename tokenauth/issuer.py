@@ -10,7 +10,9 @@ import ipaddress
 from dataclasses import dataclass
 from datetime import timedelta
 
-from shared.errors import TOOMANYREQUESTS, UNAUTHORIZED
+from shared.credentials import VerifierBusy
+from shared.errors import TOOMANYREQUESTS, UNAUTHORIZED, UNAVAILABLE
+from shared.ratelimit import LoginLimits, Throttled
 from shared.scope import Scope
 from shared.token import Claims, TokenSigner
 from tokenauth.acl import AclFile
@@ -18,7 +20,6 @@ from tokenauth.audit import AuditRecord
 from tokenauth.authn.base import Authenticator
 from tokenauth.config import TokenAuthConfig
 from tokenauth.errors import INVALID_REQUEST, TokenAuthError
-from tokenauth.ratelimit import FailureLimiter, client_key
 from tokenauth.refresh import RefreshError, RefreshTokens
 
 MAX_ACCOUNT_LENGTH = 255
@@ -53,9 +54,7 @@ class TokenIssuer:
         self.authenticator = authenticator
         self.acl = acl
         self.realm = config.http.realm
-        limits = config.ratelimit
-        self.account_limiter = FailureLimiter(limits.accountfailures, limits.window)
-        self.ip_limiter = FailureLimiter(limits.ipfailures, limits.window)
+        self.limits = LoginLimits(config.ratelimit)
         self.refresh_tokens = RefreshTokens(
             signer,
             issuer=config.token.issuer,
@@ -72,39 +71,39 @@ class TokenIssuer:
             raise TokenAuthError(INVALID_REQUEST, "unknown service", oauth="invalid_request")
         return service
 
-    def _throttle(self, keys: list[tuple[FailureLimiter, str]]) -> None:
-        wait = max(limiter.retry_after(key) for limiter, key in keys)
-        if wait:
-            raise TokenAuthError(
-                TOOMANYREQUESTS,
-                "too many failed logins; try again later",
-                oauth="invalid_grant",
-                headers={"Retry-After": str(wait)},
-            )
-
     async def login(self, user: str, password: str, record: AuditRecord) -> str:
         """Check a user's password (rate-limited); the account name on success."""
         record.account = user
         if not user or len(user) > MAX_ACCOUNT_LENGTH:
             raise TokenAuthError(INVALID_REQUEST, "invalid user name", oauth="invalid_request")
-        keys = [(self.account_limiter, f"account:{user}"), (self.ip_limiter, client_key(record.ip))]
-        self._throttle(keys)
-        if not await self.authenticator.authenticate(user, password):
-            for limiter, key in keys:
-                limiter.record_failure(key)
+        try:
+            ok = await self.authenticator.authenticate(
+                user, password, self.limits.admission(user, record.ip)
+            )
+        except Throttled as error:
+            raise _throttled(error) from None
+        except VerifierBusy:
+            raise TokenAuthError(
+                UNAVAILABLE,
+                "too many logins being checked; try again shortly",
+                oauth="temporarily_unavailable",
+                headers={"Retry-After": "1"},
+            ) from None
+        if not ok:
             raise self.unauthorized("invalid username or password")
-        self.account_limiter.reset(keys[0][1])
         return user
 
     def redeem(self, refresh_token: str, service: str, record: AuditRecord) -> str:
         """The account a refresh token stands for (failures count against the client)."""
-        key = client_key(record.ip)
-        self._throttle([(self.ip_limiter, key)])
+        try:
+            attempt = self.limits.attempt(None, record.ip)
+        except Throttled as error:
+            raise _throttled(error) from None
         try:
             user = self.refresh_tokens.redeem(refresh_token, service)
         except RefreshError as error:
-            self.ip_limiter.record_failure(key)
             raise self.unauthorized(f"invalid refresh token: {error}") from None
+        attempt.give_back()
         record.account = user
         return user
 
@@ -146,6 +145,15 @@ class TokenIssuer:
         )
         record.jti = claims.jwt_id
         return Issued(self.signer.sign(claims), claims, lifetime)
+
+
+def _throttled(error: Throttled) -> TokenAuthError:
+    return TokenAuthError(
+        TOOMANYREQUESTS,
+        "too many failed logins; try again later",
+        oauth="invalid_grant",
+        headers={"Retry-After": str(error.retry_after)},
+    )
 
 
 def _address(ip: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -2,11 +2,15 @@
 
 Anyone with a valid password may do everything; the file is re-read when it changes.
 bcrypt runs in a thread, and a short-lived memory of verified credentials (an HMAC, never
-the password) spares a ``docker push`` of many layers a bcrypt per request.
+the password) spares a ``docker push`` of many layers a bcrypt per request. Failed logins
+are limited per account and per client address like tokenauth's (``auth.htpasswd.ratelimit``,
+see docs/security.md): 429 with ``Retry-After`` once a budget is spent, 503 with
+``Retry-After`` when every password-check slot is busy.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 from collections.abc import Sequence
@@ -15,7 +19,10 @@ from aiohttp import web
 
 from registry.auth.base import Challenge, Grant
 from registry.config import HtpasswdAuthConfig
-from shared.credentials import HtpasswdAuthenticator
+from shared import errors
+from shared.credentials import HtpasswdAuthenticator, VerifierBusy
+from shared.errors import RegistryError
+from shared.ratelimit import LoginLimits, Throttled
 from shared.scope import Scope
 
 
@@ -36,19 +43,40 @@ class HtpasswdAccessController:
         if not config.path:
             raise ValueError("auth.htpasswd.path is required")
         self.realm = config.realm or "Registry Realm"
-        self.users = HtpasswdAuthenticator([config.path])
+        self.users = HtpasswdAuthenticator(
+            [config.path], concurrent_checks=config.ratelimit.concurrentchecks
+        )
+        self.limits = LoginLimits(config.ratelimit)
 
     def _challenge(self) -> Challenge:
         return Challenge(f'Basic realm="{self.realm}"')
 
     async def authorize(self, request: web.Request, needed: Sequence[Scope]) -> Grant:
         credentials = basic_credentials(request.headers.get("Authorization"))
-        if credentials is None or not await self.users.authenticate(*credentials):
+        if credentials is None:
             raise self._challenge()
-        return Grant(credentials[0], everything=True)
+        user, password = credentials
+        admission = self.limits.admission(user, request.remote)
+        try:
+            ok = await self.users.authenticate(user, password, admission)
+        except Throttled as error:
+            raise RegistryError(
+                errors.TOOMANYREQUESTS,
+                "too many failed logins; try again later",
+                headers={"Retry-After": str(error.retry_after)},
+            ) from None
+        except VerifierBusy:
+            raise RegistryError(
+                errors.UNAVAILABLE,
+                "too many logins being checked; try again shortly",
+                headers={"Retry-After": "1"},
+            ) from None
+        if not ok:
+            raise self._challenge()
+        return Grant(user, everything=True)
 
     def insufficient(self, request: web.Request, needed: Sequence[Scope]) -> Challenge:
         return self._challenge()
 
     async def close(self) -> None:
-        pass
+        await asyncio.to_thread(self.users.close)

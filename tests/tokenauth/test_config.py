@@ -54,6 +54,7 @@ def test_environment_overrides(setup: Setup) -> None:
         ({"TOKENAUTH_HTTP_PATH": "auth"}, "http.path"),
         ({"TOKENAUTH_HTTP_TLS_CERTIFICATE": "x.pem"}, "http.tls.key: must be set"),
         ({"TOKENAUTH_RATELIMIT_IPFAILURES": "0"}, "ratelimit.ipfailures"),
+        ({"TOKENAUTH_RATELIMIT_CONCURRENTCHECKS": "-1"}, "ratelimit.concurrentchecks"),
         ({"TOKENAUTH_LOGLEVEL": "chatty"}, "loglevel"),
         ({"TOKENAUTH_NOPE": "1"}, None),
     ],

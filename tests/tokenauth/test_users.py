@@ -41,6 +41,7 @@ async def test_several_users_files_first_one_decides(tmp_path: Path) -> None:
     assert not await users.authenticate("alice", "two")
     assert await users.authenticate("bob", "b")
     assert users.credential_id("bob") is not None and users.credential_id("carol") is None
+    users.close()
 
 
 async def test_repeat_logins_skip_bcrypt(tmp_path: Path) -> None:
@@ -58,6 +59,7 @@ async def test_repeat_logins_skip_bcrypt(tmp_path: Path) -> None:
     assert repeat < first, (first, repeat)
     assert not await users.authenticate("alice", "wrong")
     assert len(users.cache) == 1
+    users.close()
 
 
 def test_memory_holds_no_password() -> None:

@@ -1,0 +1,148 @@
+"""``auth: htpasswd`` limits failed logins per account and per address like tokenauth
+(429 with Retry-After), bounds the password checks running at once (503 with
+Retry-After), and refuses in the same time whether or not the user exists."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+from registry.config import load_config
+from shared.config import ConfigError
+from shared.htpasswd import format_htpasswd_line
+from tests.registry.conftest import ClientFactory, RegistryClient
+from tests.support.logins import basic, guesses, median_refusal, parallel_logins
+
+
+def write_users(path: Path, users: dict[str, tuple[str, int]]) -> None:
+    """``{user: (password, bcrypt cost)}`` as the users file."""
+    lines = [format_htpasswd_line(u, pw, cost=cost) for u, (pw, cost) in users.items()]
+    path.write_text("\n".join(lines) + "\n")
+
+
+async def htpasswd_registry(
+    make_registry: ClientFactory, users: Path, overrides: Mapping[str, str] | None = None
+) -> RegistryClient:
+    return await make_registry(
+        {
+            "REGISTRY_AUTH": "htpasswd",
+            "REGISTRY_AUTH_HTPASSWD_REALM": "Registry Realm",
+            "REGISTRY_AUTH_HTPASSWD_PATH": str(users),
+            **(overrides or {}),
+        }
+    )
+
+
+async def test_failed_logins_are_limited_per_account(
+    make_registry: ClientFactory, tmp_path: Path
+) -> None:
+    users = tmp_path / "htpasswd"
+    write_users(users, {"alice": ("alice-pw", 4), "bob": ("bob-pw", 4)})
+    registry = await htpasswd_registry(make_registry, users)
+    statuses = []
+    for user, password in guesses("alice", 50):
+        response = await registry.get("/v2/", headers=basic(user, password))
+        statuses.append(response.status)
+    assert statuses == [401] * 5 + [429] * 45  # before: 50 x 401
+    refused = await registry.get("/v2/", headers=basic("alice", "alice-pw"))
+    assert refused.status == 429  # the right password does not reveal itself either
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert (await refused.json())["errors"][0]["code"] == "TOOMANYREQUESTS"
+    assert (await registry.get("/v2/", headers=basic("bob", "bob-pw"))).status == 200
+
+
+async def test_failed_logins_are_limited_per_address(
+    make_registry: ClientFactory, tmp_path: Path
+) -> None:
+    users = tmp_path / "htpasswd"
+    write_users(users, {"bob": ("bob-pw", 4)})
+    overrides = {"REGISTRY_AUTH_HTPASSWD_RATELIMIT_IPFAILURES": "3"}
+    registry = await htpasswd_registry(make_registry, users, overrides)
+    for user in ("u1", "u2", "u3"):
+        assert (await registry.get("/v2/", headers=basic(user, "pw"))).status == 401
+    response = await registry.get("/v2/", headers=basic("bob", "bob-pw"))
+    assert response.status == 429 and int(response.headers["Retry-After"]) >= 1
+
+
+async def test_parallel_guesses_cannot_exceed_the_account_budget(
+    make_registry: ClientFactory, tmp_path: Path
+) -> None:
+    users = tmp_path / "htpasswd"
+    write_users(users, {"alice": ("alice-pw", 10)})
+    registry = await htpasswd_registry(make_registry, users)
+    answers = await parallel_logins(registry.make_url("/v2/"), guesses("alice", 100))
+    statuses = Counter(answer.status for answer in answers)
+    assert set(statuses) <= {401, 429} and 1 <= statuses[401] <= 5, statuses
+
+
+async def test_parallel_requests_with_the_right_password_all_pass(
+    make_registry: ClientFactory, tmp_path: Path
+) -> None:
+    """A push sends many requests at once with the same Basic credentials: they share one
+    check and one place in the buckets, so more of them than the budget all pass."""
+    users = tmp_path / "htpasswd"
+    write_users(users, {"alice": ("alice-pw", 10)})
+    registry = await htpasswd_registry(make_registry, users)
+    answers = await parallel_logins(registry.make_url("/v2/"), [("alice", "alice-pw")] * 20)
+    assert [answer.status for answer in answers] == [200] * 20
+
+
+async def test_limits_can_be_turned_off(make_registry: ClientFactory, tmp_path: Path) -> None:
+    users = tmp_path / "htpasswd"
+    write_users(users, {"alice": ("alice-pw", 4)})
+    overrides = {"REGISTRY_AUTH_HTPASSWD_RATELIMIT_ENABLED": "false"}
+    registry = await htpasswd_registry(make_registry, users, overrides)
+    for user, password in guesses("alice", 10):
+        assert (await registry.get("/v2/", headers=basic(user, password))).status == 401
+
+
+async def test_a_full_verifier_refuses_fast_with_503(
+    make_registry: ClientFactory, tmp_path: Path
+) -> None:
+    users = tmp_path / "htpasswd"
+    write_users(users, {"alice": ("alice-pw", 10)})
+    overrides = {"REGISTRY_AUTH_HTPASSWD_RATELIMIT_CONCURRENTCHECKS": "1"}
+    registry = await htpasswd_registry(make_registry, users, overrides)
+    logins = [(f"user{i}", "pw") for i in range(10)]
+    answers = await parallel_logins(registry.make_url("/v2/"), logins)
+    statuses = Counter(answer.status for answer in answers)
+    assert set(statuses) == {401, 503}, statuses
+    busy = next(answer for answer in answers if answer.status == 503)
+    assert busy.body["errors"][0]["code"] == "UNAVAILABLE"
+    assert busy.headers["Retry-After"] == "1"
+
+
+async def test_refusal_time_does_not_reveal_the_user(
+    make_registry: ClientFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    users = tmp_path / "htpasswd"
+    write_users(users, {"slow": ("slow-pw", 10), "fast": ("fast-pw", 5)})
+    overrides = {"REGISTRY_AUTH_HTPASSWD_RATELIMIT_ENABLED": "false"}
+    with caplog.at_level(logging.WARNING, logger="shared.htpasswd"):
+        registry = await htpasswd_registry(make_registry, users, overrides)
+    assert f"{users}:2: user 'fast' has bcrypt cost 5, below 10" in caplog.text
+    url = registry.make_url("/v2/")
+    assert (await registry.get("/v2/", headers=basic("fast", "fast-pw"))).status == 200
+    unknown = await median_refusal(url, ("nobody", "pw"), 8)
+    wrong = await median_refusal(url, ("fast", "pw"), 8)
+    # Before, a cost-5 user's refusal took a 13th of an unknown user's.
+    assert 0.5 < wrong / unknown < 2.0, (wrong, unknown)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("ACCOUNTFAILURES", "0"), ("WINDOW", "500ms"), ("CONCURRENTCHECKS", "-1")],
+)
+def test_bad_limits_name_their_key(tmp_path: Path, key: str, value: str) -> None:
+    environ = {
+        "REGISTRY_AUTH": "htpasswd",
+        "REGISTRY_AUTH_HTPASSWD_REALM": "Registry Realm",
+        "REGISTRY_AUTH_HTPASSWD_PATH": str(tmp_path / "htpasswd"),
+        f"REGISTRY_AUTH_HTPASSWD_RATELIMIT_{key}": value,
+    }
+    with pytest.raises(ConfigError, match=f"auth.htpasswd.ratelimit.{key.lower()}"):
+        load_config(None, environ)
