@@ -7,28 +7,27 @@ the password) spares a ``docker push`` of many layers a bcrypt per request.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Sequence
 
 from aiohttp import web
 
 from registry.auth.base import Challenge, Grant
 from registry.config import HtpasswdAuthConfig
+from shared.authorization import BasicCredentials, MalformedAuthorization, parse_authorization
 from shared.credentials import HtpasswdAuthenticator
 from shared.scope import Scope
 
 
 def basic_credentials(header: str | None) -> tuple[str, str] | None:
-    """(user, password) from an ``Authorization: Basic`` header, or None."""
-    if not header or header[:6].lower() != "basic ":
-        return None
+    """(user, password) from an ``Authorization: Basic`` header, or None for anything else
+    (no header, another scheme, a malformed value, an empty user name)."""
     try:
-        decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+        credentials = parse_authorization(header)
+    except MalformedAuthorization:
         return None
-    user, sep, password = decoded.partition(":")
-    return (user, password) if sep and user else None
+    if not isinstance(credentials, BasicCredentials) or not credentials.user:
+        return None
+    return credentials.user, credentials.password
 
 
 class HtpasswdAccessController:
