@@ -17,6 +17,7 @@ import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis.configuration import set_hypothesis_home_dir
 from jwt.algorithms import ECAlgorithm
 
 from shared.token import TokenSigner, libtrust_key_id
@@ -25,6 +26,14 @@ from tests.support.portside_servers import ServerProcess
 
 REFRESH_AUDIENCE = "tokenauth-refresh:" + ISSUER
 SECRET = "hunter2-do-not-echo"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _hypothesis_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """hypothesis caches to ./.hypothesis even without a database: keep it in tmp."""
+    set_hypothesis_home_dir(tmp_path_factory.mktemp("hypothesis-home"))
+    yield
+    set_hypothesis_home_dir(None)
 
 
 @pytest.fixture(scope="module")
