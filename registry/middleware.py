@@ -29,6 +29,8 @@ _HTTP_STATUS_CODES: dict[int, ErrorCode] = {
     413: errors.SIZE_TOO_LARGE,
     416: errors.RANGE_INVALID,
 }
+# The code of a request aiohttp's parser refuses (shared.http_server answers those).
+BAD_REQUEST = _HTTP_STATUS_CODES[400]
 
 
 @web.middleware

@@ -14,7 +14,9 @@ from aiohttp import web
 
 from registry.app import create_app
 from registry.config import RegistryConfig, listen_host_port
+from registry.middleware import BAD_REQUEST
 from registry.tls import letsencrypt_manager, tls_context, uses_tls
+from shared.http_server import QuietAppRunner
 
 log = logging.getLogger("registry")
 
@@ -39,8 +41,9 @@ async def run(
     maintenance: bool = True,
 ) -> None:
     app = create_app(config, maintenance=maintenance)
-    runner = web.AppRunner(
+    runner = QuietAppRunner(
         app,
+        error_code=BAD_REQUEST,
         access_log=None if config.log.accesslog.disabled else logging.getLogger("registry.access"),
         shutdown_timeout=config.http.draintimeout.total_seconds() or 5.0,
     )

@@ -389,15 +389,18 @@ class TokenVerifier:
         """The claims of a valid token; raises a :class:`TokenError` subclass otherwise."""
         if len(token) > MAX_TOKEN_LENGTH:
             raise MalformedToken("token too long")
+        if not token.isascii():  # a compact JWS is base64url and dots; this is not one
+            raise MalformedToken("not a JWT: non-ASCII characters")
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.DecodeError as error:
+        except jwt.PyJWTError as error:  # DecodeError, and InvalidTokenError for a bad kid
             raise MalformedToken(f"not a JWT: {error}") from None
         alg = header.get("alg")
+        # The messages name no header value: they are the client's, of any size and type.
         if not isinstance(alg, str) or alg not in self.algorithms:
-            raise BadAlgorithm(f"algorithm {alg!r} is not accepted")
+            raise BadAlgorithm("the token's algorithm is not accepted")
         if self.token_type is not None and header.get("typ") != self.token_type:
-            raise MalformedToken(f"token type {header.get('typ')!r} is not {self.token_type!r}")
+            raise MalformedToken(f"token type is not {self.token_type!r}")
         key = self._signing_key(header)
         _check_algorithm(alg, key)
         try:

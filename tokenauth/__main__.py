@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
+import signal
 import ssl
 import sys
 from collections.abc import Sequence
@@ -14,10 +16,12 @@ from pathlib import Path
 from aiohttp import web
 
 from shared.config import ConfigError
+from shared.http_server import QuietAppRunner
 from shared.tls import TLSSetupError, server_context
 from shared.token import PublicKey, libtrust_key_id, thumbprint
 from tokenauth.app import create_app
 from tokenauth.config import TokenAuthConfig, load_config, split_address
+from tokenauth.errors import INVALID_REQUEST
 from tokenauth.keygen import ALGORITHMS, DEFAULT_RSA_BITS, write_key_pair
 
 log = logging.getLogger("tokenauth")
@@ -73,9 +77,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(app: web.Application, config: TokenAuthConfig, context: ssl.SSLContext | None) -> None:
+    asyncio.run(_run(app, config, context))
+
+
+async def _run(
+    app: web.Application, config: TokenAuthConfig, context: ssl.SSLContext | None
+) -> None:
+    """Serve until SIGINT/SIGTERM through a runner that never echoes a refused request."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
     host, port = split_address(config.http.addr)
-    log.info("tokenauth listening on %s (%s)", config.http.addr, "https" if context else "http")
-    web.run_app(app, host=host, port=port, ssl_context=context, print=None)
+    runner = QuietAppRunner(app, error_code=INVALID_REQUEST)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port, ssl_context=context).start()
+        log.info("tokenauth listening on %s (%s)", config.http.addr, "https" if context else "http")
+        await stop.wait()
+    finally:
+        await runner.cleanup()
 
 
 def _keygen(args: argparse.Namespace) -> int:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from aiohttp import BasicAuth, web
+from aiohttp import web
 
+from shared.authorization import BasicCredentials, MalformedAuthorization, parse_authorization
 from shared.errors import RegistryError
 from shared.scope import Scope, ScopeError, format_scopes, parse_scopes
 from tokenauth.audit import AuditRecord
@@ -28,15 +29,13 @@ async def get_token(request: web.Request) -> web.Response:
         scopes = _scopes(query.getall("scope", []))
         record.requested = scopes
         account = ""
-        header = request.headers.get("Authorization")
-        if header is not None:
-            record.grant = "basic"
-            user, password = _basic(header, issuer)
+        credentials = _basic(request.headers.get("Authorization"), issuer, record)
+        if credentials is not None:
             claimed = query.get("account")
-            if claimed and claimed != user:
+            if claimed and claimed != credentials.user:
                 record.account = claimed
                 raise TokenAuthError(INVALID_REQUEST, "'account' differs from the login user")
-            account = await issuer.login(user, password, record)
+            account = await issuer.login(credentials.user, credentials.password, record)
         granted = issuer.authorize(account, service, scopes, record)
         issued = issuer.issue(account, service, granted, record)
         body: dict[str, Any] = _token_body(issued)
@@ -55,12 +54,12 @@ async def get_token(request: web.Request) -> web.Response:
 async def post_token(request: web.Request) -> web.Response:
     """OAuth2 ``POST /auth``: ``grant_type=password`` or ``refresh_token`` (oauth.md)."""
     issuer = request.app[ISSUER]
-    form = await request.post()
-    fields = {k: v for k, v in form.items() if isinstance(v, str) and len(v) <= MAX_FIELD_LENGTH}
-    grant = fields.get("grant_type", "")
-    record = AuditRecord(grant=grant[:32] or "none", ip=request.remote)
-    record.client_id = fields.get("client_id")
+    record = AuditRecord(grant="none", ip=request.remote)
     try:
+        fields = await _form(request)
+        grant = fields.get("grant_type", "")
+        record.grant = grant[:32] or "none"
+        record.client_id = fields.get("client_id")
         if grant not in ("password", "refresh_token"):
             message = "grant_type must be password or refresh_token"
             raise TokenAuthError(INVALID_REQUEST, message, oauth="unsupported_grant_type")
@@ -125,9 +124,34 @@ def _scopes(values: Iterable[str], *, oauth: bool = False) -> list[Scope]:
         ) from None
 
 
-def _basic(header: str, issuer: TokenIssuer) -> tuple[str, str]:
+def _basic(header: str | None, issuer: TokenIssuer, record: AuditRecord) -> BasicCredentials | None:
+    """The Basic credentials of a login; None for an anonymous request.
+
+    ``Basic Og==`` (empty user and password) is anonymous too: clients without credentials
+    send it, and other token servers (Distribution's, docker_auth) read it so.
+    """
     try:
-        auth = BasicAuth.decode(header, encoding="utf-8")
-    except ValueError:
-        raise issuer.unauthorized("malformed Basic credentials") from None
-    return auth.login, auth.password
+        credentials = parse_authorization(header)
+    except MalformedAuthorization as error:
+        record.grant = "basic"
+        raise issuer.unauthorized(str(error)) from None
+    if credentials is None or (isinstance(credentials, BasicCredentials) and credentials.empty):
+        return None
+    record.grant = "basic"
+    if not isinstance(credentials, BasicCredentials):
+        raise issuer.unauthorized("credentials must be Basic")
+    return credentials
+
+
+async def _form(request: web.Request) -> dict[str, str]:
+    """The OAuth2 form's text fields (over-long values left out); 400 if it is unreadable.
+
+    aiohttp's parser raises ValueError (and UnicodeDecodeError, LookupError for an unknown
+    charset) on malformed multipart or urlencoded bodies; each is the client's mistake.
+    """
+    try:
+        form = await request.post()
+    except (ValueError, LookupError):
+        message = "malformed form body"
+        raise TokenAuthError(INVALID_REQUEST, message, oauth="invalid_request") from None
+    return {k: v for k, v in form.items() if isinstance(v, str) and len(v) <= MAX_FIELD_LENGTH}

@@ -11,8 +11,6 @@ see docs/security.md): 429 with ``Retry-After`` once a budget is spent, 503 with
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 from collections.abc import Sequence
 
 from aiohttp import web
@@ -20,6 +18,7 @@ from aiohttp import web
 from registry.auth.base import Challenge, Grant
 from registry.config import HtpasswdAuthConfig
 from shared import errors
+from shared.authorization import BasicCredentials, MalformedAuthorization, parse_authorization
 from shared.credentials import HtpasswdAuthenticator, VerifierBusy
 from shared.errors import RegistryError
 from shared.ratelimit import LoginLimits, Throttled
@@ -27,15 +26,15 @@ from shared.scope import Scope
 
 
 def basic_credentials(header: str | None) -> tuple[str, str] | None:
-    """(user, password) from an ``Authorization: Basic`` header, or None."""
-    if not header or header[:6].lower() != "basic ":
-        return None
+    """(user, password) from an ``Authorization: Basic`` header, or None for anything else
+    (no header, another scheme, a malformed value, an empty user name)."""
     try:
-        decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+        credentials = parse_authorization(header)
+    except MalformedAuthorization:
         return None
-    user, sep, password = decoded.partition(":")
-    return (user, password) if sep and user else None
+    if not isinstance(credentials, BasicCredentials) or not credentials.user:
+        return None
+    return credentials.user, credentials.password
 
 
 class HtpasswdAccessController:

@@ -24,6 +24,7 @@ from registry.config import TokenAuthConfig
 from registry.keys import CONFIG
 from registry.urls import base_url
 from shared import errors
+from shared.authorization import BearerToken, MalformedAuthorization, parse_authorization
 from shared.scope import Scope, format_scopes
 from shared.token import (
     DEFAULT_ALGORITHMS,
@@ -82,11 +83,16 @@ class TokenAccessController:
         return Challenge("Bearer " + ",".join(parts), code, message)
 
     async def authorize(self, request: web.Request, needed: Sequence[Scope]) -> Grant:
-        header = request.headers.get("Authorization", "")
-        if header[:7].lower() != "bearer ":
+        try:
+            credentials = parse_authorization(request.headers.get("Authorization"))
+        except MalformedAuthorization as error:
+            if error.scheme != "bearer":
+                raise self._challenge(request, needed) from None
+            raise self._challenge(request, needed, "invalid_token", str(error)) from None
+        if not isinstance(credentials, BearerToken):
             raise self._challenge(request, needed)
         try:
-            claims = self._verify(header[7:].strip())
+            claims = self._verify(credentials.token)
         except TokenError as error:
             raise self._challenge(request, needed, "invalid_token", str(error)) from None
         return Grant(claims.subject, claims.access)

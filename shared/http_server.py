@@ -1,0 +1,99 @@
+"""The HTTP server both services listen with: aiohttp's, minus the echo of bad requests.
+
+When aiohttp's parser refuses a request (a header over ``max_field_size``, a request line
+over ``max_line_size``, an invalid header or method), its ``RequestHandler.handle_error``
+logs the exception at ERROR with a traceback and answers a ``text/plain`` 400 whose body
+is the exception text. That text quotes up to 100 bytes of the offending line, and the
+line that overflows is most often ``Authorization`` or ``Cookie``: a credential, written
+to the log and reflected to whoever sent it. Neither service can see these requests in a
+middleware (they never reach the application), so the answer is made here instead: one
+WARNING line naming the client and the kind of error, and the JSON error envelope with a
+fixed message. Other errors keep aiohttp's handling.
+
+aiohttp builds its ``RequestHandler`` inside ``web.Server.__call__`` and offers no option
+to choose the class, so :class:`QuietAppRunner` hands out a :class:`web.Server` whose
+connections use :class:`QuietRequestHandler`; everything else is aiohttp's own.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+
+from shared.errors import ErrorCode, RegistryError, error_envelope
+
+
+def _describe(error: HttpProcessingError) -> str:
+    """A fixed description of a parser error: never its message, which quotes the request."""
+    if isinstance(error, LineTooLong):
+        return "a request line or header field over the size limit"
+    if isinstance(error, BadHttpMessage):
+        return f"malformed request ({type(error).__name__})"
+    return f"unreadable request ({type(error).__name__})"
+
+
+class QuietRequestHandler(RequestHandler):
+    """aiohttp's connection handler, answering parser errors without their content."""
+
+    __slots__ = ("error_code",)
+
+    def __init__(self, manager: web.Server, *, error_code: ErrorCode, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self.error_code = error_code  # what the JSON body of a parser error names
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if not isinstance(exc, HttpProcessingError):
+            return super().handle_error(request, status, exc, message)
+        described = _describe(exc)
+        self.logger.warning("refused a request from %s: %s", request.remote, described)
+        error = RegistryError(self.error_code, described, status=exc.code or 400)
+        response = web.Response(
+            status=error.status,
+            body=json.dumps(error_envelope(error)).encode(),
+            content_type="application/json",
+        )
+        response.force_close()  # the parser's state is unknown: never reuse the connection
+        return response
+
+
+class QuietServer(web.Server):
+    """A :class:`web.Server` whose connections are :class:`QuietRequestHandler`."""
+
+    def __init__(self, plain: web.Server, error_code: ErrorCode) -> None:
+        # The app's server as aiohttp configured it (handler arguments, request factory);
+        # only the connection class differs.
+        super().__init__(
+            plain.request_handler,
+            request_factory=plain.request_factory,
+            handler_cancellation=plain.handler_cancellation,
+            loop=plain._loop,
+            **plain._kwargs,
+        )
+        self.error_code = error_code
+
+    def __call__(self) -> RequestHandler:
+        return QuietRequestHandler(
+            self, loop=self._loop, error_code=self.error_code, **self._kwargs
+        )
+
+
+class QuietAppRunner(web.AppRunner):
+    """:class:`web.AppRunner` serving through a :class:`QuietServer`."""
+
+    def __init__(self, app: web.Application, *, error_code: ErrorCode, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.error_code = error_code
+
+    async def _make_server(self) -> web.Server:
+        return QuietServer(await super()._make_server(), self.error_code)
