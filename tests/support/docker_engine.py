@@ -80,6 +80,21 @@ class DockerEngine:
         unmount_below(self.directory)
 
 
+def dockerd_options(directory: Path, storage_driver: str = "vfs") -> list[str]:
+    """dockerd's options for an engine kept in ``directory``, each as ``--name=value``
+    (the README's by-hand start gives the same ones: tests/e2e/test_readme_quickstart.py)."""
+    return [
+        "--iptables=false",
+        "--ip6tables=false",
+        "--bridge=none",
+        f"--storage-driver={storage_driver}",
+        f"--data-root={directory / 'data'}",
+        f"--exec-root={directory / 'exec'}",
+        f"--pidfile={directory / 'dockerd.pid'}",
+        f"-H=unix://{directory / 'docker.sock'}",
+    ]
+
+
 def start_docker_engine(
     dockerd: str, directory: Path, timeout: float = 30.0, *, storage_driver: str = "vfs"
 ) -> DockerEngine:
@@ -91,21 +106,13 @@ def start_docker_engine(
         raise EngineUnavailable("dockerd needs root to run (the tests start their own engine)")
     if len(str(directory)) > MAX_DIRECTORY_LENGTH:
         raise EngineUnavailable(f"{directory} is too long a path for dockerd's unix sockets")
-    engine_args = [
-        dockerd,
-        "--iptables=false",
-        "--ip6tables=false",
-        "--bridge=none",
-        f"--storage-driver={storage_driver}",
-        f"--data-root={directory / 'data'}",
-        f"--exec-root={directory / 'exec'}",
-        f"--pidfile={directory / 'dockerd.pid'}",
-        f"-H=unix://{directory / 'docker.sock'}",
-    ]
     with open(directory / "dockerd.log", "wb") as log:
         # Same process group as pytest: an interrupted run takes the engine down with it.
         process = subprocess.Popen(
-            engine_args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            [dockerd, *dockerd_options(directory, storage_driver)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     engine = DockerEngine(directory, process)
     deadline = time.monotonic() + timeout
