@@ -16,10 +16,11 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.mounts import unmount_below
 from tests.support.tools import isolated_client_env, require_tool, unavailable
 
 # A unix socket path is limited to 108 bytes; containerd's lives deeper than dockerd's.
@@ -63,7 +64,8 @@ class DockerEngine:
         return "\n".join(text.splitlines()[-lines:])
 
     def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM dockerd and wait for it and for the containerd it started to be gone."""
+        """SIGTERM dockerd, wait for it and for the containerd it started to be gone, then
+        unmount what they left mounted in the engine's directory (network namespaces)."""
         containerd = _containerd_pid(self.directory / "exec")
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -75,6 +77,22 @@ class DockerEngine:
         if containerd is not None and not _wait_gone(containerd, self.directory, timeout):
             os.kill(containerd, signal.SIGKILL)
             _wait_gone(containerd, self.directory, timeout)
+        unmount_below(self.directory)
+
+
+def dockerd_options(directory: Path, storage_driver: str = "vfs") -> list[str]:
+    """dockerd's options for an engine kept in ``directory``, each as ``--name=value``
+    (the README's by-hand start gives the same ones: tests/e2e/test_readme_quickstart.py)."""
+    return [
+        "--iptables=false",
+        "--ip6tables=false",
+        "--bridge=none",
+        f"--storage-driver={storage_driver}",
+        f"--data-root={directory / 'data'}",
+        f"--exec-root={directory / 'exec'}",
+        f"--pidfile={directory / 'dockerd.pid'}",
+        f"-H=unix://{directory / 'docker.sock'}",
+    ]
 
 
 def start_docker_engine(
@@ -88,21 +106,13 @@ def start_docker_engine(
         raise EngineUnavailable("dockerd needs root to run (the tests start their own engine)")
     if len(str(directory)) > MAX_DIRECTORY_LENGTH:
         raise EngineUnavailable(f"{directory} is too long a path for dockerd's unix sockets")
-    engine_args = [
-        dockerd,
-        "--iptables=false",
-        "--ip6tables=false",
-        "--bridge=none",
-        f"--storage-driver={storage_driver}",
-        f"--data-root={directory / 'data'}",
-        f"--exec-root={directory / 'exec'}",
-        f"--pidfile={directory / 'dockerd.pid'}",
-        f"-H=unix://{directory / 'docker.sock'}",
-    ]
     with open(directory / "dockerd.log", "wb") as log:
         # Same process group as pytest: an interrupted run takes the engine down with it.
         process = subprocess.Popen(
-            engine_args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            [dockerd, *dockerd_options(directory, storage_driver)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     engine = DockerEngine(directory, process)
     deadline = time.monotonic() + timeout
@@ -162,7 +172,7 @@ def _is_our_process(pid: int, directory: Path) -> bool:
 
 def engine_for_session(
     prefix: str, start: Callable[[str, Path], DockerEngine]
-) -> Iterator[DockerEngine]:
+) -> Generator[DockerEngine, None, None]:
     """The body of a session fixture: ``start(dockerd, directory)`` in a short scratch
     directory (unix socket paths must stay short, so not under pytest's basetemp), skipped
     (or, under CI, failed) when the engine cannot run, stopped and removed at the end."""
@@ -174,10 +184,12 @@ def engine_for_session(
     try:
         engine = start(dockerd, directory)
     except EngineUnavailable as error:
+        unmount_below(directory)  # an engine that failed may have mounted its data root
         shutil.rmtree(directory, ignore_errors=True)
         unavailable(f"the Docker engine cannot run here: {error}")
     try:
         yield engine
     finally:
         engine.stop()
+        unmount_below(directory)  # below the engine's own: a fallback engine's, say
         shutil.rmtree(directory, ignore_errors=True)
