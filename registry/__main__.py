@@ -14,6 +14,7 @@ from registry.htpasswd_command import htpasswd_main
 from registry.server import serve
 from registry.tls import TLSSetupError, tls_context
 from shared.config import ConfigError
+from shared.listener import ListenError
 from shared.token import TokenError
 
 log = logging.getLogger("registry")
@@ -83,7 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     for key in unsupported:
         log.warning("configuration key %s is accepted but not implemented; ignored", key)
-    serve(config, workers=max(1, args.workers))
+    try:
+        serve(config, workers=max(1, args.workers))
+    except ListenError as error:
+        print(f"registry: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -28,6 +28,11 @@ from registry.config_backends import (
 )
 from shared import config as _config
 from shared.config import VARIANT, ConfigError, InvalidSetting, OneOf, meta
+from shared.serving import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_READ_HEADER_TIMEOUT,
+    positive_duration,
+)
 
 __all__ = [
     "MIB",
@@ -292,6 +297,13 @@ class HTTPConfig:
     secret: str = ""
     relativeurls: bool = False
     draintimeout: datetime.timedelta = datetime.timedelta(0)
+    # portside's: Distribution has no keys for Go's ReadHeaderTimeout and IdleTimeout.
+    readheadertimeout: datetime.timedelta = field(
+        default=DEFAULT_READ_HEADER_TIMEOUT, metadata=meta(check=positive_duration)
+    )
+    idletimeout: datetime.timedelta = field(
+        default=DEFAULT_IDLE_TIMEOUT, metadata=meta(check=positive_duration)
+    )
     headers: dict[str, list[str]] = field(default_factory=dict)
     tls: TLSConfig = field(default_factory=TLSConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
@@ -496,6 +508,8 @@ IMPLEMENTED = (
     "storage.redirect.disable",
     "http.addr",
     "http.draintimeout",
+    "http.readheadertimeout",
+    "http.idletimeout",
     "http.host",
     "http.prefix",
     "http.relativeurls",

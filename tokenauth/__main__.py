@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
+import signal
+import socket
 import ssl
 import sys
 from collections.abc import Sequence
@@ -14,6 +17,8 @@ from pathlib import Path
 from aiohttp import web
 
 from shared.config import ConfigError
+from shared.listener import ListenError, bind_sockets
+from shared.serving import ConnectionTimeouts, serving
 from shared.tls import TLSSetupError, server_context
 from shared.token import PublicKey, libtrust_key_id, thumbprint
 from tokenauth.app import create_app
@@ -68,14 +73,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check":
         print("configuration OK")
         return 0
-    _serve(app, config, context)
+    try:
+        sockets = bind_sockets(*split_address(config.http.addr))
+    except ListenError as error:
+        print(f"tokenauth: {error}", file=sys.stderr)
+        return 2
+    asyncio.run(_serve(app, config, context, sockets))
     return 0
 
 
-def _serve(app: web.Application, config: TokenAuthConfig, context: ssl.SSLContext | None) -> None:
-    host, port = split_address(config.http.addr)
-    log.info("tokenauth listening on %s (%s)", config.http.addr, "https" if context else "http")
-    web.run_app(app, host=host, port=port, ssl_context=context, print=None)
+async def _serve(
+    app: web.Application,
+    config: TokenAuthConfig,
+    context: ssl.SSLContext | None,
+    sockets: list[socket.socket],
+) -> None:
+    """Serve on the bound ``sockets`` until SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    timeouts = ConnectionTimeouts(
+        read_header=config.http.readheadertimeout.total_seconds(),
+        idle=config.http.idletimeout.total_seconds(),
+    )
+    async with serving(app, sockets, timeouts=timeouts, ssl_context=context):
+        log.info("tokenauth listening on %s (%s)", config.http.addr, "https" if context else "http")
+        await stop.wait()
 
 
 def _keygen(args: argparse.Namespace) -> int:
