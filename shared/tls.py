@@ -18,6 +18,8 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from shared import keyfiles
+
 # Distribution's names for the minimum protocol version; Go's default (and Distribution's)
 # is TLS 1.2, and so is ours when none is configured.
 MINIMUM_VERSIONS = {
@@ -45,14 +47,9 @@ class TLSSetupError(Exception):
 def read_certificates(path: str) -> list[x509.Certificate]:
     """The PEM certificates in ``path``, in file order (leaf first in a bundle)."""
     try:
-        data = Path(path).read_bytes()
-    except OSError as error:
-        raise TLSSetupError(f"cannot read certificate file {path}: {error.strerror}") from None
-    try:
-        certificates = x509.load_pem_x509_certificates(data)
-    except ValueError:
-        raise TLSSetupError(f"{path} holds no PEM certificate") from None
-    return certificates
+        return keyfiles.read_certificates(path)
+    except keyfiles.KeyFileError as error:
+        raise TLSSetupError(str(error)) from None
 
 
 def check_validity(certificate: x509.Certificate, path: str, now: datetime | None = None) -> None:

@@ -143,6 +143,21 @@ async def test_killed_mid_upload_leaves_no_corrupt_blob(server: RunningRegistry)
             assert await response.read() == data
 
 
+async def refused_start_up(env: dict[str, str]) -> tuple[int | None, bytes]:
+    """``registry serve``'s exit status and stderr; a server that starts instead is
+    stopped after 20 s (None)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "registry", "serve", env=env, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        _, stderr = await asyncio.wait_for(process.communicate(), 20)
+    except TimeoutError:
+        process.kill()
+        _, stderr = await process.communicate()
+        return None, stderr
+    return process.returncode, stderr
+
+
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
@@ -170,18 +185,42 @@ async def test_killed_mid_upload_leaves_no_corrupt_blob(server: RunningRegistry)
 async def test_unusable_auth_stops_start_up(
     tmp_path: Path, overrides: dict[str, str], expected: bytes
 ) -> None:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "registry",
-        "serve",
-        env=clean_environ(REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=str(tmp_path), **overrides),
-        stderr=asyncio.subprocess.PIPE,
+    returncode, stderr = await refused_start_up(
+        clean_environ(REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=str(tmp_path), **overrides)
     )
-    _, stderr = await asyncio.wait_for(process.communicate(), 20)
-    assert process.returncode == 2, stderr
+    assert returncode == 2, stderr
     assert expected in stderr
     assert b"Traceback" not in stderr
+
+
+@pytest.mark.parametrize(
+    ("key", "content", "problem"),
+    [
+        ("rootcertbundle", "", "{path} is empty: expected PEM certificates"),
+        ("rootcertbundle", "garbage\n", "{path} holds no PEM certificate"),
+        ("jwks", "", "{path} is not a JSON document (line 1, column 1)"),
+        ("jwks", '{"keys": 5}', "{path}: JWKS document has no 'keys' list"),
+        ("jwks", '{"keys": []}', "{path} holds no key"),
+    ],
+)
+async def test_unusable_token_trust_files_name_the_key_and_the_file(
+    tmp_path: Path, key: str, content: str, problem: str
+) -> None:
+    path = tmp_path / "trust"
+    path.write_text(content)
+    overrides = {
+        "REGISTRY_AUTH": "token",
+        "REGISTRY_AUTH_TOKEN_REALM": "https://auth.example/token",
+        "REGISTRY_AUTH_TOKEN_SERVICE": "registry",
+        "REGISTRY_AUTH_TOKEN_ISSUER": "issuer",
+        f"REGISTRY_AUTH_TOKEN_{key.upper()}": str(path),
+    }
+    returncode, stderr = await refused_start_up(
+        clean_environ(REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=str(tmp_path), **overrides)
+    )
+    assert returncode == 2, stderr
+    expected = f"auth.token.{key}: " + problem.format(path=path)
+    assert stderr.decode().splitlines()[-1].endswith(expected), stderr
 
 
 def children_of(pid: int) -> list[int]:
