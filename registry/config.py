@@ -27,6 +27,7 @@ from registry.config_backends import (
     listen_host_port,
 )
 from shared import config as _config
+from shared.ciphersuites import check_names
 from shared.config import VARIANT, ConfigError, InvalidSetting, OneOf, meta
 from shared.serving import (
     DEFAULT_IDLE_TIMEOUT,
@@ -254,7 +255,7 @@ class TLSConfig:
     minimumtls: str = field(
         default="", metadata=meta(check=_choice("", "tls1.0", "tls1.1", "tls1.2", "tls1.3"))
     )
-    ciphersuites: list[str] = field(default_factory=list)
+    ciphersuites: list[str] = field(default_factory=list, metadata=meta(check=check_names))
     letsencrypt: LetsEncryptConfig = field(default_factory=LetsEncryptConfig)
 
     def __post_init__(self) -> None:
@@ -519,6 +520,7 @@ IMPLEMENTED = (
     "http.tls.minimumtls",
     "http.tls.clientcas",
     "http.tls.clientauth",
+    "http.tls.ciphersuites",
     "http.tls.letsencrypt",
     "catalog.maxentries",
     "auth.htpasswd",
