@@ -78,6 +78,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TLSSetupError as error:
         print(f"registry: configuration error in http.tls: {error}", file=sys.stderr)
         return 2
+    if config.http.net == "unix" and args.workers > 1:
+        # Workers share a TCP port through SO_REUSEPORT, which Unix sockets lack.
+        print("registry: http.net: unix needs --workers 1", file=sys.stderr)
+        return 2
     if config.http.tls.letsencrypt.cachefile and args.workers > 1:
         # Only one process can answer the ACME challenges and own the cachefile.
         print("registry: http.tls.letsencrypt needs --workers 1", file=sys.stderr)

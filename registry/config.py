@@ -508,6 +508,7 @@ IMPLEMENTED = (
     "storage.maintenance.readonly.enabled",
     "storage.redirect.disable",
     "http.addr",
+    "http.net",
     "http.draintimeout",
     "http.readheadertimeout",
     "http.idletimeout",

@@ -15,7 +15,7 @@ import time
 from registry.app import create_app
 from registry.config import RegistryConfig, listen_host_port
 from registry.tls import letsencrypt_manager, tls_context, uses_tls
-from shared.listener import ListenError, bind_sockets, display_address
+from shared.listener import ListenError, bind_sockets, bind_unix, display_address
 from shared.serving import ConnectionTimeouts, serving
 
 log = logging.getLogger("registry")
@@ -42,8 +42,18 @@ def connection_timeouts(config: RegistryConfig) -> ConnectionTimeouts:
 
 def bind(config: RegistryConfig, *, reuse_port: bool = False) -> list[socket.socket]:
     """The sockets for ``http.addr``; raises ListenError (one line naming the address)."""
+    if config.http.net == "unix":
+        return [bind_unix(config.http.addr)]
     host, port = listen_host_port(config.http.addr)
     return bind_sockets(host, port, reuse_port=reuse_port)
+
+
+def listen_address(config: RegistryConfig) -> str:
+    """``http.addr`` as log lines show it: ``host:port`` (``*`` for every interface) or
+    ``unix:PATH``."""
+    if config.http.net == "unix":
+        return f"unix:{config.http.addr}"
+    return display_address(*listen_host_port(config.http.addr))
 
 
 async def run(
@@ -55,7 +65,6 @@ async def run(
 ) -> None:
     """Serve on the bound ``sockets`` until ``stop`` is set."""
     app = create_app(config, maintenance=maintenance)
-    host, port = listen_host_port(config.http.addr)
     letsencrypt = letsencrypt_manager(config)
     ssl_context = letsencrypt.context if letsencrypt else tls_context(config)
     async with serving(
@@ -69,7 +78,8 @@ async def run(
         # Ordered and renewed while serving: TLS-ALPN-01 is answered on this very listener.
         renewing = asyncio.create_task(letsencrypt.maintain(stop)) if letsencrypt else None
         scheme = "https" if ssl_context else "http"
-        log.info("listening on %s://%s (pid %d)", scheme, display_address(host, port), os.getpid())
+        log.info("listening on %s://%s (pid %d)", scheme, listen_address(config), os.getpid())
+        host = "localhost" if config.http.net == "unix" else listen_host_port(config.http.addr)[0]
         if plaintext_credentials_exposed(config, host) and maintenance:
             log.warning(
                 "auth.%s is on but the registry listens on %s without TLS: passwords and tokens "
@@ -111,7 +121,13 @@ def serve(config: RegistryConfig, workers: int = 1) -> None:
     holds it: no other user's process can take the port while a worker is replaced.
     """
     if workers <= 1:
-        _serve_one(config, bind(config), maintenance=True)
+        sockets = bind(config)
+        try:
+            _serve_one(config, sockets, maintenance=True)
+        finally:
+            if config.http.net == "unix":  # as Go's listener does on close
+                with contextlib.suppress(OSError):
+                    os.unlink(config.http.addr)
         return
     reservation = bind(config, reuse_port=True)
     try:

@@ -76,3 +76,17 @@ def bind_sockets(host: str | None, port: int, *, reuse_port: bool = False) -> li
                 sock.close()
         raise
     return sockets
+
+
+def bind_unix(path: str) -> socket.socket:
+    """A bound (not yet listening) Unix stream socket at ``path`` (``http.net: unix``).
+
+    As Go's net.Listen, an existing file at ``path`` is an error, not replaced.
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+    except OSError as error:
+        sock.close()
+        raise ListenError(f"cannot listen on unix:{path}: {error.strerror or error}") from None
+    return sock

@@ -223,6 +223,37 @@ async def test_unusable_token_trust_files_name_the_key_and_the_file(
     assert stderr.decode().splitlines()[-1].endswith(expected), stderr
 
 
+async def test_serves_on_a_unix_socket(tmp_path: Path) -> None:
+    path = tmp_path / "registry.sock"
+    env = clean_environ(
+        REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=str(tmp_path / "data"),
+        REGISTRY_HTTP_NET="unix",
+        REGISTRY_HTTP_ADDR=str(path),
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "registry", "serve", env=env, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        status = 0
+        async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(str(path))) as session:
+            for _ in range(200):
+                if process.returncode is not None:
+                    break
+                try:
+                    async with session.get("http://registry/v2/") as response:
+                        status = response.status
+                        break
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.05)
+        assert status == 200
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(process.communicate(), 20)
+    assert process.returncode == 0, stderr
+    assert not path.exists()  # removed on exit, as Go's listener does
+
+
 def children_of(pid: int) -> list[int]:
     text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
     return [int(child) for child in text.split()]
