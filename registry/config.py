@@ -502,6 +502,7 @@ IMPLEMENTED = (
     "loglevel",
     "log.accesslog.disabled",
     "storage.filesystem.rootdirectory",
+    "storage.filesystem.maxthreads",
     "storage.inmemory",
     "storage.delete.enabled",
     "storage.maintenance.uploadpurging",
