@@ -524,6 +524,7 @@ IMPLEMENTED = (
     "http.tls.clientauth",
     "http.tls.ciphersuites",
     "http.tls.letsencrypt",
+    "http.http2.disabled",  # always in effect: aiohttp serves HTTP/1.1 only
     "catalog.maxentries",
     "auth.htpasswd",
     "auth.token",

@@ -324,6 +324,7 @@ http:
   readheadertimeout: 5s
   idletimeout: 60s
   tls: {ciphersuites: [TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256]}
+  http2: {disabled: true}
 """
     assert unsupported_settings(load_config(write(tmp_path, text), {})) == []
 
