@@ -18,6 +18,7 @@ from registry.storage.errors import StorageUnwritable
 from registry.tls import TLSSetupError, tls_context
 from registry.wiring import check_storage
 from shared.config import ConfigError
+from shared.listener import ListenError
 from shared.token import TokenError
 
 log = logging.getLogger("registry")
@@ -114,13 +115,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StorageUnwritable as error:
         print(f"registry: storage.filesystem.rootdirectory: {error}", file=sys.stderr)
         return 2
+    if config.http.net == "unix" and args.workers > 1:
+        # Workers share a TCP port through SO_REUSEPORT, which Unix sockets lack.
+        print("registry: http.net: unix needs --workers 1", file=sys.stderr)
+        return 2
     if config.http.tls.letsencrypt.cachefile and args.workers > 1:
         # Only one process can answer the ACME challenges and own the cachefile.
         print("registry: http.tls.letsencrypt needs --workers 1", file=sys.stderr)
         return 2
     for key in unsupported:
         log.warning("configuration key %s is accepted but not implemented; ignored", key)
-    serve(config, workers=max(1, args.workers))
+    try:
+        serve(config, workers=max(1, args.workers))
+    except ListenError as error:
+        print(f"registry: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

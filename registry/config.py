@@ -20,8 +20,14 @@ from typing import Any, ClassVar
 from registry.config_backends import RedisConfig, listen_host_port
 from registry.storage.s3_settings import MIB, S3_MAX_PART, S3_MIN_PART, S3DriverConfig
 from shared import config as _config
+from shared.ciphersuites import check_names
 from shared.config import VARIANT, ConfigError, InvalidSetting, OneOf, between, meta
 from shared.ratelimit import RateLimitConfig
+from shared.serving import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_READ_HEADER_TIMEOUT,
+    positive_duration,
+)
 
 __all__ = [
     "MIB",
@@ -243,7 +249,7 @@ class TLSConfig:
     minimumtls: str = field(
         default="", metadata=meta(check=_choice("", "tls1.0", "tls1.1", "tls1.2", "tls1.3"))
     )
-    ciphersuites: list[str] = field(default_factory=list)
+    ciphersuites: list[str] = field(default_factory=list, metadata=meta(check=check_names))
     letsencrypt: LetsEncryptConfig = field(default_factory=LetsEncryptConfig)
 
     def __post_init__(self) -> None:
@@ -286,6 +292,13 @@ class HTTPConfig:
     secret: str = ""
     relativeurls: bool = False
     draintimeout: datetime.timedelta = datetime.timedelta(0)
+    # portside's: Distribution has no keys for Go's ReadHeaderTimeout and IdleTimeout.
+    readheadertimeout: datetime.timedelta = field(
+        default=DEFAULT_READ_HEADER_TIMEOUT, metadata=meta(check=positive_duration)
+    )
+    idletimeout: datetime.timedelta = field(
+        default=DEFAULT_IDLE_TIMEOUT, metadata=meta(check=positive_duration)
+    )
     headers: dict[str, list[str]] = field(default_factory=dict)
     tls: TLSConfig = field(default_factory=TLSConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
@@ -484,13 +497,17 @@ IMPLEMENTED = (
     "loglevel",
     "log.accesslog.disabled",
     "storage.filesystem.rootdirectory",
+    "storage.filesystem.maxthreads",
     "storage.inmemory",
     "storage.delete.enabled",
     "storage.maintenance.uploadpurging",
     "storage.maintenance.readonly.enabled",
     "storage.redirect.disable",
     "http.addr",
+    "http.net",
     "http.draintimeout",
+    "http.readheadertimeout",
+    "http.idletimeout",
     "http.host",
     "http.prefix",
     "http.relativeurls",
@@ -500,7 +517,9 @@ IMPLEMENTED = (
     "http.tls.minimumtls",
     "http.tls.clientcas",
     "http.tls.clientauth",
+    "http.tls.ciphersuites",
     "http.tls.letsencrypt",
+    "http.http2.disabled",  # always in effect: aiohttp serves HTTP/1.1 only
     "catalog.maxentries",
     "auth.htpasswd",
     "auth.token",

@@ -8,15 +8,16 @@ import ipaddress
 import logging
 import os
 import signal
+import socket
+import sys
 import time
-
-from aiohttp import web
 
 from registry.app import create_app
 from registry.config import RegistryConfig, listen_host_port
 from registry.middleware import BAD_REQUEST
 from registry.tls import letsencrypt_manager, tls_context, uses_tls
-from shared.http_server import QuietAppRunner
+from shared.listener import ListenError, bind_sockets, bind_unix, display_address
+from shared.serving import ConnectionTimeouts, serving
 
 log = logging.getLogger("registry")
 
@@ -33,54 +34,77 @@ def plaintext_credentials_exposed(config: RegistryConfig, host: str) -> bool:
         return True  # "" (every interface) or a host name
 
 
+def connection_timeouts(config: RegistryConfig) -> ConnectionTimeouts:
+    return ConnectionTimeouts(
+        read_header=config.http.readheadertimeout.total_seconds(),
+        idle=config.http.idletimeout.total_seconds(),
+    )
+
+
+def bind(config: RegistryConfig, *, reuse_port: bool = False) -> list[socket.socket]:
+    """The sockets for ``http.addr``; raises ListenError (one line naming the address)."""
+    if config.http.net == "unix":
+        return [bind_unix(config.http.addr)]
+    host, port = listen_host_port(config.http.addr)
+    return bind_sockets(host, port, reuse_port=reuse_port)
+
+
+def listen_address(config: RegistryConfig) -> str:
+    """``http.addr`` as log lines show it: ``host:port`` (``*`` for every interface) or
+    ``unix:PATH``."""
+    if config.http.net == "unix":
+        return f"unix:{config.http.addr}"
+    return display_address(*listen_host_port(config.http.addr))
+
+
 async def run(
     config: RegistryConfig,
     stop: asyncio.Event,
+    sockets: list[socket.socket],
     *,
-    reuse_port: bool = False,
     maintenance: bool = True,
 ) -> None:
+    """Serve on the bound ``sockets`` until ``stop`` is set."""
     app = create_app(config, maintenance=maintenance)
-    runner = QuietAppRunner(
-        app,
-        error_code=BAD_REQUEST,
-        access_log=None if config.log.accesslog.disabled else logging.getLogger("registry.access"),
-        shutdown_timeout=config.http.draintimeout.total_seconds() or 5.0,
-    )
-    await runner.setup()
-    host, port = listen_host_port(config.http.addr)
     letsencrypt = letsencrypt_manager(config)
     ssl_context = letsencrypt.context if letsencrypt else tls_context(config)
-    site = web.TCPSite(runner, host or None, port, ssl_context=ssl_context, reuse_port=reuse_port)
-    await site.start()
-    # Ordered and renewed while serving: TLS-ALPN-01 is answered on this very listener.
-    renewing = asyncio.create_task(letsencrypt.maintain(stop)) if letsencrypt else None
-    scheme = "https" if ssl_context else "http"
-    log.info("listening on %s://%s:%d (pid %d)", scheme, host or "*", port, os.getpid())
-    if plaintext_credentials_exposed(config, host) and maintenance:
-        log.warning(
-            "auth.%s is on but the registry listens on %s without TLS: passwords and tokens "
-            "would cross the network in clear text; configure http.tls or listen on loopback",
-            config.auth.method_name,
-            host or "every interface",
-        )
-    try:
-        await stop.wait()
-    finally:
-        if renewing is not None:
-            renewing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewing
-        await runner.cleanup()
+    async with serving(
+        app,
+        sockets,
+        timeouts=connection_timeouts(config),
+        error_code=BAD_REQUEST,
+        ssl_context=ssl_context,
+        shutdown_timeout=config.http.draintimeout.total_seconds() or 5.0,
+        access_log=None if config.log.accesslog.disabled else logging.getLogger("registry.access"),
+    ):
+        # Ordered and renewed while serving: TLS-ALPN-01 is answered on this very listener.
+        renewing = asyncio.create_task(letsencrypt.maintain(stop)) if letsencrypt else None
+        scheme = "https" if ssl_context else "http"
+        log.info("listening on %s://%s (pid %d)", scheme, listen_address(config), os.getpid())
+        host = "localhost" if config.http.net == "unix" else listen_host_port(config.http.addr)[0]
+        if plaintext_credentials_exposed(config, host) and maintenance:
+            log.warning(
+                "auth.%s is on but the registry listens on %s without TLS: passwords and tokens "
+                "would cross the network in clear text; configure http.tls or listen on loopback",
+                config.auth.method_name,
+                host or "every interface",
+            )
+        try:
+            await stop.wait()
+        finally:
+            if renewing is not None:
+                renewing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await renewing
 
 
-def _serve_one(config: RegistryConfig, *, reuse_port: bool, maintenance: bool) -> None:
+def _serve_one(config: RegistryConfig, sockets: list[socket.socket], *, maintenance: bool) -> None:
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        await run(config, stop, reuse_port=reuse_port, maintenance=maintenance)
+        await run(config, stop, sockets, maintenance=maintenance)
 
     # The standard event loop, not uvloop: uvloop serves ~10% more small requests per
     # second here but has no loop.sendfile, and blob pulls must use sendfile.
@@ -93,10 +117,29 @@ def serve(config: RegistryConfig, workers: int = 1) -> None:
     Workers bind the same address with SO_REUSEPORT and the kernel spreads connections
     among them. Only the first runs maintenance (upload purging). A worker that dies is
     replaced; a signal to this process stops them all.
+
+    Raises ListenError before serving when the address cannot be bound. With workers,
+    this process binds it first (without listening, so it is given no connections) and
+    holds it: no other user's process can take the port while a worker is replaced.
     """
     if workers <= 1:
-        _serve_one(config, reuse_port=False, maintenance=True)
+        sockets = bind(config)
+        try:
+            _serve_one(config, sockets, maintenance=True)
+        finally:
+            if config.http.net == "unix":  # as Go's listener does on close
+                with contextlib.suppress(OSError):
+                    os.unlink(config.http.addr)
         return
+    reservation = bind(config, reuse_port=True)
+    try:
+        _supervise(config, workers)
+    finally:
+        for sock in reservation:
+            sock.close()
+
+
+def _supervise(config: RegistryConfig, workers: int) -> None:
     children: dict[int, int] = {}
     stopping = False
 
@@ -107,7 +150,10 @@ def serve(config: RegistryConfig, workers: int = 1) -> None:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             code = 0
             try:
-                _serve_one(config, reuse_port=True, maintenance=index == 0)
+                _serve_one(config, bind(config, reuse_port=True), maintenance=index == 0)
+            except ListenError as error:
+                print(f"registry: {error}", file=sys.stderr)
+                code = 2
             except BaseException:
                 log.exception("worker %d failed", index)
                 code = 1

@@ -9,7 +9,13 @@ from pathlib import Path
 from registry.acme.manager import CertificateManager
 from registry.acme.store import CacheFileError, check_writable
 from registry.config import RegistryConfig
-from shared.tls import DEFAULT_MINIMUM, MINIMUM_VERSIONS, TLSSetupError, server_context
+from shared.tls import (
+    DEFAULT_MINIMUM,
+    MINIMUM_VERSIONS,
+    TLSSetupError,
+    restrict_cipher_suites,
+    server_context,
+)
 
 __all__ = ["TLSSetupError", "letsencrypt_manager", "tls_context", "uses_tls"]
 
@@ -37,6 +43,7 @@ def tls_context(config: RegistryConfig) -> ssl.SSLContext | None:
         minimum=tls.minimumtls,
         client_cas=tls.clientcas,
         client_auth=tls.clientauth,
+        cipher_suites=tls.ciphersuites,
     )
 
 
@@ -52,6 +59,10 @@ def _check_letsencrypt(config: RegistryConfig) -> None:
         check_writable(Path(tls.letsencrypt.cachefile))
     except CacheFileError as error:
         raise TLSSetupError(str(error)) from None
+    # The names are checked on a scratch context: the manager's is built when serving.
+    scratch = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    scratch.minimum_version = MINIMUM_VERSIONS[tls.minimumtls or DEFAULT_MINIMUM]
+    restrict_cipher_suites(scratch, tls.ciphersuites)
 
 
 def letsencrypt_manager(config: RegistryConfig) -> CertificateManager | None:
@@ -61,7 +72,7 @@ def letsencrypt_manager(config: RegistryConfig) -> CertificateManager | None:
         return None
     _check_letsencrypt(config)
     try:
-        return CertificateManager(
+        manager = CertificateManager(
             Path(settings.cachefile),
             settings.hosts,
             email=settings.email,
@@ -70,3 +81,5 @@ def letsencrypt_manager(config: RegistryConfig) -> CertificateManager | None:
         )
     except CacheFileError as error:
         raise TLSSetupError(str(error)) from None
+    restrict_cipher_suites(manager.context, config.http.tls.ciphersuites)
+    return manager

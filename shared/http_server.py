@@ -11,8 +11,8 @@ WARNING line naming the client and the kind of error, and the JSON error envelop
 fixed message. Other errors keep aiohttp's handling.
 
 aiohttp builds its ``RequestHandler`` inside ``web.Server.__call__`` and offers no option
-to choose the class, so :class:`QuietAppRunner` hands out a :class:`web.Server` whose
-connections use :class:`QuietRequestHandler`; everything else is aiohttp's own.
+to choose the class: ``shared.serving`` makes each connection's handler itself, a
+subclass of :class:`QuietRequestHandler`; everything else is aiohttp's own.
 """
 
 from __future__ import annotations
@@ -65,35 +65,3 @@ class QuietRequestHandler(RequestHandler):
         )
         response.force_close()  # the parser's state is unknown: never reuse the connection
         return response
-
-
-class QuietServer(web.Server):
-    """A :class:`web.Server` whose connections are :class:`QuietRequestHandler`."""
-
-    def __init__(self, plain: web.Server, error_code: ErrorCode) -> None:
-        # The app's server as aiohttp configured it (handler arguments, request factory);
-        # only the connection class differs.
-        super().__init__(
-            plain.request_handler,
-            request_factory=plain.request_factory,
-            handler_cancellation=plain.handler_cancellation,
-            loop=plain._loop,
-            **plain._kwargs,
-        )
-        self.error_code = error_code
-
-    def __call__(self) -> RequestHandler:
-        return QuietRequestHandler(
-            self, loop=self._loop, error_code=self.error_code, **self._kwargs
-        )
-
-
-class QuietAppRunner(web.AppRunner):
-    """:class:`web.AppRunner` serving through a :class:`QuietServer`."""
-
-    def __init__(self, app: web.Application, *, error_code: ErrorCode, **kwargs: Any) -> None:
-        super().__init__(app, **kwargs)
-        self.error_code = error_code
-
-    async def _make_server(self) -> web.Server:
-        return QuietServer(await super()._make_server(), self.error_code)

@@ -18,6 +18,9 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from shared import keyfiles
+from shared.ciphersuites import CipherSuiteError, apply_cipher_suites
+
 # Distribution's names for the minimum protocol version; Go's default (and Distribution's)
 # is TLS 1.2, and so is ours when none is configured.
 MINIMUM_VERSIONS = {
@@ -45,14 +48,9 @@ class TLSSetupError(Exception):
 def read_certificates(path: str) -> list[x509.Certificate]:
     """The PEM certificates in ``path``, in file order (leaf first in a bundle)."""
     try:
-        data = Path(path).read_bytes()
-    except OSError as error:
-        raise TLSSetupError(f"cannot read certificate file {path}: {error.strerror}") from None
-    try:
-        certificates = x509.load_pem_x509_certificates(data)
-    except ValueError:
-        raise TLSSetupError(f"{path} holds no PEM certificate") from None
-    return certificates
+        return keyfiles.read_certificates(path)
+    except keyfiles.KeyFileError as error:
+        raise TLSSetupError(str(error)) from None
 
 
 def check_validity(certificate: x509.Certificate, path: str, now: datetime | None = None) -> None:
@@ -96,11 +94,13 @@ def server_context(
     minimum: str = "",
     client_cas: Sequence[str] = (),
     client_auth: str = "",
+    cipher_suites: Sequence[str] = (),
 ) -> ssl.SSLContext:
     """A server context for ``certificate`` (leaf + intermediates) and ``key``.
 
     With ``client_cas``, clients must present a certificate issued by one of them
-    (``client_auth`` may relax that to "verify-client-cert-if-given").
+    (``client_auth`` may relax that to "verify-client-cert-if-given"). ``cipher_suites``
+    are Distribution's names (see :mod:`shared.ciphersuites`).
     """
     chain = read_certificates(certificate)
     check_validity(chain[0], certificate)
@@ -110,12 +110,21 @@ def server_context(
     if version is None:
         raise TLSSetupError(f"unknown minimum TLS version {minimum!r}")
     context.minimum_version = version
+    restrict_cipher_suites(context, cipher_suites)
     try:
         context.load_cert_chain(certificate, key)
     except ssl.SSLError as error:
         raise TLSSetupError(f"cannot use {certificate} with {key}: {error.reason}") from None
     _client_verification(context, client_cas, client_auth)
     return context
+
+
+def restrict_cipher_suites(context: ssl.SSLContext, names: Sequence[str]) -> None:
+    """Apply ``ciphersuites`` to a context whose minimum version is already set."""
+    try:
+        apply_cipher_suites(context, names)
+    except CipherSuiteError as error:
+        raise TLSSetupError(f"ciphersuites: {error}") from None
 
 
 def _client_verification(

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import ssl
 import sys
 from collections.abc import Sequence
@@ -16,7 +17,8 @@ from pathlib import Path
 from aiohttp import web
 
 from shared.config import ConfigError
-from shared.http_server import QuietAppRunner
+from shared.listener import ListenError, bind_sockets
+from shared.serving import ConnectionTimeouts, serving
 from shared.tls import TLSSetupError, server_context
 from shared.token import PublicKey, libtrust_key_id, thumbprint
 from tokenauth.app import create_app
@@ -72,31 +74,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check":
         print("configuration OK")
         return 0
-    _serve(app, config, context)
+    try:
+        sockets = bind_sockets(*split_address(config.http.addr))
+    except ListenError as error:
+        print(f"tokenauth: {error}", file=sys.stderr)
+        return 2
+    asyncio.run(_serve(app, config, context, sockets))
     return 0
 
 
-def _serve(app: web.Application, config: TokenAuthConfig, context: ssl.SSLContext | None) -> None:
-    asyncio.run(_run(app, config, context))
-
-
-async def _run(
-    app: web.Application, config: TokenAuthConfig, context: ssl.SSLContext | None
+async def _serve(
+    app: web.Application,
+    config: TokenAuthConfig,
+    context: ssl.SSLContext | None,
+    sockets: list[socket.socket],
 ) -> None:
-    """Serve until SIGINT/SIGTERM through a runner that never echoes a refused request."""
+    """Serve on the bound ``sockets`` until SIGINT or SIGTERM."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    host, port = split_address(config.http.addr)
-    runner = QuietAppRunner(app, error_code=INVALID_REQUEST)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, host, port, ssl_context=context).start()
+    timeouts = ConnectionTimeouts(
+        read_header=config.http.readheadertimeout.total_seconds(),
+        idle=config.http.idletimeout.total_seconds(),
+    )
+    async with serving(
+        app, sockets, timeouts=timeouts, error_code=INVALID_REQUEST, ssl_context=context
+    ):
         log.info("tokenauth listening on %s (%s)", config.http.addr, "https" if context else "http")
         await stop.wait()
-    finally:
-        await runner.cleanup()
 
 
 def _keygen(args: argparse.Namespace) -> int:

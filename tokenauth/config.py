@@ -16,6 +16,7 @@ from pathlib import Path
 from shared import config as _config
 from shared.config import ConfigError, InvalidSetting, meta
 from shared.ratelimit import RateLimitConfig
+from shared.serving import DEFAULT_IDLE_TIMEOUT, DEFAULT_READ_HEADER_TIMEOUT, positive_duration
 
 __all__ = ["ConfigError", "TokenAuthConfig", "load_config", "split_address"]
 
@@ -63,6 +64,14 @@ class HTTPConfig:
     path: str = field(default="/auth", metadata=meta(check=_path))
     realm: str = "portside"  # the realm of the Basic challenge on bad credentials
     tls: TLSConfig = field(default_factory=TLSConfig)
+    # The registry's keys (see shared.serving): a request head must arrive within
+    # readheadertimeout of its first byte; a connection idle this long is closed.
+    readheadertimeout: timedelta = field(
+        default=DEFAULT_READ_HEADER_TIMEOUT, metadata=meta(check=positive_duration)
+    )
+    idletimeout: timedelta = field(
+        default=DEFAULT_IDLE_TIMEOUT, metadata=meta(check=positive_duration)
+    )
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ import logging
 from pathlib import Path
 
 from shared.config import ConfigError
-from shared.token import BadAlgorithm, TokenSigner, load_certificates, load_private_key
+from shared.keyfiles import KeyFileError, read_certificates
+from shared.token import BadAlgorithm, TokenSigner, load_private_key
 from tokenauth.config import TokenConfig
 
 log = logging.getLogger(__name__)
@@ -21,9 +22,9 @@ def load_signer(config: TokenConfig) -> TokenSigner:
     chain = []
     if config.certificate:
         try:
-            chain = load_certificates(Path(config.certificate).read_bytes())
-        except (OSError, ValueError) as error:
-            raise ConfigError(f"token.certificate: cannot load: {error}") from None
+            chain = read_certificates(config.certificate)
+        except KeyFileError as error:
+            raise ConfigError(f"token.certificate: {error}") from None
     else:
         log.warning("token.certificate is not set: tokens carry no x5c, which registry 2.x needs")
     try:

@@ -11,11 +11,9 @@ their exact bytes until they expire, so a token is checked once, not per request
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from pathlib import Path
 
 from aiohttp import web
 
@@ -25,13 +23,13 @@ from registry.keys import CONFIG
 from registry.urls import base_url
 from shared import errors
 from shared.authorization import BearerToken, MalformedAuthorization, parse_authorization
+from shared.keyfiles import KeyFileError, read_certificates, read_jwks
 from shared.scope import Scope, format_scopes
 from shared.token import (
     DEFAULT_ALGORITHMS,
     Claims,
     TokenError,
     TokenVerifier,
-    load_certificates,
 )
 
 MAX_CACHED_TOKENS = 10_000
@@ -46,12 +44,14 @@ class TokenAccessController:
         if not config.rootcertbundle and not config.jwks:
             raise ValueError("auth.token needs rootcertbundle or jwks to trust any key")
         self.config = config
-        certificates = (
-            load_certificates(Path(config.rootcertbundle).read_bytes())
-            if config.rootcertbundle
-            else []
-        )
-        jwks = json.loads(Path(config.jwks).read_text()) if config.jwks else None
+        try:
+            certificates = read_certificates(config.rootcertbundle) if config.rootcertbundle else []
+        except KeyFileError as error:
+            raise ValueError(f"auth.token.rootcertbundle: {error}") from None
+        try:
+            jwks = read_jwks(config.jwks) if config.jwks else None
+        except KeyFileError as error:
+            raise ValueError(f"auth.token.jwks: {error}") from None
         self.verifier = TokenVerifier(
             issuer=config.issuer,
             audience=config.service,

@@ -166,7 +166,7 @@ def test_key_of_another_certificate_is_refused_at_start_up(tmp_path: Path, pki: 
 
 def test_missing_file_and_unsupported_clientauth_are_refused(tmp_path: Path, pki: Pki) -> None:
     certificate, key = pki.write_bundle(tmp_path / "certs")
-    assert "cannot read certificate file" in refused(tmp_path, tmp_path / "nothing.crt", key)
+    assert "cannot read" in refused(tmp_path, tmp_path / "nothing.crt", key)
     root = pki.write_root(tmp_path / "root.crt")
     message = refused(
         tmp_path, certificate, key, clientcas=[str(root)], clientauth="require-any-client-cert"
@@ -260,3 +260,50 @@ def test_tokenauth_minimumtls_and_clientcas(tmp_path: Path, pki: Pki) -> None:
             https_get(port, "/health", old)
     finally:
         server.stop()
+
+
+def test_ciphersuites_restrict_tls12_suites(tmp_path: Path, pki: Pki, start_registry: Any) -> None:
+    certificate, key = pki.write_bundle(tmp_path / "certs")
+    root = pki.write_root(tmp_path / "root.crt")
+    context = client_context(root)
+    registry = start_registry(
+        {
+            "certificate": str(certificate),
+            "key": str(key),
+            "ciphersuites": [
+                "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+                "TLS_AES_128_GCM_SHA256",  # TLS 1.3: accepted, always on (as in Go)
+            ],
+        },
+        context,
+    )
+    tls12 = client_context(root)
+    tls12.maximum_version = ssl.TLSVersion.TLSv1_2
+    connection = socket.create_connection(("127.0.0.1", registry.port))
+    with tls12.wrap_socket(connection, server_hostname="localhost") as tls:
+        cipher = tls.cipher()
+        assert cipher is not None and cipher[0] == "ECDHE-ECDSA-CHACHA20-POLY1305"
+    # A TLS 1.2 client offering only other suites (Python's default offers this one too).
+    tls12.set_ciphers("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384")
+    with pytest.raises(ssl.SSLError):
+        https_get(registry.port, "/v2/", tls12)
+    assert https_get(registry.port, "/v2/", context) == 200  # TLS 1.3 is unaffected
+
+
+@pytest.mark.parametrize(
+    ("suites", "message"),
+    [
+        (["TLS_ECDHE_ECDSA_WITH_AES_128_GCM"], "http.tls.ciphersuites: item 0 is not"),
+        (["TLS_AES_128_GCM_SHA256"], "ciphersuites: names only TLS 1.3 suites"),
+        (["TLS_RSA_WITH_RC4_128_SHA"], "not available in this OpenSSL: TLS_RSA_WITH_RC4_128_SHA"),
+        (
+            ["TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", "TLS_RSA_WITH_RC4_128_SHA"],
+            "TLS_RSA_WITH_RC4_128_SHA is not available in this OpenSSL",
+        ),
+    ],
+)
+def test_unusable_ciphersuites_are_refused_at_start_up(
+    tmp_path: Path, pki: Pki, suites: list[str], message: str
+) -> None:
+    certificate, key = pki.write_bundle(tmp_path / "certs")
+    assert message in refused(tmp_path, certificate, key, ciphersuites=suites)

@@ -313,6 +313,22 @@ def test_the_documented_sample_loads(tmp_path: Path, driver: str, auth: str) -> 
     assert ("storage." + driver in unsupported) == (driver in ("azure", "gcs"))
 
 
+def test_settings_the_registry_acts_on_are_not_reported_as_ignored(tmp_path: Path) -> None:
+    text = """\
+version: 0.1
+storage:
+  filesystem: {rootdirectory: /srv/registry, maxthreads: 30}
+http:
+  addr: /run/registry.sock
+  net: unix
+  readheadertimeout: 5s
+  idletimeout: 60s
+  tls: {ciphersuites: [TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256]}
+  http2: {disabled: true}
+"""
+    assert unsupported_settings(load_config(write(tmp_path, text), {})) == []
+
+
 def test_distribution_2_8_sections_load(tmp_path: Path) -> None:
     text = """\
 version: "0.1"

@@ -5,6 +5,7 @@ after the process is killed in the middle of an upload."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import os
@@ -144,6 +145,21 @@ async def test_killed_mid_upload_leaves_no_corrupt_blob(server: RunningRegistry)
             assert await response.read() == data
 
 
+async def refused_start_up(env: dict[str, str]) -> tuple[int | None, bytes]:
+    """``registry serve``'s exit status and stderr; a server that starts instead is
+    stopped after 20 s (None)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "registry", "serve", env=env, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        _, stderr = await asyncio.wait_for(process.communicate(), 20)
+    except TimeoutError:
+        process.kill()
+        _, stderr = await process.communicate()
+        return None, stderr
+    return process.returncode, stderr
+
+
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
@@ -171,16 +187,10 @@ async def test_killed_mid_upload_leaves_no_corrupt_blob(server: RunningRegistry)
 async def test_unusable_auth_stops_start_up(
     tmp_path: Path, overrides: dict[str, str], expected: bytes
 ) -> None:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "registry",
-        "serve",
-        env=clean_environ(REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=str(tmp_path), **overrides),
-        stderr=asyncio.subprocess.PIPE,
+    returncode, stderr = await refused_start_up(
+        clean_environ(REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=str(tmp_path), **overrides)
     )
-    _, stderr = await asyncio.wait_for(process.communicate(), 20)
-    assert process.returncode == 2, stderr
+    assert returncode == 2, stderr
     assert expected in stderr
     assert b"Traceback" not in stderr
 
@@ -228,6 +238,67 @@ async def test_a_missing_storage_root_is_created(server: RunningRegistry, tmp_pa
     assert (tmp_path / "data").is_dir()
 
 
+@pytest.mark.parametrize(
+    ("key", "content", "problem"),
+    [
+        ("rootcertbundle", "", "{path} is empty: expected PEM certificates"),
+        ("rootcertbundle", "garbage\n", "{path} holds no PEM certificate"),
+        ("jwks", "", "{path} is not a JSON document (line 1, column 1)"),
+        ("jwks", '{"keys": 5}', "{path}: JWKS document has no 'keys' list"),
+        ("jwks", '{"keys": []}', "{path} holds no key"),
+    ],
+)
+async def test_unusable_token_trust_files_name_the_key_and_the_file(
+    tmp_path: Path, key: str, content: str, problem: str
+) -> None:
+    path = tmp_path / "trust"
+    path.write_text(content)
+    overrides = {
+        "REGISTRY_AUTH": "token",
+        "REGISTRY_AUTH_TOKEN_REALM": "https://auth.example/token",
+        "REGISTRY_AUTH_TOKEN_SERVICE": "registry",
+        "REGISTRY_AUTH_TOKEN_ISSUER": "issuer",
+        f"REGISTRY_AUTH_TOKEN_{key.upper()}": str(path),
+    }
+    returncode, stderr = await refused_start_up(
+        clean_environ(REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=str(tmp_path), **overrides)
+    )
+    assert returncode == 2, stderr
+    expected = f"auth.token.{key}: " + problem.format(path=path)
+    assert stderr.decode().splitlines()[-1].endswith(expected), stderr
+
+
+async def test_serves_on_a_unix_socket(tmp_path: Path) -> None:
+    path = tmp_path / "registry.sock"
+    env = clean_environ(
+        REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=str(tmp_path / "data"),
+        REGISTRY_HTTP_NET="unix",
+        REGISTRY_HTTP_ADDR=str(path),
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "registry", "serve", env=env, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        status = 0
+        async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(str(path))) as session:
+            for _ in range(200):
+                if process.returncode is not None:
+                    break
+                try:
+                    async with session.get("http://registry/v2/") as response:
+                        status = response.status
+                        break
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.05)
+        assert status == 200
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(process.communicate(), 20)
+    assert process.returncode == 0, stderr
+    assert not path.exists()  # removed on exit, as Go's listener does
+
+
 def children_of(pid: int) -> list[int]:
     text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
     return [int(child) for child in text.split()]
@@ -240,7 +311,19 @@ async def test_workers_share_the_port_and_stop_together(tmp_path: Path) -> None:
     running = RunningRegistry(config, port, clean_environ(PORTSIDE_WORKERS="2"))
     await running.start()
     assert running.process is not None
-    workers = children_of(running.process.pid)
+    supervisor = running.process.pid
+    try:
+        await _check_workers(running, supervisor)
+    finally:  # a failed check must not leave the supervisor and its workers running
+        if running.process.returncode is None:
+            for pid in children_of(supervisor):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            await running.stop(signal.SIGKILL)
+
+
+async def _check_workers(running: RunningRegistry, supervisor: int) -> None:
+    workers = children_of(supervisor)
     assert len(workers) == 2
     async with aiohttp.ClientSession() as session:
         statuses = await asyncio.gather(*(session.get(running.url + "/v2/") for _ in range(20)))
@@ -248,13 +331,13 @@ async def test_workers_share_the_port_and_stop_together(tmp_path: Path) -> None:
         for response in statuses:
             response.release()
     os.kill(workers[0], signal.SIGKILL)  # a worker that dies is replaced
-    for _ in range(100):
+    for _ in range(400):  # the supervisor waits 1 s before replacing; two busy cores
         await asyncio.sleep(0.05)
-        replaced = children_of(running.process.pid)
+        replaced = children_of(supervisor)
         if len(replaced) == 2 and workers[0] not in replaced:
             break
     else:
-        raise AssertionError("the dead worker was not replaced")
+        raise AssertionError(f"the dead worker was not replaced: children {replaced}")
     assert await running.stop(signal.SIGTERM) == 0
     for pid in replaced:
         assert not Path(f"/proc/{pid}").exists() or "Z" in _state(pid)

@@ -88,3 +88,17 @@ def test_split_address() -> None:
     for bad in ("5001", "host:", "host:99999"):
         with pytest.raises(ConfigError):
             split_address(bad)
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [("", "is empty: expected PEM certificates"), ("junk\n", "holds no PEM certificate")],
+)
+def test_an_unusable_certificate_file_names_the_key_and_the_file(
+    setup: Setup, content: str, problem: str
+) -> None:
+    (setup.directory / "junk.crt").write_text(content)
+    config = load_config(setup.config, {"TOKENAUTH_TOKEN_CERTIFICATE": "junk.crt"})
+    with pytest.raises(ConfigError) as raised:
+        create_app(config)
+    assert str(raised.value) == f"token.certificate: {setup.directory / 'junk.crt'} {problem}"

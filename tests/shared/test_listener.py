@@ -1,0 +1,181 @@
+"""How both services listen, run as an operator runs them: slow and idle connections are
+dropped (http.readheadertimeout, http.idletimeout), the accept backlog is the system's
+maximum, and an address that cannot be bound is one line naming it, exit status 2."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.portside_servers import (
+    REPOSITORY_ROOT,
+    ServerProcess,
+    free_port,
+    server_env,
+)
+from tests.support.tools import require_tool
+from tests.tokenauth.conftest import write_setup
+
+READ_HEADER_TIMEOUT = 1.0
+IDLE_TIMEOUT = 3.0
+# Far above the timeouts: two shared cores may delay a close, never hasten it.
+MARGIN = 8.0
+SLOW_CONNECTIONS = 20
+
+SERVICES = ["registry", "registry --workers 2", "tokenauth"]
+
+
+def service_command(service: str, directory: Path, port: int) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment that start ``service`` on ``port``."""
+    if service.startswith("registry"):
+        env = {
+            "REGISTRY_HTTP_ADDR": f"127.0.0.1:{port}",
+            "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": str(directory / "data"),
+            "REGISTRY_HTTP_READHEADERTIMEOUT": f"{READ_HEADER_TIMEOUT:g}s",
+            "REGISTRY_HTTP_IDLETIMEOUT": f"{IDLE_TIMEOUT:g}s",
+        }
+        return ["registry", "serve", *service.split()[1:]], env
+    setup = write_setup(directory)
+    env = {
+        "TOKENAUTH_HTTP_ADDR": f"127.0.0.1:{port}",
+        "TOKENAUTH_HTTP_READHEADERTIMEOUT": f"{READ_HEADER_TIMEOUT:g}s",
+        "TOKENAUTH_HTTP_IDLETIMEOUT": f"{IDLE_TIMEOUT:g}s",
+    }
+    return ["tokenauth", "serve", str(setup.config)], env
+
+
+@pytest.fixture(scope="module", params=SERVICES)
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """One server per service for the whole module: the tests only open connections."""
+    directory = tmp_path_factory.mktemp("server")
+    port = free_port()
+    args, env = service_command(request.param, directory, port)
+    ready = "/health" if args[0] == "tokenauth" else "/"
+    process = ServerProcess(args[0], args, port, ready, directory / "server.log", env)
+    process.start()
+    yield process
+    process.stop()
+
+
+def get_status(server: ServerProcess, **headers: str) -> int:
+    """The status of a GET of the server's health path."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=20)
+    try:
+        connection.request("GET", server.ready_path, headers=headers)
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+async def closed_after(port: int, head: bytes, trickle: bytes | None) -> float:
+    """Seconds until the server closes a connection that sent ``head`` and then, every
+    0.2 s, ``trickle`` (None: nothing more); fails if it answers or outlasts the margin."""
+    loop = asyncio.get_running_loop()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    start = loop.time()
+    try:
+        writer.write(head)
+        while loop.time() - start < IDLE_TIMEOUT + MARGIN:
+            try:
+                data = await asyncio.wait_for(reader.read(4096), 0.2)
+            except TimeoutError:
+                if trickle:
+                    writer.write(trickle)
+                continue
+            if data:
+                raise AssertionError(f"the server answered an incomplete request: {data[:80]!r}")
+            return loop.time() - start
+        raise AssertionError("the server kept the connection open")
+    except ConnectionError:
+        return loop.time() - start
+    finally:
+        writer.close()
+
+
+async def test_slow_headers_are_dropped_while_they_trickle(server: ServerProcess) -> None:
+    head = b"GET /v2/ HTTP/1.1\r\nHost: test\r\n"
+    lasted = await asyncio.gather(
+        *(closed_after(server.port, head, b"X-Slow: 1\r\n") for _ in range(SLOW_CONNECTIONS))
+    )
+    # Dropped at the head deadline, well before the idle timeout would have closed them.
+    assert max(lasted) < IDLE_TIMEOUT, lasted
+    assert get_status(server) == 200  # the server itself is unharmed
+
+
+async def test_idle_connections_are_closed_after_the_idle_timeout(server: ServerProcess) -> None:
+    # Nothing sent: the head deadline never starts, the idle timeout closes it; and a
+    # keep-alive connection idles out after its response the same way.
+    silent, _ = await asyncio.gather(
+        closed_after(server.port, b"", None), asyncio.to_thread(idle_after_response, server)
+    )
+    assert IDLE_TIMEOUT - 0.5 < silent < IDLE_TIMEOUT + MARGIN
+
+
+def idle_after_response(server: ServerProcess) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=IDLE_TIMEOUT + MARGIN)
+    try:
+        connection.request("GET", server.ready_path)
+        response = connection.getresponse()
+        response.read()
+        assert response.status == 200
+        assert connection.sock is not None
+        connection.sock.settimeout(IDLE_TIMEOUT + MARGIN)
+        assert connection.sock.recv(1) == b""  # closed by the server, not timed out here
+    finally:
+        connection.close()
+
+
+def test_large_request_heads_still_fit(server: ServerProcess) -> None:
+    """The registry's own handler options (16 KiB header fields) still reach each
+    connection now that the listener builds it."""
+    if server.name != "registry":
+        pytest.skip("a registry setting")
+    assert get_status(server, **{"X-Large": "a" * 12_000}) == 200
+
+
+def test_listens_with_the_system_backlog(server: ServerProcess) -> None:
+    require_tool("ss", "iproute2")
+    expected = int(Path("/proc/sys/net/core/somaxconn").read_text())
+    listing = subprocess.run(
+        ["ss", "-ltnH", f"sport = :{server.port}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=20,
+    ).stdout
+    # For a listening socket, ss shows the backlog as Send-Q (the third column).
+    backlogs = [int(line.split()[2]) for line in listing.splitlines()]
+    assert backlogs, listing
+    assert set(backlogs) == {expected}
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_an_address_in_use_is_one_line(service: str, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args, env = service_command(service, tmp_path, port)
+        completed = subprocess.run(
+            [sys.executable, "-m", *args],
+            cwd=REPOSITORY_ROOT,
+            env=server_env(env),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert completed.returncode == 2, completed.stderr
+    assert completed.stderr.splitlines() == [
+        f"{args[0]}: cannot listen on 127.0.0.1:{port}: "
+        "address already in use (is another server running?)"
+    ]
