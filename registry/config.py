@@ -115,6 +115,8 @@ class LogConfig:
 class FilesystemDriverConfig:
     rootdirectory: str = "/var/lib/registry"
     maxthreads: int = 100
+    # portside's own key (Distribution has none): flush before acknowledging a write.
+    fsync: bool = True
 
 
 @dataclass(frozen=True)
@@ -489,6 +491,7 @@ IMPLEMENTED = (
     "loglevel",
     "log.accesslog.disabled",
     "storage.filesystem.rootdirectory",
+    "storage.filesystem.fsync",
     "storage.inmemory",
     "storage.delete.enabled",
     "storage.maintenance.uploadpurging",
