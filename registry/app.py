@@ -18,7 +18,7 @@ from registry.routes import dispatch, get_base, get_root
 from registry.storage.cache.factory import create_blob_descriptor_cache
 from registry.storage.driver.factory import create_driver
 from registry.storage.manifests import ForeignURLPolicy
-from registry.storage.purge import purge_periodically
+from registry.storage.purge import purge_periodically, remove_leftovers
 from registry.storage.registry import Registry
 from registry.upload_state import UPLOAD_STATE, UploadStateSigner
 from registry.urls import path_prefix
@@ -66,6 +66,9 @@ async def _storage_context(app: web.Application) -> AsyncIterator[None]:
                 purging.dryrun,
             )
         )
+    elif app[MAINTENANCE] and not readonly:
+        # Without purging, leftovers of killed writers are still removed once at start-up.
+        purger = asyncio.create_task(remove_leftovers(registry.driver))
     yield
     if purger is not None:
         purger.cancel()

@@ -166,6 +166,9 @@ class FilesystemDriver(StorageDriver):
     def local_path(self, path: str) -> Path | None:
         return self._full(path)
 
+    async def remove_leftovers(self) -> int:
+        return await self._run(lambda: temporaries.remove_abandoned(self.root))
+
     async def close(self) -> None:
         self._pool.shutdown(wait=True)
 

@@ -39,6 +39,36 @@ def create_locked(target: Path) -> tuple[int, Path]:
         os.close(fd)
 
 
+def remove_if_abandoned(path: Path) -> bool:
+    """Remove a temporary unless a live writer holds its lock; whether it was removed."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:  # renamed by its writer meanwhile, or not a plain file
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        return True
+    finally:
+        os.close(fd)
+
+
+def remove_abandoned(root: Path) -> int:
+    """Walk ``root`` and remove every abandoned temporary; how many were removed."""
+    removed = 0
+    for directory, _subdirectories, files in os.walk(root):
+        for name in files:
+            if is_temporary(name) and remove_if_abandoned(Path(directory, name)):
+                removed += 1
+    return removed
+
+
 def discard(fd: int, path: Path) -> None:
     """Give up a temporary that was not renamed (a failed write): remove it, unlock it."""
     with contextlib.suppress(FileNotFoundError):
