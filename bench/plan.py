@@ -9,7 +9,7 @@ from pathlib import Path
 MIB = 1024 * 1024
 GIB = 1024 * MIB
 
-SCENARIOS = ("machine", "blobs", "requests", "images", "tokens", "listings")
+SCENARIOS = ("machine", "blobs", "requests", "images", "tokens", "listings", "durability")
 
 
 @dataclass(frozen=True)
