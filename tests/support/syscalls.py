@@ -8,6 +8,7 @@ say "this directory was fsync'd after that rename and before the 201 was sent".
 
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
 import time
@@ -52,12 +53,11 @@ class SyscallTrace:
     def _wait_attached(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            tracers = [
-                line
-                for task in Path(f"/proc/{self.pid}/task").iterdir()
-                for line in (task / "status").read_text().splitlines()
-                if line.startswith("TracerPid:")
-            ]
+            tracers = []
+            for task in Path(f"/proc/{self.pid}/task").iterdir():
+                with contextlib.suppress(FileNotFoundError):  # a thread that just ended
+                    status = (task / "status").read_text().splitlines()
+                    tracers += [line for line in status if line.startswith("TracerPid:")]
             if tracers and all(line.split()[1] != "0" for line in tracers):
                 return
             if self.process.poll() is not None:
