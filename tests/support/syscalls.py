@@ -38,10 +38,13 @@ class Call:
 
 
 class SyscallTrace:
-    def __init__(self, pid: int, log: Path) -> None:
+    def __init__(self, pid: int, log: Path, inject: str | None = None) -> None:
+        """``inject``: an strace fault-injection spec, e.g. ``rename:delay_enter=3s``."""
         self.pid, self.log = pid, log
         strace = require_tool("strace")
         options = ["-f", "-y", "-s", "48", "-e", f"trace={TRACED}", "-o", str(log)]
+        if inject is not None:
+            options += ["-e", f"inject={inject}"]
         self.process = subprocess.Popen(
             [strace, *options, "-p", str(pid)],
             stdin=subprocess.DEVNULL,
