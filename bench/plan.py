@@ -9,7 +9,16 @@ from pathlib import Path
 MIB = 1024 * 1024
 GIB = 1024 * MIB
 
-SCENARIOS = ("machine", "blobs", "requests", "images", "tokens", "listings", "gc")
+SCENARIOS = (
+    "machine",
+    "blobs",
+    "requests",
+    "images",
+    "tokens",
+    "listings",
+    "durability",
+    "gc",
+)
 
 
 @dataclass(frozen=True)

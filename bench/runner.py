@@ -3,7 +3,9 @@
 Phases, each with servers started for it on loopback:
 1. plain registries (portside and the reference, each on its own store): scenarios 1-3;
 2. tokenauth, then both registries again on the same stores with ``auth.token``: scenario 4;
-3. both registries on seeded stores, small then large: scenario 5.
+3. both registries on seeded stores, small then large: scenario 5;
+4. portside flushing, portside not flushing and the reference, each on a new store:
+   scenario 6.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from bench.plan import Plan
 from bench.results import Metric
 from bench.scenarios import requests
 from bench.scenarios.blobs import run_blobs
+from bench.scenarios.durability import run_durability
 from bench.scenarios.gc import run_gc
 from bench.scenarios.images import run_images
 from bench.scenarios.listings import run_listings
@@ -99,6 +102,8 @@ async def run(plan: Plan, logs: Path) -> Outcome:
             await outcome.phase(ctx, "token", _token(ctx, roots, image))
         if "listings" in wanted:
             await outcome.phase(ctx, "listing", run_listings(ctx))
+        if "durability" in wanted:
+            await outcome.phase(ctx, "durability", run_durability(ctx))
         if "gc" in wanted:
             await outcome.phase(ctx, "garbage collection", run_gc(ctx))
     finally:

@@ -60,6 +60,9 @@ async def _storage_context(app: web.Application) -> AsyncIterator[None]:
                 purging.dryrun,
             )
         )
+    elif app[MAINTENANCE] and not readonly:
+        # Without purging, leftovers of killed writers are still removed once at start-up.
+        purger = asyncio.create_task(registry.remove_leftovers())
     yield
     if purger is not None:
         purger.cancel()

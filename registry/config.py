@@ -115,6 +115,8 @@ class LogConfig:
 class FilesystemDriverConfig:
     rootdirectory: str = "/var/lib/registry"
     maxthreads: int = 100
+    # portside's own key (Distribution has none): flush before acknowledging a write.
+    fsync: bool = True
 
 
 @dataclass(frozen=True)
@@ -498,6 +500,7 @@ IMPLEMENTED = (
     "log.accesslog.disabled",
     "storage.filesystem.rootdirectory",
     "storage.filesystem.maxthreads",
+    "storage.filesystem.fsync",
     "storage.inmemory",
     "storage.delete.enabled",
     "storage.maintenance.uploadpurging",

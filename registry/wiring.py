@@ -22,7 +22,9 @@ from registry.storage.registry import Registry
 def _filesystem(config: RegistryConfig) -> StorageDriver:
     settings = config.storage.filesystem
     assert settings is not None
-    return FilesystemDriver(settings.rootdirectory, max_threads=min(settings.maxthreads, 64))
+    return FilesystemDriver(
+        settings.rootdirectory, max_threads=min(settings.maxthreads, 64), fsync=settings.fsync
+    )
 
 
 def _inmemory(config: RegistryConfig) -> StorageDriver:

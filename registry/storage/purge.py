@@ -1,7 +1,9 @@
 """Upload purging (``storage.maintenance.uploadpurging``): delete abandoned uploads.
 
 A client that starts an upload and goes away leaves its data in ``_uploads/``; like
-Distribution, every ``interval`` the registry removes uploads older than ``age``.
+Distribution, every ``interval`` the registry removes uploads older than ``age``. Each run
+(and start-up, see ``remove_leftovers``) also removes the temporary files of writers that
+were killed before renaming them.
 """
 
 from __future__ import annotations
@@ -52,11 +54,24 @@ async def _started_at(driver: StorageDriver, name: str, upload_id: str) -> float
         return None
 
 
+async def remove_leftovers(driver: StorageDriver) -> None:
+    """Remove killed writers' temporaries; log, never raise (it is housekeeping)."""
+    try:
+        removed = await driver.remove_leftovers()
+    except Exception:
+        log.exception("removing leftover temporary files failed; will retry")
+        return
+    if removed:
+        log.info("removed %d temporary files left by killed writers", removed)
+
+
 async def purge_periodically(
     driver: StorageDriver, age: float, interval: float, dry_run: bool
 ) -> None:
     """Purge now and then every ``interval`` seconds, until cancelled."""
     while True:
+        if not dry_run:
+            await remove_leftovers(driver)
         try:
             purged = await purge_uploads(driver, age, dry_run)
             if purged:

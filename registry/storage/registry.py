@@ -11,7 +11,7 @@ from registry.storage.blobs import BlobStore, LinkedBlobs
 from registry.storage.catalog import catalog_page
 from registry.storage.driver.base import StorageDriver
 from registry.storage.manifests import ForeignURLPolicy, ManifestContentCache, Manifests
-from registry.storage.purge import purge_periodically
+from registry.storage.purge import purge_periodically, remove_leftovers
 from registry.storage.referrers import Referrers
 from registry.storage.tags import TagListCache, Tags
 from registry.storage.uploads import HashStates, Uploads
@@ -69,6 +69,10 @@ class Registry:
     async def purge_uploads_periodically(self, age: float, interval: float, dry_run: bool) -> None:
         """Delete uploads older than ``age`` seconds every ``interval``, until cancelled."""
         await purge_periodically(self.driver, age, interval, dry_run)
+
+    async def remove_leftovers(self) -> None:
+        """Remove the temporary files of writers killed before their rename (once)."""
+        await remove_leftovers(self.driver)
 
     async def close(self) -> None:
         await self.driver.close()

@@ -32,6 +32,12 @@ EXPECTED = {
     "tags_first_40r_80t": EVERY_SERVER,
     "tags_last_40r_80t": EVERY_SERVER,
     "growth_catalog_first": EVERY_SERVER,
+    "disk_durable_write_4MiB": {"portside"},
+    "push_monolithic_durable_4MiB": EVERY_SERVER,
+    "push_monolithic_nondurable_4MiB": {"portside"},
+    "push_chunked_durable_4MiB": EVERY_SERVER,
+    "push_chunked_nondurable_4MiB": {"portside"},
+    "durable_over_disk_chunked_4MiB": {"portside"},
 }
 WITH_LOAD_GENERATORS = {
     "manifest_get": EVERY_SERVER,
@@ -52,7 +58,7 @@ def test_tiny_benchmark_runs_every_scenario(tmp_path: Path) -> None:
         require_tool("ab", "apache2-utils")
         expected.update(WITH_LOAD_GENERATORS)
     else:
-        command += ["--scenarios", "machine,blobs,images,listings"]
+        command += ["--scenarios", "machine,blobs,images,listings,durability"]
 
     result = subprocess.run(
         command, cwd=ROOT, capture_output=True, text=True, timeout=240, check=False

@@ -118,5 +118,10 @@ class StorageDriver(abc.ABC):
         """A URL a client can fetch the content from directly, or None."""
         return None
 
+    async def remove_leftovers(self) -> int:
+        """Remove what killed writers left behind (the filesystem driver's temporaries);
+        how many were removed. Safe while other processes write to the same storage."""
+        return 0
+
     async def close(self) -> None:  # noqa: B027 - an optional hook, not abstract
         """Release connections and threads."""

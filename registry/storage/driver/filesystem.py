@@ -4,6 +4,12 @@ Writes, listings and large reads run on a thread pool so the event loop keeps se
 ``stat`` and reads of small files (links, tags, manifests) run inline, since a hop to a
 thread costs more than the syscall. Large files are served by the handlers with sendfile
 through ``local_path``.
+
+With ``fsync`` (the default) what the registry acknowledges is on stable storage first:
+``put_content`` and ``move`` flush the file's data and the directory entries they create
+before returning, and writers start write-back while data arrives so that the flush at
+``move`` is short (``durability``). Temporaries of killed writers are removed by
+``remove_leftovers`` (``temporaries``).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
+from registry.storage.driver import temporaries
 from registry.storage.driver.base import (
     FileInfo,
     FileWriter,
@@ -28,6 +35,7 @@ from registry.storage.driver.base import (
     StorageFull,
     StorageUnwritable,
 )
+from registry.storage.driver.durability import make_dirs, start_writeback, sync_dir, sync_file
 
 T = TypeVar("T")
 READ_CHUNK = 1024 * 1024
@@ -37,13 +45,19 @@ INLINE_LIST_LIMIT = 16 * 1024  # bytes of directory: a few hundred entries
 # deleted); the one that loses the race retries this many times.
 RACE_ATTEMPTS = 20
 _RACE_ERRNOS = frozenset({errno.ENOENT, errno.ENOTEMPTY, errno.EISDIR, errno.ENOTDIR, None})
+# A writer asks the kernel to start writing out every this many bytes: the final flush
+# then waits for at most about this much (see docs/performance.md for the measurements).
+WRITEBACK_BYTES = 8 * 1024 * 1024
 
 
 class FilesystemDriver(StorageDriver):
     name = "filesystem"
 
-    def __init__(self, root: str | os.PathLike[str], max_threads: int = 32) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], max_threads: int = 32, *, fsync: bool = True
+    ) -> None:
         self.root = Path(root)
+        self.fsync = fsync
         self._pool = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="fs")
 
     def _full(self, path: str) -> Path:
@@ -71,14 +85,21 @@ class FilesystemDriver(StorageDriver):
         full = self._full(path)
 
         def write() -> None:
-            full.parent.mkdir(parents=True, exist_ok=True)
-            temporary = full.with_name(f".{full.name}.{uuid.uuid4().hex}.tmp")
+            make_dirs(full.parent, self.fsync)
+            fd, temporary = temporaries.create_locked(full)
             try:
-                temporary.write_bytes(content)
+                view = memoryview(content)
+                while view:
+                    view = view[os.write(fd, view) :]
+                if self.fsync:
+                    os.fdatasync(fd)
                 os.replace(temporary, full)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    temporary.unlink()
+            except BaseException:
+                temporaries.discard(fd, temporary)
+                raise
+            os.close(fd)  # only now: the lock tells sweepers the temporary is alive
+            if self.fsync:
+                sync_dir(full.parent)
 
         with _no_space_is_storage_full(path):
             await self._run(lambda: _despite_concurrent_deletes(write))
@@ -100,11 +121,12 @@ class FilesystemDriver(StorageDriver):
         full = self._full(path)
 
         # Opened (and closed) inline: if the request is cancelled, a handle opened in a
-        # thread could be lost on its way back and leak.
+        # thread could be lost on its way back and leak. Writers only write upload areas,
+        # which need no durable directories: ``move`` flushes what it makes visible.
         with _no_space_is_storage_full(path):
             full.parent.mkdir(parents=True, exist_ok=True)
             handle = full.open("ab" if append else "wb")
-        return _FilesystemWriter(self, path, handle, handle.tell())
+        return _FilesystemWriter(self, path, handle, handle.tell(), writeback=self.fsync)
 
     async def stat(self, path: str) -> FileInfo:
         full = self._full(path)
@@ -129,13 +151,22 @@ class FilesystemDriver(StorageDriver):
         src, dst = self._full(source), self._full(destination)
 
         def move() -> None:
-            dst.parent.mkdir(parents=True, exist_ok=True)
+            if self.fsync:
+                # The data first, then the name: a blob is never durably named while its
+                # content could still be lost.
+                try:
+                    sync_file(src)
+                except FileNotFoundError:
+                    raise PathNotFound(source) from None
+            make_dirs(dst.parent, self.fsync)
             try:
                 os.replace(src, dst)
             except FileNotFoundError:
                 if not os.path.lexists(src):
                     raise PathNotFound(source) from None
                 raise  # the destination's directory vanished: tried again
+            if self.fsync:
+                sync_dir(dst.parent)
 
         with _no_space_is_storage_full(destination):
             await self._run(lambda: _despite_concurrent_deletes(move))
@@ -150,6 +181,9 @@ class FilesystemDriver(StorageDriver):
 
     def local_path(self, path: str) -> Path | None:
         return self._full(path)
+
+    async def remove_leftovers(self) -> int:
+        return await self._run(lambda: temporaries.remove_abandoned(self.root))
 
     async def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -224,21 +258,33 @@ def _delete(full: Path) -> None:
 
 
 class _FilesystemWriter(FileWriter):
-    def __init__(self, driver: FilesystemDriver, path: str, handle: BinaryIO, size: int) -> None:
+    def __init__(
+        self, driver: FilesystemDriver, path: str, handle: BinaryIO, size: int, *, writeback: bool
+    ) -> None:
         self._driver = driver
         self._path = path
         self._handle = handle
         self._size = size
+        self._writeback = writeback
+        self._written_back = size  # where the next write-back range starts
 
     @property
     def size(self) -> int:
         return self._size
 
     async def write(self, data: bytes) -> None:
-        handle = self._handle
         with _no_space_is_storage_full(self._path):
-            await self._driver._run(lambda: handle.write(data))
+            await self._driver._run(lambda: self._write(data))
+
+    def _write(self, data: bytes) -> None:
+        self._handle.write(data)
         self._size += len(data)
+        if self._writeback and self._size - self._written_back >= WRITEBACK_BYTES:
+            self._handle.flush()
+            start_writeback(
+                self._handle.fileno(), self._written_back, self._size - self._written_back
+            )
+            self._written_back = self._size
 
     async def close(self) -> None:
         # Pieces of a megabyte bypass the write buffer, so closing flushes at most a small

@@ -144,3 +144,12 @@ async def test_relative_components_are_refused(driver: StorageDriver) -> None:
         pytest.skip("the in-memory driver has no filesystem to escape")
     with pytest.raises(ValueError, match="relative path"):
         await driver.put_content("/a/../../escape", b"x")
+
+
+async def test_removing_leftovers_keeps_every_written_file(driver: StorageDriver) -> None:
+    for path in ("/a/link", "/a/.hidden", "/b/c/data"):
+        await driver.put_content(path, b"kept")
+    assert await driver.remove_leftovers() == 0
+    for path in ("/a/link", "/a/.hidden", "/b/c/data"):
+        assert await driver.get_content(path) == b"kept"
+    assert sorted(await driver.list_dir("/a")) == [".hidden", "link"]

@@ -1,0 +1,76 @@
+"""The temporary files of the filesystem driver's atomic writes, and their clean-up.
+
+``put_content`` writes ``.<name>.<uuid>.tmp`` beside the target and renames it over the
+target. A process killed in between (SIGKILL, OOM, power loss) leaves the temporary
+behind, and nothing else would ever remove it. Each writer therefore holds an exclusive
+``flock`` on its temporary until the rename: a temporary nobody holds a lock on belongs
+to a dead writer and can be removed at once, even while other processes (``--workers``,
+other instances on the same storage) are writing theirs. Temporaries left by versions
+that did not lock are unlocked too, so they are removed as well.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import uuid
+from pathlib import Path
+
+_TEMPORARY = re.compile(r"\..+\.[0-9a-f]{32}\.tmp")
+
+
+def is_temporary(name: str) -> bool:
+    return _TEMPORARY.fullmatch(name) is not None
+
+
+def create_locked(target: Path) -> tuple[int, Path]:
+    """Create a new temporary for ``target`` in its directory and lock it; the caller
+    writes through the descriptor, renames the path and then closes the descriptor."""
+    while True:
+        path = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        # A sweeper may have locked and removed it between the open and our lock: it then
+        # has no name any more, and we start again with a new one.
+        if os.fstat(fd).st_nlink > 0:
+            return fd, path
+        os.close(fd)
+
+
+def remove_if_abandoned(path: Path) -> bool:
+    """Remove a temporary unless a live writer holds its lock; whether it was removed."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:  # renamed by its writer meanwhile, or not a plain file
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        return True
+    finally:
+        os.close(fd)
+
+
+def remove_abandoned(root: Path) -> int:
+    """Walk ``root`` and remove every abandoned temporary; how many were removed."""
+    removed = 0
+    for directory, _subdirectories, files in os.walk(root):
+        for name in files:
+            if is_temporary(name) and remove_if_abandoned(Path(directory, name)):
+                removed += 1
+    return removed
+
+
+def discard(fd: int, path: Path) -> None:
+    """Give up a temporary that was not renamed (a failed write): remove it, unlock it."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    os.close(fd)

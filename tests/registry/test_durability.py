@@ -1,0 +1,193 @@
+"""Acknowledged means durable: before a 201, the registry process has flushed the blob's
+data, the link files and the directory entries that name them (strace on the real
+server); with ``storage.filesystem.fsync: false`` it flushes nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.support.oci import OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, sha256_digest
+from tests.support.portside_servers import ServerProcess, free_port
+from tests.support.syscalls import Call, SyscallTrace
+
+REPO = "durable/app"
+BLOB_SIZE = 20 * 1024 * 1024  # more than the write-back step (8 MiB), so write-back starts
+
+
+class Traced:
+    def __init__(self, registry: ServerProcess, trace: SyscallTrace, root: Path) -> None:
+        self.registry, self.trace, self.root = registry, trace, root
+
+    def stop(self) -> list[Call]:
+        """Stop the registry (strace exits with it) and return what it called."""
+        self.registry.stop()
+        self.trace.close()
+        return self.trace.calls()
+
+
+def _start(tmp_path: Path, fsync: str) -> Iterator[Traced]:
+    root = tmp_path / "data"
+    port = free_port()
+    registry = ServerProcess(
+        "registry",
+        ["registry", "serve"],
+        port,
+        "/",
+        tmp_path / "registry.log",
+        env={
+            "REGISTRY_HTTP_ADDR": f"127.0.0.1:{port}",
+            "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": str(root),
+            "REGISTRY_STORAGE_FILESYSTEM_FSYNC": fsync,
+            "REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_ENABLED": "false",
+        },
+    )
+    registry.start()
+    assert registry.process is not None
+    try:
+        trace = SyscallTrace(registry.process.pid, tmp_path / "strace.log")
+    except BaseException:
+        registry.stop()
+        raise
+    try:
+        yield Traced(registry, trace, root.resolve())
+    finally:
+        registry.stop()
+        trace.close()
+
+
+@pytest.fixture
+def durable(tmp_path: Path) -> Iterator[Traced]:
+    yield from _start(tmp_path, "true")
+
+
+@pytest.fixture
+def throwaway(tmp_path: Path) -> Iterator[Traced]:
+    yield from _start(tmp_path, "false")
+
+
+async def _push(url: str) -> tuple[str, str]:
+    """Push a 20 MiB layer, a config and a manifest tagged ``latest``; their digests."""
+    layer = os.urandom(BLOB_SIZE)
+    config = b"{}"
+    async with aiohttp.ClientSession() as session:
+        for data in (layer, config):
+            async with session.post(f"{url}/v2/{REPO}/blobs/uploads/") as response:
+                assert response.status == 202, await response.text()
+                location = response.headers["Location"]
+            async with session.put(
+                url + location if location.startswith("/") else location,
+                params={"digest": sha256_digest(data)},
+                data=io.BytesIO(data),
+                headers={"Content-Type": "application/octet-stream"},
+            ) as response:
+                assert response.status == 201, await response.text()
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "config": {"mediaType": OCI_CONFIG, "digest": sha256_digest(config), "size": 2},
+                "layers": [
+                    {"mediaType": OCI_LAYER_GZIP, "digest": sha256_digest(layer), "size": BLOB_SIZE}
+                ],
+            }
+        ).encode()
+        async with session.put(
+            f"{url}/v2/{REPO}/manifests/latest",
+            data=manifest,
+            headers={"Content-Type": OCI_MANIFEST},
+        ) as response:
+            assert response.status == 201, await response.text()
+    return sha256_digest(layer), hashlib.sha256(manifest).hexdigest()
+
+
+def _created_responses(calls: Sequence[Call]) -> list[int]:
+    """Where each ``201 Created`` was sent, in order."""
+    return [
+        index
+        for index, call in enumerate(calls)
+        if call.name in ("sendto", "sendmsg", "write", "writev")
+        and any(s.startswith("HTTP/1.1 201") for s in call.strings)
+    ]
+
+
+def assert_durable_rename(calls: Sequence[Call], destination: Path, acknowledged: int) -> None:
+    """The file renamed to ``destination`` had its data flushed before the rename, and
+    the destination directory was flushed after it, all before the ``acknowledged`` send."""
+    renames = [
+        i
+        for i, c in enumerate(calls)
+        if c.name.startswith("rename") and c.strings[-1:] == (str(destination),)
+    ]
+    assert renames, f"nothing was renamed to {destination}"
+    rename = renames[0]
+    source = Path(calls[rename].strings[0])
+    data = [
+        i
+        for i, c in enumerate(calls[:rename])
+        if c.name in ("fsync", "fdatasync") and c.fd_path == str(source) and c.result == 0
+    ]
+    assert data, f"{source} was renamed to {destination} without flushing its data"
+    directory = [
+        i
+        for i, c in enumerate(calls)
+        if i > rename and c.name == "fsync" and c.fd_path == str(destination.parent)
+    ]
+    assert directory and directory[0] < acknowledged, f"{destination.parent} not flushed in time"
+
+
+def assert_flushed_before(calls: Sequence[Call], directory: Path, acknowledged: int) -> None:
+    flushes = [i for i, c in enumerate(calls) if c.name == "fsync" and c.fd_path == str(directory)]
+    assert flushes and flushes[0] < acknowledged, f"{directory} was not flushed before the 201"
+
+
+async def test_push_is_flushed_before_each_201(durable: Traced) -> None:
+    layer, manifest_hex = await _push(durable.registry.url)
+    calls = durable.stop()
+    created = _created_responses(calls)
+    assert len(created) == 3, "three 201s: the layer, the config, the manifest"
+    layer_ack, _config_ack, manifest_ack = created
+
+    v2 = durable.root / "docker/registry/v2"
+    layer_hex = layer.split(":", 1)[1]
+    blob_dir = v2 / "blobs/sha256" / layer_hex[:2] / layer_hex
+    repo = v2 / "repositories" / REPO
+    # The layer: write-back started while it arrived, then data, rename, directories.
+    assert any(c.name == "sync_file_range" and "_uploads" in (c.fd_path or "") for c in calls)
+    assert_durable_rename(calls, blob_dir / "data", layer_ack)
+    assert_durable_rename(calls, repo / "_layers/sha256" / layer_hex / "link", layer_ack)
+    for created_dir in (blob_dir, repo / "_layers/sha256" / layer_hex):
+        assert_flushed_before(calls, created_dir.parent, layer_ack)
+    # The manifest: its blob, its revision link, the tag's index and current links.
+    manifest_dir = v2 / "blobs/sha256" / manifest_hex[:2] / manifest_hex
+    revision = repo / "_manifests/revisions/sha256" / manifest_hex / "link"
+    tag = repo / "_manifests/tags/latest"
+    for destination in (
+        manifest_dir / "data",
+        revision,
+        tag / "index/sha256" / manifest_hex / "link",
+        tag / "current/link",
+    ):
+        assert_durable_rename(calls, destination, manifest_ack)
+        assert_flushed_before(calls, destination.parent.parent, manifest_ack)
+
+
+async def test_fsync_false_flushes_nothing(throwaway: Traced) -> None:
+    await _push(throwaway.registry.url)
+    calls = throwaway.stop()
+    assert len(_created_responses(calls)) == 3
+    root = str(throwaway.root)
+    flushes = [
+        c
+        for c in calls
+        if c.name in ("fsync", "fdatasync", "sync_file_range")
+        and (c.fd_path or "").startswith(root)
+    ]
+    assert flushes == []
