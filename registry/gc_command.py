@@ -56,10 +56,13 @@ async def collect(
     # Deleted blobs must also leave the cache the serving registries read.
     registry.blob_store.cache = create_blob_descriptor_cache(config)
     progress = _ProgressLine(sys.stderr)
+    purging = config.storage.maintenance.uploadpurging
     collector = GarbageCollector(
         registry,
         dry_run=dry_run,
         delete_untagged=delete_untagged,
+        # Abandoned uploads go as the purge would take them (storage.maintenance).
+        upload_age=purging.age.total_seconds() if purging.enabled else None,
         emit=(lambda line: None) if quiet else print,
         progress=progress,
     )
@@ -86,5 +89,10 @@ def garbage_collect(
         f"{len(report.layer_links)} layer links in {report.repositories} repositories; "
         f"{freed} {human_size(report.bytes_freed)} ({report.bytes_freed} bytes) "
         f"in {time.monotonic() - started:.1f}s"
+    )
+    print(
+        f"{verb} {report.uploads_purged} abandoned uploads, {report.temporaries} temporary "
+        f"files of killed writers and {len(report.empty_repositories)} empty repositories"
+        + (" (temporary files are not looked for in a dry run)" if dry_run else "")
     )
     return 0

@@ -8,6 +8,9 @@ blob it references. Sweep: untagged manifests are deleted with their tag-history
 and referrer records, then every unmarked blob, then every repository's layer links to
 blobs that are no longer marked.
 
+Then what failed work left: uploads abandoned for longer than ``upload_age`` (the upload
+purge), temporary files of killed writers, and repositories left with nothing at all.
+
 This is the offline collector: a blob pushed but not yet referenced by a manifest is
 unmarked, so, as with Distribution, run it while no client pushes (stopped or read-only).
 """
@@ -20,8 +23,11 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
+from registry.storage import paths
 from registry.storage.catalog import REPOSITORY_MARKERS, repository_names
+from registry.storage.driver.base import StorageDriver
 from registry.storage.errors import BlobUnknown, ManifestUnknown, NameUnknown, PathNotFound
+from registry.storage.purge import purge_uploads
 from registry.storage.references import References, UnreadableManifest, references_of
 from registry.storage.registry import Registry, Repository
 from shared.digest import Digest
@@ -50,6 +56,9 @@ class CollectionReport:
     manifests: list[Deletion] = field(default_factory=list)
     blobs: list[tuple[Digest, int]] = field(default_factory=list)  # digest and size
     layer_links: list[tuple[str, Digest]] = field(default_factory=list)
+    uploads_purged: int = 0
+    temporaries: int = 0
+    empty_repositories: list[str] = field(default_factory=list)
 
     @property
     def bytes_freed(self) -> int:
@@ -74,6 +83,7 @@ def _silent(phase: str, done: int, total: int) -> None:
 class _Repository:
     view: Repository
     revisions: set[Digest]
+    tags: list[str]
     tags_of: dict[Digest, list[str]]  # digest -> tags currently pointing at it
     history_of: dict[Digest, list[str]]  # digest -> tags whose history names it
     layers: list[Digest] = field(default_factory=list)
@@ -86,12 +96,14 @@ class GarbageCollector:
         *,
         dry_run: bool = False,
         delete_untagged: bool = False,
+        upload_age: float | None = None,
         emit: Emit = _quiet,
         progress: Progress = _silent,
     ) -> None:
         self.registry = registry
         self.dry_run = dry_run
         self.delete_untagged = delete_untagged
+        self.upload_age = upload_age  # seconds; None: leave uploads to the purge
         self.emit = emit
         self.progress = progress
         self.marked: set[Digest] = set()
@@ -115,13 +127,16 @@ class GarbageCollector:
                 await self._delete_manifest(repositories[deletion.repository], deletion)
         await self._sweep_blobs(unmarked)
         await self._sweep_layer_links(repositories)
+        await self._sweep_leftovers(repositories)
         return self.report
 
     # --- reading -------------------------------------------------------------------------
 
     async def _read_repositories(self) -> dict[str, _Repository]:
         driver = self.registry.driver
-        names = [name async for name in repository_names(driver, REPOSITORY_MARKERS)]
+        # Repositories with only uploads too: an abandoned one may be all they hold.
+        markers = (*REPOSITORY_MARKERS, paths.UPLOADS)
+        names = [name async for name in repository_names(driver, markers)]
         self.report.repositories = len(names)
         found: dict[str, _Repository] = {}
         done = 0
@@ -150,7 +165,7 @@ class GarbageCollector:
                 for digest in await view.tags.history(tag):
                     history_of.setdefault(digest, []).append(tag)
         layers = [d async for d in view.blobs.layers.all()]
-        return _Repository(view, revisions, tags_of, history_of, layers)
+        return _Repository(view, revisions, all_tags, tags_of, history_of, layers)
 
     async def _references(self, repository: _Repository, digest: Digest) -> References | None:
         try:
@@ -280,6 +295,48 @@ class GarbageCollector:
                         await repository.view.blobs.unlink(digest)
                     except (BlobUnknown, PathNotFound):
                         continue
+
+    async def _sweep_leftovers(self, repositories: dict[str, _Repository]) -> None:
+        driver = self.registry.driver
+        if self.upload_age is not None:
+            self.report.uploads_purged = await purge_uploads(
+                driver, self.upload_age, dry_run=self.dry_run
+            )
+        if not self.dry_run:
+            self.report.temporaries = await driver.remove_leftovers()
+        deleted = {(d.repository, d.digest) for d in self.report.manifests}
+        unlinked = set(self.report.layer_links)
+        for name, repository in repositories.items():
+            kept_revisions = any((name, d) not in deleted for d in repository.revisions)
+            kept_layers = any((name, d) not in unlinked for d in repository.layers)
+            if kept_revisions or kept_layers or repository.tags:
+                continue
+            if await _children(driver, paths.uploads_dir(name)):
+                continue  # an upload in progress: its repository is not empty
+            self.emit(f"{name}: empty repository eligible for deletion")
+            self.report.empty_repositories.append(name)
+            if not self.dry_run:
+                await _remove_repository(driver, name)
+
+
+async def _children(driver: StorageDriver, directory: str) -> list[str]:
+    try:
+        return await driver.list_dir(directory)
+    except PathNotFound:
+        return []
+
+
+async def _remove_repository(driver: StorageDriver, name: str) -> None:
+    """Remove a repository's own data, then its directory and the prefixes above it that
+    hold nothing else; repositories nested under its name (``name/sub``) stay."""
+    for part in (paths.MANIFESTS, paths.LAYERS, paths.UPLOADS, paths.REFERRERS):
+        with contextlib.suppress(PathNotFound):
+            await driver.delete(paths.repository_part(name, part))
+    parts = name.split("/")
+    while parts and not await _children(driver, paths.repository("/".join(parts))):
+        with contextlib.suppress(PathNotFound):
+            await driver.delete(paths.repository("/".join(parts)))
+        parts.pop()
 
 
 def _by_name_digest(item: tuple[tuple[str, Digest], _Repository]) -> tuple[str, str]:

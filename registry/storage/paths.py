@@ -27,6 +27,7 @@ def blob_dir(digest: Digest) -> str:
 MANIFESTS = "_manifests"
 LAYERS = "_layers"
 UPLOADS = "_uploads"
+REFERRERS = "_referrers"
 
 
 def is_data_directory(component: str) -> bool:
@@ -118,7 +119,7 @@ def upload_started_at(name: str, upload_id: str) -> str:
 
 
 def referrers_dir(name: str, subject: Digest) -> str:
-    return f"{REPOSITORIES}/{name}/_referrers/subjects/{subject.algorithm}/{subject.hex}"
+    return f"{REPOSITORIES}/{name}/{REFERRERS}/subjects/{subject.algorithm}/{subject.hex}"
 
 
 def referrer_dir(name: str, subject: Digest, referrer: Digest) -> str:

@@ -300,3 +300,46 @@ async def pull(session: aiohttp.ClientSession, name: str, reference: str) -> int
             assert Blob(await response.read()).digest == item["digest"]
         count += 1
     return count
+
+
+async def test_collection_removes_what_failed_work_left(
+    registry: RegistryClient, tmp_path: Path
+) -> None:
+    root = tmp_path / "registry-data"
+    repositories = root / "docker/registry/v2/repositories"
+    # e/gone holds only an untagged image (deleted with -m), but e/gone/sub lives on.
+    await push_image(registry, "e/gone", None, blob("config-gone"), [blob("layer-gone")])
+    await push_image(registry, "e/gone/sub", "v1", blob("config-sub"), [blob("layer-sub")])
+    # An upload abandoned long ago in a repository that never got a blob, and a fresh one.
+    abandoned = await send(registry, "POST", "/v2/f/abandoned/blobs/uploads/")
+    fresh = await send(registry, "POST", "/v2/e/gone/sub/blobs/uploads/")
+    abandoned_id = abandoned.headers["Docker-Upload-UUID"]
+    fresh_id = fresh.headers["Docker-Upload-UUID"]
+    (repositories / "f/abandoned/_uploads" / abandoned_id / "startedat").write_text("0.0")
+    # A killed writer's temporary beside a link.
+    leftover = (
+        repositories
+        / "e/gone/sub/_manifests/tags/v1/current/.link.0123456789abcdef0123456789abcdef.tmp"
+    )
+    leftover.write_text("half")
+    config = tmp_path / "gc.yml"
+    config.write_text(CONFIG.format(root=root, port=free_port()))
+
+    before = sorted(p for p in root.rglob("*"))
+    dry = collect(PORTSIDE, config, "--dry-run", "--delete-untagged")
+    assert sorted(p for p in root.rglob("*")) == before, "a dry run removed something"
+    assert "e/gone: empty repository eligible for deletion" in dry.stdout
+    assert "would delete 1 abandoned uploads" in dry.stdout
+
+    done = collect(PORTSIDE, config, "--delete-untagged")
+    # Two empty repositories: e/gone, and f/abandoned once its upload is purged.
+    assert "deleted 1 abandoned uploads, 1 temporary files of killed writers and 2 empty" in (
+        done.stdout
+    )
+    assert not (repositories / "e/gone/_manifests").exists()
+    assert not (repositories / "e/gone/_layers").exists()
+    assert (repositories / "e/gone/sub/_manifests/tags/v1/current/link").exists()
+    assert not (repositories / "f").exists()  # the repository and its empty prefix
+    assert (repositories / "e/gone/sub/_uploads" / fresh_id / "data").exists()
+    assert not leftover.exists()
+    await assert_every_tag_pulls(config, "portside", ["e/gone/sub"])
