@@ -19,6 +19,7 @@ from registry.storage.errors import (
     ManifestInvalid,
     ManifestUnknown,
 )
+from registry.storage.locks import KeyedLocks
 from registry.storage.manifest_formats import (
     Descriptor,
     ParsedManifest,
@@ -28,6 +29,8 @@ from registry.storage.manifest_formats import (
 from registry.storage.referrers import Referrers
 from registry.storage.tags import Tags
 from shared.digest import Digest, digest_of
+
+INLINE_PARSE_LIMIT = 64 * 1024  # bytes of manifest parsed on the event loop itself
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +99,10 @@ class Manifests:
         referrers: Referrers,
         cache: ManifestContentCache,
         url_policy: ForeignURLPolicy,
+        locks: KeyedLocks,
     ) -> None:
         self.name = name
+        self._locks = locks
         self.url_policy = url_policy
         self.store = store
         self.blobs = blobs
@@ -133,8 +138,18 @@ class Manifests:
         digest = digest_of(body, algorithm)
         if isinstance(reference, Digest) and digest != reference:
             raise DigestMismatch(reference, str(digest))
-        parsed = parse_manifest(body, content_type)
+        parsed = await _parse(body, content_type)
         await self._check_references(parsed)
+        # One push of a revision at a time in this process: a failed one then undoes only
+        # a revision it wrote, never one a concurrent push of the same bytes acknowledged.
+        async with self._locks(("manifest", self.name, digest)):
+            await self._store(reference, digest, body, parsed)
+        self.cache.put(digest, parsed.media_type, body)
+        return StoredManifest(digest, parsed.media_type, body), parsed
+
+    async def _store(
+        self, reference: Digest | str, digest: Digest, body: bytes, parsed: ParsedManifest
+    ) -> None:
         revision_is_new = not await self.blobs.revisions.exists(digest)
         try:
             # The content is shared by digest and may serve another repository already:
@@ -153,8 +168,6 @@ class Manifests:
             if revision_is_new:
                 await self._forget_revision(digest, parsed)
             raise
-        self.cache.put(digest, parsed.media_type, body)
-        return StoredManifest(digest, parsed.media_type, body), parsed
 
     async def _forget_revision(self, digest: Digest, parsed: ParsedManifest) -> None:
         # Best effort: the request's own error is the one to report, not the undo's.
@@ -199,6 +212,14 @@ class Manifests:
                 raise ManifestUnknown(str(digest))
         finally:
             await self.blobs.forget(digest)
+
+
+async def _parse(body: bytes, content_type: str | None) -> ParsedManifest:
+    """``parse_manifest``, in a thread for a large body: checking and decoding up to 4 MiB
+    of hostile JSON takes long enough to stall every other client if done on the loop."""
+    if len(body) <= INLINE_PARSE_LIMIT:
+        return parse_manifest(body, content_type)
+    return await asyncio.to_thread(parse_manifest, body, content_type)
 
 
 def _referrer_descriptor(digest: Digest, body: bytes, parsed: ParsedManifest) -> dict[str, Any]:

@@ -3,13 +3,12 @@ view per name that bundles its blobs, uploads, manifests, tags and referrers."""
 
 from __future__ import annotations
 
-import asyncio
-import weakref
 from dataclasses import dataclass
 
 from registry.storage.blobs import BlobStore, LinkedBlobs
 from registry.storage.catalog import catalog_page
 from registry.storage.driver.base import StorageDriver
+from registry.storage.locks import KeyedLocks
 from registry.storage.manifests import ForeignURLPolicy, ManifestContentCache, Manifests
 from registry.storage.purge import purge_periodically, remove_leftovers
 from registry.storage.referrers import Referrers
@@ -33,23 +32,19 @@ class Registry:
         self.url_policy = url_policy or ForeignURLPolicy()
         self.blob_store = BlobStore(driver)
         self._hashes = HashStates()
-        self._upload_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
-            weakref.WeakValueDictionary()
-        )
+        self._locks = KeyedLocks()
         self._manifest_cache = ManifestContentCache()
         self._tag_lists = TagListCache()
 
     def repository(self, name: str) -> Repository:
         """A view of ``name``; the caller has validated it against the name grammar."""
         blobs = LinkedBlobs(name, self.blob_store)
-        tags = Tags(name, self.driver, self._tag_lists)
+        tags = Tags(name, self.driver, self._tag_lists, self._locks)
         referrers = Referrers(name, self.driver)
         return Repository(
             name=name,
             blobs=blobs,
-            uploads=Uploads(
-                name, self.driver, self.blob_store, blobs, self._hashes, self._upload_locks
-            ),
+            uploads=Uploads(name, self.driver, self.blob_store, blobs, self._hashes, self._locks),
             manifests=Manifests(
                 name,
                 self.blob_store,
@@ -58,6 +53,7 @@ class Registry:
                 referrers,
                 self._manifest_cache,
                 self.url_policy,
+                self._locks,
             ),
             tags=tags,
             referrers=referrers,

@@ -10,6 +10,7 @@ from registry.storage import paths
 from registry.storage.driver.base import DriverError, PathNotFound, StorageDriver
 from registry.storage.errors import ManifestUnknown, NameUnknown
 from registry.storage.links import digest_tree
+from registry.storage.locks import KeyedLocks
 from shared.digest import Digest, InvalidDigest, parse_digest
 
 
@@ -41,10 +42,19 @@ class TagListCache:
 
 
 class Tags:
-    def __init__(self, name: str, driver: StorageDriver, cache: TagListCache | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        driver: StorageDriver,
+        cache: TagListCache | None = None,
+        locks: KeyedLocks | None = None,
+    ) -> None:
         self.name = name
         self.driver = driver
         self.cache = cache or TagListCache(capacity=0)
+        # One change of a tag at a time in this process: what a failed request undoes is
+        # then only what it wrote, never what a concurrent request acknowledged meanwhile.
+        self._locks = locks if locks is not None else KeyedLocks()
 
     async def resolve(self, tag: str) -> Digest:
         try:
@@ -56,6 +66,10 @@ class Tags:
     async def tag(self, tag: str, digest: Digest) -> None:
         """Point ``tag`` at ``digest``; on failure (a full disk) nothing of it is left: a
         new tag's directory would otherwise be listed while it resolves to nothing."""
+        async with self._locks(("tag", self.name, tag)):
+            await self._tag(tag, digest)
+
+    async def _tag(self, tag: str, digest: Digest) -> None:
         index_link = paths.tag_index_link(self.name, tag, digest)
         tag_is_new = not await self._exists(paths.tag_current_link(self.name, tag))
         entry_is_new = tag_is_new or not await self._exists(index_link)
@@ -88,10 +102,11 @@ class Tags:
 
     async def untag(self, tag: str) -> None:
         self.cache.forget(self.name)
-        try:
-            await self.driver.delete(paths.tag_dir(self.name, tag))
-        except PathNotFound:
-            raise ManifestUnknown(tag) from None
+        async with self._locks(("tag", self.name, tag)):
+            try:
+                await self.driver.delete(paths.tag_dir(self.name, tag))
+            except PathNotFound:
+                raise ManifestUnknown(tag) from None
 
     async def history(self, tag: str) -> list[Digest]:
         """Every digest ``tag`` ever pointed at (its index), the current one included."""

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import time
 import uuid
-import weakref
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from registry.storage import paths
 from registry.storage.blobs import BlobDescriptor, BlobStore, LinkedBlobs
 from registry.storage.driver.base import FileWriter, PathNotFound, StorageDriver, StorageFull
 from registry.storage.errors import ChunkOutOfOrder, DigestMismatch, UploadInvalid, UploadUnknown
+from registry.storage.locks import KeyedLocks
 from shared.digest import Digest, Hasher, new_hasher
 
 # Hash and write in pieces of about this size, in a thread, while the next piece arrives.
@@ -78,7 +78,7 @@ class Uploads:
         store: BlobStore,
         blobs: LinkedBlobs,
         hashes: HashStates,
-        locks: weakref.WeakValueDictionary[str, asyncio.Lock],
+        locks: KeyedLocks,
     ) -> None:
         self.name = name
         self.driver = driver
@@ -88,12 +88,8 @@ class Uploads:
         self._locks = locks
 
     def _lock(self, upload_id: str) -> asyncio.Lock:
-        # One request at a time per upload in this process. Weakly held: a lock lives
-        # while a request uses it, so abandoned uploads leave nothing in memory.
-        lock = self._locks.get(upload_id)
-        if lock is None:
-            lock = self._locks[upload_id] = asyncio.Lock()
-        return lock
+        # One request at a time per upload in this process.
+        return self._locks(("upload", upload_id))
 
     async def start(self) -> UploadStatus:
         upload_id = str(uuid.uuid4())
@@ -203,7 +199,6 @@ class Uploads:
 
     async def _remove(self, upload_id: str) -> None:
         self.hashes.forget((self.name, upload_id))
-        self._locks.pop(upload_id, None)
         with contextlib.suppress(PathNotFound):
             await self.driver.delete(paths.upload_dir(self.name, upload_id))
 

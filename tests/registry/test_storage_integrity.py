@@ -127,4 +127,4 @@ async def test_abandoned_uploads_leave_no_per_upload_state_in_memory(
         started = await registry.post("/v2/app/blobs/uploads/")
         await registry.patch(path_of(started.headers["Location"]), data=b"abandoned")
     gc.collect()
-    assert len(registry.app[STORAGE]._upload_locks) == 0
+    assert len(registry.app[STORAGE]._locks) == 0
