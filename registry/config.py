@@ -490,9 +490,8 @@ _REDIS_KEYS_USED = (
 )
 
 # Key paths portside acts on; a changed key that is not one of these, under one, or an
-# ancestor of one is reported by unsupported_settings. Extend as features land (auth.* and
-# http.secret join when the code reads them: until then a configured auth method is
-# reported, never silently ignored as if it protected anything).
+# ancestor of one is reported by unsupported_settings. Extend as features land: a key
+# joins when the code reads it, so nothing configured is silently ignored.
 IMPLEMENTED = (
     "version",
     "log.level",

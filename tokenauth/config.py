@@ -50,7 +50,7 @@ class TLSConfig:
 
     certificate: str = ""
     key: str = ""
-    minimumtls: str = ""  # tls1.2 (the default) or tls1.3
+    minimumtls: str = ""  # tls1.0 to tls1.3; empty: tls1.2 (checked with the TLS setup)
     clientcas: list[str] = field(default_factory=list)  # mutual TLS: CAs of client certs
 
     def __post_init__(self) -> None:
