@@ -19,6 +19,7 @@ from shared.config import ConfigError
 from shared.htpasswd import format_htpasswd_line
 from tests.registry.conftest import ClientFactory, RegistryClient
 from tests.support.logins import (
+    OTHER_ADDRESS,
     basic,
     guesses,
     median_refusal,
@@ -64,6 +65,26 @@ async def test_failed_logins_are_limited_per_account(
     assert int(refused.headers["Retry-After"]) >= 1
     assert (await refused.json())["errors"][0]["code"] == "TOOMANYREQUESTS"
     assert (await registry.get("/v2/", headers=basic("bob", "bob-pw"))).status == 200
+
+
+async def test_a_lockout_also_stops_a_remembered_password(
+    make_registry: ClientFactory, tmp_path: Path
+) -> None:
+    """Deliberate (docs/security.md): letting a remembered password through an empty bucket
+    would tell a locked-out guesser, for free, which of its guesses is the right one."""
+    users = tmp_path / "htpasswd"
+    write_users(users, {"alice": ("alice-pw", 4)})
+    registry = await htpasswd_registry(make_registry, users)
+    url = registry.make_url("/v2/")
+    assert (await registry.get("/v2/", headers=basic("alice", "alice-pw"))).status == 200
+    attacker = await timed_logins(url, ("alice", "guess"), 6, source=OTHER_ADDRESS)
+    assert [status for status, _ in attacker] == [401] * 5 + [429]
+    # alice's password is remembered, yet she waits like anyone else...
+    remembered = await registry.get("/v2/", headers=basic("alice", "alice-pw"))
+    assert remembered.status == 429 and int(remembered.headers["Retry-After"]) >= 1
+    # ...and so the attacker's right guess cannot stand out from its wrong ones.
+    [(status, _)] = await timed_logins(url, ("alice", "alice-pw"), 1, source=OTHER_ADDRESS)
+    assert status == 429
 
 
 async def test_failed_logins_are_limited_per_address(
