@@ -96,9 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     try:
-        # Build the access controller once here so that a bad key file, bundle or
-        # algorithm stops start-up with a message instead of a worker's traceback.
-        create_access_controller(config)
+        # Built here, once, so that a bad key file, bundle, algorithm or users file stops
+        # start-up with a message instead of a worker's traceback; the workers then use
+        # this one, so a users file is read (and its warnings logged) once.
+        controller = create_access_controller(config)
     except (ValueError, OSError, TokenError) as error:
         print(f"registry: configuration error in auth: {error}", file=sys.stderr)
         return 2
@@ -126,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for key in unsupported:
         log.warning("configuration key %s is accepted but not implemented; ignored", key)
     try:
-        serve(config, workers=max(1, args.workers))
+        serve(config, workers=max(1, args.workers), controller=controller)
     except ListenError as error:
         print(f"registry: {error}", file=sys.stderr)
         return 2

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from registry.auth.base import AccessController
 from registry.auth.factory import create_access_controller
 from registry.auth.middleware import auth_middleware
 from registry.config import RegistryConfig
@@ -20,10 +21,20 @@ from registry.urls import path_prefix
 from registry.wiring import create_blob_descriptor_cache, create_storage
 
 
-def create_app(config: RegistryConfig, *, maintenance: bool = True) -> web.Application:
-    """The registry app; ``maintenance`` runs background upkeep (one worker per host)."""
+def create_app(
+    config: RegistryConfig,
+    *,
+    maintenance: bool = True,
+    controller: AccessController | None = None,
+) -> web.Application:
+    """The registry app; ``maintenance`` runs background upkeep (one worker per host).
+
+    ``controller`` is the access controller ``registry serve`` already built from
+    ``config`` to check it (so users files are read, and warned about, once); without it
+    the one ``config`` names is built here.
+    """
     middlewares: list[Middleware] = [error_middleware]
-    controller = create_access_controller(config)
+    controller = controller or create_access_controller(config)
     if controller is not None:
         middlewares.append(auth_middleware(controller))
     app = web.Application(middlewares=middlewares, handler_args={"max_field_size": 16384})
@@ -33,6 +44,7 @@ def create_app(config: RegistryConfig, *, maintenance: bool = True) -> web.Appli
     app.cleanup_ctx.append(_storage_context)
     app.cleanup_ctx.append(_cache_context)
     if controller is not None:
+        app.on_startup.append(lambda _: controller.start())
         app.on_cleanup.append(lambda _: controller.close())
     app.on_response_prepare.append(header_setter(config.http.headers))
     prefix = path_prefix(config)

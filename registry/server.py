@@ -13,6 +13,7 @@ import sys
 import time
 
 from registry.app import create_app
+from registry.auth.base import AccessController
 from registry.config import RegistryConfig, listen_host_port
 from registry.middleware import BAD_REQUEST
 from registry.tls import letsencrypt_manager, tls_context, uses_tls
@@ -63,9 +64,10 @@ async def run(
     sockets: list[socket.socket],
     *,
     maintenance: bool = True,
+    controller: AccessController | None = None,
 ) -> None:
-    """Serve on the bound ``sockets`` until ``stop`` is set."""
-    app = create_app(config, maintenance=maintenance)
+    """Serve on the bound ``sockets`` until ``stop`` is set (``controller``: see create_app)."""
+    app = create_app(config, maintenance=maintenance, controller=controller)
     letsencrypt = letsencrypt_manager(config)
     ssl_context = letsencrypt.context if letsencrypt else tls_context(config)
     async with serving(
@@ -98,20 +100,28 @@ async def run(
                     await renewing
 
 
-def _serve_one(config: RegistryConfig, sockets: list[socket.socket], *, maintenance: bool) -> None:
+def _serve_one(
+    config: RegistryConfig,
+    sockets: list[socket.socket],
+    *,
+    maintenance: bool,
+    controller: AccessController | None,
+) -> None:
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        await run(config, stop, sockets, maintenance=maintenance)
+        await run(config, stop, sockets, maintenance=maintenance, controller=controller)
 
     # The standard event loop, not uvloop: uvloop serves ~10% more small requests per
     # second here but has no loop.sendfile, and blob pulls must use sendfile.
     asyncio.run(main())
 
 
-def serve(config: RegistryConfig, workers: int = 1) -> None:
+def serve(
+    config: RegistryConfig, workers: int = 1, controller: AccessController | None = None
+) -> None:
     """Serve until SIGINT/SIGTERM; with several workers, one process each on a shared port.
 
     Workers bind the same address with SO_REUSEPORT and the kernel spreads connections
@@ -121,11 +131,14 @@ def serve(config: RegistryConfig, workers: int = 1) -> None:
     Raises ListenError before serving when the address cannot be bound. With workers,
     this process binds it first (without listening, so it is given no connections) and
     holds it: no other user's process can take the port while a worker is replaced.
+
+    ``controller``, built from ``config`` before (see create_app), serves every worker: each
+    gets it as it was before the fork (it starts no thread until its app starts).
     """
     if workers <= 1:
         sockets = bind(config)
         try:
-            _serve_one(config, sockets, maintenance=True)
+            _serve_one(config, sockets, maintenance=True, controller=controller)
         finally:
             if config.http.net == "unix":  # as Go's listener does on close
                 with contextlib.suppress(OSError):
@@ -133,13 +146,13 @@ def serve(config: RegistryConfig, workers: int = 1) -> None:
         return
     reservation = bind(config, reuse_port=True)
     try:
-        _supervise(config, workers)
+        _supervise(config, workers, controller)
     finally:
         for sock in reservation:
             sock.close()
 
 
-def _supervise(config: RegistryConfig, workers: int) -> None:
+def _supervise(config: RegistryConfig, workers: int, controller: AccessController | None) -> None:
     children: dict[int, int] = {}
     stopping = False
 
@@ -150,7 +163,8 @@ def _supervise(config: RegistryConfig, workers: int) -> None:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             code = 0
             try:
-                _serve_one(config, bind(config, reuse_port=True), maintenance=index == 0)
+                sockets = bind(config, reuse_port=True)
+                _serve_one(config, sockets, maintenance=index == 0, controller=controller)
             except ListenError as error:
                 print(f"registry: {error}", file=sys.stderr)
                 code = 2

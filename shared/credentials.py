@@ -7,7 +7,9 @@ most ``concurrent_checks`` computations run at once, in a thread pool of their o
 hashing in the default pool never waits behind them): one more is refused at once with
 :class:`VerifierBusy` rather than queued, so a flood of guesses cannot make other users
 wait behind it. Refusals are padded to the time of the costliest hash present
-(``shared.refusal_timing``), so their timing does not tell whether a user exists.
+(``shared.refusal_timing``), so their timing does not tell whether a user exists; that time
+is measured before serving (:meth:`HtpasswdAuthenticator.calibrate`) and again before the
+first refusal after a reload raised the highest cost, so no refusal goes unpadded.
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ class HtpasswdAuthenticator:
         self.max_cost = DEFAULT_COST
         self._running = 0
         self._inflight: dict[bytes, asyncio.Future[Check]] = {}  # single flight per credential
+        self._calibrating: dict[int, asyncio.Future[None]] = {}  # cost -> its timing check
         self.refresh()
 
     def refresh(self) -> None:
@@ -133,8 +136,34 @@ class HtpasswdAuthenticator:
             return True
         # The cache cannot shortcut a refusal: a remembered user with a wrong password went
         # through bcrypt above and is padded here exactly like an unknown one.
+        await self.calibrate()
         await asyncio.sleep(self.timer.padding(self.max_cost, time.monotonic() - started))
         return False
+
+    async def calibrate(self) -> None:
+        """Time one check at the highest cost present, unless one has been timed already.
+
+        Called before serving, and before padding a refusal (after a reload that raised the
+        highest cost): otherwise the first refusals of a cheap hash would be padded to
+        nothing, or to a cheap check scaled up, which falls short under load. The check
+        runs against the dummy hash in the check pool; concurrent callers share it.
+        """
+        cost = self.max_cost
+        if cost in self.timer.seconds:
+            return
+        timing = self._calibrating.get(cost)
+        if timing is None:
+            timing = asyncio.ensure_future(self._time_check(cost))
+            self._calibrating[cost] = timing
+            timing.add_done_callback(lambda _: self._calibrating.pop(cost, None))
+        await asyncio.shield(timing)  # a caller hanging up leaves the timing to the others
+
+    async def _time_check(self, cost: int) -> None:
+        loop = asyncio.get_running_loop()
+        submitted = time.monotonic()
+        await loop.run_in_executor(self._pool, check_password, "", dummy_hash(cost))
+        if cost not in self.timer.seconds:  # a real check may have been timed meanwhile
+            self.timer.record(cost, time.monotonic() - submitted)
 
     def _finished(self, mac: bytes, task: asyncio.Future[Check], submitted: float) -> None:
         self._running -= 1

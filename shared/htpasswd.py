@@ -152,14 +152,6 @@ class HtpasswdFile:
         """The stored bcrypt hash of ``user``, or None if the user is not in the file."""
         return self._users.get(user)
 
-    def verify(self, user: str, password: str) -> bool:
-        """Check a password; an unknown user costs a bcrypt at the file's highest cost."""
-        hashed = self._users.get(user)
-        if hashed is None:
-            check_password(password, dummy_hash(self.max_cost or DEFAULT_COST))
-            return False
-        return check_password(password, hashed)
-
 
 _DUMMIES: dict[int, bytes] = {}
 

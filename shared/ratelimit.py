@@ -43,7 +43,8 @@ def _not_negative(value: int) -> int:
 class RateLimitConfig:
     """The ``ratelimit`` section of both services (tokenauth's top level, the registry's
     ``auth.htpasswd``): failures allowed per account and per address within ``window``,
-    and how many password checks may run at once (0: the CPU count, at least 4)."""
+    and how many password checks may run at once (0: twice the CPUs this process may use,
+    at least 8; see ``shared.credentials.default_concurrent_checks``)."""
 
     enabled: bool = True
     accountfailures: int = field(default=5, metadata=meta(check=_positive))

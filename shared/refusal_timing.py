@@ -8,7 +8,9 @@ padded, by sleeping rather than hashing, to the time a check at that cost takes 
 That time is measured from the checks at that cost themselves (the dummy's included),
 smoothed, so it follows the machine's load as they do: a long check is preempted more
 often than a short one, so scaling a cheap check's time up would fall short under load.
-Until a check at that cost has run, the time is scaled from the costliest one measured.
+Until a check at that cost has run, the time is scaled from the costliest one measured;
+``shared.credentials`` times one at start-up and after a reload raises the highest cost,
+so that fallback (and the bare 0 before any measurement) only covers a failed timing.
 """
 
 from __future__ import annotations

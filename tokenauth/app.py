@@ -43,6 +43,8 @@ def create_app(config: TokenAuthConfig) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY)
     app[CONFIG] = config
     app[ISSUER] = TokenIssuer(config, signer, authenticator, acl)
+    # Before serving, so that even the first refusal is padded to a measured check time.
+    app.on_startup.append(lambda _: authenticator.calibrate())
     app.on_cleanup.append(lambda _: asyncio.to_thread(authenticator.close))
     app.router.add_routes(
         [

@@ -115,5 +115,8 @@ class TokenAccessController:
             self._verified.popitem(last=False)
         return claims
 
+    async def start(self) -> None:
+        """Nothing to prepare: the keys were read when the controller was built."""
+
     async def close(self) -> None:
         self._verified.clear()

@@ -5,17 +5,29 @@ Retry-After), and refuses in the same time whether or not the user exists."""
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from yarl import URL
 
 from registry.config import load_config
 from shared.config import ConfigError
 from shared.htpasswd import format_htpasswd_line
 from tests.registry.conftest import ClientFactory, RegistryClient
-from tests.support.logins import basic, guesses, median_refusal, parallel_logins
+from tests.support.logins import (
+    OTHER_ADDRESS,
+    basic,
+    guesses,
+    median_refusal,
+    parallel_logins,
+    session,
+    timed_logins,
+)
+from tests.support.portside_servers import ServerProcess, free_port
 
 
 def write_users(path: Path, users: dict[str, tuple[str, int]]) -> None:
@@ -53,6 +65,26 @@ async def test_failed_logins_are_limited_per_account(
     assert int(refused.headers["Retry-After"]) >= 1
     assert (await refused.json())["errors"][0]["code"] == "TOOMANYREQUESTS"
     assert (await registry.get("/v2/", headers=basic("bob", "bob-pw"))).status == 200
+
+
+async def test_a_lockout_also_stops_a_remembered_password(
+    make_registry: ClientFactory, tmp_path: Path
+) -> None:
+    """Deliberate (docs/security.md): letting a remembered password through an empty bucket
+    would tell a locked-out guesser, for free, which of its guesses is the right one."""
+    users = tmp_path / "htpasswd"
+    write_users(users, {"alice": ("alice-pw", 4)})
+    registry = await htpasswd_registry(make_registry, users)
+    url = registry.make_url("/v2/")
+    assert (await registry.get("/v2/", headers=basic("alice", "alice-pw"))).status == 200
+    attacker = await timed_logins(url, ("alice", "guess"), 6, source=OTHER_ADDRESS)
+    assert [status for status, _ in attacker] == [401] * 5 + [429]
+    # alice's password is remembered, yet she waits like anyone else...
+    remembered = await registry.get("/v2/", headers=basic("alice", "alice-pw"))
+    assert remembered.status == 429 and int(remembered.headers["Retry-After"]) >= 1
+    # ...and so the attacker's right guess cannot stand out from its wrong ones.
+    [(status, _)] = await timed_logins(url, ("alice", "alice-pw"), 1, source=OTHER_ADDRESS)
+    assert status == 429
 
 
 async def test_failed_logins_are_limited_per_address(
@@ -131,6 +163,78 @@ async def test_refusal_time_does_not_reveal_the_user(
     wrong = await median_refusal(url, ("fast", "pw"), 8)
     # Before, a cost-5 user's refusal took a 13th of an unknown user's.
     assert 0.5 < wrong / unknown < 2.0, (wrong, unknown)
+
+
+@contextmanager
+def registry_process(tmp_path: Path, users: Path, *options: str) -> Iterator[ServerProcess]:
+    """``registry serve [OPTIONS]`` in htpasswd mode with ``users``, started and stopped."""
+    port = free_port()
+    registry = ServerProcess(
+        "registry",
+        ["registry", "serve", *options],
+        port,
+        "/",
+        tmp_path / "registry.log",
+        env={
+            "REGISTRY_HTTP_ADDR": f"127.0.0.1:{port}",
+            "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": str(tmp_path / "data"),
+            "REGISTRY_AUTH": "htpasswd",
+            "REGISTRY_AUTH_HTPASSWD_REALM": "Registry Realm",
+            "REGISTRY_AUTH_HTPASSWD_PATH": str(users),
+        },
+    )
+    registry.start()
+    try:
+        yield registry
+    finally:
+        registry.stop()
+
+
+def wait_for_log(registry: ServerProcess, text: str, count: int, timeout: float = 20) -> None:
+    """Wait until ``text`` appears ``count`` times in the server's log."""
+    deadline = time.monotonic() + timeout
+    while registry.log().count(text) < count:
+        assert time.monotonic() < deadline, registry.log()
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize(
+    "password",
+    [
+        "pw",  # a cost-4 check: its own time, scaled up, already padded it before
+        "x" * 100,  # over bcrypt's 72 bytes: refused unchecked, nothing timed (before: 0)
+    ],
+)
+async def test_the_first_refusal_after_start_is_padded(tmp_path: Path, password: str) -> None:
+    """Right after start no check has run yet: the first refusal must still take as long
+    as an unknown user's, because a check at the highest cost is timed before serving."""
+    users = tmp_path / "htpasswd"
+    write_users(users, {"slow": ("slow-pw", 10), "fast": ("fast-pw", 4)})
+    with registry_process(tmp_path, users) as registry:
+        url = URL(registry.url) / "v2/"
+        async with session() as client:  # warm up the server without checking a password
+            for _ in range(3):
+                async with client.get(url) as response:
+                    assert response.status == 401
+        [(status, first)] = await timed_logins(url, ("fast", password), 1)
+        assert status == 401
+        unknown = await median_refusal(url, ("nobody", "pw"), 5)
+    # Before, an unchecked first refusal took a few ms against 90 ms for an unknown user.
+    assert 0.5 < first / unknown < 2.0, (first, unknown)
+
+
+async def test_cost_warnings_are_logged_once_at_start_up(tmp_path: Path) -> None:
+    """The users file is read once at start-up (the configuration check builds the access
+    controller the workers then use), so each warning appears once, not once per reading."""
+    users = tmp_path / "htpasswd"
+    write_users(users, {"alice": ("alice-pw", 4)})
+    with registry_process(tmp_path, users, "--workers", "2") as registry:
+        wait_for_log(registry, "listening on", 2)  # both workers serve
+        # Either worker may answer (a connection each): both use the controller built once.
+        logins = await timed_logins(URL(registry.url) / "v2/", ("alice", "alice-pw"), 6)
+        assert [status for status, _ in logins] == [200] * 6
+    # Before, three times: the start-up check, then each worker's own controller.
+    assert registry.log().count("user 'alice' has bcrypt cost 4, below 10") == 1, registry.log()
 
 
 @pytest.mark.parametrize(
