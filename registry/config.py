@@ -24,6 +24,7 @@ from shared.ciphersuites import check_names
 from shared.config import VARIANT, ConfigError, InvalidSetting, OneOf, between, meta
 from shared.ratelimit import RateLimitConfig
 from shared.serving import (
+    DEFAULT_BODY_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_READ_HEADER_TIMEOUT,
     positive_duration,
@@ -294,12 +295,16 @@ class HTTPConfig:
     secret: str = ""
     relativeurls: bool = False
     draintimeout: datetime.timedelta = datetime.timedelta(0)
-    # portside's: Distribution has no keys for Go's ReadHeaderTimeout and IdleTimeout.
+    # portside's: Distribution has no keys for Go's ReadHeaderTimeout and IdleTimeout,
+    # nor for a pause inside a request body (see shared.serving).
     readheadertimeout: datetime.timedelta = field(
         default=DEFAULT_READ_HEADER_TIMEOUT, metadata=meta(check=positive_duration)
     )
     idletimeout: datetime.timedelta = field(
         default=DEFAULT_IDLE_TIMEOUT, metadata=meta(check=positive_duration)
+    )
+    bodytimeout: datetime.timedelta = field(
+        default=DEFAULT_BODY_TIMEOUT, metadata=meta(check=positive_duration)
     )
     headers: dict[str, list[str]] = field(default_factory=dict)
     tls: TLSConfig = field(default_factory=TLSConfig)
@@ -510,6 +515,7 @@ IMPLEMENTED = (
     "http.draintimeout",
     "http.readheadertimeout",
     "http.idletimeout",
+    "http.bodytimeout",
     "http.host",
     "http.prefix",
     "http.relativeurls",

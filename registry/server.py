@@ -39,6 +39,7 @@ def connection_timeouts(config: RegistryConfig) -> ConnectionTimeouts:
     return ConnectionTimeouts(
         read_header=config.http.readheadertimeout.total_seconds(),
         idle=config.http.idletimeout.total_seconds(),
+        body=config.http.bodytimeout.total_seconds(),
     )
 
 
@@ -78,6 +79,9 @@ async def run(
         ssl_context=ssl_context,
         shutdown_timeout=config.http.draintimeout.total_seconds() or 5.0,
         access_log=None if config.log.accesslog.disabled else logging.getLogger("registry.access"),
+        # Bodies are stored as sent, as Distribution does: a Content-Encoding is the
+        # client's business, and decompressing would let a small body grow unbounded.
+        auto_decompress=False,
     ):
         # Ordered and renewed while serving: TLS-ALPN-01 is answered on this very listener.
         renewing = asyncio.create_task(letsencrypt.maintain(stop)) if letsencrypt else None

@@ -11,7 +11,14 @@ Two timeouts bound what a client may hold without sending a request, the way Go'
   even while it keeps sending. It also bounds the TLS handshake.
 
 A connection that is serving a request (reading its body, streaming a response) is never
-closed by either. Requests aiohttp's parser refuses are answered without their content
+closed by either. A third bounds the body itself, which Go leaves to ``ReadTimeout``:
+
+- ``body``: while a handler awaits request body bytes, one must arrive within this long,
+  else the read raises :class:`shared.http_server.BodyTimeout` (the services answer 408)
+  and the connection is closed after the answer. Only a wait for the client counts: a
+  handler busy elsewhere (storage, hashing) never lets the timer run.
+
+Requests aiohttp's parser refuses are answered without their content
 (``shared.http_server``).
 """
 
@@ -24,12 +31,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from types import TracebackType
 from typing import Any
 
 from aiohttp import web
+from aiohttp.helpers import BaseTimerContext
+from aiohttp.streams import EmptyStreamReader, StreamReader
+from aiohttp.web_request import BaseRequest
 
 from shared.errors import ErrorCode
-from shared.http_server import QuietRequestHandler
+from shared.http_server import BodyTimeout, QuietRequestHandler
 from shared.listener import system_backlog
 
 # The connection timeouts of both services (http.readheadertimeout, http.idletimeout). A
@@ -38,6 +49,9 @@ from shared.listener import system_backlog
 # closes first and never sends a request on a connection the server is closing.
 DEFAULT_READ_HEADER_TIMEOUT = timedelta(seconds=20)
 DEFAULT_IDLE_TIMEOUT = timedelta(seconds=120)
+# http.bodytimeout: a client streaming a body it produces as it goes (docker compresses
+# layers during a push) pauses for well under a second; a minute is generous.
+DEFAULT_BODY_TIMEOUT = timedelta(seconds=60)
 
 
 def positive_duration(value: timedelta) -> timedelta:
@@ -49,22 +63,89 @@ def positive_duration(value: timedelta) -> timedelta:
 
 @dataclass(frozen=True)
 class ConnectionTimeouts:
-    """Seconds; both must be positive."""
+    """Seconds; all must be positive."""
 
     read_header: float
     idle: float
+    body: float = DEFAULT_BODY_TIMEOUT.total_seconds()
+
+
+class BodyReadTimer(BaseTimerContext):
+    """The timer aiohttp's ``StreamReader`` enters around each wait for body bytes (the
+    hook its client uses for read timeouts): a wait longer than ``seconds`` fails the
+    payload with :class:`BodyTimeout`, which every later read raises too."""
+
+    __slots__ = ("_handle", "_payload", "_seconds")
+
+    def __init__(self, payload: StreamReader, seconds: float) -> None:
+        self._payload, self._seconds = payload, seconds
+        self._handle: asyncio.TimerHandle | None = None
+
+    def __enter__(self) -> BaseTimerContext:
+        loop = asyncio.get_running_loop()
+        self._handle = loop.call_later(self._seconds, self._expire)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _expire(self) -> None:
+        self._handle = None
+        self._payload.set_exception(BodyTimeout(f"no body byte for {self._seconds:g}s"))
 
 
 class HeaderTimeoutRequestHandler(QuietRequestHandler):
     """aiohttp's HTTP/1.1 connection protocol, quiet about refused requests, plus a
-    deadline for each request head."""
+    deadline for each request head and a bound on each pause inside a request body."""
 
     __slots__ = ("_head_timer", "_read_header_timeout")
 
-    def __init__(self, manager: web.Server, *, read_header_timeout: float, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        manager: web.Server,
+        *,
+        read_header_timeout: float,
+        body_timeout: float,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(manager, **kwargs)
         self._read_header_timeout = read_header_timeout
         self._head_timer: asyncio.TimerHandle | None = None
+        # aiohttp has no option for a server-side payload timer: every request is made
+        # through this factory, which gives its body one.
+        make_request = self._request_factory
+        assert make_request is not None  # set by RequestHandler.__init__
+
+        def request_with_body_timer(
+            message: Any, payload: StreamReader, *args: Any, **kwargs: Any
+        ) -> BaseRequest:
+            if not isinstance(payload, EmptyStreamReader):  # never the shared empty one
+                payload._timer = BodyReadTimer(payload, body_timeout)
+            return make_request(message, payload, *args, **kwargs)
+
+        self._request_factory = request_with_body_timer
+
+    async def finish_response(
+        self, request: BaseRequest, resp: web.StreamResponse, start_time: float | None
+    ) -> tuple[web.StreamResponse, bool]:
+        # A body that failed (it stopped arriving, or could not be parsed or decoded) ends
+        # the connection after the answer. aiohttp would otherwise read on to discard the
+        # rest ("lingering"): from a stalled client for 10 more seconds, and from a failed
+        # body by raising its error again, logged at ERROR with a traceback.
+        unreadable = request.content.exception() is not None
+        if unreadable and not resp.prepared:
+            resp.force_close()  # Connection: close: the rest of the body is not awaited
+        answered = await super().finish_response(request, resp, start_time)
+        if unreadable:
+            self.force_close()
+        return answered
 
     def _awaiting_request(self) -> bool:
         # start() waits on _waiter exactly while no request has been parsed or is being
@@ -128,6 +209,7 @@ async def serving(
             loop=loop,
             error_code=error_code,
             read_header_timeout=timeouts.read_header,
+            body_timeout=timeouts.body,
             **options,
         )
 

@@ -97,6 +97,7 @@ async def _serve(
     timeouts = ConnectionTimeouts(
         read_header=config.http.readheadertimeout.total_seconds(),
         idle=config.http.idletimeout.total_seconds(),
+        body=config.http.bodytimeout.total_seconds(),
     )
     async with serving(
         app, sockets, timeouts=timeouts, error_code=INVALID_REQUEST, ssl_context=context

@@ -16,7 +16,12 @@ from pathlib import Path
 from shared import config as _config
 from shared.config import ConfigError, InvalidSetting, meta
 from shared.ratelimit import RateLimitConfig
-from shared.serving import DEFAULT_IDLE_TIMEOUT, DEFAULT_READ_HEADER_TIMEOUT, positive_duration
+from shared.serving import (
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_READ_HEADER_TIMEOUT,
+    positive_duration,
+)
 
 __all__ = ["ConfigError", "TokenAuthConfig", "load_config", "split_address"]
 
@@ -65,12 +70,16 @@ class HTTPConfig:
     realm: str = "portside"  # the realm of the Basic challenge on bad credentials
     tls: TLSConfig = field(default_factory=TLSConfig)
     # The registry's keys (see shared.serving): a request head must arrive within
-    # readheadertimeout of its first byte; a connection idle this long is closed.
+    # readheadertimeout of its first byte; a connection idle this long is closed; a
+    # request body may pause for at most bodytimeout.
     readheadertimeout: timedelta = field(
         default=DEFAULT_READ_HEADER_TIMEOUT, metadata=meta(check=positive_duration)
     )
     idletimeout: timedelta = field(
         default=DEFAULT_IDLE_TIMEOUT, metadata=meta(check=positive_duration)
+    )
+    bodytimeout: timedelta = field(
+        default=DEFAULT_BODY_TIMEOUT, metadata=meta(check=positive_duration)
     )
 
 

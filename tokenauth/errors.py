@@ -32,8 +32,9 @@ class TokenAuthError(RegistryError):
         *,
         oauth: str | None = None,
         headers: dict[str, str] | None = None,
+        status: int | None = None,
     ) -> None:
-        super().__init__(error, message, headers=headers)
+        super().__init__(error, message, headers=headers, status=status)
         self.oauth = oauth
 
 

@@ -6,9 +6,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from shared.authorization import BasicCredentials, MalformedAuthorization, parse_authorization
 from shared.errors import RegistryError
+from shared.http_server import unreadable_body
 from shared.scope import Scope, ScopeError, format_scopes, parse_scopes
 from tokenauth.audit import AuditRecord
 from tokenauth.errors import INVALID_REQUEST, TokenAuthError
@@ -147,11 +149,18 @@ async def _form(request: web.Request) -> dict[str, str]:
     """The OAuth2 form's text fields (over-long values left out); 400 if it is unreadable.
 
     aiohttp's parser raises ValueError (and UnicodeDecodeError, LookupError for an unknown
-    charset) on malformed multipart or urlencoded bodies; each is the client's mistake.
+    charset) on malformed multipart or urlencoded bodies; each is the client's mistake. So
+    is a body that cannot be read (RequestPayloadError: a bad Content-Encoding, malformed
+    chunks, a short body; 408 when it stopped arriving), which the audit line records.
     """
     try:
         form = await request.post()
     except (ValueError, LookupError):
         message = "malformed form body"
         raise TokenAuthError(INVALID_REQUEST, message, oauth="invalid_request") from None
+    except RequestPayloadError as error:
+        status, message = unreadable_body(error)
+        raise TokenAuthError(
+            INVALID_REQUEST, message, oauth="invalid_request", status=status
+        ) from None
     return {k: v for k, v in form.items() if isinstance(v, str) and len(v) <= MAX_FIELD_LENGTH}

@@ -3,10 +3,12 @@ headers parsed strictly, and URLs for ``Location``."""
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from registry.keys import CONFIG, ROUTE, STORAGE
 from registry.storage.errors import ManifestUnknown
@@ -14,8 +16,11 @@ from registry.storage.registry import Repository
 from registry.urls import base_url, path_prefix
 from shared import errors
 from shared.digest import Digest, InvalidDigest, parse_digest
-from shared.errors import RegistryError
+from shared.errors import ErrorCode, RegistryError
+from shared.http_server import unreadable_body
 from shared.reference import is_valid_name, is_valid_tag
+
+log = logging.getLogger("registry")
 
 _CONTENT_RANGE = re.compile(r"(?:bytes[ =])?([0-9]{1,19})-([0-9]{1,19})(?:/(?:[0-9]{1,19}|\*))?")
 
@@ -108,19 +113,32 @@ def has_body(request: web.Request) -> bool:
     return request.body_exists and declared_length(request) != 0
 
 
-async def body_chunks(request: web.Request) -> AsyncIterator[bytes]:
-    async for chunk in request.content.iter_any():
-        yield chunk
+async def body_chunks(
+    request: web.Request, code: ErrorCode = errors.BLOB_UPLOAD_INVALID
+) -> AsyncIterator[bytes]:
+    """The body as it arrives, stored as sent (the server does not decode a
+    Content-Encoding). One that cannot be read is ``code``, 400 (408 if it stopped
+    arriving): one log line, no traceback."""
+    try:
+        async for chunk in request.content.iter_any():
+            yield chunk
+    except RequestPayloadError as error:
+        status, description = unreadable_body(error)
+        log.info(
+            "%s %s from %s: %s", request.method, request.rel_url.path, request.remote, description
+        )
+        raise RegistryError(code, description, status=status) from None
 
 
-async def read_bounded(request: web.Request, limit: int) -> bytes:
-    """The whole body, refusing (413) anything over ``limit`` before or while reading."""
+async def read_bounded(request: web.Request, limit: int, code: ErrorCode) -> bytes:
+    """The whole body, refusing (413) anything over ``limit`` before or while reading;
+    an unreadable body is ``code`` as in :func:`body_chunks`."""
     length = declared_length(request)
     if length is not None and length > limit:
         raise RegistryError(errors.SIZE_TOO_LARGE, f"body exceeds {limit} bytes", status=413)
     parts: list[bytes] = []
     size = 0
-    async for chunk in request.content.iter_any():
+    async for chunk in body_chunks(request, code):
         size += len(chunk)
         if size > limit:
             raise RegistryError(errors.SIZE_TOO_LARGE, f"body exceeds {limit} bytes", status=413)

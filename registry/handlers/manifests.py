@@ -30,7 +30,7 @@ async def head_manifest(request: web.Request) -> web.StreamResponse:
 async def put_manifest(request: web.Request) -> web.StreamResponse:
     repo = repository(request)
     reference = reference_param(route_param(request, "reference"), for_write=True)
-    body = await read_bounded(request, MAX_MANIFEST_SIZE)
+    body = await read_bounded(request, MAX_MANIFEST_SIZE, errors.MANIFEST_INVALID)
     manifest, parsed = await repo.manifests.put(
         reference, body, request.headers.get("Content-Type")
     )

@@ -5,6 +5,7 @@ headers, token headers and claims never get a 500 or a traceback in either log."
 from __future__ import annotations
 
 import base64
+import gzip
 import http.client
 import itertools
 import json
@@ -166,6 +167,13 @@ def authorization_headers(token: st.SearchStrategy[str]) -> st.SearchStrategy[by
     )
 
 
+# Content-Encoding of the POST form: absent, or a name with junk bytes, or (no bytes) with
+# the form itself: gzip-compressed under "gzip", as it is under any other name.
+content_encodings: st.SearchStrategy[tuple[str, bytes] | None] = st.none() | st.tuples(
+    st.sampled_from(["gzip", "deflate", "br", "zstd", "identity", "x-unknown", "gzip, gzip"]),
+    st.binary(max_size=200),
+)
+
 _source_addresses = (f"127.9.{i // 250}.{i % 250 + 1}" for i in itertools.count())
 
 
@@ -197,8 +205,12 @@ def test_fuzzed_credentials_never_cause_a_server_error(deployment: TokenDeployme
         database=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
-    @given(authorization=authorization_headers(tokens(signer)), refresh=tokens(signer))
-    def exchange(authorization: bytes, refresh: str) -> None:
+    @given(
+        authorization=authorization_headers(tokens(signer)),
+        refresh=tokens(signer),
+        encoding=content_encodings,
+    )
+    def exchange(authorization: bytes, refresh: str, encoding: tuple[str, bytes] | None) -> None:
         headers = {"Authorization": authorization}
         status = request_status(deployment.registry, "GET", "/v2/", headers=headers)
         assert status in (200, 400, 401), (status, authorization[:200])
@@ -214,9 +226,15 @@ def test_fuzzed_credentials_never_cause_a_server_error(deployment: TokenDeployme
                 "refresh_token": refresh.encode("utf-8", "surrogatepass"),
             }
         ).encode()
-        form_type = {"Content-Type": "application/x-www-form-urlencoded"}
-        status = request_status(deployment.tokenauth, "POST", "/auth", headers=form_type, body=form)
-        assert status in (400, 401, 413), (status, refresh[:200])
+        form_headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        if encoding is not None:
+            name, junk = encoding
+            form_headers["Content-Encoding"] = name
+            form = junk or (gzip.compress(form) if name == "gzip" else form)
+        status = request_status(
+            deployment.tokenauth, "POST", "/auth", headers=form_headers, body=form
+        )
+        assert status in (400, 401, 413), (status, refresh[:200], encoding)
 
     exchange()
     assert_clean_log(deployment.registry)
