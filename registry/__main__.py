@@ -1,5 +1,5 @@
-"""The ``registry`` command: ``registry serve [CONFIG]``, ``registry garbage-collect CONFIG``
-and ``registry htpasswd ...``."""
+"""The ``registry`` command: ``registry serve [CONFIG]``, ``registry garbage-collect CONFIG``,
+``registry retention CONFIG`` and ``registry htpasswd ...``."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from registry.auth.factory import create_access_controller
 from registry.config import load_config, unsupported_settings
 from registry.gc_command import garbage_collect
 from registry.htpasswd_command import htpasswd_main
+from registry.retention_command import retention
 from registry.server import serve
 from registry.storage.errors import StorageUnwritable
 from registry.tls import TLSSetupError, tls_context
@@ -55,6 +56,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     gc_parser.add_argument(
         "-q", "--quiet", action="store_true", help="print only the summary, not every item"
     )
+    retention_parser = commands.add_parser(
+        "retention", help="delete tags and manifests as storage.retention.policies say"
+    )
+    retention_parser.add_argument("config", help="the registry's config.yml")
+    retention_parser.add_argument(
+        "-d", "--dry-run", action="store_true", help="only print what would be deleted"
+    )
+    retention_parser.add_argument(
+        "--format",
+        choices=("table", "json"),
+        default="table",
+        help="a table for a terminal (default) or one JSON document",
+    )
     commands.add_parser(
         "htpasswd", help="print or update bcrypt htpasswd entries (htpasswd -Bbn USER PASSWORD)"
     )
@@ -85,6 +99,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         except Exception as error:  # storage unreachable, a failed delete: one line
             print(f"registry: garbage collection failed: {error}", file=sys.stderr)
+            return 1
+    if args.command == "retention":
+        try:
+            return retention(config, dry_run=args.dry_run, output=args.format)
+        except Exception as error:  # storage unreachable, a failed delete: one line
+            print(f"registry: retention failed: {error}", file=sys.stderr)
             return 1
     unsupported = unsupported_settings(config)
     if config.auth.method_name is not None and any(k.startswith("auth") for k in unsupported):

@@ -75,12 +75,18 @@ async def _storage_context(app: web.Application) -> AsyncIterator[None]:
     elif app[MAINTENANCE] and not readonly:
         # Without purging, leftovers of killed writers are still removed once at start-up.
         purger = asyncio.create_task(registry.remove_leftovers())
+    # Every worker notes the pulls it serves, so every worker flushes its own notes.
+    flusher = asyncio.create_task(registry.flush_pulls_periodically())
     yield
-    if purger is not None:
-        purger.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await purger
-    await registry.close()
+    for task in (purger, flusher):
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    try:
+        await registry.flush_pulls()  # pulls noted since the last flush are not lost
+    finally:
+        await registry.close()
 
 
 async def _cache_context(app: web.Application) -> AsyncIterator[None]:

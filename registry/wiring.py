@@ -7,6 +7,7 @@ storage itself never reads ``registry.config``: settings are handed over here.
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable
 
 from registry.config import RegistryConfig
@@ -17,6 +18,7 @@ from registry.storage.driver.filesystem import FilesystemDriver, check_writable_
 from registry.storage.driver.inmemory import InMemoryDriver
 from registry.storage.manifests import ForeignURLPolicy
 from registry.storage.registry import Registry
+from registry.storage.retention import DeleteTagsRule, NewestRule, RetentionPolicy
 
 
 def _filesystem(config: RegistryConfig) -> StorageDriver:
@@ -84,4 +86,34 @@ def create_storage(config: RegistryConfig) -> Registry:
     """The storage facade over the configured driver, without its cache (see
     ``create_blob_descriptor_cache``: the app opens and closes it separately)."""
     urls = config.validation.manifests.urls
-    return Registry(create_driver(config), ForeignURLPolicy.from_patterns(urls.allow, urls.deny))
+    # A read-only registry writes nothing, pull times included.
+    readonly = config.storage.maintenance.readonly.enabled
+    return Registry(
+        create_driver(config),
+        ForeignURLPolicy.from_patterns(urls.allow, urls.deny),
+        pull_resolution=None
+        if readonly
+        else config.storage.retention.pullresolution.total_seconds(),
+    )
+
+
+def retention_policies(config: RegistryConfig) -> tuple[RetentionPolicy, ...]:
+    """``storage.retention.policies`` in storage's terms (seconds, tuples)."""
+
+    def seconds(value: datetime.timedelta | None) -> float | None:
+        return None if value is None else value.total_seconds()
+
+    return tuple(
+        RetentionPolicy(
+            repositories=tuple(policy.repositories),
+            keep_tags=tuple(policy.keeptags),
+            keep_newest=tuple(NewestRule(tuple(k.tags), k.count) for k in policy.keepnewest),
+            keep_pulled_within=seconds(policy.keeppulledwithin),
+            delete_tags=tuple(
+                DeleteTagsRule(tuple(d.tags), d.olderthan.total_seconds())
+                for d in policy.deletetags
+            ),
+            delete_untagged_older_than=seconds(policy.deleteuntaggedolderthan),
+        )
+        for policy in config.storage.retention.policies
+    )

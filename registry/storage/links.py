@@ -38,6 +38,10 @@ class Links:
             return False
         return True
 
+    async def modified(self, digest: Digest) -> float:
+        """When the link was last written (a manifest's push time); PathNotFound if none."""
+        return (await self.driver.stat(self._link(digest))).modified
+
     async def write(self, digest: Digest) -> None:
         await self.driver.put_content(self._link(digest), str(digest).encode())
 

@@ -26,6 +26,7 @@ from registry.storage.manifest_formats import (
     media_type_of,
     parse_manifest,
 )
+from registry.storage.pulls import PullRecorder
 from registry.storage.referrers import Referrers
 from registry.storage.tags import Tags
 from shared.digest import Digest, digest_of
@@ -100,8 +101,10 @@ class Manifests:
         cache: ManifestContentCache,
         url_policy: ForeignURLPolicy,
         locks: KeyedLocks,
+        pulls: PullRecorder | None = None,
     ) -> None:
         self.name = name
+        self.pulls = pulls  # notes when a tag is read (retention's keeppulledwithin)
         self._locks = locks
         self.url_policy = url_policy
         self.store = store
@@ -119,7 +122,11 @@ class Manifests:
         return reference
 
     async def get(self, reference: Digest | str) -> StoredManifest:
+        """The manifest ``reference`` names; reading it by tag counts as a pull of the tag
+        (clients resolve a tag first, then fetch by digest)."""
         digest = await self.resolve(reference)
+        if isinstance(reference, str) and self.pulls is not None:
+            self.pulls.note(self.name, reference)
         cached = self.cache.get(digest)
         if cached is not None:
             return StoredManifest(digest, *cached)

@@ -88,6 +88,13 @@ def tag_current_link(name: str, tag: str) -> str:
     return f"{tag_dir(name, tag)}/current/link"
 
 
+def tag_pulled(name: str, tag: str) -> str:
+    """When ``tag`` was last pulled (a Unix time), written at most once per resolution by
+    the serving registry; portside's own file, beside ``current`` and ``index``, which
+    Distribution ignores."""
+    return f"{tag_dir(name, tag)}/pulled"
+
+
 def tag_index_dir(name: str, tag: str) -> str:
     """The history of ``tag``: an entry for every digest it ever pointed at."""
     return f"{tag_dir(name, tag)}/index"

@@ -10,6 +10,7 @@ from registry.storage.catalog import catalog_page
 from registry.storage.driver.base import StorageDriver
 from registry.storage.locks import KeyedLocks
 from registry.storage.manifests import ForeignURLPolicy, ManifestContentCache, Manifests
+from registry.storage.pulls import PullRecorder, flush_periodically
 from registry.storage.purge import purge_periodically, remove_leftovers
 from registry.storage.referrers import Referrers
 from registry.storage.tags import TagListCache, Tags
@@ -27,7 +28,14 @@ class Repository:
 
 
 class Registry:
-    def __init__(self, driver: StorageDriver, url_policy: ForeignURLPolicy | None = None) -> None:
+    def __init__(
+        self,
+        driver: StorageDriver,
+        url_policy: ForeignURLPolicy | None = None,
+        pull_resolution: float | None = None,
+    ) -> None:
+        """``pull_resolution``: record tags' pull times, each written at most once per
+        that many seconds (None: no recording, as in a read-only registry)."""
         self.driver = driver
         self.url_policy = url_policy or ForeignURLPolicy()
         self.blob_store = BlobStore(driver)
@@ -35,11 +43,12 @@ class Registry:
         self._locks = KeyedLocks()
         self._manifest_cache = ManifestContentCache()
         self._tag_lists = TagListCache()
+        self.pulls = PullRecorder(pull_resolution) if pull_resolution is not None else None
 
     def repository(self, name: str) -> Repository:
         """A view of ``name``; the caller has validated it against the name grammar."""
         blobs = LinkedBlobs(name, self.blob_store)
-        tags = Tags(name, self.driver, self._tag_lists, self._locks)
+        tags = self._tags(name)
         referrers = Referrers(name, self.driver)
         return Repository(
             name=name,
@@ -54,6 +63,7 @@ class Registry:
                 self._manifest_cache,
                 self.url_policy,
                 self._locks,
+                self.pulls,
             ),
             tags=tags,
             referrers=referrers,
@@ -69,6 +79,18 @@ class Registry:
     async def remove_leftovers(self) -> None:
         """Remove the temporary files of writers killed before their rename (once)."""
         await remove_leftovers(self.driver)
+
+    def _tags(self, name: str) -> Tags:
+        return Tags(name, self.driver, self._tag_lists, self._locks)
+
+    async def flush_pulls(self) -> int:
+        """Write the pull times noted since the last flush that are due (see ``pulls``)."""
+        return await self.pulls.flush(self._tags) if self.pulls is not None else 0
+
+    async def flush_pulls_periodically(self) -> None:
+        """Flush pull times every minute until cancelled (then call ``flush_pulls``)."""
+        if self.pulls is not None:
+            await flush_periodically(self.pulls, self._tags)
 
     async def close(self) -> None:
         await self.driver.close()

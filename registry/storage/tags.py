@@ -108,6 +108,38 @@ class Tags:
             except PathNotFound:
                 raise ManifestUnknown(tag) from None
 
+    async def pushed_at(self, tag: str) -> float:
+        """When ``tag`` was last pointed at a manifest: its current link's modification
+        time (ManifestUnknown for a tag that points nowhere)."""
+        try:
+            return (await self.driver.stat(paths.tag_current_link(self.name, tag))).modified
+        except PathNotFound:
+            raise ManifestUnknown(tag) from None
+
+    async def pulled_at(self, tag: str) -> float | None:
+        """When ``tag`` was last pulled as recorded in storage; None if never (or unreadable)."""
+        try:
+            return float((await self.driver.get_content(paths.tag_pulled(self.name, tag))).decode())
+        except (PathNotFound, ValueError, UnicodeDecodeError):
+            return None
+
+    async def record_pull(self, tag: str, when: float) -> bool:
+        """Write ``tag``'s pull time; False (nothing left behind) when the tag is gone: a
+        pull time must never bring back the directory of a deleted tag, which would then
+        be listed as a tag that resolves to nothing."""
+        async with self._locks(("tag", self.name, tag)):
+            if not await self._exists(paths.tag_current_link(self.name, tag)):
+                return False
+            await self.driver.put_content(paths.tag_pulled(self.name, tag), repr(when).encode())
+            if await self._exists(paths.tag_current_link(self.name, tag)):
+                return True
+            # Untagged by another process meanwhile: take back what was written.
+            with contextlib.suppress(PathNotFound):
+                await self.driver.delete(paths.tag_pulled(self.name, tag))
+                if not await self.driver.list_dir(paths.tag_dir(self.name, tag)):
+                    await self.driver.delete(paths.tag_dir(self.name, tag))
+            return False
+
     async def history(self, tag: str) -> list[Digest]:
         """Every digest ``tag`` ever pointed at (its index), the current one included."""
         return [d async for d in digest_tree(self.driver, paths.tag_index_dir(self.name, tag), 0)]
