@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from registry.config_backends import RedisConfig, listen_host_port
+from registry.config_retention import RetentionConfig
 from registry.storage.s3_settings import MIB, S3_MAX_PART, S3_MIN_PART, S3DriverConfig
 from shared import config as _config
 from shared.ciphersuites import check_names
@@ -186,76 +187,6 @@ class RedirectConfig:
 @dataclass(frozen=True)
 class TagConfig:
     concurrencylimit: int = 0
-
-
-def _not_negative(value: datetime.timedelta) -> datetime.timedelta:
-    if value < datetime.timedelta(0):
-        raise ValueError("must not be negative")
-    return value
-
-
-def _positive(value: datetime.timedelta) -> datetime.timedelta:
-    if value <= datetime.timedelta(0):
-        raise ValueError("must be positive")
-    return value
-
-
-def _optional(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    return lambda value: None if value is None else check(value)
-
-
-def _patterns(value: list[str]) -> list[str]:
-    if not value or any(not pattern for pattern in value):
-        raise ValueError("expected a list of one or more non-empty patterns")
-    return value
-
-
-@dataclass(frozen=True)
-class KeepNewestConfig:
-    """Keep the ``count`` most recently pushed tags matching ``tags``."""
-
-    tags: list[str] = field(default_factory=lambda: ["*"], metadata=meta(check=_patterns))
-    count: int = field(default=1, metadata=meta(check=between(1, 1_000_000)))
-
-
-@dataclass(frozen=True)
-class DeleteTagsConfig:
-    """Select for deletion the tags matching ``tags`` pushed longer ago than ``olderthan``."""
-
-    tags: list[str] = field(default_factory=lambda: ["*"], metadata=meta(check=_patterns))
-    olderthan: datetime.timedelta = field(
-        default=datetime.timedelta(0), metadata=meta(check=_not_negative)
-    )
-
-
-@dataclass(frozen=True)
-class RetentionPolicyConfig:
-    """One policy of ``storage.retention.policies`` (portside's; Distribution has none)."""
-
-    repositories: list[str] = field(default_factory=list, metadata=meta(check=_patterns))
-    keeptags: list[str] = field(default_factory=list)
-    keepnewest: list[KeepNewestConfig] = field(default_factory=list)
-    keeppulledwithin: datetime.timedelta | None = field(
-        default=None, metadata=meta(check=_optional(_positive))
-    )
-    deletetags: list[DeleteTagsConfig] = field(default_factory=list)
-    deleteuntaggedolderthan: datetime.timedelta | None = field(
-        default=None, metadata=meta(check=_optional(_not_negative))
-    )
-
-    def __post_init__(self) -> None:
-        _require(self, "repositories")
-
-
-@dataclass(frozen=True)
-class RetentionConfig:
-    """``storage.retention``: the policies ``registry retention`` applies, and how finely
-    the serving registry records tags' pull times."""
-
-    pullresolution: datetime.timedelta = field(
-        default=datetime.timedelta(hours=1), metadata=meta(check=_positive)
-    )
-    policies: list[RetentionPolicyConfig] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
