@@ -6,7 +6,7 @@ reader can never see half a blob; a repository sees a blob only through its link
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -119,6 +119,16 @@ class BlobStore:
             raise BlobUnknown(digest) from None
         finally:
             await self.forget(digest)
+
+    async def delete_many(self, digests: Sequence[Digest]) -> list[bool]:
+        """Delete many blobs at once (garbage collection); whether each was there."""
+        for digest in digests:
+            await self.forget(digest)
+        try:
+            return await self.driver.delete_many([paths.blob_dir(d) for d in digests])
+        finally:
+            for digest in digests:
+                await self.forget(digest)
 
     async def forget(self, digest: Digest) -> None:
         if self.cache is not None:

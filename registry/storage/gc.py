@@ -36,6 +36,7 @@ log = logging.getLogger("registry.gc")
 
 # Repositories read at once: enough to keep the driver's threads (or S3) busy.
 CONCURRENCY = 16
+SWEEP_BATCH = 4096  # blobs deleted between two progress reports
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +111,19 @@ class GarbageCollector:
         self.report = CollectionReport()
 
     async def run(self) -> CollectionReport:
+        # Killed writers' temporaries are found by a walk of the whole store (a thread of
+        # the driver's): it runs beside the collection instead of after it.
+        leftovers = None
+        if not self.dry_run:
+            leftovers = asyncio.ensure_future(self.registry.driver.remove_leftovers())
+        try:
+            await self._collect()
+        finally:
+            if leftovers is not None:
+                self.report.temporaries = await leftovers
+        return self.report
+
+    async def _collect(self) -> None:
         repositories = await self._read_repositories()
         candidates = await self._mark(repositories)
         self.report.marked = len(self.marked)
@@ -123,12 +137,14 @@ class GarbageCollector:
         )
         for deletion in candidates:
             self.emit(f"manifest eligible for deletion: {deletion.repository}@{deletion.digest}")
-            if not self.dry_run:
-                await self._delete_manifest(repositories[deletion.repository], deletion)
+        if not self.dry_run:
+            for name, repository in repositories.items():
+                doomed = [d for d in candidates if d.repository == name]
+                if doomed:
+                    await self._delete_manifests(repository, doomed)
         await self._sweep_blobs(unmarked)
         await self._sweep_layer_links(repositories)
         await self._sweep_leftovers(repositories)
-        return self.report
 
     # --- reading -------------------------------------------------------------------------
 
@@ -249,52 +265,55 @@ class GarbageCollector:
 
     # --- sweep ---------------------------------------------------------------------------
 
-    async def _delete_manifest(self, repository: _Repository, deletion: Deletion) -> None:
+    async def _delete_manifests(self, repository: _Repository, doomed: list[Deletion]) -> None:
         view = repository.view
-        for tag in deletion.tags:
-            await view.tags.forget_revision(tag, deletion.digest)
-        if deletion.subject is not None:
-            await view.referrers.remove(deletion.subject, deletion.digest)
-        await view.blobs.forget(deletion.digest)
-        await view.blobs.revisions.delete(deletion.digest)
-        await view.blobs.forget(deletion.digest)
+        await view.tags.forget_revisions([(t, d.digest) for d in doomed for t in d.tags])
+        for deletion in doomed:
+            if deletion.subject is not None:
+                await view.referrers.remove(deletion.subject, deletion.digest)
+        digests = [deletion.digest for deletion in doomed]
+        for digest in digests:
+            await view.blobs.forget(digest)
+        await view.blobs.revisions.delete_many(digests)
+        for digest in digests:
+            await view.blobs.forget(digest)
 
     async def _sweep_blobs(self, unmarked: list[Digest]) -> None:
         store = self.registry.blob_store
-        done = 0
+        sizes = [0] * len(unmarked)
 
-        async def sweep(digest: Digest) -> None:
-            nonlocal done
-            try:
-                size = (await store.stat(digest)).size
-            except BlobUnknown:
-                size = 0
+        async def size(index: int) -> None:  # concurrently: one request each on S3
+            with contextlib.suppress(BlobUnknown):
+                sizes[index] = (await store.stat(unmarked[index])).size
+
+        await _bounded(size(index) for index in range(len(unmarked)))
+        for digest in unmarked:
             self.emit(f"blob eligible for deletion: {digest}")
-            if not self.dry_run:
-                try:
-                    await store.delete(digest)
-                except BlobUnknown:
-                    return
-            self.report.blobs.append((digest, size))
-            done += 1
-            self.progress("deleting blobs" if not self.dry_run else "sizing blobs", done, total)
-
-        total = len(unmarked)
-        await _bounded(sweep(digest) for digest in unmarked)
-        self.report.blobs.sort(key=lambda item: str(item[0]))
+        deleted = [True] * len(unmarked)
+        if not self.dry_run:
+            deleted = []
+            for start in range(0, len(unmarked), SWEEP_BATCH):
+                deleted += await store.delete_many(unmarked[start : start + SWEEP_BATCH])
+                self.progress("deleting blobs", len(deleted), len(unmarked))
+        self.report.blobs = [
+            (digest, size)
+            for digest, size, gone in zip(unmarked, sizes, deleted, strict=True)
+            if gone
+        ]
 
     async def _sweep_layer_links(self, repositories: dict[str, _Repository]) -> None:
         for name, repository in repositories.items():
-            for digest in sorted(repository.layers, key=str):
-                if digest in self.marked:
-                    continue
+            doomed = [d for d in sorted(repository.layers, key=str) if d not in self.marked]
+            for digest in doomed:
                 self.emit(f"{name}: layer link eligible for deletion: {digest}")
                 self.report.layer_links.append((name, digest))
-                if not self.dry_run:
-                    try:
-                        await repository.view.blobs.unlink(digest)
-                    except (BlobUnknown, PathNotFound):
-                        continue
+            if doomed and not self.dry_run:
+                view = repository.view.blobs
+                for digest in doomed:
+                    await view.forget(digest)
+                await view.layers.delete_many(doomed)
+                for digest in doomed:
+                    await view.forget(digest)
 
     async def _sweep_leftovers(self, repositories: dict[str, _Repository]) -> None:
         driver = self.registry.driver
@@ -302,8 +321,6 @@ class GarbageCollector:
             self.report.uploads_purged = await purge_uploads(
                 driver, self.upload_age, dry_run=self.dry_run
             )
-        if not self.dry_run:
-            self.report.temporaries = await driver.remove_leftovers()
         deleted = {(d.repository, d.digest) for d in self.report.manifests}
         unlinked = set(self.report.layer_links)
         for name, repository in repositories.items():

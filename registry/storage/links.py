@@ -7,7 +7,7 @@ class, given the path function of its kind.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from registry.storage import paths
 from registry.storage.driver.base import PathNotFound, StorageDriver
@@ -52,6 +52,10 @@ class Links:
         except PathNotFound:
             return False
         return True
+
+    async def delete_many(self, digests: Sequence[Digest]) -> list[bool]:
+        """Remove many links at once (garbage collection); whether each was there."""
+        return await self.driver.delete_many([self._directory(self.name, d) for d in digests])
 
     async def all(self) -> AsyncIterator[Digest]:
         """Every digest linked (in no particular order)."""

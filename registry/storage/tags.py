@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 from collections import OrderedDict
+from collections.abc import Sequence
 
 from registry.storage import paths
 from registry.storage.driver.base import DriverError, PathNotFound, StorageDriver
@@ -144,10 +145,9 @@ class Tags:
         """Every digest ``tag`` ever pointed at (its index), the current one included."""
         return [d async for d in digest_tree(self.driver, paths.tag_index_dir(self.name, tag), 0)]
 
-    async def forget_revision(self, tag: str, digest: Digest) -> None:
-        """Drop the record that ``tag`` once pointed at ``digest`` (its index entry)."""
-        with contextlib.suppress(PathNotFound):
-            await self.driver.delete(paths.tag_index_entry(self.name, tag, digest))
+    async def forget_revisions(self, entries: Sequence[tuple[str, Digest]]) -> None:
+        """Drop the records that each tag once pointed at a digest (index entries)."""
+        await self.driver.delete_many([paths.tag_index_entry(self.name, t, d) for t, d in entries])
 
     async def all(self) -> list[str]:
         """Every tag, sorted (callers must not modify the list); NAME_UNKNOWN for a

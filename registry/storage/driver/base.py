@@ -8,7 +8,7 @@ absolute within the driver (``/docker/registry/v2/...``) and built only by
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,6 +109,19 @@ class StorageDriver(abc.ABC):
     @abc.abstractmethod
     async def delete(self, path: str) -> None:
         """Delete a file or a whole directory tree."""
+
+    async def delete_many(self, paths: Sequence[str]) -> list[bool]:
+        """Delete each of ``paths`` (files or trees), for bulk work such as garbage
+        collection; whether each was there. Backends override it to batch the work."""
+        deleted = []
+        for path in paths:
+            try:
+                await self.delete(path)
+            except PathNotFound:
+                deleted.append(False)
+            else:
+                deleted.append(True)
+        return deleted
 
     def local_path(self, path: str) -> Path | None:
         """A real file for ``path`` (for sendfile), or None when the backend has none."""
