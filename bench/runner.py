@@ -31,6 +31,7 @@ from bench.results import Metric
 from bench.scenarios import requests
 from bench.scenarios.blobs import run_blobs
 from bench.scenarios.durability import run_durability
+from bench.scenarios.flood import run_flood
 from bench.scenarios.gc import run_gc
 from bench.scenarios.images import run_images
 from bench.scenarios.listings import run_listings
@@ -106,6 +107,8 @@ async def run(plan: Plan, logs: Path) -> Outcome:
             await outcome.phase(ctx, "durability", run_durability(ctx))
         if "gc" in wanted:
             await outcome.phase(ctx, "garbage collection", run_gc(ctx))
+        if "flood" in wanted:
+            await outcome.phase(ctx, "login flood", run_flood(ctx))
     finally:
         await ctx.lab.stop_all()
         await asyncio.to_thread(_keep_logs, workdir, logs)

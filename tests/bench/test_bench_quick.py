@@ -38,6 +38,10 @@ EXPECTED = {
     "push_chunked_durable_4MiB": EVERY_SERVER,
     "push_chunked_nondurable_4MiB": {"portside"},
     "durable_over_disk_chunked_4MiB": {"portside"},
+    "gc_seconds": EVERY_SERVER,
+    "gc_peak_rss": EVERY_SERVER,
+    "flood_login_p99": {"portside"},
+    "flood_failures_per_account": {"portside"},
 }
 WITH_LOAD_GENERATORS = {
     "manifest_get": EVERY_SERVER,
@@ -58,7 +62,7 @@ def test_tiny_benchmark_runs_every_scenario(tmp_path: Path) -> None:
         require_tool("ab", "apache2-utils")
         expected.update(WITH_LOAD_GENERATORS)
     else:
-        command += ["--scenarios", "machine,blobs,images,listings,durability"]
+        command += ["--scenarios", "machine,blobs,images,listings,durability,gc,flood"]
 
     result = subprocess.run(
         command, cwd=ROOT, capture_output=True, text=True, timeout=240, check=False
