@@ -16,9 +16,10 @@ from registry.config import RegistryConfig
 from registry.keys import CONFIG, MAINTENANCE, STORAGE
 from registry.middleware import error_middleware, header_setter
 from registry.routes import dispatch, get_base, get_root
+from registry.storage.retention import apply_periodically
 from registry.upload_state import UPLOAD_STATE, UploadStateSigner
 from registry.urls import path_prefix
-from registry.wiring import create_blob_descriptor_cache, create_storage
+from registry.wiring import create_blob_descriptor_cache, create_storage, retention_policies
 
 
 def create_app(
@@ -77,8 +78,16 @@ async def _storage_context(app: web.Application) -> AsyncIterator[None]:
         purger = asyncio.create_task(registry.remove_leftovers())
     # Every worker notes the pulls it serves, so every worker flushes its own notes.
     flusher = asyncio.create_task(registry.flush_pulls_periodically())
+    retention = config.storage.retention
+    applier = None
+    if retention.interval and retention.policies and app[MAINTENANCE] and not readonly:
+        applier = asyncio.create_task(
+            apply_periodically(
+                registry, retention_policies(config), retention.interval.total_seconds()
+            )
+        )
     yield
-    for task in (purger, flusher):
+    for task in (purger, flusher, applier):
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

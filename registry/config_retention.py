@@ -78,10 +78,16 @@ class RetentionPolicyConfig:
 
 @dataclass(frozen=True)
 class RetentionConfig:
-    """``storage.retention``: the policies ``registry retention`` applies, and how finely
-    the serving registry records tags' pull times."""
+    """``storage.retention``: the policies ``registry retention`` (and, every
+    ``interval``, the serving registry) applies, and how finely the serving registry
+    records tags' pull times."""
 
     pullresolution: datetime.timedelta = field(
         default=datetime.timedelta(hours=1), metadata=meta(check=_positive)
+    )
+    # How often the serving registry applies the policies itself; 0: never (run
+    # ``registry retention`` instead, e.g. from cron).
+    interval: datetime.timedelta = field(
+        default=datetime.timedelta(0), metadata=meta(check=_not_negative)
     )
     policies: list[RetentionPolicyConfig] = field(default_factory=list)

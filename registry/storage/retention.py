@@ -22,8 +22,10 @@ and left alone if it changed meanwhile (re-pushed, re-tagged). Space is reclaime
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fnmatch
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -34,6 +36,8 @@ from registry.storage.errors import BlobUnknown, ManifestUnknown, NameUnknown, P
 from registry.storage.references import UnreadableManifest, references_of
 from registry.storage.registry import Registry, Repository
 from shared.digest import Digest
+
+log = logging.getLogger("registry.retention")
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,3 +365,26 @@ def _why(rule: str, tag: _Tag, now: float) -> str:
     if rule == "keeptags":
         return "kept: matches a keeptags pattern"
     return "kept: among the newest of its pattern"
+
+
+async def apply_periodically(
+    registry: Registry, policies: tuple[RetentionPolicy, ...], interval: float
+) -> None:
+    """Apply ``policies`` every ``interval`` seconds, until cancelled; a failed run is
+    logged and tried again at the next interval."""
+    while True:
+        await asyncio.sleep(max(interval, 1.0))
+        try:
+            report = await RetentionRun(registry, policies, dry_run=False).run()
+        except Exception:
+            log.exception("applying the retention policies failed; will retry")
+            continue
+        deleted = report.deleted
+        if deleted:
+            tags = sum(1 for d in deleted if d.kind == "tag")
+            log.info(
+                "retention deleted %d tags and %d manifests in %d repositories",
+                tags,
+                len(deleted) - tags,
+                report.repositories,
+            )

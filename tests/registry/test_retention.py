@@ -4,14 +4,18 @@ through the registry's API, with push times set by ageing the links' modificatio
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
+from registry.app import create_app
 from registry.config import load_config
 from registry.keys import STORAGE
 from registry.retention_command import evaluate
@@ -328,3 +332,35 @@ def test_environment_overrides_reach_policies(tmp_path: Path) -> None:
     (policy,) = config.storage.retention.policies
     assert policy.deletetags[0].olderthan.total_seconds() == 2 * DAY
     assert policy.keepnewest[0].count == 2
+
+
+SCHEDULED_RULES = """\
+    interval: 1s
+    policies:
+      - repositories: ["**"]
+        keeptags: [keep]
+        deletetags:
+          - tags: ["*"]
+            olderthan: 720h
+"""
+
+
+async def test_the_serving_registry_applies_the_policies_every_interval(
+    registry: RegistryClient,
+    aiohttp_client: Callable[[web.Application], Awaitable[RegistryClient]],
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "registry-data"
+    for i, tag in enumerate(("keep", "old", "new")):
+        await push_image(registry, "sched/app", tag, blob(f"sc{i}"), [blob(f"sl{i}")])
+    for tag in ("keep", "old"):
+        age_tag(root, "sched/app", tag, 40)
+    # A registry serving the same store, configured to apply the policies every second.
+    serving = await aiohttp_client(
+        create_app(load_config(write_config(tmp_path, SCHEDULED_RULES), {}))
+    )
+    for _ in range(100):
+        if await tags_of(serving, "sched/app") == ["keep", "new"]:
+            break
+        await asyncio.sleep(0.1)
+    assert await tags_of(serving, "sched/app") == ["keep", "new"]
