@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import statistics
-import sys
 import time
 from collections import Counter
 
@@ -22,8 +21,8 @@ import aiohttp
 
 from bench.context import Context
 from bench.results import Metric, Target
-from bench.scenarios.tokens import ISSUER, SERVICE, _run
-from bench.servers import PORTSIDE, REFERENCE, TOKENAUTH, Server, clean_environ, free_port
+from bench.scenarios.tokens import SERVICE, start_token_server
+from bench.servers import PORTSIDE, REFERENCE
 from shared.htpasswd import format_htpasswd_line
 
 GROUP = "8. login flood"
@@ -67,44 +66,16 @@ async def _logins(url: str) -> list[float]:
 
 async def run_flood(ctx: Context) -> list[Metric]:
     rounds = max(ctx.plan.rounds * 5, 5)
-    directory = ctx.new_dir("flood")
-    failed = await _run(
-        [
-            sys.executable,
-            "-m",
-            "tokenauth",
-            "keygen",
-            "--key",
-            str(directory / "token.key"),
-            "--certificate",
-            str(directory / "token.crt"),
-        ],
-        ctx.plan.portside_tree,
-    )
-    if failed:
-        raise RuntimeError(f"tokenauth keygen failed: {failed}")
     users = [format_htpasswd_line(f"target{k}", "target-password") for k in range(rounds)]
     users.append(format_htpasswd_line("bob", "bob-password"))
-    (directory / "users.htpasswd").write_text("\n".join(users) + "\n")
-    (directory / "acl.yml").write_text('acl:\n  - match: {account: "*"}\n    actions: []\n')
-    port = free_port()
-    config = directory / "tokenauth.yml"
-    config.write_text(
-        f"http:\n  addr: 127.0.0.1:{port}\n"
-        f"token:\n  issuer: {ISSUER}\n  services: [{SERVICE}]\n"
-        "  key: token.key\n  certificate: token.crt\n"
-        "users: [users.htpasswd]\nacl: acl.yml\ncredentialcache:\n  ttl: 0s\n"
+    tokens = await start_token_server(
+        ctx,
+        users,
+        'acl:\n  - match: {account: "*"}\n    actions: []\n',
+        # Without the verification memory every one of bob's logins runs bcrypt.
+        "credentialcache:\n  ttl: 0s\n",
     )
-    server = Server(
-        TOKENAUTH,
-        [sys.executable, "-m", "tokenauth", "serve", str(config)],
-        port,
-        directory / "tokenauth.log",
-        ready_path="/.well-known/jwks.json",
-        env=clean_environ(),
-        cwd=ctx.plan.portside_tree,
-    )
-    await ctx.lab.start(server)
+    server = tokens.server
     url = f"{server.url}/auth?service={SERVICE}"
     latencies: list[float] = []
     answers: Counter[int] = Counter()

@@ -68,6 +68,19 @@ def basic_header() -> dict[str, str]:
 
 
 async def start_tokenauth(ctx: Context) -> TokenServer:
+    return await start_token_server(
+        ctx,
+        [format_htpasswd_line(USER, PASSWORD, cost=BCRYPT_COST)],
+        f'acl:\n  - match: {{account: {USER}}}\n    actions: ["*"]\n',
+        "loglevel: info\n",
+    )
+
+
+async def start_token_server(
+    ctx: Context, users: Sequence[str], acl: str, settings: str = ""
+) -> TokenServer:
+    """tokenauth as shipped: a key from ``tokenauth keygen``, ``users`` (htpasswd lines),
+    the ``acl`` file's text, and extra top-level ``settings`` in its config."""
     directory = ctx.new_dir("tokenauth")
     key, certificate = directory / "token.key", directory / "token.crt"
     keygen = [
@@ -83,19 +96,15 @@ async def start_tokenauth(ctx: Context) -> TokenServer:
     process = await _run(keygen, ctx.plan.portside_tree)
     if process:
         raise RuntimeError(f"tokenauth keygen failed: {process}")
-    (directory / "users.htpasswd").write_text(
-        format_htpasswd_line(USER, PASSWORD, cost=BCRYPT_COST) + "\n"
-    )
-    (directory / "acl.yml").write_text(
-        f'acl:\n  - match: {{account: {USER}}}\n    actions: ["*"]\n'
-    )
+    (directory / "users.htpasswd").write_text("\n".join(users) + "\n")
+    (directory / "acl.yml").write_text(acl)
     port = free_port()
     config = directory / "tokenauth.yml"
     config.write_text(
         f"http:\n  addr: 127.0.0.1:{port}\n"
         f"token:\n  issuer: {ISSUER}\n  services: [{SERVICE}]\n"
         "  key: token.key\n  certificate: token.crt\n"
-        "users: [users.htpasswd]\nacl: acl.yml\nloglevel: info\n"
+        "users: [users.htpasswd]\nacl: acl.yml\n" + settings
     )
     server = Server(
         TOKENAUTH,

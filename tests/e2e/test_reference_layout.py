@@ -18,22 +18,8 @@ from aiohttp.test_utils import TestServer
 from registry.app import create_app
 from registry.config import load_config
 from tests.support.oci import make_image, read_oci_layout, write_oci_layout
+from tests.support.portside_servers import FILESYSTEM_CONFIG
 from tests.support.tools import free_port, isolated_client_env, require_tool, run_tool
-
-REFERENCE_CONFIG = """\
-version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: {root}
-  delete:
-    enabled: true
-http:
-  addr: 127.0.0.1:{port}
-"""
 
 
 @pytest.fixture
@@ -42,7 +28,7 @@ async def reference(tmp_path: Path) -> AsyncIterator[str]:
     program = require_tool("docker-registry")
     port = free_port()
     config = tmp_path / "reference.yml"
-    config.write_text(REFERENCE_CONFIG.format(root=tmp_path / "root", port=port))
+    config.write_text(FILESYSTEM_CONFIG.format(root=tmp_path / "root", port=port))
     # It reads every REGISTRY_* variable as configuration (REGISTRY_AUTH_FILE included).
     env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
     process = await asyncio.create_subprocess_exec(program, "serve", str(config), env=env)

@@ -26,23 +26,8 @@ import pytest
 from tests.registry.conftest import RegistryClient
 from tests.registry.helpers import Blob, assert_2xx, push_blob, put_manifest, send
 from tests.support.oci import OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST
-from tests.support.portside_servers import REPOSITORY_ROOT, server_env
+from tests.support.portside_servers import FILESYSTEM_CONFIG, REPOSITORY_ROOT, server_env
 from tests.support.tools import free_port, require_tool
-
-CONFIG = """\
-version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: {root}
-  delete:
-    enabled: true
-http:
-  addr: 127.0.0.1:{port}
-"""
 
 
 def blob(label: str) -> Blob:
@@ -188,7 +173,7 @@ async def collected_store(registry: RegistryClient, tmp_path: Path) -> tuple[Sto
 def configured_copy(source: Path, target: Path) -> Path:
     shutil.copytree(source, target / "root")
     config = target / "config.yml"
-    config.write_text(CONFIG.format(root=target / "root", port=free_port()))
+    config.write_text(FILESYSTEM_CONFIG.format(root=target / "root", port=free_port()))
     return config
 
 
@@ -323,7 +308,7 @@ async def test_collection_removes_what_failed_work_left(
     )
     leftover.write_text("half")
     config = tmp_path / "gc.yml"
-    config.write_text(CONFIG.format(root=root, port=free_port()))
+    config.write_text(FILESYSTEM_CONFIG.format(root=root, port=free_port()))
 
     before = sorted(p for p in root.rglob("*"))
     dry = collect(PORTSIDE, config, "--dry-run", "--delete-untagged")

@@ -23,14 +23,9 @@ from registry.storage.retention import RetentionReport
 from shared.config import ConfigError
 from tests.registry.conftest import ClientFactory, RegistryClient
 from tests.registry.helpers import Blob, assert_2xx, put_manifest, send, snapshot
-from tests.registry.test_garbage_collect import (
-    CONFIG,
-    assert_every_tag_pulls,
-    blob,
-    push_image,
-)
+from tests.registry.test_garbage_collect import assert_every_tag_pulls, blob, push_image
 from tests.support.oci import OCI_INDEX, OCI_MANIFEST
-from tests.support.portside_servers import run_python_module
+from tests.support.portside_servers import FILESYSTEM_CONFIG, run_python_module
 from tests.support.tools import free_port
 
 DAY = 86400.0
@@ -40,7 +35,7 @@ REPOSITORIES = "docker/registry/v2/repositories"
 def write_config(tmp_path: Path, retention: str) -> Path:
     root = tmp_path / "registry-data"
     config = tmp_path / "retention.yml"
-    base = CONFIG.format(root=root, port=free_port())
+    base = FILESYSTEM_CONFIG.format(root=root, port=free_port())
     config.write_text(base.replace("  delete:\n", f"  retention:\n{retention}  delete:\n"))
     return config
 
@@ -299,7 +294,7 @@ async def test_reference_registry_serves_a_store_with_pull_times(
     root = tmp_path / "registry-data"
     assert (root / REPOSITORIES / "r/app/_manifests/tags/v1/pulled").exists()
     config = tmp_path / "reference.yml"
-    config.write_text(CONFIG.format(root=root, port=free_port()))
+    config.write_text(FILESYSTEM_CONFIG.format(root=root, port=free_port()))
     # Lists both tags (asserted inside: every listed tag is pulled, every blob verified).
     await assert_every_tag_pulls(config, "reference", ["r/app"])
 

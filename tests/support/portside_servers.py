@@ -20,6 +20,22 @@ from pathlib import Path
 from tests.support.tools import free_port as free_port  # re-exported: callers import it here
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
+# A config file both portside and the reference registry 2.8.2 read the same way:
+# filesystem storage at {root}, deletes enabled, quiet logs, listening on {port}.
+FILESYSTEM_CONFIG = """\
+version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: {root}
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:{port}
+"""
 _FOREIGN_PREFIXES = ("REGISTRY_", "TOKENAUTH_", "DOCKER_")
 
 
