@@ -17,6 +17,7 @@ from registry.storage.driver.base import StorageDriver
 from registry.storage.driver.filesystem import FilesystemDriver, check_writable_root
 from registry.storage.driver.inmemory import InMemoryDriver
 from registry.storage.manifests import ForeignURLPolicy
+from registry.storage.pulls import FLUSH_INTERVAL
 from registry.storage.registry import Registry
 from registry.storage.retention import DeleteTagsRule, NewestRule, RetentionPolicy
 
@@ -103,12 +104,20 @@ def retention_policies(config: RegistryConfig) -> tuple[RetentionPolicy, ...]:
     def seconds(value: datetime.timedelta | None) -> float | None:
         return None if value is None else value.total_seconds()
 
+    # A stored pull time lags the last pull by up to the resolution (it is rewritten only
+    # when that much older) plus one flush interval: keeppulledwithin is widened by as
+    # much, so a tag pulled within the window is never taken for one that was not.
+    pull_lag = config.storage.retention.pullresolution.total_seconds() + FLUSH_INTERVAL
+
+    def widened(value: datetime.timedelta | None) -> float | None:
+        return None if value is None else value.total_seconds() + pull_lag
+
     return tuple(
         RetentionPolicy(
             repositories=tuple(policy.repositories),
             keep_tags=tuple(policy.keeptags),
             keep_newest=tuple(NewestRule(tuple(k.tags), k.count) for k in policy.keepnewest),
-            keep_pulled_within=seconds(policy.keeppulledwithin),
+            keep_pulled_within=widened(policy.keeppulledwithin),
             delete_tags=tuple(
                 DeleteTagsRule(tuple(d.tags), d.olderthan.total_seconds())
                 for d in policy.deletetags

@@ -28,7 +28,12 @@ from registry.storage.catalog import REPOSITORY_MARKERS, repository_names
 from registry.storage.driver.base import StorageDriver
 from registry.storage.errors import BlobUnknown, ManifestUnknown, NameUnknown, PathNotFound
 from registry.storage.purge import purge_uploads
-from registry.storage.references import References, UnreadableManifest, references_of
+from registry.storage.references import (
+    References,
+    UnreadableManifest,
+    every_digest_in,
+    references_of,
+)
 from registry.storage.registry import Registry, Repository
 from shared.digest import Digest
 
@@ -108,6 +113,7 @@ class GarbageCollector:
         self.emit = emit
         self.progress = progress
         self.marked: set[Digest] = set()
+        self._visited: set[tuple[str, Digest]] = set()  # manifests whose references are marked
         self.report = CollectionReport()
 
     async def run(self) -> CollectionReport:
@@ -184,17 +190,22 @@ class GarbageCollector:
         return _Repository(view, revisions, all_tags, tags_of, history_of, layers)
 
     async def _references(self, repository: _Repository, digest: Digest) -> References | None:
+        """What a manifest names; None when its content is gone (nothing can be known)."""
         try:
-            return references_of(await self.registry.blob_store.get(digest))
-        except (BlobUnknown, UnreadableManifest) as error:
-            problem = "has no content" if isinstance(error, BlobUnknown) else "is unreadable"
+            body = await self.registry.blob_store.get(digest)
+        except BlobUnknown:
             log.warning(
-                "%s: manifest %s %s; nothing it names is marked",
+                "%s: manifest %s has no content; nothing it names is marked",
                 repository.view.name,
                 digest,
-                problem,
             )
-        return None
+            return None
+        try:
+            return references_of(body)
+        except UnreadableManifest:
+            # Not JSON: every digest written in it is kept, rather than none.
+            log.warning("%s: manifest %s is unreadable", repository.view.name, digest)
+            return every_digest_in(body)
 
     # --- mark ----------------------------------------------------------------------------
 
@@ -245,6 +256,9 @@ class GarbageCollector:
 
     async def _mark_manifest(self, repository: _Repository, digest: Digest) -> None:
         name = repository.view.name
+        if (name, digest) in self._visited:
+            return
+        self._visited.add((name, digest))
         self.emit(f"{name}: marking manifest {digest} ")
         self.marked.add(digest)
         references = await self._references(repository, digest)
@@ -255,11 +269,9 @@ class GarbageCollector:
                 self.marked.add(blob)
                 self.emit(f"{name}: marking blob {blob}")
         for child in sorted(references.manifests, key=str):
-            if child in self.marked:
-                continue
             if child in repository.revisions:
                 await self._mark_manifest(repository, child)
-            else:
+            elif child not in self.marked:
                 self.marked.add(child)
                 self.emit(f"{name}: marking blob {child}")
 
@@ -361,10 +373,12 @@ def _by_name_digest(item: tuple[tuple[str, Digest], _Repository]) -> tuple[str, 
 
 
 async def _bounded(jobs: Iterable[Awaitable[None]]) -> None:
-    limit = asyncio.Semaphore(CONCURRENCY)
+    """Run ``jobs`` with at most CONCURRENCY at once, taking each from the iterable only
+    when a worker is free: a generator of a million jobs never exists all at once."""
+    pending = iter(jobs)
 
-    async def run(job: Awaitable[None]) -> None:
-        async with limit:
+    async def worker() -> None:
+        for job in pending:
             await job
 
-    await asyncio.gather(*(run(job) for job in jobs))
+    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))

@@ -271,9 +271,15 @@ class RetentionRun:
                 pushed[digest] = await view.blobs.revisions.modified(digest)
                 references = references_of(await self.registry.blob_store.get(digest))
             except (PathNotFound, BlobUnknown, UnreadableManifest):
-                # Unreadable: what it names is unknown, so it and they are left alone.
-                tagged.add(digest)
-                continue
+                # Unreadable: what it names (an index's children) is unknown, so no
+                # untagged manifest of this repository can be known to be unneeded.
+                log.warning(
+                    "%s: manifest %s is unreadable; no untagged manifest of the repository "
+                    "is deleted",
+                    view.name,
+                    digest,
+                )
+                return []
             children[digest] = references.manifests
             if references.subject is not None:
                 subject_of[digest] = references.subject
@@ -284,8 +290,10 @@ class RetentionRun:
         }
         # Kept manifests keep the children they name and the referrers naming them.
         queue = [d for d in revisions if d not in candidates]
+        named_by_kept: set[Digest] = set()  # children of kept manifests: never deleted
         while queue:
             kept = queue.pop()
+            named_by_kept.update(children.get(kept, ()))
             for other in (*children.get(kept, ()), *referrers_of.get(kept, ())):
                 if other in candidates:
                     candidates.discard(other)
@@ -311,8 +319,8 @@ class RetentionRun:
         while queue:
             subject = queue.pop(0)
             for referrer in sorted(referrers_of.get(subject, ()), key=str):
-                if referrer in deleted or referrer in tagged:
-                    continue
+                if referrer in deleted or referrer in tagged or referrer in named_by_kept:
+                    continue  # (an index that stays still needs it, whatever its subject)
                 deleted.add(referrer)
                 queue.append(referrer)
                 gone.append((referrer, None))

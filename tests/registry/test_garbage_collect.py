@@ -328,3 +328,47 @@ async def test_collection_removes_what_failed_work_left(
     assert (repositories / "e/gone/sub/_uploads" / fresh_id / "data").exists()
     assert not leftover.exists()
     await assert_every_tag_pulls(config, "portside", ["e/gone/sub"])
+
+
+def store_manifest_by_hand(root: Path, name: str, tag: str, body: bytes) -> None:
+    """A manifest as Distribution may have stored it (it accepts what Python's decoder
+    refuses), written straight into the layout: content, revision link, tag links."""
+    v2 = root / "docker/registry/v2"
+    digest = Blob(body).digest
+    hex_digest = digest.split(":", 1)[1]
+    data = v2 / "blobs/sha256" / hex_digest[:2] / hex_digest / "data"
+    data.parent.mkdir(parents=True, exist_ok=True)
+    data.write_bytes(body)
+    repository = v2 / "repositories" / name / "_manifests"
+    for link in (
+        repository / "revisions/sha256" / hex_digest / "link",
+        repository / "tags" / tag / "current/link",
+        repository / "tags" / tag / "index/sha256" / hex_digest / "link",
+    ):
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.write_text(digest)
+
+
+async def test_manifests_python_cannot_parse_keep_what_they_name(
+    registry: RegistryClient, tmp_path: Path
+) -> None:
+    """Go's decoder reads invalid UTF-8 in strings and nesting far past Python's limit;
+    a store Distribution wrote may hold such manifests, and collection must keep their
+    blobs, not take them for unreferenced."""
+    root = tmp_path / "registry-data"
+    kept: list[Blob] = []
+    for name, extra in (
+        ("odd/latin1", b',"annotations":{"authors":"Jos\xe9"}'),
+        ("odd/nested", b',"x":' + b"[" * 2000 + b"]" * 2000),
+    ):
+        config, layer = blob(f"{name}-config"), blob(f"{name}-layer")
+        for item in (config, layer):
+            assert_2xx(await push_blob(registry, name, item))
+        kept += [config, layer]
+        store_manifest_by_hand(root, name, "latest", manifest(config, [layer])[:-1] + extra + b"}")
+    settings = tmp_path / "gc.yml"
+    settings.write_text(FILESYSTEM_CONFIG.format(root=root, port=free_port()))
+    done = collect(PORTSIDE, settings)
+    assert "deleted 0 blobs" in done.stdout, done.stdout
+    remaining = blobs_in(root)
+    assert {b.digest for b in kept} <= remaining

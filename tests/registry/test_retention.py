@@ -359,3 +359,64 @@ async def test_the_serving_registry_applies_the_policies_every_interval(
             break
         await asyncio.sleep(0.1)
     assert await tags_of(serving, "sched/app") == ["keep", "new"]
+
+
+async def test_a_kept_index_keeps_a_child_whose_subject_goes(
+    registry: RegistryClient, tmp_path: Path
+) -> None:
+    """A referrer goes with its subject, except when a kept index names it: the index
+    needs it whatever its subject (found by a review: it was deleted, breaking v1)."""
+    root = tmp_path / "registry-data"
+    name = "b/app"
+    subject = await push_image(registry, name, None, blob("subject-c"), [blob("subject-l")])
+    child = await push_image(registry, name, None, blob("child-c"), [], subject=subject)
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [
+                {"mediaType": OCI_MANIFEST, "digest": Blob(child).digest, "size": len(child)}
+            ],
+        }
+    ).encode()
+    assert_2xx(await put_manifest(registry, name, "v1", index, OCI_INDEX))
+    for body in (subject, child):
+        age_manifest(root, name, body, 10)
+    config = load_config(write_config(tmp_path, UNTAGGED_RULES), {})
+
+    report = await evaluate(config, dry_run=False)
+
+    deleted = {str(d.digest) for d in report.deleted}
+    assert Blob(subject).digest in deleted
+    assert Blob(child).digest not in deleted
+    assert await status_of(registry, name, Blob(child).digest) == 200
+
+
+PULLED_RULES = """\
+    pullresolution: 1h
+    policies:
+      - repositories: ["**"]
+        keeppulledwithin: 2h
+        deletetags:
+          - tags: ["*"]
+"""
+
+
+async def test_keep_pulled_within_allows_for_the_recording_lag(
+    registry: RegistryClient, tmp_path: Path
+) -> None:
+    """A stored pull time is rewritten only once it is a resolution old, so it can lag
+    the last pull by up to that (plus a flush): a tag last recorded 2h50m ago may have
+    been pulled 1h55m ago, within keeppulledwithin: 2h, and must stay."""
+    root = tmp_path / "registry-data"
+    for i, tag in enumerate(("lagging", "forgotten")):
+        await push_image(registry, "p/app", tag, blob(f"pc{i}"), [blob(f"pl{i}")])
+        age_tag(root, "p/app", tag, 3)
+    tags = root / REPOSITORIES / "p/app/_manifests/tags"
+    (tags / "lagging/pulled").write_text(repr(time.time() - (2 * 3600 + 50 * 60)))
+    (tags / "forgotten/pulled").write_text(repr(time.time() - 4 * 3600))
+    config = load_config(write_config(tmp_path, PULLED_RULES), {})
+
+    await evaluate(config, dry_run=False)
+
+    assert await tags_of(registry, "p/app") == ["lagging"]
