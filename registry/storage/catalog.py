@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 
 from registry.storage import paths
 from registry.storage.driver.base import PathNotFound, StorageDriver
+from shared.reference import MAX_NAME_LENGTH
 
 # A repository is a directory holding one of these.
 REPOSITORY_MARKERS = (paths.MANIFESTS, paths.LAYERS)
@@ -54,6 +55,8 @@ async def _walk(
         entries.append((full, False))
         entries.append((full + "/", True))
     for key, is_subtree in sorted(entries):
+        if len(key) > MAX_NAME_LENGTH:
+            continue  # no repository name is this long: not a name (a link loop, say)
         if is_subtree:
             if key < last and not last.startswith(key):
                 continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from yarl import URL
 
@@ -59,6 +60,22 @@ async def test_catalog_last_starts_after_the_name(registry: RegistryClient) -> N
         await create_repository(registry, name)
     response = await registry.get("/v2/_catalog", params={"last": "a/b", "n": "3"})
     assert (await response.json())["repositories"] == ["a/b-c", "a/b/c", "a__z"]
+
+
+async def test_a_directory_link_loop_in_the_store_ends_the_walk(
+    registry: RegistryClient, tmp_path: Path
+) -> None:
+    """A link an operator left under the repositories that points back up (a loop)
+    made the walk descend until the OS refused the path: a 500. No name is longer than
+    the grammar's 255 characters, so the walk stops there."""
+    await create_repository(registry, "real/app")
+    repositories = tmp_path / "registry-data/docker/registry/v2/repositories"
+    (repositories / "real/loop").symlink_to("..")
+    response = await registry.get("/v2/_catalog")
+    assert response.status == 200
+    names = (await response.json())["repositories"]
+    assert "real/app" in names
+    assert all(len(name) <= 255 for name in names)
 
 
 async def test_catalog_bounds_n_and_rejects_garbage(registry: RegistryClient) -> None:
