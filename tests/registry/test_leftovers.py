@@ -41,6 +41,14 @@ def _wait_gone(paths: list[Path], registry: ServerProcess, timeout: float = 30.0
         time.sleep(0.1)
 
 
+def _wait_logged(line: str, registry: ServerProcess, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while line not in registry.log():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not logged after {timeout:.0f}s: {line}\n{registry.log()}")
+        time.sleep(0.1)
+
+
 def _registry(tmp_path: Path, purging: str = "true") -> ServerProcess:
     port = free_port()
     return ServerProcess(
@@ -130,7 +138,8 @@ def test_start_up_removes_killed_writers_temporaries(tmp_path: Path, purging: st
         _wait_gone(left, registry)
         assert all(path.exists() for path in kept)
         assert live.exists()
-        assert "removed 4 temporary files left by killed writers" in registry.log()
+        # The sweep logs once it has finished: the files can be gone a moment before.
+        _wait_logged("removed 4 temporary files left by killed writers", registry)
     finally:
         registry.stop()
         os.close(fd)
