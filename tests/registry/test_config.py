@@ -14,7 +14,6 @@ from registry.config import (
     IMPLEMENTED,
     ConfigError,
     RegistryConfig,
-    listen_host_port,
     load_config,
     unsupported_settings,
 )
@@ -585,26 +584,3 @@ def test_no_version_in_a_file_means_0_1(tmp_path: Path) -> None:
 
 def test_the_configuration_is_frozen_and_defaults_construct() -> None:
     assert load_config(None, {}) == RegistryConfig()
-
-
-@pytest.mark.parametrize(
-    ("addr", "expected"),
-    [
-        (":5000", ("", 5000)),
-        ("0.0.0.0:5000", ("0.0.0.0", 5000)),  # noqa: S104
-        ("localhost:0", ("localhost", 0)),
-        ("[::]:5000", ("::", 5000)),
-        ("[::1]:443", ("::1", 443)),
-        ("[fe80::1%eth0]:5000", ("fe80::1%eth0", 5000)),
-    ],
-)
-def test_listen_host_port(addr: str, expected: tuple[str, int]) -> None:
-    assert listen_host_port(addr) == expected
-
-
-@pytest.mark.parametrize(
-    "addr", ["", "5000", "::1:5000", "[::1]", "[nothost]:1", "host:port", ":-1", ":65536"]
-)
-def test_listen_host_port_rejects(addr: str) -> None:
-    with pytest.raises(ValueError, match=r"expected|brackets"):
-        listen_host_port(addr)

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from tests.support.oci import OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, sha256_digest
-from tests.support.portside_servers import ServerProcess, free_port
+from tests.support.portside_servers import ServerProcess, filesystem_registry
 from tests.support.syscalls import Call, SyscallTrace
 
 REPO = "durable/app"
@@ -35,19 +35,10 @@ class Traced:
 
 def _start(tmp_path: Path, fsync: str) -> Iterator[Traced]:
     root = tmp_path / "data"
-    port = free_port()
-    registry = ServerProcess(
-        "registry",
-        ["registry", "serve"],
-        port,
-        "/",
-        tmp_path / "registry.log",
-        env={
-            "REGISTRY_HTTP_ADDR": f"127.0.0.1:{port}",
-            "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": str(root),
-            "REGISTRY_STORAGE_FILESYSTEM_FSYNC": fsync,
-            "REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_ENABLED": "false",
-        },
+    registry = filesystem_registry(
+        tmp_path,
+        REGISTRY_STORAGE_FILESYSTEM_FSYNC=fsync,
+        REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_ENABLED="false",
     )
     registry.start()
     assert registry.process is not None

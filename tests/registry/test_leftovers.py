@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from registry.storage.driver.filesystem import FilesystemDriver
-from tests.support.portside_servers import ServerProcess, free_port
+from tests.support.portside_servers import ServerProcess, filesystem_registry
 from tests.support.syscalls import SyscallTrace
 
 LAYER = "a" * 64
@@ -50,19 +50,7 @@ def _wait_logged(line: str, registry: ServerProcess, timeout: float = 30.0) -> N
 
 
 def _registry(tmp_path: Path, purging: str = "true") -> ServerProcess:
-    port = free_port()
-    return ServerProcess(
-        "registry",
-        ["registry", "serve"],
-        port,
-        "/",
-        tmp_path / "registry.log",
-        env={
-            "REGISTRY_HTTP_ADDR": f"127.0.0.1:{port}",
-            "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": str(tmp_path / "data"),
-            "REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_ENABLED": purging,
-        },
-    )
+    return filesystem_registry(tmp_path, REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_ENABLED=purging)
 
 
 def _push_blob(port: int, data: bytes) -> None:

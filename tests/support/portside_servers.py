@@ -130,3 +130,22 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             return self.process.wait(timeout)
+
+
+def filesystem_registry(tmp_path: Path, **settings: str) -> ServerProcess:
+    """``registry serve`` (not started) on a free loopback port, storing in
+    ``tmp_path/data``, logging to ``tmp_path/registry.log``; ``settings`` are more
+    ``REGISTRY_*`` variables."""
+    port = free_port()
+    return ServerProcess(
+        "registry",
+        ["registry", "serve"],
+        port,
+        "/",
+        tmp_path / "registry.log",
+        env={
+            "REGISTRY_HTTP_ADDR": f"127.0.0.1:{port}",
+            "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": str(tmp_path / "data"),
+            **settings,
+        },
+    )
