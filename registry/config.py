@@ -514,6 +514,7 @@ IMPLEMENTED = (
     "storage.redirect.disable",
     "storage.retention",
     "http.addr",
+    "http.debug.addr",
     "http.net",
     "http.draintimeout",
     "http.readheadertimeout",

@@ -15,6 +15,7 @@ import time
 from registry.app import create_app
 from registry.auth.base import AccessController
 from registry.config import RegistryConfig, listen_host_port
+from registry.debug_server import bind_debug, create_debug_app, debug_address
 from registry.middleware import BAD_REQUEST
 from registry.tls import letsencrypt_manager, tls_context, uses_tls
 from shared.listener import ListenError, bind_sockets, bind_unix, display_address
@@ -66,23 +67,42 @@ async def run(
     *,
     maintenance: bool = True,
     controller: AccessController | None = None,
+    debug_sockets: list[socket.socket] | None = None,
 ) -> None:
-    """Serve on the bound ``sockets`` until ``stop`` is set (``controller``: see create_app)."""
+    """Serve on the bound ``sockets`` until ``stop`` is set (``controller``: see create_app);
+    the debug app on ``debug_sockets`` when given (``http.debug.addr``)."""
     app = create_app(config, maintenance=maintenance, controller=controller)
     letsencrypt = letsencrypt_manager(config)
     ssl_context = letsencrypt.context if letsencrypt else tls_context(config)
-    async with serving(
-        app,
-        sockets,
-        timeouts=connection_timeouts(config),
-        error_code=BAD_REQUEST,
-        ssl_context=ssl_context,
-        shutdown_timeout=config.http.draintimeout.total_seconds() or 5.0,
-        access_log=None if config.log.accesslog.disabled else logging.getLogger("registry.access"),
-        # Bodies are stored as sent, as Distribution does: a Content-Encoding is the
-        # client's business, and decompressing would let a small body grow unbounded.
-        auto_decompress=False,
+    async with (
+        serving(
+            app,
+            sockets,
+            timeouts=connection_timeouts(config),
+            error_code=BAD_REQUEST,
+            ssl_context=ssl_context,
+            shutdown_timeout=config.http.draintimeout.total_seconds() or 5.0,
+            access_log=None
+            if config.log.accesslog.disabled
+            else logging.getLogger("registry.access"),
+            # Bodies are stored as sent, as Distribution does: a Content-Encoding is the
+            # client's business, and decompressing would let a small body grow unbounded.
+            auto_decompress=False,
+        ),
+        contextlib.AsyncExitStack() as debug,
     ):
+        if debug_sockets:
+            await debug.enter_async_context(
+                serving(
+                    create_debug_app(config, app),
+                    debug_sockets,
+                    timeouts=connection_timeouts(config),
+                    error_code=BAD_REQUEST,
+                    shutdown_timeout=1.0,
+                    access_log=None,  # scrapes and probes every few seconds would drown it
+                )
+            )
+            log.info("debug server listening on http://%s", debug_address(config))
         # Ordered and renewed while serving: TLS-ALPN-01 is answered on this very listener.
         renewing = asyncio.create_task(letsencrypt.maintain(stop)) if letsencrypt else None
         scheme = "https" if ssl_context else "http"
@@ -110,13 +130,21 @@ def _serve_one(
     *,
     maintenance: bool,
     controller: AccessController | None,
+    debug_sockets: list[socket.socket] | None,
 ) -> None:
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        await run(config, stop, sockets, maintenance=maintenance, controller=controller)
+        await run(
+            config,
+            stop,
+            sockets,
+            maintenance=maintenance,
+            controller=controller,
+            debug_sockets=debug_sockets,
+        )
 
     # The standard event loop, not uvloop: uvloop serves ~10% more small requests per
     # second here but has no loop.sendfile, and blob pulls must use sendfile.
@@ -141,14 +169,23 @@ def serve(
     """
     if workers <= 1:
         sockets = bind(config)
+        debug_sockets = bind_debug(config) if config.http.debug.addr else None
         try:
-            _serve_one(config, sockets, maintenance=True, controller=controller)
+            _serve_one(
+                config,
+                sockets,
+                maintenance=True,
+                controller=controller,
+                debug_sockets=debug_sockets,
+            )
         finally:
             if config.http.net == "unix":  # as Go's listener does on close
                 with contextlib.suppress(OSError):
                     os.unlink(config.http.addr)
         return
     reservation = bind(config, reuse_port=True)
+    if config.http.debug.addr:  # held as the API's address is (see above)
+        reservation += bind_debug(config, reuse_port=True)
     try:
         _supervise(config, workers, controller)
     finally:
@@ -168,7 +205,16 @@ def _supervise(config: RegistryConfig, workers: int, controller: AccessControlle
             code = 0
             try:
                 sockets = bind(config, reuse_port=True)
-                _serve_one(config, sockets, maintenance=index == 0, controller=controller)
+                debug_sockets = (
+                    bind_debug(config, reuse_port=True) if config.http.debug.addr else None
+                )
+                _serve_one(
+                    config,
+                    sockets,
+                    maintenance=index == 0,
+                    controller=controller,
+                    debug_sockets=debug_sockets,
+                )
             except ListenError as error:
                 print(f"registry: {error}", file=sys.stderr)
                 code = 2
