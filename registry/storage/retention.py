@@ -79,11 +79,16 @@ class RetentionPolicy:
 
 def repository_glob(pattern: str) -> str:
     """A repository glob as a regular expression: ``*`` and ``?`` stay within one path
-    component, ``**`` crosses them (``team/**`` matches ``team/a`` and ``team/a/b``)."""
+    component, ``**`` crosses them (``team/**`` matches ``team/a`` and ``team/a/b``), and
+    a whole ``**/`` component also matches no component at all, as in gitignore
+    (``a/**/b`` matches ``a/b``, ``**/cache`` matches ``cache``)."""
     out = []
     i = 0
     while i < len(pattern):
-        if pattern.startswith("**", i):
+        if pattern.startswith("**/", i) and (i == 0 or pattern[i - 1] == "/"):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
             out.append(".*")
             i += 2
         elif pattern[i] == "*":
