@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
-from tests.support.backing_services import RedisServer
+from tests.support.backing_services import MotoServer, RedisServer
 from tests.support.portside_servers import ServerProcess, filesystem_registry, free_port
 
 INTERVAL = "0.2s"
@@ -52,6 +52,8 @@ def serving(tmp_path: Path, **settings: str) -> Iterator[tuple[ServerProcess, st
     registry = filesystem_registry(
         tmp_path, REGISTRY_HTTP_DEBUG_ADDR=f"127.0.0.1:{debug_port}", **settings
     )
+    if "REGISTRY_STORAGE" in settings:  # another driver than the helper's filesystem one
+        del registry.env["REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY"]
     registry.start()
     try:
         yield registry, f"http://127.0.0.1:{debug_port}"
@@ -84,6 +86,31 @@ def test_storage_root_removed_is_not_ready_until_it_is_back(tmp_path: Path) -> N
         assert wait_for(ready, 200) == {}
         assert get(registry.url + "/v2/")[0] == 200
     assert "health check storagedriver_filesystem failing" in registry.log()
+
+
+def test_s3_unreachable_is_not_ready_and_an_empty_bucket_is(tmp_path: Path) -> None:
+    s3 = MotoServer(tmp_path / "moto")
+    s3.start()
+    try:
+        bucket = s3.create_bucket()
+        with serving(
+            tmp_path,
+            REGISTRY_STORAGE="s3",
+            **s3.s3_environ(bucket),
+            REGISTRY_HEALTH_STORAGEDRIVER_ENABLED="true",
+            REGISTRY_HEALTH_STORAGEDRIVER_INTERVAL=INTERVAL,
+        ) as (registry, debug):
+            ready = lambda: get(debug + "/debug/health")  # noqa: E731
+            # An empty bucket has no "/": the backend answered, so it passes (Distribution).
+            assert wait_for(ready, 200) == {}
+            s3.stop()
+            assert list(wait_for(ready, 503)) == ["storagedriver_s3"]
+            s3.start()  # on the same port, empty again
+            s3.create_bucket(bucket)
+            assert wait_for(ready, 200) == {}
+        assert "portside-test-secret" not in registry.log()
+    finally:
+        s3.stop()
 
 
 class PasswordRedis(RedisServer):
