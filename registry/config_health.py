@@ -108,11 +108,27 @@ class HealthConfig:
     tcp: list[TCPHealthConfig] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        # Each check is named by what it checks (Distribution refuses a name twice).
-        for key, names in (
-            ("file", [c.file for c in self.file]),
-            ("http", [c.uri for c in self.http]),
-            ("tcp", [c.addr for c in self.tcp]),
+        # Each check is named by what it checks, and a name answers for one check only
+        # (Distribution refuses a name twice); "redis" and storagedriver_* are taken.
+        names: set[str] = set()
+        for key, name in (
+            *(("file", c.file) for c in self.file),
+            *(("http", public_uri(c.uri)) for c in self.http),
+            *(("tcp", c.addr) for c in self.tcp),
         ):
-            if len(set(names)) != len(names):
-                raise InvalidSetting(key, "the same check is listed twice")
+            if name in names or name == "redis" or name.startswith("storagedriver_"):
+                raise InvalidSetting(key, f"a second check would be named {name}")
+            names.add(name)
+
+
+def public_uri(uri: str) -> str:
+    """``uri`` without user and password: how the health answer names an HTTP check."""
+    url = urllib.parse.urlsplit(uri)
+    if url.username is None and url.password is None:
+        return uri
+    netloc = url.hostname or ""
+    if ":" in netloc:
+        netloc = f"[{netloc}]"
+    if url.port is not None:
+        netloc += f":{url.port}"
+    return urllib.parse.urlunsplit(url._replace(netloc=netloc))

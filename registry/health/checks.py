@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import urllib.parse
 from collections.abc import Awaitable, Callable
 
 import aiohttp
@@ -14,6 +13,7 @@ import yarl
 from redis.exceptions import RedisError
 
 from registry.config_backends import RedisConfig, listen_host_port
+from registry.config_health import public_uri
 from registry.health.monitor import CheckFailed
 from registry.storage.errors import DriverError
 from registry.storage.registry import Registry
@@ -73,19 +73,6 @@ def file_check(path: str) -> Check:
         raise CheckFailed("file exists")
 
     return check
-
-
-def public_uri(uri: str) -> str:
-    """``uri`` without user and password, as the health answer names it."""
-    url = urllib.parse.urlsplit(uri)
-    if url.username is None and url.password is None:
-        return uri
-    netloc = url.hostname or ""
-    if ":" in netloc:
-        netloc = f"[{netloc}]"
-    if url.port is not None:
-        netloc += f":{url.port}"
-    return urllib.parse.urlunsplit(url._replace(netloc=netloc))
 
 
 def http_check(uri: str, headers: dict[str, list[str]], status: int, timeout: float) -> Check:

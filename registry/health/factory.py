@@ -10,7 +10,7 @@ the Redis check is ``redis``.
 from __future__ import annotations
 
 from registry.config import RegistryConfig
-from registry.config_health import interval_or_default
+from registry.config_health import interval_or_default, public_uri
 from registry.health import checks
 from registry.health.monitor import PeriodicCheck
 from registry.storage.registry import Registry
@@ -55,7 +55,7 @@ def create_checks(config: RegistryConfig, storage: Registry) -> list[PeriodicChe
     for http in health.http:
         created.append(
             PeriodicCheck(
-                checks.public_uri(http.uri),
+                public_uri(http.uri),
                 checks.http_check(
                     http.uri, http.headers, http.statuscode or 200, http.timeout.total_seconds()
                 ),

@@ -139,6 +139,7 @@ def test_redis_stopped_is_not_ready_naming_redis_without_its_password(tmp_path: 
             failing = wait_for(ready, 503)
             assert list(failing) == ["redis"]
             assert redis.addr in failing["redis"]
+            assert redis.password not in failing["redis"]
             # Readiness only: the cache falls back to storage, so the API still serves.
             assert get(registry.url + "/v2/")[0] == 200
             redis.start()  # on the same port

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from registry.config import ConfigError, load_config
-from registry.health.checks import public_uri
+from registry.config_health import public_uri
 from registry.health.monitor import CheckFailed, PeriodicCheck
 
 
@@ -63,6 +63,8 @@ def test_a_uri_is_named_without_its_credentials() -> None:
     ("section", "key"),
     [
         ("tcp: [{addr: 'a:1'}, {addr: 'a:1'}]", "tcp"),
+        ("http: [{uri: 'http://u:p@h/'}, {uri: 'http://h/'}]", "http"),
+        ("file: [{file: redis}]", "file"),
         ("tcp: [{addr: ':6379'}]", "addr"),
         ("http: [{uri: 'ftp://x/'}]", "uri"),
         ("file: [{interval: 1s}]", "file"),
