@@ -13,6 +13,8 @@ from registry.auth.base import AccessController
 from registry.auth.factory import create_access_controller
 from registry.auth.middleware import auth_middleware
 from registry.config import RegistryConfig
+from registry.health.endpoints import health_context, health_gate
+from registry.health.factory import api_is_gated
 from registry.keys import CONFIG, MAINTENANCE, STORAGE
 from registry.middleware import error_middleware, header_setter
 from registry.routes import dispatch, get_base, get_root
@@ -34,7 +36,9 @@ def create_app(
     ``config`` to check it (so users files are read, and warned about, once); without it
     the one ``config`` names is built here.
     """
-    middlewares: list[Middleware] = [error_middleware]
+    # The health gate first, as Distribution's health.Handler wraps the whole app.
+    middlewares: list[Middleware] = [health_gate] if api_is_gated(config) else []
+    middlewares.append(error_middleware)
     controller = controller or create_access_controller(config)
     if controller is not None:
         middlewares.append(auth_middleware(controller))
@@ -44,6 +48,7 @@ def create_app(
     app[UPLOAD_STATE] = UploadStateSigner.from_config(config)
     app.cleanup_ctx.append(_storage_context)
     app.cleanup_ctx.append(_cache_context)
+    app.cleanup_ctx.append(health_context)
     if controller is not None:
         app.on_startup.append(lambda _: controller.start())
         app.on_cleanup.append(lambda _: controller.close())

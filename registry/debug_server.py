@@ -13,17 +13,18 @@ import socket
 from aiohttp import web
 
 from registry.config import RegistryConfig, listen_host_port
+from registry.health.endpoints import add_health_routes
 from shared.listener import bind_sockets, display_address
 
 # The registry app this debug app reports on (started before the debug app).
 SERVED_APP = web.AppKey("served_app", web.Application)
 
 
-
 def create_debug_app(config: RegistryConfig, served: web.Application) -> web.Application:
     """The debug app for ``served``, the registry app started from the same ``config``."""
     app = web.Application()
     app[SERVED_APP] = served
+    add_health_routes(app, SERVED_APP)
     return app
 
 

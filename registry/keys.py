@@ -5,11 +5,14 @@ from __future__ import annotations
 from aiohttp import web
 
 from registry.config import RegistryConfig
+from registry.health.monitor import HealthMonitor
 from registry.routing import RouteMatch
 from registry.storage.registry import Registry
 
 CONFIG = web.AppKey("config", RegistryConfig)
 STORAGE = web.AppKey("storage", Registry)
+# The health checks of this process (registry.health).
+HEALTH = web.AppKey("health", HealthMonitor)
 # Whether this process runs background upkeep such as upload purging.
 MAINTENANCE = web.AppKey("maintenance", bool)
 ROUTE = web.RequestKey("route", RouteMatch)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -119,6 +120,8 @@ class HtpasswdFile:
         self._stamp: tuple[int, int, int] | None = None
         self._users: dict[str, bytes] = {}
         self.max_cost: int | None = None  # the highest bcrypt cost in the file
+        self.loaded_at: float | None = None  # time.time() of the last successful read
+        self.error: str | None = None  # why the last re-read failed; None once one works
         if not self.reload_if_changed():
             raise OSError(f"cannot read users file {self.path}")
 
@@ -135,7 +138,11 @@ class HtpasswdFile:
                 return True
             text = self.path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as error:
-            log.error("users file %s unreadable, keeping previous contents: %s", self.path, error)
+            if str(error) != self.error:  # once per problem, not once per request
+                log.error(
+                    "users file %s unreadable, keeping previous contents: %s", self.path, error
+                )
+            self.error = str(error)
             return False
         parsed = parse_htpasswd(text, str(self.path))
         for problem in parsed.problems + parsed.weak:
@@ -143,7 +150,13 @@ class HtpasswdFile:
         self._users, self._stamp = parsed.users, stamp
         self.max_cost = parsed.max_cost
         self.generation += 1
+        self.loaded_at, self.error = time.time(), None
         return True
+
+    @property
+    def entries(self) -> int:
+        """How many users the contents in force hold."""
+        return len(self._users)
 
     def __contains__(self, user: object) -> bool:
         return user in self._users

@@ -16,6 +16,7 @@ import functools
 import ipaddress
 import logging
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -240,6 +241,7 @@ class AclFile:
         self._failure = ""
         self.acl = Acl()
         self.acl = self._load()  # at start-up an invalid file is fatal
+        self.loaded_at = time.time()  # of the ACL in force
 
     def _load(self) -> Acl:
         stat = self.path.stat()
@@ -259,6 +261,7 @@ class AclFile:
             stat = self.path.stat()
             if (stat.st_mtime_ns, stat.st_size, stat.st_ino) != self._stamp:
                 self.acl = self._load()
+                self.loaded_at = time.time()
                 log.info("reloaded ACL %s (%d rules)", self.path, len(self.acl.rules))
                 self._failure = ""
         except (OSError, AclError) as error:
@@ -266,3 +269,8 @@ class AclFile:
                 log.error("ACL not reloaded, the previous one stays in force: %s", error)
             self._failure = str(error)
         return self.acl
+
+    @property
+    def error(self) -> str | None:
+        """Why the last re-read failed (the previous ACL stays in force); None if it worked."""
+        return self._failure or None

@@ -16,8 +16,9 @@ from tokenauth import handlers
 from tokenauth.acl import AclError, AclFile
 from tokenauth.config import TokenAuthConfig
 from tokenauth.errors import error_middleware
+from tokenauth.health import ServiceHealth
 from tokenauth.issuer import TokenIssuer
-from tokenauth.keys import CONFIG, ISSUER
+from tokenauth.keys import CONFIG, HEALTH, ISSUER
 from tokenauth.signing import load_signer
 
 MAX_BODY = 64 * 1024  # an OAuth2 form is a few hundred bytes
@@ -43,6 +44,7 @@ def create_app(config: TokenAuthConfig) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY)
     app[CONFIG] = config
     app[ISSUER] = TokenIssuer(config, signer, authenticator, acl)
+    app[HEALTH] = ServiceHealth(signer, authenticator, acl)
     # Before serving, so that even the first refusal is padded to a measured check time.
     app.on_startup.append(lambda _: authenticator.calibrate())
     app.on_cleanup.append(lambda _: asyncio.to_thread(authenticator.close))

@@ -15,7 +15,7 @@ from shared.scope import Scope, ScopeError, format_scopes, parse_scopes
 from tokenauth.audit import AuditRecord
 from tokenauth.errors import INVALID_REQUEST, TokenAuthError
 from tokenauth.issuer import Issued, TokenIssuer
-from tokenauth.keys import ISSUER
+from tokenauth.keys import HEALTH, ISSUER
 
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 MAX_FIELD_LENGTH = 8192  # any form or query value; a refresh token is well under
@@ -106,7 +106,9 @@ async def get_jwks(request: web.Request) -> web.Response:
 
 
 async def get_health(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"}, headers={"Cache-Control": "no-store"})
+    """Users files, ACL and signing key state (``tokenauth.health``); 503 when unusable."""
+    status, body = request.app[HEALTH].report()
+    return web.json_response(body, status=status, headers={"Cache-Control": "no-store"})
 
 
 def _token_body(issued: Issued) -> dict[str, Any]:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from tokenauth.config import TokenAuthConfig
+from tokenauth.health import ServiceHealth
 from tokenauth.issuer import TokenIssuer
 
 CONFIG = web.AppKey("config", TokenAuthConfig)
 ISSUER = web.AppKey("issuer", TokenIssuer)
+HEALTH = web.AppKey("health", ServiceHealth)

@@ -45,6 +45,10 @@ class Registry:
         self._tag_lists = TagListCache()
         self.pulls = PullRecorder(pull_resolution) if pull_resolution is not None else None
 
+    async def check_health(self) -> None:
+        """Raise DriverError unless the storage backend answers (the health check)."""
+        await self.driver.check_health()
+
     def repository(self, name: str) -> Repository:
         """A view of ``name``; the caller has validated it against the name grammar."""
         blobs = LinkedBlobs(name, self.blob_store)

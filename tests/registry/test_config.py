@@ -288,8 +288,9 @@ def test_the_stock_registry_2_config_loads_unchanged(tmp_path: Path) -> None:
     assert config.storage.driver_name == "filesystem"
     assert config.http.addr == ":5000"
     assert config.http.headers == {"X-Content-Type-Options": ["nosniff"]}
-    assert config.health["storagedriver"]["interval"] == "10s"
-    assert unsupported_settings(config) == ["log.fields", "health"]
+    assert config.health.storagedriver.interval == datetime.timedelta(seconds=10)
+    assert config.health.storagedriver.threshold == 3
+    assert unsupported_settings(config) == ["log.fields"]
 
 
 @pytest.mark.parametrize("driver", DRIVERS)
@@ -309,6 +310,12 @@ def test_the_documented_sample_loads(tmp_path: Path, driver: str, auth: str) -> 
     unsupported = unsupported_settings(config)
     assert "notifications" in unsupported
     assert not any(key.startswith("http.tls.letsencrypt") for key in unsupported)  # implemented
+    assert not any(key.startswith("health") for key in unsupported)  # implemented
+    (http_check,) = config.health.http
+    assert http_check.headers == {"Authorization": ["Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="]}
+    assert http_check.timeout == datetime.timedelta(seconds=3) and http_check.threshold == 3
+    assert config.health.tcp[0].addr == "redis-server.domain.com:6379"
+    assert config.health.file[0].file == "/path/to/checked/file"
     assert ("storage." + driver in unsupported) == (driver in ("azure", "gcs"))
 
 

@@ -1,4 +1,5 @@
-"""JWKS and health endpoints; tokens verify against the published JWKS alone."""
+"""The JWKS endpoint (health: test_health.py); tokens verify against the published JWKS
+alone."""
 
 from __future__ import annotations
 
@@ -17,11 +18,6 @@ async def test_jwks_publishes_the_signing_key(client: TokenClient, setup: Setup)
     _, body, _ = await fetch_token(client, "repository:alice/a:pull", auth=("alice", "alice-pw"))
     verifier = TokenVerifier(issuer=ISSUER, audience=SERVICE, jwks=jwks)
     assert verifier.verify(body["token"]).subject == "alice"
-
-
-async def test_health(client: TokenClient) -> None:
-    async with client.get("/health") as response:
-        assert response.status == 200 and (await response.json()) == {"status": "ok"}
 
 
 async def test_configurable_token_path(make_client: ClientFactory) -> None:

@@ -8,6 +8,7 @@ absolute within the driver (``/docker/registry/v2/...``) and built only by
 from __future__ import annotations
 
 import abc
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,6 +131,16 @@ class StorageDriver(abc.ABC):
     async def redirect_url(self, path: str, method: str) -> str | None:
         """A URL a client can fetch the content from directly, or None."""
         return None
+
+    async def check_health(self) -> None:
+        """Raise DriverError if the backend does not answer, for the health check.
+
+        As Distribution's check: a stat of the root, where "not found" still proves the
+        backend answers (an empty bucket has no root object). Backends with a stronger
+        test override it.
+        """
+        with contextlib.suppress(PathNotFound):
+            await self.stat("/")
 
     async def remove_leftovers(self) -> int:
         """Remove what killed writers left behind (the filesystem driver's temporaries);

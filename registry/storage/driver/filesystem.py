@@ -33,6 +33,7 @@ from registry.storage.driver.base import (
     PathNotFound,
     StorageDriver,
     StorageFull,
+    StorageUnavailable,
     StorageUnwritable,
 )
 from registry.storage.driver.durability import make_dirs, start_writeback, sync_dir, sync_file
@@ -204,6 +205,22 @@ class FilesystemDriver(StorageDriver):
 
     async def remove_leftovers(self) -> int:
         return await self._run(lambda: temporaries.remove_abandoned(self.root))
+
+    async def check_health(self) -> None:
+        # Stricter than Distribution's stat of "/", which passes when the root is missing:
+        # the registry makes its root at start-up, so a missing one means the volume is
+        # gone (unmounted, deleted) and every pull would fail. In a thread: a hung
+        # network filesystem must not block the event loop.
+        def check() -> None:
+            try:
+                result = os.stat(self._root)
+            except OSError as error:
+                reason = error.strerror or type(error).__name__
+                raise StorageUnavailable(f"storage root {self._root}: {reason}") from None
+            if not stat.S_ISDIR(result.st_mode):
+                raise StorageUnavailable(f"storage root {self._root} is not a directory")
+
+        await self._run(check)
 
     async def close(self) -> None:
         self._pool.shutdown(wait=True)
