@@ -15,6 +15,7 @@ from registry.auth.middleware import auth_middleware
 from registry.config import RegistryConfig
 from registry.keys import CONFIG, MAINTENANCE, STORAGE
 from registry.middleware import error_middleware, header_setter
+from registry.notifications.notifier import WORKER, notifier_context
 from registry.routes import dispatch, get_base, get_root
 from registry.storage.retention import apply_periodically
 from registry.upload_state import UPLOAD_STATE, UploadStateSigner
@@ -27,12 +28,14 @@ def create_app(
     *,
     maintenance: bool = True,
     controller: AccessController | None = None,
+    worker: int = 0,
 ) -> web.Application:
     """The registry app; ``maintenance`` runs background upkeep (one worker per host).
 
     ``controller`` is the access controller ``registry serve`` already built from
     ``config`` to check it (so users files are read, and warned about, once); without it
-    the one ``config`` names is built here.
+    the one ``config`` names is built here. ``worker`` is the process's index among
+    ``--workers`` (its notification queue files are keyed by it).
     """
     middlewares: list[Middleware] = [error_middleware]
     controller = controller or create_access_controller(config)
@@ -44,6 +47,8 @@ def create_app(
     app[UPLOAD_STATE] = UploadStateSigner.from_config(config)
     app.cleanup_ctx.append(_storage_context)
     app.cleanup_ctx.append(_cache_context)
+    app[WORKER] = worker
+    app.cleanup_ctx.append(notifier_context)
     if controller is not None:
         app.on_startup.append(lambda _: controller.start())
         app.on_cleanup.append(lambda _: controller.close())

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from registry.config_backends import RedisConfig, listen_host_port
+from registry.config_notifications import NotificationsConfig
 from registry.config_retention import RetentionConfig
 from registry.storage.s3_settings import MIB, S3_MAX_PART, S3_MIN_PART, S3DriverConfig
 from shared import config as _config
@@ -457,8 +458,8 @@ class RegistryConfig:
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     catalog: CatalogConfig = field(default_factory=CatalogConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
+    notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
     # Accepted as plain data so existing files load; not implemented.
-    notifications: dict[str, Any] = field(default_factory=dict)
     health: dict[str, Any] = field(default_factory=dict)
     proxy: dict[str, Any] = field(default_factory=dict)
     compatibility: dict[str, Any] = field(default_factory=dict)
@@ -541,6 +542,7 @@ IMPLEMENTED = (
     "storage.cache.blobdescriptor",
     "storage.cache.blobdescriptorsize",
     "storage.cache.layerinfo",
+    "notifications",
     *(f"storage.s3.{key}" for key in _S3_KEYS_USED),
     *(f"redis.{key}" for key in _REDIS_KEYS_USED),
 )

@@ -68,10 +68,11 @@ async def run(
     maintenance: bool = True,
     controller: AccessController | None = None,
     debug_sockets: list[socket.socket] | None = None,
+    worker: int = 0,
 ) -> None:
-    """Serve on the bound ``sockets`` until ``stop`` is set (``controller``: see create_app);
-    the debug app on ``debug_sockets`` when given (``http.debug.addr``)."""
-    app = create_app(config, maintenance=maintenance, controller=controller)
+    """Serve on the bound ``sockets`` until ``stop`` is set (``controller``, ``worker``: see
+    create_app); the debug app on ``debug_sockets`` when given (``http.debug.addr``)."""
+    app = create_app(config, maintenance=maintenance, controller=controller, worker=worker)
     letsencrypt = letsencrypt_manager(config)
     ssl_context = letsencrypt.context if letsencrypt else tls_context(config)
     async with (
@@ -131,6 +132,7 @@ def _serve_one(
     maintenance: bool,
     controller: AccessController | None,
     debug_sockets: list[socket.socket] | None,
+    worker: int = 0,
 ) -> None:
     async def main() -> None:
         stop = asyncio.Event()
@@ -144,6 +146,7 @@ def _serve_one(
             maintenance=maintenance,
             controller=controller,
             debug_sockets=debug_sockets,
+            worker=worker,
         )
 
     # The standard event loop, not uvloop: uvloop serves ~10% more small requests per
@@ -214,6 +217,7 @@ def _supervise(config: RegistryConfig, workers: int, controller: AccessControlle
                     maintenance=index == 0,
                     controller=controller,
                     debug_sockets=debug_sockets,
+                    worker=index,
                 )
             except ListenError as error:
                 print(f"registry: {error}", file=sys.stderr)
