@@ -15,7 +15,7 @@ from registry.auth.middleware import auth_middleware
 from registry.config import RegistryConfig
 from registry.keys import CONFIG, MAINTENANCE, STORAGE
 from registry.middleware import error_middleware, header_setter
-from registry.notifications.notifier import WORKER, notifier_context
+from registry.notifications.notifier import WORKER, WorkerSlot, notifier_context
 from registry.routes import dispatch, get_base, get_root
 from registry.storage.retention import apply_periodically
 from registry.upload_state import UPLOAD_STATE, UploadStateSigner
@@ -28,13 +28,13 @@ def create_app(
     *,
     maintenance: bool = True,
     controller: AccessController | None = None,
-    worker: int = 0,
+    worker: WorkerSlot | None = None,
 ) -> web.Application:
     """The registry app; ``maintenance`` runs background upkeep (one worker per host).
 
     ``controller`` is the access controller ``registry serve`` already built from
     ``config`` to check it (so users files are read, and warned about, once); without it
-    the one ``config`` names is built here. ``worker`` is the process's index among
+    the one ``config`` names is built here. ``worker`` is the process's place among
     ``--workers`` (its notification queue files are keyed by it).
     """
     middlewares: list[Middleware] = [error_middleware]
@@ -47,7 +47,7 @@ def create_app(
     app[UPLOAD_STATE] = UploadStateSigner.from_config(config)
     app.cleanup_ctx.append(_storage_context)
     app.cleanup_ctx.append(_cache_context)
-    app[WORKER] = worker
+    app[WORKER] = worker or WorkerSlot()
     app.cleanup_ctx.append(notifier_context)
     if controller is not None:
         app.on_startup.append(lambda _: controller.start())

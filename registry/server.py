@@ -17,6 +17,7 @@ from registry.auth.base import AccessController
 from registry.config import RegistryConfig, listen_host_port
 from registry.debug_server import bind_debug, create_debug_app, debug_address
 from registry.middleware import BAD_REQUEST
+from registry.notifications.notifier import WorkerSlot
 from registry.tls import letsencrypt_manager, tls_context, uses_tls
 from shared.listener import ListenError, bind_sockets, bind_unix, display_address
 from shared.serving import ConnectionTimeouts, serving
@@ -68,7 +69,7 @@ async def run(
     maintenance: bool = True,
     controller: AccessController | None = None,
     debug_sockets: list[socket.socket] | None = None,
-    worker: int = 0,
+    worker: WorkerSlot | None = None,
 ) -> None:
     """Serve on the bound ``sockets`` until ``stop`` is set (``controller``, ``worker``: see
     create_app); the debug app on ``debug_sockets`` when given (``http.debug.addr``)."""
@@ -132,7 +133,7 @@ def _serve_one(
     maintenance: bool,
     controller: AccessController | None,
     debug_sockets: list[socket.socket] | None,
-    worker: int = 0,
+    worker: WorkerSlot | None = None,
 ) -> None:
     async def main() -> None:
         stop = asyncio.Event()
@@ -217,7 +218,7 @@ def _supervise(config: RegistryConfig, workers: int, controller: AccessControlle
                     maintenance=index == 0,
                     controller=controller,
                     debug_sockets=debug_sockets,
-                    worker=index,
+                    worker=WorkerSlot(index, workers),
                 )
             except ListenError as error:
                 print(f"registry: {error}", file=sys.stderr)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -55,7 +56,17 @@ class Notifier:
 
 
 NOTIFIER = web.AppKey("notifier", Notifier)
-WORKER = web.AppKey("worker", int)  # this process's index among --workers (0 alone)
+
+
+@dataclass(frozen=True)
+class WorkerSlot:
+    """This process's place among ``--workers``: queue files are keyed by ``index``."""
+
+    index: int = 0
+    count: int = 1
+
+
+WORKER = web.AppKey("worker", WorkerSlot)
 
 
 def queue_directory(config: RegistryConfig) -> Path | None:
@@ -79,7 +90,8 @@ async def notifier_context(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     directory = queue_directory(config)
-    spool = Spool(directory, app.get(WORKER, 0)) if directory is not None else None
+    slot = app.get(WORKER, WorkerSlot())
+    spool = Spool(directory, slot.index, slot.count) if directory is not None else None
     if spool is None:
         log.warning(
             "notifications.queuedirectory is not set and storage is not the filesystem: "

@@ -5,15 +5,18 @@ event arriving once and in order per repository, the memory bound, the ignore ru
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from registry.notifications.notifier import NOTIFIER
+from shared.htpasswd import format_htpasswd_line
 from tests.registry.conftest import ClientFactory, RegistryClient
 from tests.registry.helpers import Blob, assert_2xx, push_blob, put_manifest, send
 from tests.support.event_receiver import EventReceiver, notifications_env
@@ -205,3 +208,33 @@ async def test_head_is_not_a_pull_and_the_request_id_is_the_clients(
         ("pull", "GET", "GET-1"),
     ]
     assert events[1]["target"]["tag"] == "v1"
+
+
+async def test_the_actor_is_the_authenticated_user(
+    make_registry: ClientFactory, receiver: EventReceiver, tmp_path: Path
+) -> None:
+    await receiver.start()
+    users = tmp_path / "htpasswd"
+    users.write_text(format_htpasswd_line("alice", "alice-password", cost=4) + "\n")
+    client = await make_registry(
+        {
+            "REGISTRY_AUTH": "htpasswd",
+            "REGISTRY_AUTH_HTPASSWD_REALM": "test",
+            "REGISTRY_AUTH_HTPASSWD_PATH": str(users),
+            "REGISTRY_NOTIFICATIONS": notifications_env(url=receiver.url),
+        }
+    )
+    credentials = base64.b64encode(b"alice:alice-password").decode()
+    item = blob("by alice")
+    started = await send(
+        client,
+        "POST",
+        "/v2/alice/repo/blobs/uploads/",
+        headers={"Authorization": f"Basic {credentials}"},
+        params={"digest": item.digest},
+        body=item.data,
+    )
+    assert started.status == 201, started
+    (event,) = await receiver.wait_for(1)
+    assert event["actor"] == {"name": "alice"}
+    assert (event["action"], event["target"]["digest"]) == ("push", item.digest)

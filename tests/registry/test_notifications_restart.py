@@ -11,6 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from registry.notifications.spool import Spool
 from tests.support.event_receiver import EventReceiver, notifications_env
 from tests.support.portside_servers import ServerProcess, filesystem_registry
 
@@ -43,16 +44,19 @@ def start(tmp_path: Path, receiver: EventReceiver, workers: int) -> ServerProces
     return server
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize(("workers", "workers_after"), [(1, 1), (2, 2), (2, 1)])
 async def test_a_clean_restart_loses_no_pending_event(
-    tmp_path: Path, receiver: EventReceiver, workers: int
+    tmp_path: Path, receiver: EventReceiver, workers: int, workers_after: int
 ) -> None:
     """Each worker saves its own queue (``test.<worker>.jsonl``) and the worker with the
-    same index sends it after the restart; one process keeps the order of all events."""
+    same index sends it after the restart (with fewer workers, ``index % workers``); one
+    process keeps the order of all events."""
     first = start(tmp_path, receiver, workers)
     pushed: list[tuple[str, str]] = []
     try:
-        async with aiohttp.ClientSession() as session:
+        # A connection per request: with two workers, the kernel spreads them over both.
+        connector = aiohttp.TCPConnector(force_close=True)
+        async with aiohttp.ClientSession(connector=connector) as session:
             for index in range(4):
                 for name in ("first/repo", "second/repo"):
                     data = f"{name} blob {index}".encode() * 50
@@ -64,7 +68,7 @@ async def test_a_clean_restart_loses_no_pending_event(
     assert {path.name for path in saved} <= {f"test.{i}.jsonl" for i in range(workers)}
     assert sum(len(path.read_bytes().splitlines()) for path in saved) == 8, first.log()
 
-    second = start(tmp_path, receiver, workers)
+    second = start(tmp_path, receiver, workers_after)
     try:
         await receiver.start()
         events = await receiver.wait_for(8)
@@ -78,3 +82,11 @@ async def test_a_clean_restart_loses_no_pending_event(
     finally:
         assert second.stop() == 0, second.log()
     assert list(directory.iterdir()) == []  # taken at start, nothing left to save at stop
+
+
+def test_files_of_workers_that_are_gone_go_to_the_remaining_ones(tmp_path: Path) -> None:
+    for index in range(3):
+        Spool(tmp_path, index, 3).save("test", [{"id": f"event-{index}"}])
+    assert [e["id"] for e in Spool(tmp_path, 1, 2).take("test", 10)] == ["event-1"]
+    assert [e["id"] for e in Spool(tmp_path, 0, 2).take("test", 10)] == ["event-0", "event-2"]
+    assert list(tmp_path.iterdir()) == []
