@@ -25,7 +25,7 @@ from registry.notifications.events import EVENTS_MEDIA_TYPE, Event
 
 log = logging.getLogger("registry.notifications")
 
-# Statuses Distribution's httpSink counts as delivered (2xx and 3xx).
+# Statuses Distribution's httpSink counts as delivered (2xx, and 3xx left after redirects).
 _DELIVERED = range(200, 400)
 
 
@@ -137,7 +137,8 @@ class Endpoint:
                 data=body,
                 headers=self._headers,
                 timeout=aiohttp.ClientTimeout(total=timeout),
-                allow_redirects=False,
+                # Redirects are followed, as Go's client does (307/308 POST the event again).
+                max_redirects=10,
             ) as response:
                 await response.read()
                 if response.status in _DELIVERED:
@@ -147,4 +148,7 @@ class Endpoint:
         except (aiohttp.ClientError, TimeoutError, OSError) as error:
             # The URL is not logged: it may carry credentials.
             log.info("notification endpoint %s unreachable: %s", self.name, type(error).__name__)
+            return False
+        except Exception as error:  # the delivery task must outlive any failure
+            log.warning("notification endpoint %s failed: %s", self.name, type(error).__name__)
             return False

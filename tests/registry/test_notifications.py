@@ -238,3 +238,15 @@ async def test_the_actor_is_the_authenticated_user(
     (event,) = await receiver.wait_for(1)
     assert event["actor"] == {"name": "alice"}
     assert (event["action"], event["target"]["digest"]) == ("push", item.digest)
+
+
+async def test_an_endpoint_that_redirects_gets_the_event_at_its_new_url(
+    make_registry: ClientFactory, receiver: EventReceiver
+) -> None:
+    await receiver.start()
+    moved = receiver.url.replace("/events", "/moved")
+    client = await make_registry({"REGISTRY_NOTIFICATIONS": notifications_env(url=moved)})
+    item = blob("redirected")
+    assert_2xx(await push_blob(client, "moved/repo", item))
+    (event,) = await receiver.wait_for(1)
+    assert event["target"]["digest"] == item.digest

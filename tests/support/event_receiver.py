@@ -45,9 +45,14 @@ class EventReceiver:
         self._arrived.set()
         return web.Response()
 
+    async def _moved(self, request: web.Request) -> web.Response:
+        """A receiver that moved: POST again at ``url`` (``/moved`` answers 307 to it)."""
+        raise web.HTTPTemporaryRedirect(self.url)
+
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post("/events", self._receive)
+        app.router.add_post("/moved", self._moved)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True).start()
