@@ -108,8 +108,11 @@ class Endpoint:
                 continue
             event = self._queue[0]
             if await self._send(event):
+                if failures >= self.config.threshold:
+                    log.warning("notification endpoint %s answers again", self.name)
                 failures = 0
-                # Still the head unless the queue overflowed meanwhile and dropped it.
+                # Still the head unless the queue overflowed meanwhile and dropped it (it
+                # was on its way all the same: then it counts as dropped and delivered).
                 if self._queue and self._queue[0] is event:
                     self._queue.popleft()
                 self.stats.delivered += 1
