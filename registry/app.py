@@ -17,6 +17,7 @@ from registry.health.endpoints import health_context, health_gate
 from registry.health.factory import api_is_gated
 from registry.keys import CONFIG, MAINTENANCE, STORAGE
 from registry.middleware import error_middleware, header_setter
+from registry.notifications.notifier import WORKER, WorkerSlot, notifier_context
 from registry.routes import dispatch, get_base, get_root
 from registry.storage.retention import apply_periodically
 from registry.upload_state import UPLOAD_STATE, UploadStateSigner
@@ -29,12 +30,14 @@ def create_app(
     *,
     maintenance: bool = True,
     controller: AccessController | None = None,
+    worker: WorkerSlot | None = None,
 ) -> web.Application:
     """The registry app; ``maintenance`` runs background upkeep (one worker per host).
 
     ``controller`` is the access controller ``registry serve`` already built from
     ``config`` to check it (so users files are read, and warned about, once); without it
-    the one ``config`` names is built here.
+    the one ``config`` names is built here. ``worker`` is the process's place among
+    ``--workers`` (its notification queue files are keyed by it).
     """
     # The health gate first, as Distribution's health.Handler wraps the whole app.
     middlewares: list[Middleware] = [health_gate] if api_is_gated(config) else []
@@ -49,6 +52,8 @@ def create_app(
     app.cleanup_ctx.append(_storage_context)
     app.cleanup_ctx.append(_cache_context)
     app.cleanup_ctx.append(health_context)
+    app[WORKER] = worker or WorkerSlot()
+    app.cleanup_ctx.append(notifier_context)
     if controller is not None:
         app.on_startup.append(lambda _: controller.start())
         app.on_cleanup.append(lambda _: controller.close())

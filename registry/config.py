@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 from registry.config_backends import RedisConfig, listen_host_port
 from registry.config_health import HealthConfig
+from registry.config_notifications import NotificationsConfig
 from registry.config_retention import RetentionConfig
 from registry.storage.s3_settings import MIB, S3_MAX_PART, S3_MIN_PART, S3DriverConfig
 from shared import config as _config
@@ -459,8 +460,8 @@ class RegistryConfig:
     catalog: CatalogConfig = field(default_factory=CatalogConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
+    notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
     # Accepted as plain data so existing files load; not implemented.
-    notifications: dict[str, Any] = field(default_factory=dict)
     proxy: dict[str, Any] = field(default_factory=dict)
     compatibility: dict[str, Any] = field(default_factory=dict)
     middleware: dict[str, Any] = field(default_factory=dict)
@@ -547,6 +548,7 @@ IMPLEMENTED = (
     "health.file",
     "health.http",
     "health.tcp",
+    "notifications",
     *(f"storage.s3.{key}" for key in _S3_KEYS_USED),
     *(f"redis.{key}" for key in _REDIS_KEYS_USED),
 )

@@ -17,6 +17,7 @@ from registry.auth.base import AccessController
 from registry.config import RegistryConfig, listen_host_port
 from registry.debug_server import bind_debug, create_debug_app, debug_address
 from registry.middleware import BAD_REQUEST
+from registry.notifications.notifier import WorkerSlot
 from registry.tls import letsencrypt_manager, tls_context, uses_tls
 from shared.listener import ListenError, bind_sockets, bind_unix, display_address
 from shared.serving import ConnectionTimeouts, serving
@@ -68,10 +69,11 @@ async def run(
     maintenance: bool = True,
     controller: AccessController | None = None,
     debug_sockets: list[socket.socket] | None = None,
+    worker: WorkerSlot | None = None,
 ) -> None:
-    """Serve on the bound ``sockets`` until ``stop`` is set (``controller``: see create_app);
-    the debug app on ``debug_sockets`` when given (``http.debug.addr``)."""
-    app = create_app(config, maintenance=maintenance, controller=controller)
+    """Serve on the bound ``sockets`` until ``stop`` is set (``controller``, ``worker``: see
+    create_app); the debug app on ``debug_sockets`` when given (``http.debug.addr``)."""
+    app = create_app(config, maintenance=maintenance, controller=controller, worker=worker)
     letsencrypt = letsencrypt_manager(config)
     ssl_context = letsencrypt.context if letsencrypt else tls_context(config)
     async with (
@@ -131,6 +133,7 @@ def _serve_one(
     maintenance: bool,
     controller: AccessController | None,
     debug_sockets: list[socket.socket] | None,
+    worker: WorkerSlot | None = None,
 ) -> None:
     async def main() -> None:
         stop = asyncio.Event()
@@ -144,6 +147,7 @@ def _serve_one(
             maintenance=maintenance,
             controller=controller,
             debug_sockets=debug_sockets,
+            worker=worker,
         )
 
     # The standard event loop, not uvloop: uvloop serves ~10% more small requests per
@@ -214,6 +218,7 @@ def _supervise(config: RegistryConfig, workers: int, controller: AccessControlle
                     maintenance=index == 0,
                     controller=controller,
                     debug_sockets=debug_sockets,
+                    worker=WorkerSlot(index, workers),
                 )
             except ListenError as error:
                 print(f"registry: {error}", file=sys.stderr)

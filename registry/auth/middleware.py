@@ -8,6 +8,7 @@ from aiohttp.typedefs import Handler, Middleware
 from registry.auth.access import required_access
 from registry.auth.base import AccessController
 from registry.keys import MOUNT_ALLOWED, ROUTE
+from registry.notifications.events import ACTOR
 from registry.routes import dispatch, get_base, resolve
 
 
@@ -31,6 +32,7 @@ def auth_middleware(controller: AccessController) -> Middleware:
         if not all(grant.allows(scope) for scope in access.needed):
             raise controller.insufficient(request, access.needed + access.optional)
         request[MOUNT_ALLOWED] = all(grant.allows(scope) for scope in access.optional)
+        request[ACTOR] = grant.account  # events name who did what
         return await handler(request)
 
     return check_access

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from registry.handlers.base import digest_param, repository, route_param
 from registry.keys import CONFIG
+from registry.notifications import bridge
 from registry.storage.blobs import BlobDescriptor, LocalBlob, RedirectedBlob
 from shared import errors
 from shared.errors import RegistryError
@@ -26,10 +27,12 @@ async def head_blob(request: web.Request) -> web.StreamResponse:
 
 
 async def get_blob(request: web.Request) -> web.StreamResponse:
-    blobs = repository(request).blobs
+    repo = repository(request)
+    blobs = repo.blobs
     descriptor = await blobs.stat(digest_param(route_param(request, "digest")))
     start, count = _requested_range(request, descriptor.size)
     source = await blobs.open(descriptor, start, request.method)
+    bridge.blob_pulled(request, repo.name, descriptor)
     if isinstance(source, RedirectedBlob):  # opt-in: storage.redirect.enabled
         raise web.HTTPTemporaryRedirect(source.url, headers=_blob_headers(descriptor))
     response = web.StreamResponse(headers=_blob_headers(descriptor))
@@ -72,7 +75,10 @@ async def _stream(
 async def delete_blob(request: web.Request) -> web.StreamResponse:
     if not request.app[CONFIG].storage.delete.enabled:
         raise RegistryError(errors.UNSUPPORTED, "deletion is disabled", status=405)
-    await repository(request).blobs.unlink(digest_param(route_param(request, "digest")))
+    repo = repository(request)
+    digest = digest_param(route_param(request, "digest"))
+    await repo.blobs.unlink(digest)
+    bridge.deleted(request, repo.name, digest=str(digest))
     return web.Response(status=202, headers={"Content-Length": "0"})
 
 

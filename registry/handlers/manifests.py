@@ -6,6 +6,7 @@ from aiohttp import web
 
 from registry.handlers.base import read_bounded, reference_param, repository, route_param, url_for
 from registry.keys import CONFIG
+from registry.notifications import bridge
 from registry.storage.manifest_formats import MAX_MANIFEST_SIZE
 from registry.storage.manifests import StoredManifest
 from shared import errors
@@ -15,7 +16,9 @@ from shared.errors import RegistryError
 
 async def get_manifest(request: web.Request) -> web.StreamResponse:
     reference = reference_param(route_param(request, "reference"))
-    manifest = await repository(request).manifests.get(reference)
+    repo = repository(request)
+    manifest = await repo.manifests.get(reference)
+    bridge.manifest_pulled(request, repo.name, manifest, _tag(reference))
     return web.Response(body=manifest.body, headers=_manifest_headers(manifest))
 
 
@@ -34,6 +37,7 @@ async def put_manifest(request: web.Request) -> web.StreamResponse:
     manifest, parsed = await repo.manifests.put(
         reference, body, request.headers.get("Content-Type")
     )
+    bridge.manifest_pushed(request, repo.name, manifest, parsed, _tag(reference))
     headers = {
         "Location": url_for(request, f"/v2/{repo.name}/manifests/{manifest.digest}"),
         "Docker-Content-Digest": str(manifest.digest),
@@ -50,10 +54,18 @@ async def delete_manifest(request: web.Request) -> web.StreamResponse:
     repo = repository(request)
     reference = reference_param(route_param(request, "reference"))
     if isinstance(reference, Digest):
-        await repo.manifests.delete(reference)
+        untagged = await repo.manifests.delete(reference)
+        bridge.deleted(request, repo.name, digest=str(reference))
+        for tag in untagged:  # as Distribution 2.8: one event per tag the deletion removed
+            bridge.deleted(request, repo.name, tag=tag)
     else:
         await repo.tags.untag(reference)
+        bridge.deleted(request, repo.name, tag=reference)
     return web.Response(status=202, headers={"Content-Length": "0"})
+
+
+def _tag(reference: Digest | str) -> str:
+    return "" if isinstance(reference, Digest) else reference
 
 
 def _manifest_headers(manifest: StoredManifest) -> dict[str, str]:

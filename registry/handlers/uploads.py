@@ -16,6 +16,7 @@ from registry.handlers.base import (
     url_for,
 )
 from registry.keys import MOUNT_ALLOWED, STORAGE
+from registry.notifications import bridge
 from registry.storage.blobs import BlobDescriptor
 from registry.storage.errors import range_header
 from registry.storage.registry import Repository
@@ -33,6 +34,7 @@ async def start_upload(request: web.Request) -> web.StreamResponse:
     if mount is not None and source_name is not None and request.get(MOUNT_ALLOWED, True):
         mounted = await _mount(request, repo, mount, source_name)
         if mounted is not None:
+            bridge.blob_mounted(request, repo.name, mounted, source_name)
             return _created(request, repo.name, mounted)
         # A mount that cannot be done is not an error: fall back to a normal upload.
     digest_query = request.query.get("digest")
@@ -42,6 +44,7 @@ async def start_upload(request: web.Request) -> web.StreamResponse:
         descriptor = await repo.uploads.finish(
             status.upload_id, digest, body_chunks(request), length=declared_length(request)
         )
+        bridge.blob_pushed(request, repo.name, descriptor)
         return _created(request, repo.name, descriptor)
     status = await repo.uploads.start()
     return _upload_response(request, repo.name, status, 202)
@@ -112,6 +115,7 @@ async def finish_upload(request: web.Request) -> web.StreamResponse:
         )
     else:
         descriptor = await repo.uploads.finish(upload_id, digest)
+    bridge.blob_pushed(request, repo.name, descriptor)
     return _created(request, repo.name, descriptor)
 
 

@@ -202,10 +202,12 @@ class Manifests:
         for start in range(0, len(checks), 64):
             await asyncio.gather(*checks[start : start + 64])
 
-    async def delete(self, digest: Digest) -> None:
-        """Delete a manifest revision, every tag pointing at it, and its referrer entry."""
+    async def delete(self, digest: Digest) -> list[str]:
+        """Delete a manifest revision, every tag pointing at it, and its referrer entry;
+        the tags removed."""
         manifest = await self.get(digest)
-        for tag in await self.tags.pointing_at(digest):
+        untagged = await self.tags.pointing_at(digest)
+        for tag in untagged:
             await self.tags.untag(tag)
         try:
             parsed = parse_manifest(manifest.body, manifest.media_type)
@@ -219,6 +221,7 @@ class Manifests:
                 raise ManifestUnknown(str(digest))
         finally:
             await self.blobs.forget(digest)
+        return untagged
 
 
 async def _parse(body: bytes, content_type: str | None) -> ParsedManifest:

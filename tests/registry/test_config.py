@@ -154,7 +154,8 @@ notifications:
     - name: alistener
       disabled: false
       url: https://my.listener.com/event
-      headers: <http.Header>
+      headers:  # the docs have a placeholder here: <http.Header>
+        Authorization: [Bearer a-token]
       timeout: 1s
       threshold: 10
       backoff: 1s
@@ -308,7 +309,11 @@ def test_the_documented_sample_loads(tmp_path: Path, driver: str, auth: str) -> 
     assert config.catalog.maxentries == 500
     assert config.middleware["storage"][0]["name"] == "redirect"  # YAML: the last one wins
     unsupported = unsupported_settings(config)
-    assert "notifications" in unsupported
+    assert not any(key.startswith("notifications") for key in unsupported)  # implemented
+    (endpoint,) = config.notifications.endpoints
+    assert endpoint.headers == {"Authorization": ["Bearer a-token"]}
+    assert endpoint.ignored_media_types == {"application/octet-stream"}
+    assert endpoint.ignore.actions == ["pull"]
     assert not any(key.startswith("http.tls.letsencrypt") for key in unsupported)  # implemented
     assert not any(key.startswith("health") for key in unsupported)  # implemented
     (http_check,) = config.health.http
