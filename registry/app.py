@@ -13,8 +13,10 @@ from registry.auth.base import AccessController
 from registry.auth.factory import create_access_controller
 from registry.auth.middleware import auth_middleware
 from registry.config import RegistryConfig
-from registry.keys import CONFIG, MAINTENANCE, STORAGE
+from registry.keys import CONFIG, MAINTENANCE, METRICS, STORAGE
+from registry.metrics import RegistryMetrics
 from registry.middleware import error_middleware, header_setter
+from registry.request_metrics import metrics_middleware
 from registry.routes import dispatch, get_base, get_root
 from registry.storage.retention import apply_periodically
 from registry.upload_state import UPLOAD_STATE, UploadStateSigner
@@ -35,11 +37,18 @@ def create_app(
     the one ``config`` names is built here.
     """
     middlewares: list[Middleware] = [error_middleware]
+    # Created here, in the worker: after the supervisor chose multiprocess mode (see
+    # registry.worker_metrics), and only when scraped: without it, requests pay nothing.
+    metrics = RegistryMetrics() if config.http.debug.prometheus.enabled else None
+    if metrics is not None:
+        middlewares.insert(0, metrics_middleware(metrics))
     controller = controller or create_access_controller(config)
     if controller is not None:
         middlewares.append(auth_middleware(controller))
     app = web.Application(middlewares=middlewares, handler_args={"max_field_size": 16384})
     app[CONFIG] = config
+    if metrics is not None:
+        app[METRICS] = metrics
     app[MAINTENANCE] = maintenance
     app[UPLOAD_STATE] = UploadStateSigner.from_config(config)
     app.cleanup_ctx.append(_storage_context)
@@ -60,7 +69,7 @@ def create_app(
 
 async def _storage_context(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    registry = create_storage(config)
+    registry = create_storage(config, app.get(METRICS))
     app[STORAGE] = registry
     purging = config.storage.maintenance.uploadpurging
     purger = None
@@ -100,7 +109,7 @@ async def _storage_context(app: web.Application) -> AsyncIterator[None]:
 
 async def _cache_context(app: web.Application) -> AsyncIterator[None]:
     """The blob-descriptor cache (storage.cache.blobdescriptor), if any."""
-    cache = create_blob_descriptor_cache(app[CONFIG])
+    cache = create_blob_descriptor_cache(app[CONFIG], app.get(METRICS))
     app[STORAGE].blob_store.cache = cache
     yield
     if cache is not None:

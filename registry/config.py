@@ -75,6 +75,12 @@ def _absolute_url(value: str) -> str:
     return value
 
 
+def _url_path(value: str) -> str:
+    if not value.startswith("/") or any(c in value for c in "?#{}") or not value.isprintable():
+        raise ValueError("expected a path starting with '/' (no query, fragment or braces)")
+    return value
+
+
 def _regexes(value: list[str]) -> list[str]:
     for i, pattern in enumerate(value):
         try:
@@ -266,8 +272,10 @@ class TLSConfig:
 
 @dataclass(frozen=True)
 class PrometheusConfig:
+    """Serve the metrics on ``http.debug.addr`` (registry.metrics_serving)."""
+
     enabled: bool = False
-    path: str = "/metrics"
+    path: str = field(default="/metrics", metadata=meta(check=_url_path))
 
 
 @dataclass(frozen=True)
@@ -515,6 +523,8 @@ IMPLEMENTED = (
     "storage.retention",
     "http.addr",
     "http.debug.addr",
+    "http.debug.prometheus.enabled",
+    "http.debug.prometheus.path",
     "http.net",
     "http.draintimeout",
     "http.readheadertimeout",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from registry.config import RegistryConfig
+from registry.metrics import RegistryMetrics
 from registry.routing import RouteMatch
 from registry.storage.registry import Registry
 
@@ -12,6 +13,8 @@ CONFIG = web.AppKey("config", RegistryConfig)
 STORAGE = web.AppKey("storage", Registry)
 # Whether this process runs background upkeep such as upload purging.
 MAINTENANCE = web.AppKey("maintenance", bool)
+# The app's metrics, only when http.debug.prometheus.enabled.
+METRICS = web.AppKey("metrics", RegistryMetrics)
 ROUTE = web.RequestKey("route", RouteMatch)
 # Whether the caller may read a mount's source repository; without it, no mount.
 MOUNT_ALLOWED = web.RequestKey("mount_allowed", bool)

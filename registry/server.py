@@ -16,6 +16,7 @@ from registry.app import create_app
 from registry.auth.base import AccessController
 from registry.config import RegistryConfig, listen_host_port
 from registry.debug_server import bind_debug, create_debug_app, debug_address
+from registry.metrics_serving import worker_gone, worker_samples
 from registry.middleware import BAD_REQUEST
 from registry.tls import letsencrypt_manager, tls_context, uses_tls
 from shared.listener import ListenError, bind_sockets, bind_unix, display_address
@@ -187,13 +188,20 @@ def serve(
     if config.http.debug.addr:  # held as the API's address is (see above)
         reservation += bind_debug(config, reuse_port=True)
     try:
-        _supervise(config, workers, controller)
+        with worker_samples(config) as samples:
+            _supervise(config, workers, controller, samples)
     finally:
         for sock in reservation:
             sock.close()
 
 
-def _supervise(config: RegistryConfig, workers: int, controller: AccessController | None) -> None:
+def _supervise(
+    config: RegistryConfig,
+    workers: int,
+    controller: AccessController | None,
+    samples: str | None,
+) -> None:
+    """Fork ``workers`` and replace any that dies; ``samples``: the metrics directory."""
     children: dict[int, int] = {}
     stopping = False
 
@@ -241,6 +249,7 @@ def _supervise(config: RegistryConfig, workers: int, controller: AccessControlle
         except ChildProcessError:
             break
         index = children.pop(pid, -1)
+        worker_gone(samples, pid)
         if index >= 0 and not stopping:
             log.error("worker %d (pid %d) exited with %d; starting a new one", index, pid, status)
             time.sleep(1)

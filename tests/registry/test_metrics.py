@@ -1,0 +1,167 @@
+"""``http.debug.prometheus``: the registry's metrics on its debug address, counted as a real
+client (skopeo) pushes, and summed over every worker of ``--workers N``."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.support.metrics import Scrape, scrape
+from tests.support.oci import make_image, write_oci_layout
+from tests.support.portside_servers import ServerProcess, filesystem_registry, free_port
+from tests.support.tools import isolated_client_env, require_tool, run_tool
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+def _status(url: str, method: str = "GET") -> int:
+    request = urllib.request.Request(url, method=method)  # noqa: S310 (loopback)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def _metrics_registry(tmp_path: Path, **settings: str) -> tuple[ServerProcess, str]:
+    debug_port = free_port()
+    registry = filesystem_registry(
+        tmp_path,
+        REGISTRY_HTTP_DEBUG_ADDR=f"127.0.0.1:{debug_port}",
+        REGISTRY_HTTP_DEBUG_PROMETHEUS_ENABLED="true",
+        **settings,
+    )
+    return registry, f"http://127.0.0.1:{debug_port}/metrics"
+
+
+async def test_a_push_is_counted_by_route_upload_and_media_type(tmp_path: Path) -> None:
+    skopeo = require_tool("skopeo")
+    image = make_image(layer_count=2, layer_size=40 * 1024)
+    write_oci_layout(tmp_path / "source", image, tag="v1")
+    registry, metrics_url = _metrics_registry(
+        tmp_path, REGISTRY_STORAGE_CACHE_BLOBDESCRIPTOR="inmemory"
+    )
+    registry.start()
+    try:
+        target = f"docker://{registry.address}/metrics/app:v1"
+        env = isolated_client_env(str(tmp_path / "home"))
+        pushed = await run_tool(
+            skopeo,
+            "copy",
+            "--dest-tls-verify=false",
+            f"oci:{tmp_path / 'source'}:v1",
+            target,
+            env=env,
+        )
+        assert pushed.returncode == 0, pushed.stderr
+        after_push = scrape(metrics_url)
+        layer = f"{registry.url}/v2/metrics/app/blobs/{next(iter(image.blobs))}"
+        assert _status(layer, "HEAD") == 200
+        assert _status(layer, "HEAD") == 200
+        # A path a client makes up is counted under one label, never as itself.
+        assert _status(f"{registry.url}/v2/made/up/path/{'x' * 50}") == 404
+        after = scrape(metrics_url)
+    finally:
+        registry.stop()
+
+    blobs = len(image.blobs)  # the layers and the config
+    assert after_push.value("registry_uploads_total", event="completed") == blobs
+    assert after_push.value("registry_uploads_total", event="started") == blobs
+    assert after_push.value("registry_uploads_total", event="failed") == 0
+    assert after_push.value("registry_manifests_pushed_total", media_type=OCI_MANIFEST) == 1
+    assert after_push.value("registry_manifests_pushed_total") == 1
+    put_manifest = {"handler": "manifest", "method": "PUT", "code": "201"}
+    assert after_push.value("registry_http_requests_total", **put_manifest) == 1
+    assert (
+        after_push.value(
+            "registry_http_request_duration_seconds_count", handler="manifest", method="PUT"
+        )
+        == 1
+    )
+    # Every byte skopeo sent was a blob or the manifest.
+    sent_by_client = sum(len(b) for b in image.blobs.values()) + len(image.manifest)
+    assert after_push.value("registry_http_request_bytes_total") == sent_by_client
+    assert after_push.value("registry_storage_action_seconds_count", driver="filesystem") > 0
+    assert after_push.value("registry_storage_action_seconds_count", action="put_content") > 0
+    assert after_push.value("registry_storage_errors_total") == 0
+
+    head = {"handler": "blob", "method": "HEAD", "code": "200"}
+    assert after.value("registry_http_requests_total", **head) == (
+        after_push.value("registry_http_requests_total", **head) + 2
+    )
+    hits = after.value("registry_storage_cache_total", type="hit")
+    assert hits >= after_push.value("registry_storage_cache_total", type="hit") + 2
+    assert after.value("registry_http_requests_total", handler="unknown", code="404") == 1
+    assert after.label_values("handler") <= {
+        "base", "root", "manifest", "blob", "upload_start", "upload", "tags", "referrers",
+        "catalog", "unknown",
+    }  # fmt: skip
+    assert after.value("registry_http_in_flight_requests") == 0
+
+
+def test_metrics_are_off_unless_enabled(tmp_path: Path) -> None:
+    debug_port = free_port()
+    registry = filesystem_registry(tmp_path, REGISTRY_HTTP_DEBUG_ADDR=f"127.0.0.1:{debug_port}")
+    registry.start()
+    try:
+        assert _status(f"http://127.0.0.1:{debug_port}/metrics") == 404
+    finally:
+        registry.stop()
+
+
+def _children(pid: int) -> set[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return {int(child) for child in text.split()}
+
+
+def _wait_for(condition: str, check: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {condition}"
+        time.sleep(0.1)
+
+
+def _base_requests(scraped: Scrape) -> float:
+    return scraped.value("registry_http_requests_total", handler="base", code="200")
+
+
+def test_workers_add_up_and_a_killed_worker_keeps_its_counts(tmp_path: Path) -> None:
+    # The supervisor makes its directory under TMPDIR: here, where the test can see it.
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    registry, metrics_url = _metrics_registry(tmp_path, PORTSIDE_WORKERS="2", TMPDIR=str(tmpdir))
+    registry.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    registry.start()
+    try:
+        assert registry.process is not None
+        supervisor = registry.process.pid
+        _wait_for("two workers", lambda: len(_children(supervisor)) == 2)
+        requests = 40  # a new connection each: the kernel spreads them over both workers
+        for _ in range(requests):
+            assert _status(f"{registry.url}/v2/") == 200
+        assert _base_requests(scrape(metrics_url)) == requests
+        [samples] = list(tmpdir.glob("portside-metrics-*"))
+        counted = {
+            int(path.stem.rsplit("_", 1)[1]) for path in samples.glob("counter_*.db")
+        } & _children(supervisor)
+        assert counted, "no worker wrote its counters to the directory"
+        victim = next(iter(counted))
+        os.kill(victim, signal.SIGKILL)
+        _wait_for(
+            "a replacement worker",
+            lambda: victim not in _children(supervisor) and len(_children(supervisor)) == 2,
+        )
+        # Whichever worker answers the scrape, the killed one's requests are still in it.
+        for _ in range(5):
+            assert _base_requests(scrape(metrics_url)) == requests
+        assert _status(f"{registry.url}/v2/") == 200
+        assert _base_requests(scrape(metrics_url)) == requests + 1
+        assert scrape(metrics_url).value("registry_http_in_flight_requests") == 0
+    finally:
+        registry.stop()
+    assert not list(tmpdir.glob("portside-metrics-*")), "the metrics directory was left behind"
