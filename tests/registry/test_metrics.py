@@ -3,6 +3,7 @@ client (skopeo) pushes, and summed over every worker of ``--workers N``."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import time
@@ -13,7 +14,13 @@ from pathlib import Path
 
 from tests.support.metrics import Scrape, scrape
 from tests.support.oci import make_image, write_oci_layout
-from tests.support.portside_servers import ServerProcess, filesystem_registry, free_port
+from tests.support.portside_servers import (
+    FILESYSTEM_CONFIG,
+    ServerProcess,
+    filesystem_registry,
+    free_port,
+    run_python_module,
+)
 from tests.support.tools import isolated_client_env, require_tool, run_tool
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -165,3 +172,37 @@ def test_workers_add_up_and_a_killed_worker_keeps_its_counts(tmp_path: Path) -> 
     finally:
         registry.stop()
     assert not list(tmpdir.glob("portside-metrics-*")), "the metrics directory was left behind"
+
+
+def test_a_collection_reaches_the_scrape_through_a_shared_directory(tmp_path: Path) -> None:
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    shared = {"PROMETHEUS_MULTIPROC_DIR": str(samples)}
+    registry, metrics_url = _metrics_registry(tmp_path, **shared)
+    orphan = b"a blob no manifest references"
+    digest = "sha256:" + hashlib.sha256(orphan).hexdigest()
+    registry.start()
+    try:
+        upload = urllib.request.Request(  # noqa: S310 (loopback)
+            f"{registry.url}/v2/gc/orphan/blobs/uploads/?digest={digest}",
+            data=orphan,
+            method="POST",
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        with urllib.request.urlopen(upload, timeout=10) as response:  # noqa: S310
+            assert response.status == 201
+        assert scrape(metrics_url).value("registry_gc_runs_total") == 0
+        config = tmp_path / "config.yml"
+        config.write_text(
+            FILESYSTEM_CONFIG.format(root=tmp_path / "data", port=free_port())
+            + "  debug:\n    prometheus:\n      enabled: true\n"
+        )
+        run_python_module("registry", "garbage-collect", "--dry-run", str(config), env=shared)
+        assert scrape(metrics_url).value("registry_gc_runs_total") == 0
+        run_python_module("registry", "garbage-collect", str(config), env=shared)
+        after = scrape(metrics_url)
+    finally:
+        registry.stop()
+    assert after.value("registry_gc_runs_total") == 1
+    assert after.value("registry_gc_freed_bytes_total") == len(orphan)
+    assert after.value("registry_gc_duration_seconds_count") == 1
