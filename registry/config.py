@@ -23,6 +23,7 @@ from registry.storage.s3_settings import MIB, S3_MAX_PART, S3_MIN_PART, S3Driver
 from shared import config as _config
 from shared.ciphersuites import check_names
 from shared.config import VARIANT, ConfigError, InvalidSetting, OneOf, between, meta
+from shared.metrics import metrics_path
 from shared.ratelimit import RateLimitConfig
 from shared.serving import (
     DEFAULT_BODY_TIMEOUT,
@@ -72,12 +73,6 @@ def _absolute_url(value: str) -> str:
         url = urllib.parse.urlsplit(value)
         if url.scheme not in ("http", "https") or not url.netloc:
             raise ValueError("expected an absolute http:// or https:// URL")
-    return value
-
-
-def _url_path(value: str) -> str:
-    if not value.startswith("/") or any(c in value for c in "?#{}") or not value.isprintable():
-        raise ValueError("expected a path starting with '/' (no query, fragment or braces)")
     return value
 
 
@@ -275,7 +270,7 @@ class PrometheusConfig:
     """Serve the metrics on ``http.debug.addr`` (registry.metrics_serving)."""
 
     enabled: bool = False
-    path: str = field(default="/metrics", metadata=meta(check=_url_path))
+    path: str = field(default="/metrics", metadata=meta(check=metrics_path))
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,13 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 Child = TypeVar("Child")
 
 
+def metrics_path(value: str) -> str:
+    """Check a configured metrics path (``http.debug.prometheus.path``): a route path."""
+    if not value.startswith("/") or any(c in value for c in "?#{}") or not value.isprintable():
+        raise ValueError("expected a path starting with '/' (no query, fragment or braces)")
+    return value
+
+
 def multiprocess_dir() -> str | None:
     """The directory every worker writes its samples to, or None (single process)."""
     return os.environ.get(MULTIPROC_ENV) or None
@@ -34,11 +41,13 @@ def use_multiprocess_dir(path: str) -> None:
     values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
 
 
-def exposition(registry: CollectorRegistry) -> tuple[bytes, str]:
+def exposition(registry: CollectorRegistry, *, multiprocess: bool = True) -> tuple[bytes, str]:
     """The text a scrape returns and its content type: in multiprocess mode the sum over
     every process that wrote to the directory (dead ones included, so counters of a
-    replaced worker do not go backwards), else ``registry``'s own samples."""
-    path = multiprocess_dir()
+    replaced worker do not go backwards), else ``registry``'s own samples.
+
+    ``multiprocess=False``: a service that is always one process (tokenauth)."""
+    path = multiprocess_dir() if multiprocess else None
     if path is not None:
         registry = CollectorRegistry(auto_describe=False)
         MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]

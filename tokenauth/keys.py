@@ -6,6 +6,9 @@ from aiohttp import web
 
 from tokenauth.config import TokenAuthConfig
 from tokenauth.issuer import TokenIssuer
+from tokenauth.metrics import TokenAuthMetrics
 
 CONFIG = web.AppKey("config", TokenAuthConfig)
 ISSUER = web.AppKey("issuer", TokenIssuer)
+# Only when http.debug.prometheus.enabled.
+METRICS = web.AppKey("metrics", TokenAuthMetrics)
