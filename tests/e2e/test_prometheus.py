@@ -4,6 +4,7 @@ image; PromQL over Prometheus' HTTP API must count exactly what was done."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 import urllib.parse
@@ -14,11 +15,20 @@ from pathlib import Path
 import pytest
 
 from tests.support.deployments import PASSWORDS, TokenDeployment, start_token_deployment
+from tests.support.metrics import scrape
 from tests.support.oci import make_image, write_oci_layout
 from tests.support.portside_servers import free_port
 from tests.support.tools import isolated_client_env, require_tool, run_tool
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+DASHBOARD = Path(__file__).resolve().parents[2] / "docs" / "grafana-dashboard.json"
+# Grafana's variables, as Grafana would fill them in.
+_VARIABLES = {
+    "$registry_job": ".*",
+    "$tokenauth_job": ".*",
+    "$__rate_interval": "1m",
+    "$__range": "1h",
+}
 
 
 class Prometheus:
@@ -63,6 +73,10 @@ class Prometheus:
             except OSError:
                 time.sleep(0.2)
         raise AssertionError(f"prometheus not ready:\n{self.log_path.read_text()}")
+
+    def accepts(self, promql: str) -> bool:
+        path = "/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+        return bool(json.loads(self._get(path))["status"] == "success")
 
     def query(self, promql: str) -> float | None:
         """The value of an instant query that yields one sample; None when it yields none."""
@@ -157,5 +171,24 @@ async def test_prometheus_counts_a_push(tmp_path: Path, deployment: TokenDeploym
         assert (
             prometheus.query('sum(registry_storage_action_seconds_count{driver="filesystem"})') or 0
         ) > 0
+        _check_dashboard(prometheus, deployment)
     finally:
         prometheus.stop()
+
+
+def _check_dashboard(prometheus: Prometheus, deployment: TokenDeployment) -> None:
+    """Every query of docs/grafana-dashboard.json is valid PromQL naming a metric that the
+    services export (a renamed metric would leave a panel empty without an error)."""
+    exported = set()
+    for debug in (deployment.registry_debug, deployment.tokenauth_debug):
+        scraped = scrape(f"http://{debug}/metrics")
+        exported |= {name for name, _ in scraped.samples} | scraped.families
+    dashboard = json.loads(DASHBOARD.read_text())
+    queries = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    assert len(queries) > 10
+    for query in queries:
+        for variable, value in _VARIABLES.items():
+            query = query.replace(variable, value)
+        assert prometheus.accepts(query), query
+        for name in re.findall(r"\b(?:registry|tokenauth)_[a-z_]+", query):
+            assert name in exported, (name, query)
