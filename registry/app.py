@@ -15,6 +15,7 @@ from registry.auth.middleware import auth_middleware
 from registry.config import RegistryConfig
 from registry.keys import CONFIG, MAINTENANCE, METRICS, STORAGE
 from registry.metrics import RegistryMetrics
+from registry.metrics_serving import flushing
 from registry.middleware import error_middleware, header_setter
 from registry.request_metrics import metrics_middleware
 from registry.routes import dispatch, get_base, get_root
@@ -49,6 +50,7 @@ def create_app(
     app[CONFIG] = config
     if metrics is not None:
         app[METRICS] = metrics
+        app.cleanup_ctx.append(flushing)
     app[MAINTENANCE] = maintenance
     app[UPLOAD_STATE] = UploadStateSigner.from_config(config)
     app.cleanup_ctx.append(_storage_context)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from registry.metrics_tally import CounterTally, HistogramTally, PendingCount, RequestTally
 from shared.metrics import LabelCache
 
 # Request latency: from a cached manifest HEAD (sub-millisecond) to a large blob.
@@ -56,7 +57,11 @@ METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS"}
 
 
 class RegistryMetrics:
-    """The metrics of one registry app (one worker), in ``registry`` (its own)."""
+    """The metrics of one registry app (one worker), in ``registry`` (its own).
+
+    The request path only adds to tallies (registry.metrics_tally); :meth:`flush` moves
+    them into the metrics, before a scrape and every second with several workers.
+    """
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -157,30 +162,58 @@ class RegistryMetrics:
             ["endpoint"],
             registry=r,
         )
-        self.request_count = LabelCache(self.requests.labels)
-        self.request_time = LabelCache(self.request_duration.labels)
-        self.received_bytes = LabelCache(self.received.labels)
-        self.sent_bytes = LabelCache(self.sent.labels)
-        self.storage_time = LabelCache(self.storage_duration.labels)
-        self.storage_error = LabelCache(self.storage_errors.labels)
+        # Requests being served by this worker; the gauge is set from it at each flush.
+        self.serving = 0
+        self._requests = RequestTally(
+            requests=self.requests,
+            durations=self.request_duration,
+            buckets=_REQUEST_BUCKETS,
+            received=self.received,
+            sent=self.sent,
+        )
+        self._storage_time = HistogramTally(self.storage_duration, _STORAGE_BUCKETS)
+        self._storage_errors = CounterTally(self.storage_errors)
+        self._pushed = CounterTally(self.manifests_pushed)
+        self.cache_hits = PendingCount(self.cache_requests.labels("hit"))
+        self.cache_misses = PendingCount(self.cache_requests.labels("miss"))
+        self.uploads_started = PendingCount(self.uploads.labels("started"))
+        self.uploads_completed = PendingCount(self.uploads.labels("completed"))
+        self.uploads_failed = PendingCount(self.uploads.labels("failed"))
+        self._pending = (
+            self._requests,
+            self._storage_time,
+            self._storage_errors,
+            self._pushed,
+            self.cache_hits,
+            self.cache_misses,
+            self.uploads_started,
+            self.uploads_completed,
+            self.uploads_failed,
+        )
         self.notifications_delivered = LabelCache(self.notifications_sent.labels)
         self.notifications_failed = LabelCache(self.notifications_failures.labels)
-        self.cache_hits = self.cache_requests.labels("hit")
-        self.cache_misses = self.cache_requests.labels("miss")
-        self.uploads_started = self.uploads.labels("started")
-        self.uploads_completed = self.uploads.labels("completed")
-        self.uploads_failed = self.uploads.labels("failed")
-        self._pushed = LabelCache(self.manifests_pushed.labels)
+
+    def request(
+        self, route: str, method: str, code: str, seconds: float, received: int, sent: int
+    ) -> None:
+        """One request answered (see registry.request_metrics)."""
+        self._requests.add((route, method, code), seconds, received, sent)
 
     def observe_storage(self, driver: str, action: str, seconds: float, failed: bool) -> None:
         """One storage driver operation (see registry.storage.driver.metered)."""
-        self.storage_time(driver, action).observe(seconds)
+        self._storage_time.observe((driver, action), seconds)
         if failed:
-            self.storage_error(driver, action).inc()
+            self._storage_errors.add((driver, action))
 
     def manifest_pushed(self, media_type: str) -> None:
         """A manifest stored; ``media_type`` is one storage accepted (a bounded set)."""
-        self._pushed(media_type).inc()
+        self._pushed.add((media_type,))
+
+    def flush(self) -> None:
+        """Add what the tallies hold to the metrics (this worker's event loop only)."""
+        for pending in self._pending:
+            pending.flush()
+        self.in_flight.set(self.serving)
 
     def collected(self, bytes_freed: int, seconds: float) -> None:
         self.gc_runs.inc()

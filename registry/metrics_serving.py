@@ -15,7 +15,7 @@ import contextlib
 import logging
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 from aiohttp import web
 from prometheus_client.multiprocess import mark_process_dead
@@ -26,12 +26,37 @@ from shared.metrics import exposition, multiprocess_dir, use_multiprocess_dir
 
 log = logging.getLogger("registry")
 
+# How often a worker adds its tallies to the shared files when several workers serve: a
+# scrape answered by another worker may miss at most this much of this one's counts.
+FLUSH_SECONDS = 1.0
+
+
+async def flushing(app: web.Application) -> AsyncIterator[None]:
+    """The registry app's metrics flushed every second with several workers, and once at
+    the end, so that a clean stop loses no count."""
+    metrics = app[METRICS]
+    task = asyncio.create_task(_flush_every(app)) if multiprocess_dir() is not None else None
+    yield
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    metrics.flush()
+
+
+async def _flush_every(app: web.Application) -> None:
+    metrics = app[METRICS]
+    while True:
+        await asyncio.sleep(FLUSH_SECONDS)
+        metrics.flush()
+
 
 def add_metrics_route(app: web.Application, served: web.Application, path: str) -> None:
     """``GET path`` on the debug ``app``: the metrics of ``served`` (of every worker)."""
     metrics = served[METRICS]
 
     async def get_metrics(request: web.Request) -> web.Response:
+        metrics.flush()  # this worker's counts up to now; the others flush every second
         # Reading every worker's files is blocking work: off the event loop.
         body, content_type = await asyncio.to_thread(exposition, metrics.registry)
         response = web.Response(body=body, headers={"Cache-Control": "no-store"})

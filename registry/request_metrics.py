@@ -26,9 +26,10 @@ _APP_ROUTES = {"get_root": "root", "get_base": "base"}
 def route_label(request: web.Request) -> str:
     """The route *name* of a request (``manifest``, ``blob``, ``upload``...), never its
     path: a label per path would let clients grow the scrape without bound."""
-    match = request.get(ROUTE)
-    if match is not None:
-        return str(match.resource)
+    try:
+        return str(request[ROUTE].resource)
+    except KeyError:
+        pass
     handler = request.match_info.route.handler
     return _APP_ROUTES.get(getattr(handler, "__name__", ""), UNRESOLVED)
 
@@ -37,17 +38,14 @@ def _sent(request: web.Request, response: web.StreamResponse) -> int:
     if request.method == "HEAD" or response.status in (204, 304):
         return 0
     # Declared lengths count blobs sent with sendfile, which bypasses aiohttp's writer.
-    if response.content_length is not None:
-        return response.content_length
-    return response.body_length
+    length = response.content_length
+    return response.body_length if length is None else length
 
 
 def metrics_middleware(metrics: RegistryMetrics) -> Middleware:
-    in_flight = metrics.in_flight
-
     @web.middleware
     async def count_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
-        in_flight.inc()
+        metrics.serving += 1
         started = time.perf_counter()
         status = 500
         response = None
@@ -63,16 +61,14 @@ def metrics_middleware(metrics: RegistryMetrics) -> Middleware:
             raise
         finally:
             elapsed = time.perf_counter() - started
-            in_flight.dec()
-            route = route_label(request)
-            method = method_label(request.method)
-            metrics.request_count(route, method, str(status)).inc()
-            metrics.request_time(route, method).observe(elapsed)
-            received = getattr(request.content, "total_bytes", 0)
-            if received:
-                metrics.received_bytes(route).inc(received)
-            sent = _sent(request, response) if response is not None else 0
-            if sent:
-                metrics.sent_bytes(route).inc(sent)
+            metrics.serving -= 1
+            metrics.request(
+                route_label(request),
+                method_label(request.method),
+                str(status),
+                elapsed,
+                getattr(request.content, "total_bytes", 0),
+                _sent(request, response) if response is not None else 0,
+            )
 
     return count_requests

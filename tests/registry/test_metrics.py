@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
 import time
 import urllib.error
@@ -12,7 +13,10 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.support.metrics import Scrape, scrape
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from tests.support.metrics import Scrape, parse, scrape
 from tests.support.oci import make_image, write_oci_layout
 from tests.support.portside_servers import (
     FILESYSTEM_CONFIG,
@@ -137,6 +141,22 @@ def _base_requests(scraped: Scrape) -> float:
     return scraped.value("registry_http_requests_total", handler="base", code="200")
 
 
+def _served_by(samples: Path, pid: int, tmp_path: Path) -> float:
+    """The GET /v2/ requests one worker counted: its own file, read alone."""
+    alone = tmp_path / f"worker-{pid}"
+    alone.mkdir()
+    shutil.copy(samples / f"counter_{pid}.db", alone)
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(alone))  # type: ignore[no-untyped-call]
+    return _base_requests(parse(generate_latest(registry).decode()))
+
+
+def _scrapes_until(url: str, requests: float) -> None:
+    """Scrape until ``requests`` GET /v2/ are counted: each worker adds its counts to the
+    shared files every second (the one answering, at once)."""
+    _wait_for(f"{requests} requests in the scrape", lambda: _base_requests(scrape(url)) == requests)
+
+
 def test_workers_add_up_and_a_killed_worker_keeps_its_counts(tmp_path: Path) -> None:
     # The supervisor makes its directory under TMPDIR: here, where the test can see it.
     tmpdir = tmp_path / "tmp"
@@ -151,13 +171,11 @@ def test_workers_add_up_and_a_killed_worker_keeps_its_counts(tmp_path: Path) -> 
         requests = 40  # a new connection each: the kernel spreads them over both workers
         for _ in range(requests):
             assert _status(f"{registry.url}/v2/") == 200
-        assert _base_requests(scrape(metrics_url)) == requests
+        _scrapes_until(metrics_url, requests)
         [samples] = list(tmpdir.glob("portside-metrics-*"))
-        counted = {
-            int(path.stem.rsplit("_", 1)[1]) for path in samples.glob("counter_*.db")
-        } & _children(supervisor)
-        assert counted, "no worker wrote its counters to the directory"
-        victim = next(iter(counted))
+        served = {pid: _served_by(samples, pid, tmp_path) for pid in _children(supervisor)}
+        assert sum(served.values()) == requests
+        victim = max(served, key=lambda pid: served[pid])
         os.kill(victim, signal.SIGKILL)
         _wait_for(
             "a replacement worker",
@@ -167,8 +185,10 @@ def test_workers_add_up_and_a_killed_worker_keeps_its_counts(tmp_path: Path) -> 
         for _ in range(5):
             assert _base_requests(scrape(metrics_url)) == requests
         assert _status(f"{registry.url}/v2/") == 200
-        assert _base_requests(scrape(metrics_url)) == requests + 1
+        _scrapes_until(metrics_url, requests + 1)
         assert scrape(metrics_url).value("registry_http_in_flight_requests") == 0
+        time.sleep(2)  # every worker flushed again: nothing is counted twice
+        assert _base_requests(scrape(metrics_url)) == requests + 1
     finally:
         registry.stop()
     assert not list(tmpdir.glob("portside-metrics-*")), "the metrics directory was left behind"
