@@ -15,7 +15,7 @@ from registry.auth.middleware import auth_middleware
 from registry.config import RegistryConfig
 from registry.keys import CONFIG, MAINTENANCE, METRICS, STORAGE
 from registry.metrics import RegistryMetrics
-from registry.metrics_serving import flushing
+from registry.metrics_serving import flushing, metrics_served
 from registry.middleware import error_middleware, header_setter
 from registry.request_metrics import metrics_middleware
 from registry.routes import dispatch, get_base, get_root
@@ -40,7 +40,7 @@ def create_app(
     middlewares: list[Middleware] = [error_middleware]
     # Created here, in the worker: after the supervisor chose multiprocess mode (see
     # registry.worker_metrics), and only when scraped: without it, requests pay nothing.
-    metrics = RegistryMetrics() if config.http.debug.prometheus.enabled else None
+    metrics = RegistryMetrics() if metrics_served(config) else None
     if metrics is not None:
         middlewares.insert(0, metrics_middleware(metrics))
     controller = controller or create_access_controller(config)

@@ -13,7 +13,7 @@ import socket
 from aiohttp import web
 
 from registry.config import RegistryConfig, listen_host_port
-from registry.metrics_serving import add_metrics_route
+from registry.metrics_serving import add_metrics_route, metrics_served
 from shared.listener import bind_sockets, display_address
 
 # The registry app this debug app reports on (started before the debug app).
@@ -24,7 +24,7 @@ def create_debug_app(config: RegistryConfig, served: web.Application) -> web.App
     """The debug app for ``served``, the registry app started from the same ``config``."""
     app = web.Application()
     app[SERVED_APP] = served
-    if config.http.debug.prometheus.enabled:
+    if metrics_served(config):
         add_metrics_route(app, served, config.http.debug.prometheus.path)
     return app
 

@@ -51,6 +51,12 @@ async def _flush_every(app: web.Application) -> None:
         metrics.flush()
 
 
+def metrics_served(config: RegistryConfig) -> bool:
+    """Whether metrics are served: enabled, on a debug address (as in Distribution, the
+    metrics are never on the API's address; without one, they are not kept at all)."""
+    return config.http.debug.prometheus.enabled and bool(config.http.debug.addr)
+
+
 def add_metrics_route(app: web.Application, served: web.Application, path: str) -> None:
     """``GET path`` on the debug ``app``: the metrics of ``served`` (of every worker)."""
     metrics = served[METRICS]
@@ -74,7 +80,7 @@ def worker_samples(config: RegistryConfig) -> Iterator[str | None]:
     made before the workers are forked and removed at exit. One the operator set is used as
     it is (it must start empty: leftovers of another run would be added in) and kept.
     """
-    if not config.http.debug.prometheus.enabled:
+    if not metrics_served(config):
         yield None
         return
     given = multiprocess_dir()

@@ -104,6 +104,10 @@ async def run(
                 )
             )
             log.info("debug server listening on http://%s", debug_address(config))
+        elif config.http.debug.prometheus.enabled and maintenance:
+            log.warning(
+                "http.debug.prometheus is enabled but no metrics are served: set http.debug.addr"
+            )
         # Ordered and renewed while serving: TLS-ALPN-01 is answered on this very listener.
         renewing = asyncio.create_task(letsencrypt.maintain(stop)) if letsencrypt else None
         scheme = "https" if ssl_context else "http"

@@ -226,3 +226,13 @@ def test_a_collection_reaches_the_scrape_through_a_shared_directory(tmp_path: Pa
     assert after.value("registry_gc_runs_total") == 1
     assert after.value("registry_gc_freed_bytes_total") == len(orphan)
     assert after.value("registry_gc_duration_seconds_count") == 1
+
+
+def test_metrics_without_a_debug_address_are_refused_with_a_warning(tmp_path: Path) -> None:
+    registry = filesystem_registry(tmp_path, REGISTRY_HTTP_DEBUG_PROMETHEUS_ENABLED="true")
+    registry.start()
+    try:
+        assert _status(f"{registry.url}/metrics") == 404  # never on the API's address
+    finally:
+        registry.stop()
+    assert "no metrics are served: set http.debug.addr" in registry.log()
