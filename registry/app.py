@@ -39,7 +39,7 @@ def create_app(
     """
     middlewares: list[Middleware] = [error_middleware]
     # Created here, in the worker: after the supervisor chose multiprocess mode (see
-    # registry.worker_metrics), and only when scraped: without it, requests pay nothing.
+    # registry.metrics_serving), and only when served: without it, requests pay nothing.
     metrics = RegistryMetrics() if metrics_served(config) else None
     if metrics is not None:
         middlewares.insert(0, metrics_middleware(metrics))

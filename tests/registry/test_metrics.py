@@ -30,8 +30,10 @@ from tests.support.tools import isolated_client_env, require_tool, run_tool
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
-def _status(url: str, method: str = "GET") -> int:
-    request = urllib.request.Request(url, method=method)  # noqa: S310 (loopback)
+def _status(url: str, method: str = "GET", body: bytes | None = None) -> int:
+    request = urllib.request.Request(  # noqa: S310 (loopback)
+        url, data=body, method=method, headers={"Content-Type": "application/octet-stream"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
             return int(response.status)
@@ -74,6 +76,9 @@ async def test_a_push_is_counted_by_route_upload_and_media_type(tmp_path: Path) 
         layer = f"{registry.url}/v2/metrics/app/blobs/{next(iter(image.blobs))}"
         assert _status(layer, "HEAD") == 200
         assert _status(layer, "HEAD") == 200
+        # An upload whose content is not what its digest says fails.
+        wrong = f"{registry.url}/v2/metrics/app/blobs/uploads/?digest=sha256:{'0' * 64}"
+        assert _status(wrong, "POST", b"not that") == 400
         # A path a client makes up is counted under one label, never as itself.
         assert _status(f"{registry.url}/v2/made/up/path/{'x' * 50}") == 404
         after = scrape(metrics_url)
@@ -113,6 +118,9 @@ async def test_a_push_is_counted_by_route_upload_and_media_type(tmp_path: Path) 
         "catalog", "unknown",
     }  # fmt: skip
     assert after.value("registry_http_in_flight_requests") == 0
+    assert after.value("registry_uploads_total", event="failed") == 1
+    assert after.value("registry_uploads_total", event="started") == blobs + 1
+    assert after.value("registry_uploads_total", event="completed") == blobs
 
 
 def test_metrics_are_off_unless_enabled(tmp_path: Path) -> None:
@@ -203,14 +211,8 @@ def test_a_collection_reaches_the_scrape_through_a_shared_directory(tmp_path: Pa
     digest = "sha256:" + hashlib.sha256(orphan).hexdigest()
     registry.start()
     try:
-        upload = urllib.request.Request(  # noqa: S310 (loopback)
-            f"{registry.url}/v2/gc/orphan/blobs/uploads/?digest={digest}",
-            data=orphan,
-            method="POST",
-            headers={"Content-Type": "application/octet-stream"},
-        )
-        with urllib.request.urlopen(upload, timeout=10) as response:  # noqa: S310
-            assert response.status == 201
+        upload = f"{registry.url}/v2/gc/orphan/blobs/uploads/?digest={digest}"
+        assert _status(upload, "POST", orphan) == 201
         assert scrape(metrics_url).value("registry_gc_runs_total") == 0
         config = tmp_path / "config.yml"
         config.write_text(
