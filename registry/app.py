@@ -15,9 +15,12 @@ from registry.auth.middleware import auth_middleware
 from registry.config import RegistryConfig
 from registry.health.endpoints import health_context, health_gate
 from registry.health.factory import api_is_gated
-from registry.keys import CONFIG, MAINTENANCE, STORAGE
+from registry.keys import CONFIG, MAINTENANCE, METRICS, STORAGE
+from registry.metrics import RegistryMetrics
+from registry.metrics_serving import flushing, metrics_served
 from registry.middleware import error_middleware, header_setter
 from registry.notifications.notifier import WORKER, WorkerSlot, notifier_context
+from registry.request_metrics import metrics_middleware
 from registry.routes import dispatch, get_base, get_root
 from registry.storage.retention import apply_periodically
 from registry.upload_state import UPLOAD_STATE, UploadStateSigner
@@ -42,11 +45,19 @@ def create_app(
     # The health gate first, as Distribution's health.Handler wraps the whole app.
     middlewares: list[Middleware] = [health_gate] if api_is_gated(config) else []
     middlewares.append(error_middleware)
+    # Created here, in the worker: after the supervisor chose multiprocess mode (see
+    # registry.metrics_serving), and only when served: without it, requests pay nothing.
+    metrics = RegistryMetrics() if metrics_served(config) else None
+    if metrics is not None:
+        middlewares.insert(0, metrics_middleware(metrics))
     controller = controller or create_access_controller(config)
     if controller is not None:
         middlewares.append(auth_middleware(controller))
     app = web.Application(middlewares=middlewares, handler_args={"max_field_size": 16384})
     app[CONFIG] = config
+    if metrics is not None:
+        app[METRICS] = metrics
+        app.cleanup_ctx.append(flushing)
     app[MAINTENANCE] = maintenance
     app[UPLOAD_STATE] = UploadStateSigner.from_config(config)
     app.cleanup_ctx.append(_storage_context)
@@ -70,7 +81,7 @@ def create_app(
 
 async def _storage_context(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    registry = create_storage(config)
+    registry = create_storage(config, app.get(METRICS))
     app[STORAGE] = registry
     purging = config.storage.maintenance.uploadpurging
     purger = None
@@ -110,7 +121,7 @@ async def _storage_context(app: web.Application) -> AsyncIterator[None]:
 
 async def _cache_context(app: web.Application) -> AsyncIterator[None]:
     """The blob-descriptor cache (storage.cache.blobdescriptor), if any."""
-    cache = create_blob_descriptor_cache(app[CONFIG])
+    cache = create_blob_descriptor_cache(app[CONFIG], app.get(METRICS))
     app[STORAGE].blob_store.cache = cache
     yield
     if cache is not None:

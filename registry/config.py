@@ -25,6 +25,7 @@ from registry.storage.s3_settings import MIB, S3_MAX_PART, S3_MIN_PART, S3Driver
 from shared import config as _config
 from shared.ciphersuites import check_names
 from shared.config import VARIANT, ConfigError, InvalidSetting, OneOf, between, meta
+from shared.metrics import metrics_path
 from shared.ratelimit import RateLimitConfig
 from shared.serving import (
     DEFAULT_BODY_TIMEOUT,
@@ -268,8 +269,10 @@ class TLSConfig:
 
 @dataclass(frozen=True)
 class PrometheusConfig:
+    """Serve the metrics on ``http.debug.addr`` (registry.metrics_serving)."""
+
     enabled: bool = False
-    path: str = "/metrics"
+    path: str = field(default="/metrics", metadata=meta(check=metrics_path))
 
 
 @dataclass(frozen=True)
@@ -517,6 +520,8 @@ IMPLEMENTED = (
     "storage.retention",
     "http.addr",
     "http.debug.addr",
+    "http.debug.prometheus.enabled",
+    "http.debug.prometheus.path",
     "http.net",
     "http.draintimeout",
     "http.readheadertimeout",

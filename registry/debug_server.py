@@ -14,6 +14,7 @@ from aiohttp import web
 
 from registry.config import RegistryConfig, listen_host_port
 from registry.health.endpoints import add_health_routes
+from registry.metrics_serving import add_metrics_route, metrics_served
 from shared.listener import bind_sockets, display_address
 
 # The registry app this debug app reports on (started before the debug app).
@@ -25,6 +26,8 @@ def create_debug_app(config: RegistryConfig, served: web.Application) -> web.App
     app = web.Application()
     app[SERVED_APP] = served
     add_health_routes(app, SERVED_APP)
+    if metrics_served(config):
+        add_metrics_route(app, served, config.http.debug.prometheus.path)
     return app
 
 

@@ -13,8 +13,10 @@ import time
 from typing import TextIO
 
 from registry.config import RegistryConfig
+from registry.metrics import RegistryMetrics
 from registry.storage.gc import CollectionReport, GarbageCollector
 from registry.wiring import create_blob_descriptor_cache, create_storage
+from shared.metrics import multiprocess_dir
 
 
 def human_size(size: int) -> str:
@@ -82,6 +84,10 @@ def garbage_collect(
     report = asyncio.run(
         collect(config, dry_run=dry_run, delete_untagged=delete_untagged, quiet=quiet)
     )
+    if not dry_run and config.http.debug.prometheus.enabled and multiprocess_dir():
+        # A one-shot command has no scrape of its own: its samples reach the serving
+        # registry's scrape through the multiprocess directory they share.
+        RegistryMetrics().collected(report.bytes_freed, time.monotonic() - started)
     verb = "would delete" if dry_run else "deleted"
     freed = "would free" if dry_run else "freed"
     print(

@@ -16,6 +16,7 @@ from registry.app import create_app
 from registry.auth.base import AccessController
 from registry.config import RegistryConfig, listen_host_port
 from registry.debug_server import bind_debug, create_debug_app, debug_address
+from registry.metrics_serving import worker_gone, worker_samples
 from registry.middleware import BAD_REQUEST
 from registry.notifications.notifier import WorkerSlot
 from registry.tls import letsencrypt_manager, tls_context, uses_tls
@@ -105,6 +106,10 @@ async def run(
                 )
             )
             log.info("debug server listening on http://%s", debug_address(config))
+        elif config.http.debug.prometheus.enabled and maintenance:
+            log.warning(
+                "http.debug.prometheus is enabled but no metrics are served: set http.debug.addr"
+            )
         # Ordered and renewed while serving: TLS-ALPN-01 is answered on this very listener.
         renewing = asyncio.create_task(letsencrypt.maintain(stop)) if letsencrypt else None
         scheme = "https" if ssl_context else "http"
@@ -191,13 +196,20 @@ def serve(
     if config.http.debug.addr:  # held as the API's address is (see above)
         reservation += bind_debug(config, reuse_port=True)
     try:
-        _supervise(config, workers, controller)
+        with worker_samples(config) as samples:
+            _supervise(config, workers, controller, samples)
     finally:
         for sock in reservation:
             sock.close()
 
 
-def _supervise(config: RegistryConfig, workers: int, controller: AccessController | None) -> None:
+def _supervise(
+    config: RegistryConfig,
+    workers: int,
+    controller: AccessController | None,
+    samples: str | None,
+) -> None:
+    """Fork ``workers`` and replace any that dies; ``samples``: the metrics directory."""
     children: dict[int, int] = {}
     stopping = False
 
@@ -246,6 +258,7 @@ def _supervise(config: RegistryConfig, workers: int, controller: AccessControlle
         except ChildProcessError:
             break
         index = children.pop(pid, -1)
+        worker_gone(samples, pid)
         if index >= 0 and not stopping:
             log.error("worker %d (pid %d) exited with %d; starting a new one", index, pid, status)
             time.sleep(1)

@@ -11,11 +11,14 @@ import datetime
 from collections.abc import Callable
 
 from registry.config import RegistryConfig
+from registry.metrics import RegistryMetrics
 from registry.storage.cache.base import BlobDescriptorCache
 from registry.storage.cache.memory import MemoryBlobDescriptorCache
+from registry.storage.cache.metered import MeteredBlobDescriptorCache
 from registry.storage.driver.base import StorageDriver
 from registry.storage.driver.filesystem import FilesystemDriver, check_writable_root
 from registry.storage.driver.inmemory import InMemoryDriver
+from registry.storage.driver.metered import MeteredDriver
 from registry.storage.manifests import ForeignURLPolicy
 from registry.storage.pulls import FLUSH_INTERVAL
 from registry.storage.registry import Registry
@@ -50,14 +53,16 @@ DRIVERS: dict[str, Callable[[RegistryConfig], StorageDriver]] = {
 }
 
 
-def create_driver(config: RegistryConfig) -> StorageDriver:
+def create_driver(config: RegistryConfig, metrics: RegistryMetrics | None = None) -> StorageDriver:
+    """The configured driver; with ``metrics``, every operation of it is timed there."""
     try:
         factory = DRIVERS[config.storage.driver_name]
     except KeyError:
         raise ValueError(
             f"storage driver {config.storage.driver_name!r} is not supported yet"
         ) from None
-    return factory(config)
+    driver = factory(config)
+    return driver if metrics is None else MeteredDriver(driver, metrics.observe_storage)
 
 
 def check_storage(config: RegistryConfig) -> None:
@@ -70,27 +75,36 @@ def check_storage(config: RegistryConfig) -> None:
         check_writable_root(settings.rootdirectory)
 
 
-def create_blob_descriptor_cache(config: RegistryConfig) -> BlobDescriptorCache | None:
-    """``storage.cache.blobdescriptor``; None when no cache is configured."""
+def create_blob_descriptor_cache(
+    config: RegistryConfig, metrics: RegistryMetrics | None = None
+) -> BlobDescriptorCache | None:
+    """``storage.cache.blobdescriptor``; None when no cache is configured. With
+    ``metrics``, its lookups are counted there as hits and misses."""
     kind = config.storage.cache.blob_descriptor_cache
+    cache: BlobDescriptorCache
     if kind == "inmemory":
-        return MemoryBlobDescriptorCache(config.storage.cache.blobdescriptorsize)
-    if kind == "redis":
+        cache = MemoryBlobDescriptorCache(config.storage.cache.blobdescriptorsize)
+    elif kind == "redis":
         from registry.redis_client import redis_client
         from registry.storage.cache.redis import RedisBlobDescriptorCache
 
-        return RedisBlobDescriptorCache(redis_client(config.redis))
-    return None
+        cache = RedisBlobDescriptorCache(redis_client(config.redis))
+    else:
+        return None
+    if metrics is None:
+        return cache
+    return MeteredBlobDescriptorCache(cache, hits=metrics.cache_hits, misses=metrics.cache_misses)
 
 
-def create_storage(config: RegistryConfig) -> Registry:
+def create_storage(config: RegistryConfig, metrics: RegistryMetrics | None = None) -> Registry:
     """The storage facade over the configured driver, without its cache (see
-    ``create_blob_descriptor_cache``: the app opens and closes it separately)."""
+    ``create_blob_descriptor_cache``: the app opens and closes it separately); with
+    ``metrics``, driver operations are timed there."""
     urls = config.validation.manifests.urls
     # A read-only registry writes nothing, pull times included.
     readonly = config.storage.maintenance.readonly.enabled
     return Registry(
-        create_driver(config),
+        create_driver(config, metrics),
         ForeignURLPolicy.from_patterns(urls.allow, urls.deny),
         pull_resolution=None
         if readonly

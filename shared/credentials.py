@@ -19,7 +19,7 @@ import base64
 import hashlib
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
@@ -82,12 +82,22 @@ class HtpasswdAuthenticator:
         self._running = 0
         self._inflight: dict[bytes, asyncio.Future[Check]] = {}  # single flight per credential
         self._calibrating: dict[int, asyncio.Future[None]] = {}  # cost -> its timing check
+        # Observers for metrics: (seconds, matched) per bcrypt check; (read) per reload.
+        self.on_check: Callable[[float, bool], None] | None = None
+        self.on_reload: Callable[[bool], None] | None = None
+        self._unreadable = [False] * len(self.files)  # reported once per failure, not per read
         self.refresh()
 
     def refresh(self) -> None:
         """Re-read changed files and drop cached verifications if anything changed."""
-        for users in self.files:
-            users.reload_if_changed()
+        for index, users in enumerate(self.files):
+            generation = users.generation
+            current = users.reload_if_changed()
+            reloaded = users.generation != generation
+            failed = not current and not self._unreadable[index]
+            self._unreadable[index] = not current
+            if self.on_reload is not None and (reloaded or failed):
+                self.on_reload(current)
         self.cache.sync(tuple(users.generation for users in self.files))
         costs = [users.max_cost for users in self.files if users.max_cost is not None]
         self.max_cost = max(costs, default=DEFAULT_COST)
@@ -173,7 +183,10 @@ class HtpasswdAuthenticator:
             if check.cost is not None:
                 # As the event loop sees it, hand-over to the thread and back included:
                 # that is what a refusal without padding takes.
-                self.timer.record(check.cost, time.monotonic() - submitted)
+                elapsed = time.monotonic() - submitted
+                self.timer.record(check.cost, elapsed)
+                if self.on_check is not None:
+                    self.on_check(elapsed, check.ok)
 
     def _verify(self, user: str, password: str) -> Check:
         """Check in a worker thread; an unknown user against a dummy at the highest cost."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -21,7 +22,7 @@ from shared.listener import ListenError, bind_sockets
 from shared.serving import ConnectionTimeouts, serving
 from shared.tls import TLSSetupError, server_context
 from shared.token import PublicKey, libtrust_key_id, thumbprint
-from tokenauth.app import create_app
+from tokenauth.app import create_app, create_debug_app
 from tokenauth.config import TokenAuthConfig, load_config, split_address
 from tokenauth.errors import INVALID_REQUEST
 from tokenauth.keygen import ALGORITHMS, DEFAULT_RSA_BITS, write_key_pair
@@ -76,10 +77,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         sockets = bind_sockets(*split_address(config.http.addr))
+        debug = config.http.debug.addr
+        debug_sockets = bind_sockets(*split_address(debug)) if debug else []
     except ListenError as error:
         print(f"tokenauth: {error}", file=sys.stderr)
         return 2
-    asyncio.run(_serve(app, config, context, sockets))
+    asyncio.run(_serve(app, config, context, sockets, debug_sockets))
     return 0
 
 
@@ -88,8 +91,10 @@ async def _serve(
     config: TokenAuthConfig,
     context: ssl.SSLContext | None,
     sockets: list[socket.socket],
+    debug_sockets: list[socket.socket],
 ) -> None:
-    """Serve on the bound ``sockets`` until SIGINT or SIGTERM."""
+    """Serve on the bound ``sockets`` until SIGINT or SIGTERM; the debug app (metrics) on
+    ``debug_sockets`` when ``http.debug.addr`` is set."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -99,9 +104,22 @@ async def _serve(
         idle=config.http.idletimeout.total_seconds(),
         body=config.http.bodytimeout.total_seconds(),
     )
-    async with serving(
-        app, sockets, timeouts=timeouts, error_code=INVALID_REQUEST, ssl_context=context
+    async with (
+        serving(app, sockets, timeouts=timeouts, error_code=INVALID_REQUEST, ssl_context=context),
+        contextlib.AsyncExitStack() as debug,
     ):
+        if debug_sockets:
+            await debug.enter_async_context(
+                serving(
+                    create_debug_app(app),
+                    debug_sockets,
+                    timeouts=timeouts,
+                    error_code=INVALID_REQUEST,
+                    shutdown_timeout=1.0,
+                    access_log=None,  # a scrape every few seconds would drown the log
+                )
+            )
+            log.info("tokenauth debug server listening on http://%s", config.http.debug.addr)
         log.info("tokenauth listening on %s (%s)", config.http.addr, "https" if context else "http")
         await stop.wait()
 

@@ -17,7 +17,7 @@ import ipaddress
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -239,6 +239,7 @@ class AclFile:
         self.path = Path(path)
         self._stamp: tuple[int, int, int] | None = None
         self._failure = ""
+        self.on_reload: Callable[[bool], None] | None = None  # (loaded), for metrics
         self.acl = Acl()
         self.acl = self._load()  # at start-up an invalid file is fatal
         self.loaded_at = time.time()  # of the ACL in force
@@ -264,9 +265,13 @@ class AclFile:
                 self.loaded_at = time.time()
                 log.info("reloaded ACL %s (%d rules)", self.path, len(self.acl.rules))
                 self._failure = ""
+                if self.on_reload is not None:
+                    self.on_reload(True)
         except (OSError, AclError) as error:
             if str(error) != self._failure:  # once per problem, not once per request
                 log.error("ACL not reloaded, the previous one stays in force: %s", error)
+                if self.on_reload is not None:
+                    self.on_reload(False)
             self._failure = str(error)
         return self.acl
 

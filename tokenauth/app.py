@@ -12,13 +12,15 @@ from aiohttp import web
 
 from shared.config import ConfigError
 from shared.credentials import HtpasswdAuthenticator
+from shared.metrics import exposition
 from tokenauth import handlers
 from tokenauth.acl import AclError, AclFile
 from tokenauth.config import TokenAuthConfig
 from tokenauth.errors import error_middleware
 from tokenauth.health import ServiceHealth
 from tokenauth.issuer import TokenIssuer
-from tokenauth.keys import CONFIG, HEALTH, ISSUER
+from tokenauth.keys import CONFIG, HEALTH, ISSUER, METRICS
+from tokenauth.metrics import TokenAuthMetrics
 from tokenauth.signing import load_signer
 
 MAX_BODY = 64 * 1024  # an OAuth2 form is a few hundred bytes
@@ -45,6 +47,12 @@ def create_app(config: TokenAuthConfig) -> web.Application:
     app[CONFIG] = config
     app[ISSUER] = TokenIssuer(config, signer, authenticator, acl)
     app[HEALTH] = ServiceHealth(signer, authenticator, acl)
+    if config.http.debug.prometheus.enabled:
+        metrics = app[METRICS] = TokenAuthMetrics()
+        authenticator.on_check = metrics.bcrypt_checked
+        authenticator.on_reload = metrics.users_reloaded
+        if acl is not None:
+            acl.on_reload = metrics.acl_reloaded
     # Before serving, so that even the first refusal is padded to a measured check time.
     app.on_startup.append(lambda _: authenticator.calibrate())
     app.on_cleanup.append(lambda _: asyncio.to_thread(authenticator.close))
@@ -56,4 +64,21 @@ def create_app(config: TokenAuthConfig) -> web.Application:
             web.get(HEALTH_PATH, handlers.get_health),
         ]
     )
+    return app
+
+
+def create_debug_app(served: web.Application) -> web.Application:
+    """The app of ``http.debug.addr``: ``served``'s metrics, when they are enabled."""
+    app = web.Application()
+    config = served[CONFIG].http.debug.prometheus
+    if config.enabled:
+        metrics = served[METRICS]
+
+        async def get_metrics(request: web.Request) -> web.Response:
+            body, content_type = exposition(metrics.registry, multiprocess=False)
+            response = web.Response(body=body, headers={"Cache-Control": "no-store"})
+            response.headers["Content-Type"] = content_type
+            return response
+
+        app.router.add_get(config.path, get_metrics)
     return app

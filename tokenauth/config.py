@@ -15,6 +15,7 @@ from pathlib import Path
 
 from shared import config as _config
 from shared.config import ConfigError, InvalidSetting, meta
+from shared.metrics import metrics_path
 from shared.ratelimit import RateLimitConfig
 from shared.serving import (
     DEFAULT_BODY_TIMEOUT,
@@ -63,12 +64,37 @@ class TLSConfig:
             raise InvalidSetting("key" if self.certificate else "certificate", "must be set too")
 
 
+def _debug_addr(value: str) -> str:
+    if value:
+        try:
+            split_address(value)
+        except ConfigError:
+            raise ValueError("expected host:port or :port") from None
+    return value
+
+
+@dataclass(frozen=True)
+class PrometheusConfig:
+    enabled: bool = False
+    path: str = field(default="/metrics", metadata=meta(check=metrics_path))
+
+
+@dataclass(frozen=True)
+class DebugConfig:
+    """A listener apart from the token endpoint, as the registry's ``http.debug``: the
+    token endpoint faces every client, the metrics only the operator's tools."""
+
+    addr: str = field(default="", metadata=meta(check=_debug_addr))
+    prometheus: PrometheusConfig = field(default_factory=PrometheusConfig)
+
+
 @dataclass(frozen=True)
 class HTTPConfig:
     addr: str = ":5001"
     path: str = field(default="/auth", metadata=meta(check=_path))
     realm: str = "portside"  # the realm of the Basic challenge on bad credentials
     tls: TLSConfig = field(default_factory=TLSConfig)
+    debug: DebugConfig = field(default_factory=DebugConfig)
     # The registry's keys (see shared.serving): a request head must arrive within
     # readheadertimeout of its first byte; a connection idle this long is closed; a
     # request body may pause for at most bodytimeout.

@@ -15,7 +15,7 @@ from shared.scope import Scope, ScopeError, format_scopes, parse_scopes
 from tokenauth.audit import AuditRecord
 from tokenauth.errors import INVALID_REQUEST, TokenAuthError
 from tokenauth.issuer import Issued, TokenIssuer
-from tokenauth.keys import HEALTH, ISSUER
+from tokenauth.keys import HEALTH, ISSUER, METRICS
 
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 MAX_FIELD_LENGTH = 8192  # any form or query value; a refresh token is well under
@@ -47,9 +47,9 @@ async def get_token(request: web.Request) -> web.Response:
             if refresh is not None:
                 body["refresh_token"] = refresh
     except RegistryError as error:
-        record.write(error.error.code.lower(), error.message)
+        _decided(request, record, error.error.code.lower(), error.message)
         raise
-    record.write("granted")
+    _decided(request, record, "granted")
     return web.json_response(body, headers=_NO_STORE)
 
 
@@ -93,9 +93,9 @@ async def post_token(request: web.Request) -> web.Response:
         if refresh:
             body["refresh_token"] = refresh  # reusable until it expires: hand back the same
     except RegistryError as error:
-        record.write(error.error.code.lower(), error.message)
+        _decided(request, record, error.error.code.lower(), error.message)
         raise
-    record.write("granted")
+    _decided(request, record, "granted")
     return web.json_response(body, headers=_NO_STORE)
 
 
@@ -109,6 +109,14 @@ async def get_health(request: web.Request) -> web.Response:
     """Users files, ACL and signing key state (``tokenauth.health``); 503 when unusable."""
     status, body = request.app[HEALTH].report()
     return web.json_response(body, status=status, headers={"Cache-Control": "no-store"})
+
+
+def _decided(request: web.Request, record: AuditRecord, outcome: str, reason: str = "") -> None:
+    """The request's audit line, and its count in the metrics when they are on."""
+    record.write(outcome, reason)
+    metrics = request.app.get(METRICS)
+    if metrics is not None:
+        metrics.token_decided(record.grant, outcome)
 
 
 def _token_body(issued: Issued) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from registry.handlers.base import read_bounded, reference_param, repository, route_param, url_for
-from registry.keys import CONFIG
+from registry.keys import CONFIG, METRICS
 from registry.notifications import bridge
 from registry.storage.manifest_formats import MAX_MANIFEST_SIZE
 from registry.storage.manifests import StoredManifest
@@ -38,6 +38,8 @@ async def put_manifest(request: web.Request) -> web.StreamResponse:
         reference, body, request.headers.get("Content-Type")
     )
     bridge.manifest_pushed(request, repo.name, manifest, parsed, _tag(reference))
+    if (metrics := request.app.get(METRICS)) is not None:
+        metrics.manifest_pushed(manifest.media_type)
     headers = {
         "Location": url_for(request, f"/v2/{repo.name}/manifests/{manifest.digest}"),
         "Docker-Content-Digest": str(manifest.digest),

@@ -3,6 +3,8 @@ chunk, report progress, finish with the digest, cancel."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from aiohttp import web
 
 from registry.handlers.base import (
@@ -15,7 +17,7 @@ from registry.handlers.base import (
     route_param,
     url_for,
 )
-from registry.keys import MOUNT_ALLOWED, STORAGE
+from registry.keys import METRICS, MOUNT_ALLOWED, STORAGE
 from registry.notifications import bridge
 from registry.storage.blobs import BlobDescriptor
 from registry.storage.errors import range_header
@@ -40,14 +42,38 @@ async def start_upload(request: web.Request) -> web.StreamResponse:
     digest_query = request.query.get("digest")
     if digest_query is not None:
         digest = digest_param(digest_query)
-        status = await repo.uploads.start()
-        descriptor = await repo.uploads.finish(
-            status.upload_id, digest, body_chunks(request), length=declared_length(request)
+        status = await _started(request, repo)
+        descriptor = await _finished(
+            request,
+            repo.uploads.finish(
+                status.upload_id, digest, body_chunks(request), length=declared_length(request)
+            ),
         )
         bridge.blob_pushed(request, repo.name, descriptor)
         return _created(request, repo.name, descriptor)
-    status = await repo.uploads.start()
+    status = await _started(request, repo)
     return _upload_response(request, repo.name, status, 202)
+
+
+async def _started(request: web.Request, repo: Repository) -> UploadStatus:
+    status = await repo.uploads.start()
+    if (metrics := request.app.get(METRICS)) is not None:
+        metrics.uploads_started.inc()
+    return status
+
+
+async def _finished(request: web.Request, finishing: Awaitable[BlobDescriptor]) -> BlobDescriptor:
+    """The blob an upload's last request committed, counted as completed or failed."""
+    metrics = request.app.get(METRICS)
+    if metrics is None:
+        return await finishing
+    try:
+        descriptor = await finishing
+    except Exception:
+        metrics.uploads_failed.inc()
+        raise
+    metrics.uploads_completed.inc()
+    return descriptor
 
 
 async def _mount(
@@ -106,15 +132,18 @@ async def finish_upload(request: web.Request) -> web.StreamResponse:
     digest = digest_param(request.query.get("digest"))
     if has_body(request):
         chunk_range = await _chunk_range(request, repo, upload_id)
-        descriptor = await repo.uploads.finish(
-            upload_id,
-            digest,
-            body_chunks(request),
-            start=chunk_range[0] if chunk_range else None,
-            length=declared_length(request),
+        descriptor = await _finished(
+            request,
+            repo.uploads.finish(
+                upload_id,
+                digest,
+                body_chunks(request),
+                start=chunk_range[0] if chunk_range else None,
+                length=declared_length(request),
+            ),
         )
     else:
-        descriptor = await repo.uploads.finish(upload_id, digest)
+        descriptor = await _finished(request, repo.uploads.finish(upload_id, digest))
     bridge.blob_pushed(request, repo.name, descriptor)
     return _created(request, repo.name, descriptor)
 

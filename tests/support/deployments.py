@@ -46,6 +46,9 @@ class TokenDeployment:
     directory: Path
     registry: ServerProcess
     tokenauth: ServerProcess
+    # host:port of each service's debug listener, serving /metrics (metrics=True only).
+    registry_debug: str | None = None
+    tokenauth_debug: str | None = None
 
     @property
     def realm(self) -> str:
@@ -72,7 +75,14 @@ class HtpasswdDeployment:
         self.registry.stop()
 
 
-def start_token_deployment(directory: Path) -> TokenDeployment:
+def _debug(address: str | None) -> dict[str, object]:
+    if address is None:
+        return {}
+    return {"debug": {"addr": address, "prometheus": {"enabled": True}}}
+
+
+def start_token_deployment(directory: Path, *, metrics: bool = False) -> TokenDeployment:
+    """Both services started; with ``metrics``, each serves /metrics on a debug address."""
     run_python_module(
         "tokenauth",
         "keygen",
@@ -86,11 +96,13 @@ def start_token_deployment(directory: Path) -> TokenDeployment:
     )
     (directory / "acl.yml").write_text(ACL)
     auth_port, registry_port = free_port(), free_port()
+    auth_debug = f"127.0.0.1:{free_port()}" if metrics else None
+    registry_debug = f"127.0.0.1:{free_port()}" if metrics else None
     # JSON is YAML: no quoting surprises in paths.
     (directory / "tokenauth.yml").write_text(
         json.dumps(
             {
-                "http": {"addr": f"127.0.0.1:{auth_port}"},
+                "http": {"addr": f"127.0.0.1:{auth_port}", **_debug(auth_debug)},
                 "token": {
                     "issuer": ISSUER,
                     "services": [SERVICE],
@@ -114,7 +126,7 @@ def start_token_deployment(directory: Path) -> TokenDeployment:
             {
                 "version": "0.1",
                 "storage": {"filesystem": {"rootdirectory": str(directory / "data")}},
-                "http": {"addr": f"127.0.0.1:{registry_port}"},
+                "http": {"addr": f"127.0.0.1:{registry_port}", **_debug(registry_debug)},
                 "auth": {
                     "token": {
                         "realm": f"{tokenauth.url}/auth",
@@ -139,7 +151,7 @@ def start_token_deployment(directory: Path) -> TokenDeployment:
     except BaseException:
         tokenauth.stop()
         raise
-    return TokenDeployment(directory, registry, tokenauth)
+    return TokenDeployment(directory, registry, tokenauth, registry_debug, auth_debug)
 
 
 def start_htpasswd_deployment(directory: Path) -> HtpasswdDeployment:

@@ -1,0 +1,125 @@
+"""A driver that times every operation of the driver it wraps and reports each to an
+observer (the registry's metrics), so no backend has to count anything itself.
+
+A missing path is an answer, not a failure: only other errors are reported as failed.
+A read is timed to its first chunk (the backend's latency, not the client's download);
+a writer's ``write`` and ``close`` are operations of their own.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+
+from registry.storage.driver.base import FileInfo, FileWriter, PathNotFound, StorageDriver
+
+# (driver name, action, seconds, failed)
+Observer = Callable[[str, str, float, bool], None]
+
+
+class _Timer:
+    """``with _Timer(observe, driver, action):`` reports the block's time and outcome."""
+
+    __slots__ = ("_action", "_driver", "_observe", "_started")
+
+    def __init__(self, observe: Observer, driver: str, action: str) -> None:
+        self._observe, self._driver, self._action = observe, driver, action
+        self._started = 0.0
+
+    def __enter__(self) -> None:
+        self._started = time.perf_counter()
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        failed = kind is not None and not issubclass(kind, PathNotFound)
+        self._observe(self._driver, self._action, time.perf_counter() - self._started, failed)
+
+
+class MeteredWriter(FileWriter):
+    def __init__(self, inner: FileWriter, observe: Observer, driver: str) -> None:
+        self._inner, self._observe, self._driver = inner, observe, driver
+
+    @property
+    def size(self) -> int:
+        return self._inner.size
+
+    async def write(self, data: bytes) -> None:
+        with _Timer(self._observe, self._driver, "write"):
+            await self._inner.write(data)
+
+    async def close(self) -> None:
+        with _Timer(self._observe, self._driver, "close"):
+            await self._inner.close()
+
+
+class MeteredDriver(StorageDriver):
+    """``inner`` with every operation reported to ``observe``."""
+
+    def __init__(self, inner: StorageDriver, observe: Observer) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self._observe = observe
+
+    def _timer(self, action: str) -> _Timer:
+        return _Timer(self._observe, self.name, action)
+
+    async def get_content(self, path: str) -> bytes:
+        with self._timer("get_content"):
+            return await self.inner.get_content(path)
+
+    async def put_content(self, path: str, content: bytes) -> None:
+        with self._timer("put_content"):
+            await self.inner.put_content(path, content)
+
+    async def reader(self, path: str, offset: int = 0) -> AsyncIterator[bytes]:
+        chunks = self.inner.reader(path, offset)
+        try:
+            with self._timer("reader"):
+                first = await anext(chunks, None)
+            if first is None:
+                return
+            yield first
+            async for chunk in chunks:
+                yield chunk
+        finally:
+            close = getattr(chunks, "aclose", None)  # an async generator's, when it is one
+            if close is not None:
+                await close()
+
+    async def writer(self, path: str, append: bool = False) -> FileWriter:
+        with self._timer("writer"):
+            inner = await self.inner.writer(path, append)
+        return MeteredWriter(inner, self._observe, self.name)
+
+    async def stat(self, path: str) -> FileInfo:
+        with self._timer("stat"):
+            return await self.inner.stat(path)
+
+    async def list_dir(self, path: str) -> list[str]:
+        with self._timer("list"):
+            return await self.inner.list_dir(path)
+
+    async def move(self, source: str, destination: str) -> None:
+        with self._timer("move"):
+            await self.inner.move(source, destination)
+
+    async def delete(self, path: str) -> None:
+        with self._timer("delete"):
+            await self.inner.delete(path)
+
+    async def delete_many(self, paths: Sequence[str]) -> list[bool]:
+        with self._timer("delete_many"):
+            return await self.inner.delete_many(paths)
+
+    def local_path(self, path: str) -> Path | None:
+        return self.inner.local_path(path)
+
+    async def redirect_url(self, path: str, method: str) -> str | None:
+        with self._timer("redirect_url"):
+            return await self.inner.redirect_url(path, method)
+
+    async def remove_leftovers(self) -> int:
+        return await self.inner.remove_leftovers()
+
+    async def close(self) -> None:
+        await self.inner.close()

@@ -1,0 +1,68 @@
+"""The tallies add up exactly as prometheus-client's own calls would have counted."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+from registry.metrics_tally import HistogramTally, RequestTally
+
+BUCKETS = (0.001, 0.01, 0.1, 1.0)
+# On a bound ("le" includes it), between bounds, below the first, above the last.
+VALUES = (0.0, 0.001, 0.0010001, 0.01, 0.05, 0.1, 1.0, 1.5, 100.0)
+
+
+def _samples(registry: CollectorRegistry) -> list[str]:
+    """The exposition without the ``_created`` times (when each registry was made)."""
+    text = generate_latest(registry).decode()
+    return [line for line in text.splitlines() if "_created" not in line]
+
+
+def _histogram() -> tuple[CollectorRegistry, Histogram]:
+    registry = CollectorRegistry()
+    return registry, Histogram("t_seconds", "t", ["a"], buckets=BUCKETS, registry=registry)
+
+
+def test_a_flushed_histogram_tally_equals_observing_each_value() -> None:
+    expected_registry, expected = _histogram()
+    actual_registry, actual = _histogram()
+    tally = HistogramTally(actual, BUCKETS)
+    for value in VALUES:
+        expected.labels("x").observe(value)
+        tally.observe(("x",), value)
+    tally.flush()
+    tally.flush()  # a second flush adds nothing
+    assert _samples(actual_registry) == _samples(expected_registry)
+
+
+def test_a_request_tally_splits_into_counter_histogram_and_bytes() -> None:
+    expected_registry, actual_registry = CollectorRegistry(), CollectorRegistry()
+
+    def metrics(registry: CollectorRegistry) -> tuple[Counter, Histogram, Counter, Counter]:
+        return (
+            Counter("r", "r", ["route", "method", "code"], registry=registry),
+            Histogram("d_seconds", "d", ["route", "method"], buckets=BUCKETS, registry=registry),
+            Counter("in_bytes", "i", ["route"], registry=registry),
+            Counter("out_bytes", "o", ["route"], registry=registry),
+        )
+
+    requests, durations, received, sent = metrics(expected_registry)
+    tally_metrics = metrics(actual_registry)
+    tally = RequestTally(
+        requests=tally_metrics[0],
+        durations=tally_metrics[1],
+        buckets=BUCKETS,
+        received=tally_metrics[2],
+        sent=tally_metrics[3],
+    )
+    answered = [("blob", "GET", "200", 0.5, 0, 100), ("blob", "GET", "404", 0.002, 0, 0)]
+    answered += [("upload", "PUT", "201", 1.5, 4096, 0)] * 3
+    for route, method, code, seconds, inbound, outbound in answered:
+        requests.labels(route, method, code).inc()
+        durations.labels(route, method).observe(seconds)
+        if inbound:
+            received.labels(route).inc(inbound)
+        if outbound:
+            sent.labels(route).inc(outbound)
+        tally.add((route, method, code), seconds, inbound, outbound)
+    tally.flush()
+    assert _samples(actual_registry) == _samples(expected_registry)
