@@ -146,10 +146,8 @@ class RegistryMetrics:
             buckets=_GC_BUCKETS,
             registry=r,
         )
-        # For the notification sender (issue 12, Notifications): one sample per endpoint
-        # *name* from the configuration (a bounded set), never the URL. Call
-        # ``notifications_delivered(name).inc()`` after an endpoint accepted an event and
-        # ``notifications_failed(name).inc()`` for each failed attempt (retries included).
+        # The notification sender's, one sample per endpoint *name* from the configuration
+        # (a bounded set), never the URL (see registry.notifications.notifier).
         self.notifications_sent = Counter(
             "registry_notifications_delivered",
             "Events an endpoint accepted, by endpoint name.",
@@ -159,6 +157,12 @@ class RegistryMetrics:
         self.notifications_failures = Counter(
             "registry_notifications_failures",
             "Failed delivery attempts, by endpoint name.",
+            ["endpoint"],
+            registry=r,
+        )
+        self.notifications_drops = Counter(
+            "registry_notifications_dropped",
+            "Events dropped because an endpoint's queue was full, by endpoint name.",
             ["endpoint"],
             registry=r,
         )
@@ -192,6 +196,7 @@ class RegistryMetrics:
         )
         self.notifications_delivered = LabelCache(self.notifications_sent.labels)
         self.notifications_failed = LabelCache(self.notifications_failures.labels)
+        self.notifications_dropped = LabelCache(self.notifications_drops.labels)
 
     def request(
         self, route: str, method: str, code: str, seconds: float, received: int, sent: int

@@ -15,7 +15,7 @@ import collections
 import contextlib
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import aiohttp
@@ -27,6 +27,10 @@ log = logging.getLogger("registry.notifications")
 
 # Statuses Distribution's httpSink counts as delivered (2xx, and 3xx left after redirects).
 _DELIVERED = range(200, 400)
+
+
+def _nothing() -> None:
+    pass
 
 
 @dataclass
@@ -46,6 +50,11 @@ class Endpoint:
         self.config = config
         self.name = config.name
         self.stats = EndpointStats()
+        # Told of each delivery, failed attempt and drop as it happens (the metrics, when
+        # they are served: registry.notifications.notifier wires them).
+        self.on_delivered: Callable[[], None] = _nothing
+        self.on_failed: Callable[[], None] = _nothing
+        self.on_dropped: Callable[[], None] = _nothing
         self._session = session
         self._queue: collections.deque[Event] = collections.deque()
         self._ready = asyncio.Event()
@@ -68,6 +77,7 @@ class Endpoint:
         if len(self._queue) >= self.config.queuelimit:
             self._queue.popleft()
             self.stats.dropped += 1
+            self.on_dropped()
             if self.stats.dropped == 1 or self.stats.dropped % 1000 == 0:
                 log.warning(
                     "notification endpoint %s: queue full (%d events), dropped the oldest; "
@@ -116,10 +126,12 @@ class Endpoint:
                 if self._queue and self._queue[0] is event:
                     self._queue.popleft()
                 self.stats.delivered += 1
+                self.on_delivered()
                 self.stats.pending = len(self._queue)
                 continue
             failures += 1
             self.stats.failed += 1
+            self.on_failed()
             if failures >= self.config.threshold:
                 if failures == self.config.threshold:
                     log.warning(

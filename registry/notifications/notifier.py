@@ -18,7 +18,7 @@ import aiohttp
 from aiohttp import web
 
 from registry.config import RegistryConfig, listen_host_port
-from registry.keys import CONFIG
+from registry.keys import CONFIG, METRICS
 from registry.notifications.endpoint import Endpoint, EndpointStats
 from registry.notifications.events import Event, Source
 from registry.notifications.spool import Spool
@@ -99,6 +99,12 @@ async def notifier_context(app: web.Application) -> AsyncIterator[None]:
         )
     async with aiohttp.ClientSession() as session:
         endpoints = [Endpoint(endpoint, session) for endpoint in configured]
+        metrics = app.get(METRICS)
+        if metrics is not None:
+            for endpoint in endpoints:
+                endpoint.on_delivered = metrics.notifications_delivered(endpoint.name).inc
+                endpoint.on_failed = metrics.notifications_failed(endpoint.name).inc
+                endpoint.on_dropped = metrics.notifications_dropped(endpoint.name).inc
         for endpoint in endpoints:
             if spool is not None:
                 saved = await asyncio.to_thread(

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from registry.keys import METRICS
 from registry.notifications.notifier import NOTIFIER
 from shared.htpasswd import format_htpasswd_line
 from tests.registry.conftest import ClientFactory, RegistryClient
@@ -73,7 +74,10 @@ async def test_events_arrive_once_and_in_order_per_repository_after_an_outage(
         {
             "REGISTRY_NOTIFICATIONS": notifications_env(
                 url=receiver.url, threshold=2, backoff="200ms", timeout="2s"
-            )
+            ),
+            # Metrics on (the in-process app binds no debug address): they count too.
+            "REGISTRY_HTTP_DEBUG_ADDR": "127.0.0.1:0",
+            "REGISTRY_HTTP_DEBUG_PROMETHEUS_ENABLED": "true",
         }
     )
     expected: dict[str, list[tuple[str, str]]] = {"one/app": [], "two/app": []}
@@ -93,6 +97,12 @@ async def test_events_arrive_once_and_in_order_per_repository_after_an_outage(
     assert len({event["id"] for event in receiver.events}) == 18
     assert by_repository(events) == expected
     assert (stats.delivered, stats.pending, stats.dropped) == (18, 0, 0)
+    metrics = client.app[METRICS].registry
+    labels = {"endpoint": "test"}
+    assert metrics.get_sample_value("registry_notifications_delivered_total", labels) == 18
+    assert metrics.get_sample_value("registry_notifications_failures_total", labels) == float(
+        stats.failed
+    )
 
 
 async def test_a_request_does_not_wait_for_an_endpoint_that_hangs(
@@ -137,7 +147,9 @@ async def test_a_full_queue_drops_the_oldest_events_and_counts_them(
         {
             "REGISTRY_NOTIFICATIONS": notifications_env(
                 url=receiver.url, queuelimit=4, threshold=1, backoff="100ms"
-            )
+            ),
+            "REGISTRY_HTTP_DEBUG_ADDR": "127.0.0.1:0",
+            "REGISTRY_HTTP_DEBUG_PROMETHEUS_ENABLED": "true",
         }
     )
     blobs = [blob(f"bounded-{i}") for i in range(7)]
@@ -145,6 +157,10 @@ async def test_a_full_queue_drops_the_oldest_events_and_counts_them(
         assert_2xx(await push_blob(client, "bounded/repo", item))
     stats = client.app[NOTIFIER].stats()["test"]
     assert (stats.pending, stats.dropped) == (4, 3)
+    dropped = client.app[METRICS].registry.get_sample_value(
+        "registry_notifications_dropped_total", {"endpoint": "test"}
+    )
+    assert dropped == 3
     await receiver.start()
     events = await receiver.wait_for(4)
     await asyncio.sleep(0.3)
