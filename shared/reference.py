@@ -1,5 +1,8 @@
 """Repository names and tags: the distribution-spec grammar, and nothing looser.
 
+The one definition of a repository name for both services: the registry checks names
+with it, and the scope grammar (``shared.scope``) builds on it.
+
 A name that passes ``is_valid_name`` has only ``[a-z0-9._-]`` components separated by
 single slashes, so it can never climb out of a storage directory.
 """
@@ -11,7 +14,9 @@ import re
 MAX_NAME_LENGTH = 255
 MAX_TAG_LENGTH = 128
 _COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
-NAME_GRAMMAR = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
+# path-component ['/' path-component]*, as a pattern other grammars embed.
+NAME_PATTERN = rf"{_COMPONENT}(?:/{_COMPONENT})*"
+NAME_GRAMMAR = re.compile(NAME_PATTERN)
 TAG_GRAMMAR = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}")
 
 

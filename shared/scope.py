@@ -16,21 +16,21 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from shared.reference import MAX_NAME_LENGTH, NAME_PATTERN
+
 ALL_ACTIONS = "*"
 
 # Bounds on what one client may ask for: a request is a handful of scopes, never thousands.
 MAX_SCOPE_LENGTH = 512
 MAX_SCOPES = 64
 MAX_ACTIONS = 16
-MAX_NAME_LENGTH = 255
 
 _TYPE = re.compile(r"[a-z0-9]+(?:\([a-z0-9]+\))?\Z")
 _ACTION = re.compile(r"(?:[a-z]+|\*)\Z")
 # resourcename := [hostname '/'] component ['/' component]*  (scope.md)
 _HOST_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _HOSTNAME = rf"{_HOST_COMPONENT}(?:\.{_HOST_COMPONENT})*(?::[0-9]+)?"
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_NAME = re.compile(rf"(?:{_HOSTNAME}/)?{_COMPONENT}(?:/{_COMPONENT})*\Z")
+_NAME = re.compile(rf"(?:{_HOSTNAME}/)?{NAME_PATTERN}\Z")
 
 
 class ScopeError(ValueError):
