@@ -4,8 +4,11 @@
   builds storage from config) imports its drivers, and nothing imports ``paths``.
 - Storage knows nothing of configuration or of the wire error table: inside
   ``registry.storage`` nothing imports ``registry.config``, ``shared.errors``, or any
-  other ``registry`` module outside the storage package.
-- ``shared`` imports neither service; neither service imports the other.
+  other ``registry`` module outside the storage package but the content model
+  (``registry.oci``), which itself imports nothing of the registry.
+- ``shared`` imports neither service; neither service imports the other; and ``shared``
+  holds only what both use: each of its modules is imported, directly or through another
+  ``shared`` module, by both.
 """
 
 from __future__ import annotations
@@ -85,7 +88,15 @@ def _breaks(rule: str, module: str, target: str) -> bool:
         if not in_storage:
             return False
         return _within(target, "shared.errors") or (
-            _within(target, "registry") and not _within(target, "registry.storage")
+            _within(target, "registry")
+            and not _within(target, "registry.storage")
+            and not _within(target, "registry.oci")
+        )
+    if rule == "oci-is-a-leaf":
+        return (
+            _within(module, "registry.oci")
+            and _within(target, "registry")
+            and not _within(target, "registry.oci")
         )
     if rule == "shared-is-shared":
         return _within(module, "shared") and (
@@ -98,7 +109,13 @@ def _breaks(rule: str, module: str, target: str) -> bool:
     raise AssertionError(rule)
 
 
-RULES = ["layout", "storage-knows-no-config", "shared-is-shared", "services-apart"]
+RULES = [
+    "layout",
+    "storage-knows-no-config",
+    "oci-is-a-leaf",
+    "shared-is-shared",
+    "services-apart",
+]
 
 
 def test_the_graph_is_read() -> None:
@@ -122,3 +139,34 @@ def test_a_broken_rule_is_caught() -> None:
     assert _breaks("storage-knows-no-config", "registry.storage.errors", "shared.errors")
     assert _breaks("shared-is-shared", "shared.token", "registry.config")
     assert _breaks("services-apart", "tokenauth.app", "registry.config")
+    assert _breaks("oci-is-a-leaf", "registry.oci.digest", "registry.storage.errors")
+    assert not _breaks("storage-knows-no-config", "registry.storage.blobs", "registry.oci.digest")
+
+
+def _users_of(module: str) -> set[str]:
+    """The services whose modules import ``module``, directly or through ``shared``."""
+    services: set[str] = set()
+    seen: set[str] = set()
+    pending = [module]
+    while pending:
+        current = pending.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        for importer, imported in GRAPH.items():
+            if current in imported:
+                if _within(importer, "shared"):
+                    pending.append(importer)
+                else:
+                    services.add(importer.split(".")[0])
+    return services
+
+
+def test_shared_holds_only_what_both_services_use() -> None:
+    only_one = {
+        module: sorted(users)
+        for module in GRAPH
+        if _within(module, "shared") and module != "shared"
+        if (users := _users_of(module)) != {"registry", "tokenauth"}
+    }
+    assert only_one == {}

@@ -11,11 +11,11 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
 from registry.keys import CONFIG, ROUTE, STORAGE
+from registry.oci.digest import Digest, InvalidDigest, parse_digest
 from registry.storage.errors import ManifestUnknown
 from registry.storage.registry import Repository
 from registry.urls import base_url, path_prefix
 from shared import errors
-from shared.digest import Digest, InvalidDigest, parse_digest
 from shared.errors import ErrorCode, RegistryError
 from shared.http_server import unreadable_body
 from shared.reference import is_valid_name, is_valid_tag

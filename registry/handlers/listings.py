@@ -16,7 +16,7 @@ from registry.handlers.base import (
     url_for,
 )
 from registry.keys import CONFIG, STORAGE
-from shared import mediatypes
+from registry.oci import mediatypes
 
 DEFAULT_CATALOG_PAGE = 100
 

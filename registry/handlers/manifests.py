@@ -7,10 +7,10 @@ from aiohttp import web
 from registry.handlers.base import read_bounded, reference_param, repository, route_param, url_for
 from registry.keys import CONFIG, METRICS
 from registry.notifications import bridge
+from registry.oci.digest import Digest
 from registry.storage.manifest_formats import MAX_MANIFEST_SIZE
 from registry.storage.manifests import StoredManifest
 from shared import errors
-from shared.digest import Digest
 from shared.errors import RegistryError
 
 

@@ -19,12 +19,12 @@ from registry.handlers.base import (
 )
 from registry.keys import METRICS, MOUNT_ALLOWED, STORAGE
 from registry.notifications import bridge
+from registry.oci.digest import InvalidDigest, parse_digest
 from registry.storage.blobs import BlobDescriptor
 from registry.storage.errors import range_header
 from registry.storage.registry import Repository
 from registry.storage.uploads import UploadStatus
 from registry.upload_state import signed_upload_path, verified_upload_id
-from shared.digest import InvalidDigest, parse_digest
 from shared.errors import RegistryError
 from shared.reference import is_valid_name
 

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from registry.oci.digest import Digest
 from registry.storage import paths
 from registry.storage.driver.base import PathNotFound, StorageDriver
 from registry.storage.errors import BlobUnknown
 from registry.storage.links import digest_tree, layer_links, revision_links
-from shared.digest import Digest
 
 if TYPE_CHECKING:
     from registry.storage.cache.base import BlobDescriptorCache

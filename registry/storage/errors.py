@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from registry.oci.digest import Digest
 from registry.storage.driver.base import (
     DriverError,
     PathNotFound,
@@ -17,7 +18,6 @@ from registry.storage.driver.base import (
     StorageUnavailable,
     StorageUnwritable,
 )
-from shared.digest import Digest
 
 __all__ = [
     "BlobUnknown",

@@ -23,6 +23,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
+from registry.oci.digest import Digest
 from registry.storage import paths
 from registry.storage.catalog import REPOSITORY_MARKERS, repository_names
 from registry.storage.driver.base import StorageDriver
@@ -35,7 +36,6 @@ from registry.storage.references import (
     references_of,
 )
 from registry.storage.registry import Registry, Repository
-from shared.digest import Digest
 
 log = logging.getLogger("registry.gc")
 

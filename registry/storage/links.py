@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
 
+from registry.oci.digest import Digest, InvalidDigest, parse_digest
 from registry.storage import paths
 from registry.storage.driver.base import PathNotFound, StorageDriver
-from shared.digest import Digest, InvalidDigest, parse_digest
 
 LinkDirectory = Callable[[str, Digest], str]
 LinkRoot = Callable[[str], str]

@@ -10,9 +10,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from registry.oci import mediatypes
+from registry.oci.digest import Digest, InvalidDigest, parse_digest
 from registry.storage.errors import ManifestInvalid
-from shared import mediatypes
-from shared.digest import Digest, InvalidDigest, parse_digest
 
 MAX_MANIFEST_SIZE = 4 * 1024 * 1024
 MAX_REFERENCES = 10_000

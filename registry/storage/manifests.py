@@ -10,6 +10,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from registry.oci.digest import Digest, digest_of
 from registry.storage.blobs import BlobStore, LinkedBlobs
 from registry.storage.errors import (
     BlobUnknown,
@@ -29,7 +30,6 @@ from registry.storage.manifest_formats import (
 from registry.storage.pulls import PullRecorder
 from registry.storage.referrers import Referrers
 from registry.storage.tags import Tags
-from shared.digest import Digest, digest_of
 
 INLINE_PARSE_LIMIT = 64 * 1024  # bytes of manifest parsed on the event loop itself
 

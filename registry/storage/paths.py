@@ -7,7 +7,7 @@ digests that the caller has already validated.
 
 from __future__ import annotations
 
-from shared.digest import Digest
+from registry.oci.digest import Digest
 
 ROOT = "/docker/registry/v2"
 REPOSITORIES = f"{ROOT}/repositories"

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from shared.digest import Digest, InvalidDigest, parse_digest
+from registry.oci.digest import Digest, InvalidDigest, parse_digest
 
 
 class UnreadableManifest(ValueError):

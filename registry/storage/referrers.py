@@ -10,9 +10,9 @@ import contextlib
 import json
 from typing import Any
 
+from registry.oci.digest import Digest, InvalidDigest, parse_digest
 from registry.storage import paths
 from registry.storage.driver.base import PathNotFound, StorageDriver
-from shared.digest import Digest, InvalidDigest, parse_digest
 
 
 class Referrers:

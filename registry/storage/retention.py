@@ -31,11 +31,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from registry.oci.digest import Digest
 from registry.storage.catalog import REPOSITORY_MARKERS, repository_names
 from registry.storage.errors import BlobUnknown, ManifestUnknown, NameUnknown, PathNotFound
 from registry.storage.references import UnreadableManifest, references_of
 from registry.storage.registry import Registry, Repository
-from shared.digest import Digest
 
 log = logging.getLogger("registry.retention")
 

@@ -7,12 +7,12 @@ import contextlib
 from collections import OrderedDict
 from collections.abc import Sequence
 
+from registry.oci.digest import Digest, InvalidDigest, parse_digest
 from registry.storage import paths
 from registry.storage.driver.base import DriverError, PathNotFound, StorageDriver
 from registry.storage.errors import ManifestUnknown, NameUnknown
 from registry.storage.links import digest_tree
 from registry.storage.locks import KeyedLocks
-from shared.digest import Digest, InvalidDigest, parse_digest
 
 
 class TagListCache:

@@ -18,12 +18,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from registry.oci.digest import Digest, Hasher, new_hasher
 from registry.storage import paths
 from registry.storage.blobs import BlobDescriptor, BlobStore, LinkedBlobs
 from registry.storage.driver.base import FileWriter, PathNotFound, StorageDriver, StorageFull
 from registry.storage.errors import ChunkOutOfOrder, DigestMismatch, UploadInvalid, UploadUnknown
 from registry.storage.locks import KeyedLocks
-from shared.digest import Digest, Hasher, new_hasher
 
 # Hash and write in pieces of about this size, in a thread, while the next piece arrives.
 PIECE_SIZE = 1024 * 1024

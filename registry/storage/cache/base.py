@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import abc
 
+from registry.oci.digest import Digest
 from registry.storage.blobs import BlobDescriptor
-from shared.digest import Digest
 
 
 class BlobDescriptorCache(abc.ABC):

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import TypeVar
 
+from registry.oci.digest import Digest
 from registry.storage.blobs import BlobDescriptor
 from registry.storage.cache.base import BlobDescriptorCache
-from shared.digest import Digest
 
 K = TypeVar("K")
 V = TypeVar("V")

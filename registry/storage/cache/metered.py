@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from registry.oci.digest import Digest
 from registry.storage.blobs import BlobDescriptor
 from registry.storage.cache.base import BlobDescriptorCache
-from shared.digest import Digest
 
 
 class Count(Protocol):

@@ -21,9 +21,9 @@ from typing import TypeVar
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from registry.oci.digest import Digest
 from registry.storage.blobs import BlobDescriptor
 from registry.storage.cache.base import BlobDescriptorCache
-from shared.digest import Digest
 
 log = logging.getLogger("registry.storage.cache")
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from registry.oci.digest import digest_of
 from registry.storage.driver.base import StorageFull
 from registry.storage.driver.filesystem import FilesystemDriver
 from registry.storage.registry import Registry
-from shared.digest import digest_of
 
 MANIFEST = (
     b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",'
