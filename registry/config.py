@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from registry.config_backends import RedisConfig, listen_host_port
+from registry.config_backends import RedisConfig
 from registry.config_health import HealthConfig
 from registry.config_notifications import NotificationsConfig
 from registry.config_retention import RetentionConfig
@@ -25,6 +25,7 @@ from registry.storage.s3_settings import MIB, S3_MAX_PART, S3_MIN_PART, S3Driver
 from shared import config as _config
 from shared.ciphersuites import check_names
 from shared.config import VARIANT, ConfigError, InvalidSetting, OneOf, between, meta
+from shared.listener import listen_host_port
 from shared.metrics import metrics_path
 from shared.ratelimit import RateLimitConfig
 from shared.serving import (

@@ -3,16 +3,16 @@
 Kept apart from ``registry.config`` (which imports it into the schema) because it is a
 long list of Distribution's keys with checks of its own. (The S3 driver's keys live beside
 the driver, in ``registry.storage.s3_settings``.) ``listen_host_port``, the Go-style
-address parser, lives here because Redis's ``addr`` and ``http.addr`` both use it.
+address parser both services use, is ``shared.listener``'s.
 """
 
 from __future__ import annotations
 
 import datetime
-import ipaddress
 from dataclasses import dataclass, field
 
 from shared.config import InvalidSetting, between, meta
+from shared.listener import listen_host_port
 
 # --- redis --------------------------------------------------------------------------------
 
@@ -97,23 +97,3 @@ class RedisConfig:
     def address(self) -> str:
         """The server's ``host:port`` ("" when none is configured)."""
         return self.addrs[0] if self.addrs else self.addr
-
-
-def listen_host_port(addr: str) -> tuple[str, int]:
-    """Split a Go-style TCP listen address: ``":5000"`` → ``("", 5000)`` (empty host: every
-    interface, IPv4 and IPv6, as Go listens; asyncio and aiohttp read "" the same way),
-    ``"localhost:5000"``, ``"0.0.0.0:5000"``, ``"[::]:5000"`` → ``("::", 5000)``."""
-    host, sep, port = addr.rpartition(":")
-    if not sep:
-        raise ValueError("expected HOST:PORT, such as :5000 or [::1]:5000")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-        try:
-            ipaddress.IPv6Address(host.split("%")[0])
-        except ValueError:
-            raise ValueError("expected an IPv6 address between the brackets") from None
-    elif ":" in host or "[" in host or "]" in host:
-        raise ValueError("an IPv6 address needs brackets, such as [::1]:5000")
-    if not (port.isascii() and port.isdigit()) or int(port) > 65535:
-        raise ValueError("expected a port number from 0 to 65535")
-    return host, int(port)

@@ -7,11 +7,33 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import ipaddress
 import socket
 from pathlib import Path
 
 # Where Linux keeps the largest backlog listen() honours; a larger value is truncated to it.
 SOMAXCONN_PATH = Path("/proc/sys/net/core/somaxconn")
+
+
+def listen_host_port(addr: str) -> tuple[str, int]:
+    """Split a Go-style TCP address (both services' listen addresses, Redis's, health
+    checks'): ``":5000"`` → ``("", 5000)`` (empty host: every
+        interface, IPv4 and IPv6, as Go listens; asyncio and aiohttp read "" the same way),
+        ``"localhost:5000"``, ``"0.0.0.0:5000"``, ``"[::]:5000"`` → ``("::", 5000)``."""
+    host, sep, port = addr.rpartition(":")
+    if not sep:
+        raise ValueError("expected HOST:PORT, such as :5000 or [::1]:5000")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host.split("%")[0])
+        except ValueError:
+            raise ValueError("expected an IPv6 address between the brackets") from None
+    elif ":" in host or "[" in host or "]" in host:
+        raise ValueError("an IPv6 address needs brackets, such as [::1]:5000")
+    if not (port.isascii() and port.isdigit()) or int(port) > 65535:
+        raise ValueError("expected a port number from 0 to 65535")
+    return host, int(port)
 
 
 class ListenError(Exception):

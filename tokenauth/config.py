@@ -15,6 +15,7 @@ from pathlib import Path
 
 from shared import config as _config
 from shared.config import ConfigError, InvalidSetting, meta
+from shared.listener import listen_host_port
 from shared.metrics import metrics_path
 from shared.ratelimit import RateLimitConfig
 from shared.serving import (
@@ -181,7 +182,8 @@ def load_config(path: str | os.PathLike[str] | None, environ: Mapping[str, str])
 
 def split_address(addr: str) -> tuple[str | None, int]:
     """``host:port``, ``[v6]:port`` or ``:port`` (every interface) → (host, port)."""
-    host, sep, port = addr.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"http.addr: expected host:port or :port, not {addr!r}")
-    return (host.strip("[]") or None), int(port)
+    try:
+        host, port = listen_host_port(addr)
+    except ValueError as error:
+        raise ConfigError(f"http.addr: {error}, not {addr!r}") from None
+    return host or None, port

@@ -12,11 +12,12 @@ import aiohttp
 import yarl
 from redis.exceptions import RedisError
 
-from registry.config_backends import RedisConfig, listen_host_port
+from registry.config_backends import RedisConfig
 from registry.config_health import public_uri
 from registry.health.monitor import CheckFailed
 from registry.storage.errors import DriverError
 from registry.storage.registry import Registry
+from shared.listener import listen_host_port
 
 Check = Callable[[], Awaitable[None]]
 
