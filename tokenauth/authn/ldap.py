@@ -23,6 +23,7 @@ import base64
 import contextlib
 import hashlib
 import logging
+import math
 import queue
 import ssl
 import time
@@ -93,14 +94,7 @@ class LdapAuthenticator:
                 version=ssl.PROTOCOL_TLS_CLIENT,
             )
         self.timeout = config.timeout.total_seconds()
-        self.server = ldap3.Server(
-            host or "localhost",
-            port=port,
-            use_ssl=config.tls == "always",
-            tls=tls,
-            connect_timeout=self.timeout,
-            get_info=ldap3.NONE,
-        )
+        self._host, self._port, self._tls = host or "localhost", port, tls
         self.cache = VerifiedCredentials(cache.ttl, cache.maxentries)
         self._groups: dict[str, tuple[str, ...]] = {}  # of the users the cache holds
         self._pool = ThreadPoolExecutor(config.poolsize, thread_name_prefix="ldap")
@@ -194,22 +188,37 @@ class LdapAuthenticator:
     # -- the worker threads' side ----------------------------------------------------
 
     def _connection(self, user: str | None, password: str | None) -> ldap3.Connection:
+        # A Server object of its own each time: ldap3 remembers an address that failed as
+        # unavailable for a while (and shares that state unlocked), which would keep a
+        # directory that is back unreachable.
+        server = ldap3.Server(
+            self._host,
+            port=self._port,
+            use_ssl=self.config.tls == "always",
+            tls=self._tls,
+            connect_timeout=self.timeout,
+            get_info=ldap3.NONE,
+        )
         connection = ldap3.Connection(
-            self.server,
+            server,
             user=user,
             password=password,
-            receive_timeout=self.timeout,
+            receive_timeout=max(1, math.ceil(self.timeout)),  # ldap3 packs it as an int
             read_only=True,
             raise_exceptions=False,
         )
         try:
-            if not connection.open():
+            connection.open()  # returns nothing: raises, or leaves the connection closed
+            if connection.closed:
                 raise Unreachable(_why(connection))
             if self.config.tls == "starttls" and not connection.start_tls():
                 raise Unreachable(f"StartTLS failed: {_why(connection)}")
         except LDAPException as error:
             _unbind(connection)
             raise Unreachable(_exception_text(error)) from None
+        except Unreachable:
+            _unbind(connection)
+            raise
         return connection
 
     def _service(self) -> ldap3.Connection:
@@ -319,5 +328,13 @@ def _exception_text(error: LDAPException) -> str:
 
 
 def _unbind(connection: ldap3.Connection) -> None:
-    with contextlib.suppress(LDAPException):
+    try:
         connection.unbind()
+    except LDAPException:
+        pass
+    finally:
+        # ldap3 leaves the socket of a failed connect (or of a failed unbind) open.
+        sock = getattr(connection, "socket", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.close()

@@ -1,0 +1,190 @@
+"""The LDAP authenticator against a real slapd: logins, groups in the ACL, a disabled
+user, a changed password and the credential memory, refresh tokens, and the directory
+going away (503 and an audit line, never "wrong password")."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.slapd import READER_PASSWORD, Slapd
+from tests.tokenauth.conftest import (
+    CONFIG,
+    SERVICE,
+    ClientFactory,
+    Setup,
+    TokenClient,
+    fetch_token,
+    granted,
+)
+
+GROUP_ACL = """\
+acl:
+  - match: {group: developers, name: "dev/*"}
+    actions: [pull, push]
+    comment: developers push dev/*
+  - match: {group: "/.+/", name: "teams/${group}/*"}
+    actions: [pull, push]
+    comment: each group owns its team namespace
+  - match: {account: "/.+/", name: "${account}/*"}
+    actions: ["*"]
+    comment: each user owns their namespace
+"""
+
+
+@pytest.fixture
+def slapd(tmp_path: Path) -> Iterator[Slapd]:
+    server = Slapd(tmp_path / "slapd")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def use_ldap(setup: Setup, slapd: Slapd, *, ttl: str = "60s", **extra: str) -> None:
+    (setup.directory / "reader-bind.txt").write_text(READER_PASSWORD + "\n")
+    setup.acl_file.write_text(GROUP_ACL)
+    setup.config.write_text(
+        CONFIG + slapd.config_yaml(**extra) + f"authn: [users, ldap]\ncredentialcache:\n"
+        f"  ttl: {ttl}\n"
+    )
+
+
+async def post(client: TokenClient, **form: str) -> tuple[int, dict[str, Any]]:
+    fields = {"service": SERVICE, "client_id": "test", **form}
+    async with client.post("/auth", data=fields) as response:
+        return response.status, await response.json()
+
+
+def audit_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+    return [json.loads(r.getMessage()) for r in caplog.records if r.name == "tokenauth.audit"]
+
+
+async def test_directory_users_get_rights_by_group(
+    make_client: ClientFactory, setup: Setup, slapd: Slapd
+) -> None:
+    use_ldap(setup, slapd)
+    client = await make_client()
+    scopes = [
+        "repository:dev/app:push,pull",
+        "repository:teams/ops/x:push",
+        "repository:teams/developers/y:pull",
+        "repository:teams/other/z:pull",
+        "repository:lena/own:delete",
+    ]
+    status, body, _ = await fetch_token(client, *scopes, auth=("lena", "lena-ldap"))
+    assert status == 200, body
+    assert granted(setup, body) == {
+        "repository:dev/app": ("pull", "push"),
+        "repository:teams/ops/x": ("push",),
+        "repository:teams/developers/y": ("pull",),
+        "repository:lena/own": ("delete",),
+    }
+    # carol is in no group: only her own namespace.
+    status, body, _ = await fetch_token(client, *scopes, auth=("carol", "carol-ldap"))
+    assert status == 200 and granted(setup, body) == {}
+    # The htpasswd users are still asked first and still work.
+    status, body, _ = await fetch_token(
+        client, "repository:alice/a:pull", auth=("alice", "alice-pw")
+    )
+    assert status == 200 and granted(setup, body) == {"repository:alice/a": ("pull",)}
+
+
+async def test_wrong_password_disabled_user_and_empty_password_are_refused(
+    make_client: ClientFactory, setup: Setup, slapd: Slapd
+) -> None:
+    use_ldap(setup, slapd)
+    client = await make_client()
+    for user, password in [("lena", "wrong"), ("dave", "dave-ldap"), ("lena", ""), ("nobody", "x")]:
+        status, body, headers = await fetch_token(client, auth=(user, password))
+        assert status == 401, (user, body)
+        assert body["errors"][0]["code"] == "UNAUTHORIZED"
+        assert headers["WWW-Authenticate"].startswith("Basic ")
+
+
+async def test_a_changed_password_is_noticed_within_the_cache_ttl(
+    make_client: ClientFactory, setup: Setup, slapd: Slapd
+) -> None:
+    use_ldap(setup, slapd, ttl="2s")
+    client = await make_client()
+    assert (await fetch_token(client, auth=("erin", "erin-ldap")))[0] == 200
+    slapd.set_password("erin", "erin-new")
+    # The new password works at once; the old one, remembered, at most ttl longer.
+    assert (await fetch_token(client, auth=("erin", "erin-new")))[0] == 200
+    await asyncio.sleep(2.5)
+    assert (await fetch_token(client, auth=("erin", "erin-ldap")))[0] == 401
+    assert (await fetch_token(client, auth=("erin", "erin-new")))[0] == 200
+
+
+async def test_refresh_tokens_end_when_the_user_is_disabled(
+    make_client: ClientFactory, setup: Setup, slapd: Slapd
+) -> None:
+    use_ldap(setup, slapd)
+    client = await make_client()
+    status, body = await post(
+        client, grant_type="password", username="erin", password="erin-ldap", access_type="offline"
+    )
+    assert status == 200 and body["refresh_token"]
+    refresh = body["refresh_token"]
+    scope = "repository:teams/developers/app:pull"
+    status, body = await post(
+        client, grant_type="refresh_token", refresh_token=refresh, scope=scope
+    )
+    assert status == 200 and body["scope"] == scope  # the groups are read again
+    slapd.disable("erin")
+    status, body = await post(client, grant_type="refresh_token", refresh_token=refresh)
+    assert status == 401 and body["error"] == "invalid_grant"
+
+
+async def test_directory_down_is_503_with_an_audit_line_never_a_wrong_password(
+    make_client: ClientFactory,
+    setup: Setup,
+    slapd: Slapd,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    use_ldap(setup, slapd, ttl="0s")
+    client = await make_client()
+    assert (await fetch_token(client, auth=("lena", "lena-ldap")))[0] == 200
+    slapd.stop()
+    with caplog.at_level(logging.INFO):
+        for password in ("lena-ldap", "wrong"):
+            status, body, headers = await fetch_token(client, auth=("lena", password))
+            assert status == 503, body
+            assert body["errors"][0]["code"] == "UNAVAILABLE"
+            assert "Retry-After" in headers and "WWW-Authenticate" not in headers
+    line = audit_lines(caplog)[-1]
+    assert line["outcome"] == "unavailable" and line["account"] == "lena"
+    assert "LDAP" in line["reason"]
+    assert "lena-ldap" not in caplog.text and READER_PASSWORD not in caplog.text
+    async with client.get("/health") as response:
+        health = await response.json()
+        assert response.status == 503 and health["ldap"][0]["state"] == "unavailable"
+    # htpasswd users, asked first, are not held up by the directory.
+    assert (await fetch_token(client, auth=("alice", "alice-pw")))[0] == 200
+    slapd.start()  # same port, same database
+    assert (await fetch_token(client, auth=("lena", "lena-ldap")))[0] == 200
+    async with client.get("/health") as response:
+        assert response.status == 200 and (await response.json())["ldap"][0]["state"] == "ok"
+
+
+async def test_groups_from_a_group_search(
+    make_client: ClientFactory, setup: Setup, slapd: Slapd
+) -> None:
+    use_ldap(
+        setup,
+        slapd,
+        groupbase="ou=groups,dc=example,dc=test",
+        groupfilter='"(member=${dn})"',
+    )
+    client = await make_client()
+    status, body, _ = await fetch_token(
+        client, "repository:teams/ops/x:pull", auth=("lena", "lena-ldap")
+    )
+    assert status == 200 and granted(setup, body) == {"repository:teams/ops/x": ("pull",)}
