@@ -188,3 +188,16 @@ async def test_groups_from_a_group_search(
         client, "repository:teams/ops/x:pull", auth=("lena", "lena-ldap")
     )
     assert status == 200 and granted(setup, body) == {"repository:teams/ops/x": ("pull",)}
+
+
+async def test_a_burst_of_the_same_login_shares_one_check(
+    make_client: ClientFactory, setup: Setup, slapd: Slapd
+) -> None:
+    # A push asks for many tokens at once: more than the account's failure budget (5)
+    # of concurrent first logins must not be throttled (each would take a place).
+    use_ldap(setup, slapd)
+    client = await make_client()
+    results = await asyncio.gather(
+        *(fetch_token(client, auth=("lena", "lena-ldap")) for _ in range(12))
+    )
+    assert [status for status, _, _ in results] == [200] * 12

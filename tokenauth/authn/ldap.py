@@ -97,6 +97,7 @@ class LdapAuthenticator:
         self._host, self._port, self._tls = host or "localhost", port, tls
         self.cache = VerifiedCredentials(cache.ttl, cache.maxentries)
         self._groups: dict[str, tuple[str, ...]] = {}  # of the users the cache holds
+        self._inflight: dict[bytes, asyncio.Future[Identity | Outcome]] = {}
         self._pool = ThreadPoolExecutor(config.poolsize, thread_name_prefix="ldap")
         self._idle: queue.SimpleQueue[ldap3.Connection] = queue.SimpleQueue()
         self.error: str | None = None  # of the last operation; None once one worked
@@ -116,6 +117,23 @@ class LdapAuthenticator:
         mac = self.cache.mac(user, password)
         if (user, mac) in self.cache and user in self._groups:
             return Identity(user, self._groups[user], authenticator=self.name)
+        # Concurrent logins with the same credentials (a push asks for many tokens at
+        # once) share one directory check, and so one place in the failure buckets.
+        task = self._inflight.get(mac)
+        if task is None:
+            task = asyncio.ensure_future(self._check(user, password, mac, admission))
+            self._inflight[mac] = task
+            task.add_done_callback(lambda done: self._checked(mac, done))
+        return await asyncio.shield(task)  # a client hanging up leaves it to the others
+
+    def _checked(self, mac: bytes, task: asyncio.Future[Identity | Outcome]) -> None:
+        self._inflight.pop(mac, None)
+        if not task.cancelled():
+            task.exception()  # retrieved even if every waiter has gone
+
+    async def _check(
+        self, user: str, password: str, mac: bytes, admission: Admission
+    ) -> Identity | Outcome:
         started = time.monotonic()
         found = await self._call(self._lookup, user)
         if found is None:
