@@ -192,7 +192,7 @@ class ExternalConfig:
             raise InvalidSetting("command", "must be set")
 
 
-AUTHENTICATORS = ("users", "ldap", "extauth")  # the default order of the chain
+AUTHENTICATORS = ("robots", "users", "ldap", "extauth")  # the default order of the chain
 AUTHORIZERS = ("acl", "extauthz")
 
 
@@ -205,6 +205,7 @@ class TokenAuthConfig:
     ldap: LdapConfig | None = None
     extauth: ExternalConfig | None = None
     extauthz: ExternalConfig | None = None
+    robots: str = ""  # the robot accounts file (tokenauth robot create writes it)
     # The order of the chains; empty: every configured one, in AUTHENTICATORS/AUTHORIZERS order.
     authn: list[str] = field(default_factory=list)
     authz: list[str] = field(default_factory=list)
@@ -248,6 +249,7 @@ def load_config(path: str | os.PathLike[str] | None, environ: Mapping[str, str])
         token=token,
         users=[resolve(p) for p in config.users],
         acl=resolve(config.acl),
+        robots=resolve(config.robots),
         ldap=ldap,
     )
     _check_chains(config)

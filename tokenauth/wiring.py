@@ -17,10 +17,12 @@ from tokenauth.authn.chain import AuthenticatorChain
 from tokenauth.authn.external import ExternalAuthenticator
 from tokenauth.authn.htpasswd import HtpasswdUsers
 from tokenauth.authn.ldap import LdapAuthenticator, LdapSetupError
+from tokenauth.authn.robots import RobotAccounts
 from tokenauth.authz import AclAuthorizer, Authorizer, AuthorizerChain
 from tokenauth.authz_external import ExternalAuthorizer
 from tokenauth.config import TokenAuthConfig, authenticator_order, authorizer_order
 from tokenauth.metrics import TokenAuthMetrics
+from tokenauth.robots import RobotError
 
 
 def _users(config: TokenAuthConfig, metrics: TokenAuthMetrics | None) -> Authenticator:
@@ -58,10 +60,18 @@ def _extauth(config: TokenAuthConfig, metrics: TokenAuthMetrics | None) -> Authe
     return external
 
 
+def _robots(config: TokenAuthConfig, metrics: TokenAuthMetrics | None) -> Authenticator:
+    try:
+        return RobotAccounts(config.robots)
+    except RobotError as error:
+        raise ConfigError(f"robots: {error}") from None
+
+
 _AUTHENTICATORS: dict[str, Callable[[TokenAuthConfig, TokenAuthMetrics | None], Authenticator]] = {
     "users": _users,
     "ldap": _ldap,
     "extauth": _extauth,
+    "robots": _robots,
 }
 
 
