@@ -78,8 +78,10 @@ class Slapd(Service):
 
     name = "slapd"
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, tls: tuple[Path, Path, Path] | None = None) -> None:
+        """``tls``: CA bundle, certificate and key files: StartTLS is then offered."""
         super().__init__(workdir)
+        self.tls = tls
         self.binary = require_tool("slapd", "slapd")
         require_tool("ldapadd", "ldap-utils")
         self.seeded = False
@@ -87,8 +89,16 @@ class Slapd(Service):
     def command(self) -> list[str]:
         config = self.workdir / "slapd.conf"
         (self.workdir / "db").mkdir(parents=True, exist_ok=True)
+        tls = ""
+        if self.tls is not None:
+            ca, certificate, key = self.tls
+            tls = (
+                f"TLSCACertificateFile {ca}\nTLSCertificateFile {certificate}\n"
+                f"TLSCertificateKeyFile {key}\n"
+            )
         config.write_text(
-            _CONFIG.format(
+            tls
+            + _CONFIG.format(
                 directory=self.workdir,
                 suffix=SUFFIX,
                 root=ROOT_DN,

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.deploy.pki import issue, key_pem, pem
 from tests.support.slapd import READER_PASSWORD, Slapd
 from tests.tokenauth.conftest import (
     CONFIG,
@@ -23,6 +24,7 @@ from tests.tokenauth.conftest import (
     fetch_token,
     granted,
 )
+from tests.tokenauth.test_metrics import ON, AppClient, _scraper
 
 GROUP_ACL = """\
 acl:
@@ -201,3 +203,61 @@ async def test_a_burst_of_the_same_login_shares_one_check(
         *(fetch_token(client, auth=("lena", "lena-ldap")) for _ in range(12))
     )
     assert [status for status, _, _ in results] == [200] * 12
+
+
+def write_pki(directory: Path) -> tuple[Path, Path, Path, Path]:
+    """A CA and a certificate for 127.0.0.1 it issued, and another CA: their files."""
+    directory.mkdir()
+    root = issue("ldap test CA", None, ca=True)
+    leaf = issue("127.0.0.1", root, ca=False, server=True)
+    stranger = issue("another CA", None, ca=True)
+    paths = [directory / n for n in ("ca.pem", "leaf.pem", "leaf.key", "other-ca.pem")]
+    for path, data in zip(
+        paths,
+        [
+            pem(root.certificate),
+            pem(leaf.certificate),
+            key_pem(leaf.key),
+            pem(stranger.certificate),
+        ],
+        strict=True,
+    ):
+        path.write_bytes(data)
+    return paths[0], paths[1], paths[2], paths[3]
+
+
+async def test_starttls_verifies_the_directory_against_the_configured_ca(
+    make_client: ClientFactory, setup: Setup, tmp_path: Path
+) -> None:
+    ca, certificate, key, other_ca = write_pki(tmp_path / "pki")
+    server = Slapd(tmp_path / "slapd-tls", tls=(ca, certificate, key))
+    server.start()
+    try:
+        use_ldap(setup, server, tls="starttls", cacertificate=str(ca))
+        client = await make_client()
+        assert (await fetch_token(client, auth=("lena", "lena-ldap")))[0] == 200
+        # A directory whose certificate the configured CA did not issue is unreachable,
+        # not a wrong password.
+        use_ldap(setup, server, tls="starttls", cacertificate=str(other_ca))
+        client = await make_client()
+        status, body, _ = await fetch_token(client, auth=("lena", "lena-ldap"))
+        assert status == 503 and body["errors"][0]["code"] == "UNAVAILABLE"
+    finally:
+        server.stop()
+
+
+async def test_directory_checks_are_counted_by_authenticator(
+    make_client: ClientFactory, setup: Setup, slapd: Slapd, aiohttp_client: AppClient
+) -> None:
+    use_ldap(setup, slapd)
+    client = await make_client(ON)
+    scrape = await _scraper(aiohttp_client, client)
+    assert (await fetch_token(client, auth=("lena", "lena-ldap")))[0] == 200
+    assert (await fetch_token(client, auth=("lena", "lena-ldap")))[0] == 200  # remembered
+    assert (await fetch_token(client, auth=("lena", "wrong")))[0] == 401
+    scraped = await scrape()
+    checks = "tokenauth_authenticator_check_seconds_count"
+    assert scraped.value(checks, authenticator="ldap", result="match") == 1
+    assert scraped.value(checks, authenticator="ldap", result="mismatch") == 1
+    # No bcrypt for directory users: the users files say "not mine" without a check.
+    assert scraped.value("tokenauth_bcrypt_check_seconds_count") == 0

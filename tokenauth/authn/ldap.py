@@ -86,13 +86,13 @@ class LdapAuthenticator:
                 raise LdapSetupError(f"bindpasswordfile: {error.strerror}") from None
         tls = None
         if config.tls != "none":
-            if config.cacertificate and not Path(config.cacertificate).is_file():
-                raise LdapSetupError("cacertificate: no such file")
-            tls = ldap3.Tls(
-                validate=ssl.CERT_NONE if config.insecuretlsskipverify else ssl.CERT_REQUIRED,
-                ca_certs_file=config.cacertificate or None,
-                version=ssl.PROTOCOL_TLS_CLIENT,
-            )
+            try:
+                context = ssl.create_default_context(cafile=config.cacertificate or None)
+            except (OSError, ssl.SSLError) as error:
+                raise LdapSetupError(f"cacertificate: {error}") from None
+            if config.insecuretlsskipverify:
+                context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+            tls = _ContextTls(context)
         self.timeout = config.timeout.total_seconds()
         self._host, self._port, self._tls = host or "localhost", port, tls
         self.cache = VerifiedCredentials(cache.ttl, cache.maxentries)
@@ -326,6 +326,25 @@ class LdapAuthenticator:
             raise Unreachable(_exception_text(error)) from None
         finally:
             _unbind(connection)
+
+
+class _ContextTls(ldap3.Tls):
+    """ldap3's TLS settings, wrapping sockets with an ``ssl`` context that checks the
+    certificate and the host name during the handshake. ldap3 checks the name afterwards
+    with ``ssl.match_hostname``, deprecated since Python 3.7 (removed in 3.12), and leaves
+    the wrapped socket open when that check fails."""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        super().__init__(validate=context.verify_mode)
+        self.context = context
+
+    def wrap_socket(self, connection: ldap3.Connection, do_handshake: bool = False) -> None:
+        connection.socket = self.context.wrap_socket(
+            connection.socket,
+            server_side=False,
+            do_handshake_on_connect=do_handshake,
+            server_hostname=connection.server.host,
+        )
 
 
 def _rdn_value(dn: str) -> str:
