@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from shared.htpasswd import format_htpasswd_line
 from tests.deploy.pki import issue, key_pem, pem
 from tests.support.slapd import READER_PASSWORD, Slapd
 from tests.tokenauth.conftest import (
@@ -261,3 +263,23 @@ async def test_directory_checks_are_counted_by_authenticator(
     assert scraped.value(checks, authenticator="ldap", result="mismatch") == 1
     # No bcrypt for directory users: the users files say "not mine" without a check.
     assert scraped.value("tokenauth_bcrypt_check_seconds_count") == 0
+
+
+async def test_a_wrong_directory_password_takes_as_long_as_an_unknown_user(
+    make_client: ClientFactory, setup: Setup, slapd: Slapd
+) -> None:
+    # With a costly hash in the users file, an unknown user's refusal costs a bcrypt check
+    # (a dummy one); a directory user's wrong password must not answer faster, or timing
+    # would tell which names the directory has.
+    use_ldap(setup, slapd)
+    setup.users_file.write_text(format_htpasswd_line("admin", "admin-pw", cost=11) + "\n")
+    client = await make_client()
+
+    async def refusal(user: str) -> float:
+        started = time.monotonic()
+        assert (await fetch_token(client, auth=(user, "wrong")))[0] == 401
+        return time.monotonic() - started
+
+    unknown = min([await refusal(f"nobody{i}") for i in range(3)])
+    directory = min([await refusal("lena") for _ in range(3)])
+    assert directory >= 0.5 * unknown, (directory, unknown)

@@ -3,14 +3,17 @@
 The first one that knows the user decides (yes with an identity, or no); one that does not
 know the user says "not mine" and the next is asked. When none knows the user the login
 is refused like a wrong password: a place in the failure buckets, and the htpasswd
-files' dummy check and padding when they are configured, so timing does not tell
-whether the user exists anywhere. The deciding authenticator is written into the
+files' dummy check and padding when they are configured; another member's "no" is padded
+to the same time, so timing does not tell whether the user exists anywhere (without
+htpasswd files in the chain there is nothing to pad to, and a directory's "no" takes a
+bind longer than its "not mine"). The deciding authenticator is written into the
 request's audit record here, where the decision is made.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,6 +32,7 @@ class AuthenticatorChain:
 
     async def login(self, user: str, password: str, admission: Admission) -> Identity | None:
         """The identity ``password`` proves, or None (wrong password, unknown user)."""
+        started = time.monotonic()
         admission.check()
         record = audit.current()
         for member in self.members:
@@ -38,9 +42,17 @@ class AuthenticatorChain:
                 return result
             if result is DENIED:
                 record.authenticator = member.name
+                if not isinstance(member, HtpasswdUsers):  # its own refusals are padded
+                    await self._pad(started)
                 return None
         await self._refuse_unknown(user, password, admission)
         return None
+
+    async def _pad(self, started: float) -> None:
+        for member in self.members:
+            if isinstance(member, HtpasswdUsers):
+                await member.pad(started)
+                return
 
     async def _refuse_unknown(self, user: str, password: str, admission: Admission) -> None:
         for member in self.members:

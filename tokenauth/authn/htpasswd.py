@@ -9,6 +9,8 @@ user after the same dummy check and padding as a wrong password when nobody clai
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 from shared.credentials import HtpasswdAuthenticator
@@ -41,6 +43,14 @@ class HtpasswdUsers:
         """Spend on an unknown user what a wrong password costs (a dummy bcrypt check at the
         highest cost, a place in the failure buckets, padding): the refusal looks the same."""
         await self.users.authenticate(user, password, admission)
+
+    async def pad(self, started: float) -> None:
+        """Wait until a refusal that began at ``started`` (monotonic) has taken as long as
+        a bcrypt check at the highest cost present: another authenticator's refusal then
+        looks like an unknown user's."""
+        await self.users.calibrate()
+        elapsed = time.monotonic() - started
+        await asyncio.sleep(self.users.timer.padding(self.users.max_cost, elapsed))
 
     async def standing(self, account: str) -> Standing | None:
         credential = self.users.credential_id(account)  # a digest of the salted hash
