@@ -110,7 +110,11 @@ class Slapd(Service):
     def start(self) -> None:
         super().start()
         if not self.seeded:  # a restart keeps its database
-            self.ldap("ldapadd", _seed())
+            try:
+                self.ldap("ldapadd", _seed())
+            except BaseException:
+                self.stop()  # never leave a server behind a failed start
+                raise
             self.seeded = True
 
     @property
