@@ -1,4 +1,4 @@
-"""The ``tokenauth`` command: ``serve CONFIG``, ``check CONFIG`` and ``keygen``."""
+"""The ``tokenauth`` command: ``serve CONFIG``, ``check CONFIG``, ``keygen`` and ``robot``."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from shared.listener import ListenError, bind_sockets
 from shared.serving import ConnectionTimeouts, serving
 from shared.tls import TLSSetupError, server_context
 from shared.token import PublicKey, libtrust_key_id, thumbprint
+from tokenauth import robot_command
 from tokenauth.app import create_app, create_debug_app
 from tokenauth.config import TokenAuthConfig, load_config, split_address
 from tokenauth.errors import INVALID_REQUEST
@@ -45,9 +46,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     keygen.add_argument("--common-name", default="portside tokenauth")
     keygen.add_argument("--days", type=int, default=3650)
     keygen.add_argument("--force", action="store_true", help="replace existing files")
+    robot_command.add_parser(commands)
     args = parser.parse_args(argv)
     if args.command == "keygen":
         return _keygen(args)
+    if args.command == "robot":
+        return robot_command.run(args)
     try:
         config = load_config(args.config, os.environ)
         logging.basicConfig(

@@ -2,12 +2,18 @@
 
 For each requested scope the first rule whose ``match`` fits decides; no matching rule means
 nothing is granted. ``actions: ["*"]`` grants everything requested, ``actions: []`` grants
-nothing (and stops the search). A match field (``account``, ``name``, ``type``, ``service``)
-is a glob (``*`` any characters, ``?`` one) or a ``/regex/`` that must match the whole
-value, or a list of those (any may match); ``ip`` is a CIDR or a list of them. Patterns may
-use ``${account}``, ``${name}``, ``${service}``, ``${type}`` and the named groups of other
-fields' regexes (``(?P<team>...)`` → ``${team}``); a substituted value always matches
-literally, and an empty one (the anonymous account ``""``) makes the rule not match.
+nothing (and stops the search). A match field (``account``, ``group``, ``name``, ``type``,
+``service``) is a glob (``*`` any characters, ``?`` one) or a ``/regex/`` that must match
+the whole value, or a list of those (any may match); ``ip`` is a CIDR or a list of them.
+Patterns may use ``${account}``, ``${group}``, ``${name}``, ``${service}``, ``${type}`` and
+the named groups of other fields' regexes (``(?P<team>...)`` → ``${team}``); a
+substituted value always matches literally, and an empty one (the anonymous account
+``""``) makes the rule not match.
+
+``group`` is matched against each of the identity's groups (from LDAP, an external
+program): a rule that names ``group`` or ``${group}`` matches if it matches for one of them,
+and never for an identity without groups. :class:`AclFile` is the ACL file as an
+``Authorizer`` (``tokenauth.authz``).
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from shared.scope import ALL_ACTIONS, Scope
 
 log = logging.getLogger(__name__)
 
-FIELDS = ("type", "service", "account", "name")  # evaluation order among ready fields
+FIELDS = ("type", "service", "account", "group", "name")  # evaluation order among ready fields
 BUILTINS = frozenset(FIELDS)
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _ACTION = re.compile(r"[a-z]+\Z")
@@ -104,6 +110,22 @@ class Rule:
     networks: tuple[IPNetwork, ...] | None
     actions: frozenset[str]
 
+    @property
+    def uses_group(self) -> bool:
+        return any(
+            name == "group" or any("group" in p.placeholders for p in patterns)
+            for name, patterns in self.matchers
+        )
+
+    def matches_any_group(
+        self, values: dict[str, str], ip: IPAddress | None, groups: Sequence[str]
+    ) -> bool:
+        """Whether the rule matches the request for one of ``groups`` (or, if it does not
+        look at groups, for the request as it is)."""
+        if not self.uses_group:
+            return self.matches(values, ip)
+        return any(self.matches({**values, "group": group}, ip) for group in groups)
+
     def matches(self, values: dict[str, str], ip: IPAddress | None) -> bool:
         if self.networks is not None and (ip is None or not any(ip in n for n in self.networks)):
             return False
@@ -136,10 +158,17 @@ class Acl:
     def __init__(self, rules: Sequence[Rule] = ()) -> None:
         self.rules = tuple(rules)
 
-    def decide(self, account: str, service: str, ip: IPAddress | None, scope: Scope) -> Decision:
+    def decide(
+        self,
+        account: str,
+        service: str,
+        ip: IPAddress | None,
+        scope: Scope,
+        groups: Sequence[str] = (),
+    ) -> Decision:
         values = {"account": account, "service": service, "type": scope.type, "name": scope.name}
         for rule in self.rules:
-            if rule.matches(values, ip):
+            if rule.matches_any_group(values, ip, groups):
                 return Decision(scope.intersect(rule.actions), rule)
         return Decision(scope.intersect(()), None)
 

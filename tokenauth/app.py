@@ -1,7 +1,8 @@
 """``create_app(config)``: the tokenauth aiohttp application, its state and routes.
 
-Everything the configuration names (signing key, users files, ACL) is loaded here, so a
-broken file stops the service before it listens, with a message naming the key or rule.
+Everything the configuration names (signing key, authenticators, authorizers) is loaded
+here (``tokenauth.wiring``), so a broken file stops the service before it listens, with a
+message naming the key or rule.
 """
 
 from __future__ import annotations
@@ -10,11 +11,8 @@ import asyncio
 
 from aiohttp import web
 
-from shared.config import ConfigError
-from shared.credentials import HtpasswdAuthenticator
 from shared.metrics import exposition
-from tokenauth import handlers
-from tokenauth.acl import AclError, AclFile
+from tokenauth import handlers, wiring
 from tokenauth.config import TokenAuthConfig
 from tokenauth.errors import error_middleware
 from tokenauth.health import ServiceHealth
@@ -30,32 +28,18 @@ HEALTH_PATH = "/health"
 
 def create_app(config: TokenAuthConfig) -> web.Application:
     signer = load_signer(config.token)
-    try:
-        authenticator = HtpasswdAuthenticator(
-            config.users,
-            cache_ttl=config.credentialcache.ttl,
-            cache_entries=config.credentialcache.maxentries,
-            concurrent_checks=config.ratelimit.concurrentchecks,
-        )
-    except OSError as error:
-        raise ConfigError(f"users: {error}") from None
-    try:
-        acl = AclFile(config.acl) if config.acl else None
-    except (OSError, AclError) as error:
-        raise ConfigError(f"acl: {error}") from None
+    metrics = TokenAuthMetrics() if config.http.debug.prometheus.enabled else None
+    authenticators = wiring.authenticators(config, metrics)
+    authorizers = wiring.authorizers(config, metrics)
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY)
     app[CONFIG] = config
-    app[ISSUER] = TokenIssuer(config, signer, authenticator, acl)
-    app[HEALTH] = ServiceHealth(signer, authenticator, acl)
-    if config.http.debug.prometheus.enabled:
-        metrics = app[METRICS] = TokenAuthMetrics()
-        authenticator.on_check = metrics.bcrypt_checked
-        authenticator.on_reload = metrics.users_reloaded
-        if acl is not None:
-            acl.on_reload = metrics.acl_reloaded
+    app[ISSUER] = TokenIssuer(config, signer, authenticators, authorizers)
+    app[HEALTH] = ServiceHealth(signer, authenticators.health, authorizers.health)
+    if metrics is not None:
+        app[METRICS] = metrics
     # Before serving, so that even the first refusal is padded to a measured check time.
-    app.on_startup.append(lambda _: authenticator.calibrate())
-    app.on_cleanup.append(lambda _: asyncio.to_thread(authenticator.close))
+    app.on_startup.append(lambda _: authenticators.calibrate())
+    app.on_cleanup.append(lambda _: asyncio.to_thread(authenticators.close))
     app.router.add_routes(
         [
             web.get(config.http.path, handlers.get_token, allow_head=False),

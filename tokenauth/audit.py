@@ -3,13 +3,20 @@
 A line names who (account, client address, client id), what for (service, requested and
 granted scopes) and the outcome; it never holds a password, an Authorization header or a
 token (only the token's ``jti``, to correlate with a registry's logs).
+
+A handler opens the request's record with :func:`begin`; whatever decides something (the
+issuer, an authenticator, an authorizer) writes it into :func:`current` where it decides,
+rather than having the record handed down through every call. aiohttp serves each request
+in a task of its own, and a context variable is per task, so records never mix.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import Any
 
 from shared.scope import Scope
 
@@ -34,11 +41,13 @@ class AuditRecord:
     requested: list[Scope] = field(default_factory=list)
     granted: list[Scope] = field(default_factory=list)
     rules: list[int | None] = field(default_factory=list)
+    authorizers: list[str | None] = field(default_factory=list)  # which decided each scope
+    authenticator: str = ""  # which user store decided the login
     jti: str = ""
 
     def write(self, outcome: str, reason: str = "") -> None:
         """Write one audit line (JSON, so that user-supplied text cannot forge lines)."""
-        line = {
+        line: dict[str, Any] = {
             "event": "token",
             "outcome": outcome,
             "grant": self.grant,
@@ -50,8 +59,28 @@ class AuditRecord:
             "granted": [str(s) for s in self.granted if s.actions],
             "rules": self.rules,
         }
+        if self.authenticator:
+            line["authenticator"] = self.authenticator
+        if any(name not in (None, "acl") for name in self.authorizers):
+            line["authorizers"] = self.authorizers
         if reason:
             line["reason"] = reason
         if self.jti:
             line["jti"] = self.jti
         audit_log.info("%s", json.dumps(line, ensure_ascii=False))
+
+
+_current: ContextVar[AuditRecord | None] = ContextVar("tokenauth_audit", default=None)
+
+
+def begin(grant: str, ip: str | None, client_id: str | None = None) -> AuditRecord:
+    """Open the record of the request being served (the current task's)."""
+    record = AuditRecord(grant=grant, ip=ip, client_id=client_id)
+    _current.set(record)
+    return record
+
+
+def current() -> AuditRecord:
+    """The record of the request being served; outside one, a record nobody writes."""
+    record = _current.get()
+    return record if record is not None else AuditRecord(grant="none", ip=None)

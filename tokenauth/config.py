@@ -138,12 +138,78 @@ class CredentialCacheConfig:
     maxentries: int = field(default=10_000, metadata=meta(check=_positive))
 
 
+def _tls_mode(value: str) -> str:
+    if value not in ("none", "starttls", "always"):
+        raise ValueError("expected none, starttls or always")
+    return value
+
+
+@dataclass(frozen=True)
+class LdapConfig:
+    """An LDAP directory as an authenticator (docker_auth's ``ldap_auth``, keys without
+    underscores): bind as the service account, find the user with ``filter``, bind as the
+    user to check the password, read the groups."""
+
+    addr: str = ""  # host:port
+    tls: str = field(default="none", metadata=meta(check=_tls_mode))
+    cacertificate: str = ""  # PEM CA bundle for always/starttls; empty: the system's
+    insecuretlsskipverify: bool = False
+    binddn: str = ""  # the service account; empty: anonymous search
+    bindpasswordfile: str = ""  # its password, in a file (never in the config itself)
+    base: str = ""
+    filter: str = "(uid=${account})"  # ${account} is escaped (RFC 4515) before use
+    groupattribute: str = "memberOf"  # on the user entry, DN values: the RDN is the name
+    groupbase: str = ""  # set with groupfilter to search groups instead of memberOf
+    groupfilter: str = ""  # e.g. (member=${dn}) or (memberUid=${account})
+    groupnameattribute: str = "cn"
+    timeout: timedelta = field(default=timedelta(seconds=5), metadata=meta(check=positive_duration))
+    poolsize: int = field(default=4, metadata=meta(check=_positive))
+
+    def __post_init__(self) -> None:
+        if not self.addr:
+            raise InvalidSetting("addr", "must be set (host:port)")
+        if not self.base:
+            raise InvalidSetting("base", "must be set")
+        if "${account}" not in self.filter:
+            raise InvalidSetting("filter", "must contain ${account}")
+        if bool(self.groupbase) != bool(self.groupfilter):
+            raise InvalidSetting("groupfilter", "groupbase and groupfilter go together")
+        if bool(self.binddn) != bool(self.bindpasswordfile):
+            raise InvalidSetting("bindpasswordfile", "binddn and bindpasswordfile go together")
+
+
+@dataclass(frozen=True)
+class ExternalConfig:
+    """A program asked on each login (``extauth``) or scope (``extauthz``), docker_auth's
+    ``ext_auth``/``ext_authz`` contract (docs/tokenauth.md)."""
+
+    command: str = ""
+    args: list[str] = field(default_factory=list)
+    timeout: timedelta = field(default=timedelta(seconds=5), metadata=meta(check=positive_duration))
+    concurrency: int = field(default=4, metadata=meta(check=_positive))
+
+    def __post_init__(self) -> None:
+        if not self.command:
+            raise InvalidSetting("command", "must be set")
+
+
+AUTHENTICATORS = ("robots", "users", "ldap", "extauth")  # the default order of the chain
+AUTHORIZERS = ("acl", "extauthz")
+
+
 @dataclass(frozen=True)
 class TokenAuthConfig:
     http: HTTPConfig = field(default_factory=HTTPConfig)
     token: TokenConfig = field(default_factory=TokenConfig)
     users: list[str] = field(default_factory=list)  # htpasswd files, searched in order
     acl: str = ""  # the ACL file; none: every token carries no access
+    ldap: LdapConfig | None = None
+    extauth: ExternalConfig | None = None
+    extauthz: ExternalConfig | None = None
+    robots: str = ""  # the robot accounts file (tokenauth robot create writes it)
+    # The order of the chains; empty: every configured one, in AUTHENTICATORS/AUTHORIZERS order.
+    authn: list[str] = field(default_factory=list)
+    authz: list[str] = field(default_factory=list)
     ratelimit: RateLimitConfig = field(default_factory=RateLimitConfig)
     credentialcache: CredentialCacheConfig = field(default_factory=CredentialCacheConfig)
     loglevel: str = field(default="info", metadata=meta(check=_loglevel))
@@ -171,13 +237,55 @@ def load_config(path: str | os.PathLike[str] | None, environ: Mapping[str, str])
     token = dataclasses.replace(
         token, key=resolve(token.key), certificate=resolve(token.certificate)
     )
-    return dataclasses.replace(
+    ldap = config.ldap
+    if ldap is not None:
+        ldap = dataclasses.replace(
+            ldap,
+            cacertificate=resolve(ldap.cacertificate),
+            bindpasswordfile=resolve(ldap.bindpasswordfile),
+        )
+    config = dataclasses.replace(
         config,
         http=dataclasses.replace(config.http, tls=tls),
         token=token,
         users=[resolve(p) for p in config.users],
         acl=resolve(config.acl),
+        robots=resolve(config.robots),
+        ldap=ldap,
     )
+    _check_chains(config)
+    return config
+
+
+def configured(config: TokenAuthConfig, name: str) -> bool:
+    """Whether the authenticator or authorizer ``name`` is configured."""
+    value = getattr(config, name)
+    return bool(value) if name != "users" else bool(config.users) or not config.authn
+
+
+def authenticator_order(config: TokenAuthConfig) -> list[str]:
+    """The authenticators, in the order the chain asks them."""
+    if config.authn:
+        return list(config.authn)
+    return [name for name in AUTHENTICATORS if configured(config, name)]
+
+
+def authorizer_order(config: TokenAuthConfig) -> list[str]:
+    if config.authz:
+        return list(config.authz)
+    return [name for name in AUTHORIZERS if configured(config, name)]
+
+
+def _check_chains(config: TokenAuthConfig) -> None:
+    for key, names, known in (
+        ("authn", config.authn, AUTHENTICATORS),
+        ("authz", config.authz, AUTHORIZERS),
+    ):
+        for name in names:
+            if name not in known:
+                raise ConfigError(f"{key}: unknown {name!r}; expected some of {list(known)}")
+            if not configured(config, name) or names.count(name) > 1:
+                raise ConfigError(f"{key}: {name!r} is not configured, or named twice")
 
 
 def split_address(addr: str) -> tuple[str | None, int]:

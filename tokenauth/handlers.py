@@ -12,7 +12,9 @@ from shared.authorization import BasicCredentials, MalformedAuthorization, parse
 from shared.errors import RegistryError
 from shared.http_server import unreadable_body
 from shared.scope import Scope, ScopeError, format_scopes, parse_scopes
+from tokenauth import audit
 from tokenauth.audit import AuditRecord
+from tokenauth.authn.base import Identity
 from tokenauth.errors import INVALID_REQUEST, TokenAuthError
 from tokenauth.issuer import Issued, TokenIssuer
 from tokenauth.keys import HEALTH, ISSUER, METRICS
@@ -25,25 +27,26 @@ async def get_token(request: web.Request) -> web.Response:
     """``GET /auth?service=&scope=&account=&client_id=&offline_token=`` with optional Basic."""
     issuer = request.app[ISSUER]
     query = request.query
-    record = AuditRecord(grant="anonymous", ip=request.remote, client_id=query.get("client_id"))
+    ip = request.remote
+    record = audit.begin("anonymous", ip, query.get("client_id"))
     try:
-        service = issuer.check_service(query.get("service"), record)
+        service = issuer.check_service(query.get("service"))
         scopes = _scopes(query.getall("scope", []))
         record.requested = scopes
-        account = ""
+        identity = Identity.anonymous()
         credentials = _basic(request.headers.get("Authorization"), issuer, record)
         if credentials is not None:
             claimed = query.get("account")
             if claimed and claimed != credentials.user:
                 record.account = claimed
                 raise TokenAuthError(INVALID_REQUEST, "'account' differs from the login user")
-            account = await issuer.login(credentials.user, credentials.password, record)
-        granted = issuer.authorize(account, service, scopes, record)
-        issued = issuer.issue(account, service, granted, record)
+            identity = await issuer.login(credentials.user, credentials.password, ip)
+        granted = await issuer.authorize(identity, service, ip, scopes)
+        issued = issuer.issue(identity, service, granted)
         body: dict[str, Any] = _token_body(issued)
         body["token"] = body["access_token"]
-        if account and query.get("offline_token") == "true":
-            refresh = issuer.refresh_tokens.issue(account, service)
+        if identity.account and query.get("offline_token") == "true":
+            refresh = await issuer.refresh_token(identity, service)
             if refresh is not None:
                 body["refresh_token"] = refresh
     except RegistryError as error:
@@ -56,7 +59,8 @@ async def get_token(request: web.Request) -> web.Response:
 async def post_token(request: web.Request) -> web.Response:
     """OAuth2 ``POST /auth``: ``grant_type=password`` or ``refresh_token`` (oauth.md)."""
     issuer = request.app[ISSUER]
-    record = AuditRecord(grant="none", ip=request.remote)
+    ip = request.remote
+    record = audit.begin("none", ip)
     try:
         fields = await _form(request)
         grant = fields.get("grant_type", "")
@@ -67,7 +71,7 @@ async def post_token(request: web.Request) -> web.Response:
             raise TokenAuthError(INVALID_REQUEST, message, oauth="unsupported_grant_type")
         if not record.client_id:
             raise TokenAuthError(INVALID_REQUEST, "client_id is required", oauth="invalid_request")
-        service = issuer.check_service(fields.get("service"), record)
+        service = issuer.check_service(fields.get("service"))
         scopes = _scopes([fields.get("scope", "")], oauth=True)
         record.requested = scopes
         if grant == "password":
@@ -76,19 +80,19 @@ async def post_token(request: web.Request) -> web.Response:
                 raise TokenAuthError(
                     INVALID_REQUEST, "username and password are required", oauth="invalid_request"
                 )
-            account = await issuer.login(user, password, record)
+            identity = await issuer.login(user, password, ip)
             refresh = None
             if fields.get("access_type") == "offline":
-                refresh = issuer.refresh_tokens.issue(account, service)
+                refresh = await issuer.refresh_token(identity, service)
         else:
             refresh = fields.get("refresh_token")
             if not refresh:
                 raise TokenAuthError(
                     INVALID_REQUEST, "refresh_token is required", oauth="invalid_request"
                 )
-            account = issuer.redeem(refresh, service, record)
-        granted = issuer.authorize(account, service, scopes, record)
-        body = _token_body(issuer.issue(account, service, granted, record))
+            identity = await issuer.redeem(refresh, service, ip)
+        granted = await issuer.authorize(identity, service, ip, scopes)
+        body = _token_body(issuer.issue(identity, service, granted))
         body["scope"] = format_scopes(granted)
         if refresh:
             body["refresh_token"] = refresh  # reusable until it expires: hand back the same

@@ -1,4 +1,4 @@
-"""The token decision, independent of HTTP: check the login, apply the ACL, sign the token.
+"""The token decision, independent of HTTP: check the login, authorize, sign the token.
 
 Handlers parse a request into calls on :class:`TokenIssuer` and render what it returns;
 every refusal is raised as a :class:`TokenAuthError` carrying its status and headers.
@@ -6,7 +6,6 @@ every refusal is raised as a :class:`TokenAuthError` carrying its status and hea
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -15,9 +14,10 @@ from shared.errors import TOOMANYREQUESTS, UNAUTHORIZED, UNAVAILABLE
 from shared.ratelimit import LoginLimits, Throttled
 from shared.scope import Scope
 from shared.token import Claims, TokenSigner
-from tokenauth.acl import AclFile
-from tokenauth.audit import AuditRecord
-from tokenauth.authn.base import Authenticator
+from tokenauth import audit
+from tokenauth.authn.base import AuthenticatorUnavailable, Identity
+from tokenauth.authn.chain import AuthenticatorChain
+from tokenauth.authz import AuthorizerChain, AuthorizerUnavailable
 from tokenauth.config import TokenAuthConfig
 from tokenauth.errors import INVALID_REQUEST, TokenAuthError
 from tokenauth.refresh import RefreshError, RefreshTokens
@@ -40,30 +40,33 @@ class Issued:
 
 
 class TokenIssuer:
-    """Authenticates, authorizes and signs for one configuration."""
+    """Authenticates (the chain), authorizes (the chain) and signs for one configuration.
+
+    Each step writes what it decided into the request's audit record (``audit.current()``).
+    """
 
     def __init__(
         self,
         config: TokenAuthConfig,
         signer: TokenSigner,
-        authenticator: Authenticator,
-        acl: AclFile | None,
+        authenticators: AuthenticatorChain,
+        authorizers: AuthorizerChain,
     ) -> None:
         self.config = config
         self.signer = signer
-        self.authenticator = authenticator
-        self.acl = acl
+        self.authenticators = authenticators
+        self.authorizers = authorizers
         self.realm = config.http.realm
         self.limits = LoginLimits(config.ratelimit)
         self.refresh_tokens = RefreshTokens(
             signer,
             issuer=config.token.issuer,
             lifetime=config.token.refreshlifetime,
-            authenticator=authenticator,
+            authenticators=authenticators,
         )
 
-    def check_service(self, service: str | None, record: AuditRecord) -> str:
-        record.service = service
+    def check_service(self, service: str | None) -> str:
+        audit.current().service = service
         if not service:
             message = "the 'service' parameter is required"
             raise TokenAuthError(INVALID_REQUEST, message, oauth="invalid_request")
@@ -71,14 +74,14 @@ class TokenIssuer:
             raise TokenAuthError(INVALID_REQUEST, "unknown service", oauth="invalid_request")
         return service
 
-    async def login(self, user: str, password: str, record: AuditRecord) -> str:
-        """Check a user's password (rate-limited); the account name on success."""
-        record.account = user
+    async def login(self, user: str, password: str, ip: str | None) -> Identity:
+        """Check a user's password (rate-limited) with the authenticator chain."""
+        audit.current().account = user
         if not user or len(user) > MAX_ACCOUNT_LENGTH:
             raise TokenAuthError(INVALID_REQUEST, "invalid user name", oauth="invalid_request")
         try:
-            ok = await self.authenticator.authenticate(
-                user, password, self.limits.admission(user, record.ip)
+            identity = await self.authenticators.login(
+                user, password, self.limits.admission(user, ip)
             )
         except Throttled as error:
             raise _throttled(error) from None
@@ -89,23 +92,37 @@ class TokenIssuer:
                 oauth="temporarily_unavailable",
                 headers={"Retry-After": "1"},
             ) from None
-        if not ok:
+        except AuthenticatorUnavailable as error:
+            raise _unavailable(error) from None
+        if identity is None:
             raise self.unauthorized("invalid username or password")
-        return user
+        audit.current().account = identity.account
+        return identity
 
-    def redeem(self, refresh_token: str, service: str, record: AuditRecord) -> str:
-        """The account a refresh token stands for (failures count against the client)."""
+    async def redeem(self, refresh_token: str, service: str, ip: str | None) -> Identity:
+        """Who a refresh token stands for now (failures count against the client)."""
         try:
-            attempt = self.limits.attempt(None, record.ip)
+            attempt = self.limits.attempt(None, ip)
         except Throttled as error:
             raise _throttled(error) from None
         try:
-            user = self.refresh_tokens.redeem(refresh_token, service)
+            identity = await self.refresh_tokens.redeem(refresh_token, service)
         except RefreshError as error:
             raise self.unauthorized(f"invalid refresh token: {error}") from None
+        except AuthenticatorUnavailable as error:
+            attempt.give_back()  # the store is down, not the client wrong
+            raise _unavailable(error) from None
         attempt.give_back()
-        record.account = user
-        return user
+        audit.current().account = identity.account
+        audit.current().authenticator = identity.authenticator
+        return identity
+
+    async def refresh_token(self, identity: Identity, service: str) -> str | None:
+        """A refresh token for ``identity``, if its authenticator offers them."""
+        try:
+            return await self.refresh_tokens.issue(identity, service)
+        except AuthenticatorUnavailable:
+            return None  # the access token is still good; the client logs in again later
 
     def unauthorized(self, message: str) -> TokenAuthError:
         challenge = f'Basic realm="{self.realm}", charset="UTF-8"'
@@ -113,37 +130,25 @@ class TokenIssuer:
             UNAUTHORIZED, message, oauth="invalid_grant", headers={"WWW-Authenticate": challenge}
         )
 
-    def authorize(
-        self, account: str, service: str, scopes: list[Scope], record: AuditRecord
+    async def authorize(
+        self, identity: Identity, service: str, ip: str | None, scopes: list[Scope]
     ) -> list[Scope]:
         """Requested ∩ allowed, scope by scope; scopes granted nothing are left out."""
-        record.requested = scopes
-        acl = self.acl.current() if self.acl is not None else None
-        ip = _address(record.ip)
-        granted = []
-        for scope in scopes:
-            if acl is None:
-                record.rules.append(None)
-                continue
-            decision = acl.decide(account, service, ip, scope)
-            record.rules.append(decision.rule.number if decision.rule else None)
-            if decision.granted.actions:
-                granted.append(decision.granted)
-        record.granted = granted
-        return granted
+        try:
+            return await self.authorizers.authorize(identity, service, ip, scopes)
+        except AuthorizerUnavailable as error:
+            raise _unavailable(error) from None
 
-    def issue(
-        self, account: str, service: str, granted: list[Scope], record: AuditRecord
-    ) -> Issued:
+    def issue(self, identity: Identity, service: str, granted: list[Scope]) -> Issued:
         lifetime = self.config.token.lifetime
         claims = Claims.issue(
             issuer=self.config.token.issuer,
-            subject=account,
+            subject=identity.account,
             audience=service,
             lifetime=lifetime,
             access=granted,
         )
-        record.jti = claims.jwt_id
+        audit.current().jti = claims.jwt_id
         return Issued(self.signer.sign(claims), claims, lifetime)
 
 
@@ -156,11 +161,12 @@ def _throttled(error: Throttled) -> TokenAuthError:
     )
 
 
-def _address(ip: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        address = ipaddress.ip_address(ip or "")
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
+def _unavailable(error: Exception) -> TokenAuthError:
+    # The reason (which store, and why) is for the audit line and the client alike; it
+    # never holds a password. Never "wrong password": the client may retry as it is.
+    return TokenAuthError(
+        UNAVAILABLE,
+        str(error) or "a user or rights store cannot be reached",
+        oauth="temporarily_unavailable",
+        headers={"Retry-After": "5"},
+    )

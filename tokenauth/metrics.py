@@ -57,7 +57,16 @@ class TokenAuthMetrics:
             ["file", "result"],
             registry=r,
         )
+        self.authn_checks = Histogram(
+            "tokenauth_authenticator_check_seconds",
+            "Password checks by authenticators other than the htpasswd files (ldap, "
+            "extauth), by result (match, mismatch, unknown, error) and their latency.",
+            ["authenticator", "result"],
+            buckets=_BCRYPT_BUCKETS,
+            registry=r,
+        )
         self._tokens = LabelCache(self.tokens.labels)
+        self._authn = LabelCache(self.authn_checks.labels)
         self._bcrypt = LabelCache(self.bcrypt.labels)
         self._ratelimited = LabelCache(self.ratelimited.labels)
         self._reloads = LabelCache(self.reloads.labels)
@@ -71,6 +80,9 @@ class TokenAuthMetrics:
 
     def bcrypt_checked(self, seconds: float, ok: bool) -> None:
         self._bcrypt("match" if ok else "mismatch").observe(seconds)
+
+    def authenticator_checked(self, authenticator: str, seconds: float, result: str) -> None:
+        self._authn(authenticator, result).observe(seconds)
 
     def users_reloaded(self, ok: bool) -> None:
         self._reloads("users", "success" if ok else "failure").inc()

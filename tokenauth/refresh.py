@@ -3,10 +3,14 @@
 Refresh tokens are JWTs signed with the token key (so they survive restarts and work
 across replicas sharing the key) but can never pass as access tokens: their ``typ`` is
 ``refresh+jwt``, their audience is ``tokenauth-refresh:<issuer>`` (which no service may
-be named) and they carry no access. Each use checks, against the users files of the moment,
-that the user still exists with the same password (via the credential id in the token);
-removing the user or changing the password therefore ends all of their refresh tokens.
-They stay reusable until they expire, as the docker CLI keeps the one from ``docker login``.
+be named) and they carry no access. They name the authenticator that logged the user in
+(``authn``; none: ``users``, as before it was named) and the id of the credential it
+reported (``Standing.credential_id``); each use asks that authenticator for the account as
+it is now, and refuses when it is gone or its credential id changed. So removing a user or
+changing the password (htpasswd, robots) or removing or disabling the directory entry
+(LDAP) ends their refresh tokens; an authenticator that reports no standing (the external
+program) gets none. They stay reusable until they expire, as the docker CLI keeps the one
+from ``docker login``.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ import hmac
 from datetime import timedelta
 
 from shared.token import Claims, TokenError, TokenSigner, TokenVerifier
-from tokenauth.authn.base import Authenticator
+from tokenauth.authn.base import Identity
+from tokenauth.authn.chain import AuthenticatorChain
 from tokenauth.config import REFRESH_AUDIENCE_PREFIX
 
 TOKEN_TYPE = "refresh+jwt"  # noqa: S105 - a JWT "typ", not a secret
@@ -32,13 +37,13 @@ class RefreshTokens:
         *,
         issuer: str,
         lifetime: timedelta,
-        authenticator: Authenticator,
+        authenticators: AuthenticatorChain,
     ) -> None:
         self.signer = TokenSigner(signer.key)  # no x5c: these never go to a registry
         self.issuer = issuer
         self.audience = REFRESH_AUDIENCE_PREFIX + issuer
         self.lifetime = lifetime
-        self.authenticator = authenticator
+        self.authenticators = authenticators
         self.verifier = TokenVerifier(
             issuer=issuer,
             audience=self.audience,
@@ -48,30 +53,38 @@ class RefreshTokens:
             token_type=TOKEN_TYPE,
         )
 
-    def issue(self, user: str, service: str) -> str | None:
-        """A refresh token for ``user`` at ``service``; None if the user has no credential."""
-        credential = self.authenticator.credential_id(user)
-        if credential is None:
+    async def issue(self, identity: Identity, service: str) -> str | None:
+        """A refresh token for ``identity`` at ``service``; None if its authenticator
+        reports no standing for it (gone, or no refresh tokens offered)."""
+        standing = await self.authenticators.standing(identity.authenticator, identity.account)
+        if standing is None:
             return None
         claims = Claims.issue(
             issuer=self.issuer,
-            subject=user,
+            subject=identity.account,
             audience=self.audience,
             lifetime=self.lifetime,
-            extra={"service": service, "credential": credential},
+            extra={
+                "service": service,
+                "credential": standing.credential_id,
+                "authn": identity.authenticator,
+            },
         )
         return self.signer.sign(claims, typ=TOKEN_TYPE)
 
-    def redeem(self, token: str, service: str) -> str:
-        """The user a refresh token stands for; raises :class:`RefreshError`."""
+    async def redeem(self, token: str, service: str) -> Identity:
+        """Who a refresh token stands for now; raises :class:`RefreshError`."""
         try:
             claims = self.verifier.verify(token)
         except TokenError as error:
             raise RefreshError(str(error)) from None
         if claims.extra.get("service") != service:
             raise RefreshError("refresh token was issued for another service")
-        current = self.authenticator.credential_id(claims.subject)
+        name = claims.extra.get("authn", "users")
         bound = claims.extra.get("credential")
-        if current is None or not isinstance(bound, str) or not hmac.compare_digest(current, bound):
+        if not isinstance(name, str) or not isinstance(bound, str):
+            raise RefreshError("malformed refresh token")
+        standing = await self.authenticators.standing(name, claims.subject)
+        if standing is None or not hmac.compare_digest(standing.credential_id, bound):
             raise RefreshError("the user or their password changed since the token was issued")
-        return claims.subject
+        return standing.identity

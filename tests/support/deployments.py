@@ -4,7 +4,8 @@ docs/auth.md tells an operator to: token mode (registry + tokenauth) and htpassw
 Token mode: ``tokenauth keygen`` makes the signing key and certificate, the registry trusts
 the certificate (``auth.token.rootcertbundle``) and sends clients to tokenauth's realm.
 Users are alice, bob and admin; the ACL lets alice own ``alice/*``, bob pull ``alice/*``,
-admin do everything, and anyone — anonymous included — pull ``public/*``.
+admin do everything, and anyone — anonymous included — pull ``public/*``. Robot accounts
+(``tokenauth robot``, none at start) may at most pull and push ``ci/*``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ acl:
   - match: {name: "public/*"}
     actions: [pull]
     comment: everyone, even anonymous, may pull public/*
+  - match: {account: "robot$*", name: "ci/*"}
+    actions: [pull, push]
+    comment: robots may at most pull and push ci/*, each within its own rights
 """
 
 
@@ -111,6 +115,7 @@ def start_token_deployment(directory: Path, *, metrics: bool = False) -> TokenDe
                 },
                 "users": ["users.htpasswd"],
                 "acl": "acl.yml",
+                "robots": "robots.yml",
             }
         )
     )

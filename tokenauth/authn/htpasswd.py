@@ -1,0 +1,69 @@
+"""The htpasswd files (``users``) as a member of the authenticator chain.
+
+The files and their bcrypt checks are ``shared.credentials.HtpasswdAuthenticator``'s (the
+registry's ``htpasswd`` access controller uses the same); this adapter says "not mine"
+for a user no file names, so that the next authenticator is asked, and refuses an unknown
+user after the same dummy check and padding as a wrong password when nobody claims it
+(:meth:`refuse_unknown`), so that timing still does not tell whether a user exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from shared.credentials import HtpasswdAuthenticator
+from shared.ratelimit import Admission
+from tokenauth.authn.base import DENIED, NOT_MINE, Identity, Outcome, Standing
+from tokenauth.health import users_file_health
+
+
+class HtpasswdUsers:
+    """Users of the ``users`` htpasswd files, searched in order."""
+
+    name = "users"
+
+    def __init__(self, users: HtpasswdAuthenticator) -> None:
+        self.users = users
+
+    def knows(self, user: str) -> bool:
+        self.users.refresh()
+        return any(user in users for users in self.users.files)
+
+    async def authenticate(
+        self, user: str, password: str, admission: Admission
+    ) -> Identity | Outcome:
+        if not self.knows(user):
+            return NOT_MINE
+        ok = await self.users.authenticate(user, password, admission)
+        return Identity(user, authenticator=self.name) if ok else DENIED
+
+    async def refuse_unknown(self, user: str, password: str, admission: Admission) -> None:
+        """Spend on an unknown user what a wrong password costs (a dummy bcrypt check at the
+        highest cost, a place in the failure buckets, padding): the refusal looks the same."""
+        await self.users.authenticate(user, password, admission)
+
+    async def pad(self, started: float) -> None:
+        """Wait until a refusal that began at ``started`` (monotonic) has taken as long as
+        a bcrypt check at the highest cost present: another authenticator's refusal then
+        looks like an unknown user's."""
+        await self.users.calibrate()
+        elapsed = time.monotonic() - started
+        await asyncio.sleep(self.users.timer.padding(self.users.max_cost, elapsed))
+
+    async def standing(self, account: str) -> Standing | None:
+        credential = self.users.credential_id(account)  # a digest of the salted hash
+        if credential is None:
+            return None
+        return Standing(Identity(account, authenticator=self.name), credential)
+
+    def health(self) -> list[dict[str, Any]]:
+        self.users.refresh()
+        return [users_file_health(users) for users in self.users.files]
+
+    async def calibrate(self) -> None:
+        await self.users.calibrate()
+
+    def close(self) -> None:
+        self.users.close()
