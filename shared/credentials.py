@@ -15,8 +15,6 @@ first refusal after a reload raised the highest cost, so no refusal goes unpadde
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -102,7 +100,8 @@ class HtpasswdAuthenticator:
         costs = [users.max_cost for users in self.files if users.max_cost is not None]
         self.max_cost = max(costs, default=DEFAULT_COST)
 
-    def _file_of(self, user: str) -> HtpasswdFile | None:
+    def file_of(self, user: str) -> HtpasswdFile | None:
+        """The first users file that names ``user`` (the one whose entry counts)."""
         return next((users for users in self.files if user in users), None)
 
     async def authenticate(
@@ -190,7 +189,7 @@ class HtpasswdAuthenticator:
 
     def _verify(self, user: str, password: str) -> Check:
         """Check in a worker thread; an unknown user against a dummy at the highest cost."""
-        users = self._file_of(user)
+        users = self.file_of(user)
         hashed = users.hash_of(user) if users is not None else None
         if hashed is None:
             hashed = dummy_hash(self.max_cost)
@@ -202,13 +201,3 @@ class HtpasswdAuthenticator:
     def close(self) -> None:
         """Stop the check threads (checks still running finish first)."""
         self._pool.shutdown(wait=True)
-
-    def credential_id(self, user: str) -> str | None:
-        self.refresh()
-        users = self._file_of(user)
-        hashed = users.hash_of(user) if users is not None else None
-        if hashed is None:
-            return None
-        # A digest of the salted bcrypt hash: it changes with the password and reveals nothing.
-        digest = hashlib.sha256(b"portside-credential\0" + hashed).digest()[:16]
-        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()

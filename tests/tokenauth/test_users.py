@@ -12,6 +12,7 @@ from pathlib import Path
 from shared.credentials import HtpasswdAuthenticator
 from shared.htpasswd import format_htpasswd_line
 from shared.verified_credentials import VerifiedCredentials
+from tokenauth.authn.htpasswd import HtpasswdUsers
 from tests.tokenauth.conftest import USERS, Setup, TokenClient, fetch_token
 
 
@@ -40,7 +41,11 @@ async def test_several_users_files_first_one_decides(tmp_path: Path) -> None:
     assert await users.authenticate("alice", "one")
     assert not await users.authenticate("alice", "two")
     assert await users.authenticate("bob", "b")
-    assert users.credential_id("bob") is not None and users.credential_id("carol") is None
+    chained = HtpasswdUsers(users)
+    assert chained.credential_id("bob") is not None and chained.credential_id("carol") is None
+    # The first file's entry is the one refresh tokens are bound to.
+    alice_file = users.file_of("alice")
+    assert alice_file is not None and alice_file.path == first
     users.close()
 
 

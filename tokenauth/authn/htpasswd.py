@@ -10,6 +10,8 @@ user after the same dummy check and padding as a wrong password when nobody clai
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import time
 from typing import Any
 
@@ -53,10 +55,22 @@ class HtpasswdUsers:
         await asyncio.sleep(self.users.timer.padding(self.users.max_cost, elapsed))
 
     async def standing(self, account: str) -> Standing | None:
-        credential = self.users.credential_id(account)  # a digest of the salted hash
+        credential = self.credential_id(account)
         if credential is None:
             return None
         return Standing(Identity(account, authenticator=self.name), credential)
+
+    def credential_id(self, account: str) -> str | None:
+        """What refresh tokens are bound to: an opaque id of ``account``'s current entry,
+        None once no file names it. A digest of the salted bcrypt hash: it changes with the
+        password and reveals nothing of it."""
+        self.users.refresh()
+        users = self.users.file_of(account)
+        hashed = users.hash_of(account) if users is not None else None
+        if hashed is None:
+            return None
+        digest = hashlib.sha256(b"portside-credential\0" + hashed).digest()[:16]
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
     def health(self) -> list[dict[str, Any]]:
         self.users.refresh()
