@@ -15,9 +15,10 @@ from registry.auth.middleware import auth_middleware
 from registry.config import RegistryConfig
 from registry.health.endpoints import health_context, health_gate
 from registry.health.factory import api_is_gated
-from registry.keys import CONFIG, MAINTENANCE, STORAGE
+from registry.keys import CONFIG, MAINTENANCE, MIRRORS, STORAGE
 from registry.middleware import error_middleware, header_setter
 from registry.notifications.notifier import WORKER, WorkerSlot, notifier_context
+from registry.proxy.mirror import Mirrors
 from registry.routes import dispatch, get_base, get_root
 from registry.storage.retention import apply_periodically
 from registry.upload_state import UPLOAD_STATE, UploadStateSigner
@@ -52,6 +53,7 @@ def create_app(
     app.cleanup_ctx.append(_storage_context)
     app.cleanup_ctx.append(_cache_context)
     app.cleanup_ctx.append(health_context)
+    app.cleanup_ctx.append(_mirrors_context)
     app[WORKER] = worker or WorkerSlot()
     app.cleanup_ctx.append(notifier_context)
     if controller is not None:
@@ -115,3 +117,11 @@ async def _cache_context(app: web.Application) -> AsyncIterator[None]:
     yield
     if cache is not None:
         await cache.close()
+
+
+async def _mirrors_context(app: web.Application) -> AsyncIterator[None]:
+    """The pull-through cache's upstream clients (``proxy``), closed with the app."""
+    mirrors = Mirrors(app[CONFIG].proxy.all_upstreams())
+    app[MIRRORS] = mirrors
+    yield
+    await mirrors.close()

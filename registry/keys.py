@@ -6,6 +6,7 @@ from aiohttp import web
 
 from registry.config import RegistryConfig
 from registry.health.monitor import HealthMonitor
+from registry.proxy.mirror import Mirrors
 from registry.routing import RouteMatch
 from registry.storage.registry import Registry
 
@@ -15,6 +16,8 @@ STORAGE = web.AppKey("storage", Registry)
 HEALTH = web.AppKey("health", HealthMonitor)
 # Whether this process runs background upkeep such as upload purging.
 MAINTENANCE = web.AppKey("maintenance", bool)
+# The pull-through cache's upstreams (none unless ``proxy`` is configured).
+MIRRORS = web.AppKey("mirrors", Mirrors)
 ROUTE = web.RequestKey("route", RouteMatch)
 # Whether the caller may read a mount's source repository; without it, no mount.
 MOUNT_ALLOWED = web.RequestKey("mount_allowed", bool)

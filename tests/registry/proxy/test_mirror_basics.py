@@ -1,0 +1,109 @@
+"""The registry:2-compatible mirror: ``REGISTRY_PROXY_REMOTEURL`` makes the registry a
+pull-through cache of one upstream; pulls fill the cache, pushes are refused with
+Distribution's error, tags are re-checked with the upstream, a warm cache survives the
+upstream going away, and nothing is fetched twice."""
+
+from __future__ import annotations
+
+import aiohttp
+
+from tests.registry.conftest import ClientFactory, RegistryClient
+from tests.registry.helpers import assert_error, send
+from tests.registry.proxy.conftest import sha256
+from tests.support.oci import OCI_MANIFEST, Image, make_image
+from tests.support.portside_servers import ServerProcess
+from tests.support.upstreams import FaultyProxy, push_image
+
+ACCEPT = {"Accept": OCI_MANIFEST}
+
+
+async def pull(client: RegistryClient, name: str, tag: str, image: Image) -> None:
+    """Pull ``name:tag`` through ``client`` and check every byte against ``image``."""
+    manifest = await send(client, "GET", f"/v2/{name}/manifests/{tag}", headers=ACCEPT)
+    assert manifest.status == 200, manifest
+    assert manifest.body == image.manifest
+    assert manifest.headers["Docker-Content-Digest"] == image.manifest_digest
+    for digest, data in image.blobs.items():
+        blob = await send(client, "GET", f"/v2/{name}/blobs/{digest}")
+        assert blob.status == 200, blob
+        assert sha256(blob.body) == digest and blob.body == data
+
+
+async def test_pulls_fill_the_cache_once(
+    mirror: RegistryClient, faulty: FaultyProxy, image: Image
+) -> None:
+    await pull(mirror, "library/app", "v1", image)
+    await pull(mirror, "library/app", "v1", image)
+    await pull(mirror, "library/app", image.manifest_digest, image)
+    for digest in image.blobs:
+        assert faulty.blob_gets(digest) == 1, digest
+    # The manifest was fetched once; the tag is re-checked by HEAD on each tag pull.
+    manifest_gets = sum(
+        n for (m, p), n in faulty.counts.items() if m == "GET" and "/manifests/" in p
+    )
+    assert manifest_gets == 1
+    head = await send(mirror, "HEAD", f"/v2/library/app/blobs/{image.manifest_digest}")
+    assert head.status == 200
+
+
+async def test_pushes_and_deletes_are_refused_as_distribution_does(
+    mirror: RegistryClient, image: Image
+) -> None:
+    started = await send(mirror, "POST", "/v2/library/app/blobs/uploads/")
+    assert_error(started, 405, "UNSUPPORTED")
+    put = await send(
+        mirror,
+        "PUT",
+        "/v2/library/app/manifests/v2",
+        headers={"Content-Type": OCI_MANIFEST},
+        body=image.manifest,
+    )
+    assert_error(put, 405, "UNSUPPORTED")
+    deleted = await send(mirror, "DELETE", f"/v2/library/app/manifests/{image.manifest_digest}")
+    assert_error(deleted, 405, "UNSUPPORTED")
+
+
+async def test_a_moved_tag_is_followed(
+    mirror: RegistryClient, open_upstream: ServerProcess, image: Image
+) -> None:
+    await pull(mirror, "library/app", "v1", image)
+    newer = make_image(layer_count=1, layer_size=1024, seed="newer")
+    async with aiohttp.ClientSession() as session:
+        await push_image(session, open_upstream.url, "library/app", "v1", newer)
+    await pull(mirror, "library/app", "v1", newer)
+
+
+async def test_unknown_names_are_the_spec_s_errors(mirror: RegistryClient, image: Image) -> None:
+    missing = await send(mirror, "GET", "/v2/library/app/manifests/nope", headers=ACCEPT)
+    assert_error(missing, 404, "MANIFEST_UNKNOWN")
+    digest = sha256(b"not there")
+    blob = await send(mirror, "GET", f"/v2/library/app/blobs/{digest}")
+    assert_error(blob, 404, "BLOB_UNKNOWN")
+    head = await send(mirror, "HEAD", f"/v2/library/app/blobs/{digest}")
+    assert head.status == 404
+
+
+async def test_a_warm_cache_serves_while_the_upstream_is_down(
+    mirror: RegistryClient, faulty: FaultyProxy, image: Image
+) -> None:
+    await pull(mirror, "library/app", "v1", image)
+    faulty.refuse = True
+    await pull(mirror, "library/app", "v1", image)
+    await pull(mirror, "library/app", image.manifest_digest, image)
+    # What was never cached cannot be served: 503, not a 500 or a hang.
+    other = await send(mirror, "GET", "/v2/library/other/manifests/v1", headers=ACCEPT)
+    assert_error(other, 503, "UNAVAILABLE")
+
+
+async def test_servestale_false_fails_instead(
+    make_registry: ClientFactory, faulty: FaultyProxy, image: Image
+) -> None:
+    mirror = await make_registry(
+        {"REGISTRY_PROXY_REMOTEURL": faulty.url, "REGISTRY_PROXY_SERVESTALE": "false"}
+    )
+    await pull(mirror, "library/app", "v1", image)
+    faulty.refuse = True
+    stale = await send(mirror, "GET", "/v2/library/app/manifests/v1", headers=ACCEPT)
+    assert_error(stale, 503, "UNAVAILABLE")
+    # Content named by digest never goes stale.
+    await pull(mirror, "library/app", image.manifest_digest, image)
