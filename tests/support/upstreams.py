@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import io
 import json
 import os
 import subprocess
@@ -42,7 +43,8 @@ async def push_image(
             location = started.headers["Location"]
         if location.startswith("/"):
             location = base + location
-        async with session.put(location, params={"digest": digest}, data=data) as done:
+        body = io.BytesIO(data)  # aiohttp warns (an error here) about big raw bytes
+        async with session.put(location, params={"digest": digest}, data=body) as done:
             assert done.status == 201, await done.text()
     async with session.put(
         f"{base}/v2/{name}/manifests/{tag}",

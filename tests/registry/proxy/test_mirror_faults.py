@@ -1,0 +1,93 @@
+"""The pull-through cache when the upstream fails: cut off in the middle of a blob,
+sending wrong bytes, and many clients asking at once for one uncached blob."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+import aiohttp
+
+from tests.registry.conftest import RegistryClient
+from tests.registry.helpers import assert_error, send
+from tests.registry.proxy.conftest import sha256
+from tests.support.oci import OCI_MANIFEST, Image, make_image
+from tests.support.portside_servers import ServerProcess
+from tests.support.upstreams import FaultyProxy, push_image
+
+BIG = 24 * 1024 * 1024
+
+
+async def pushed_blob(upstream: ServerProcess, size: int, seed: str) -> tuple[str, Image]:
+    """An image whose one layer is about ``size`` incompressible bytes; the layer's digest."""
+    image = make_image(layer_count=1, layer_size=size, seed=seed)
+    async with aiohttp.ClientSession() as session:
+        await push_image(session, upstream.url, "library/big", "v1", image)
+    return sha256(image.layers[0]), image
+
+
+async def read_blob(client: RegistryClient, digest: str) -> tuple[int, str | None]:
+    """Status and sha256 of the whole body; None when the transfer broke off."""
+    async with client.get(f"/v2/library/big/blobs/{digest}") as response:
+        hasher = hashlib.sha256()
+        try:
+            async for chunk in response.content.iter_chunked(256 * 1024):
+                hasher.update(chunk)
+        except aiohttp.ClientPayloadError:
+            return response.status, None
+        return response.status, "sha256:" + hasher.hexdigest()
+
+
+async def test_upstream_cut_mid_blob_caches_nothing_and_the_next_pull_works(
+    mirror: RegistryClient, faulty: FaultyProxy, open_upstream: ServerProcess
+) -> None:
+    digest, _ = await pushed_blob(open_upstream, 4 * 1024 * 1024, "cut")
+    faulty.cut_blobs_after = 1024 * 1024
+    status, got = await read_blob(mirror, digest)
+    assert status == 200 and got is None  # the client sees the transfer fail
+    # Nothing partial was kept: a HEAD with the upstream refusing finds nothing cached.
+    faulty.refuse = True
+    head = await send(mirror, "HEAD", f"/v2/library/big/blobs/{digest}")
+    assert head.status == 503
+    faulty.refuse, faulty.cut_blobs_after = False, None
+    status, got = await read_blob(mirror, digest)
+    assert (status, got) == (200, digest)
+    assert faulty.blob_gets(digest) == 2
+    # Now cached: served with the upstream gone.
+    faulty.refuse = True
+    assert await read_blob(mirror, digest) == (200, digest)
+
+
+async def test_wrong_bytes_are_refused_and_not_cached(
+    mirror: RegistryClient, faulty: FaultyProxy, open_upstream: ServerProcess
+) -> None:
+    digest, image = await pushed_blob(open_upstream, 2 * 1024 * 1024, "wrong")
+    faulty.corrupt_blobs = True
+    status, got = await read_blob(mirror, digest)
+    assert status == 200 and got is None  # the last bytes are held until verified
+    ranged = await send(
+        mirror, "GET", f"/v2/library/big/blobs/{digest}", headers={"Range": "bytes=0-9"}
+    )
+    assert_error(ranged, 503, "UNAVAILABLE")
+    faulty.corrupt_manifests = True
+    manifest = await send(
+        mirror, "GET", "/v2/library/big/manifests/v1", headers={"Accept": OCI_MANIFEST}
+    )
+    assert_error(manifest, 502, "UNAVAILABLE")
+    faulty.corrupt_blobs = faulty.corrupt_manifests = False
+    # Nothing wrong was kept: the right bytes come through now.
+    assert await read_blob(mirror, digest) == (200, digest)
+    manifest = await send(
+        mirror, "GET", "/v2/library/big/manifests/v1", headers={"Accept": OCI_MANIFEST}
+    )
+    assert manifest.status == 200 and manifest.body == image.manifest
+
+
+async def test_concurrent_pulls_of_one_uncached_blob_make_one_upstream_get(
+    mirror: RegistryClient, faulty: FaultyProxy, open_upstream: ServerProcess
+) -> None:
+    digest, _ = await pushed_blob(open_upstream, BIG, "herd")
+    faulty.delay = 0.5  # the clients all ask before the upstream answers
+    results = await asyncio.gather(*(read_blob(mirror, digest) for _ in range(50)))
+    assert results == [(200, digest)] * 50
+    assert faulty.blob_gets(digest) == 1
