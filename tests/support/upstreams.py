@@ -149,8 +149,8 @@ class ReferenceUpstream:
         self.tokenauth.stop()
 
 
-def start_tokenauth(directory: Path) -> ServerProcess:
-    """portside's tokenauth with the deployments' users and ACL (started)."""
+def start_tokenauth(directory: Path, acl: str = ACL) -> ServerProcess:
+    """portside's tokenauth with the deployments' users and ``acl`` (started)."""
     run_python_module(
         "tokenauth",
         "keygen",
@@ -162,7 +162,7 @@ def start_tokenauth(directory: Path) -> ServerProcess:
     (directory / "users.htpasswd").write_text(
         "".join(format_htpasswd_line(u, p) + "\n" for u, p in PASSWORDS.items())
     )
-    (directory / "acl.yml").write_text(ACL)
+    (directory / "acl.yml").write_text(acl)
     port = free_port()
     (directory / "tokenauth.yml").write_text(
         json.dumps(
