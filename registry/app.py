@@ -23,7 +23,12 @@ from registry.routes import dispatch, get_base, get_root
 from registry.storage.retention import apply_periodically
 from registry.upload_state import UPLOAD_STATE, UploadStateSigner
 from registry.urls import path_prefix
-from registry.wiring import create_blob_descriptor_cache, create_storage, retention_policies
+from registry.wiring import (
+    create_blob_descriptor_cache,
+    create_storage,
+    mirror_retention_policies,
+    retention_policies,
+)
 
 
 def create_app(
@@ -121,7 +126,20 @@ async def _cache_context(app: web.Application) -> AsyncIterator[None]:
 
 async def _mirrors_context(app: web.Application) -> AsyncIterator[None]:
     """The pull-through cache's upstream clients (``proxy``), closed with the app."""
-    mirrors = Mirrors(app[CONFIG].proxy.all_upstreams())
+    config = app[CONFIG]
+    mirrors = Mirrors(config.proxy.all_upstreams())
     app[MIRRORS] = mirrors
+    expiry = None
+    policies = mirror_retention_policies(config)
+    ttls = [u.ttl.total_seconds() for u in config.proxy.all_upstreams() if u.ttl]
+    upkeep: bool = app[MAINTENANCE] and not config.storage.maintenance.readonly.enabled
+    if ttls and upkeep:
+        # Checked several times per ttl, at least hourly: a tag outlives it by little.
+        interval = min(3600.0, min(ttls) / 4)
+        expiry = asyncio.create_task(apply_periodically(app[STORAGE], policies, interval))
     yield
+    if expiry is not None:
+        expiry.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await expiry
     await mirrors.close()

@@ -5,8 +5,14 @@ upstream going away, and nothing is fetched twice."""
 
 from __future__ import annotations
 
+import time
+
 import aiohttp
 
+from registry.keys import CONFIG, STORAGE
+from registry.storage.pulls import FLUSH_INTERVAL
+from registry.storage.retention import RetentionRun
+from registry.wiring import mirror_retention_policies
 from tests.registry.conftest import ClientFactory, RegistryClient
 from tests.registry.helpers import assert_error, send
 from tests.registry.proxy.conftest import sha256
@@ -107,3 +113,27 @@ async def test_servestale_false_fails_instead(
     assert_error(stale, 503, "UNAVAILABLE")
     # Content named by digest never goes stale.
     await pull(mirror, "library/app", image.manifest_digest, image)
+
+
+async def test_a_cached_tag_not_pulled_for_ttl_is_dropped(
+    make_registry: ClientFactory, faulty: FaultyProxy, image: Image
+) -> None:
+    mirror = await make_registry(
+        {"REGISTRY_PROXY_REMOTEURL": faulty.url, "REGISTRY_PROXY_TTL": "1h"}
+    )
+    await pull(mirror, "library/app", "v1", image)
+    storage, config = mirror.app[STORAGE], mirror.app[CONFIG]
+    await storage.flush_pulls()
+    policies = mirror_retention_policies(config)
+    lag = config.storage.retention.pullresolution.total_seconds() + FLUSH_INTERVAL
+    now = time.time()
+    within = await RetentionRun(storage, policies, dry_run=False, now=now + 1800).run()
+    assert within.deleted == []
+    report = await RetentionRun(storage, policies, dry_run=False, now=now + 3600 + lag + 60).run()
+    assert {(d.kind, d.tag) for d in report.deleted} == {("tag", "v1"), ("manifest", None)}
+    # Gone from the cache: with the upstream down it can no longer be served.
+    faulty.refuse = True
+    gone = await send(mirror, "GET", "/v2/library/app/manifests/v1", headers=ACCEPT)
+    assert_error(gone, 503, "UNAVAILABLE")
+    faulty.refuse = False
+    await pull(mirror, "library/app", "v1", image)
