@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import BinaryIO
@@ -77,7 +78,10 @@ async def _send_live(request: web.Request, name: str, blob: LiveBlob) -> web.Str
     response = web.StreamResponse(headers=_blob_headers(blob.descriptor))
     response.content_length = blob.descriptor.size
     try:
-        await _stream(request, response, blob.chunks, blob.descriptor.size)
+        # Closed however the transfer ends: a reader left open would hold the shared
+        # download back until it is dropped as too slow.
+        async with contextlib.aclosing(blob.chunks) as chunks:
+            await _stream(request, response, chunks, blob.descriptor.size)
     except Exception as error:
         if not response.prepared:
             raise

@@ -61,8 +61,16 @@ def parse_challenge(header: str) -> Challenge | None:
 class UpstreamAuth:
     """Credentials for one upstream and the Bearer tokens obtained with them."""
 
-    def __init__(self, session: aiohttp.ClientSession, username: str, password: str) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        username: str,
+        password: str,
+        *,
+        https_only: bool = False,
+    ) -> None:
         self._session = session
+        self._https_only = https_only
         self._username = username
         self._password = password
         self._tokens: OrderedDict[str, tuple[str, float]] = OrderedDict()
@@ -101,6 +109,10 @@ class UpstreamAuth:
         return "Bearer " + await asyncio.shield(pending)
 
     async def _fetch_token(self, challenge: Challenge, scope: str) -> str:
+        realm = challenge.params["realm"]
+        if self._username and not realm.startswith("https://") and self._https_only:
+            # An https upstream never gets its credentials sent in clear to a realm.
+            raise UpstreamAuthError("the upstream's token realm is not https")
         query = {"scope": scope}
         if "service" in challenge.params:
             query["service"] = challenge.params["service"]
@@ -109,9 +121,7 @@ class UpstreamAuth:
         if basic is not None:
             headers["Authorization"] = basic
         try:
-            async with self._session.get(
-                challenge.params["realm"], params=query, headers=headers
-            ) as response:
+            async with self._session.get(realm, params=query, headers=headers) as response:
                 if response.status != 200:
                     raise UpstreamAuthError(f"token server answered {response.status}")
                 body = await response.content.read(MAX_TOKEN_ANSWER + 1)

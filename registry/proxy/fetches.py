@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 from registry.storage.blobs import BlobDescriptor
@@ -61,7 +61,7 @@ class _Reader:
         self._finished, self._error = True, error
         self._ready.set()
 
-    async def read(self) -> AsyncIterator[bytes]:
+    async def read(self) -> AsyncGenerator[bytes, None]:
         held: bytes | None = None  # the newest chunk, sent only once another follows
         try:
             while True:

@@ -11,7 +11,7 @@ repository's own manifest and upload paths, digest verified first.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from registry.config_proxy import UpstreamConfig
@@ -47,7 +47,7 @@ class LiveBlob:
     """An uncached blob, read as it arrives from upstream."""
 
     descriptor: BlobDescriptor
-    chunks: AsyncIterator[bytes]
+    chunks: AsyncGenerator[bytes, None]  # close it (aclosing) when done with it
 
 
 class Mirror:

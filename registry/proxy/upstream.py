@@ -63,7 +63,9 @@ class UpstreamClient:
             headers={"User-Agent": USER_AGENT},
             auto_decompress=False,
         )
-        self._auth = UpstreamAuth(self._session, username, password)
+        self._auth = UpstreamAuth(
+            self._session, username, password, https_only=remote_url.startswith("https://")
+        )
 
     async def close(self) -> None:
         await self._session.close()

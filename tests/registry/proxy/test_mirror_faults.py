@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 
 import aiohttp
 
@@ -90,4 +91,23 @@ async def test_concurrent_pulls_of_one_uncached_blob_make_one_upstream_get(
     faulty.delay = 0.5  # the clients all ask before the upstream answers
     results = await asyncio.gather(*(read_blob(mirror, digest) for _ in range(50)))
     assert results == [(200, digest)] * 50
+    assert faulty.blob_gets(digest) == 1
+
+
+async def test_a_client_hanging_up_does_not_hold_the_others_back(
+    mirror: RegistryClient, faulty: FaultyProxy, open_upstream: ServerProcess
+) -> None:
+    digest, _ = await pushed_blob(open_upstream, 16 * 1024 * 1024, "hangup")
+    faulty.delay = 0.5  # all three ask before the upstream answers
+
+    async def hang_up() -> None:
+        async with mirror.get(f"/v2/library/big/blobs/{digest}") as response:
+            await response.content.readexactly(64 * 1024)
+            response.close()
+
+    started = time.monotonic()
+    results = await asyncio.gather(hang_up(), read_blob(mirror, digest), read_blob(mirror, digest))
+    # A reader left behind would stall the shared download for fetches.STALL_TIMEOUT (60 s).
+    assert time.monotonic() - started < 30
+    assert list(results[1:]) == [(200, digest)] * 2
     assert faulty.blob_gets(digest) == 1
