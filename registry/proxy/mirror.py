@@ -23,7 +23,7 @@ from registry.proxy.upstream import (
     UpstreamUnavailable,
 )
 from registry.storage.blobs import BlobDescriptor
-from registry.storage.errors import BlobUnknown, ManifestUnknown
+from registry.storage.errors import BlobUnknown, ManifestUnknown, NameUnknown
 from registry.storage.manifests import StoredManifest
 from registry.storage.registry import Repository
 from shared import errors
@@ -151,6 +151,22 @@ class Mirror:
             tag,
         )
         return manifest
+
+    async def tags(self, repository: Repository) -> list[str]:
+        """The upstream's tags of the repository, sorted, as Distribution's proxy lists
+        them; the cached ones when the upstream cannot answer."""
+        try:
+            return sorted(set(await self.client.tags(self.remote_name(repository.name))))
+        except UpstreamMissing:
+            raise NameUnknown(repository.name) from None
+        except UpstreamUnavailable as error:
+            log.warning(
+                "mirror: %s unreachable (%s); listing cached tags of %s",
+                self.settings.remoteurl,
+                error,
+                repository.name,
+            )
+            return await repository.tags.all()
 
     # --- blobs -------------------------------------------------------------------------
 

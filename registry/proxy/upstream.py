@@ -9,6 +9,8 @@ refused our credentials, answered 5xx), which the mirror may answer from its cac
 from __future__ import annotations
 
 import contextlib
+import json
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -30,6 +32,11 @@ MANIFEST_ACCEPT = ", ".join(
     )
 )
 USER_AGENT = "portside-mirror"
+TAGS_PAGE = 1000
+MAX_TAG_PAGES = 100
+MAX_TAGS_BODY = 4 * 1024 * 1024
+# The query of a ``Link: </v2/name/tags/list?n=..&last=..>; rel="next"`` header.
+_NEXT = re.compile(r'<[^>?]*\?([^>]*)>\s*;\s*rel="?next"?')
 
 
 class UpstreamError(Exception):
@@ -81,6 +88,27 @@ class UpstreamClient:
             if not head:
                 body = await _bounded(response, MAX_MANIFEST_SIZE)
             return UpstreamManifest(media_type, body, response.headers.get("Docker-Content-Digest"))
+
+    async def tags(self, name: str) -> list[str]:
+        """Every tag of ``name``, following the upstream's pagination (bounded)."""
+        tags: list[str] = []
+        query = f"n={TAGS_PAGE}"
+        for _ in range(MAX_TAG_PAGES):
+            async with self._request("GET", name, f"tags/list?{query}") as response:
+                page = await _bounded(response, MAX_TAGS_BODY)
+                link = response.headers.get("Link", "")
+            try:
+                listed = json.loads(page).get("tags") or []
+            except (ValueError, AttributeError):
+                raise UpstreamUnavailable("upstream sent an unreadable tag list") from None
+            if not isinstance(listed, list) or not all(isinstance(t, str) for t in listed):
+                raise UpstreamUnavailable("upstream sent an unreadable tag list")
+            tags += listed
+            found = _NEXT.search(link)
+            if found is None or not listed:
+                return tags
+            query = found.group(1)
+        raise UpstreamUnavailable("upstream tag list too long")
 
     async def blob_size(self, name: str, digest: Digest) -> int:
         async with self._request("HEAD", name, f"blobs/{digest}") as response:

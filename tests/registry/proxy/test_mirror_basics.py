@@ -8,8 +8,9 @@ from __future__ import annotations
 import time
 
 import aiohttp
+import pytest
 
-from registry.keys import CONFIG, STORAGE
+from registry.keys import CONFIG, MIRRORS, STORAGE
 from registry.storage.pulls import FLUSH_INTERVAL
 from registry.storage.retention import RetentionRun
 from registry.wiring import mirror_retention_policies
@@ -90,11 +91,15 @@ async def test_unknown_names_are_the_spec_s_errors(mirror: RegistryClient, image
 
 
 async def test_a_warm_cache_serves_while_the_upstream_is_down(
-    mirror: RegistryClient, faulty: FaultyProxy, image: Image
+    mirror: RegistryClient, faulty: FaultyProxy, image: Image, caplog: pytest.LogCaptureFixture
 ) -> None:
     await pull(mirror, "library/app", "v1", image)
+    assert mirror.app[MIRRORS].stale_served == 0
     faulty.refuse = True
     await pull(mirror, "library/app", "v1", image)
+    # Said in the log and counted (for the metrics endpoint).
+    assert mirror.app[MIRRORS].stale_served == 1
+    assert any("serving cached library/app:v1" in r.getMessage() for r in caplog.records)
     await pull(mirror, "library/app", image.manifest_digest, image)
     # What was never cached cannot be served: 503, not a 500 or a hang.
     other = await send(mirror, "GET", "/v2/library/other/manifests/v1", headers=ACCEPT)
@@ -137,3 +142,23 @@ async def test_a_cached_tag_not_pulled_for_ttl_is_dropped(
     assert_error(gone, 503, "UNAVAILABLE")
     faulty.refuse = False
     await pull(mirror, "library/app", "v1", image)
+
+
+async def test_tags_are_the_upstream_s_and_the_cached_ones_when_it_is_down(
+    mirror: RegistryClient, faulty: FaultyProxy, open_upstream: ServerProcess, image: Image
+) -> None:
+    other = make_image(layer_count=1, layer_size=1024, seed="tags")
+    async with aiohttp.ClientSession() as session:
+        for tag in ("v2", "v3"):
+            await push_image(session, open_upstream.url, "library/app", tag, other)
+    listed = await send(mirror, "GET", "/v2/library/app/tags/list")
+    assert listed.json() == {"name": "library/app", "tags": ["v1", "v2", "v3"]}
+    page = await send(mirror, "GET", "/v2/library/app/tags/list?n=1&last=v1")
+    assert page.json()["tags"] == ["v2"] and "Link" in page.headers
+    await pull(mirror, "library/app", "v1", image)
+    faulty.refuse = True
+    listed = await send(mirror, "GET", "/v2/library/app/tags/list")
+    assert listed.json() == {"name": "library/app", "tags": ["v1"]}
+    faulty.refuse = False
+    unknown = await send(mirror, "GET", "/v2/library/nothing/tags/list")
+    assert_error(unknown, 404, "NAME_UNKNOWN")
