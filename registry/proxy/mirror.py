@@ -10,6 +10,7 @@ repository's own manifest and upload paths, digest verified first.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
@@ -63,6 +64,7 @@ class Mirror:
             settings.timeout.total_seconds(),
         )
         self.fetches = BlobFetches()
+        self._manifests: dict[tuple[str, str], asyncio.Future[StoredManifest]] = {}
         self.stale_served = 0  # answers given from the cache while the upstream was down
 
     def covers(self, name: str) -> bool:
@@ -81,7 +83,23 @@ class Mirror:
     # --- manifests ---------------------------------------------------------------------
 
     async def manifest(self, repository: Repository, reference: Digest | str) -> StoredManifest:
-        """The manifest ``reference`` names, cached first if it was not."""
+        """The manifest ``reference`` names, cached first if it was not. Concurrent
+        requests for the same reference share one answer: fifty nodes pulling the same
+        tag at once make one upstream check, not fifty."""
+        key = (repository.name, str(reference))
+        pending = self._manifests.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._manifest(repository, reference))
+            self._manifests[key] = pending
+            pending.add_done_callback(lambda done: self._settled(key, done))
+        return await asyncio.shield(pending)
+
+    def _settled(self, key: tuple[str, str], done: asyncio.Future[StoredManifest]) -> None:
+        self._manifests.pop(key, None)
+        if not done.cancelled():
+            done.exception()  # retrieved, even if every client hung up meanwhile
+
+    async def _manifest(self, repository: Repository, reference: Digest | str) -> StoredManifest:
         if isinstance(reference, Digest):
             try:
                 return await repository.manifests.get(reference)

@@ -65,6 +65,7 @@ class FaultyProxy:
         self.corrupt_manifests = False
         self.refuse = False  # close every connection without an answer
         self.delay = 0.0  # seconds before answering a blob GET
+        self.manifest_delay = 0.0  # seconds before answering for a manifest
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._forward)
         self._server = TestServer(app, host="127.0.0.1")
@@ -95,6 +96,8 @@ class FaultyProxy:
         is_blob = "/blobs/sha256:" in request.path
         if is_blob and request.method == "GET" and self.delay:
             await asyncio.sleep(self.delay)
+        if "/manifests/" in request.path and self.manifest_delay:
+            await asyncio.sleep(self.manifest_delay)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
         assert self._session is not None
         async with self._session.request(

@@ -5,6 +5,7 @@ upstream going away, and nothing is fetched twice."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import aiohttp
@@ -162,3 +163,14 @@ async def test_tags_are_the_upstream_s_and_the_cached_ones_when_it_is_down(
     faulty.refuse = False
     unknown = await send(mirror, "GET", "/v2/library/nothing/tags/list")
     assert_error(unknown, 404, "NAME_UNKNOWN")
+
+
+async def test_concurrent_pulls_of_one_tag_make_one_upstream_check(
+    mirror: RegistryClient, faulty: FaultyProxy, image: Image
+) -> None:
+    faulty.manifest_delay = 0.5  # every client asks before the upstream answers
+    path = "/v2/library/app/manifests/v1"
+    replies = await asyncio.gather(*(send(mirror, "GET", path, headers=ACCEPT) for _ in range(20)))
+    assert all(r.status == 200 and r.body == image.manifest for r in replies)
+    assert faulty.counts[("HEAD", path)] == 1
+    assert faulty.counts[("GET", f"/v2/library/app/manifests/{image.manifest_digest}")] == 1
