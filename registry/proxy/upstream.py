@@ -20,6 +20,7 @@ from registry.proxy.auth import UpstreamAuth, UpstreamAuthError, parse_challenge
 from registry.storage.manifest_formats import MAX_MANIFEST_SIZE
 from shared import mediatypes
 from shared.digest import Digest
+from shared.reference import is_valid_tag
 
 MANIFEST_ACCEPT = ", ".join(
     (
@@ -63,9 +64,10 @@ class UpstreamClient:
         self.remote_url = remote_url
         # Connect and per-read timeouts only: a large blob may take minutes in total,
         # but an upstream that stops sending for ``timeout`` is given up on.
+        limit = timeout or None  # 0: no limit, as for Distribution's durations
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(
-                total=None, connect=timeout, sock_connect=timeout, sock_read=timeout
+                total=None, connect=limit, sock_connect=limit, sock_read=limit
             ),
             headers={"User-Agent": USER_AGENT},
             auto_decompress=False,
@@ -103,7 +105,8 @@ class UpstreamClient:
                 raise UpstreamUnavailable("upstream sent an unreadable tag list") from None
             if not isinstance(listed, list) or not all(isinstance(t, str) for t in listed):
                 raise UpstreamUnavailable("upstream sent an unreadable tag list")
-            tags += listed
+            # Only names a client could ask for again: nothing else is passed on.
+            tags += [tag for tag in listed if is_valid_tag(tag)]
             found = _NEXT.search(link)
             if found is None or not listed:
                 return tags
