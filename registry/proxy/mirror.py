@@ -77,6 +77,8 @@ class Mirror:
         return remote
 
     async def close(self) -> None:
+        for pending in list(self._manifests.values()):
+            pending.cancel()
         await self.fetches.close()
         await self.client.close()
 
@@ -227,8 +229,9 @@ class Mirror:
     async def _committed(self, repository: Repository, fetch: BlobFetch) -> BlobDescriptor:
         try:
             await wait(fetch.done)
-        except FetchFailed as error:
-            raise unavailable(error) from None
+        except FetchFailed:
+            # Why is in the log (it may name storage paths): the client gets a fixed text.
+            raise unavailable(Exception("fetching the blob from the upstream failed")) from None
         return await repository.blobs.stat(fetch.digest)
 
     def _opener(self, repository: Repository, digest: Digest) -> BlobOpener:

@@ -70,6 +70,8 @@ async def test_wrong_bytes_are_refused_and_not_cached(
         mirror, "GET", f"/v2/library/big/blobs/{digest}", headers={"Range": "bytes=0-9"}
     )
     assert_error(ranged, 503, "UNAVAILABLE")
+    assert "fetching the blob from the upstream failed" in ranged.body.decode()
+    assert "/" + "_uploads" not in ranged.body.decode()  # no storage path reaches a client
     faulty.corrupt_manifests = True
     manifest = await send(
         mirror, "GET", "/v2/library/big/manifests/v1", headers={"Accept": OCI_MANIFEST}
