@@ -12,7 +12,8 @@ import aiohttp
 import pytest
 
 from tests.registry.conftest import ClientFactory, RegistryClient
-from tests.support.oci import Image, make_image
+from tests.registry.helpers import send
+from tests.support.oci import OCI_MANIFEST, Image, make_image
 from tests.support.portside_servers import ServerProcess, filesystem_registry
 from tests.support.upstreams import FaultyProxy, push_image
 
@@ -57,3 +58,18 @@ async def mirror(make_registry: ClientFactory, faulty: FaultyProxy) -> RegistryC
 
 def sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+ACCEPT = {"Accept": OCI_MANIFEST}
+
+
+async def pull(client: RegistryClient, name: str, tag: str, image: Image) -> None:
+    """Pull ``name:tag`` through ``client`` and check every byte against ``image``."""
+    manifest = await send(client, "GET", f"/v2/{name}/manifests/{tag}", headers=ACCEPT)
+    assert manifest.status == 200, manifest
+    assert manifest.body == image.manifest
+    assert manifest.headers["Docker-Content-Digest"] == image.manifest_digest
+    for digest, data in image.blobs.items():
+        blob = await send(client, "GET", f"/v2/{name}/blobs/{digest}")
+        assert blob.status == 200, blob
+        assert sha256(blob.body) == digest and blob.body == data

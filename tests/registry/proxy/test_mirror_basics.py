@@ -17,24 +17,10 @@ from registry.storage.retention import RetentionRun
 from registry.wiring import mirror_retention_policies
 from tests.registry.conftest import ClientFactory, RegistryClient
 from tests.registry.helpers import assert_error, send
-from tests.registry.proxy.conftest import sha256
+from tests.registry.proxy.conftest import ACCEPT, pull, sha256
 from tests.support.oci import OCI_MANIFEST, Image, make_image
 from tests.support.portside_servers import ServerProcess
 from tests.support.upstreams import FaultyProxy, push_image
-
-ACCEPT = {"Accept": OCI_MANIFEST}
-
-
-async def pull(client: RegistryClient, name: str, tag: str, image: Image) -> None:
-    """Pull ``name:tag`` through ``client`` and check every byte against ``image``."""
-    manifest = await send(client, "GET", f"/v2/{name}/manifests/{tag}", headers=ACCEPT)
-    assert manifest.status == 200, manifest
-    assert manifest.body == image.manifest
-    assert manifest.headers["Docker-Content-Digest"] == image.manifest_digest
-    for digest, data in image.blobs.items():
-        blob = await send(client, "GET", f"/v2/{name}/blobs/{digest}")
-        assert blob.status == 200, blob
-        assert sha256(blob.body) == digest and blob.body == data
 
 
 async def test_pulls_fill_the_cache_once(

@@ -15,7 +15,7 @@ import pytest
 
 from tests.registry.conftest import ClientFactory, RegistryClient
 from tests.registry.helpers import Blob, assert_error, push_blob, send
-from tests.registry.proxy.test_mirror_basics import pull
+from tests.registry.proxy.conftest import pull
 from tests.support.deployments import ISSUER, PASSWORDS, SERVICE
 from tests.support.logins import basic
 from tests.support.oci import Image, make_image
