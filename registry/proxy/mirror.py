@@ -24,7 +24,7 @@ from registry.proxy.upstream import (
     UpstreamUnavailable,
 )
 from registry.storage.blobs import BlobDescriptor
-from registry.storage.errors import BlobUnknown, ManifestUnknown, NameUnknown
+from registry.storage.errors import BlobUnknown, ManifestInvalid, ManifestUnknown, NameUnknown
 from registry.storage.manifests import StoredManifest
 from registry.storage.registry import Repository
 from shared import errors
@@ -148,9 +148,14 @@ class Mirror:
         if digest_of(fetched.body, digest.algorithm) != digest:
             log.warning("mirror: upstream sent a manifest not matching %s; not cached", digest)
             raise bad_upstream("upstream sent a manifest that does not match its digest")
-        stored, _ = await repository.manifests.put(
-            reference, fetched.body, fetched.media_type or None, check_references=False
-        )
+        try:
+            stored, _ = await repository.manifests.put(
+                reference, fetched.body, fetched.media_type or None, check_references=False
+            )
+        except ManifestInvalid as error:
+            # The client asked for nothing invalid: the upstream sent what cannot be kept.
+            log.warning("mirror: upstream sent an unusable manifest %s: %s", digest, error)
+            raise bad_upstream("upstream sent a manifest this registry cannot store") from None
         return stored
 
     async def _stale(

@@ -63,6 +63,7 @@ class FaultyProxy:
         self.cut_blobs_after: int | None = None  # bytes of a blob body, then hang up
         self.corrupt_blobs = False
         self.corrupt_manifests = False
+        self.manifest_type = ""  # if set, the Content-Type of every manifest answer
         self.refuse = False  # close every connection without an answer
         self.delay = 0.0  # seconds before answering a blob GET
         self.manifest_delay = 0.0  # seconds before answering for a manifest
@@ -111,6 +112,8 @@ class FaultyProxy:
             for key, value in upstream.headers.items():
                 if key.lower() not in _HOP_HEADERS:
                     response.headers.add(key, value)
+            if self.manifest_type and "/manifests/" in request.path:
+                response.headers["Content-Type"] = self.manifest_type
             if upstream.content_length is not None:
                 response.content_length = upstream.content_length
             await response.prepare(request)

@@ -113,3 +113,20 @@ async def test_a_client_hanging_up_does_not_hold_the_others_back(
     assert time.monotonic() - started < 30
     assert list(results[1:]) == [(200, digest)] * 2
     assert faulty.blob_gets(digest) == 1
+
+
+async def test_a_manifest_the_registry_cannot_store_is_a_bad_gateway(
+    mirror: RegistryClient, faulty: FaultyProxy, open_upstream: ServerProcess
+) -> None:
+    _, image = await pushed_blob(open_upstream, 1024, "unusable")
+    # An OCI image manifest announced as an index: it does not parse as one.
+    faulty.manifest_type = "application/vnd.oci.image.index.v1+json"
+    reply = await send(
+        mirror, "GET", "/v2/library/big/manifests/v1", headers={"Accept": OCI_MANIFEST}
+    )
+    assert_error(reply, 502, "UNAVAILABLE")
+    faulty.manifest_type = ""
+    reply = await send(
+        mirror, "GET", "/v2/library/big/manifests/v1", headers={"Accept": OCI_MANIFEST}
+    )
+    assert reply.status == 200 and reply.body == image.manifest
