@@ -4,8 +4,8 @@ The download runs in a task of its own (a client hanging up does not stop it) an
 through the repository's normal upload path: the bytes are appended to an upload, and
 ``Uploads.finish`` verifies the digest before the blob becomes visible, so nothing
 partial or wrong is ever cached. Clients that ask while the download has not sent its
-first byte read the same bytes as they arrive; clients that come later wait for the
-commit and are then served from storage. Each reader holds at most ``READER_BUFFER``
+first byte read the same bytes as they arrive; clients that come later read back what is
+already written and follow the upload as it grows. Each reader holds at most ``READER_BUFFER``
 bytes it has not taken yet (a reader that stays full for ``STALL_TIMEOUT`` is dropped),
 so memory stays flat whatever the blob's size. Every reader withholds the last bytes
 until the digest is verified: a client of a download that fails sees its transfer fail.
@@ -20,14 +20,17 @@ from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
-from registry.storage.blobs import BlobDescriptor
+from registry.storage.blobs import BlobDescriptor, BlobStore
+from registry.storage.errors import PathNotFound, UploadUnknown
 from registry.storage.registry import Repository
+from registry.storage.uploads import Uploads
 from shared.digest import Digest
 
 log = logging.getLogger("registry.proxy")
 
 READER_BUFFER = 1024 * 1024
 STALL_TIMEOUT = 60.0
+FOLLOW_INTERVAL = 0.05  # how often a later reader looks for newly written bytes
 
 # Opens the upstream's blob: an async context manager of (size, chunks).
 BlobOpener = Callable[[], contextlib.AbstractAsyncContextManager[tuple[int, AsyncIterator[bytes]]]]
@@ -96,6 +99,42 @@ class BlobFetch:
         self.sending = False  # the first byte went out: a new reader would miss it
         self._readers: list[_Reader] = []
         self._also: dict[str, Repository] = {}
+        self._upload: tuple[Uploads, str] | None = None  # where the bytes are written
+        self._store: BlobStore | None = None
+
+    async def follow(self) -> AsyncGenerator[bytes, None]:
+        """The whole blob for a reader that came once bytes were flowing: what is already
+        written, read back from the upload, then the rest as it is written, then (once
+        verified) the end from the committed blob. The last byte waits for the digest
+        check, as for the readers of the live stream."""
+        size = await wait(self.size)
+        offset = 0
+        while not self.done.done() and self._upload is not None:
+            uploads, upload_id = self._upload
+            try:
+                # Hold the last byte back until the digest is verified.
+                limit = min((await uploads.status(upload_id)).size, size - 1)
+                before = offset
+                if limit > offset:
+                    async for chunk in uploads.read(upload_id, offset):
+                        piece = chunk[: limit - offset]
+                        yield piece
+                        offset += len(piece)
+                        if offset >= limit:
+                            break
+                if offset > before:
+                    continue
+            except (UploadUnknown, PathNotFound):
+                pass  # committed (moved to the blob store) or abandoned: see ``done``
+            with contextlib.suppress(TimeoutError, FetchFailed):
+                await asyncio.wait_for(asyncio.shield(self.done), FOLLOW_INTERVAL)
+        try:
+            await wait(self.done)
+        except FetchFailed as error:
+            raise FetchFailed(str(error)) from None
+        assert self._store is not None
+        async for chunk in self._store.reader(self.digest, offset):
+            yield chunk
 
     def link_also(self, repository: Repository) -> None:
         """Link the blob in ``repository`` too once verified (another repository of
@@ -162,6 +201,7 @@ class BlobFetches:
             async with opener() as (size, chunks):
                 fetch.size.set_result(size)
                 upload_id = (await uploads.start()).upload_id
+                fetch._upload, fetch._store = (uploads, upload_id), repository.blobs.store
                 await uploads.append(upload_id, fetch._broadcast(chunks), length=size)
             descriptor = await uploads.finish(upload_id, fetch.digest)
             for other in fetch._also.values():

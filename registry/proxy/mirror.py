@@ -227,9 +227,12 @@ class Mirror:
             raise BlobUnknown(digest) from None
         except UpstreamUnavailable as error:
             raise unavailable(error) from None
-        if reader is None:
-            return await self._committed(repository, fetch)
-        return LiveBlob(BlobDescriptor(digest, size), reader.read())
+        descriptor = BlobDescriptor(digest, size)
+        if reader is not None:
+            return LiveBlob(descriptor, reader.read())
+        if whole:  # bytes are already flowing: follow them as they are written
+            return LiveBlob(descriptor, fetch.follow())
+        return await self._committed(repository, fetch)
 
     async def _committed(self, repository: Repository, fetch: BlobFetch) -> BlobDescriptor:
         try:

@@ -67,6 +67,7 @@ class FaultyProxy:
         self.refuse = False  # close every connection without an answer
         self.delay = 0.0  # seconds before answering a blob GET
         self.manifest_delay = 0.0  # seconds before answering for a manifest
+        self.blob_chunk_delay = 0.0  # seconds after each 64 KiB of a blob body
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._forward)
         self._server = TestServer(app, host="127.0.0.1")
@@ -131,7 +132,13 @@ class FaultyProxy:
                     assert request.transport is not None
                     request.transport.close()
                     return response
-                await response.write(chunk)
+                if is_blob and self.blob_chunk_delay:
+                    # A slow upstream: 64 KiB at a time, a pause after each.
+                    for start in range(0, len(chunk), 64 * 1024):
+                        await response.write(chunk[start : start + 64 * 1024])
+                        await asyncio.sleep(self.blob_chunk_delay)
+                else:
+                    await response.write(chunk)
                 sent += len(chunk)
             await response.write_eof()
             return response

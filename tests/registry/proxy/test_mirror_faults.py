@@ -130,3 +130,65 @@ async def test_a_manifest_the_registry_cannot_store_is_a_bad_gateway(
         mirror, "GET", "/v2/library/big/manifests/v1", headers={"Accept": OCI_MANIFEST}
     )
     assert reply.status == 200 and reply.body == image.manifest
+
+
+async def test_a_client_coming_late_follows_the_same_download(
+    mirror: RegistryClient, faulty: FaultyProxy, open_upstream: ServerProcess
+) -> None:
+    digest, _ = await pushed_blob(open_upstream, 8 * 1024 * 1024, "late")
+    faulty.blob_chunk_delay = 0.03  # a slow upstream: 8 MiB take about 4 s
+    flowing = asyncio.Event()
+    ended: list[float] = []
+
+    async def receive(
+        on_first_byte: asyncio.Event | None = None,
+    ) -> tuple[int, str, float]:
+        async with mirror.get(f"/v2/library/big/blobs/{digest}") as response:
+            hasher = hashlib.sha256()
+            first_byte = 0.0
+            async for chunk in response.content.iter_chunked(64 * 1024):
+                first_byte = first_byte or time.monotonic()
+                if on_first_byte is not None:
+                    on_first_byte.set()
+                hasher.update(chunk)
+            ended.append(time.monotonic())
+            return response.status, "sha256:" + hasher.hexdigest(), first_byte
+
+    async def late() -> tuple[int, str, float]:
+        await flowing.wait()  # bytes are flowing to the first client
+        return await receive()
+
+    first, second = await asyncio.gather(receive(flowing), late())
+    assert first[:2] == second[:2] == (200, digest)
+    assert faulty.blob_gets(digest) == 1
+    # The late client was sent bytes while the download was still going on (it takes
+    # seconds), not only once it was committed.
+    assert second[2] < min(ended) - 1.0
+
+
+async def test_a_late_client_of_a_download_that_breaks_sees_it_fail(
+    mirror: RegistryClient, faulty: FaultyProxy, open_upstream: ServerProcess
+) -> None:
+    digest, _ = await pushed_blob(open_upstream, 8 * 1024 * 1024, "late-cut")
+    faulty.blob_chunk_delay = 0.01
+    faulty.cut_blobs_after = 6 * 1024 * 1024
+    flowing = asyncio.Event()
+
+    async def first() -> tuple[int, str | None]:
+        async with mirror.get(f"/v2/library/big/blobs/{digest}") as response:
+            try:
+                async for _ in response.content.iter_chunked(64 * 1024):
+                    flowing.set()
+            except aiohttp.ClientPayloadError:
+                return response.status, None
+            return response.status, "complete"
+
+    async def late() -> tuple[int, str | None]:
+        await flowing.wait()
+        return await read_blob(mirror, digest)
+
+    assert list(await asyncio.gather(first(), late())) == [(200, None), (200, None)]
+    faulty.cut_blobs_after = None
+    faulty.blob_chunk_delay = 0.0
+    assert await read_blob(mirror, digest) == (200, digest)
+    assert faulty.blob_gets(digest) == 2
