@@ -116,12 +116,17 @@ class BlobFetch:
                 limit = min((await uploads.status(upload_id)).size, size - 1)
                 before = offset
                 if limit > offset:
-                    async for chunk in uploads.read(upload_id, offset):
-                        piece = chunk[: limit - offset]
-                        yield piece
-                        offset += len(piece)
-                        if offset >= limit:
-                            break
+                    written = uploads.read(upload_id, offset)
+                    try:
+                        async for chunk in written:
+                            piece = chunk[: limit - offset]
+                            yield piece
+                            offset += len(piece)
+                            if offset >= limit:
+                                break
+                    finally:
+                        if isinstance(written, AsyncGenerator):  # left early: it holds a file
+                            await written.aclose()
                 if offset > before:
                     continue
             except (UploadUnknown, PathNotFound):
