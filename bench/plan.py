@@ -19,6 +19,7 @@ SCENARIOS = (
     "durability",
     "gc",
     "flood",
+    "mirror",
 )
 
 

@@ -5,7 +5,8 @@ Phases, each with servers started for it on loopback:
 2. tokenauth, then both registries again on the same stores with ``auth.token``: scenario 4;
 3. both registries on seeded stores, small then large: scenario 5;
 4. portside flushing, portside not flushing and the reference, each on a new store:
-   scenario 6.
+   scenario 6;
+5. later scenarios start what they need themselves (9: an upstream and its mirror).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from bench.scenarios.flood import run_flood
 from bench.scenarios.gc import run_gc
 from bench.scenarios.images import run_images
 from bench.scenarios.listings import run_listings
+from bench.scenarios.mirror import run_mirror
 from bench.scenarios.tokens import run_issuance, run_tokens, start_tokenauth
 from bench.servers import PORTSIDE, REFERENCE, reference_available
 
@@ -109,6 +111,8 @@ async def run(plan: Plan, logs: Path) -> Outcome:
             await outcome.phase(ctx, "garbage collection", run_gc(ctx))
         if "flood" in wanted:
             await outcome.phase(ctx, "login flood", run_flood(ctx))
+        if "mirror" in wanted:
+            await outcome.phase(ctx, "pull-through cache", run_mirror(ctx))
     finally:
         await ctx.lab.stop_all()
         await asyncio.to_thread(_keep_logs, workdir, logs)

@@ -15,17 +15,23 @@ from registry.auth.middleware import auth_middleware
 from registry.config import RegistryConfig
 from registry.health.endpoints import health_context, health_gate
 from registry.health.factory import api_is_gated
-from registry.keys import CONFIG, MAINTENANCE, METRICS, STORAGE
+from registry.keys import CONFIG, MAINTENANCE, METRICS, MIRRORS, STORAGE
 from registry.metrics import RegistryMetrics
 from registry.metrics_serving import flushing, metrics_served
 from registry.middleware import error_middleware, header_setter
 from registry.notifications.notifier import WORKER, WorkerSlot, notifier_context
+from registry.proxy.mirror import Mirrors
 from registry.request_metrics import metrics_middleware
 from registry.routes import dispatch, get_base, get_root
 from registry.storage.retention import apply_periodically
 from registry.upload_state import UPLOAD_STATE, UploadStateSigner
 from registry.urls import path_prefix
-from registry.wiring import create_blob_descriptor_cache, create_storage, retention_policies
+from registry.wiring import (
+    create_blob_descriptor_cache,
+    create_storage,
+    mirror_retention_policies,
+    retention_policies,
+)
 
 
 def create_app(
@@ -63,6 +69,7 @@ def create_app(
     app.cleanup_ctx.append(_storage_context)
     app.cleanup_ctx.append(_cache_context)
     app.cleanup_ctx.append(health_context)
+    app.cleanup_ctx.append(_mirrors_context)
     app[WORKER] = worker or WorkerSlot()
     app.cleanup_ctx.append(notifier_context)
     if controller is not None:
@@ -126,3 +133,24 @@ async def _cache_context(app: web.Application) -> AsyncIterator[None]:
     yield
     if cache is not None:
         await cache.close()
+
+
+async def _mirrors_context(app: web.Application) -> AsyncIterator[None]:
+    """The pull-through cache's upstream clients (``proxy``), closed with the app."""
+    config = app[CONFIG]
+    mirrors = Mirrors(config.proxy.all_upstreams())
+    app[MIRRORS] = mirrors
+    expiry = None
+    policies = mirror_retention_policies(config)
+    ttls = [u.ttl.total_seconds() for u in config.proxy.all_upstreams() if u.ttl]
+    upkeep: bool = app[MAINTENANCE] and not config.storage.maintenance.readonly.enabled
+    if ttls and upkeep:
+        # Checked several times per ttl, at least hourly: a tag outlives it by little.
+        interval = min(3600.0, min(ttls) / 4)
+        expiry = asyncio.create_task(apply_periodically(app[STORAGE], policies, interval))
+    yield
+    if expiry is not None:
+        expiry.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await expiry
+    await mirrors.close()

@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 from registry.config_backends import RedisConfig
 from registry.config_health import HealthConfig
 from registry.config_notifications import NotificationsConfig
+from registry.config_proxy import ProxyConfig
 from registry.config_retention import RetentionConfig
 from registry.storage.s3_settings import MIB, S3_MAX_PART, S3_MIN_PART, S3DriverConfig
 from shared import config as _config
@@ -465,8 +466,8 @@ class RegistryConfig:
     redis: RedisConfig = field(default_factory=RedisConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
     # Accepted as plain data so existing files load; not implemented.
-    proxy: dict[str, Any] = field(default_factory=dict)
     compatibility: dict[str, Any] = field(default_factory=dict)
     middleware: dict[str, Any] = field(default_factory=dict)
     reporting: dict[str, Any] = field(default_factory=dict)
@@ -500,6 +501,10 @@ _REDIS_KEYS_USED = (
     *("addr", "addrs", "username", "password", "db", "clientname", "protocol"),
     *("dialtimeout", "readtimeout", "writetimeout", "tls", "pool.maxactive", "poolsize"),
     *("pooltimeout", "maxactiveconns", "maxretries", "minretrybackoff", "maxretrybackoff"),
+)
+_PROXY_KEYS_USED = (
+    *("remoteurl", "username", "password", "ttl", "servestale", "library", "timeout"),
+    "upstreams",
 )
 
 # Key paths portside acts on; a changed key that is not one of these, under one, or an
@@ -555,6 +560,7 @@ IMPLEMENTED = (
     "health.http",
     "health.tcp",
     "notifications",
+    *(f"proxy.{key}" for key in _PROXY_KEYS_USED),
     *(f"storage.s3.{key}" for key in _S3_KEYS_USED),
     *(f"redis.{key}" for key in _REDIS_KEYS_USED),
 )

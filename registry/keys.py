@@ -7,6 +7,7 @@ from aiohttp import web
 from registry.config import RegistryConfig
 from registry.health.monitor import HealthMonitor
 from registry.metrics import RegistryMetrics
+from registry.proxy.mirror import Mirrors
 from registry.routing import RouteMatch
 from registry.storage.registry import Registry
 
@@ -18,6 +19,8 @@ HEALTH = web.AppKey("health", HealthMonitor)
 MAINTENANCE = web.AppKey("maintenance", bool)
 # The app's metrics, only when http.debug.prometheus.enabled.
 METRICS = web.AppKey("metrics", RegistryMetrics)
+# The pull-through cache's upstreams (none unless ``proxy`` is configured).
+MIRRORS = web.AppKey("mirrors", Mirrors)
 ROUTE = web.RequestKey("route", RouteMatch)
 # Whether the caller may read a mount's source repository; without it, no mount.
 MOUNT_ALLOWED = web.RequestKey("mount_allowed", bool)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from registry.handlers import blobs, listings, manifests, uploads
-from registry.keys import CONFIG, ROUTE
+from registry.keys import CONFIG, MIRRORS, ROUTE
 from registry.routing import Route, RouteMatch, match_route
 from registry.urls import path_prefix
 from shared import errors
@@ -69,6 +69,9 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     match = request.get(ROUTE) or resolve(request)
     if request.method in _WRITES and request.app[CONFIG].storage.maintenance.readonly.enabled:
         raise RegistryError(errors.UNSUPPORTED, "the registry is in read-only mode", status=405)
+    if request.method in _WRITES and request.app[MIRRORS].for_name(match.name) is not None:
+        # As Distribution's proxy: a mirrored repository takes no pushes or deletes.
+        raise RegistryError(errors.UNSUPPORTED, status=405)
     request[ROUTE] = match
     return await match.handler(request)
 

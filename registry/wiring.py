@@ -140,3 +140,29 @@ def retention_policies(config: RegistryConfig) -> tuple[RetentionPolicy, ...]:
         )
         for policy in config.storage.retention.policies
     )
+
+
+def mirror_retention_policies(config: RegistryConfig) -> tuple[RetentionPolicy, ...]:
+    """The pull-through cache's ``ttl`` as retention policies: under each upstream's
+    prefix, a cached tag stored and last pulled more than ``ttl`` ago is dropped, and so
+    is a cached manifest no tag names any more (``garbage-collect`` then reclaims their
+    blobs). Pull times are widened as in ``retention_policies``."""
+    pull_lag = config.storage.retention.pullresolution.total_seconds() + FLUSH_INTERVAL
+    policies = []
+    # Longest prefix first, as the mirror routes names: a repository is governed by the
+    # first policy that matches it.
+    for upstream in sorted(config.proxy.all_upstreams(), key=lambda u: -len(u.prefix)):
+        ttl = upstream.ttl.total_seconds()
+        pattern = f"{upstream.prefix}/**" if upstream.prefix else "**"
+        if not ttl:
+            policies.append(RetentionPolicy(repositories=(pattern,)))  # kept forever
+            continue
+        policies.append(
+            RetentionPolicy(
+                repositories=(pattern,),
+                keep_pulled_within=ttl + pull_lag,
+                delete_tags=(DeleteTagsRule(("*",), ttl),),
+                delete_untagged_older_than=ttl,
+            )
+        )
+    return tuple(policies)

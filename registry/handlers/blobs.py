@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import BinaryIO
@@ -10,8 +11,9 @@ from typing import BinaryIO
 from aiohttp import web
 
 from registry.handlers.base import digest_param, repository, route_param
-from registry.keys import CONFIG
+from registry.keys import CONFIG, MIRRORS
 from registry.notifications import bridge
+from registry.proxy.mirror import LiveBlob
 from registry.storage.blobs import BlobDescriptor, LocalBlob, RedirectedBlob
 from shared import errors
 from shared.errors import RegistryError
@@ -20,7 +22,13 @@ COPY_CHUNK_SIZE = 256 * 1024
 
 
 async def head_blob(request: web.Request) -> web.StreamResponse:
-    descriptor = await repository(request).blobs.stat(digest_param(route_param(request, "digest")))
+    repo = repository(request)
+    digest = digest_param(route_param(request, "digest"))
+    mirror = request.app[MIRRORS].for_name(repo.name)
+    if mirror is None:
+        descriptor = await repo.blobs.stat(digest)
+    else:
+        descriptor = await mirror.blob_descriptor(repo, digest)
     response = web.StreamResponse(headers=_blob_headers(descriptor))
     response.content_length = descriptor.size
     return response
@@ -29,7 +37,15 @@ async def head_blob(request: web.Request) -> web.StreamResponse:
 async def get_blob(request: web.Request) -> web.StreamResponse:
     repo = repository(request)
     blobs = repo.blobs
-    descriptor = await blobs.stat(digest_param(route_param(request, "digest")))
+    digest = digest_param(route_param(request, "digest"))
+    mirror = request.app[MIRRORS].for_name(repo.name)
+    if mirror is None:
+        descriptor = await blobs.stat(digest)
+    else:
+        found = await mirror.blob(repo, digest, whole="Range" not in request.headers)
+        if isinstance(found, LiveBlob):
+            return await _send_live(request, repo.name, found)
+        descriptor = found
     start, count = _requested_range(request, descriptor.size)
     source = await blobs.open(descriptor, start, request.method)
     bridge.blob_pulled(request, repo.name, descriptor)
@@ -50,6 +66,25 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
             raise
         # The status line is out: an error body is impossible, and a client waiting for
         # the rest would hang. End the connection so it sees the transfer failed.
+        if request.transport is not None:
+            request.transport.close()
+        raise ConnectionResetError(f"blob transfer failed: {error}") from error
+    return response
+
+
+async def _send_live(request: web.Request, name: str, blob: LiveBlob) -> web.StreamResponse:
+    """An uncached blob of a mirrored repository, as it arrives from upstream."""
+    bridge.blob_pulled(request, name, blob.descriptor)
+    response = web.StreamResponse(headers=_blob_headers(blob.descriptor))
+    response.content_length = blob.descriptor.size
+    try:
+        # Closed however the transfer ends: a reader left open would hold the shared
+        # download back until it is dropped as too slow.
+        async with contextlib.aclosing(blob.chunks) as chunks:
+            await _stream(request, response, chunks, blob.descriptor.size)
+    except Exception as error:
+        if not response.prepared:
+            raise
         if request.transport is not None:
             request.transport.close()
         raise ConnectionResetError(f"blob transfer failed: {error}") from error

@@ -15,8 +15,9 @@ from registry.handlers.base import (
     route_param,
     url_for,
 )
-from registry.keys import CONFIG, STORAGE
+from registry.keys import CONFIG, MIRRORS, STORAGE
 from registry.oci import mediatypes
+from registry.storage.tags import page_of
 
 DEFAULT_CATALOG_PAGE = 100
 
@@ -24,7 +25,12 @@ DEFAULT_CATALOG_PAGE = 100
 async def list_tags(request: web.Request) -> web.StreamResponse:
     repo = repository(request)
     limit = page_size(request, default=None, maximum=None)
-    tags, more = await repo.tags.page(limit, request.query.get("last"))
+    last = request.query.get("last")
+    mirror = request.app[MIRRORS].for_name(repo.name)
+    if mirror is None:
+        tags, more = await repo.tags.page(limit, last)
+    else:  # as Distribution's proxy: the upstream's tags, the cached ones if it is down
+        tags, more = page_of(await mirror.tags(repo), limit, last)
     response = _json({"name": repo.name, "tags": tags})
     if more and tags and limit is not None:
         _link_next(request, response, f"/v2/{repo.name}/tags/list", limit, tags[-1])

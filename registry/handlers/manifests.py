@@ -5,11 +5,12 @@ from __future__ import annotations
 from aiohttp import web
 
 from registry.handlers.base import read_bounded, reference_param, repository, route_param, url_for
-from registry.keys import CONFIG, METRICS
+from registry.keys import CONFIG, METRICS, MIRRORS
 from registry.notifications import bridge
 from registry.oci.digest import Digest
 from registry.storage.manifest_formats import MAX_MANIFEST_SIZE
 from registry.storage.manifests import StoredManifest
+from registry.storage.registry import Repository
 from shared import errors
 from shared.errors import RegistryError
 
@@ -17,14 +18,14 @@ from shared.errors import RegistryError
 async def get_manifest(request: web.Request) -> web.StreamResponse:
     reference = reference_param(route_param(request, "reference"))
     repo = repository(request)
-    manifest = await repo.manifests.get(reference)
+    manifest = await _manifest(request, repo, reference)
     bridge.manifest_pulled(request, repo.name, manifest, _tag(reference))
     return web.Response(body=manifest.body, headers=_manifest_headers(manifest))
 
 
 async def head_manifest(request: web.Request) -> web.StreamResponse:
     reference = reference_param(route_param(request, "reference"))
-    manifest = await repository(request).manifests.get(reference)
+    manifest = await _manifest(request, repository(request), reference)
     response = web.StreamResponse(headers=_manifest_headers(manifest))
     response.content_length = len(manifest.body)
     return response
@@ -64,6 +65,16 @@ async def delete_manifest(request: web.Request) -> web.StreamResponse:
         await repo.tags.untag(reference)
         bridge.deleted(request, repo.name, tag=reference)
     return web.Response(status=202, headers={"Content-Length": "0"})
+
+
+async def _manifest(
+    request: web.Request, repo: Repository, reference: Digest | str
+) -> StoredManifest:
+    """The stored manifest; through the pull-through cache for a mirrored repository."""
+    mirror = request.app[MIRRORS].for_name(repo.name)
+    if mirror is None:
+        return await repo.manifests.get(reference)
+    return await mirror.manifest(repo, reference)
 
 
 def _tag(reference: Digest | str) -> str:

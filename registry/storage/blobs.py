@@ -98,6 +98,10 @@ class BlobStore:
             return LocalBlob(local)
         return StreamedBlob(self.driver.reader(data, offset))
 
+    def reader(self, digest: Digest, offset: int) -> AsyncIterator[bytes]:
+        """The blob's bytes from ``offset`` as a stream, wherever the backend keeps them."""
+        return self.driver.reader(paths.blob_data(digest), offset)
+
     async def put(self, digest: Digest, content: bytes) -> None:
         """Store small, already verified content (manifests) under its digest."""
         await self.driver.put_content(paths.blob_data(digest), content)

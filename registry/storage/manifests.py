@@ -138,15 +138,27 @@ class Manifests:
         self.cache.put(digest, media_type, body)
         return StoredManifest(digest, media_type, body)
 
+    async def has_revision(self, digest: Digest) -> bool:
+        return await self.blobs.revisions.exists(digest)
+
     async def put(
-        self, reference: Digest | str, body: bytes, content_type: str | None
+        self,
+        reference: Digest | str,
+        body: bytes,
+        content_type: str | None,
+        *,
+        check_references: bool = True,
     ) -> tuple[StoredManifest, ParsedManifest]:
+        """Store a pushed manifest. A pull-through cache stores what it fetched without
+        ``check_references``: its blobs are fetched when first asked for, as Distribution's
+        proxy stores with layer verification skipped."""
         algorithm = reference.algorithm if isinstance(reference, Digest) else "sha256"
         digest = digest_of(body, algorithm)
         if isinstance(reference, Digest) and digest != reference:
             raise DigestMismatch(reference, str(digest))
         parsed = await _parse(body, content_type)
-        await self._check_references(parsed)
+        if check_references:
+            await self._check_references(parsed)
         # One push of a revision at a time in this process: a failed one then undoes only
         # a revision it wrote, never one a concurrent push of the same bytes acknowledged.
         async with self._locks(("manifest", self.name, digest)):

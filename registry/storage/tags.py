@@ -42,6 +42,14 @@ class TagListCache:
         self._entries.pop(name, None)
 
 
+def page_of(tags: list[str], limit: int | None, last: str | None) -> tuple[list[str], bool]:
+    """Up to ``limit`` of the sorted ``tags`` after ``last``, and whether more remain."""
+    start = bisect.bisect_right(tags, last) if last else 0
+    if limit is None:
+        return tags[start:], False
+    return tags[start : start + limit], start + limit < len(tags)
+
+
 class Tags:
     def __init__(
         self,
@@ -173,12 +181,7 @@ class Tags:
 
     async def page(self, limit: int | None, last: str | None) -> tuple[list[str], bool]:
         """Up to ``limit`` tags after ``last``, and whether more remain."""
-        tags = await self.all()
-        start = bisect.bisect_right(tags, last) if last else 0
-        if limit is None:
-            return tags[start:], False
-        selected = tags[start : start + limit]
-        return selected, start + limit < len(tags)
+        return page_of(await self.all(), limit, last)
 
     async def pointing_at(self, digest: Digest) -> list[str]:
         found = []

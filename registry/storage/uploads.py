@@ -181,6 +181,11 @@ class Uploads:
                 await loop.run_in_executor(None, hasher.update, chunk)
         return hasher.hexdigest()
 
+    def read(self, upload_id: str, offset: int) -> AsyncIterator[bytes]:
+        """The data of an upload from ``offset`` as far as it is written now (a pull-through
+        cache's later readers follow a download this way); PathNotFound once it is gone."""
+        return self.driver.reader(paths.upload_data(self.name, upload_id), offset)
+
     async def cancel(self, upload_id: str) -> None:
         async with self._lock(upload_id):
             await self.status(upload_id)

@@ -42,6 +42,8 @@ EXPECTED = {
     "gc_peak_rss": EVERY_SERVER,
     "flood_login_p99": {"portside"},
     "flood_failures_per_account": {"portside"},
+    "mirror_cold_pull_4MiB": EVERY_SERVER,
+    "mirror_warm_pull_4MiB": EVERY_SERVER,
 }
 WITH_LOAD_GENERATORS = {
     "manifest_get": EVERY_SERVER,
@@ -62,7 +64,7 @@ def test_tiny_benchmark_runs_every_scenario(tmp_path: Path) -> None:
         require_tool("ab", "apache2-utils")
         expected.update(WITH_LOAD_GENERATORS)
     else:
-        command += ["--scenarios", "machine,blobs,images,listings,durability,gc,flood"]
+        command += ["--scenarios", "machine,blobs,images,listings,durability,gc,flood,mirror"]
 
     result = subprocess.run(
         command, cwd=ROOT, capture_output=True, text=True, timeout=240, check=False

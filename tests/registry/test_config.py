@@ -206,8 +206,8 @@ health:
       threshold: 3
 proxy:
   remoteurl: https://upstream.example.com
-  username: [username]
-  password: [password]
+  username: username
+  password: password
   exec:
     command: docker-credential-helper
     lifetime: 1h

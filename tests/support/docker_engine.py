@@ -16,7 +16,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,11 +96,17 @@ def dockerd_options(directory: Path, storage_driver: str = "vfs") -> list[str]:
 
 
 def start_docker_engine(
-    dockerd: str, directory: Path, timeout: float = 30.0, *, storage_driver: str = "vfs"
+    dockerd: str,
+    directory: Path,
+    timeout: float = 30.0,
+    *,
+    storage_driver: str = "vfs",
+    extra_options: Sequence[str] = (),
 ) -> DockerEngine:
     """Start dockerd with all its state in ``directory``; raise EngineUnavailable if it can't.
 
     ``vfs`` works everywhere; ``overlay2`` builds images far faster where it can mount.
+    ``extra_options`` are more dockerd options (``--registry-mirror=URL``, say).
     """
     if os.geteuid() != 0:
         raise EngineUnavailable("dockerd needs root to run (the tests start their own engine)")
@@ -109,7 +115,7 @@ def start_docker_engine(
     with open(directory / "dockerd.log", "wb") as log:
         # Same process group as pytest: an interrupted run takes the engine down with it.
         process = subprocess.Popen(
-            [dockerd, *dockerd_options(directory, storage_driver)],
+            [dockerd, *dockerd_options(directory, storage_driver), *extra_options],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -12,8 +12,8 @@ from pathlib import Path
 from shared.credentials import HtpasswdAuthenticator
 from shared.htpasswd import format_htpasswd_line
 from shared.verified_credentials import VerifiedCredentials
-from tokenauth.authn.htpasswd import HtpasswdUsers
 from tests.tokenauth.conftest import USERS, Setup, TokenClient, fetch_token
+from tokenauth.authn.htpasswd import HtpasswdUsers
 
 
 async def test_users_file_reloads_while_serving(client: TokenClient, setup: Setup) -> None:

@@ -1,0 +1,251 @@
+"""One upstream download per uncached blob, teed to storage and to every client waiting.
+
+The download runs in a task of its own (a client hanging up does not stop it) and writes
+through the repository's normal upload path: the bytes are appended to an upload, and
+``Uploads.finish`` verifies the digest before the blob becomes visible, so nothing
+partial or wrong is ever cached. Clients that ask while the download has not sent its
+first byte read the same bytes as they arrive; clients that come later read back what is
+already written and follow the upload as it grows. Each reader holds at most ``READER_BUFFER``
+bytes it has not taken yet (a reader that stays full for ``STALL_TIMEOUT`` is dropped),
+so memory stays flat whatever the blob's size. Every reader withholds the last bytes
+until the digest is verified: a client of a download that fails sees its transfer fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from typing import TypeVar
+
+from registry.oci.digest import Digest
+from registry.storage.blobs import BlobDescriptor, BlobStore
+from registry.storage.errors import PathNotFound, UploadUnknown
+from registry.storage.registry import Repository
+from registry.storage.uploads import Uploads
+
+log = logging.getLogger("registry.proxy")
+
+READER_BUFFER = 1024 * 1024
+STALL_TIMEOUT = 60.0
+FOLLOW_INTERVAL = 0.05  # how often a later reader looks for newly written bytes
+
+# Opens the upstream's blob: an async context manager of (size, chunks).
+BlobOpener = Callable[[], contextlib.AbstractAsyncContextManager[tuple[int, AsyncIterator[bytes]]]]
+
+
+class FetchFailed(Exception):
+    """The download did not end in a verified blob; the message says why."""
+
+
+class _Reader:
+    """One client's view of a download: the chunks it has not read yet."""
+
+    def __init__(self) -> None:
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self._ready = asyncio.Event()
+        self.room = asyncio.Event()
+        self.room.set()
+        self._finished = False
+        self._error: BaseException | None = None
+        self.closed = False
+
+    def push(self, chunk: bytes) -> None:
+        self._chunks.append(chunk)
+        self._buffered += len(chunk)
+        self._ready.set()
+        if self._buffered >= READER_BUFFER:
+            self.room.clear()
+
+    def finish(self, error: BaseException | None) -> None:
+        self._finished, self._error = True, error
+        self._ready.set()
+
+    async def read(self) -> AsyncGenerator[bytes, None]:
+        held: bytes | None = None  # the newest chunk, sent only once another follows
+        try:
+            while True:
+                await self._ready.wait()
+                while self._chunks:
+                    chunk = self._chunks.popleft()
+                    self._buffered -= len(chunk)
+                    if self._buffered < READER_BUFFER:
+                        self.room.set()
+                    if held is not None:
+                        yield held
+                    held = chunk
+                if self._finished:
+                    if self._error is not None:
+                        raise FetchFailed(str(self._error))
+                    if held is not None:
+                        yield held
+                    return
+                self._ready.clear()
+        finally:
+            self.closed = True
+            self.room.set()
+
+
+class BlobFetch:
+    """One download in progress."""
+
+    def __init__(self, digest: Digest) -> None:
+        self.digest = digest
+        self.size: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.done: asyncio.Future[BlobDescriptor] = asyncio.get_running_loop().create_future()
+        self.sending = False  # the first byte went out: a new reader would miss it
+        self._readers: list[_Reader] = []
+        self._also: dict[str, Repository] = {}
+        self._upload: tuple[Uploads, str] | None = None  # where the bytes are written
+        self._store: BlobStore | None = None
+
+    async def follow(self) -> AsyncGenerator[bytes, None]:
+        """The whole blob for a reader that came once bytes were flowing: what is already
+        written, read back from the upload, then the rest as it is written, then (once
+        verified) the end from the committed blob. The last byte waits for the digest
+        check, as for the readers of the live stream."""
+        size = await wait(self.size)
+        offset = 0
+        while not self.done.done() and self._upload is not None:
+            uploads, upload_id = self._upload
+            try:
+                # Hold the last byte back until the digest is verified.
+                limit = min((await uploads.status(upload_id)).size, size - 1)
+                before = offset
+                if limit > offset:
+                    written = uploads.read(upload_id, offset)
+                    try:
+                        async for chunk in written:
+                            piece = chunk[: limit - offset]
+                            yield piece
+                            offset += len(piece)
+                            if offset >= limit:
+                                break
+                    finally:
+                        if isinstance(written, AsyncGenerator):  # left early: it holds a file
+                            await written.aclose()
+                if offset > before:
+                    continue
+            except (UploadUnknown, PathNotFound):
+                pass  # committed (moved to the blob store) or abandoned: see ``done``
+            with contextlib.suppress(TimeoutError, FetchFailed):
+                await asyncio.wait_for(asyncio.shield(self.done), FOLLOW_INTERVAL)
+        try:
+            await wait(self.done)
+        except FetchFailed as error:
+            raise FetchFailed(str(error)) from None
+        assert self._store is not None
+        async for chunk in self._store.reader(self.digest, offset):
+            yield chunk
+
+    def link_also(self, repository: Repository) -> None:
+        """Link the blob in ``repository`` too once verified (another repository of
+        the same upstream asked for the same blob while it was downloading)."""
+        self._also.setdefault(repository.name, repository)
+
+    def join(self) -> _Reader | None:
+        """A reader of the whole blob, or None when bytes already went out."""
+        if self.sending:
+            return None
+        reader = _Reader()
+        self._readers.append(reader)
+        return reader
+
+    async def _broadcast(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        async for chunk in chunks:
+            self.sending = True
+            for reader in list(self._readers):
+                if reader.closed:
+                    self._readers.remove(reader)
+                    continue
+                if not reader.room.is_set():
+                    try:
+                        await asyncio.wait_for(reader.room.wait(), STALL_TIMEOUT)
+                    except TimeoutError:
+                        reader.finish(FetchFailed("client too slow"))
+                        self._readers.remove(reader)
+                        continue
+                reader.push(chunk)
+            yield chunk
+
+    def _finish(self, error: BaseException | None) -> None:
+        for reader in self._readers:
+            reader.finish(error)
+        self._readers.clear()
+
+
+class BlobFetches:
+    """The downloads in progress in this process, by digest (single-flight)."""
+
+    def __init__(self) -> None:
+        self._fetches: dict[Digest, BlobFetch] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def current(self, digest: Digest) -> BlobFetch | None:
+        return self._fetches.get(digest)
+
+    def start(self, repository: Repository, digest: Digest, opener: BlobOpener) -> BlobFetch:
+        """The download of ``digest`` into ``repository``, started unless one runs."""
+        fetch = self._fetches.get(digest)
+        if fetch is not None:
+            return fetch
+        fetch = BlobFetch(digest)
+        self._fetches[digest] = fetch
+        task = asyncio.create_task(self._run(fetch, repository, opener))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return fetch
+
+    async def _run(self, fetch: BlobFetch, repository: Repository, opener: BlobOpener) -> None:
+        uploads = repository.uploads
+        upload_id: str | None = None
+        try:
+            async with opener() as (size, chunks):
+                fetch.size.set_result(size)
+                upload_id = (await uploads.start()).upload_id
+                fetch._upload, fetch._store = (uploads, upload_id), repository.blobs.store
+                await uploads.append(upload_id, fetch._broadcast(chunks), length=size)
+            descriptor = await uploads.finish(upload_id, fetch.digest)
+            for other in fetch._also.values():
+                if other.name != repository.name:
+                    await other.blobs.link(fetch.digest)
+        except BaseException as error:
+            # Forgotten first: a client asking from now on starts a fresh download.
+            self._fetches.pop(fetch.digest, None)
+            log.warning(
+                "mirror: fetching %s for %s failed: %s", fetch.digest, repository.name, error
+            )
+            if not fetch.size.done():
+                fetch.size.set_exception(error)
+                fetch.size.exception()  # retrieved: a waiter may be gone
+            fetch.done.set_exception(FetchFailed(str(error)))
+            fetch.done.exception()
+            fetch._finish(error)
+            if upload_id is not None:
+                with contextlib.suppress(Exception):
+                    await uploads.cancel(upload_id)
+            if not isinstance(error, Exception):
+                raise
+        else:
+            self._fetches.pop(fetch.digest, None)
+            fetch.done.set_result(descriptor)
+            fetch._finish(None)
+
+    async def close(self) -> None:
+        """Stop the downloads in progress (their uploads are removed)."""
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+T = TypeVar("T")
+
+
+async def wait(awaitable: Awaitable[T]) -> T:
+    """``awaitable``, shielded: a client hanging up never cancels the shared download."""
+    return await asyncio.shield(awaitable)
