@@ -22,10 +22,13 @@ from shared.listener import ListenError, bind_sockets
 from shared.serving import ConnectionTimeouts, serving
 from shared.tls import TLSSetupError, server_context
 from shared.token import PublicKey, libtrust_key_id, thumbprint
+from tokenauth import keydir
 from tokenauth.app import create_app, create_debug_app
 from tokenauth.config import TokenAuthConfig, load_config, split_address
 from tokenauth.errors import INVALID_REQUEST
+from tokenauth.keydir import KeyOptions
 from tokenauth.keygen import ALGORITHMS, DEFAULT_RSA_BITS, write_key_pair
+from tokenauth.signing import read_key_directory
 
 log = logging.getLogger("tokenauth")
 
@@ -38,13 +41,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     check = commands.add_parser("check", help="load the configuration, users and ACL, then exit")
     check.add_argument("config", type=Path)
     keygen = commands.add_parser("keygen", help="write a signing key and a certificate for it")
-    keygen.add_argument("--algorithm", choices=ALGORITHMS, default="ES256")
+    keygen.add_argument("--algorithm", choices=ALGORITHMS, default=None, help="default ES256")
     keygen.add_argument("--rsa-bits", type=int, default=DEFAULT_RSA_BITS)
     keygen.add_argument("--key", type=Path, default=Path("token.key"))
     keygen.add_argument("--certificate", type=Path, default=Path("token.crt"))
     keygen.add_argument("--common-name", default="portside tokenauth")
     keygen.add_argument("--days", type=int, default=3650)
     keygen.add_argument("--force", action="store_true", help="replace existing files")
+    keygen.add_argument(
+        "--dir", type=Path, help="write a key directory (token.keydir) instead of one key"
+    )
+    keygen.add_argument(
+        "--rotate",
+        action="store_true",
+        help="with --dir: previous <- current <- next <- a new key",
+    )
     args = parser.parse_args(argv)
     if args.command == "keygen":
         return _keygen(args)
@@ -125,11 +136,13 @@ async def _serve(
 
 
 def _keygen(args: argparse.Namespace) -> int:
+    if args.dir is not None or args.rotate:
+        return _keygen_directory(args)
     try:
         cert = write_key_pair(
             args.key,
             args.certificate,
-            algorithm=args.algorithm,
+            algorithm=args.algorithm or "ES256",
             common_name=args.common_name,
             lifetime=timedelta(days=args.days),
             rsa_bits=args.rsa_bits,
@@ -139,11 +152,37 @@ def _keygen(args: argparse.Namespace) -> int:
         print(f"tokenauth keygen: {error}", file=sys.stderr)
         return 1
     public = cert.public_key()
-    print(f"wrote {args.key} ({args.algorithm} private key) and {args.certificate}")
+    print(f"wrote {args.key} ({args.algorithm or 'ES256'} private key) and {args.certificate}")
     if isinstance(public, PublicKey):
         print(f"kid (RFC 7638): {thumbprint(public)}")
         print(f"libtrust kid:   {libtrust_key_id(public)}")
     print("trust the certificate in the registry: auth.token.rootcertbundle")
+    return 0
+
+
+def _keygen_directory(args: argparse.Namespace) -> int:
+    """``keygen --dir DIR [--rotate]``: create or rotate a key directory."""
+    if args.dir is None:
+        print("tokenauth keygen: --rotate needs --dir", file=sys.stderr)
+        return 2
+    options = KeyOptions(args.algorithm, args.common_name, timedelta(days=args.days), args.rsa_bits)
+    try:
+        if args.rotate:
+            keydir.rotate(args.dir, options)
+        else:
+            keydir.initialise(args.dir, options, force=args.force)
+        keys = read_key_directory(args.dir)
+    except (OSError, ValueError) as error:
+        print(f"tokenauth keygen: {error}", file=sys.stderr)
+        return 1
+    names = ("current", "next", "previous")
+    for name, published in zip(names, keys.published, strict=False):
+        print(f"{name:8} kid {thumbprint(published.key)}")
+    print(
+        f"{'rotated' if args.rotate else 'wrote'} {args.dir}; tokenauth re-reads it within seconds"
+    )
+    print(f"trust {args.dir / keydir.BUNDLE} in every registry (auth.token.rootcertbundle)")
+    print("before the next rotation (or its jwks.json: auth.token.jwks)")
     return 0
 
 

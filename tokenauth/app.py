@@ -21,7 +21,7 @@ from tokenauth.health import ServiceHealth
 from tokenauth.issuer import TokenIssuer
 from tokenauth.keys import CONFIG, HEALTH, ISSUER, METRICS
 from tokenauth.metrics import TokenAuthMetrics
-from tokenauth.signing import load_signer
+from tokenauth.signing import SigningKeys, watching
 
 MAX_BODY = 64 * 1024  # an OAuth2 form is a few hundred bytes
 JWKS_PATH = "/.well-known/jwks.json"
@@ -29,7 +29,7 @@ HEALTH_PATH = "/health"
 
 
 def create_app(config: TokenAuthConfig) -> web.Application:
-    signer = load_signer(config.token)
+    signer = SigningKeys(config.token)
     try:
         authenticator = HtpasswdAuthenticator(
             config.users,
@@ -56,6 +56,7 @@ def create_app(config: TokenAuthConfig) -> web.Application:
     # Before serving, so that even the first refusal is padded to a measured check time.
     app.on_startup.append(lambda _: authenticator.calibrate())
     app.on_cleanup.append(lambda _: asyncio.to_thread(authenticator.close))
+    app.cleanup_ctx.append(lambda _: watching(signer))
     app.router.add_routes(
         [
             web.get(config.http.path, handlers.get_token, allow_head=False),

@@ -115,6 +115,9 @@ class TokenConfig:
     services: list[str] = field(default_factory=list)
     key: str = ""  # PEM private key (tokenauth keygen writes one)
     certificate: str = ""  # PEM chain for x5c, leaf first; what registries' rootcertbundle trusts
+    # Instead of key and certificate: a directory of rotating keys (tokenauth.keydir),
+    # watched and re-read when ``tokenauth keygen --dir DIR --rotate`` changes it.
+    keydir: str = ""
     lifetime: timedelta = timedelta(minutes=5)
     refreshlifetime: timedelta = timedelta(days=30)
 
@@ -127,6 +130,8 @@ class TokenConfig:
             raise InvalidSetting("lifetime", "must be between 60s and 24h")
         if self.refreshlifetime < self.lifetime:
             raise InvalidSetting("refreshlifetime", "must not be shorter than lifetime")
+        if self.keydir and (self.key or self.certificate):
+            raise InvalidSetting("keydir", "set either keydir or key and certificate, not both")
 
 
 @dataclass(frozen=True)
@@ -151,9 +156,11 @@ class TokenAuthConfig:
 def load_config(path: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> TokenAuthConfig:
     """Load ``path`` with ``TOKENAUTH_*`` overrides and resolve its relative file paths."""
     config = _config.load_config(TokenAuthConfig, path, environ, ENV_PREFIX)
-    for key in ("issuer", "services", "key"):
+    for key in ("issuer", "services"):
         if not getattr(config.token, key):
             raise ConfigError(f"token.{key}: must be set")
+    if not config.token.key and not config.token.keydir:
+        raise ConfigError("token.key: must be set (or token.keydir)")
     base = Path(path).parent if path is not None else Path.cwd()
 
     def resolve(value: str) -> str:
@@ -168,7 +175,10 @@ def load_config(path: str | os.PathLike[str] | None, environ: Mapping[str, str])
     )
     token = config.token
     token = dataclasses.replace(
-        token, key=resolve(token.key), certificate=resolve(token.certificate)
+        token,
+        key=resolve(token.key),
+        certificate=resolve(token.certificate),
+        keydir=resolve(token.keydir),
     )
     return dataclasses.replace(
         config,

@@ -13,8 +13,9 @@ from typing import Any
 
 from shared.credentials import HtpasswdAuthenticator
 from shared.htpasswd import HtpasswdFile
-from shared.token import TokenSigner
+from shared.token import thumbprint
 from tokenauth.acl import AclFile
+from tokenauth.signing import SigningKeys
 
 
 def _when(timestamp: float | None) -> str | None:
@@ -57,9 +58,9 @@ class ServiceHealth:
     """The parts a token request needs, as one report."""
 
     def __init__(
-        self, signer: TokenSigner, users: HtpasswdAuthenticator, acl: AclFile | None
+        self, keys: SigningKeys, users: HtpasswdAuthenticator, acl: AclFile | None
     ) -> None:
-        self.signer, self.users, self.acl = signer, users, acl
+        self.keys, self.users, self.acl = keys, users, acl
 
     def report(self) -> tuple[int, dict[str, Any]]:
         """The HTTP status (200 usable, 503 not) and the JSON body."""
@@ -69,6 +70,7 @@ class ServiceHealth:
         parts = [_users_file(users) for users in self.users.files]
         acl = _acl_file(self.acl) if self.acl is not None else None
         states = [part["state"] for part in parts] + ([acl["state"]] if acl else [])
+        signer = self.keys.signer
         status = "ok"
         if "unavailable" in states:
             status = "unavailable"
@@ -80,9 +82,11 @@ class ServiceHealth:
             "acl": acl,
             "signing_key": {
                 "loaded": True,  # loaded at start-up, or the service does not start
-                "algorithm": self.signer.algorithm,
-                "key_id": self.signer.kid,
-                "certificates": len(self.signer.chain),
+                "algorithm": signer.algorithm,
+                "key_id": signer.kid,
+                "certificates": len(signer.chain),
+                "published": [thumbprint(p.key) for p in self.keys.keys.published],
+                "error": self.keys.error,  # a key directory change not taken (yet)
             },
         }
         return (503 if status == "unavailable" else 200), body

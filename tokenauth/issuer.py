@@ -14,13 +14,14 @@ from shared.credentials import VerifierBusy
 from shared.errors import TOOMANYREQUESTS, UNAUTHORIZED, UNAVAILABLE
 from shared.ratelimit import LoginLimits, Throttled
 from shared.scope import Scope
-from shared.token import Claims, TokenSigner
+from shared.token import Claims
 from tokenauth.acl import AclFile
 from tokenauth.audit import AuditRecord
 from tokenauth.authn.base import Authenticator
 from tokenauth.config import TokenAuthConfig
 from tokenauth.errors import INVALID_REQUEST, TokenAuthError
 from tokenauth.refresh import RefreshError, RefreshTokens
+from tokenauth.signing import SigningKeys
 
 MAX_ACCOUNT_LENGTH = 255
 
@@ -45,7 +46,7 @@ class TokenIssuer:
     def __init__(
         self,
         config: TokenAuthConfig,
-        signer: TokenSigner,
+        signer: SigningKeys,
         authenticator: Authenticator,
         acl: AclFile | None,
     ) -> None:

@@ -7,6 +7,8 @@ be named) and they carry no access. Each use checks, against the users files of 
 that the user still exists with the same password (via the credential id in the token);
 removing the user or changing the password therefore ends all of their refresh tokens.
 They stay reusable until they expire, as the docker CLI keeps the one from ``docker login``.
+They are signed with the current key and verified with every published one (previous,
+current, next), so a key rotation ends only those signed two rotations ago.
 """
 
 from __future__ import annotations
@@ -14,9 +16,17 @@ from __future__ import annotations
 import hmac
 from datetime import timedelta
 
-from shared.token import Claims, TokenError, TokenSigner, TokenVerifier
+from shared.token import (
+    Claims,
+    TokenError,
+    TokenSigner,
+    TokenVerifier,
+    algorithm_for_key,
+    public_jwk,
+)
 from tokenauth.authn.base import Authenticator
 from tokenauth.config import REFRESH_AUDIENCE_PREFIX
+from tokenauth.signing import SigningKeys
 
 TOKEN_TYPE = "refresh+jwt"  # noqa: S105 - a JWT "typ", not a secret
 
@@ -28,25 +38,34 @@ class RefreshError(Exception):
 class RefreshTokens:
     def __init__(
         self,
-        signer: TokenSigner,
+        keys: SigningKeys,
         *,
         issuer: str,
         lifetime: timedelta,
         authenticator: Authenticator,
     ) -> None:
-        self.signer = TokenSigner(signer.key)  # no x5c: these never go to a registry
+        self.keys = keys
         self.issuer = issuer
         self.audience = REFRESH_AUDIENCE_PREFIX + issuer
         self.lifetime = lifetime
         self.authenticator = authenticator
-        self.verifier = TokenVerifier(
-            issuer=issuer,
-            audience=self.audience,
-            jwks=self.signer.jwks(),
-            algorithms=[self.signer.algorithm],
-            leeway=timedelta(0),
-            token_type=TOKEN_TYPE,
-        )
+        self._for: tuple[int, TokenSigner, TokenVerifier] | None = None
+
+    def _current(self) -> tuple[TokenSigner, TokenVerifier]:
+        """Signer and verifier of the keys in force, made again when they change."""
+        version, keys = self.keys.version, self.keys.keys
+        if self._for is None or self._for[0] != version:
+            signer = TokenSigner(keys.signer.key)  # no x5c: these never go to a registry
+            verifier = TokenVerifier(
+                issuer=self.issuer,
+                audience=self.audience,
+                jwks={"keys": [public_jwk(p.key) for p in keys.published]},
+                algorithms=sorted({algorithm_for_key(p.key) for p in keys.published}),
+                leeway=timedelta(0),
+                token_type=TOKEN_TYPE,
+            )
+            self._for = (version, signer, verifier)
+        return self._for[1], self._for[2]
 
     def issue(self, user: str, service: str) -> str | None:
         """A refresh token for ``user`` at ``service``; None if the user has no credential."""
@@ -60,12 +79,12 @@ class RefreshTokens:
             lifetime=self.lifetime,
             extra={"service": service, "credential": credential},
         )
-        return self.signer.sign(claims, typ=TOKEN_TYPE)
+        return self._current()[0].sign(claims, typ=TOKEN_TYPE)
 
     def redeem(self, token: str, service: str) -> str:
         """The user a refresh token stands for; raises :class:`RefreshError`."""
         try:
-            claims = self.verifier.verify(token)
+            claims = self._current()[1].verify(token)
         except TokenError as error:
             raise RefreshError(str(error)) from None
         if claims.extra.get("service") != service:
