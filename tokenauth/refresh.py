@@ -16,14 +16,7 @@ from __future__ import annotations
 import hmac
 from datetime import timedelta
 
-from shared.token import (
-    Claims,
-    TokenError,
-    TokenSigner,
-    TokenVerifier,
-    algorithm_for_key,
-    public_jwk,
-)
+from shared.token import Claims, TokenError
 from tokenauth.authn.base import Authenticator
 from tokenauth.config import REFRESH_AUDIENCE_PREFIX
 from tokenauth.signing import SigningKeys
@@ -38,34 +31,17 @@ class RefreshError(Exception):
 class RefreshTokens:
     def __init__(
         self,
-        keys: SigningKeys,
+        signer: SigningKeys,
         *,
         issuer: str,
         lifetime: timedelta,
         authenticator: Authenticator,
     ) -> None:
-        self.keys = keys
+        self.signer = signer
         self.issuer = issuer
         self.audience = REFRESH_AUDIENCE_PREFIX + issuer
         self.lifetime = lifetime
         self.authenticator = authenticator
-        self._for: tuple[int, TokenSigner, TokenVerifier] | None = None
-
-    def _current(self) -> tuple[TokenSigner, TokenVerifier]:
-        """Signer and verifier of the keys in force, made again when they change."""
-        version, keys = self.keys.version, self.keys.keys
-        if self._for is None or self._for[0] != version:
-            signer = TokenSigner(keys.signer.key)  # no x5c: these never go to a registry
-            verifier = TokenVerifier(
-                issuer=self.issuer,
-                audience=self.audience,
-                jwks={"keys": [public_jwk(p.key) for p in keys.published]},
-                algorithms=sorted({algorithm_for_key(p.key) for p in keys.published}),
-                leeway=timedelta(0),
-                token_type=TOKEN_TYPE,
-            )
-            self._for = (version, signer, verifier)
-        return self._for[1], self._for[2]
 
     def issue(self, user: str, service: str) -> str | None:
         """A refresh token for ``user`` at ``service``; None if the user has no credential."""
@@ -79,12 +55,13 @@ class RefreshTokens:
             lifetime=self.lifetime,
             extra={"service": service, "credential": credential},
         )
-        return self._current()[0].sign(claims, typ=TOKEN_TYPE)
+        return self.signer.sign(claims, typ=TOKEN_TYPE, x5c=False)  # never goes to a registry
 
     def redeem(self, token: str, service: str) -> str:
         """The user a refresh token stands for; raises :class:`RefreshError`."""
         try:
-            claims = self._current()[1].verify(token)
+            verifier = self.signer.verifier(self.issuer, self.audience, TOKEN_TYPE)
+            claims = verifier.verify(token)
         except TokenError as error:
             raise RefreshError(str(error)) from None
         if claims.extra.get("service") != service:

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,8 @@ from shared.token import (
     Claims,
     PublicKey,
     TokenSigner,
+    TokenVerifier,
+    algorithm_for_key,
     load_private_key,
     public_jwk,
     thumbprint,
@@ -53,6 +57,11 @@ class KeySet:
 
     signer: TokenSigner
     published: tuple[Published, ...]
+
+    @functools.cached_property
+    def bare(self) -> TokenSigner:
+        """The signer without its chain: a header with ``kid`` only."""
+        return TokenSigner(self.signer.key)
 
 
 def _signer(key_path: Path, chain: Sequence[x509.Certificate]) -> TokenSigner:
@@ -135,7 +144,7 @@ class SigningKeys:
     def __init__(self, config: TokenConfig) -> None:
         self.directory = Path(config.keydir) if config.keydir else None
         self.error: str | None = None  # why the directory's latest state was not taken
-        self.version = 0  # grows with each generation taken
+        self._verifier: tuple[KeySet, tuple[str, str, str], TokenVerifier] | None = None
         if self.directory is None:
             self.keys = read_key_file(config)
             self._seen: tuple[tuple[int, int, int] | None, ...] = ()
@@ -150,8 +159,29 @@ class SigningKeys:
     def signer(self) -> TokenSigner:
         return self.keys.signer
 
-    def sign(self, claims: Claims, *, typ: str = "JWT") -> str:
-        return self.keys.signer.sign(claims, typ=typ)
+    def sign(self, claims: Claims, *, typ: str = "JWT", x5c: bool = True) -> str:
+        """``claims`` signed with the current key; ``x5c=False``: the header names the key
+        by ``kid`` only (tokens only tokenauth reads back)."""
+        keys = self.keys
+        signer = keys.signer if x5c or not keys.signer.chain else keys.bare
+        return signer.sign(claims, typ=typ)
+
+    def verifier(self, issuer: str, audience: str, token_type: str) -> TokenVerifier:
+        """A verifier (no leeway) of tokens tokenauth signed for itself with any published
+        key; made again when the keys change."""
+        keys, wanted = self.keys, (issuer, audience, token_type)
+        cached = self._verifier
+        if cached is None or cached[0] is not keys or cached[1] != wanted:
+            verifier = TokenVerifier(
+                issuer=issuer,
+                audience=audience,
+                jwks=self.jwks(),
+                algorithms=sorted({algorithm_for_key(p.key) for p in keys.published}),
+                leeway=timedelta(0),
+                token_type=token_type,
+            )
+            cached = self._verifier = (keys, wanted, verifier)
+        return cached[2]
 
     def jwks(self) -> dict[str, Any]:
         """Every published key (current first), each with its ``x5c`` chain."""
@@ -176,7 +206,6 @@ class SigningKeys:
         changed = keys.signer.kid != self.keys.signer.kid or keys.published != self.keys.published
         self.keys, self.error = keys, None
         if changed:
-            self.version += 1
             log.info("token.keydir: now signing with key %s", keys.signer.kid)
         return changed
 
