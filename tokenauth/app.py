@@ -68,15 +68,19 @@ def create_app(config: TokenAuthConfig) -> web.Application:
     return app
 
 
-def create_debug_app(served: web.Application) -> web.Application:
-    """The app of ``http.debug.addr``: ``served``'s metrics, when they are enabled."""
+def create_debug_app(served: web.Application, *, multiprocess: bool = False) -> web.Application:
+    """The app of ``http.debug.addr``: ``served``'s metrics, when they are enabled;
+    ``multiprocess``: those of every worker (``--workers``), summed."""
     app = web.Application()
     config = served[CONFIG].http.debug.prometheus
     if config.enabled:
         metrics = served[METRICS]
 
         async def get_metrics(request: web.Request) -> web.Response:
-            body, content_type = exposition(metrics.registry, multiprocess=False)
+            # Reading every worker's files is blocking work: off the event loop.
+            body, content_type = await asyncio.to_thread(
+                exposition, metrics.registry, multiprocess=multiprocess
+            )
             response = web.Response(body=body, headers={"Cache-Control": "no-store"})
             response.headers["Content-Type"] = content_type
             return response
