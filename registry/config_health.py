@@ -12,8 +12,8 @@ import datetime
 import urllib.parse
 from dataclasses import dataclass, field
 
-from registry.config_backends import listen_host_port
 from shared.config import InvalidSetting, between, meta
+from shared.redis_config import listen_host_port
 
 DEFAULT_INTERVAL = datetime.timedelta(seconds=10)
 _ZERO = datetime.timedelta(0)

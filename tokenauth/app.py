@@ -13,6 +13,8 @@ from aiohttp import web
 from shared.config import ConfigError
 from shared.credentials import HtpasswdAuthenticator
 from shared.metrics import exposition
+from shared.ratelimit_redis import RedisBuckets
+from shared.redis_client import redis_client
 from tokenauth import handlers
 from tokenauth.acl import AclError, AclFile
 from tokenauth.config import TokenAuthConfig
@@ -45,7 +47,10 @@ def create_app(config: TokenAuthConfig) -> web.Application:
         raise ConfigError(f"acl: {error}") from None
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY)
     app[CONFIG] = config
-    app[ISSUER] = TokenIssuer(config, signer, authenticator, acl)
+    buckets = login_buckets(config)
+    app[ISSUER] = TokenIssuer(config, signer, authenticator, acl, buckets)
+    if buckets is not None:
+        app.on_cleanup.append(lambda _: buckets.close())
     app[HEALTH] = ServiceHealth(signer, authenticator, acl)
     if config.http.debug.prometheus.enabled:
         metrics = app[METRICS] = TokenAuthMetrics()
@@ -66,6 +71,15 @@ def create_app(config: TokenAuthConfig) -> web.Application:
         ]
     )
     return app
+
+
+def login_buckets(config: TokenAuthConfig) -> RedisBuckets | None:
+    """The login buckets in the configured Redis, shared by replicas; None (this process's
+    own) when no ``redis.addr`` is set. Nothing connects before the first login."""
+    address = config.redis.address
+    if not address or not config.ratelimit.enabled:
+        return None
+    return RedisBuckets(redis_client(config.redis), config.ratelimit, where=f"Redis at {address}")
 
 
 def create_debug_app(served: web.Application, *, multiprocess: bool = False) -> web.Application:

@@ -17,6 +17,7 @@ from shared import config as _config
 from shared.config import ConfigError, InvalidSetting, meta
 from shared.metrics import metrics_path
 from shared.ratelimit import RateLimitConfig
+from shared.redis_config import RedisConfig
 from shared.serving import (
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
@@ -150,6 +151,9 @@ class TokenAuthConfig:
     acl: str = ""  # the ACL file; none: every token carries no access
     ratelimit: RateLimitConfig = field(default_factory=RateLimitConfig)
     credentialcache: CredentialCacheConfig = field(default_factory=CredentialCacheConfig)
+    # Distribution's ``redis`` section, as the registries have it: when set, the login
+    # buckets live there, shared by every replica (shared.ratelimit_redis).
+    redis: RedisConfig = field(default_factory=RedisConfig)
     loglevel: str = field(default="info", metadata=meta(check=_loglevel))
 
 

@@ -86,7 +86,7 @@ async def post_token(request: web.Request) -> web.Response:
                 raise TokenAuthError(
                     INVALID_REQUEST, "refresh_token is required", oauth="invalid_request"
                 )
-            account = issuer.redeem(refresh, service, record)
+            account = await issuer.redeem(refresh, service, record)
         granted = issuer.authorize(account, service, scopes, record)
         body = _token_body(issuer.issue(account, service, granted, record))
         body["scope"] = format_scopes(granted)

@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from shared.credentials import VerifierBusy
 from shared.errors import TOOMANYREQUESTS, UNAUTHORIZED, UNAVAILABLE
-from shared.ratelimit import LoginLimits, Throttled
+from shared.ratelimit import Buckets, LoginLimits, Throttled
 from shared.scope import Scope
 from shared.token import Claims
 from tokenauth.acl import AclFile
@@ -49,13 +49,14 @@ class TokenIssuer:
         signer: SigningKeys,
         authenticator: Authenticator,
         acl: AclFile | None,
+        buckets: Buckets | None = None,
     ) -> None:
         self.config = config
         self.signer = signer
         self.authenticator = authenticator
         self.acl = acl
         self.realm = config.http.realm
-        self.limits = LoginLimits(config.ratelimit)
+        self.limits = LoginLimits(config.ratelimit, buckets)  # None: in this process
         self.refresh_tokens = RefreshTokens(
             signer,
             issuer=config.token.issuer,
@@ -94,17 +95,17 @@ class TokenIssuer:
             raise self.unauthorized("invalid username or password")
         return user
 
-    def redeem(self, refresh_token: str, service: str, record: AuditRecord) -> str:
+    async def redeem(self, refresh_token: str, service: str, record: AuditRecord) -> str:
         """The account a refresh token stands for (failures count against the client)."""
         try:
-            attempt = self.limits.attempt(None, record.ip)
+            attempt = await self.limits.attempt(None, record.ip)
         except Throttled as error:
             raise _throttled(error) from None
         try:
             user = self.refresh_tokens.redeem(refresh_token, service)
         except RefreshError as error:
             raise self.unauthorized(f"invalid refresh token: {error}") from None
-        attempt.give_back()
+        await attempt.give_back()
         record.account = user
         return user
 

@@ -16,12 +16,12 @@ import pytest
 from redis.asyncio import Redis
 
 from registry.config import RedisConfig
-from registry.redis_client import redis_client
 from registry.storage.blobs import BlobDescriptor
 from registry.storage.cache.base import BlobDescriptorCache
 from registry.storage.cache.memory import MemoryBlobDescriptorCache
 from registry.storage.cache.redis import RedisBlobDescriptorCache
 from shared.digest import Digest, parse_digest
+from shared.redis_client import redis_client
 from tests.registry.conftest import ClientFactory, RegistryClient
 from tests.support.backing_services import RedisServer
 
