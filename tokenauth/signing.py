@@ -108,6 +108,13 @@ def read_key_directory(directory: Path) -> KeySet:
         )
     except (ValueError, TypeError, BadAlgorithm) as error:  # KeyFileError included
         raise ValueError(f"{directory / keydir.CURRENT_KEY}: {error}") from None
+    try:
+        return _published(directory, current)
+    except (TypeError, BadAlgorithm) as error:  # a key cryptography or PyJWT refuses
+        raise ValueError(f"{directory}: {error}") from None
+
+
+def _published(directory: Path, current: TokenSigner) -> KeySet:
     published = [Published(current.public_key, current.chain)]
     following = _public(directory / keydir.NEXT_CERT)
     if following is not None:
@@ -213,7 +220,10 @@ class SigningKeys:
         """Look at the key directory every ``interval`` seconds, until cancelled."""
         while True:
             await asyncio.sleep(interval)
-            await asyncio.to_thread(self.reload_if_changed)
+            try:
+                await asyncio.to_thread(self.reload_if_changed)
+            except Exception:  # never stop watching: the next rotation must be taken
+                log.exception("token.keydir: could not look at the key directory")
 
 
 async def watching(keys: SigningKeys) -> AsyncIterator[None]:

@@ -9,6 +9,7 @@ from pathlib import Path
 import jwt
 import pytest
 from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from shared.keyfiles import read_certificates, read_jwks
 from shared.token import TokenVerifier, thumbprint
@@ -19,6 +20,7 @@ from tokenauth.__main__ import main
 from tokenauth.app import create_app
 from tokenauth.config import ConfigError, load_config
 from tokenauth.keydir import KeyOptions
+from tokenauth.keygen import key_pem
 from tokenauth.keys import ISSUER as ISSUER_KEY
 
 Start = Callable[[], Awaitable[TokenClient]]
@@ -144,3 +146,16 @@ def test_rotate_without_keys_fails_and_init_refuses_to_overwrite(tmp_path: Path)
     with pytest.raises(FileExistsError):
         keydir.initialise(tmp_path / "k", KeyOptions())
     assert main(["keygen", "--dir", str(tmp_path / "k")]) == 1
+
+
+async def test_a_key_refused_by_the_signer_is_an_error_not_a_crash(
+    start: Start, keys: Path
+) -> None:
+    """An RSA key under 2048 bits (BadAlgorithm, not ValueError) must not stop the watcher."""
+    client = await start()
+    signing = client.app[ISSUER_KEY].signer
+    weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)  # noqa: S505
+    (keys / "next.key").write_bytes(key_pem(weak))
+    assert signing.reload_if_changed() is False
+    assert signing.error is not None
+    assert await token_kid(client) == kids(keys, "current.crt")
