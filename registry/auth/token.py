@@ -23,6 +23,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 from aiohttp import web
+from cryptography.exceptions import UnsupportedAlgorithm
 
 from registry.auth.base import Challenge, Grant
 from registry.config import TokenAuthConfig
@@ -98,7 +99,8 @@ class TrustedKeys:
         self._stamp = stamp
         try:
             self.verifier = self._load()
-        except ValueError as error:
+        except (ValueError, TypeError, TokenError, UnsupportedAlgorithm) as error:
+            # Half-copied, or keys this verifier refuses: never a 500, never no keys.
             log.warning("keeping the token keys in force: %s", error)
             return False
         log.info("auth.token: re-read the trusted keys (%s)", ", ".join(self.paths))
