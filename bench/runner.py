@@ -37,7 +37,12 @@ from bench.scenarios.gc import run_gc
 from bench.scenarios.images import run_images
 from bench.scenarios.listings import run_listings
 from bench.scenarios.mirror import run_mirror
-from bench.scenarios.tokens import run_issuance, run_tokens, start_tokenauth
+from bench.scenarios.tokens import (
+    ISSUANCE_WORKERS,
+    run_issuance,
+    run_tokens,
+    start_tokenauth,
+)
 from bench.servers import PORTSIDE, REFERENCE, reference_available
 
 log = logging.getLogger("bench")
@@ -151,6 +156,9 @@ async def _token(ctx: Context, roots: dict[str, Path], image: SmallImage) -> lis
     metrics = [await run_issuance(ctx, tokens)]
     metrics += await run_tokens(ctx, roots, image, tokens)
     await ctx.lab.stop(tokens.server)
+    workers = await start_tokenauth(ctx, workers=ISSUANCE_WORKERS)
+    metrics.append(await run_issuance(ctx, workers, ISSUANCE_WORKERS))
+    await ctx.lab.stop(workers.server)
     return metrics
 
 

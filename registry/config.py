@@ -17,7 +17,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from registry.config_backends import RedisConfig
 from registry.config_health import HealthConfig
 from registry.config_notifications import NotificationsConfig
 from registry.config_proxy import ProxyConfig
@@ -29,6 +28,7 @@ from shared.config import VARIANT, ConfigError, InvalidSetting, OneOf, between, 
 from shared.listener import listen_host_port
 from shared.metrics import metrics_path
 from shared.ratelimit import RateLimitConfig
+from shared.redis_config import RedisConfig
 from shared.serving import (
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,

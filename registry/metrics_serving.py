@@ -1,5 +1,6 @@
-"""Serving the registry's metrics: the scrape route of the debug app, and the directory
-through which the workers of ``--workers N`` add up to one scrape.
+"""Serving the registry's metrics: the scrape route of the debug app, flushed tallies, and
+whether metrics are served at all (the directory through which the workers of
+``--workers N`` add up to one scrape is ``shared.metrics.worker_samples``).
 
 Every worker binds the debug address (SO_REUSEPORT), so any one of them answers a scrape.
 With several workers, each writes its samples to files in ``PROMETHEUS_MULTIPROC_DIR``
@@ -13,16 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 from aiohttp import web
-from prometheus_client.multiprocess import mark_process_dead
 
 from registry.config import RegistryConfig
 from registry.keys import METRICS
-from shared.metrics import exposition, multiprocess_dir, use_multiprocess_dir
+from shared.metrics import exposition, multiprocess_dir
 
 log = logging.getLogger("registry")
 
@@ -70,36 +68,3 @@ def add_metrics_route(app: web.Application, served: web.Application, path: str) 
         return response
 
     app.router.add_get(path, get_metrics)
-
-
-@contextlib.contextmanager
-def worker_samples(config: RegistryConfig) -> Iterator[str | None]:
-    """Around a supervisor's life: the multiprocess directory its workers write to.
-
-    When metrics are on and the operator set no ``PROMETHEUS_MULTIPROC_DIR``, a fresh one is
-    made before the workers are forked and removed at exit. One the operator set is used as
-    it is (it must start empty: leftovers of another run would be added in) and kept.
-    """
-    if not metrics_served(config):
-        yield None
-        return
-    given = multiprocess_dir()
-    if given is not None:
-        use_multiprocess_dir(given)
-        yield given
-        return
-    path = tempfile.mkdtemp(prefix="portside-metrics-")
-    use_multiprocess_dir(path)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def worker_gone(directory: str | None, pid: int) -> None:
-    """A worker exited: its live gauges leave the sum (its counters stay in it)."""
-    if directory is not None:
-        try:
-            mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
-        except OSError as error:
-            log.warning("could not drop the gauges of worker %d: %s", pid, error)

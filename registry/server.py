@@ -9,19 +9,19 @@ import logging
 import os
 import signal
 import socket
-import sys
-import time
 
 from registry.app import create_app
 from registry.auth.base import AccessController
 from registry.config import RegistryConfig, listen_host_port
 from registry.debug_server import bind_debug, create_debug_app, debug_address
-from registry.metrics_serving import worker_gone, worker_samples
+from registry.metrics_serving import metrics_served
 from registry.middleware import BAD_REQUEST
 from registry.notifications.notifier import WorkerSlot
 from registry.tls import letsencrypt_manager, tls_context, uses_tls
-from shared.listener import ListenError, bind_sockets, bind_unix, display_address
+from shared.listener import bind_sockets, bind_unix, display_address
+from shared.metrics import worker_gone, worker_samples
 from shared.serving import ConnectionTimeouts, serving
+from shared.workers import supervise
 
 log = logging.getLogger("registry")
 
@@ -196,7 +196,7 @@ def serve(
     if config.http.debug.addr:  # held as the API's address is (see above)
         reservation += bind_debug(config, reuse_port=True)
     try:
-        with worker_samples(config) as samples:
+        with worker_samples(metrics_served(config)) as samples:
             _supervise(config, workers, controller, samples)
     finally:
         for sock in reservation:
@@ -210,56 +210,17 @@ def _supervise(
     samples: str | None,
 ) -> None:
     """Fork ``workers`` and replace any that dies; ``samples``: the metrics directory."""
-    children: dict[int, int] = {}
-    stopping = False
 
-    def spawn(index: int) -> None:
-        pid = os.fork()
-        if pid == 0:  # the worker: its own event loop, app, caches and threads
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            code = 0
-            try:
-                sockets = bind(config, reuse_port=True)
-                debug_sockets = (
-                    bind_debug(config, reuse_port=True) if config.http.debug.addr else None
-                )
-                _serve_one(
-                    config,
-                    sockets,
-                    maintenance=index == 0,
-                    controller=controller,
-                    debug_sockets=debug_sockets,
-                    worker=WorkerSlot(index, workers),
-                )
-            except ListenError as error:
-                print(f"registry: {error}", file=sys.stderr)
-                code = 2
-            except BaseException:
-                log.exception("worker %d failed", index)
-                code = 1
-            os._exit(code)
-        children[pid] = index
+    def run_worker(index: int) -> None:  # its own event loop, app, caches and threads
+        sockets = bind(config, reuse_port=True)
+        debug_sockets = bind_debug(config, reuse_port=True) if config.http.debug.addr else None
+        _serve_one(
+            config,
+            sockets,
+            maintenance=index == 0,
+            controller=controller,
+            debug_sockets=debug_sockets,
+            worker=WorkerSlot(index, workers),
+        )
 
-    def stop_all(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-        for pid in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-
-    signal.signal(signal.SIGINT, stop_all)
-    signal.signal(signal.SIGTERM, stop_all)
-    for index in range(workers):
-        spawn(index)
-    while children:
-        try:
-            pid, status = os.wait()
-        except ChildProcessError:
-            break
-        index = children.pop(pid, -1)
-        worker_gone(samples, pid)
-        if index >= 0 and not stopping:
-            log.error("worker %d (pid %d) exited with %d; starting a new one", index, pid, status)
-            time.sleep(1)
-            spawn(index)
+    supervise(workers, run_worker, name="registry", on_exit=lambda pid: worker_gone(samples, pid))

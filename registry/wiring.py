@@ -85,8 +85,8 @@ def create_blob_descriptor_cache(
     if kind == "inmemory":
         cache = MemoryBlobDescriptorCache(config.storage.cache.blobdescriptorsize)
     elif kind == "redis":
-        from registry.redis_client import redis_client
         from registry.storage.cache.redis import RedisBlobDescriptorCache
+        from shared.redis_client import redis_client
 
         cache = RedisBlobDescriptorCache(redis_client(config.redis))
     else:

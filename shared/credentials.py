@@ -116,31 +116,24 @@ class HtpasswdAuthenticator:
         """
         started = time.monotonic()
         admission = admission or Admission([])
-        admission.check()
+        await admission.check()
         self.refresh()
         mac = self.cache.mac(user, password)
         if (user, mac) in self.cache:
             return True
         version = self.cache.version
         task = self._inflight.get(mac)
-        attempt = None
         if task is None:
             if self._running >= self.max_checks:
                 raise VerifierBusy
-            attempt = admission.take()
-            self._running += 1
-            # A task of its own: a client hanging up must not cancel the others' answer.
-            loop = asyncio.get_running_loop()
-            task = asyncio.ensure_future(
-                loop.run_in_executor(self._pool, self._verify, user, password)
-            )
+            # A task of its own, in flight from now on (the place in the buckets may take a
+            # round trip to Redis: requests arriving meanwhile join it rather than take
+            # places of their own); a client hanging up must not cancel the others' answer.
+            task = asyncio.ensure_future(self._check(user, password, admission))
             self._inflight[mac] = task
-            submitted = time.monotonic()
-            task.add_done_callback(lambda done: self._finished(mac, done, submitted))
-        check = await asyncio.shield(task)
+            task.add_done_callback(lambda done: self._finished(mac, done))
+        check = await asyncio.shield(task)  # Throttled when the buckets had no place
         if check.ok:
-            if attempt is not None:
-                attempt.give_back()
             self.cache.add(user, mac, version)
             return True
         # The cache cannot shortcut a refusal: a remembered user with a wrong password went
@@ -174,18 +167,35 @@ class HtpasswdAuthenticator:
         if cost not in self.timer.seconds:  # a real check may have been timed meanwhile
             self.timer.record(cost, time.monotonic() - submitted)
 
-    def _finished(self, mac: bytes, task: asyncio.Future[Check], submitted: float) -> None:
-        self._running -= 1
+    async def _check(self, user: str, password: str, admission: Admission) -> Check:
+        """Take a place in the buckets and a check slot, run bcrypt, give the place back
+        on success. A refusal by the buckets (``Throttled``) never holds a slot."""
+        attempt = await admission.take()  # raises Throttled: nothing checked
+        if self._running >= self.max_checks:  # taken by others while the place was taken
+            await attempt.give_back()
+            raise VerifierBusy
+        self._running += 1
+        loop = asyncio.get_running_loop()
+        submitted = time.monotonic()
+        try:
+            check = await loop.run_in_executor(self._pool, self._verify, user, password)
+        finally:
+            self._running -= 1
+        if check.cost is not None:
+            # As the event loop sees it, hand-over to the thread and back included:
+            # that is what a refusal without padding takes.
+            elapsed = time.monotonic() - submitted
+            self.timer.record(check.cost, elapsed)
+            if self.on_check is not None:
+                self.on_check(elapsed, check.ok)
+        if check.ok:
+            await attempt.give_back()
+        return check
+
+    def _finished(self, mac: bytes, task: asyncio.Future[Check]) -> None:
         self._inflight.pop(mac, None)
-        if not task.cancelled() and task.exception() is None:  # marks the exception retrieved
-            check = task.result()
-            if check.cost is not None:
-                # As the event loop sees it, hand-over to the thread and back included:
-                # that is what a refusal without padding takes.
-                elapsed = time.monotonic() - submitted
-                self.timer.record(check.cost, elapsed)
-                if self.on_check is not None:
-                    self.on_check(elapsed, check.ok)
+        if not task.cancelled():
+            task.exception()  # retrieved, even if every client waiting for it hung up
 
     def _verify(self, user: str, password: str) -> Check:
         """Check in a worker thread; an unknown user against a dummy at the highest cost."""

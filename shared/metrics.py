@@ -1,5 +1,6 @@
 """Prometheus plumbing both services use: one collector registry per app, the exposition
-of a scrape (summed over every worker in multiprocess mode), and cheap labelled children.
+of a scrape (summed over every worker in multiprocess mode), cheap labelled children, and
+the directory through which the workers of ``--workers N`` add up to one scrape.
 
 Metrics are objects of an app, not module globals: tests start many apps in one process,
 and a worker must create its metrics after the supervisor chose multiprocess mode.
@@ -7,14 +8,19 @@ and a worker must create its metrics after the supervisor chose multiprocess mod
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
-from collections.abc import Callable
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, values
-from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+log = logging.getLogger(__name__)
 
 Child = TypeVar("Child")
 
@@ -71,3 +77,36 @@ class LabelCache(Generic[Child]):
         if child is None:
             child = self._children[values] = self._labels(*values)
         return child
+
+
+@contextlib.contextmanager
+def worker_samples(enabled: bool) -> Iterator[str | None]:
+    """Around a supervisor's life: the multiprocess directory its workers write to.
+
+    When metrics are on and the operator set no ``PROMETHEUS_MULTIPROC_DIR``, a fresh one is
+    made before the workers are forked and removed at exit. One the operator set is used as
+    it is (it must start empty: leftovers of another run would be added in) and kept.
+    """
+    if not enabled:
+        yield None
+        return
+    given = multiprocess_dir()
+    if given is not None:
+        use_multiprocess_dir(given)
+        yield given
+        return
+    path = tempfile.mkdtemp(prefix="portside-metrics-")
+    use_multiprocess_dir(path)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def worker_gone(directory: str | None, pid: int) -> None:
+    """A worker exited: its live gauges leave the sum (its counters stay in it)."""
+    if directory is not None:
+        try:
+            mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+        except OSError as error:
+            log.warning("could not drop the gauges of worker %d: %s", pid, error)

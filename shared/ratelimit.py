@@ -12,6 +12,10 @@ charge happen together, with no ``await`` between them. A place is taken per pas
 check, not per request: requests that join a check already running for the same user and
 password (``shared.credentials``) guess nothing new and take none, so a client sending the
 right password in many parallel requests is not refused.
+
+The buckets live in this process (:class:`LocalBuckets`, the default) or, for replicas
+behind a load balancer, in Redis (``shared.ratelimit_redis``), where one script checks and
+takes atomically, so N replicas share one budget instead of having N.
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ from __future__ import annotations
 import ipaddress
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Protocol
 
 from shared.config import InvalidSetting, meta
 from shared.htpasswd import MAX_USERNAME_LENGTH
@@ -125,63 +130,115 @@ class Throttled(Exception):
         self.retry_after = retry_after
 
 
+# A place in a bucket: the bucket kind ("account" or "address") and the key in it.
+Place = tuple[str, str]
+
+
+class Buckets(Protocol):
+    """Where the buckets live: this process (:class:`LocalBuckets`) or Redis, shared by
+    replicas (``shared.ratelimit_redis``). Each call is atomic over all ``places``."""
+
+    async def check(self, places: Sequence[Place]) -> None:
+        """Raise :class:`Throttled` if any of the buckets is empty."""
+
+    async def take(self, places: Sequence[Place]) -> Buckets:
+        """Take a place in every bucket, or none and raise :class:`Throttled`; return the
+        buckets that hold the places (the ones to give them back to)."""
+
+    async def give_back(self, places: Sequence[Place]) -> None:
+        """Return places taken by :meth:`take`."""
+
+
+class LocalBuckets:
+    """The buckets of this process: a :class:`FailureLimiter` per kind. Nothing here
+    awaits, so a check and the take that follows it cannot be interleaved."""
+
+    def __init__(self, config: RateLimitConfig) -> None:
+        self.limiters = {
+            "account": FailureLimiter(config.accountfailures, config.window),
+            "address": FailureLimiter(config.ipfailures, config.window),
+        }
+
+    def retry_after(self, places: Sequence[Place]) -> int:
+        return max((self.limiters[kind].retry_after(key) for kind, key in places), default=0)
+
+    async def check(self, places: Sequence[Place]) -> None:
+        wait = self.retry_after(places)
+        if wait:
+            raise Throttled(wait)
+
+    async def take(self, places: Sequence[Place]) -> Buckets:
+        wait = self.retry_after(places)
+        if wait:
+            raise Throttled(wait)
+        for kind, key in places:
+            self.limiters[kind].take(key)
+        return self
+
+    async def give_back(self, places: Sequence[Place]) -> None:
+        for kind, key in places:
+            self.limiters[kind].give_back(key)
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+
 @dataclass
 class Attempt:
-    """Places taken in some buckets for one login; :meth:`give_back` when it did not fail."""
+    """Places taken for one login; :meth:`give_back` when it did not fail."""
 
-    places: list[tuple[FailureLimiter, str]]
+    places: list[Place]
+    buckets: Buckets | None = None
 
-    def give_back(self) -> None:
+    async def give_back(self) -> None:
         places, self.places = self.places, []  # at most once
-        for limiter, key in places:
-            limiter.give_back(key)
+        if places and self.buckets is not None:
+            await self.buckets.give_back(places)
 
 
 class Admission:
     """The buckets one login is counted in: :meth:`check` before anything (a remembered
     password included), :meth:`take` when a password check is about to start."""
 
-    def __init__(self, places: list[tuple[FailureLimiter, str]]) -> None:
+    def __init__(self, places: list[Place], buckets: Buckets | None = None) -> None:
         self.places = places
+        self.buckets = buckets
 
-    def check(self) -> None:
+    async def check(self) -> None:
         """Raise :class:`Throttled` if any of the buckets is empty."""
-        wait = max((limiter.retry_after(key) for limiter, key in self.places), default=0)
-        if wait:
-            raise Throttled(wait)
+        if self.places and self.buckets is not None:
+            await self.buckets.check(self.places)
 
-    def take(self) -> Attempt:
-        """Check, then take a place in every bucket (no await between: nothing can
-        slip in)."""
-        self.check()
-        for limiter, key in self.places:
-            limiter.take(key)
-        return Attempt(list(self.places))
+    async def take(self) -> Attempt:
+        """Check and take a place in every bucket, atomically (raises :class:`Throttled`)."""
+        if not self.places or self.buckets is None:
+            return Attempt([])
+        return Attempt(list(self.places), await self.buckets.take(self.places))
 
 
 class LoginLimits:
-    """The account and address buckets of one service, as configured."""
+    """The account and address buckets of one service, as configured; in this process
+    unless ``buckets`` (shared ones, e.g. in Redis) are given."""
 
-    def __init__(self, config: RateLimitConfig) -> None:
+    def __init__(self, config: RateLimitConfig, buckets: Buckets | None = None) -> None:
         self.enabled = config.enabled
-        self.account = FailureLimiter(config.accountfailures, config.window)
-        self.address = FailureLimiter(config.ipfailures, config.window)
+        self.buckets: Buckets = buckets or LocalBuckets(config)
 
     def admission(self, account: str | None, ip: str | None) -> Admission:
         """The buckets of a login by ``account`` (None: not by name, e.g. a refresh
         token) from ``ip``; none when the limits are off."""
         if not self.enabled:
             return Admission([])
-        places = [(self.address, client_key(ip))]
+        places: list[Place] = [("address", client_key(ip))]
         if account is not None:
             # Keys stay small whatever a client sends: no users file holds a longer name,
             # so names that differ only past it may share a bucket.
-            places.append((self.account, f"account:{account[: MAX_USERNAME_LENGTH + 1]}"))
-        return Admission(places)
+            places.append(("account", f"account:{account[: MAX_USERNAME_LENGTH + 1]}"))
+        return Admission(places, self.buckets)
 
-    def attempt(self, account: str | None, ip: str | None) -> Attempt:
+    async def attempt(self, account: str | None, ip: str | None) -> Attempt:
         """Take a place at once: ``admission(account, ip).take()``."""
-        return self.admission(account, ip).take()
+        return await self.admission(account, ip).take()
 
 
 def client_key(ip: str | None) -> str:

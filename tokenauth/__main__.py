@@ -1,32 +1,27 @@
-"""The ``tokenauth`` command: ``serve CONFIG``, ``check CONFIG``, ``keygen`` and ``robot``."""
+"""The ``tokenauth`` command: ``serve [--workers N] CONFIG``, ``check CONFIG``, ``keygen``
+and ``robot``."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import logging
 import os
-import signal
-import socket
-import ssl
 import sys
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
-from aiohttp import web
-
 from shared.config import ConfigError
-from shared.listener import ListenError, bind_sockets
-from shared.serving import ConnectionTimeouts, serving
+from shared.listener import ListenError
 from shared.tls import TLSSetupError, server_context
 from shared.token import PublicKey, libtrust_key_id, thumbprint
-from tokenauth import robot_command
-from tokenauth.app import create_app, create_debug_app
-from tokenauth.config import TokenAuthConfig, load_config, split_address
-from tokenauth.errors import INVALID_REQUEST
+from tokenauth import keydir, robot_command
+from tokenauth.app import create_app
+from tokenauth.config import load_config
+from tokenauth.keydir import KeyOptions
 from tokenauth.keygen import ALGORITHMS, DEFAULT_RSA_BITS, write_key_pair
+from tokenauth.server import serve
+from tokenauth.signing import read_key_directory
 
 log = logging.getLogger("tokenauth")
 
@@ -34,18 +29,32 @@ log = logging.getLogger("tokenauth")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tokenauth", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the token server")
-    serve.add_argument("config", type=Path, help="YAML configuration file")
+    serve_parser = commands.add_parser("serve", help="run the token server")
+    serve_parser.add_argument("config", type=Path, help="YAML configuration file")
+    serve_parser.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("PORTSIDE_WORKERS", "1")),
+        help="worker processes sharing the port (default 1, or $PORTSIDE_WORKERS)",
+    )
     check = commands.add_parser("check", help="load the configuration, users and ACL, then exit")
     check.add_argument("config", type=Path)
     keygen = commands.add_parser("keygen", help="write a signing key and a certificate for it")
-    keygen.add_argument("--algorithm", choices=ALGORITHMS, default="ES256")
+    keygen.add_argument("--algorithm", choices=ALGORITHMS, default=None, help="default ES256")
     keygen.add_argument("--rsa-bits", type=int, default=DEFAULT_RSA_BITS)
     keygen.add_argument("--key", type=Path, default=Path("token.key"))
     keygen.add_argument("--certificate", type=Path, default=Path("token.crt"))
     keygen.add_argument("--common-name", default="portside tokenauth")
     keygen.add_argument("--days", type=int, default=3650)
     keygen.add_argument("--force", action="store_true", help="replace existing files")
+    keygen.add_argument(
+        "--dir", type=Path, help="write a key directory (token.keydir) instead of one key"
+    )
+    keygen.add_argument(
+        "--rotate",
+        action="store_true",
+        help="with --dir: previous <- current <- next <- a new key",
+    )
     robot_command.add_parser(commands)
     args = parser.parse_args(argv)
     if args.command == "keygen":
@@ -58,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             level=config.loglevel.upper(),
             format="%(asctime)s %(levelname)s %(name)s %(message)s",
         )
-        app = create_app(config)
+        create_app(config)  # every file loads, or start-up stops here with the key named
     except ConfigError as error:
         print(f"tokenauth: configuration error: {error}", file=sys.stderr)
         return 2
@@ -66,13 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # An expired certificate or a key of another certificate stops start-up here,
         # with a message, rather than failing every client's handshake later.
         tls = config.http.tls
-        context = (
+        if tls.certificate:
             server_context(
                 tls.certificate, tls.key, minimum=tls.minimumtls, client_cas=tls.clientcas
             )
-            if tls.certificate
-            else None
-        )
     except TLSSetupError as error:
         print(f"tokenauth: configuration error in http.tls: {error}", file=sys.stderr)
         return 2
@@ -80,60 +86,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("configuration OK")
         return 0
     try:
-        sockets = bind_sockets(*split_address(config.http.addr))
-        debug = config.http.debug.addr
-        debug_sockets = bind_sockets(*split_address(debug)) if debug else []
+        serve(config, max(1, args.workers))
     except ListenError as error:
         print(f"tokenauth: {error}", file=sys.stderr)
         return 2
-    asyncio.run(_serve(app, config, context, sockets, debug_sockets))
     return 0
 
 
-async def _serve(
-    app: web.Application,
-    config: TokenAuthConfig,
-    context: ssl.SSLContext | None,
-    sockets: list[socket.socket],
-    debug_sockets: list[socket.socket],
-) -> None:
-    """Serve on the bound ``sockets`` until SIGINT or SIGTERM; the debug app (metrics) on
-    ``debug_sockets`` when ``http.debug.addr`` is set."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    timeouts = ConnectionTimeouts(
-        read_header=config.http.readheadertimeout.total_seconds(),
-        idle=config.http.idletimeout.total_seconds(),
-        body=config.http.bodytimeout.total_seconds(),
-    )
-    async with (
-        serving(app, sockets, timeouts=timeouts, error_code=INVALID_REQUEST, ssl_context=context),
-        contextlib.AsyncExitStack() as debug,
-    ):
-        if debug_sockets:
-            await debug.enter_async_context(
-                serving(
-                    create_debug_app(app),
-                    debug_sockets,
-                    timeouts=timeouts,
-                    error_code=INVALID_REQUEST,
-                    shutdown_timeout=1.0,
-                    access_log=None,  # a scrape every few seconds would drown the log
-                )
-            )
-            log.info("tokenauth debug server listening on http://%s", config.http.debug.addr)
-        log.info("tokenauth listening on %s (%s)", config.http.addr, "https" if context else "http")
-        await stop.wait()
-
-
 def _keygen(args: argparse.Namespace) -> int:
+    if args.dir is not None or args.rotate:
+        return _keygen_directory(args)
     try:
         cert = write_key_pair(
             args.key,
             args.certificate,
-            algorithm=args.algorithm,
+            algorithm=args.algorithm or "ES256",
             common_name=args.common_name,
             lifetime=timedelta(days=args.days),
             rsa_bits=args.rsa_bits,
@@ -143,11 +110,37 @@ def _keygen(args: argparse.Namespace) -> int:
         print(f"tokenauth keygen: {error}", file=sys.stderr)
         return 1
     public = cert.public_key()
-    print(f"wrote {args.key} ({args.algorithm} private key) and {args.certificate}")
+    print(f"wrote {args.key} ({args.algorithm or 'ES256'} private key) and {args.certificate}")
     if isinstance(public, PublicKey):
         print(f"kid (RFC 7638): {thumbprint(public)}")
         print(f"libtrust kid:   {libtrust_key_id(public)}")
     print("trust the certificate in the registry: auth.token.rootcertbundle")
+    return 0
+
+
+def _keygen_directory(args: argparse.Namespace) -> int:
+    """``keygen --dir DIR [--rotate]``: create or rotate a key directory."""
+    if args.dir is None:
+        print("tokenauth keygen: --rotate needs --dir", file=sys.stderr)
+        return 2
+    options = KeyOptions(args.algorithm, args.common_name, timedelta(days=args.days), args.rsa_bits)
+    try:
+        if args.rotate:
+            keydir.rotate(args.dir, options)
+        else:
+            keydir.initialise(args.dir, options, force=args.force)
+        keys = read_key_directory(args.dir)
+    except (OSError, ValueError) as error:
+        print(f"tokenauth keygen: {error}", file=sys.stderr)
+        return 1
+    names = ("current", "next", "previous")
+    for name, published in zip(names, keys.published, strict=False):
+        print(f"{name:8} kid {thumbprint(published.key)}")
+    print(
+        f"{'rotated' if args.rotate else 'wrote'} {args.dir}; tokenauth re-reads it within seconds"
+    )
+    print(f"trust {args.dir / keydir.BUNDLE} in every registry (auth.token.rootcertbundle)")
+    print("before the next rotation (or its jwks.json: auth.token.jwks)")
     return 0
 
 

@@ -1,6 +1,6 @@
 """``create_app(config)``: the tokenauth aiohttp application, its state and routes.
 
-Everything the configuration names (signing key, authenticators, authorizers) is loaded
+Everything the configuration names (signing keys, authenticators, authorizers) is loaded
 here (``tokenauth.wiring``), so a broken file stops the service before it listens, with a
 message naming the key or rule.
 """
@@ -12,6 +12,8 @@ import asyncio
 from aiohttp import web
 
 from shared.metrics import exposition
+from shared.ratelimit_redis import RedisBuckets
+from shared.redis_client import redis_client
 from tokenauth import handlers, wiring
 from tokenauth.config import TokenAuthConfig
 from tokenauth.errors import error_middleware
@@ -19,7 +21,7 @@ from tokenauth.health import ServiceHealth
 from tokenauth.issuer import TokenIssuer
 from tokenauth.keys import CONFIG, HEALTH, ISSUER, METRICS
 from tokenauth.metrics import TokenAuthMetrics
-from tokenauth.signing import load_signer
+from tokenauth.signing import SigningKeys, watching
 
 MAX_BODY = 64 * 1024  # an OAuth2 form is a few hundred bytes
 JWKS_PATH = "/.well-known/jwks.json"
@@ -27,19 +29,23 @@ HEALTH_PATH = "/health"
 
 
 def create_app(config: TokenAuthConfig) -> web.Application:
-    signer = load_signer(config.token)
+    signer = SigningKeys(config.token)
     metrics = TokenAuthMetrics() if config.http.debug.prometheus.enabled else None
     authenticators = wiring.authenticators(config, metrics)
     authorizers = wiring.authorizers(config, metrics)
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY)
     app[CONFIG] = config
-    app[ISSUER] = TokenIssuer(config, signer, authenticators, authorizers)
+    buckets = login_buckets(config)
+    app[ISSUER] = TokenIssuer(config, signer, authenticators, authorizers, buckets)
+    if buckets is not None:
+        app.on_cleanup.append(lambda _: buckets.close())
     app[HEALTH] = ServiceHealth(signer, authenticators.health, authorizers.health)
     if metrics is not None:
         app[METRICS] = metrics
     # Before serving, so that even the first refusal is padded to a measured check time.
     app.on_startup.append(lambda _: authenticators.calibrate())
     app.on_cleanup.append(lambda _: asyncio.to_thread(authenticators.close))
+    app.cleanup_ctx.append(lambda _: watching(signer))
     app.router.add_routes(
         [
             web.get(config.http.path, handlers.get_token, allow_head=False),
@@ -51,15 +57,28 @@ def create_app(config: TokenAuthConfig) -> web.Application:
     return app
 
 
-def create_debug_app(served: web.Application) -> web.Application:
-    """The app of ``http.debug.addr``: ``served``'s metrics, when they are enabled."""
+def login_buckets(config: TokenAuthConfig) -> RedisBuckets | None:
+    """The login buckets in the configured Redis, shared by replicas; None (this process's
+    own) when no ``redis.addr`` is set. Nothing connects before the first login."""
+    address = config.redis.address
+    if not address or not config.ratelimit.enabled:
+        return None
+    return RedisBuckets(redis_client(config.redis), config.ratelimit, where=f"Redis at {address}")
+
+
+def create_debug_app(served: web.Application, *, multiprocess: bool = False) -> web.Application:
+    """The app of ``http.debug.addr``: ``served``'s metrics, when they are enabled;
+    ``multiprocess``: those of every worker (``--workers``), summed."""
     app = web.Application()
     config = served[CONFIG].http.debug.prometheus
     if config.enabled:
         metrics = served[METRICS]
 
         async def get_metrics(request: web.Request) -> web.Response:
-            body, content_type = exposition(metrics.registry, multiprocess=False)
+            # Reading every worker's files is blocking work: off the event loop.
+            body, content_type = await asyncio.to_thread(
+                exposition, metrics.registry, multiprocess=multiprocess
+            )
             response = web.Response(body=body, headers={"Cache-Control": "no-store"})
             response.headers["Content-Type"] = content_type
             return response

@@ -18,6 +18,7 @@ from shared.config import ConfigError, InvalidSetting, meta
 from shared.listener import listen_host_port
 from shared.metrics import metrics_path
 from shared.ratelimit import RateLimitConfig
+from shared.redis_config import RedisConfig
 from shared.serving import (
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
@@ -116,6 +117,9 @@ class TokenConfig:
     services: list[str] = field(default_factory=list)
     key: str = ""  # PEM private key (tokenauth keygen writes one)
     certificate: str = ""  # PEM chain for x5c, leaf first; what registries' rootcertbundle trusts
+    # Instead of key and certificate: a directory of rotating keys (tokenauth.keydir),
+    # watched and re-read when ``tokenauth keygen --dir DIR --rotate`` changes it.
+    keydir: str = ""
     lifetime: timedelta = timedelta(minutes=5)
     refreshlifetime: timedelta = timedelta(days=30)
 
@@ -128,6 +132,8 @@ class TokenConfig:
             raise InvalidSetting("lifetime", "must be between 60s and 24h")
         if self.refreshlifetime < self.lifetime:
             raise InvalidSetting("refreshlifetime", "must not be shorter than lifetime")
+        if self.keydir and (self.key or self.certificate):
+            raise InvalidSetting("keydir", "set either keydir or key and certificate, not both")
 
 
 @dataclass(frozen=True)
@@ -212,15 +218,20 @@ class TokenAuthConfig:
     authz: list[str] = field(default_factory=list)
     ratelimit: RateLimitConfig = field(default_factory=RateLimitConfig)
     credentialcache: CredentialCacheConfig = field(default_factory=CredentialCacheConfig)
+    # Distribution's ``redis`` section, as the registries have it: when set, the login
+    # buckets live there, shared by every replica (shared.ratelimit_redis).
+    redis: RedisConfig = field(default_factory=RedisConfig)
     loglevel: str = field(default="info", metadata=meta(check=_loglevel))
 
 
 def load_config(path: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> TokenAuthConfig:
     """Load ``path`` with ``TOKENAUTH_*`` overrides and resolve its relative file paths."""
     config = _config.load_config(TokenAuthConfig, path, environ, ENV_PREFIX)
-    for key in ("issuer", "services", "key"):
+    for key in ("issuer", "services"):
         if not getattr(config.token, key):
             raise ConfigError(f"token.{key}: must be set")
+    if not config.token.key and not config.token.keydir:
+        raise ConfigError("token.key: must be set (or token.keydir)")
     base = Path(path).parent if path is not None else Path.cwd()
 
     def resolve(value: str) -> str:
@@ -235,7 +246,10 @@ def load_config(path: str | os.PathLike[str] | None, environ: Mapping[str, str])
     )
     token = config.token
     token = dataclasses.replace(
-        token, key=resolve(token.key), certificate=resolve(token.certificate)
+        token,
+        key=resolve(token.key),
+        certificate=resolve(token.certificate),
+        keydir=resolve(token.keydir),
     )
     ldap = config.ldap
     if ldap is not None:

@@ -104,7 +104,7 @@ async def post_token(request: web.Request) -> web.Response:
 
 
 async def get_jwks(request: web.Request) -> web.Response:
-    """The public signing key as a JWK Set (with its ``x5c`` chain)."""
+    """The published signing keys (current, next, previous) as a JWK Set, with ``x5c``."""
     jwks = request.app[ISSUER].signer.jwks()
     return web.json_response(jwks, headers={"Cache-Control": "public, max-age=300"})
 

@@ -15,8 +15,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from shared.htpasswd import HtpasswdFile
-from shared.token import TokenSigner
+from shared.token import thumbprint
 from tokenauth.acl import AclFile
+from tokenauth.signing import SigningKeys
 
 
 def when(timestamp: float | None) -> str | None:
@@ -67,11 +68,11 @@ class ServiceHealth:
 
     def __init__(
         self,
-        signer: TokenSigner,
+        keys: SigningKeys,
         authenticators: Callable[[], Mapping[str, list[dict[str, Any]]]],
         authorizers: Callable[[], Mapping[str, dict[str, Any]]],
     ) -> None:
-        self.signer, self.authenticators, self.authorizers = signer, authenticators, authorizers
+        self.keys, self.authenticators, self.authorizers = keys, authenticators, authorizers
 
     def report(self) -> tuple[int, dict[str, Any]]:
         """The HTTP status (200 usable, 503 not) and the JSON body."""
@@ -79,6 +80,7 @@ class ServiceHealth:
         authz = dict(self.authorizers())
         states = [entry["state"] for entries in authn.values() for entry in entries]
         states += [entry["state"] for entry in authz.values()]
+        signer = self.keys.signer
         status = "ok"
         if "unavailable" in states:
             status = "unavailable"
@@ -90,8 +92,10 @@ class ServiceHealth:
         body.update(authz)
         body["signing_key"] = {
             "loaded": True,  # loaded at start-up, or the service does not start
-            "algorithm": self.signer.algorithm,
-            "key_id": self.signer.kid,
-            "certificates": len(self.signer.chain),
+            "algorithm": signer.algorithm,
+            "key_id": signer.kid,
+            "certificates": len(signer.chain),
+            "published": [thumbprint(p.key) for p in self.keys.keys.published],
+            "error": self.keys.error,  # a key directory change not taken (yet)
         }
         return (503 if status == "unavailable" else 200), body

@@ -11,9 +11,9 @@ from datetime import timedelta
 
 from shared.credentials import VerifierBusy
 from shared.errors import TOOMANYREQUESTS, UNAUTHORIZED, UNAVAILABLE
-from shared.ratelimit import LoginLimits, Throttled
+from shared.ratelimit import Buckets, LoginLimits, Throttled
 from shared.scope import Scope
-from shared.token import Claims, TokenSigner
+from shared.token import Claims
 from tokenauth import audit
 from tokenauth.authn.base import AuthenticatorUnavailable, Identity
 from tokenauth.authn.chain import AuthenticatorChain
@@ -21,6 +21,7 @@ from tokenauth.authz import AuthorizerChain, AuthorizerUnavailable
 from tokenauth.config import TokenAuthConfig
 from tokenauth.errors import INVALID_REQUEST, TokenAuthError
 from tokenauth.refresh import RefreshError, RefreshTokens
+from tokenauth.signing import SigningKeys
 
 MAX_ACCOUNT_LENGTH = 255
 
@@ -48,16 +49,17 @@ class TokenIssuer:
     def __init__(
         self,
         config: TokenAuthConfig,
-        signer: TokenSigner,
+        signer: SigningKeys,
         authenticators: AuthenticatorChain,
         authorizers: AuthorizerChain,
+        buckets: Buckets | None = None,
     ) -> None:
         self.config = config
         self.signer = signer
         self.authenticators = authenticators
         self.authorizers = authorizers
         self.realm = config.http.realm
-        self.limits = LoginLimits(config.ratelimit)
+        self.limits = LoginLimits(config.ratelimit, buckets)  # None: in this process
         self.refresh_tokens = RefreshTokens(
             signer,
             issuer=config.token.issuer,
@@ -102,7 +104,7 @@ class TokenIssuer:
     async def redeem(self, refresh_token: str, service: str, ip: str | None) -> Identity:
         """Who a refresh token stands for now (failures count against the client)."""
         try:
-            attempt = self.limits.attempt(None, ip)
+            attempt = await self.limits.attempt(None, ip)
         except Throttled as error:
             raise _throttled(error) from None
         try:
@@ -110,9 +112,9 @@ class TokenIssuer:
         except RefreshError as error:
             raise self.unauthorized(f"invalid refresh token: {error}") from None
         except AuthenticatorUnavailable as error:
-            attempt.give_back()  # the store is down, not the client wrong
+            await attempt.give_back()  # the store is down, not the client wrong
             raise _unavailable(error) from None
-        attempt.give_back()
+        await attempt.give_back()
         audit.current().account = identity.account
         audit.current().authenticator = identity.authenticator
         return identity

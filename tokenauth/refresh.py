@@ -11,6 +11,8 @@ changing the password (htpasswd, robots) or removing or disabling the directory 
 (LDAP) ends their refresh tokens; an authenticator that reports no standing (the external
 program) gets none. They stay reusable until they expire, as the docker CLI keeps the one
 from ``docker login``.
+They are signed with the current key and verified with every published one (previous,
+current, next), so a key rotation ends only those signed two rotations ago.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from __future__ import annotations
 import hmac
 from datetime import timedelta
 
-from shared.token import Claims, TokenError, TokenSigner, TokenVerifier
+from shared.token import Claims, TokenError
 from tokenauth.authn.base import Identity
 from tokenauth.authn.chain import AuthenticatorChain
 from tokenauth.config import REFRESH_AUDIENCE_PREFIX
+from tokenauth.signing import SigningKeys
 
 TOKEN_TYPE = "refresh+jwt"  # noqa: S105 - a JWT "typ", not a secret
 
@@ -33,25 +36,17 @@ class RefreshError(Exception):
 class RefreshTokens:
     def __init__(
         self,
-        signer: TokenSigner,
+        signer: SigningKeys,
         *,
         issuer: str,
         lifetime: timedelta,
         authenticators: AuthenticatorChain,
     ) -> None:
-        self.signer = TokenSigner(signer.key)  # no x5c: these never go to a registry
+        self.signer = signer
         self.issuer = issuer
         self.audience = REFRESH_AUDIENCE_PREFIX + issuer
         self.lifetime = lifetime
         self.authenticators = authenticators
-        self.verifier = TokenVerifier(
-            issuer=issuer,
-            audience=self.audience,
-            jwks=self.signer.jwks(),
-            algorithms=[self.signer.algorithm],
-            leeway=timedelta(0),
-            token_type=TOKEN_TYPE,
-        )
 
     async def issue(self, identity: Identity, service: str) -> str | None:
         """A refresh token for ``identity`` at ``service``; None if its authenticator
@@ -70,12 +65,13 @@ class RefreshTokens:
                 "authn": identity.authenticator,
             },
         )
-        return self.signer.sign(claims, typ=TOKEN_TYPE)
+        return self.signer.sign(claims, typ=TOKEN_TYPE, x5c=False)  # never goes to a registry
 
     async def redeem(self, token: str, service: str) -> Identity:
         """Who a refresh token stands for now; raises :class:`RefreshError`."""
         try:
-            claims = self.verifier.verify(token)
+            verifier = self.signer.verifier(self.issuer, self.audience, TOKEN_TYPE)
+            claims = verifier.verify(token)
         except TokenError as error:
             raise RefreshError(str(error)) from None
         if claims.extra.get("service") != service:

@@ -14,7 +14,7 @@ def create_access_controller(config: RegistryConfig) -> AccessController | None:
     if method is None:
         return None
     if method == "htpasswd" and config.auth.htpasswd is not None:
-        return HtpasswdAccessController(config.auth.htpasswd)
+        return HtpasswdAccessController(config.auth.htpasswd, config.redis)
     if method == "token" and config.auth.token is not None:
         return TokenAccessController(config.auth.token)
     raise ValueError(f"auth.{method} is not supported")

@@ -22,6 +22,9 @@ from shared.authorization import BasicCredentials, MalformedAuthorization, parse
 from shared.credentials import HtpasswdAuthenticator, VerifierBusy
 from shared.errors import RegistryError
 from shared.ratelimit import LoginLimits, Throttled
+from shared.ratelimit_redis import RedisBuckets
+from shared.redis_client import redis_client
+from shared.redis_config import RedisConfig
 from shared.scope import Scope
 
 
@@ -37,15 +40,29 @@ def basic_credentials(header: str | None) -> tuple[str, str] | None:
     return credentials.user, credentials.password
 
 
+# Apart from tokenauth's keys in a Redis both may share: other users, other budgets.
+REDIS_KEY_PREFIX = "portside:registry-ratelimit:"
+
+
 class HtpasswdAccessController:
-    def __init__(self, config: HtpasswdAuthConfig) -> None:
+    def __init__(self, config: HtpasswdAuthConfig, redis: RedisConfig | None = None) -> None:
+        """``redis``: with an address, the failure buckets live there, shared by every
+        instance behind the balancer (each instance's own while Redis does not answer)."""
         if not config.path:
             raise ValueError("auth.htpasswd.path is required")
         self.realm = config.realm or "Registry Realm"
         self.users = HtpasswdAuthenticator(
             [config.path], concurrent_checks=config.ratelimit.concurrentchecks
         )
-        self.limits = LoginLimits(config.ratelimit)
+        self.buckets = None
+        if redis is not None and redis.address and config.ratelimit.enabled:
+            self.buckets = RedisBuckets(
+                redis_client(redis),
+                config.ratelimit,
+                where=f"Redis at {redis.address}",
+                prefix=REDIS_KEY_PREFIX,
+            )
+        self.limits = LoginLimits(config.ratelimit, self.buckets)
 
     def _challenge(self) -> Challenge:
         return Challenge(f'Basic realm="{self.realm}"')
@@ -83,3 +100,5 @@ class HtpasswdAccessController:
 
     async def close(self) -> None:
         await asyncio.to_thread(self.users.close)
+        if self.buckets is not None:
+            await self.buckets.close()

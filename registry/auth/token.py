@@ -6,16 +6,24 @@ realm and retries. Tokens are verified (signature by an ``x5c`` chain to the
 ``rootcertbundle``, a thumbprint or libtrust ``kid``, or a JWKS file; issuer, audience,
 expiry with 60 s leeway; an algorithm allow-list), and verified tokens are remembered by
 their exact bytes until they expire, so a token is checked once, not per request.
+
+The ``rootcertbundle`` and ``jwks`` files are looked at once a second and re-read when they
+change (a signing-key rotation hands registries a new bundle): tokens are then checked, and
+remembered ones checked again, against the new keys. A file that cannot be read or holds
+nothing usable leaves the keys in force, with a warning.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
 
 from aiohttp import web
+from cryptography.exceptions import UnsupportedAlgorithm
 
 from registry.auth.base import Challenge, Grant
 from registry.config import TokenAuthConfig
@@ -34,6 +42,69 @@ from shared.token import (
 
 MAX_CACHED_TOKENS = 10_000
 LEEWAY_SECONDS = 60
+RELOAD_CHECK_SECONDS = 1.0  # how often the key files are looked at
+
+log = logging.getLogger(__name__)
+
+
+class TrustedKeys:
+    """The verifier of the keys in ``rootcertbundle`` and ``jwks``, made again when one of
+    the files changes."""
+
+    def __init__(self, config: TokenAuthConfig) -> None:
+        self.config = config
+        self.paths = [path for path in (config.rootcertbundle, config.jwks) if path]
+        self._stamp = self._stamps()
+        self.verifier = self._load()  # raises ValueError naming the key: start-up stops
+        self._checked = time.monotonic()
+
+    def _stamps(self) -> tuple[tuple[int, int, int] | None, ...]:
+        stamps: list[tuple[int, int, int] | None] = []
+        for path in self.paths:
+            try:
+                info = os.stat(path)
+            except OSError:
+                stamps.append(None)
+            else:
+                stamps.append((info.st_ino, info.st_size, info.st_mtime_ns))
+        return tuple(stamps)
+
+    def _load(self) -> TokenVerifier:
+        config = self.config
+        try:
+            certificates = read_certificates(config.rootcertbundle) if config.rootcertbundle else []
+        except KeyFileError as error:
+            raise ValueError(f"auth.token.rootcertbundle: {error}") from None
+        try:
+            jwks = read_jwks(config.jwks) if config.jwks else None
+        except KeyFileError as error:
+            raise ValueError(f"auth.token.jwks: {error}") from None
+        return TokenVerifier(
+            issuer=config.issuer,
+            audience=config.service,
+            trusted_certs=certificates,
+            jwks=jwks,
+            algorithms=tuple(config.signingalgorithms) or DEFAULT_ALGORITHMS,
+        )
+
+    def refresh(self, now: float) -> bool:
+        """Re-read the files if they changed (looked at once a second); whether the keys
+        in force changed."""
+        if now - self._checked < RELOAD_CHECK_SECONDS:
+            return False
+        self._checked = now
+        stamp = self._stamps()
+        if stamp == self._stamp:
+            return False
+        self._stamp = stamp
+        try:
+            self.verifier = self._load()
+        except (ValueError, TypeError, TokenError, UnsupportedAlgorithm) as error:
+            # Half-copied, or keys this verifier refuses: never a 500, never no keys.
+            log.warning("keeping the token keys in force: %s", error)
+            return False
+        log.info("auth.token: re-read the trusted keys (%s)", ", ".join(self.paths))
+        return True
 
 
 class TokenAccessController:
@@ -44,21 +115,7 @@ class TokenAccessController:
         if not config.rootcertbundle and not config.jwks:
             raise ValueError("auth.token needs rootcertbundle or jwks to trust any key")
         self.config = config
-        try:
-            certificates = read_certificates(config.rootcertbundle) if config.rootcertbundle else []
-        except KeyFileError as error:
-            raise ValueError(f"auth.token.rootcertbundle: {error}") from None
-        try:
-            jwks = read_jwks(config.jwks) if config.jwks else None
-        except KeyFileError as error:
-            raise ValueError(f"auth.token.jwks: {error}") from None
-        self.verifier = TokenVerifier(
-            issuer=config.issuer,
-            audience=config.service,
-            trusted_certs=certificates,
-            jwks=jwks,
-            algorithms=tuple(config.signingalgorithms) or DEFAULT_ALGORITHMS,
-        )
+        self.keys = TrustedKeys(config)
         self._verified: OrderedDict[bytes, Claims] = OrderedDict()
 
     def _realm(self, request: web.Request) -> str:
@@ -101,6 +158,8 @@ class TokenAccessController:
         return self._challenge(request, needed, "insufficient_scope")
 
     def _verify(self, token: str) -> Claims:
+        if self.keys.refresh(time.monotonic()):
+            self._verified.clear()  # a key taken out of the bundle must stop working now
         key = hashlib.sha256(token.encode()).digest()
         now = time.time()
         claims = self._verified.get(key)
@@ -109,7 +168,7 @@ class TokenAccessController:
                 self._verified.move_to_end(key)
                 return claims
             del self._verified[key]
-        claims = self.verifier.verify(token)  # raises on anything wrong, expiry included
+        claims = self.keys.verifier.verify(token)  # raises on anything wrong, expiry included
         self._verified[key] = claims
         while len(self._verified) > MAX_CACHED_TOKENS:
             self._verified.popitem(last=False)

@@ -12,12 +12,12 @@ import aiohttp
 import yarl
 from redis.exceptions import RedisError
 
-from registry.config_backends import RedisConfig
 from registry.config_health import public_uri
 from registry.health.monitor import CheckFailed
 from registry.storage.errors import DriverError
 from registry.storage.registry import Registry
 from shared.listener import listen_host_port
+from shared.redis_config import RedisConfig
 
 Check = Callable[[], Awaitable[None]]
 
@@ -36,7 +36,7 @@ def redis_check(settings: RedisConfig) -> Check:
     """A PING on a connection of its own, so the answer is Redis's, not that of a pooled
     connection or of the cache's back-off. The message names the address only: never the
     password (it is also scrubbed from whatever the client library says)."""
-    from registry.redis_client import redis_client  # only when Redis is configured
+    from shared.redis_client import redis_client  # only when Redis is configured
 
     address = settings.address
 

@@ -31,6 +31,8 @@ async def test_health_reports_users_acl_and_key(client: TokenClient, setup: Setu
         "algorithm": "ES256",
         "key_id": thumbprint(setup.key.public_key()),
         "certificates": 1,
+        "published": [thumbprint(setup.key.public_key())],
+        "error": None,
     }
     # Never a secret: no hash, no user name, no key material.
     assert "$2" not in text and "alice" not in text and "PRIVATE" not in text

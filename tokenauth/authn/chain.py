@@ -33,7 +33,7 @@ class AuthenticatorChain:
     async def login(self, user: str, password: str, admission: Admission) -> Identity | None:
         """The identity ``password`` proves, or None (wrong password, unknown user)."""
         started = time.monotonic()
-        admission.check()
+        await admission.check()
         record = audit.current()
         for member in self.members:
             result = await member.authenticate(user, password, admission)
@@ -59,7 +59,7 @@ class AuthenticatorChain:
             if isinstance(member, HtpasswdUsers):
                 await member.refuse_unknown(user, password, admission)
                 return
-        admission.take()  # a failed login all the same; nothing to give back
+        await admission.take()  # a failed login all the same; nothing to give back
 
     async def standing(self, authenticator: str, account: str) -> Standing | None:
         """``account`` as ``authenticator`` (by name) knows it now; None if gone."""

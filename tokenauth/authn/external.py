@@ -48,33 +48,33 @@ class ExternalAuthenticator:
     ) -> Identity | Outcome:
         if " " in user or "\n" in user or "\n" in password:
             return NOT_MINE  # the line format cannot carry it
-        attempt = admission.take()
+        attempt = await admission.take()
         started = time.monotonic()
         try:
             answer = await self.program.ask(f"{user} {password}".encode())
         except ProgramFailed as error:
-            attempt.give_back()  # our failure, not the client's
+            await attempt.give_back()  # our failure, not the client's
             self._observe(started, "error", str(error))
             raise AuthenticatorUnavailable(str(error)) from None
         if answer.status == 0:
             try:
                 groups = _groups(answer.output)
             except ValueError:
-                attempt.give_back()
+                await attempt.give_back()
                 self._observe(started, "error", "extauth: the program printed invalid labels")
                 raise AuthenticatorUnavailable("extauth: invalid answer") from None
-            attempt.give_back()
+            await attempt.give_back()
             self._observe(started, "match", None)
             return Identity(user, groups, authenticator=self.name)
         if answer.status == 1:
             self._observe(started, "mismatch", None)
             return DENIED
         if answer.status == 2:
-            attempt.give_back()  # not a guess at one of its users
+            await attempt.give_back()  # not a guess at one of its users
             self._observe(started, "unknown", None)
             return NOT_MINE
         message = f"extauth: the program exited with status {answer.status}"
-        attempt.give_back()
+        await attempt.give_back()
         self._observe(started, "error", message)
         raise AuthenticatorUnavailable(message)
 

@@ -140,12 +140,12 @@ class LdapAuthenticator:
             self._observe(started, "unknown")
             return NOT_MINE
         dn, groups = found
-        attempt = admission.take()
+        attempt = await admission.take()
         ok = await self._call(self._bind_as, dn, password)
         self._observe(started, "match" if ok else "mismatch")
         if not ok:
             return DENIED
-        attempt.give_back()
+        await attempt.give_back()
         self.cache.add(user, mac, self.cache.version)
         self._groups.pop(user, None)
         while len(self._groups) >= self.cache.max_entries:  # oldest first, as the cache

@@ -39,12 +39,12 @@ class RobotAccounts:
     ) -> Identity | Outcome:
         if not user.startswith(PREFIX):
             return NOT_MINE
-        attempt = admission.take()
+        attempt = await admission.take()
         robot = self._robot(user)
         expected = robot.secret if robot is not None else _DUMMY
         if not hmac.compare_digest(digest(password), expected) or robot is None:
             return DENIED
-        attempt.give_back()
+        await attempt.give_back()
         return Identity(user, authenticator=self.name, limits=robot.rights)
 
     async def standing(self, account: str) -> Standing | None:

@@ -4,7 +4,9 @@ Retry-After), and refuses in the same time whether or not the user exists."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import secrets
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -18,6 +20,7 @@ from registry.config import load_config
 from shared.config import ConfigError
 from shared.htpasswd import format_htpasswd_line
 from tests.registry.conftest import ClientFactory, RegistryClient
+from tests.support.backing_services import shared_services
 from tests.support.logins import (
     OTHER_ADDRESS,
     basic,
@@ -250,3 +253,24 @@ def test_bad_limits_name_their_key(tmp_path: Path, key: str, value: str) -> None
     }
     with pytest.raises(ConfigError, match=f"auth.htpasswd.ratelimit.{key.lower()}"):
         load_config(None, environ)
+
+
+async def test_instances_sharing_redis_share_the_account_budget(
+    make_registry: ClientFactory, tmp_path: Path
+) -> None:
+    """Behind a balancer, each instance's own buckets would multiply a guesser's budget by
+    the number of instances; with ``redis`` configured, they are one budget."""
+    users = tmp_path / "htpasswd"
+    account = f"alice-{secrets.token_hex(4)}"  # the session's Redis outlives one test
+    write_users(users, {account: ("alice-pw", 4)})
+    overrides = {"REGISTRY_REDIS_ADDR": shared_services().redis_server().addr}
+    instances = [await htpasswd_registry(make_registry, users, overrides) for _ in range(3)]
+    logins = guesses(account, 30)
+    answers = await asyncio.gather(
+        *(
+            parallel_logins(instance.make_url("/v2/"), logins[index::3])
+            for index, instance in enumerate(instances)
+        )
+    )
+    statuses = Counter(answer.status for batch in answers for answer in batch)
+    assert statuses == Counter({401: 5, 429: 25}), statuses  # before: up to 15 x 401

@@ -3,10 +3,12 @@ needs, tokens are verified in full, and scopes decide what a caller may do."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import json
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -265,3 +267,28 @@ def _hmac_confusion(signer: TokenSigner) -> str:
     )
     mac = hmac.new(secret, signing_input, hashlib.sha256).digest()
     return (signing_input + b"." + base64.urlsafe_b64encode(mac).rstrip(b"=")).decode()
+
+
+async def test_a_changed_bundle_is_taken_without_a_restart(
+    make_registry: ClientFactory, signer: TokenSigner, tmp_path: Path
+) -> None:
+    """A key rotation hands the registry a new rootcertbundle: it is re-read within about
+    a second, and a key taken out stops working even for a token already remembered."""
+    bundle = tmp_path / "root.crt"
+    bundle.write_bytes(certificate_pem(signer.chain[0]))
+    client = await make_registry(_token_env(bundle))
+    key = generate_key("ES256")
+    rotated = TokenSigner(key, [self_signed_certificate(key, "the next key")])
+    old = token(signer)
+    assert (await client.get("/v2/", headers=old)).status == 200  # remembered from now on
+    assert (await client.get("/v2/", headers=token(rotated))).status == 401
+    bundle.write_bytes(certificate_pem(rotated.chain[0]))  # the old key out, the new one in
+    deadline = time.monotonic() + 20
+    while (await client.get("/v2/", headers=token(rotated))).status != 200:
+        assert time.monotonic() < deadline, "the new bundle was never read"
+        await asyncio.sleep(0.2)
+    assert (await client.get("/v2/", headers=old)).status == 401
+    # A broken bundle leaves the keys in force.
+    bundle.write_text("not a certificate")
+    await asyncio.sleep(1.5)
+    assert (await client.get("/v2/", headers=token(rotated))).status == 200

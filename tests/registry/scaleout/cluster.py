@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tests.support.backing_services import MotoServer, Service, _missing
+from tests.support.backing_services import MotoServer, Service
+from tests.support.balancer import NginxBalancer
 
 INSTANCE_HEADER = "X-Portside-Instance"
 
@@ -39,84 +39,6 @@ class RegistryProcess(Service):
     def environ(self) -> dict[str, str]:
         # The registry reads every REGISTRY_* variable as configuration.
         return {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-
-NGINX_CONFIG = """\
-{user}worker_processes 1;
-daemon off;
-pid {dir}/nginx.pid;
-error_log {dir}/nginx-error.log warn;
-events {{ worker_connections 256; }}
-http {{
-    access_log {dir}/nginx-access.log;
-    client_body_temp_path {dir}/client-body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-    client_max_body_size 0;
-    upstream registry {{
-{servers}
-    }}
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            proxy_pass http://registry;
-            proxy_http_version 1.1;
-            proxy_set_header Host $http_host;
-            proxy_set_header X-Forwarded-Proto $scheme;
-            # A body is buffered whole before it is sent, so that a request whose
-            # instance cannot be reached can be sent again to the next one.
-            proxy_request_buffering on;
-            proxy_buffering off;
-            proxy_next_upstream error timeout http_502 http_503 non_idempotent;
-            proxy_next_upstream_tries 3;
-            proxy_connect_timeout 2s;
-            proxy_read_timeout 60s;
-        }}
-    }}
-}}
-"""
-
-
-class NginxBalancer(Service):
-    name = "nginx"
-
-    def __init__(self, workdir: Path, upstreams: list[RegistryProcess]) -> None:
-        super().__init__(workdir)
-        self.upstreams = upstreams
-
-    def command(self) -> list[str]:
-        binary = shutil.which("nginx") or (
-            "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
-        )
-        if binary is None:
-            _missing("nginx is not installed (Debian package nginx)")
-        assert binary is not None
-        servers = "\n".join(
-            f"        server 127.0.0.1:{u.port} max_fails=1 fail_timeout=30s;"
-            for u in self.upstreams
-        )
-        config = self.workdir / "nginx.conf"
-        # Started as root, nginx's workers would run as nobody and could not use the
-        # temporary directories here: keep them as this user.
-        user = "user root;\n" if os.geteuid() == 0 else ""
-        config.write_text(
-            NGINX_CONFIG.format(user=user, dir=self.workdir, servers=servers, port=self.port)
-        )
-        return [
-            binary,
-            "-p",
-            str(self.workdir),
-            "-c",
-            str(config),
-            "-e",
-            str(self.workdir / "nginx-error.log"),
-        ]
 
     @property
     def url(self) -> str:

@@ -17,11 +17,11 @@ from redis.asyncio import Redis
 
 from registry.config import RedisConfig
 from registry.oci.digest import Digest, parse_digest
-from registry.redis_client import redis_client
 from registry.storage.blobs import BlobDescriptor
 from registry.storage.cache.base import BlobDescriptorCache
 from registry.storage.cache.memory import MemoryBlobDescriptorCache
 from registry.storage.cache.redis import RedisBlobDescriptorCache
+from shared.redis_client import redis_client
 from tests.registry.conftest import ClientFactory, RegistryClient
 from tests.support.backing_services import RedisServer
 

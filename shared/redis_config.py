@@ -1,6 +1,7 @@
-"""Configuration of Redis, the scale-out cache.
+"""Configuration of Redis: Distribution's ``redis`` section, which the registry (its
+scale-out cache) and tokenauth (its login buckets, across replicas) read alike.
 
-Kept apart from ``registry.config`` (which imports it into the schema) because it is a
+Kept apart from the services' configs (which import it into their schemas) because it is a
 long list of Distribution's keys with checks of its own. (The S3 driver's keys live beside
 the driver, in ``registry.storage.s3_settings``.) ``listen_host_port``, the Go-style
 address parser both services use, is ``shared.listener``'s.

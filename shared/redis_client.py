@@ -1,6 +1,6 @@
 """A Redis client (``redis.asyncio``) built from the ``redis`` section, with go-redis's
-defaults where Distribution's keys are unset. The caches and anything else that shares
-the registries' Redis take the ready client."""
+defaults where Distribution's keys are unset. The registry's caches, tokenauth's login
+buckets and anything else that shares the registries' Redis take the ready client."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from redis.asyncio import BlockingConnectionPool, Redis, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
-from registry.config import RedisConfig, listen_host_port
+from shared.listener import listen_host_port
+from shared.redis_config import RedisConfig
 
 
 def _seconds(value: float, default: float) -> float:

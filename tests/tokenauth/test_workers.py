@@ -1,0 +1,95 @@
+"""``tokenauth serve --workers N``: N processes on one port, a dead one replaced, their
+metrics summed in one scrape, SIGTERM stopping them all."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.support.logins import basic
+from tests.support.metrics import scrape
+from tests.support.portside_servers import ServerProcess, free_port
+from tests.tokenauth.conftest import SERVICE, USERS, write_setup
+
+WORKERS = 2
+
+
+def children(pid: int) -> set[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return {int(child) for child in text.split()}
+
+
+def wait_for(condition: str, check: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {condition}"
+        time.sleep(0.1)
+
+
+def login(url: str) -> int:
+    """One token request on a new connection (the kernel spreads those over workers)."""
+    request = urllib.request.Request(  # noqa: S310 (loopback)
+        f"{url}/auth?service={SERVICE}", headers=basic("alice", USERS["alice"])
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def granted(metrics_url: str) -> float:
+    return scrape(metrics_url).value(
+        "tokenauth_token_requests_total", outcome="granted", grant_type="basic"
+    )
+
+
+def test_workers_serve_one_port_sum_their_metrics_and_are_replaced(tmp_path: Path) -> None:
+    setup = write_setup(tmp_path)
+    port, debug_port = free_port(), free_port()
+    tmpdir = tmp_path / "tmp"  # where the supervisor makes its metrics directory
+    tmpdir.mkdir()
+    server = ServerProcess(
+        "tokenauth",
+        ["tokenauth", "serve", "--workers", str(WORKERS), str(setup.config)],
+        port,
+        "/health",
+        tmp_path / "tokenauth.log",
+        env={
+            "TOKENAUTH_HTTP_ADDR": f"127.0.0.1:{port}",
+            "TOKENAUTH_HTTP_DEBUG_ADDR": f"127.0.0.1:{debug_port}",
+            "TOKENAUTH_HTTP_DEBUG_PROMETHEUS_ENABLED": "true",
+            "TMPDIR": str(tmpdir),
+        },
+    )
+    server.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    server.start()
+    metrics_url = f"http://127.0.0.1:{debug_port}/metrics"
+    try:
+        assert server.process is not None
+        supervisor = server.process.pid
+        wait_for("two workers", lambda: len(children(supervisor)) == WORKERS)
+        logins = 40
+        assert [login(server.url) for _ in range(logins)] == [200] * logins
+        # Every worker's counts, whichever answers the scrape.
+        [samples] = list(tmpdir.glob("portside-metrics-*"))
+        writers = {p.name.rsplit("_", 1)[-1].removesuffix(".db") for p in samples.iterdir()}
+        assert {str(pid) for pid in children(supervisor)} <= writers  # both served
+        wait_for(f"{logins} logins in the scrape", lambda: granted(metrics_url) == logins)
+
+        victim = max(children(supervisor))
+        os.kill(victim, signal.SIGKILL)
+        wait_for(
+            "a replacement worker",
+            lambda: victim not in children(supervisor) and len(children(supervisor)) == WORKERS,
+        )
+        assert [login(server.url) for _ in range(10)] == [200] * 10
+        wait_for("counts kept across the replacement", lambda: granted(metrics_url) == logins + 10)
+    finally:
+        assert server.stop() == 0  # SIGTERM stops every worker, then the supervisor
+    assert not list(tmpdir.iterdir())  # the metrics directory is removed at exit
