@@ -20,6 +20,7 @@ from registry.middleware import error_middleware, header_setter
 from registry.notifications.notifier import WORKER, WorkerSlot, notifier_context
 from registry.routes import dispatch, get_base, get_root
 from registry.storage.retention import apply_periodically
+from registry.ui import setup_ui
 from registry.upload_state import UPLOAD_STATE, UploadStateSigner
 from registry.urls import path_prefix
 from registry.wiring import create_blob_descriptor_cache, create_storage, retention_policies
@@ -65,6 +66,7 @@ def create_app(
     app.router.add_get(prefix + "/v2/", get_base)
     app.router.add_get(prefix + "/v2", get_base)
     app.router.add_route("*", prefix + "/v2/{tail:.+}", dispatch)
+    setup_ui(app, config, controller)  # the web interface, when ui.enabled
     return app
 
 

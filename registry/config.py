@@ -21,6 +21,7 @@ from registry.config_backends import RedisConfig, listen_host_port
 from registry.config_health import HealthConfig
 from registry.config_notifications import NotificationsConfig
 from registry.config_retention import RetentionConfig
+from registry.config_ui import UiConfig
 from registry.storage.s3_settings import MIB, S3_MAX_PART, S3_MIN_PART, S3DriverConfig
 from shared import config as _config
 from shared.ciphersuites import check_names
@@ -461,6 +462,7 @@ class RegistryConfig:
     redis: RedisConfig = field(default_factory=RedisConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
+    ui: UiConfig = field(default_factory=UiConfig)  # portside's own: the web interface
     # Accepted as plain data so existing files load; not implemented.
     proxy: dict[str, Any] = field(default_factory=dict)
     compatibility: dict[str, Any] = field(default_factory=dict)
@@ -549,6 +551,7 @@ IMPLEMENTED = (
     "health.http",
     "health.tcp",
     "notifications",
+    "ui",
     *(f"storage.s3.{key}" for key in _S3_KEYS_USED),
     *(f"redis.{key}" for key in _REDIS_KEYS_USED),
 )
