@@ -62,6 +62,9 @@ def test_a_pull_only_user_sees_only_what_they_may_pull_and_no_delete(
         assert pull == f"docker pull {token_ui.deployment.registry.address}/alice/app:1.0"
         assert browser.find_elements(By.CSS_SELECTOR, "a.danger") == []
         screenshot(browser, tmp_path, "ui-image")
+        heading = browser.find_element(By.ID, "config-heading")
+        browser.execute_script("arguments[0].scrollIntoView()", heading)
+        screenshot(browser, tmp_path, "ui-config-referrers")
 
         # A repository bob may not pull is answered as one that does not exist.
         browser.get(token_ui.url + "/ui/r/secret/hidden/-/tags")
