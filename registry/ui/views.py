@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -130,7 +131,7 @@ async def tag_rows(repo: Repository, tags: Sequence[str]) -> list[TagRow]:
             pushed = manifest = None
         return TagRow(tag, pushed, manifest)
 
-    return await bounded_gather([lambda t=t: row(t) for t in tags])  # type: ignore[misc]
+    return await bounded_gather([functools.partial(row, t) for t in tags])
 
 
 async def read_manifest(repo: Repository, digest: Digest, *, with_children: bool) -> Manifest:
@@ -171,7 +172,7 @@ async def read_manifest(repo: Repository, digest: Digest, *, with_children: bool
         )
     if with_children and result.children:
         sizes = await bounded_gather(
-            [lambda c=c: _child_size(repo, c) for c in result.children[:MAX_CHILDREN]]  # type: ignore[misc]
+            [functools.partial(_child_size, repo, c) for c in result.children[:MAX_CHILDREN]]
         )
         result.size += sum(sizes)
     return result
