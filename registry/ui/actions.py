@@ -13,6 +13,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from registry.handlers.base import reference_param
 from registry.handlers.manifests import delete_reference
 from registry.keys import STORAGE
 from registry.notifications.events import ACTOR
@@ -91,6 +92,7 @@ async def _deletable(request: web.Request, reference: str) -> tuple[str, str]:
         raise RegistryError(errors.NAME_INVALID, "invalid repository name")
     if not reference or len(reference) > 200:
         raise RegistryError(errors.MANIFEST_UNKNOWN, "no such tag or manifest")
+    reference_param(reference)  # the API's grammar: a malformed one is refused up front
     scope = Scope.of("repository", name, ["delete"])
     if not (await grant(request, [scope])).allows(scope):
         raise RegistryError(errors.DENIED, "you may not delete in this repository", status=403)

@@ -6,6 +6,7 @@ forms without the session's CSRF token are refused."""
 from __future__ import annotations
 
 import json
+import urllib.parse
 from datetime import timedelta
 from pathlib import Path
 
@@ -162,6 +163,11 @@ def test_forms_without_the_sessions_csrf_token_are_refused(token_ui: TokenUi) ->
         )
         assert refused.status == 403
     assert ">1.0</a>" in request(url, "GET", "/ui/r/alice/app/-/tags", cookie=alice).body
+    # A malformed reference is refused by the API's grammar before any confirmation.
+    for reference, status in (("sha256:00", 400), ("bad%tag", 404)):
+        query = urllib.parse.urlencode({"reference": reference})
+        answer = request(url, "GET", f"/ui/r/alice/app/-/delete?{query}", cookie=alice)
+        assert answer.status == status, answer.body
 
 
 def test_anonymous_visitors_see_what_anonymous_tokens_grant(token_ui: TokenUi) -> None:
