@@ -30,3 +30,8 @@ def test_the_interface_is_off_by_default_and_its_keys_are_implemented() -> None:
 def test_a_session_lifetime_out_of_bounds_is_refused_naming_the_key(lifetime: str) -> None:
     with pytest.raises(ConfigError, match=r"ui\.session\.lifetime"):
         load_config(None, {"REGISTRY_UI_SESSION_LIFETIME": lifetime})
+
+
+def test_a_token_realm_that_is_not_an_http_url_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"ui\.tokenrealm"):
+        load_config(None, {"REGISTRY_UI_TOKENREALM": "tokenauth:5001/auth"})
