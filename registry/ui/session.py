@@ -6,7 +6,8 @@ mode, the token server's refresh token: Fernet (AES-128-CBC + HMAC-SHA256, from
 token nor change a field, and its timestamp bounds the session's life
 (``ui.session.lifetime``), checked on every request. The key is derived from
 ``http.secret`` (HKDF, a purpose of its own), so every instance sharing the secret reads
-every session; without a secret it is drawn at start-up and sessions end on a restart.
+every session; without a secret it is drawn at start-up (shared by the ``--workers`` of
+one registry) and sessions end on a restart.
 
 Every visitor gets a session, anonymous until a login, so that even the login form carries
 a CSRF token. The token is a synchronizer token: rendered into each form, compared with the
@@ -29,6 +30,9 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 COOKIE = "portside_ui"
 MAX_COOKIE_LENGTH = 4096  # what browsers keep of one cookie; anything longer is forged
 _PURPOSE = b"portside ui session v1"
+# Without http.secret: drawn once, when the registry starts, before it forks its workers,
+# so that every worker (and each one that replaces a dead one) reads every session.
+_UNCONFIGURED_SECRET = secrets.token_bytes(32)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +53,7 @@ def new_session(user: str = "", refresh_token: str = "") -> Session:
 
 class SessionCodec:
     def __init__(self, secret: str, lifetime_seconds: int, secure: bool) -> None:
-        material = secret.encode() if secret else secrets.token_bytes(32)
+        material = secret.encode() if secret else _UNCONFIGURED_SECRET
         key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_PURPOSE).derive(material)
         self._fernet = Fernet(base64.urlsafe_b64encode(key))
         self.lifetime = lifetime_seconds

@@ -1,13 +1,15 @@
-"""Token-mode sessions end when the token server stops honouring them: a user whose
-password changed is sent back to the login form, and their old cookie shows nothing."""
+"""Sessions: in token mode they end when the token server stops honouring them (a user
+whose password changed is sent back to the login form); every worker of a registry
+reads every session, even without ``http.secret``."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from shared.htpasswd import format_htpasswd_line
-from tests.registry.ui.conftest import UI_SETTINGS, csrf_of, request, session_of
+from tests.registry.ui.conftest import UI_ENV, UI_SETTINGS, csrf_of, request, session_of
 from tests.support.deployments import PASSWORDS, start_token_deployment
+from tests.support.portside_servers import filesystem_registry
 from tests.support.ui_seed import seed_storage
 
 
@@ -43,3 +45,22 @@ def test_a_session_ends_when_the_token_server_no_longer_honours_it(tmp_path: Pat
         assert "Log in" in page.body
     finally:
         deployment.stop()
+
+
+def test_every_worker_reads_the_sessions_of_the_others_without_http_secret(
+    tmp_path: Path,
+) -> None:
+    seed_storage(tmp_path / "data", ["alice/app"])
+    registry = filesystem_registry(tmp_path, PORTSIDE_WORKERS="2", **UI_ENV)
+    registry.start()
+    try:
+        first = request(registry.url, "GET", "/ui/r/alice/app/-/delete?reference=1.0")
+        cookie, csrf = session_of(first), csrf_of(first.body)
+        # Each request on a new connection: the kernel spreads them over both workers.
+        statuses = [
+            request(registry.url, "POST", "/ui/logout", cookie=cookie, form={"csrf": csrf}).status
+            for _ in range(24)
+        ]
+        assert statuses == [303] * 24
+    finally:
+        registry.stop()
