@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from registry.config import load_config
-from registry.storage.registry import Repository
+from registry.storage.registry import Registry, Repository
 from registry.wiring import create_storage
 from shared.digest import parse_digest
 from tests.support.oci import OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST, make_layer
@@ -110,9 +110,17 @@ async def _artifact(
     return await _manifest(repo, digest_of(body), body, OCI_MANIFEST)
 
 
+def _storage(root: Path) -> Registry:
+    # No fsync: a test's scratch store need not survive a power loss, and seeding is quicker.
+    environ = {
+        "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": str(root),
+        "REGISTRY_STORAGE_FILESYSTEM_FSYNC": "false",
+    }
+    return create_storage(load_config(None, environ))
+
+
 async def _seed(root: Path, names: list[str]) -> Seeded:
-    config = load_config(None, {"REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": str(root)})
-    storage = create_storage(config)
+    storage = _storage(root)
     seeded = Seeded()
     try:
         for name in names:
@@ -153,3 +161,17 @@ def seed_storage(root: Path, names: list[str]) -> Seeded:
     """Seed ``root`` (filesystem storage) with images in each of ``names``; the first also
     gets the index and the referrers."""
     return asyncio.run(_seed(root, names))
+
+
+async def _seed_repositories(root: Path, names: list[str]) -> None:
+    storage = _storage(root)
+    try:
+        for name in names:
+            await _image(storage.repository(name), "latest", "many")
+    finally:
+        await storage.close()
+
+
+def seed_repositories(root: Path, names: list[str]) -> None:
+    """One small image (``latest``) in each of ``names``: a registry of many repositories."""
+    asyncio.run(_seed_repositories(root, names))
