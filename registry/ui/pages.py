@@ -30,7 +30,8 @@ from shared.scope import MAX_SCOPES, Scope
 
 PAGE_SIZES = (25, 50, 100)
 DEFAULT_PAGE = 50
-MAX_SCANNED = 2000
+MAX_SCANNED = 576  # catalog names a page may look at for a user without the catalog right
+PARALLEL_TOKEN_REQUESTS = 4
 _FILTER = re.compile(r"[a-z0-9._/-]{1,255}")
 _LAST = 255  # a name or tag is never longer
 
@@ -77,12 +78,15 @@ async def repositories(request: web.Request) -> web.StreamResponse:
 
 async def _pullable_page(request: web.Request, limit: int, last: str) -> tuple[list[str], str]:
     """Up to ``limit`` names after ``last`` the user may pull, and where the next page
-    starts ("" when none does)."""
+    starts ("" when none does). The first round asks about one batch of names (usually
+    enough); later rounds about several at once, which the token server answers in
+    parallel."""
     storage = request.app[STORAGE]
     shown: list[str] = []
     scanned = 0
+    wave = MAX_SCOPES
     while scanned < MAX_SCANNED:
-        names, more = await storage.catalog(MAX_SCOPES, last or None)
+        names, more = await storage.catalog(min(wave, MAX_SCANNED - scanned), last or None)
         if not names:
             return shown, ""
         scanned += len(names)
@@ -96,6 +100,7 @@ async def _pullable_page(request: web.Request, limit: int, last: str) -> tuple[l
         if not more:
             return shown, ""
         last = names[-1]
+        wave = MAX_SCOPES * PARALLEL_TOKEN_REQUESTS
     # The scan budget is spent: the next page goes on after the last name looked at.
     return shown, last
 

@@ -9,6 +9,7 @@ do everything, as its API does. A page asks once for all the scopes it needs and
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -159,12 +160,11 @@ class TokenRights:
         return refresh
 
     async def grant(self, user: str, refresh_token: str, scopes: Sequence[Scope]) -> Grant:
-        access: list[Scope] = []
-        # The token server takes at most MAX_SCOPES scopes a request.
+        # The token server takes at most MAX_SCOPES scopes a request: ask in batches, at
+        # the same time (a page asks for a few batches at most).
         chunks = [scopes[i : i + MAX_SCOPES] for i in range(0, len(scopes), MAX_SCOPES)]
-        for chunk in chunks or [[]]:
-            access.extend(await self._access(refresh_token, chunk))
-        return Grant(user, tuple(access))
+        answers = await asyncio.gather(*(self._access(refresh_token, c) for c in chunks or [[]]))
+        return Grant(user, tuple(scope for access in answers for scope in access))
 
     async def _access(self, refresh_token: str, scopes: Sequence[Scope]) -> list[Scope]:
         if refresh_token:
