@@ -15,6 +15,7 @@ from aiohttp import web
 
 from registry.auth.access import CATALOG_SCOPE
 from registry.auth.base import Grant
+from registry.handlers.base import reference_param
 from registry.keys import CONFIG, STORAGE
 from registry.storage.errors import NameUnknown
 from registry.storage.registry import Repository
@@ -23,9 +24,8 @@ from registry.ui.frame import LoginRequired, grant, render
 from registry.ui.state import SESSION, UI
 from registry.urls import base_url
 from shared import errors
-from shared.digest import Digest, InvalidDigest, parse_digest
 from shared.errors import RegistryError
-from shared.reference import is_valid_name, is_valid_tag
+from shared.reference import is_valid_name
 from shared.scope import MAX_SCOPES, Scope
 
 PAGE_SIZES = (25, 50, 100)
@@ -137,7 +137,9 @@ async def tags(request: web.Request) -> web.StreamResponse:
 async def manifest(request: web.Request) -> web.StreamResponse:
     repo, allowed = await _repository(request)
     reference = request.match_info["reference"]
-    digest = await _resolve(repo, reference)
+    # The API's grammar and answers: a malformed digest is DIGEST_INVALID, a malformed tag
+    # names nothing (MANIFEST_UNKNOWN). Resolving is not a pull: no tag's pull time moves.
+    digest = await repo.manifests.resolve(reference_param(reference))
     shown = await views.read_manifest(repo, digest, with_children=True)
     referrers = await views.referrer_tree(repo, digest)
     return render(
@@ -167,18 +169,6 @@ async def _repository(request: web.Request) -> tuple[Repository, Grant]:
             raise LoginRequired
         raise NameUnknown(name)
     return request.app[STORAGE].repository(name), allowed
-
-
-async def _resolve(repo: Repository, reference: str) -> Digest:
-    if ":" in reference:
-        try:
-            digest = parse_digest(reference)
-        except InvalidDigest:
-            raise RegistryError(errors.DIGEST_INVALID, "invalid digest") from None
-        return await repo.manifests.resolve(digest)
-    if not is_valid_tag(reference):
-        raise RegistryError(errors.TAG_INVALID, "invalid tag")
-    return await repo.tags.resolve(reference)
 
 
 async def _exists(repo: Repository) -> bool:

@@ -20,7 +20,7 @@ import base64
 import hmac
 import json
 import secrets
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from aiohttp import web
 from cryptography.fernet import Fernet, InvalidToken
@@ -97,8 +97,3 @@ def csrf_matches(session: Session, submitted: str | None) -> bool:
     if not submitted:
         return False
     return hmac.compare_digest(session.csrf.encode(), submitted.encode())
-
-
-def anonymous(session: Session) -> Session:
-    """The session after a logout: nobody, and a new CSRF token."""
-    return replace(new_session(), user="")
