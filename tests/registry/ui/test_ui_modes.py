@@ -12,6 +12,7 @@ from tests.support.browser import chromium, follow, log_in, screenshot, texts
 from tests.support.deployments import PASSWORDS, HtpasswdDeployment, start_htpasswd_deployment
 from tests.support.logins import basic
 from tests.support.portside_servers import ServerProcess, filesystem_registry
+from tests.support.ui_seed import seed_storage
 
 
 def test_htpasswd_mode_logs_in_against_the_users_file(
@@ -104,5 +105,31 @@ def test_the_interface_is_off_unless_enabled(tmp_path: Path) -> None:
         answer = request(registry.url, "GET", "/ui/")
         assert answer.status == 404
         assert "portside_ui" not in (answer.headers.get("Set-Cookie") or "")
+    finally:
+        registry.stop()
+
+
+def test_pull_lines_and_cookies_follow_what_the_proxy_says(open_ui: ServerProcess) -> None:
+    forwarded = {"X-Forwarded-Host": "registry.example.com", "X-Forwarded-Proto": "https"}
+    page = request(open_ui.url, "GET", "/ui/r/alice/app/-/manifests/1.0", headers=forwarded)
+    assert page.status == 200
+    assert 'value="docker pull registry.example.com/alice/app:1.0"' in page.body
+    assert "; Secure" in page.headers["Set-Cookie"]  # the browser is on https
+    plain = request(open_ui.url, "GET", "/ui/r/alice/app/-/manifests/1.0")
+    assert f'value="podman pull {open_ui.address}/alice/app:1.0"' in plain.body
+    assert "Secure" not in plain.headers["Set-Cookie"]
+
+
+def test_the_interface_lives_under_http_prefix(tmp_path: Path) -> None:
+    seed_storage(tmp_path / "data", ["alice/app"])
+    registry = filesystem_registry(tmp_path, REGISTRY_HTTP_PREFIX="/reg/", **UI_ENV)
+    registry.start()
+    try:
+        page = request(registry.url, "GET", "/reg/ui/")
+        assert page.status == 200
+        assert 'href="/reg/ui/r/alice/app/-/tags"' in page.body
+        assert 'href="/reg/ui/static/ui.css"' in page.body
+        assert request(registry.url, "GET", "/reg/ui/static/ui.css").status == 200
+        assert request(registry.url, "GET", "/ui/").status == 404
     finally:
         registry.stop()
