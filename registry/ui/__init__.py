@@ -61,6 +61,7 @@ def setup_ui(
         web.get(f"{base}/r/{name}/-/delete", page(actions.confirm_delete)),
         web.post(f"{base}/r/{name}/-/delete", page(actions.delete)),
         web.get(base + "/static/{file}", _static),
+        web.get(base + "/{tail:.*}", page(_not_found)),  # last: anything else under /ui/
     ]
     app.router.add_routes(routes)
 
@@ -82,6 +83,10 @@ def _timestamp(seconds: float) -> str:
 
 async def _to_index(request: web.Request) -> web.StreamResponse:
     return web.Response(status=308, headers={"Location": request.app[UI].base + "/"})
+
+
+async def _not_found(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPNotFound(reason="no such page")
 
 
 async def _static(request: web.Request) -> web.StreamResponse:

@@ -133,3 +133,11 @@ def test_the_interface_lives_under_http_prefix(tmp_path: Path) -> None:
         assert request(registry.url, "GET", "/ui/").status == 404
     finally:
         registry.stop()
+
+
+def test_an_unknown_page_is_an_html_404_with_the_headers(open_ui: ServerProcess) -> None:
+    answer = request(open_ui.url, "GET", "/ui/no/such/page")
+    assert answer.status == 404
+    assert answer.headers["Content-Type"].startswith("text/html")
+    assert answer.headers["X-Frame-Options"] == "DENY"
+    assert request(open_ui.url, "GET", "/ui/static/app.js").status == 404

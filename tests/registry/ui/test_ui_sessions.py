@@ -43,6 +43,13 @@ def test_a_session_ends_when_the_token_server_no_longer_honours_it(tmp_path: Pat
         assert page.status == 200
         assert "alice/app" not in page.body
         assert "Log in" in page.body
+
+        # With the token server gone, pages say so (502), with no trace of the failure.
+        deployment.tokenauth.stop()
+        down = request(url, "GET", "/ui/", cookie=anonymous)
+        assert down.status == 502
+        assert "the token server cannot be asked right now" in down.body
+        assert "Traceback" not in deployment.registry.log()
     finally:
         deployment.stop()
 
