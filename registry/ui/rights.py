@@ -27,6 +27,7 @@ from shared.token import TokenError
 CLIENT_ID = "portside-ui"
 MAX_TOKEN_RESPONSE = 64 * 1024
 TOKEN_SERVER_TIMEOUT = aiohttp.ClientTimeout(total=10)
+MAX_REFRESH_TOKEN = 2560  # tokenauth's are under 1 KiB
 MAX_CREDENTIAL_LENGTH = 1024  # a user name or password longer than this is refused unread
 
 
@@ -157,6 +158,9 @@ class TokenRights:
         refresh = body.get("refresh_token")
         if not isinstance(refresh, str) or not refresh:
             raise LoginRefused("the token server issued no refresh token", 502)
+        if len(refresh) > MAX_REFRESH_TOKEN:
+            # Encrypted, it would outgrow the 4 KiB a browser keeps of a cookie.
+            raise LoginRefused("the token server's refresh token is too long to keep", 502)
         return refresh
 
     async def grant(self, user: str, refresh_token: str, scopes: Sequence[Scope]) -> Grant:
