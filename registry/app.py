@@ -24,6 +24,7 @@ from registry.proxy.mirror import Mirrors
 from registry.request_metrics import metrics_middleware
 from registry.routes import dispatch, get_base, get_root
 from registry.storage.retention import apply_periodically
+from registry.ui import setup_ui
 from registry.upload_state import UPLOAD_STATE, UploadStateSigner
 from registry.urls import path_prefix
 from registry.wiring import (
@@ -83,6 +84,7 @@ def create_app(
     app.router.add_get(prefix + "/v2/", get_base)
     app.router.add_get(prefix + "/v2", get_base)
     app.router.add_route("*", prefix + "/v2/{tail:.+}", dispatch)
+    setup_ui(app, config, controller)  # the web interface, when ui.enabled
     return app
 
 

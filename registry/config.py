@@ -21,6 +21,7 @@ from registry.config_health import HealthConfig
 from registry.config_notifications import NotificationsConfig
 from registry.config_proxy import ProxyConfig
 from registry.config_retention import RetentionConfig
+from registry.config_ui import UiConfig
 from registry.storage.s3_settings import MIB, S3_MAX_PART, S3_MIN_PART, S3DriverConfig
 from shared import config as _config
 from shared.ciphersuites import check_names
@@ -467,6 +468,7 @@ class RegistryConfig:
     health: HealthConfig = field(default_factory=HealthConfig)
     notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    ui: UiConfig = field(default_factory=UiConfig)  # portside's own: the web interface
     # Accepted as plain data so existing files load; not implemented.
     compatibility: dict[str, Any] = field(default_factory=dict)
     middleware: dict[str, Any] = field(default_factory=dict)
@@ -561,6 +563,7 @@ IMPLEMENTED = (
     "health.tcp",
     "notifications",
     *(f"proxy.{key}" for key in _PROXY_KEYS_USED),
+    "ui",
     *(f"storage.s3.{key}" for key in _S3_KEYS_USED),
     *(f"redis.{key}" for key in _REDIS_KEYS_USED),
 )

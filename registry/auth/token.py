@@ -149,7 +149,7 @@ class TokenAccessController:
         if not isinstance(credentials, BearerToken):
             raise self._challenge(request, needed)
         try:
-            claims = self._verify(credentials.token)
+            claims = self.verify(credentials.token)
         except TokenError as error:
             raise self._challenge(request, needed, "invalid_token", str(error)) from None
         return Grant(claims.subject, claims.access)
@@ -157,7 +157,9 @@ class TokenAccessController:
     def insufficient(self, request: web.Request, needed: Sequence[Scope]) -> Challenge:
         return self._challenge(request, needed, "insufficient_scope")
 
-    def _verify(self, token: str) -> Claims:
+    def verify(self, token: str) -> Claims:
+        """The claims of a token this registry accepts (signature, audience, times; the
+        trusted keys re-read when their files change); raises TokenError otherwise."""
         if self.keys.refresh(time.monotonic()):
             self._verified.clear()  # a key taken out of the bundle must stop working now
         key = hashlib.sha256(token.encode()).digest()

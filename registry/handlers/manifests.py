@@ -52,10 +52,20 @@ async def put_manifest(request: web.Request) -> web.StreamResponse:
 
 
 async def delete_manifest(request: web.Request) -> web.StreamResponse:
-    if not request.app[CONFIG].storage.delete.enabled:
+    await delete_reference(request, repository(request), route_param(request, "reference"))
+    return web.Response(status=202, headers={"Content-Length": "0"})
+
+
+async def delete_reference(request: web.Request, repo: Repository, raw_reference: str) -> None:
+    """Delete a tag, or a manifest revision and its tags, and send the events: what
+    ``DELETE /v2/<name>/manifests/<reference>`` does, and what the web interface calls, so
+    both validate, refuse and record the same way. The caller has checked the delete right."""
+    config = request.app[CONFIG]
+    if not config.storage.delete.enabled:
         raise RegistryError(errors.UNSUPPORTED, "deletion is disabled", status=405)
-    repo = repository(request)
-    reference = reference_param(route_param(request, "reference"))
+    if config.storage.maintenance.readonly.enabled:
+        raise RegistryError(errors.UNSUPPORTED, "the registry is in read-only mode", status=405)
+    reference = reference_param(raw_reference)
     if isinstance(reference, Digest):
         untagged = await repo.manifests.delete(reference)
         bridge.deleted(request, repo.name, digest=str(reference))
@@ -64,7 +74,6 @@ async def delete_manifest(request: web.Request) -> web.StreamResponse:
     else:
         await repo.tags.untag(reference)
         bridge.deleted(request, repo.name, tag=reference)
-    return web.Response(status=202, headers={"Content-Length": "0"})
 
 
 async def _manifest(

@@ -11,8 +11,10 @@ admin do everything, and anyone — anonymous included — pull ``public/*``. Ro
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from shared.htpasswd import format_htpasswd_line
 from shared.token import TokenSigner, load_certificates, load_private_key
@@ -85,8 +87,15 @@ def _debug(address: str | None) -> dict[str, object]:
     return {"debug": {"addr": address, "prometheus": {"enabled": True}}}
 
 
-def start_token_deployment(directory: Path, *, metrics: bool = False) -> TokenDeployment:
-    """Both services started; with ``metrics``, each serves /metrics on a debug address."""
+def start_token_deployment(
+    directory: Path,
+    registry_settings: Mapping[str, Any] | None = None,
+    *,
+    metrics: bool = False,
+) -> TokenDeployment:
+    """Token mode; ``registry_settings`` are more top-level sections of the registry's
+    config (a section named twice is merged, one level deep); with ``metrics``, each
+    service serves /metrics on a debug address."""
     run_python_module(
         "tokenauth",
         "keygen",
@@ -126,23 +135,26 @@ def start_token_deployment(directory: Path, *, metrics: bool = False) -> TokenDe
         "/health",
         directory / "tokenauth.log",
     )
-    (directory / "registry.yml").write_text(
-        json.dumps(
-            {
-                "version": "0.1",
-                "storage": {"filesystem": {"rootdirectory": str(directory / "data")}},
-                "http": {"addr": f"127.0.0.1:{registry_port}", **_debug(registry_debug)},
-                "auth": {
-                    "token": {
-                        "realm": f"{tokenauth.url}/auth",
-                        "service": SERVICE,
-                        "issuer": ISSUER,
-                        "rootcertbundle": str(directory / "token.crt"),
-                    }
-                },
+    registry_config: dict[str, Any] = {
+        "version": "0.1",
+        "storage": {"filesystem": {"rootdirectory": str(directory / "data")}},
+        "http": {"addr": f"127.0.0.1:{registry_port}", **_debug(registry_debug)},
+        "auth": {
+            "token": {
+                "realm": f"{tokenauth.url}/auth",
+                "service": SERVICE,
+                "issuer": ISSUER,
+                "rootcertbundle": str(directory / "token.crt"),
             }
-        )
-    )
+        },
+    }
+    for section, value in (registry_settings or {}).items():
+        current = registry_config.get(section)
+        if isinstance(current, dict) and isinstance(value, Mapping):
+            registry_config[section] = {**current, **value}
+        else:
+            registry_config[section] = value
+    (directory / "registry.yml").write_text(json.dumps(registry_config))
     registry = ServerProcess(
         "registry",
         ["registry", "serve", str(directory / "registry.yml")],
@@ -159,8 +171,11 @@ def start_token_deployment(directory: Path, *, metrics: bool = False) -> TokenDe
     return TokenDeployment(directory, registry, tokenauth, registry_debug, auth_debug)
 
 
-def start_htpasswd_deployment(directory: Path) -> HtpasswdDeployment:
-    """The guide's native basic auth: ``htpasswd -Bbn`` lines and ``REGISTRY_AUTH*``."""
+def start_htpasswd_deployment(
+    directory: Path, settings: Mapping[str, str] | None = None
+) -> HtpasswdDeployment:
+    """The guide's native basic auth: ``htpasswd -Bbn`` lines and ``REGISTRY_AUTH*``;
+    ``settings`` are more ``REGISTRY_*`` variables."""
     users = directory / "htpasswd"
     users.write_text(
         "".join(
@@ -182,6 +197,7 @@ def start_htpasswd_deployment(directory: Path) -> HtpasswdDeployment:
             "REGISTRY_AUTH": "htpasswd",
             "REGISTRY_AUTH_HTPASSWD_REALM": HTPASSWD_REALM,
             "REGISTRY_AUTH_HTPASSWD_PATH": str(users),
+            **(settings or {}),
         },
     )
     registry.start()
