@@ -16,6 +16,7 @@ from registry.config import RegistryConfig
 from registry.keys import CONFIG, MAINTENANCE, STORAGE
 from registry.middleware import error_middleware, header_setter
 from registry.routes import dispatch, get_base, get_root
+from registry.storage.gc_schedule import collect_periodically
 from registry.storage.retention import apply_periodically
 from registry.upload_state import UPLOAD_STATE, UploadStateSigner
 from registry.urls import path_prefix
@@ -86,8 +87,16 @@ async def _storage_context(app: web.Application) -> AsyncIterator[None]:
                 registry, retention_policies(config), retention.interval.total_seconds()
             )
         )
+    gc = config.storage.gc
+    collector = None
+    if gc.interval and app[MAINTENANCE] and not readonly:
+        collector = asyncio.create_task(
+            collect_periodically(
+                registry, gc.graceperiod.total_seconds(), gc.interval.total_seconds()
+            )
+        )
     yield
-    for task in (purger, flusher, applier):
+    for task in (purger, flusher, applier, collector):
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from registry.config_backends import RedisConfig, listen_host_port
+from registry.config_gc import GarbageCollectionConfig
 from registry.config_retention import RetentionConfig
 from registry.storage.s3_settings import MIB, S3_MAX_PART, S3_MIN_PART, S3DriverConfig
 from shared import config as _config
@@ -211,6 +212,7 @@ class StorageConfig(OneOf):
     redirect: RedirectConfig = field(default_factory=RedirectConfig)
     tag: TagConfig = field(default_factory=TagConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    gc: GarbageCollectionConfig = field(default_factory=GarbageCollectionConfig)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -513,6 +515,8 @@ IMPLEMENTED = (
     "storage.maintenance.readonly.enabled",
     "storage.redirect.disable",
     "storage.retention",
+    "storage.gc.interval",
+    "storage.gc.graceperiod",
     "http.addr",
     "http.debug.addr",
     "http.net",

@@ -19,7 +19,9 @@ COPY_CHUNK_SIZE = 256 * 1024
 
 
 async def head_blob(request: web.Request) -> web.StreamResponse:
-    descriptor = await repository(request).blobs.stat(digest_param(route_param(request, "digest")))
+    # A HEAD is how a pushing client decides to skip an upload: ``check`` protects the
+    # blob from garbage collection for the grace period.
+    descriptor = await repository(request).blobs.check(digest_param(route_param(request, "digest")))
     response = web.StreamResponse(headers=_blob_headers(descriptor))
     response.content_length = descriptor.size
     return response
