@@ -181,6 +181,7 @@ class CollectionSafety:
         now_here = await _bounded(self.lastref.read(d) for d in missing)
         gone = {d for d, t in zip(missing, now_here, strict=True) if t is None}
         spared += len(old) - len(confirmed)
+        await _bounded(self.lastref.forget_marker(d) for d in gone)
         # A blob missing at the first read is never deleted (an upload may just have
         # put it there); only its links go, and only if it is still missing now.
         return Doom([d for d in unmarked if d in confirmed], confirmed | gone, spared)

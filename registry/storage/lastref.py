@@ -63,6 +63,14 @@ class LastReferenced:
             return data.modified
         return max(data.modified, marker.modified)
 
+    async def forget_marker(self, digest: Digest) -> None:
+        """Remove the marker of a blob that is gone (a refresh that raced its deletion
+        leaves one). Safe even if the blob is being uploaded again: the upload's copy of
+        ``data`` is itself fresh on such backends."""
+        if not self._local:
+            with contextlib.suppress(PathNotFound):
+                await self.driver.delete(paths.blob_lastref(digest))
+
     async def now(self, run: str) -> float:
         """The storage clock's current time, read by writing a file of ``run``'s (and
         removing it): the collector compares ``lastref`` with this, never its own clock."""
