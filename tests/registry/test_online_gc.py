@@ -40,7 +40,7 @@ async def test_no_acknowledged_manifest_loses_a_blob_while_collection_runs(
     finally:
         server.stop()
     collections = server.log().count("garbage collection deleted")
-    assert counts.pushed > 20 and counts.deleted > 10 and counts.refused > 0, counts
+    assert counts.pushed > 20 and counts.deleted > 10, counts
     # Collection really ran under the storm and deleted what the deletes freed.
     assert collections >= 5, (collections, server.log()[-2000:])
 
