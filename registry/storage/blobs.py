@@ -6,7 +6,6 @@ reader can never see half a blob; a repository sees a blob only through its link
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,7 +206,7 @@ class LinkedBlobs:
             return None
         try:
             # Refreshed and checked under garbage collection's protocol before linking.
-            if await self.store.guard.secure([digest], time.monotonic()):
+            if (await self.store.guard.secure([digest])).missing:
                 return None
         except CollectionBusy:
             return None  # being collected: the client uploads it instead

@@ -38,7 +38,7 @@ log = logging.getLogger("registry.gc")
 # S3's LastModified has whole seconds: a candidate must be older than the grace period by
 # this much more, so that truncation can never make a fresh blob look old.
 CLOCK_RESOLUTION = 1.0
-WAIT_STEP = 0.05  # seconds between two reads of the records while one names a blob
+WAIT_STEP = 0.1  # seconds between two reads of the records while one names a blob
 WAIT_LIMIT = 60.0  # a push never waits longer than this for a collector to finish
 CONCURRENCY = 16
 T = TypeVar("T")
@@ -66,11 +66,6 @@ class BlobGuard:
         """How long a push may take from its refreshes to its last write (seconds)."""
         return self.grace / 2 if self.grace > 0 else None
 
-    def deadline(self, started: float) -> float:
-        """The monotonic time by which a push that refreshed at ``started`` must end."""
-        bound = self.bound
-        return started + min(bound, WAIT_LIMIT) if bound is not None else started + WAIT_LIMIT
-
     def check_deadline(self, started: float) -> None:
         bound = self.bound
         if bound is not None and time.monotonic() - started > bound:
@@ -95,25 +90,30 @@ class BlobGuard:
         self.memo.note(digest)
         return True
 
-    async def secure(self, digests: Iterable[Digest], started: float) -> set[Digest]:
-        """Refresh each blob, wait until no condemned record names one, then return
-        those missing from storage. Raises CollectionBusy when a record outlives the
-        wait. An empty result means: no collector will delete any of them within the
-        grace period (docs/online-gc.md)."""
+    async def secure(self, digests: Iterable[Digest]) -> Secured:
+        """Refresh each blob, then read the condemned records; while one names a blob,
+        wait and do both again (each refresh may still save the blob from the collector,
+        and only the last one counts for the bound). Then find each in storage.
+
+        No collector deletes a blob found here within the grace period after
+        ``refreshed_at`` (docs/online-gc.md). Raises CollectionBusy when records keep
+        naming a blob for longer than WAIT_LIMIT."""
         wanted = list(dict.fromkeys(digests))
-        await _bounded(self.lastref.refresh(d) for d in wanted)
+        given_up = time.monotonic() + WAIT_LIMIT
+        while True:
+            refreshed_at = time.monotonic()
+            await _bounded(self.lastref.refresh(d) for d in wanted)
+            if not set(wanted) & await self.condemned.active():
+                break
+            if time.monotonic() >= given_up:
+                raise CollectionBusy("garbage collection is deleting a blob this push names")
+            await asyncio.sleep(WAIT_STEP)
         if self.memo is not None:
             for digest in wanted:
                 self.memo.forget(digest)  # the next HEAD refreshes again
-        await self.wait_uncondemned(set(wanted), self.deadline(started))
         present = await _bounded(self.exists(d) for d in wanted)
-        return {d for d, here in zip(wanted, present, strict=True) if not here}
-
-    async def wait_uncondemned(self, digests: set[Digest], deadline: float) -> None:
-        while digests & await self.condemned.active():
-            if time.monotonic() >= deadline:
-                raise CollectionBusy("garbage collection is deleting a blob this push names")
-            await asyncio.sleep(WAIT_STEP)
+        missing = {d for d, here in zip(wanted, present, strict=True) if not here}
+        return Secured(missing, refreshed_at)
 
     async def exists(self, digest: Digest) -> bool:
         """In storage, never the blob-descriptor cache (it may remember a deleted blob)."""
@@ -122,6 +122,15 @@ class BlobGuard:
         except PathNotFound:
             return False
         return True
+
+
+@dataclass(frozen=True)
+class Secured:
+    """What ``BlobGuard.secure`` found: the blobs missing, and when (monotonic) the
+    others were last refreshed."""
+
+    missing: set[Digest]
+    refreshed_at: float
 
 
 @dataclass
@@ -173,6 +182,7 @@ class CollectionSafety:
         await self.condemned.clear_expired()
         await self.condemned.write(self.run, [*old, *absent])
         self._condemned_at = time.monotonic()
+        log.debug("run %s condemned %d old and %d absent blobs", self.run, len(old), len(absent))
         # Re-read after the record is visible: a push that refreshed before reading the
         # record is seen here; one that refreshes later sees the record and waits.
         again = await _bounded(self.lastref.read(d) for d in old)
@@ -196,6 +206,11 @@ class CollectionSafety:
         """Clear the record, once every deletion it covers is done."""
         if self._condemned_at is not None:
             await self.condemned.clear(self.run)
+            log.debug(
+                "run %s cleared its record after %.3fs",
+                self.run,
+                time.monotonic() - self._condemned_at,
+            )
             self._condemned_at = None
 
 

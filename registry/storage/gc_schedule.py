@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from registry.storage.gc import GarbageCollector
 from registry.storage.registry import Registry
@@ -24,6 +25,7 @@ async def collect_periodically(registry: Registry, grace: float, interval: float
         raise ValueError("online collection needs a positive grace period")
     while True:
         await asyncio.sleep(interval)
+        started = time.monotonic()
         try:
             report = await GarbageCollector(registry, grace=grace).run()
         except Exception:
@@ -31,10 +33,11 @@ async def collect_periodically(registry: Registry, grace: float, interval: float
             continue
         if report.blobs or report.layer_links:
             log.info(
-                "garbage collection deleted %d blobs (%d bytes) and %d layer links; "
-                "%d unreferenced blobs are younger than the grace period",
+                "garbage collection deleted %d blobs (%d bytes) and %d layer links in "
+                "%.1fs; %d unreferenced blobs are younger than the grace period",
                 len(report.blobs),
                 report.bytes_freed,
                 len(report.layer_links),
+                time.monotonic() - started,
                 report.spared,
             )

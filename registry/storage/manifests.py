@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -163,12 +162,11 @@ class Manifests:
         try:
             # The content is shared by digest and may serve another repository already:
             # it stays even if this request fails (garbage collection reclaims it).
-            started = time.monotonic()
             await self.store.put(digest, body)
-            await self._secure_references(digest, body, parsed, started)
+            refreshed_at = await self._secure_references(digest, body, parsed)
             # The revision is what collection marks from: written within the bound, so
             # any collection that began too late to see it spares what it names.
-            self.store.guard.check_deadline(started)
+            self.store.guard.check_deadline(refreshed_at)
             await self.blobs.revisions.write(digest)
             if parsed.subject is not None:
                 await self.referrers.add(
@@ -192,17 +190,19 @@ class Manifests:
         await self.blobs.forget(digest)
 
     async def _secure_references(
-        self, digest: Digest, body: bytes, parsed: ParsedManifest, started: float
-    ) -> None:
+        self, digest: Digest, body: bytes, parsed: ParsedManifest
+    ) -> float:
         """Garbage collection's check at PUT (docs/online-gc.md): refresh every blob the
         manifest names and its own content, wait out collectors deleting any, then find
-        each in storage (not the cache, which may remember a blob just deleted)."""
+        each in storage (not the cache, which may remember a blob just deleted). When
+        the references were last refreshed (monotonic)."""
         blobs = [d.digest for d in parsed.blobs if not d.is_foreign]
         children = [d.digest for d in parsed.manifests]
-        missing = await self.store.guard.secure([*blobs, *children, digest], started)
+        secured = await self.store.guard.secure([*blobs, *children, digest])
+        missing = secured.missing
         if digest in missing:  # its own content, collected between its write and now
             await self.store.put(digest, body)
-            if await self.store.guard.secure([digest], started):
+            if (await self.store.guard.secure([digest])).missing:
                 raise CollectionBusy("the manifest's content was collected as it was written")
         for blob in blobs:
             if blob in missing or not await self.blobs.is_linked(blob, cached=False):
@@ -211,6 +211,7 @@ class Manifests:
         for child in children:
             if child in missing or not await self.blobs.revisions.exists(child):
                 raise ManifestBlobUnknown(str(child))
+        return secured.refreshed_at
 
     async def _check_references(self, parsed: ParsedManifest) -> None:
         async def check_blob(digest: Digest) -> None:

@@ -169,7 +169,7 @@ class Uploads:
             # Under garbage collection's protocol: a blob already there is refreshed and
             # kept (same bytes by digest); a missing one is made visible already fresh.
             guard = self.store.guard
-            if await guard.secure([digest], time.monotonic()):
+            if (await guard.secure([digest])).missing:
                 await guard.lastref.refresh_before_adopt(digest, data_path)
                 await self.store.adopt(data_path, digest)
             await self.blobs.link(digest)

@@ -17,6 +17,7 @@ import hashlib
 import json
 import random
 import time
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -47,6 +48,7 @@ class Storm:
     pushed: int = 0
     deleted: int = 0
     refused: int = 0  # pushes refused and retried (a blob collected under a client)
+    reasons: Counter[str] = field(default_factory=Counter)  # status and code of refusals
     abandoned: int = 0  # images given up after too many refusals
     uploads: int = 0
     skipped: int = 0  # blobs a HEAD said exist: not uploaded
@@ -79,7 +81,9 @@ async def _push_blob(session: aiohttp.ClientSession, name: str, data: bytes, sto
                 storm.uploads += 1
                 return
     async with session.post(f"/v2/{name}/blobs/uploads/") as response:
-        await response.read()
+        body = await response.read()
+        if response.status != 202:
+            raise AssertionError(f"upload of {digest}: {response.status} {body[:300]!r}")
         location = response.headers["Location"]
     await _finish_upload(session, location, digest, data)
     storm.uploads += 1
@@ -128,13 +132,15 @@ async def _client(
             serial += 1
             name = random.choice(REPOSITORIES)
             config, layers, manifest = _image(client, serial)
-        if not await _push_image(session, name, (config, *layers), manifest, pause, storm):
+        pushed = await _push_image(session, name, (config, *layers), manifest, pause, storm)
+        if pushed is None:
             return
-        if random.random() < 0.6:
+        if pushed and random.random() < 0.6:
             await asyncio.sleep(random.uniform(0, pause / 2))
-            status = await _status(session, "DELETE", f"/v2/{name}/manifests/{_digest(manifest)}")
-            if status != 202:
-                storm.errors.append(f"DELETE manifest: {status}")
+            async with session.delete(f"/v2/{name}/manifests/{_digest(manifest)}") as response:
+                body = await response.read()
+            if response.status != 202:
+                storm.errors.append(f"DELETE manifest: {response.status} {body[:300]!r}")
                 return
             storm.deleted += 1
             deleted.append((name, config, layers, manifest))
@@ -147,8 +153,9 @@ async def _push_image(
     manifest: bytes,
     pause: float,
     storm: Storm,
-) -> bool:
-    """Push as docker does, retrying a refused manifest; False on an unexpected error."""
+) -> bool | None:
+    """Push as docker does, retrying a refused manifest: whether it was acknowledged
+    (False: given up after six refusals); None on an unexpected error."""
     for _attempt in range(6):
         for blob in blobs:
             await _push_blob(session, name, blob, storm)
@@ -167,11 +174,12 @@ async def _push_image(
             b"MANIFEST_BLOB_UNKNOWN" in body or b"UNAVAILABLE" in body
         ):
             storm.refused += 1
+            storm.reasons[f"{response.status} {body[:160]!r}"] += 1
             continue
         storm.errors.append(f"PUT manifest: {response.status} {body[:300]!r}")
-        return False
+        return None
     storm.abandoned += 1
-    return True
+    return False
 
 
 async def storm(base_url: str, *, clients: int, seconds: float, pause: float) -> Storm:
