@@ -13,10 +13,10 @@ from registry.auth.base import AccessController
 from registry.auth.factory import create_access_controller
 from registry.auth.middleware import auth_middleware
 from registry.config import RegistryConfig
+from registry.gc_schedule import collect_periodically
 from registry.keys import CONFIG, MAINTENANCE, STORAGE
 from registry.middleware import error_middleware, header_setter
 from registry.routes import dispatch, get_base, get_root
-from registry.storage.gc_schedule import collect_periodically
 from registry.storage.retention import apply_periodically
 from registry.upload_state import UPLOAD_STATE, UploadStateSigner
 from registry.urls import path_prefix
@@ -90,11 +90,7 @@ async def _storage_context(app: web.Application) -> AsyncIterator[None]:
     gc = config.storage.gc
     collector = None
     if gc.interval and app[MAINTENANCE] and not readonly:
-        collector = asyncio.create_task(
-            collect_periodically(
-                registry, gc.graceperiod.total_seconds(), gc.interval.total_seconds()
-            )
-        )
+        collector = asyncio.create_task(collect_periodically(registry, config))
     yield
     for task in (purger, flusher, applier, collector):
         if task is not None:
