@@ -66,12 +66,10 @@ class BlobGuard:
         """How long a push may take from its refreshes to its last write (seconds)."""
         return self.grace / 2 if self.grace > 0 else None
 
-    def check_deadline(self, started: float) -> None:
+    def in_time(self, refreshed_at: float) -> bool:
+        """Whether a push that last refreshed at ``refreshed_at`` may still write."""
         bound = self.bound
-        if bound is not None and time.monotonic() - started > bound:
-            raise CollectionBusy(
-                "the push took longer than half of storage.gc.graceperiod; retry it"
-            )
+        return bound is None or time.monotonic() - refreshed_at <= bound
 
     async def noticed(self, digest: Digest) -> bool:
         """A client was told the blob exists (HEAD): refresh it, at most once per
