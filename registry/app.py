@@ -13,6 +13,7 @@ from registry.auth.base import AccessController
 from registry.auth.factory import create_access_controller
 from registry.auth.middleware import auth_middleware
 from registry.config import RegistryConfig
+from registry.gc_schedule import collect_periodically
 from registry.health.endpoints import health_context, health_gate
 from registry.health.factory import api_is_gated
 from registry.keys import CONFIG, MAINTENANCE, METRICS, MIRRORS, STORAGE
@@ -116,8 +117,12 @@ async def _storage_context(app: web.Application) -> AsyncIterator[None]:
                 registry, retention_policies(config), retention.interval.total_seconds()
             )
         )
+    gc = config.storage.gc
+    collector = None
+    if gc.interval and app[MAINTENANCE] and not readonly:
+        collector = asyncio.create_task(collect_periodically(registry, config))
     yield
-    for task in (purger, flusher, applier):
+    for task in (purger, flusher, applier, collector):
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from registry.config_gc import GarbageCollectionConfig
 from registry.config_health import HealthConfig
 from registry.config_notifications import NotificationsConfig
 from registry.config_proxy import ProxyConfig
@@ -217,6 +218,7 @@ class StorageConfig(OneOf):
     redirect: RedirectConfig = field(default_factory=RedirectConfig)
     tag: TagConfig = field(default_factory=TagConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    gc: GarbageCollectionConfig = field(default_factory=GarbageCollectionConfig)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -526,6 +528,8 @@ IMPLEMENTED = (
     "storage.maintenance.readonly.enabled",
     "storage.redirect.disable",
     "storage.retention",
+    "storage.gc.interval",
+    "storage.gc.graceperiod",
     "http.addr",
     "http.debug.addr",
     "http.debug.prometheus.enabled",

@@ -3,6 +3,10 @@
 Distribution's command on Distribution's layout: the same flags (``-d``, ``-m``; ``-q``
 as in Distribution 3), the same lines on standard output, then what was deleted and the
 bytes freed. On a terminal, progress goes to standard error while it runs.
+
+Blobs referenced within ``storage.gc.graceperiod`` (default 1h) are spared, so the
+command is safe against a store registries are serving (docs/online-gc.md); set it to 0
+(``REGISTRY_STORAGE_GC_GRACEPERIOD=0``) for Distribution's offline results on a quiet store.
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ async def collect(
         delete_untagged=delete_untagged,
         # Abandoned uploads go as the purge would take them (storage.maintenance).
         upload_age=purging.age.total_seconds() if purging.enabled else None,
+        grace=config.storage.gc.graceperiod.total_seconds(),
         emit=(lambda line: None) if quiet else print,
         progress=progress,
     )
@@ -101,4 +106,10 @@ def garbage_collect(
         f"files of killed writers and {len(report.empty_repositories)} empty repositories"
         + (" (temporary files are not looked for in a dry run)" if dry_run else "")
     )
+    if report.spared:
+        grace = config.storage.gc.graceperiod
+        print(
+            f"kept {report.spared} unreferenced blobs referenced within the grace period "
+            f"({grace}; storage.gc.graceperiod)"
+        )
     return 0

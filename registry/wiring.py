@@ -109,6 +109,8 @@ def create_storage(config: RegistryConfig, metrics: RegistryMetrics | None = Non
         pull_resolution=None
         if readonly
         else config.storage.retention.pullresolution.total_seconds(),
+        # A read-only registry refreshes nothing (and takes no pushes to protect).
+        gc_grace=0.0 if readonly else config.storage.gc.graceperiod.total_seconds(),
     )
 
 

@@ -26,7 +26,9 @@ async def head_blob(request: web.Request) -> web.StreamResponse:
     digest = digest_param(route_param(request, "digest"))
     mirror = request.app[MIRRORS].for_name(repo.name)
     if mirror is None:
-        descriptor = await repo.blobs.stat(digest)
+        # A HEAD is how a pushing client decides to skip an upload: ``check`` protects
+        # the blob from garbage collection for the grace period.
+        descriptor = await repo.blobs.check(digest)
     else:
         descriptor = await mirror.blob_descriptor(repo, digest)
     response = web.StreamResponse(headers=_blob_headers(descriptor))

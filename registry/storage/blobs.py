@@ -15,6 +15,7 @@ from registry.oci.digest import Digest
 from registry.storage import paths
 from registry.storage.driver.base import PathNotFound, StorageDriver
 from registry.storage.errors import BlobUnknown
+from registry.storage.gc_safety import BlobGuard, CollectionBusy
 from registry.storage.links import digest_tree, layer_links, revision_links
 
 if TYPE_CHECKING:
@@ -54,11 +55,13 @@ BlobSource = LocalBlob | StreamedBlob | RedirectedBlob
 
 class BlobStore:
     """The registry-wide store of blob data, by digest. ``cache`` (a blob-descriptor
-    cache, set by the app) answers stats first; storage stays the source of truth."""
+    cache, set by the app) answers stats first; storage stays the source of truth.
+    ``guard`` keeps pushes safe from online garbage collection (``gc_grace`` seconds)."""
 
-    def __init__(self, driver: StorageDriver) -> None:
+    def __init__(self, driver: StorageDriver, gc_grace: float = 0.0) -> None:
         self.driver = driver
         self.cache: BlobDescriptorCache | None = None
+        self.guard = BlobGuard(driver, gc_grace)
 
     async def stat(self, digest: Digest) -> BlobDescriptor:
         if self.cache is not None and (cached := await self.cache.get(digest)) is not None:
@@ -154,9 +157,11 @@ class LinkedBlobs:
         self.layers = layer_links(name, store.driver)
         self.revisions = revision_links(name, store.driver)
 
-    async def is_linked(self, digest: Digest) -> bool:
+    async def is_linked(self, digest: Digest, *, cached: bool = True) -> bool:
+        """Whether the repository links the blob; ``cached=False`` asks storage only
+        (after garbage collection may have run, the cache can be behind)."""
         cache = self.store.cache
-        if cache is not None and await cache.is_linked(self.name, digest):
+        if cached and cache is not None and await cache.is_linked(self.name, digest):
             return True
         if await self.layers.exists(digest) or await self.revisions.exists(digest):
             if cache is not None:
@@ -168,6 +173,15 @@ class LinkedBlobs:
         if not await self.is_linked(digest):
             raise BlobUnknown(digest)
         return await self.store.stat(digest)
+
+    async def check(self, digest: Digest) -> BlobDescriptor:
+        """``stat`` for a client deciding whether to upload (HEAD): a yes also refreshes
+        the blob's last-referenced time, so collection spares it for the grace period."""
+        descriptor = await self.stat(digest)
+        if not await self.store.guard.noticed(digest):
+            await self.store.forget(digest)  # the cache said yes; storage says gone
+            raise BlobUnknown(digest)
+        return descriptor
 
     async def open(self, descriptor: BlobDescriptor, offset: int, method: str) -> BlobSource:
         """The content of a blob this repository links (``stat`` it first)."""
@@ -192,7 +206,13 @@ class LinkedBlobs:
 
     async def mount_from(self, source: LinkedBlobs, digest: Digest) -> BlobDescriptor | None:
         """Link a blob another repository has; None when it has not (or it is gone)."""
-        if not await source.is_linked(digest) or not await self.store.exists(digest):
+        if not await source.is_linked(digest):
             return None
+        try:
+            # Refreshed and checked under garbage collection's protocol before linking.
+            if (await self.store.guard.secure([digest])).missing:
+                return None
+        except CollectionBusy:
+            return None  # being collected: the client uploads it instead
         await self.link(digest)
         return await self.store.stat(digest)

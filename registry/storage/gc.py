@@ -11,8 +11,10 @@ blobs that are no longer marked.
 Then what failed work left: uploads abandoned for longer than ``upload_age`` (the upload
 purge), temporary files of killed writers, and repositories left with nothing at all.
 
-This is the offline collector: a blob pushed but not yet referenced by a manifest is
-unmarked, so, as with Distribution, run it while no client pushes (stopped or read-only).
+With ``grace`` 0 this is Distribution's offline collector: a blob pushed but not yet
+referenced by a manifest is unmarked, so run it while no client pushes. With a grace
+period it is safe while clients push: only blobs unreferenced for longer than the grace
+period go, under the protocol of ``gc_safety`` (docs/online-gc.md).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from registry.storage import paths
 from registry.storage.catalog import REPOSITORY_MARKERS, repository_names
 from registry.storage.driver.base import StorageDriver
 from registry.storage.errors import BlobUnknown, ManifestUnknown, NameUnknown, PathNotFound
+from registry.storage.gc_safety import CollectionSafety, Doom
 from registry.storage.purge import purge_uploads
 from registry.storage.references import (
     References,
@@ -61,6 +64,7 @@ class CollectionReport:
     marked: int = 0
     manifests: list[Deletion] = field(default_factory=list)
     blobs: list[tuple[Digest, int]] = field(default_factory=list)  # digest and size
+    spared: int = 0  # unmarked blobs referenced within the grace period, kept
     layer_links: list[tuple[str, Digest]] = field(default_factory=list)
     uploads_purged: int = 0
     temporaries: int = 0
@@ -103,6 +107,7 @@ class GarbageCollector:
         dry_run: bool = False,
         delete_untagged: bool = False,
         upload_age: float | None = None,
+        grace: float = 0.0,
         emit: Emit = _quiet,
         progress: Progress = _silent,
     ) -> None:
@@ -115,6 +120,9 @@ class GarbageCollector:
         self.marked: set[Digest] = set()
         self._visited: set[tuple[str, Digest]] = set()  # manifests whose references are marked
         self.report = CollectionReport()
+        # Which unmarked blobs may go (seconds of grace; 0: every one, offline).
+        self.safety = CollectionSafety(registry.driver, grace, dry_run=dry_run)
+        self._doom = Doom()
 
     async def run(self) -> CollectionReport:
         # Killed writers' temporaries are found by a walk of the whole store (a thread of
@@ -130,6 +138,7 @@ class GarbageCollector:
         return self.report
 
     async def _collect(self) -> None:
+        await self.safety.start()
         repositories = await self._read_repositories()
         candidates = await self._mark(repositories)
         self.report.marked = len(self.marked)
@@ -137,8 +146,20 @@ class GarbageCollector:
         unmarked = sorted(
             [d async for d in self.registry.blob_store.all() if d not in self.marked], key=str
         )
+        linked = {d for r in repositories.values() for d in r.layers if d not in self.marked}
+        self._doom = doom = await self.safety.condemn(unmarked, linked)
+        self.report.spared = doom.spared
+        try:
+            await self._sweep(repositories, candidates, doom)
+        finally:
+            await self.safety.release()  # only once blobs and links are gone
+        await self._sweep_leftovers(repositories)
+
+    async def _sweep(
+        self, repositories: dict[str, _Repository], candidates: list[Deletion], doom: Doom
+    ) -> None:
         self.emit(
-            f"\n{len(self.marked)} blobs marked, {len(unmarked)} blobs and "
+            f"\n{len(self.marked)} blobs marked, {len(doom.blobs)} blobs and "
             f"{len(candidates)} manifests eligible for deletion"
         )
         for deletion in candidates:
@@ -148,9 +169,8 @@ class GarbageCollector:
                 doomed = [d for d in candidates if d.repository == name]
                 if doomed:
                     await self._delete_manifests(repository, doomed)
-        await self._sweep_blobs(unmarked)
+        await self._sweep_blobs(doom.blobs)
         await self._sweep_layer_links(repositories)
-        await self._sweep_leftovers(repositories)
 
     # --- reading -------------------------------------------------------------------------
 
@@ -305,6 +325,7 @@ class GarbageCollector:
         if not self.dry_run:
             deleted = []
             for start in range(0, len(unmarked), SWEEP_BATCH):
+                self.safety.check_lease()
                 deleted += await store.delete_many(unmarked[start : start + SWEEP_BATCH])
                 self.progress("deleting blobs", len(deleted), len(unmarked))
         self.report.blobs = [
@@ -315,11 +336,13 @@ class GarbageCollector:
 
     async def _sweep_layer_links(self, repositories: dict[str, _Repository]) -> None:
         for name, repository in repositories.items():
-            doomed = [d for d in sorted(repository.layers, key=str) if d not in self.marked]
+            unlink = self._doom.unlink
+            doomed = [d for d in sorted(repository.layers, key=str) if d in unlink]
             for digest in doomed:
                 self.emit(f"{name}: layer link eligible for deletion: {digest}")
                 self.report.layer_links.append((name, digest))
             if doomed and not self.dry_run:
+                self.safety.check_lease()
                 view = repository.view.blobs
                 for digest in doomed:
                     await view.forget(digest)
@@ -333,6 +356,10 @@ class GarbageCollector:
             self.report.uploads_purged = await purge_uploads(
                 driver, self.upload_age, dry_run=self.dry_run
             )
+        if self.safety.online:
+            # A client may be pushing into a repository that looks empty: no record
+            # protects a whole repository, so only offline collection removes them.
+            return
         deleted = {(d.repository, d.digest) for d in self.report.manifests}
         unlinked = set(self.report.layer_links)
         for name, repository in repositories.items():

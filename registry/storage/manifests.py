@@ -20,6 +20,7 @@ from registry.storage.errors import (
     ManifestInvalid,
     ManifestUnknown,
 )
+from registry.storage.gc_safety import CollectionBusy
 from registry.storage.locks import KeyedLocks
 from registry.storage.manifest_formats import (
     Descriptor,
@@ -32,6 +33,7 @@ from registry.storage.referrers import Referrers
 from registry.storage.tags import Tags
 
 INLINE_PARSE_LIMIT = 64 * 1024  # bytes of manifest parsed on the event loop itself
+SECURE_TRIES = 3  # refresh-and-check rounds a PUT may need to write within its bound
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +176,17 @@ class Manifests:
             # The content is shared by digest and may serve another repository already:
             # it stays even if this request fails (garbage collection reclaims it).
             await self.store.put(digest, body)
+            # The revision is what collection marks from: written within the bound of
+            # the last refresh, so any collection that began too late to see it spares
+            # what it names. A slow storage gets three tries.
+            for _ in range(SECURE_TRIES):
+                refreshed_at = await self._secure_references(digest, body, parsed)
+                if self.store.guard.in_time(refreshed_at):
+                    break
+            else:
+                raise CollectionBusy(
+                    "the push took longer than half of storage.gc.graceperiod; retry it"
+                )
             await self.blobs.revisions.write(digest)
             if parsed.subject is not None:
                 await self.referrers.add(
@@ -195,6 +208,30 @@ class Manifests:
                 await self.referrers.remove(parsed.subject.digest, digest)
             await self.blobs.revisions.delete(digest)
         await self.blobs.forget(digest)
+
+    async def _secure_references(
+        self, digest: Digest, body: bytes, parsed: ParsedManifest
+    ) -> float:
+        """Garbage collection's check at PUT (docs/online-gc.md): refresh every blob the
+        manifest names and its own content, wait out collectors deleting any, then find
+        each in storage (not the cache, which may remember a blob just deleted). When
+        the references were last refreshed (monotonic)."""
+        blobs = [d.digest for d in parsed.blobs if not d.is_foreign]
+        children = [d.digest for d in parsed.manifests]
+        secured = await self.store.guard.secure([*blobs, *children, digest])
+        missing = secured.missing
+        if digest in missing:  # its own content, collected between its write and now
+            await self.store.put(digest, body)
+            if (await self.store.guard.secure([digest])).missing:
+                raise CollectionBusy("the manifest's content was collected as it was written")
+        for blob in blobs:
+            if blob in missing or not await self.blobs.is_linked(blob, cached=False):
+                await self.blobs.forget(blob)
+                raise ManifestBlobUnknown(str(blob))
+        for child in children:
+            if child in missing or not await self.blobs.revisions.exists(child):
+                raise ManifestBlobUnknown(str(child))
+        return secured.refreshed_at
 
     async def _check_references(self, parsed: ParsedManifest) -> None:
         async def check_blob(digest: Digest) -> None:

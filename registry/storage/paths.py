@@ -22,6 +22,29 @@ def blob_dir(digest: Digest) -> str:
     return f"{BLOBS}/{digest.algorithm}/{digest.hex[:2]}/{digest.hex}"
 
 
+def blob_lastref(digest: Digest) -> str:
+    """portside's marker of when the blob was last referenced (its modified time), on
+    backends whose files' modified times cannot be set; beside ``data``, which
+    Distribution's blob walk and garbage collection treat as the directory's only file."""
+    return f"{blob_dir(digest)}/lastref"
+
+
+# Online garbage collection's shared records (docs/online-gc.md): outside ``blobs`` and
+# ``repositories``, the only trees Distribution reads.
+GC = f"{ROOT}/_gc"
+GC_CONDEMNED = f"{GC}/condemned"
+
+
+def gc_condemned(run: str) -> str:
+    """The digests one collection run is about to delete (one digest a line)."""
+    return f"{GC_CONDEMNED}/{run}"
+
+
+def gc_clock(run: str) -> str:
+    """A file a collection run writes to read the storage's own clock."""
+    return f"{GC}/clock/{run}"
+
+
 # Directories named so inside a repository are its data, not nested repository names
 # (the name grammar never starts a component with "_").
 MANIFESTS = "_manifests"

@@ -33,12 +33,14 @@ class Registry:
         driver: StorageDriver,
         url_policy: ForeignURLPolicy | None = None,
         pull_resolution: float | None = None,
+        gc_grace: float = 0.0,
     ) -> None:
         """``pull_resolution``: record tags' pull times, each written at most once per
-        that many seconds (None: no recording, as in a read-only registry)."""
+        that many seconds (None: no recording, as in a read-only registry).
+        ``gc_grace``: online garbage collection's grace period (docs/online-gc.md)."""
         self.driver = driver
         self.url_policy = url_policy or ForeignURLPolicy()
-        self.blob_store = BlobStore(driver)
+        self.blob_store = BlobStore(driver, gc_grace)
         self._hashes = HashStates()
         self._locks = KeyedLocks()
         self._manifest_cache = ManifestContentCache()

@@ -166,7 +166,12 @@ class Uploads:
             if actual != digest.hex:
                 await self._remove(upload_id)
                 raise DigestMismatch(digest, f"{digest.algorithm}:{actual}")
-            await self.store.adopt(data_path, digest)
+            # Under garbage collection's protocol: a blob already there is refreshed and
+            # kept (same bytes by digest); a missing one is made visible already fresh.
+            guard = self.store.guard
+            if (await guard.secure([digest])).missing:
+                await guard.lastref.refresh_before_adopt(digest, data_path)
+                await self.store.adopt(data_path, digest)
             await self.blobs.link(digest)
             await self._remove(upload_id)
             return BlobDescriptor(digest, status.size)

@@ -50,6 +50,7 @@ WITH_LOAD_GENERATORS = {
     "blob_head": EVERY_SERVER,
     "token_issuance": {"portside"},
     "token_issuance_workers2": {"portside"},
+    "gc_online_get": {"portside"},
     # portside measures these once its token auth is in; until then "not available".
     "pull_verified_token_4MiB": {"reference"},
     "manifest_get_with_token": {"reference"},

@@ -150,11 +150,16 @@ def layer_links_in(root: Path) -> set[str]:
     }
 
 
+# The stores here are freshly written: portside collects them with no grace period, as
+# Distribution does (the reference would read this variable as a storage driver).
+OFFLINE = {"REGISTRY_STORAGE_GC_GRACEPERIOD": "0s"}
+
+
 def collect(command: list[str], config: Path, *flags: str) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(
         [*command, "garbage-collect", *flags, str(config)],
         cwd=REPOSITORY_ROOT,
-        env=server_env(),
+        env=server_env(OFFLINE if command == PORTSIDE else None),
         capture_output=True,
         text=True,
         timeout=120,

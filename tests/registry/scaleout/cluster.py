@@ -16,6 +16,7 @@ import yaml
 
 from tests.support.backing_services import MotoServer, Service
 from tests.support.balancer import NginxBalancer
+from tests.support.portside_servers import REPOSITORY_ROOT
 
 INSTANCE_HEADER = "X-Portside-Instance"
 
@@ -37,8 +38,10 @@ class RegistryProcess(Service):
         return [sys.executable, "-m", "registry", "serve", str(path)]
 
     def environ(self) -> dict[str, str]:
-        # The registry reads every REGISTRY_* variable as configuration.
-        return {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
+        # The registry reads every REGISTRY_* variable as configuration. It runs in its
+        # own directory: the code is this checkout's, not whatever is installed.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
+        return {**env, "PYTHONPATH": str(REPOSITORY_ROOT)}
 
     @property
     def url(self) -> str:

@@ -33,7 +33,8 @@ async def test_collection_over_s3_drops_deleted_blobs_from_the_shared_cache(
     process = await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", "registry", "garbage-collect", str(config)),
         cwd=REPOSITORY_ROOT,
-        env=server_env(registry_environ),
+        # A fresh store: collected without a grace period (Distribution's way).
+        env=server_env({**registry_environ, "REGISTRY_STORAGE_GC_GRACEPERIOD": "0s"}),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

@@ -1,0 +1,90 @@
+"""Scenario 6, online part: what online garbage collection costs the serving registry.
+
+On a copy of scenario 6's store whose untagged manifests were deleted (their revision
+links removed: 2 in 5 manifests, their configs and layers now garbage), portside serves
+manifest GETs by tag (wrk, 32 connections) twice per round, alternating: once idle, once
+while it collects by itself (``storage.gc.interval`` 1s, the default one-hour grace, the
+store older than that). The metric is the throughput while collecting, in percent of the
+idle throughput (target: at least 90%).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+import aiohttp
+
+from bench.context import Context
+from bench.loadgen import run_wrk
+from bench.results import Metric, Target
+from bench.servers import PORTSIDE, Server, registry_server
+
+GROUP = "6. garbage collection"
+URL_PATH = "/v2/org00/repo0000/manifests/t2"  # a tagged manifest of the seeded store
+
+
+def make_garbage(root: Path) -> int:
+    """Delete the revision links of the seeded store's untagged manifests (as a client's
+    DELETE would); how many."""
+    repositories = root / "docker/registry/v2/repositories"
+    removed = 0
+    for revisions in repositories.glob("*/*/_manifests/revisions/sha256"):
+        tagged = {
+            (tag / "current/link").read_text()
+            for tag in (revisions.parent.parent / "tags").iterdir()
+        }
+        for revision in list(revisions.iterdir()):
+            if f"sha256:{revision.name}" not in tagged:
+                shutil.rmtree(revision)
+                removed += 1
+    return removed
+
+
+async def _get_rate(ctx: Context, server: Server) -> float:
+    async with aiohttp.ClientSession() as session:
+        for _ in range(20):  # warm-up: first-request costs outside the run
+            async with session.get(server.url + URL_PATH) as response:
+                await response.read()
+    result = await run_wrk(
+        server.url + URL_PATH, duration=ctx.plan.rate_seconds, connections=ctx.plan.connections
+    )
+    return result.requests_per_second
+
+
+async def run_gc_online(ctx: Context, seeded: Path) -> Metric:
+    metric = Metric(
+        "gc_online_get",
+        "manifest GET throughput while the registry collects, % of idle",
+        "%",
+        GROUP,
+        target=Target(">= 90% (online collection costs < 10%)", min_value=90.0),
+        plotted=False,
+    )
+    idle_rates: list[float] = []
+    busy_rates: list[float] = []
+    for round_number in range(ctx.plan.rounds):
+        for collecting in (False, True) if round_number % 2 == 0 else (True, False):
+            workdir = ctx.new_dir("gc-online")
+            root = workdir / "root"
+            await asyncio.to_thread(shutil.copytree, seeded, root)
+            await asyncio.to_thread(make_garbage, root)
+            env = dict(ctx.plan.portside_env)
+            if collecting:
+                env["REGISTRY_STORAGE_GC_INTERVAL"] = "1s"
+                env["REGISTRY_LOG_LEVEL"] = "info"
+            server = registry_server(PORTSIDE, workdir, root, None, env, ctx.plan.portside_tree)
+            await ctx.lab.start(server)
+            try:
+                if collecting:
+                    await asyncio.sleep(1.2)  # the first collection has begun
+                # Collections follow each other a second apart: the whole run overlaps them.
+                rate = await _get_rate(ctx, server)
+            finally:
+                await ctx.lab.stop(server)
+            (busy_rates if collecting else idle_rates).append(rate)
+            await asyncio.to_thread(shutil.rmtree, workdir, True)
+    for idle, busy in zip(idle_rates, busy_rates, strict=True):
+        metric.add_value(PORTSIDE, 100.0 * busy / idle)
+    return metric

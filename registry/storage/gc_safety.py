@@ -1,0 +1,226 @@
+"""Online garbage collection's safety protocol: which unmarked blobs a collector may
+delete, and the checks a push makes so that no acknowledged manifest names a missing
+blob (docs/online-gc.md holds the argument).
+
+Both sides write their own mark, then read the other's:
+- a push (manifest PUT, upload, mount) refreshes each blob's ``lastref``, then reads
+  the condemned records (waiting out any that names its blobs), then checks in storage,
+  never in the cache, that each blob and link is there;
+- a collector condemns its candidates (unmarked, ``lastref`` older than the grace
+  period), then re-reads each candidate's ``lastref``, sparing any that moved, then
+  deletes the rest and their layer links, then clears its record.
+
+With a grace period of 0 none of this runs: that is Distribution's offline collection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Iterable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from registry.oci.digest import Digest
+from registry.storage import paths
+from registry.storage.condemned import LEASE, Condemnations, new_run
+from registry.storage.driver.base import (
+    DriverError,
+    PathNotFound,
+    StorageDriver,
+    StorageUnavailable,
+)
+from registry.storage.lastref import LastReferenced, RefreshMemo
+
+log = logging.getLogger("registry.gc")
+
+# S3's LastModified has whole seconds: a candidate must be older than the grace period by
+# this much more, so that truncation can never make a fresh blob look old.
+CLOCK_RESOLUTION = 1.0
+WAIT_STEP = 0.1  # seconds between two reads of the records while one names a blob
+WAIT_LIMIT = 60.0  # a push never waits longer than this for a collector to finish
+CONCURRENCY = 16
+T = TypeVar("T")
+
+
+class CollectionBusy(StorageUnavailable):
+    """A collector holds a blob this request needs for longer than the request may
+    wait, or the request took too long: a 503 the client retries."""
+
+
+class BlobGuard:
+    """The push side of the protocol, one per store (``grace``: seconds)."""
+
+    def __init__(self, driver: StorageDriver, grace: float) -> None:
+        self.grace = grace
+        self.lastref = LastReferenced(driver)
+        self.condemned = Condemnations(driver)
+        self.driver = driver
+        # A HEAD refreshes a blob at most every quarter of the grace period: its lastref
+        # is then never older than that, far from the grace a collector requires.
+        self.memo = RefreshMemo(grace / 4) if grace > 0 else None
+
+    @property
+    def bound(self) -> float | None:
+        """How long a push may take from its refreshes to its last write (seconds)."""
+        return self.grace / 2 if self.grace > 0 else None
+
+    def in_time(self, refreshed_at: float) -> bool:
+        """Whether a push that last refreshed at ``refreshed_at`` may still write."""
+        bound = self.bound
+        return bound is None or time.monotonic() - refreshed_at <= bound
+
+    async def noticed(self, digest: Digest) -> bool:
+        """A client was told the blob exists (HEAD): refresh it, at most once per
+        ``grace/4`` in this process; False when the blob is in fact gone."""
+        if self.memo is None or not self.memo.due(digest):
+            return True
+        try:
+            here = await self.lastref.refresh(digest)
+        except (OSError, DriverError) as error:
+            # The answer stays yes: only the protection is lost, and the PUT re-checks.
+            log.warning("could not refresh blob %s: %s", digest, error)
+            return True
+        if not here:
+            self.memo.forget(digest)
+            return False
+        self.memo.note(digest)
+        return True
+
+    async def secure(self, digests: Iterable[Digest]) -> Secured:
+        """Refresh each blob, then read the condemned records; while one names a blob,
+        wait and do both again (each refresh may still save the blob from the collector,
+        and only the last one counts for the bound). Then find each in storage.
+
+        No collector deletes a blob found here within the grace period after
+        ``refreshed_at`` (docs/online-gc.md). Raises CollectionBusy when records keep
+        naming a blob for longer than WAIT_LIMIT."""
+        wanted = list(dict.fromkeys(digests))
+        given_up = time.monotonic() + WAIT_LIMIT
+        while True:
+            refreshed_at = time.monotonic()
+            await _bounded(self.lastref.refresh(d) for d in wanted)
+            if not set(wanted) & await self.condemned.active():
+                break
+            if time.monotonic() >= given_up:
+                raise CollectionBusy("garbage collection is deleting a blob this push names")
+            await asyncio.sleep(WAIT_STEP)
+        if self.memo is not None:
+            for digest in wanted:
+                self.memo.forget(digest)  # the next HEAD refreshes again
+        present = await _bounded(self.exists(d) for d in wanted)
+        missing = {d for d, here in zip(wanted, present, strict=True) if not here}
+        return Secured(missing, refreshed_at)
+
+    async def exists(self, digest: Digest) -> bool:
+        """In storage, never the blob-descriptor cache (it may remember a deleted blob)."""
+        try:
+            await self.driver.stat(paths.blob_data(digest))
+        except PathNotFound:
+            return False
+        return True
+
+
+@dataclass(frozen=True)
+class Secured:
+    """What ``BlobGuard.secure`` found: the blobs missing, and when (monotonic) the
+    others were last refreshed."""
+
+    missing: set[Digest]
+    refreshed_at: float
+
+
+@dataclass
+class Doom:
+    """A collector's decision: blobs to delete and digests whose layer links go."""
+
+    blobs: list[Digest] = field(default_factory=list)
+    unlink: set[Digest] = field(default_factory=set)
+    spared: int = 0  # unmarked blobs kept: referenced within the grace period
+
+
+class CollectionSafety:
+    """The collector side of the protocol, for one run (``grace``: seconds)."""
+
+    def __init__(self, driver: StorageDriver, grace: float, *, dry_run: bool) -> None:
+        self.grace = grace
+        self.dry_run = dry_run
+        self.lastref = LastReferenced(driver)
+        self.condemned = Condemnations(driver)
+        self.run = new_run()
+        self.started = 0.0  # T0 on the storage clock
+        self._condemned_at: float | None = None  # monotonic, once the record is written
+
+    @property
+    def online(self) -> bool:
+        return self.grace > 0
+
+    async def start(self) -> None:
+        """Take T0, before anything is read: what is referenced after it is not lost."""
+        if self.online:
+            self.started = time.time() if self.dry_run else await self.lastref.now(self.run)
+
+    async def condemn(self, unmarked: list[Digest], linked: set[Digest]) -> Doom:
+        """Choose what goes among ``unmarked`` blobs and the unmarked digests of layer
+        links (``linked``); unless a dry run, write the record that pushes honour."""
+        if not self.online:
+            return Doom(list(unmarked), set(unmarked) | linked)
+        threshold = self.started - self.grace - CLOCK_RESOLUTION
+        first = await _bounded(self.lastref.read(d) for d in unmarked)
+        reads = dict(zip(unmarked, first, strict=True))
+        old = {d: t for d, t in reads.items() if t is not None and t < threshold}
+        # Links whose blob is absent (never there, or deleted meanwhile) are garbage too.
+        absent = {d for d, t in reads.items() if t is None} | (linked - reads.keys())
+        spared = len(reads) - len(old) - sum(1 for t in reads.values() if t is None)
+        if self.dry_run:
+            return Doom([d for d in unmarked if d in old], set(old) | absent, spared)
+        if not old and not absent:
+            return Doom(spared=spared)
+        await self.condemned.clear_expired()
+        await self.condemned.write(self.run, [*old, *absent])
+        self._condemned_at = time.monotonic()
+        log.debug("run %s condemned %d old and %d absent blobs", self.run, len(old), len(absent))
+        # Re-read after the record is visible: a push that refreshed before reading the
+        # record is seen here; one that refreshes later sees the record and waits.
+        again = await _bounded(self.lastref.read(d) for d in old)
+        confirmed = {d for d, t in zip(old, again, strict=True) if t == old[d]}
+        missing = list(absent)
+        now_here = await _bounded(self.lastref.read(d) for d in missing)
+        gone = {d for d, t in zip(missing, now_here, strict=True) if t is None}
+        spared += len(old) - len(confirmed)
+        await _bounded(self.lastref.forget_marker(d) for d in gone)
+        # A blob missing at the first read is never deleted (an upload may just have
+        # put it there); only its links go, and only if it is still missing now.
+        return Doom([d for d in unmarked if d in confirmed], confirmed | gone, spared)
+
+    def check_lease(self) -> None:
+        """Called before each deletion: past its lease a run's record no longer holds
+        pushes back, so the run must delete nothing more."""
+        if self._condemned_at is not None and time.monotonic() - self._condemned_at > LEASE:
+            raise CollectionBusy("garbage collection outlived its lease; nothing more deleted")
+
+    async def release(self) -> None:
+        """Clear the record, once every deletion it covers is done."""
+        if self._condemned_at is not None:
+            await self.condemned.clear(self.run)
+            log.debug(
+                "run %s cleared its record after %.3fs",
+                self.run,
+                time.monotonic() - self._condemned_at,
+            )
+            self._condemned_at = None
+
+
+async def _bounded(jobs: Iterable[Awaitable[T]]) -> list[T]:
+    """Await ``jobs`` with at most CONCURRENCY at once, each taken from the iterable
+    only when a worker is free; their results in order."""
+    results: dict[int, T] = {}
+    queue = enumerate(jobs)
+
+    async def worker() -> None:
+        for index, job in queue:
+            results[index] = await job
+
+    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+    return [results[index] for index in range(len(results))]

@@ -1,0 +1,117 @@
+"""When each blob was last referenced (``lastref``): the time online garbage collection
+compares with its grace period (docs/online-gc.md).
+
+A blob's ``lastref`` is its upload time, moved forward by every manifest PUT that names
+it, by a mount of it, and by a HEAD that tells a pushing client it exists. Where the
+backend has real files (the filesystem driver), it is the modified time of the blob's
+``data`` file, set with one ``utime`` call. Elsewhere (S3 cannot change an object's
+LastModified) it is the later of ``data``'s and a ``lastref`` marker object's modified
+times, the marker rewritten on each refresh. Either way the time comes from the storage's
+own clock (the kernel's, or the S3 server's), which the collector reads the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections import OrderedDict
+
+from registry.oci.digest import Digest
+from registry.storage import paths
+from registry.storage.driver.base import PathNotFound, StorageDriver
+
+
+class LastReferenced:
+    """Reads and refreshes blobs' ``lastref`` on one driver."""
+
+    def __init__(self, driver: StorageDriver) -> None:
+        self.driver = driver
+        # Real files: the data file's own modified time is the record.
+        self._local = driver.local_path(paths.ROOT) is not None
+
+    async def refresh(self, digest: Digest) -> bool:
+        """Set the blob's ``lastref`` to now; False when the blob is not there."""
+        if self._local:
+            return self._utime(paths.blob_data(digest))
+        try:
+            await self.driver.stat(paths.blob_data(digest))
+        except PathNotFound:
+            return False
+        await self.driver.put_content(paths.blob_lastref(digest), b"")
+        return True
+
+    async def refresh_before_adopt(self, digest: Digest, source: str) -> None:
+        """Make the ``lastref`` of the blob ``source`` is about to become now, before it
+        becomes visible: a collector that sees the new blob sees it fresh."""
+        if self._local:
+            self._utime(source)
+        else:
+            await self.driver.put_content(paths.blob_lastref(digest), b"")
+
+    async def read(self, digest: Digest) -> float | None:
+        """The blob's ``lastref`` (seconds, storage clock); None when it is not there."""
+        try:
+            data = await self.driver.stat(paths.blob_data(digest))
+        except PathNotFound:
+            return None
+        if self._local:
+            return data.modified
+        try:
+            marker = await self.driver.stat(paths.blob_lastref(digest))
+        except PathNotFound:
+            return data.modified
+        return max(data.modified, marker.modified)
+
+    async def forget_marker(self, digest: Digest) -> None:
+        """Remove the marker of a blob that is gone (a refresh that raced its deletion
+        leaves one). Safe even if the blob is being uploaded again: the upload's copy of
+        ``data`` is itself fresh on such backends."""
+        if not self._local:
+            with contextlib.suppress(PathNotFound):
+                await self.driver.delete(paths.blob_lastref(digest))
+
+    async def now(self, run: str) -> float:
+        """The storage clock's current time, read by writing a file of ``run``'s (and
+        removing it): the collector compares ``lastref`` with this, never its own clock."""
+        stamp = paths.gc_clock(run)
+        await self.driver.put_content(stamp, b"")
+        try:
+            return (await self.driver.stat(stamp)).modified
+        finally:
+            with contextlib.suppress(PathNotFound):
+                await self.driver.delete(stamp)
+
+    def _utime(self, path: str) -> bool:
+        local = self.driver.local_path(path)
+        assert local is not None
+        try:
+            # One cached-metadata syscall, inline as the driver's own stat is.
+            os.utime(local)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        return True
+
+
+class RefreshMemo:
+    """Which blobs this process refreshed recently, so that HEADs (thousands a second on
+    a busy registry) refresh a blob at most once per ``interval``. Bounded: the oldest
+    entries go first. A PUT never consults it."""
+
+    def __init__(self, interval: float, capacity: int = 65536) -> None:
+        self.interval = interval
+        self.capacity = capacity
+        self._at: OrderedDict[Digest, float] = OrderedDict()
+
+    def due(self, digest: Digest) -> bool:
+        refreshed = self._at.get(digest)
+        return refreshed is None or time.monotonic() - refreshed >= self.interval
+
+    def note(self, digest: Digest) -> None:
+        self._at[digest] = time.monotonic()
+        self._at.move_to_end(digest)
+        while len(self._at) > self.capacity:
+            self._at.popitem(last=False)
+
+    def forget(self, digest: Digest) -> None:
+        self._at.pop(digest, None)

@@ -1,0 +1,49 @@
+"""Online garbage collection on S3 (moto) with the Redis blob-descriptor cache: one
+instance, and three instances behind nginx sharing the bucket and Redis, every one of
+them collecting every 0.2 s with a ten-second grace period while the clients of
+tests/registry/gc_stress.py push, delete and re-push through the balancer. Concurrent
+collectors are not elected: the protocol makes them safe (docs/online-gc.md).
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.registry import gc_stress
+from tests.registry.scaleout.cluster import Cluster, instance_settings
+from tests.support.backing_services import shared_services
+
+# Long enough for a manifest PUT (half of it) on moto, on a machine under load.
+GRACE = 10.0
+
+
+@pytest.mark.parametrize("instances", [1, 3])
+async def test_no_acknowledged_manifest_loses_a_blob_on_s3(instances: int, tmp_path: Path) -> None:
+    services = shared_services()
+    moto, redis_server = services.s3(), services.redis_server()
+    bucket = moto.create_bucket()
+    settings = instance_settings(moto, bucket, redis_server.addr, f"secret-{uuid.uuid4()}")
+    settings["log"]["level"] = "debug"
+    settings["storage"]["gc"] = {"interval": "200ms", "graceperiod": f"{GRACE}s"}
+    cluster = Cluster(tmp_path, settings, size=instances)
+    cluster.start()
+    environ = moto.s3_environ(bucket)
+    try:
+        counts = await gc_stress.storm(
+            cluster.balancer.url, clients=12, seconds=20, pause=0.3 * GRACE
+        )
+        assert not counts.errors, counts.errors[:5]
+        referenced = await gc_stress.assert_everything_pulls(cluster.balancer.url, environ)
+        left = await gc_stress.wait_until_collected(environ, referenced, within=120)
+        assert not left, f"{len(left)} unreferenced blobs survived: {sorted(map(str, left))[:5]}"
+    finally:
+        cluster.stop()
+    logs = [instance.log_path.read_text(errors="replace") for instance in cluster.instances]
+    collecting = [log.count("garbage collection deleted") for log in logs]
+    assert counts.pushed > 10 and counts.deleted > 3, counts
+    # Collection really deleted (which instance did is a race between them).
+    assert sum(collecting) >= 1, collecting
+    assert not any("Traceback" in log for log in logs), [log[-3000:] for log in logs]
