@@ -22,6 +22,7 @@ from registry.config_retention import RetentionConfig
 from registry.storage.s3_settings import MIB, S3_MAX_PART, S3_MIN_PART, S3DriverConfig
 from shared import config as _config
 from shared.ciphersuites import check_names
+from shared.client_address import check_networks
 from shared.config import VARIANT, ConfigError, InvalidSetting, OneOf, between, meta
 from shared.ratelimit import RateLimitConfig
 from shared.serving import (
@@ -309,6 +310,9 @@ class HTTPConfig:
         default=DEFAULT_BODY_TIMEOUT, metadata=meta(check=positive_duration)
     )
     headers: dict[str, list[str]] = field(default_factory=dict)
+    # portside's (Distribution has none): proxies whose Forwarded / X-Forwarded-For is
+    # believed (shared.client_address); an address or CIDR each.
+    trustedproxies: list[str] = field(default_factory=list, metadata=meta(check=check_networks))
     tls: TLSConfig = field(default_factory=TLSConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
     http2: HTTP2Config = field(default_factory=HTTP2Config)
@@ -504,6 +508,8 @@ IMPLEMENTED = (
     "log.level",
     "loglevel",
     "log.accesslog.disabled",
+    "log.formatter",
+    "log.fields",
     "storage.filesystem.rootdirectory",
     "storage.filesystem.maxthreads",
     "storage.filesystem.fsync",
@@ -524,6 +530,7 @@ IMPLEMENTED = (
     "http.prefix",
     "http.relativeurls",
     "http.headers",
+    "http.trustedproxies",
     "http.tls.certificate",
     "http.tls.key",
     "http.tls.minimumtls",

@@ -19,7 +19,6 @@ from shared.listener import bind_sockets, display_address
 SERVED_APP = web.AppKey("served_app", web.Application)
 
 
-
 def create_debug_app(config: RegistryConfig, served: web.Application) -> web.Application:
     """The debug app for ``served``, the registry app started from the same ``config``."""
     app = web.Application()

@@ -16,8 +16,10 @@ from pathlib import Path
 
 from aiohttp import web
 
+from shared.access_log import AccessLogger
 from shared.config import ConfigError
 from shared.listener import ListenError, bind_sockets
+from shared.log_queue import configure_logging, queued_logging
 from shared.serving import ConnectionTimeouts, serving
 from shared.tls import TLSSetupError, server_context
 from shared.token import PublicKey, libtrust_key_id, thumbprint
@@ -49,10 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _keygen(args)
     try:
         config = load_config(args.config, os.environ)
-        logging.basicConfig(
-            level=config.loglevel.upper(),
-            format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        )
+        configure_logging(config.loglevel, config.log.formatter, config.log.fields)
         app = create_app(config)
     except ConfigError as error:
         print(f"tokenauth: configuration error: {error}", file=sys.stderr)
@@ -79,7 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ListenError as error:
         print(f"tokenauth: {error}", file=sys.stderr)
         return 2
-    asyncio.run(_serve(app, config, context, sockets))
+    with queued_logging():  # lines are written by a thread, all of them before exit
+        asyncio.run(_serve(app, config, context, sockets))
     return 0
 
 
@@ -99,8 +99,15 @@ async def _serve(
         idle=config.http.idletimeout.total_seconds(),
         body=config.http.bodytimeout.total_seconds(),
     )
+    access_log = None if config.log.accesslog.disabled else logging.getLogger("tokenauth.access")
     async with serving(
-        app, sockets, timeouts=timeouts, error_code=INVALID_REQUEST, ssl_context=context
+        app,
+        sockets,
+        timeouts=timeouts,
+        error_code=INVALID_REQUEST,
+        ssl_context=context,
+        access_log=access_log,
+        access_log_class=AccessLogger,
     ):
         log.info("tokenauth listening on %s (%s)", config.http.addr, "https" if context else "http")
         await stop.wait()

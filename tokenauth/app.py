@@ -10,6 +10,8 @@ import asyncio
 
 from aiohttp import web
 
+from shared import request_context
+from shared.client_address import TRUSTED_PROXIES, parse_networks
 from shared.config import ConfigError
 from shared.credentials import HtpasswdAuthenticator
 from tokenauth import handlers
@@ -41,6 +43,8 @@ def create_app(config: TokenAuthConfig) -> web.Application:
     except (OSError, AclError) as error:
         raise ConfigError(f"acl: {error}") from None
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY)
+    request_context.install(app)
+    app[TRUSTED_PROXIES] = parse_networks(config.http.trustedproxies)
     app[CONFIG] = config
     app[ISSUER] = TokenIssuer(config, signer, authenticator, acl)
     # Before serving, so that even the first refusal is padded to a measured check time.

@@ -11,6 +11,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 
+from shared.request_context import current_request_id
 from shared.scope import Scope
 
 audit_log = logging.getLogger("tokenauth.audit")
@@ -54,4 +55,7 @@ class AuditRecord:
             line["reason"] = reason
         if self.jti:
             line["jti"] = self.jti
+        request_id = current_request_id.get()
+        if request_id:
+            line["request_id"] = request_id  # the X-Request-Id the registry's lines carry too
         audit_log.info("%s", json.dumps(line, ensure_ascii=False))

@@ -9,6 +9,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
 from shared.authorization import BasicCredentials, MalformedAuthorization, parse_authorization
+from shared.client_address import client_address
 from shared.errors import RegistryError
 from shared.http_server import unreadable_body
 from shared.scope import Scope, ScopeError, format_scopes, parse_scopes
@@ -25,7 +26,9 @@ async def get_token(request: web.Request) -> web.Response:
     """``GET /auth?service=&scope=&account=&client_id=&offline_token=`` with optional Basic."""
     issuer = request.app[ISSUER]
     query = request.query
-    record = AuditRecord(grant="anonymous", ip=request.remote, client_id=query.get("client_id"))
+    record = AuditRecord(
+        grant="anonymous", ip=client_address(request), client_id=query.get("client_id")
+    )
     try:
         service = issuer.check_service(query.get("service"), record)
         scopes = _scopes(query.getall("scope", []))
@@ -56,7 +59,7 @@ async def get_token(request: web.Request) -> web.Response:
 async def post_token(request: web.Request) -> web.Response:
     """OAuth2 ``POST /auth``: ``grant_type=password`` or ``refresh_token`` (oauth.md)."""
     issuer = request.app[ISSUER]
-    record = AuditRecord(grant="none", ip=request.remote)
+    record = AuditRecord(grant="none", ip=client_address(request))
     try:
         fields = await _form(request)
         grant = fields.get("grant_type", "")

@@ -289,7 +289,7 @@ def test_the_stock_registry_2_config_loads_unchanged(tmp_path: Path) -> None:
     assert config.http.addr == ":5000"
     assert config.http.headers == {"X-Content-Type-Options": ["nosniff"]}
     assert config.health["storagedriver"]["interval"] == "10s"
-    assert unsupported_settings(config) == ["log.fields", "health"]
+    assert unsupported_settings(config) == ["health"]
 
 
 @pytest.mark.parametrize("driver", DRIVERS)

@@ -1,0 +1,74 @@
+"""The request id of each request both services serve, and the log lines that carry it.
+
+A request keeps the ``X-Request-Id`` it arrived with, so that one id follows a request
+across a load balancer, the registry and the token server; a request without one, or with
+one over :data:`MAX_REQUEST_ID` characters or outside a token's characters (it is copied
+into log lines and a response header), gets a fresh UUID instead. The id is stored on the
+request, set in a context variable while the request is served so that every line logged
+meanwhile carries it (:class:`RequestIdFilter`), and sent back on every response the app
+makes, errors and streamed bodies included.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from contextvars import ContextVar
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from shared.client_address import note_client_address
+
+REQUEST_ID_HEADER = "X-Request-Id"
+MAX_REQUEST_ID = 128  # a UUID is 36; the ids proxies and tracers make fit well within
+_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+/=@-]*")
+
+REQUEST_ID = web.RequestKey("request_id", str)
+current_request_id: ContextVar[str | None] = ContextVar("current_request_id", default=None)
+
+
+def request_id_from(header: str | None) -> str:
+    """The id a request with this ``X-Request-Id`` value is known by."""
+    if header and len(header) <= MAX_REQUEST_ID and _REQUEST_ID.fullmatch(header):
+        return header
+    return str(uuid.uuid4())
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The outermost middleware of both services: names the request for every log line,
+    and works out its client's address (:mod:`shared.client_address`)."""
+    request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER))
+    request[REQUEST_ID] = request_id
+    note_client_address(request)
+    token = current_request_id.set(request_id)
+    try:
+        return await handler(request)
+    finally:
+        current_request_id.reset(token)
+
+
+async def send_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: every response the app makes names its request."""
+    request_id = request.get(REQUEST_ID)
+    if request_id is not None:
+        response.headers[REQUEST_ID_HEADER] = request_id
+
+
+def install(app: web.Application) -> None:
+    """Put the request id on ``app``'s requests, log lines and responses (call it first, so
+    the middleware is outermost and its header is on the error responses too)."""
+    app.middlewares.insert(0, request_id_middleware)
+    app.on_response_prepare.append(send_request_id)
+
+
+class RequestIdFilter(logging.Filter):
+    """Stamps each record with the id of the request being served where it was logged
+    (on that thread: a record handed to another thread keeps the stamp it was given)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "request_id", None) is None:
+            record.request_id = current_request_id.get()
+        return True
