@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(arguments)
 
     # Logging first, so warnings raised while loading the config are formatted too.
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging("info")
     environ = dict(os.environ)
     config_path = args.config or environ.pop(CONFIG_PATH_VARIABLE, None)
     environ.pop(CONFIG_PATH_VARIABLE, None)

@@ -37,10 +37,11 @@ def add_log_fields(request: web.Request, fields: dict[str, Any]) -> None:
 
 def go_duration(seconds: float) -> str:
     """``1.234ms``, ``12.5µs``, ``2.1s``: how Go (and so Distribution) writes a duration."""
-    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
-        if seconds >= scale:
-            return f"{seconds / scale:.6g}{unit}"
-    return f"{seconds * 1e9:.0f}ns"
+    if seconds >= 1:
+        return f"{seconds:.6g}s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.6g}ms"
+    return f"{seconds * 1e6:.6g}µs"
 
 
 def _clip(value: str) -> str:
@@ -58,11 +59,11 @@ def _route(request: BaseRequest) -> str:
 
 def body_bytes(request: BaseRequest, response: web.StreamResponse) -> int:
     """The body bytes sent: aiohttp counts the status line and headers in ``body_length``,
-    so their size (as aiohttp serializes them) is taken off."""
-    version = request.version
-    head = f"HTTP/{version.major}.{version.minor} {response.status} {response.reason}\r\n"
-    head += "".join(f"{name}: {value}\r\n" for name, value in response.headers.items())
-    return max(0, response.body_length - len(head.encode()) - 2)
+    so their size (as aiohttp serializes them: ``name: value\\r\\n`` each) is taken off."""
+    head = len(response.reason) + 17  # "HTTP/1.1 200 " + reason + CRLF, and the final CRLF
+    for name, value in response.headers.items():
+        head += len(name) + 4 + (len(value) if value.isascii() else len(value.encode()))
+    return max(0, response.body_length - head)
 
 
 class AccessLogger(AbstractAccessLogger):
@@ -73,7 +74,8 @@ class AccessLogger(AbstractAccessLogger):
             return
         try:
             fields: dict[str, Any] = {
-                "http.request.id": request.get(REQUEST_ID, ""),
+                # None for a request the parser refused: it never reached the app.
+                "http.request.id": request.get(REQUEST_ID),
                 "http.request.method": request.method,
                 "http.request.uri": _clip(request.rel_url.raw_path),
                 "http.request.route": _route(request),

@@ -88,8 +88,10 @@ def _trusted(address: IPAddress, trusted: Sequence[IPNetwork]) -> bool:
 def resolve(request: BaseRequest, trusted: Sequence[IPNetwork]) -> str | None:
     """The client's address given the ``trusted`` proxies (see the module's docstring)."""
     peer = request.remote
-    client = _address(peer) if peer else None
-    if client is None or not trusted or not _trusted(client, trusted):
+    if not trusted or not peer:
+        return peer  # the common case, without parsing anything
+    client = _address(peer)
+    if client is None or not _trusted(client, trusted):
         return peer
     for hop in reversed(_forwarded_hops(request)):
         address = _address(hop)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -50,7 +51,7 @@ def record_fields(record: logging.LogRecord) -> dict[str, Any]:
         fields["http.request.id"] = request_id
     own = getattr(record, FIELDS_ATTRIBUTE, None)
     if isinstance(own, Mapping):
-        fields.update(own)
+        fields.update((key, value) for key, value in own.items() if value is not None)
     return fields
 
 
@@ -99,13 +100,16 @@ class LogstashFormatter(_StructuredFormatter):
         return self._line(record, head)
 
 
+# As logrus quotes: anything but a plain token is written as a JSON string, so spaces,
+# quotes and line breaks a client sent can never forge a field or a line.
+_PLAIN = re.compile(r"[\w\-./@^+:]+", re.ASCII)
+
+
 def _text_value(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
-    # As logrus quotes: anything but a plain token is written as a JSON string, so spaces,
-    # quotes and line breaks a client sent can never forge a field or a line.
-    if text and all(c.isalnum() or c in "-._/@^+:" for c in text):
-        return text
-    return json.dumps(text, ensure_ascii=False)
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        value = json.dumps(value, default=str)
+    text = str(value)
+    return text if _PLAIN.fullmatch(text) else json.dumps(text, ensure_ascii=False)
 
 
 class TextFormatter(logging.Formatter):

@@ -97,8 +97,10 @@ async def test_one_request_id_across_registry_and_tokenauth(
     same_id = {"X-Request-Id": REQUEST_ID}
     scope = "repository:alice/app:pull"
     async with aiohttp.ClientSession() as http:
+        sizes = []  # the body bytes each access line must report
         async with http.get(f"{registry.url}/v2/alice/app/tags/list", headers=same_id) as r:
             assert r.status == 401 and r.headers["X-Request-Id"] == REQUEST_ID
+            sizes.append(len(await r.read()))
         params = {"service": SERVICE, "scope": scope}
         headers = {**same_id, **basic("alice", "alice-pw")}
         async with http.get(f"{tokenauth.url}/auth", params=params, headers=headers) as r:
@@ -107,11 +109,13 @@ async def test_one_request_id_across_registry_and_tokenauth(
         headers = {**same_id, "Authorization": f"Bearer {token}"}
         async with http.get(f"{registry.url}/v2/alice/app/tags/list", headers=headers) as r:
             assert r.status == 404 and r.headers["X-Request-Id"] == REQUEST_ID
+            sizes.append(len(await r.read()))
     assert registry.stop() == 0 and tokenauth.stop() == 0  # the last lines are flushed
 
     lines = json_lines(registry)
     access = [line for line in lines if line.get("http.request.id") == REQUEST_ID]
     assert [line["http.response.status"] for line in access] == [401, 404]
+    assert [line["http.response.written"] for line in access] == sizes
     for line in access:
         assert set(line) >= ACCESS_FIELDS and line["msg"] == "response completed"
         assert line["level"] == "info" and line["time"].endswith("Z")
@@ -119,7 +123,6 @@ async def test_one_request_id_across_registry_and_tokenauth(
         assert line["http.request.route"] == "tags" and line["vars.name"] == "alice/app"
         assert line["http.request.remoteaddr"] == "127.0.0.1"
         assert line["http.request.uri"] == "/v2/alice/app/tags/list"
-        assert line["http.response.written"] > 0
 
     lines = json_lines(tokenauth)
     mine = [line for line in lines if line.get("http.request.id") == REQUEST_ID]
@@ -166,10 +169,12 @@ def test_log_formats(tmp_path: Path) -> None:
             assert 'http.request.useragent="probe 1.0"' in line  # quoted: it has a space
 
 
-def test_a_blocked_log_output_does_not_block_requests(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_blocked_log_output_does_not_block_requests(tmp_path: Path, workers: str) -> None:
     """Lines are written by a thread: with stderr a pipe nobody reads (full after some
     hundred access lines), the registry still answers; once the pipe is read again, every
-    line comes out, the last ones before SIGTERM included."""
+    line comes out, the last ones before SIGTERM included. With workers, each has its own
+    thread, started after the fork (a thread of the parent's would not exist there)."""
     port = free_port()
     env = server_env(
         {
@@ -179,7 +184,7 @@ def test_a_blocked_log_output_does_not_block_requests(tmp_path: Path) -> None:
         }
     )
     process = subprocess.Popen(
-        [sys.executable, "-m", "registry", "serve"],
+        [sys.executable, "-m", "registry", "serve", "--workers", workers],
         cwd=REPOSITORY_ROOT,
         env=env,
         stdin=subprocess.DEVNULL,
