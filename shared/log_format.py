@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -106,6 +107,8 @@ _PLAIN = re.compile(r"[\w\-./@^+:]+", re.ASCII)
 
 
 def _text_value(value: Any) -> str:
+    if type(value) is int:
+        return str(value)
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         value = json.dumps(value, default=str)
     text = str(value)
@@ -118,6 +121,14 @@ class TextFormatter(logging.Formatter):
     def __init__(self, static_fields: Mapping[str, Any]) -> None:
         super().__init__(TEXT_LAYOUT)
         self.static_fields = dict(static_fields)
+        self._second: tuple[int, str] = (-1, "")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        # A busy server writes many lines a second: the seconds' text is made once each.
+        second = int(record.created)
+        if second != self._second[0]:
+            self._second = (second, time.strftime("%Y-%m-%d %H:%M:%S", self.converter(second)))
+        return f"{self._second[1]},{int(record.msecs):03d}"
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
