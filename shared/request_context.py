@@ -12,8 +12,8 @@ makes, errors and streamed bodies included.
 from __future__ import annotations
 
 import logging
+import random
 import re
-import uuid
 from contextvars import ContextVar
 
 from aiohttp import web
@@ -33,7 +33,21 @@ def request_id_from(header: str | None) -> str:
     """The id a request with this ``X-Request-Id`` value is known by."""
     if header and len(header) <= MAX_REQUEST_ID and _REQUEST_ID.fullmatch(header):
         return header
-    return str(uuid.uuid4())
+    return new_request_id()
+
+
+def new_request_id() -> str:
+    """A fresh version-4 UUID, as text.
+
+    Drawn from the ``random`` module's generator, which reseeds itself in each forked
+    worker: an id names a request and guards nothing, so it needs no system entropy, and
+    ``str(uuid.uuid4())`` costs three times as much, on every request without an id.
+    """
+    value = random.getrandbits(128)
+    value = value & ~(0xF000 << 64) | (0x4000 << 64)  # version 4
+    value = value & ~(0xC000 << 48) | (0x8000 << 48)  # the RFC 4122 variant
+    text = f"{value:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 @web.middleware
