@@ -21,7 +21,6 @@ from registry.upload_state import UPLOAD_STATE, UploadStateSigner
 from registry.urls import path_prefix
 from registry.wiring import create_blob_descriptor_cache, create_storage, retention_policies
 from shared import request_context
-from shared.client_address import TRUSTED_PROXIES, parse_networks
 
 
 def create_app(
@@ -41,8 +40,7 @@ def create_app(
     if controller is not None:
         middlewares.append(auth_middleware(controller))
     app = web.Application(middlewares=middlewares, handler_args={"max_field_size": 16384})
-    request_context.install(app)
-    app[TRUSTED_PROXIES] = parse_networks(config.http.trustedproxies)
+    request_context.install(app, config.http.trustedproxies)
     app[CONFIG] = config
     app[MAINTENANCE] = maintenance
     app[UPLOAD_STATE] = UploadStateSigner.from_config(config)

@@ -10,7 +10,8 @@ trusted proxy is the client: whatever a client prepends is never reached. ``Forw
 wins over ``X-Forwarded-For`` when both are present, as it is the standard.
 
 Each request's address is worked out once, as it reaches the app (the request-id
-middleware, :mod:`shared.request_context`, calls :func:`note_client_address`); everything
+middleware, :mod:`shared.request_context`, calls :func:`note_client_address` with the
+proxies the service trusts); everything
 that needs it (rate limits, the token server's ``ip`` ACL rules, audit and access lines,
 log lines naming a client) reads it with :func:`client_address`.
 
@@ -30,7 +31,6 @@ from aiohttp.web_request import BaseRequest
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-TRUSTED_PROXIES = web.AppKey("trusted_proxies", tuple[IPNetwork, ...])
 CLIENT_ADDRESS = web.RequestKey("client_address", str)
 # Hops read from the forwarding headers: real chains have a handful, and the walk stops at
 # the first untrusted address anyway; a longer list costs nothing more than this bound.
@@ -111,9 +111,10 @@ def client_address(request: BaseRequest) -> str | None:
     return known if known is not None else request.remote
 
 
-def note_client_address(request: web.Request) -> None:
-    """Work out ``request``'s client address with its app's trusted proxies, once."""
-    trusted: tuple[IPNetwork, ...] = request.config_dict.get(TRUSTED_PROXIES, ())
-    address = resolve(request, trusted)
-    if address is not None:
-        request[CLIENT_ADDRESS] = address
+def note_client_address(request: web.Request, trusted: Sequence[IPNetwork]) -> None:
+    """Work out ``request``'s client address behind the ``trusted`` proxies, once; without
+    any, there is nothing to work out: :func:`client_address` answers with the peer."""
+    if trusted:
+        address = resolve(request, trusted)
+        if address is not None:
+            request[CLIENT_ADDRESS] = address

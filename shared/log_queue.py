@@ -5,7 +5,7 @@
 :class:`logging.handlers.QueueHandler` in front of that handler: the event loop only stamps
 each record with its request id and message and hands it to a queue, and a thread
 (:class:`LogWriter`) formats the records and writes them, every record waiting at that
-moment and during the next 20 ms in one write. Formatting each line and writing it to stderr
+moment in one write, at most one write each 20 ms. Formatting each line and writing it to stderr
 (a pipe that can fill up, a terminal, a collector) with a system call of its own were what
 made logging cost a quarter of the token server's CPU, on its loop. In CPython the writer
 still shares the interpreter lock with the loop, so what is gained is the waiting on the
@@ -143,11 +143,15 @@ class LogWriter:
 
     def _run(self) -> None:
         stopping = False
+        written = 0.0
         while not stopping:
             batch = [self.records.get()]  # an idle server's writer sleeps here
-            # A moment for a busy server's lines to gather: one wake-up, one hand-over of
-            # the interpreter lock and one write per window rather than per line.
-            time.sleep(BATCH_WINDOW)
+            # A line after a quiet spell is written at once; a busy server's lines gather
+            # for the rest of the window: one wake-up, one hand-over of the interpreter
+            # lock and one write per window rather than per line.
+            wait = written + BATCH_WINDOW - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
             while len(batch) < MAX_BATCH:
                 try:
                     batch.append(self.records.get_nowait())
@@ -157,6 +161,7 @@ class LogWriter:
                 stopping = True
                 batch = [record for record in batch if record is not _STOP]
             self._write(batch)
+            written = time.monotonic()
 
     def _write(self, batch: list[logging.LogRecord]) -> None:
         for handler in self.handlers:

@@ -14,12 +14,13 @@ from __future__ import annotations
 import logging
 import random
 import re
+from collections.abc import Sequence
 from contextvars import ContextVar
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 
-from shared.client_address import note_client_address
+from shared.client_address import IPNetwork, note_client_address, parse_networks
 
 REQUEST_ID_HEADER = "X-Request-Id"
 MAX_REQUEST_ID = 128  # a UUID is 36; the ids proxies and tracers make fit well within
@@ -50,18 +51,23 @@ def new_request_id() -> str:
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
-@web.middleware
-async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def request_id_middleware(trusted_proxies: Sequence[IPNetwork] = ()) -> Middleware:
     """The outermost middleware of both services: names the request for every log line,
-    and works out its client's address (:mod:`shared.client_address`)."""
-    request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER))
-    request[REQUEST_ID] = request_id
-    note_client_address(request)
-    token = current_request_id.set(request_id)
-    try:
-        return await handler(request)
-    finally:
-        current_request_id.reset(token)
+    and works out its client's address behind ``trusted_proxies``
+    (:mod:`shared.client_address`)."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER))
+        request[REQUEST_ID] = request_id
+        note_client_address(request, trusted_proxies)
+        token = current_request_id.set(request_id)
+        try:
+            return await handler(request)
+        finally:
+            current_request_id.reset(token)
+
+    return middleware
 
 
 async def send_request_id(request: web.Request, response: web.StreamResponse) -> None:
@@ -71,10 +77,12 @@ async def send_request_id(request: web.Request, response: web.StreamResponse) ->
         response.headers[REQUEST_ID_HEADER] = request_id
 
 
-def install(app: web.Application) -> None:
-    """Put the request id on ``app``'s requests, log lines and responses (call it first, so
-    the middleware is outermost and its header is on the error responses too)."""
-    app.middlewares.insert(0, request_id_middleware)
+def install(app: web.Application, trusted_proxies: Sequence[str] = ()) -> None:
+    """Put the request id on ``app``'s requests, log lines and responses, and the client
+    address seen through ``trusted_proxies`` (``http.trustedproxies``) on its requests.
+    Call it first, so the middleware is outermost and its header is on error responses
+    too."""
+    app.middlewares.insert(0, request_id_middleware(parse_networks(trusted_proxies)))
     app.on_response_prepare.append(send_request_id)
 
 

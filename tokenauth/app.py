@@ -11,7 +11,6 @@ import asyncio
 from aiohttp import web
 
 from shared import request_context
-from shared.client_address import TRUSTED_PROXIES, parse_networks
 from shared.config import ConfigError
 from shared.credentials import HtpasswdAuthenticator
 from tokenauth import handlers
@@ -43,8 +42,7 @@ def create_app(config: TokenAuthConfig) -> web.Application:
     except (OSError, AclError) as error:
         raise ConfigError(f"acl: {error}") from None
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY)
-    request_context.install(app)
-    app[TRUSTED_PROXIES] = parse_networks(config.http.trustedproxies)
+    request_context.install(app, config.http.trustedproxies)
     app[CONFIG] = config
     app[ISSUER] = TokenIssuer(config, signer, authenticator, acl)
     # Before serving, so that even the first refusal is padded to a measured check time.

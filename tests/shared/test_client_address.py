@@ -10,7 +10,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from shared import request_context
-from shared.client_address import TRUSTED_PROXIES, client_address, parse_networks
+from shared.client_address import client_address, parse_networks
 
 Client = TestClient[web.Request, web.Application]
 LOOPBACK = "127.0.0.0/8"
@@ -24,8 +24,7 @@ async def address_client(
     aiohttp_client: Callable[[web.Application], Awaitable[Client]], trusted: list[str]
 ) -> Client:
     app = web.Application()
-    request_context.install(app)  # works the address out as the services' apps do
-    app[TRUSTED_PROXIES] = parse_networks(trusted)
+    request_context.install(app, trusted)  # works the address out as the services' apps do
     app.router.add_get("/", answer_address)
     return await aiohttp_client(app)
 
