@@ -3,7 +3,8 @@
 On a shared machine requests per second swing with the neighbours' load; the CPU time a
 server spends per request swings much less. For each portside revision given, interleaved
 run after run, this serves one request type under wrk and reads from ``/proc`` the CPU time
-of the whole server process and of its event-loop thread (the main thread) per request:
+of the whole server process and of its event-loop thread (the main thread) per request (the revisions'
+order alternates from run to run):
 
 - ``tokenauth``: token issuance with Basic re-authentication (the ``tokens`` scenario's
   request), at ``loglevel: info`` (an audit and an access line per token) or ``error``;
@@ -161,9 +162,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             trees[rev].mkdir()
             export_revision(rev, trees[rev])
         results: dict[tuple[str, str, str], list[tuple[float, float, float]]] = {}
-        for _ in range(args.runs):
+        for run in range(args.runs):
+            # The order alternates (A B, then B A): the second of a pair measured slower
+            # more often than not on a busy machine.
+            order = revs if run % 2 == 0 else revs[::-1]
             for service, level in cases:
-                for rev in revs:
+                for rev in order:
                     sample = measure(trees[rev], service, level, args.seconds)
                     results.setdefault((service, level, rev), []).append(sample)
     print("service    level  revision      req/s   process µs/req  loop µs/req  (medians)")
