@@ -3,8 +3,8 @@
 On a shared machine requests per second swing with the neighbours' load; the CPU time a
 server spends per request swings much less. For each portside revision given, interleaved
 run after run, this serves one request type under wrk and reads from ``/proc`` the CPU time
-of the whole server process and of its event-loop thread (the main thread) per request (the revisions'
-order alternates from run to run):
+of the whole server process and of its event-loop thread (the main thread) per request
+(the revisions' order alternates from run to run):
 
 - ``tokenauth``: token issuance with Basic re-authentication (the ``tokens`` scenario's
   request), at ``loglevel: info`` (an audit and an access line per token) or ``error``;
