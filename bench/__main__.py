@@ -94,6 +94,13 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         default=Path("bench/results"),
         help="results go to OUT/<time>/ (default: bench/results)",
     )
+    parser.add_argument(
+        "--access-log",
+        action="store_true",
+        default=None,
+        help="the production configuration: both registries log at level info with their "
+        "access logs on (default: level error, access logs off)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
     return parser.parse_args(argv)
 
@@ -117,6 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         clients=args.clients,
         scenarios=scenarios,
         portside_env=_environment(args.portside_env) or None,
+        access_log=args.access_log,
         keep=args.keep,
     )
     source: dict[str, Any] = source_info(Path.cwd())

@@ -33,7 +33,13 @@ class Context:
     def registry(self, name: str, root: Path, token: TokenSettings | None = None) -> Server:
         """A portside or reference registry (not started) with the run's settings."""
         return registry_server(
-            name, root.parent, root, token, self.plan.portside_env, self.plan.portside_tree
+            name,
+            root.parent,
+            root,
+            token,
+            self.plan.portside_env,
+            self.plan.portside_tree,
+            access_log=self.plan.access_log,
         )
 
     async def start_pair(

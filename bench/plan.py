@@ -41,6 +41,7 @@ class Plan:
     scenarios: tuple[str, ...] = SCENARIOS
     portside_env: dict[str, str] = field(default_factory=dict)
     portside_tree: Path | None = None  # run portside from this source tree (default: ours)
+    access_log: bool = False  # both registries at level info with their access logs on
     out: Path = Path("bench/results")
     keep: bool = False
 

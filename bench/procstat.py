@@ -72,6 +72,12 @@ def cpu_seconds(pid: int) -> float:
     return total / _TICKS
 
 
+def thread_cpu_seconds(pid: int, tid: int) -> float:
+    """User + system CPU time of one thread (``tid == pid``: the main thread)."""
+    fields = (_PROC / str(pid) / "task" / str(tid) / "stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
 def own_cpu_seconds() -> float:
     """CPU time of this process and of its children it has waited for (wrk, ab, curl)."""
     times = os.times()

@@ -133,14 +133,18 @@ class TokenSettings:
     rootcertbundle: Path
 
 
-def registry_config(root: Path, port: int, token: TokenSettings | None = None) -> str:
-    """One config file both registries read: the issue's 'equivalent config'."""
+def registry_config(
+    root: Path, port: int, token: TokenSettings | None = None, *, access_log: bool = False
+) -> str:
+    """One config file both registries read: the issue's 'equivalent config'; with
+    ``access_log``, the production one: level info and the access log on."""
+    level, disabled = ("info", "false") if access_log else ("error", "true")
     text = f"""\
 version: 0.1
 log:
-  level: error
+  level: {level}
   accesslog:
-    disabled: true
+    disabled: {disabled}
 storage:
   filesystem:
     rootdirectory: {root}
@@ -174,12 +178,13 @@ def registry_server(
     token: TokenSettings | None = None,
     extra_env: Mapping[str, str] | None = None,
     portside_tree: Path | None = None,
+    access_log: bool = False,
 ) -> Server:
     """A portside or reference registry serving ``root``, its config written in ``workdir``."""
     port = free_port()
     suffix = "-token" if token else ""
     config = workdir / f"{name}{suffix}.yml"
-    config.write_text(registry_config(root, port, token))
+    config.write_text(registry_config(root, port, token, access_log=access_log))
     if name == PORTSIDE:
         command: list[str] = [sys.executable, "-m", "registry", "serve", str(config)]
     else:

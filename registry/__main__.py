@@ -20,6 +20,7 @@ from registry.tls import TLSSetupError, tls_context
 from registry.wiring import check_storage
 from shared.config import ConfigError
 from shared.listener import ListenError
+from shared.log_queue import configure_logging
 from shared.token import TokenError
 
 log = logging.getLogger("registry")
@@ -79,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(arguments)
 
     # Logging first, so warnings raised while loading the config are formatted too.
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging("info")
     environ = dict(os.environ)
     config_path = args.config or environ.pop(CONFIG_PATH_VARIABLE, None)
     environ.pop(CONFIG_PATH_VARIABLE, None)
@@ -88,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, OSError) as error:
         print(f"registry: configuration error: {error}", file=sys.stderr)
         return 2
-    logging.getLogger().setLevel((config.log.level or "info").upper())
+    configure_logging(config.log.level or "info", config.log.formatter, config.log.fields)
     if args.command == "garbage-collect":
         try:
             return garbage_collect(

@@ -34,6 +34,7 @@ from registry.wiring import (
     mirror_retention_policies,
     retention_policies,
 )
+from shared import request_context
 
 
 def create_app(
@@ -62,6 +63,7 @@ def create_app(
     if controller is not None:
         middlewares.append(auth_middleware(controller))
     app = web.Application(middlewares=middlewares, handler_args={"max_field_size": 16384})
+    request_context.install(app, config.http.trustedproxies)
     app[CONFIG] = config
     if metrics is not None:
         app[METRICS] = metrics

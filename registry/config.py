@@ -26,6 +26,7 @@ from registry.config_ui import UiConfig
 from registry.storage.s3_settings import MIB, S3_MAX_PART, S3_MIN_PART, S3DriverConfig
 from shared import config as _config
 from shared.ciphersuites import check_names
+from shared.client_address import check_networks
 from shared.config import VARIANT, ConfigError, InvalidSetting, OneOf, between, meta
 from shared.listener import listen_host_port
 from shared.metrics import metrics_path
@@ -319,6 +320,9 @@ class HTTPConfig:
         default=DEFAULT_BODY_TIMEOUT, metadata=meta(check=positive_duration)
     )
     headers: dict[str, list[str]] = field(default_factory=dict)
+    # portside's (Distribution has none): proxies whose Forwarded / X-Forwarded-For is
+    # believed (shared.client_address); an address or CIDR each.
+    trustedproxies: list[str] = field(default_factory=list, metadata=meta(check=check_networks))
     tls: TLSConfig = field(default_factory=TLSConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
     http2: HTTP2Config = field(default_factory=HTTP2Config)
@@ -519,6 +523,8 @@ IMPLEMENTED = (
     "log.level",
     "loglevel",
     "log.accesslog.disabled",
+    "log.formatter",
+    "log.fields",
     "storage.filesystem.rootdirectory",
     "storage.filesystem.maxthreads",
     "storage.filesystem.fsync",
@@ -543,6 +549,7 @@ IMPLEMENTED = (
     "http.prefix",
     "http.relativeurls",
     "http.headers",
+    "http.trustedproxies",
     "http.tls.certificate",
     "http.tls.key",
     "http.tls.minimumtls",

@@ -9,6 +9,7 @@ from registry.keys import CONFIG, MIRRORS, ROUTE
 from registry.routing import Route, RouteMatch, match_route
 from registry.urls import path_prefix
 from shared import errors
+from shared.access_log import add_log_fields
 from shared.errors import RegistryError
 
 _DIGEST = r"(?P<digest>[^/]+)"
@@ -47,7 +48,23 @@ REPOSITORY_ROUTES: tuple[Route, ...] = (
 CATALOG = RouteMatch("catalog", "", {}, listings.list_catalog)
 
 
+# Distribution's names for the route variables in its log lines (vars.name, vars.uuid ...).
+_LOG_VARIABLES = {"upload_id": "vars.uuid"}
+
+
 def resolve(request: web.Request) -> RouteMatch:
+    """The route of a ``/v2/...`` request, also named in its access line."""
+    match = _match(request)
+    fields = {"http.request.route": match.resource}
+    if match.name:
+        fields["vars.name"] = match.name
+    for key, value in match.params.items():
+        fields[_LOG_VARIABLES.get(key, f"vars.{key}")] = value
+    add_log_fields(request, fields)
+    return match
+
+
+def _match(request: web.Request) -> RouteMatch:
     """The route of a ``/v2/...`` request, from its raw (undecoded) path."""
     raw_path = request.rel_url.raw_path
     base = path_prefix(request.app[CONFIG]) + "/v2/"

@@ -18,7 +18,9 @@ from registry.metrics_serving import metrics_served
 from registry.middleware import BAD_REQUEST
 from registry.notifications.notifier import WorkerSlot
 from registry.tls import letsencrypt_manager, tls_context, uses_tls
+from shared.access_log import AccessLogger
 from shared.listener import bind_sockets, bind_unix, display_address
+from shared.log_queue import queued_logging
 from shared.metrics import worker_gone, worker_samples
 from shared.serving import ConnectionTimeouts, serving
 from shared.workers import supervise
@@ -88,6 +90,7 @@ async def run(
             access_log=None
             if config.log.accesslog.disabled
             else logging.getLogger("registry.access"),
+            access_log_class=AccessLogger,
             # Bodies are stored as sent, as Distribution does: a Content-Encoding is the
             # client's business, and decompressing would let a small body grow unbounded.
             auto_decompress=False,
@@ -156,8 +159,11 @@ def _serve_one(
         )
 
     # The standard event loop, not uvloop: uvloop serves ~10% more small requests per
-    # second here but has no loop.sendfile, and blob pulls must use sendfile.
-    asyncio.run(main())
+    # second here but has no loop.sendfile, and blob pulls must use sendfile. Log lines are
+    # written by a thread of this process (a worker's own, started after its fork), and
+    # every one is out before it returns.
+    with queued_logging():
+        asyncio.run(main())
 
 
 def serve(

@@ -33,6 +33,7 @@ from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineToo
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 from aiohttp.web_request import BaseRequest
 
+from shared.client_address import client_address
 from shared.errors import ErrorCode, RegistryError, error_envelope
 
 
@@ -82,7 +83,7 @@ class QuietRequestHandler(RequestHandler):
         if not isinstance(exc, HttpProcessingError):
             return super().handle_error(request, status, exc, message)
         described = _describe(exc)
-        self.logger.warning("refused a request from %s: %s", request.remote, described)
+        self.logger.warning("refused a request from %s: %s", client_address(request), described)
         error = RegistryError(self.error_code, described, status=exc.code or 400)
         response = web.Response(
             status=error.status,
@@ -95,7 +96,7 @@ class QuietRequestHandler(RequestHandler):
     def _connection_ended(self, request: BaseRequest, exc: ConnectionResetError) -> web.Response:
         self.logger.info(
             "connection with %s ended during %s %s: %s",
-            request.remote,
+            client_address(request),
             request.method,
             request.rel_url.path[:200],
             exc,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from shared.config import ConfigError
 from shared.listener import ListenError
+from shared.log_queue import configure_logging
 from shared.tls import TLSSetupError, server_context
 from shared.token import PublicKey, libtrust_key_id, thumbprint
 from tokenauth import keydir, robot_command
@@ -63,10 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return robot_command.run(args)
     try:
         config = load_config(args.config, os.environ)
-        logging.basicConfig(
-            level=config.loglevel.upper(),
-            format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        )
+        configure_logging(config.loglevel, config.log.formatter, config.log.fields)
         create_app(config)  # every file loads, or start-up stops here with the key named
     except ConfigError as error:
         print(f"tokenauth: configuration error: {error}", file=sys.stderr)

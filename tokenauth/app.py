@@ -11,6 +11,7 @@ import asyncio
 
 from aiohttp import web
 
+from shared import request_context
 from shared.metrics import exposition
 from shared.ratelimit_redis import RedisBuckets
 from shared.redis_client import redis_client
@@ -34,6 +35,7 @@ def create_app(config: TokenAuthConfig) -> web.Application:
     authenticators = wiring.authenticators(config, metrics)
     authorizers = wiring.authorizers(config, metrics)
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY)
+    request_context.install(app, config.http.trustedproxies)
     app[CONFIG] = config
     buckets = login_buckets(config)
     app[ISSUER] = TokenIssuer(config, signer, authenticators, authorizers, buckets)

@@ -18,6 +18,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared.request_context import current_request_id
 from shared.scope import Scope
 
 audit_log = logging.getLogger("tokenauth.audit")
@@ -67,6 +68,9 @@ class AuditRecord:
             line["reason"] = reason
         if self.jti:
             line["jti"] = self.jti
+        request_id = current_request_id.get()
+        if request_id:
+            line["request_id"] = request_id  # the X-Request-Id the registry's lines carry too
         audit_log.info("%s", json.dumps(line, ensure_ascii=False))
 
 

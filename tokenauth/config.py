@@ -12,10 +12,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from shared import config as _config
+from shared.client_address import check_networks
 from shared.config import ConfigError, InvalidSetting, meta
 from shared.listener import listen_host_port
+from shared.log_format import FORMATTERS
 from shared.metrics import metrics_path
 from shared.ratelimit import RateLimitConfig
 from shared.redis_config import RedisConfig
@@ -44,6 +47,12 @@ def _loglevel(value: str) -> str:
     if value.lower() not in ("debug", "info", "warning", "error"):
         raise ValueError("expected one of debug, info, warning, error")
     return value.lower()
+
+
+def _formatter(value: str) -> str:
+    if value not in FORMATTERS:
+        raise ValueError(f"expected one of {', '.join(FORMATTERS)}")
+    return value
 
 
 def _path(value: str) -> str:
@@ -109,6 +118,23 @@ class HTTPConfig:
     bodytimeout: timedelta = field(
         default=DEFAULT_BODY_TIMEOUT, metadata=meta(check=positive_duration)
     )
+    # Proxies whose Forwarded / X-Forwarded-For is believed (shared.client_address): the
+    # client address then serves rate limits, ACL ip rules, audit and access lines.
+    trustedproxies: list[str] = field(default_factory=list, metadata=meta(check=check_networks))
+
+
+@dataclass(frozen=True)
+class AccessLogConfig:
+    disabled: bool = False
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """The registry's log keys (level stays ``loglevel``): see shared.log_format."""
+
+    formatter: str = field(default="text", metadata=meta(check=_formatter))
+    fields: dict[str, Any] = field(default_factory=dict)
+    accesslog: AccessLogConfig = field(default_factory=AccessLogConfig)
 
 
 @dataclass(frozen=True)
@@ -222,6 +248,7 @@ class TokenAuthConfig:
     # buckets live there, shared by every replica (shared.ratelimit_redis).
     redis: RedisConfig = field(default_factory=RedisConfig)
     loglevel: str = field(default="info", metadata=meta(check=_loglevel))
+    log: LogConfig = field(default_factory=LogConfig)
 
 
 def load_config(path: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> TokenAuthConfig:

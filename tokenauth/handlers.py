@@ -9,6 +9,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
 from shared.authorization import BasicCredentials, MalformedAuthorization, parse_authorization
+from shared.client_address import client_address
 from shared.errors import RegistryError
 from shared.http_server import unreadable_body
 from shared.scope import Scope, ScopeError, format_scopes, parse_scopes
@@ -27,7 +28,7 @@ async def get_token(request: web.Request) -> web.Response:
     """``GET /auth?service=&scope=&account=&client_id=&offline_token=`` with optional Basic."""
     issuer = request.app[ISSUER]
     query = request.query
-    ip = request.remote
+    ip = client_address(request)
     record = audit.begin("anonymous", ip, query.get("client_id"))
     try:
         service = issuer.check_service(query.get("service"))
@@ -59,7 +60,7 @@ async def get_token(request: web.Request) -> web.Response:
 async def post_token(request: web.Request) -> web.Response:
     """OAuth2 ``POST /auth``: ``grant_type=password`` or ``refresh_token`` (oauth.md)."""
     issuer = request.app[ISSUER]
-    ip = request.remote
+    ip = client_address(request)
     record = audit.begin("none", ip)
     try:
         fields = await _form(request)

@@ -14,7 +14,9 @@ import logging
 import signal
 import socket
 
+from shared.access_log import AccessLogger
 from shared.listener import bind_sockets
+from shared.log_queue import queued_logging
 from shared.metrics import multiprocess_dir, worker_gone, worker_samples
 from shared.serving import ConnectionTimeouts, serving
 from shared.tls import server_context
@@ -39,7 +41,8 @@ def serve(config: TokenAuthConfig, workers: int = 1) -> None:
     """Serve until SIGINT/SIGTERM, in this process or in ``workers`` forked ones."""
     if workers <= 1:
         sockets, debug_sockets = bind(config)
-        asyncio.run(_serve(config, sockets, debug_sockets))
+        with queued_logging():  # lines are written by a thread, all of them before exit
+            asyncio.run(_serve(config, sockets, debug_sockets))
         return
     reservation = bind(config, reuse_port=True)  # held while workers come and go
     metrics = config.http.debug.prometheus.enabled and bool(config.http.debug.addr)
@@ -48,7 +51,8 @@ def serve(config: TokenAuthConfig, workers: int = 1) -> None:
 
             def run_worker(index: int) -> None:
                 sockets, debug_sockets = bind(config, reuse_port=True)
-                asyncio.run(_serve(config, sockets, debug_sockets))
+                with queued_logging():  # the worker's own writer thread, after its fork
+                    asyncio.run(_serve(config, sockets, debug_sockets))
 
             supervise(
                 workers, run_worker, name="tokenauth", on_exit=lambda pid: worker_gone(samples, pid)
@@ -79,8 +83,17 @@ async def _serve(
         idle=config.http.idletimeout.total_seconds(),
         body=config.http.bodytimeout.total_seconds(),
     )
+    access_log = None if config.log.accesslog.disabled else logging.getLogger("tokenauth.access")
     async with (
-        serving(app, sockets, timeouts=timeouts, error_code=INVALID_REQUEST, ssl_context=context),
+        serving(
+            app,
+            sockets,
+            timeouts=timeouts,
+            error_code=INVALID_REQUEST,
+            ssl_context=context,
+            access_log=access_log,
+            access_log_class=AccessLogger,
+        ),
         contextlib.AsyncExitStack() as debug,
     ):
         if debug_sockets:

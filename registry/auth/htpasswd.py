@@ -19,6 +19,7 @@ from registry.auth.base import Challenge, Grant
 from registry.config import HtpasswdAuthConfig
 from shared import errors
 from shared.authorization import BasicCredentials, MalformedAuthorization, parse_authorization
+from shared.client_address import client_address
 from shared.credentials import HtpasswdAuthenticator, VerifierBusy
 from shared.errors import RegistryError
 from shared.ratelimit import LoginLimits, Throttled
@@ -72,7 +73,7 @@ class HtpasswdAccessController:
         if credentials is None:
             raise self._challenge()
         user, password = credentials
-        admission = self.limits.admission(user, request.remote)
+        admission = self.limits.admission(user, client_address(request))
         try:
             ok = await self.users.authenticate(user, password, admission)
         except Throttled as error:

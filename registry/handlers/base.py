@@ -16,6 +16,7 @@ from registry.storage.errors import ManifestUnknown
 from registry.storage.registry import Repository
 from registry.urls import base_url, path_prefix
 from shared import errors
+from shared.client_address import client_address
 from shared.errors import ErrorCode, RegistryError
 from shared.http_server import unreadable_body
 from shared.reference import is_valid_name, is_valid_tag
@@ -125,7 +126,11 @@ async def body_chunks(
     except RequestPayloadError as error:
         status, description = unreadable_body(error)
         log.info(
-            "%s %s from %s: %s", request.method, request.rel_url.path, request.remote, description
+            "%s %s from %s: %s",
+            request.method,
+            request.rel_url.path,
+            client_address(request),
+            description,
         )
         raise RegistryError(code, description, status=status) from None
 

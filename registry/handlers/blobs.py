@@ -16,6 +16,7 @@ from registry.notifications import bridge
 from registry.proxy.mirror import LiveBlob
 from registry.storage.blobs import BlobDescriptor, LocalBlob, RedirectedBlob
 from shared import errors
+from shared.access_log import add_log_fields
 from shared.errors import RegistryError
 
 COPY_CHUNK_SIZE = 256 * 1024
@@ -177,7 +178,9 @@ async def _sendfile(
             if transport is None:
                 raise ConnectionResetError("connection lost")
             try:
-                await loop.sendfile(transport, handle, start, count)
+                sent = await loop.sendfile(transport, handle, start, count)
+                # The kernel's bytes bypass aiohttp's writer, which counts the access line's.
+                add_log_fields(request, {"http.response.written": sent})
             except NotImplementedError:  # an event loop without sendfile, such as uvloop's
                 await _copy(response, handle, start, count)
         await response.write_eof()

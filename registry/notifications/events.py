@@ -22,6 +22,8 @@ from typing import Any
 from aiohttp import web
 
 from registry.storage.manifest_formats import Descriptor
+from shared.client_address import client_address
+from shared.request_context import current_request_id
 
 Event = dict[str, Any]
 
@@ -36,8 +38,11 @@ _REQUEST_ID_SYNTAX = re.compile(r"[A-Za-z0-9._:+/=-]{1,128}")
 
 def request_id(request: web.Request) -> str:
     """The id of ``request``: its ``X-Request-Id`` when it has a sane one, else a new UUID,
-    the same for every event of the request. (One function, so that the request-id
-    middleware's id can replace it in one place.)"""
+    the same for every event of the request: the id the request-id middleware gave it
+    (``shared.request_context``, also in every log line), when it ran."""
+    served = current_request_id.get()
+    if served:
+        return served
     known = request.get(REQUEST_ID)
     if known is None:
         sent = request.headers.get("X-Request-Id", "")
@@ -47,7 +52,11 @@ def request_id(request: web.Request) -> str:
 
 
 def _peer(request: web.Request) -> str:
-    """``host:port`` of the client, as Go's ``RemoteAddr``."""
+    """``host:port`` of the client, as Go's ``RemoteAddr``; behind a trusted proxy
+    (``http.trustedproxies``), the client's address the proxy forwarded."""
+    address = client_address(request)
+    if address is not None and address != request.remote:
+        return address
     transport = request.transport
     peer = transport.get_extra_info("peername") if transport is not None else None
     if isinstance(peer, tuple) and len(peer) >= 2:

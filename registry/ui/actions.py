@@ -22,6 +22,7 @@ from registry.ui.rights import LoginRefused
 from registry.ui.session import csrf_matches, new_session
 from registry.ui.state import SESSION, UI
 from shared import errors
+from shared.client_address import client_address
 from shared.errors import RegistryError
 from shared.reference import is_valid_name
 from shared.scope import Scope
@@ -48,7 +49,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     rights = request.app[UI].rights
     user = form.get("username", "")
     try:
-        refresh = await rights.login(user, form.get("password", ""), request.remote)
+        refresh = await rights.login(user, form.get("password", ""), client_address(request))
     except LoginRefused as refused:
         response = render(
             request, "login.html", status=refused.status, title="Log in", message=refused.message
@@ -58,7 +59,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         return response
     # A new session (and CSRF token) at login: nothing set before it carries over.
     request[SESSION] = new_session(user, refresh)
-    log.info("ui: %s logged in from %s", user, request.remote)
+    log.info("ui: %s logged in from %s", user, client_address(request))
     return redirect(request, "/")
 
 

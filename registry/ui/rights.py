@@ -144,7 +144,11 @@ class TokenRights:
             "username": user,
             "password": password,
         }
-        status, body, headers = await self._post(form)
+        # The client's address for tokenauth's per-address budget: it reads it only when
+        # this registry is one of its http.trustedproxies; otherwise every interface login
+        # counts against the registry's own address.
+        forwarded = {"X-Forwarded-For": remote} if remote else {}
+        status, body, headers = await self._post(form, headers=forwarded)
         if status == 429 or status == 503:
             raise LoginRefused(
                 "too many failed logins; try again later"
@@ -195,8 +199,10 @@ class TokenRights:
             raise TokenServerFailed(f"the token server's token does not verify: {error}") from None
         return list(claims.access)
 
-    async def _post(self, form: dict[str, str]) -> tuple[int, dict[str, Any], dict[str, str]]:
-        return await self._request("POST", data=form)
+    async def _post(
+        self, form: dict[str, str], headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        return await self._request("POST", data=form, headers=headers or {})
 
     async def _request(
         self, method: str, **kwargs: Any

@@ -81,7 +81,8 @@ def test_login_goes_to_the_realm_and_an_image_comes_back_identical(
     ).verify(identity)
     assert refresh.subject == "alice"
     audit = [
-        json.loads(line[line.index("{") :])
+        # The JSON object, then (text format) the line's key=value fields.
+        json.JSONDecoder().raw_decode(line, line.index("{"))[0]
         for line in token_deployment.tokenauth.log().splitlines()
         if "tokenauth.audit" in line
     ]

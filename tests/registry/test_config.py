@@ -291,7 +291,7 @@ def test_the_stock_registry_2_config_loads_unchanged(tmp_path: Path) -> None:
     assert config.http.headers == {"X-Content-Type-Options": ["nosniff"]}
     assert config.health.storagedriver.interval == datetime.timedelta(seconds=10)
     assert config.health.storagedriver.threshold == 3
-    assert unsupported_settings(config) == ["log.fields"]
+    assert unsupported_settings(config) == []
 
 
 @pytest.mark.parametrize("driver", DRIVERS)

@@ -87,15 +87,27 @@ def _debug(address: str | None) -> dict[str, object]:
     return {"debug": {"addr": address, "prometheus": {"enabled": True}}}
 
 
+def _merge(config: dict[str, Any], settings: Mapping[str, Any] | None) -> None:
+    """More top-level sections into ``config``; a section named twice is merged, one
+    level deep."""
+    for section, value in (settings or {}).items():
+        current = config.get(section)
+        if isinstance(current, dict) and isinstance(value, Mapping):
+            config[section] = {**current, **value}
+        else:
+            config[section] = value
+
+
 def start_token_deployment(
     directory: Path,
     registry_settings: Mapping[str, Any] | None = None,
     *,
     metrics: bool = False,
+    tokenauth_settings: Mapping[str, Any] | None = None,
 ) -> TokenDeployment:
-    """Token mode; ``registry_settings`` are more top-level sections of the registry's
-    config (a section named twice is merged, one level deep); with ``metrics``, each
-    service serves /metrics on a debug address."""
+    """Token mode; ``registry_settings`` and ``tokenauth_settings`` are more top-level
+    sections of each service's config (a section named twice is merged, one level deep);
+    with ``metrics``, each service serves /metrics on a debug address."""
     run_python_module(
         "tokenauth",
         "keygen",
@@ -112,22 +124,20 @@ def start_token_deployment(
     auth_debug = f"127.0.0.1:{free_port()}" if metrics else None
     registry_debug = f"127.0.0.1:{free_port()}" if metrics else None
     # JSON is YAML: no quoting surprises in paths.
-    (directory / "tokenauth.yml").write_text(
-        json.dumps(
-            {
-                "http": {"addr": f"127.0.0.1:{auth_port}", **_debug(auth_debug)},
-                "token": {
-                    "issuer": ISSUER,
-                    "services": [SERVICE],
-                    "key": "token.key",
-                    "certificate": "token.crt",
-                },
-                "users": ["users.htpasswd"],
-                "acl": "acl.yml",
-                "robots": "robots.yml",
-            }
-        )
-    )
+    tokenauth_config: dict[str, Any] = {
+        "http": {"addr": f"127.0.0.1:{auth_port}", **_debug(auth_debug)},
+        "token": {
+            "issuer": ISSUER,
+            "services": [SERVICE],
+            "key": "token.key",
+            "certificate": "token.crt",
+        },
+        "users": ["users.htpasswd"],
+        "acl": "acl.yml",
+        "robots": "robots.yml",
+    }
+    _merge(tokenauth_config, tokenauth_settings)
+    (directory / "tokenauth.yml").write_text(json.dumps(tokenauth_config))
     tokenauth = ServerProcess(
         "tokenauth",
         ["tokenauth", "serve", str(directory / "tokenauth.yml")],
@@ -148,12 +158,7 @@ def start_token_deployment(
             }
         },
     }
-    for section, value in (registry_settings or {}).items():
-        current = registry_config.get(section)
-        if isinstance(current, dict) and isinstance(value, Mapping):
-            registry_config[section] = {**current, **value}
-        else:
-            registry_config[section] = value
+    _merge(registry_config, registry_settings)
     (directory / "registry.yml").write_text(json.dumps(registry_config))
     registry = ServerProcess(
         "registry",

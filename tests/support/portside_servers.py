@@ -90,6 +90,16 @@ class ServerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def wait_for_log(self, text: str, timeout: float = 10.0) -> str:
+        """The log once ``text`` is in it: both services write their lines from a thread,
+        a moment after the request that caused them is answered."""
+        deadline = time.monotonic() + timeout
+        while text not in (log := self.log()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not logged within {timeout:.0f}s:\n{log}")
+            time.sleep(0.02)
+        return log
+
     def start(self, timeout: float = 20.0) -> None:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(

@@ -103,6 +103,30 @@ async def test_failed_logins_are_limited_per_address(
     assert response.status == 429 and int(response.headers["Retry-After"]) >= 1
 
 
+@pytest.mark.parametrize(("trusted", "other_client_status"), [("[]", 429), ("[127.0.0.0/8]", 200)])
+async def test_address_limit_uses_forwarded_address_only_from_trusted_proxies(
+    make_registry: ClientFactory, tmp_path: Path, trusted: str, other_client_status: int
+) -> None:
+    """Behind a trusted balancer, one client's guesses do not lock out the others; from an
+    untrusted peer, X-Forwarded-For is ignored and the peer itself is limited."""
+    users = tmp_path / "htpasswd"
+    write_users(users, {"bob": ("bob-pw", 4)})
+    overrides = {
+        "REGISTRY_AUTH_HTPASSWD_RATELIMIT_IPFAILURES": "3",
+        "REGISTRY_HTTP_TRUSTEDPROXIES": trusted,
+    }
+    registry = await htpasswd_registry(make_registry, users, overrides)
+    guesser = {"X-Forwarded-For": "203.0.113.1"}
+    for user in ("u1", "u2", "u3"):
+        response = await registry.get("/v2/", headers={**guesser, **basic(user, "pw")})
+        assert response.status == 401
+    other = {"X-Forwarded-For": "203.0.113.2"}
+    response = await registry.get("/v2/", headers={**other, **basic("bob", "bob-pw")})
+    assert response.status == other_client_status
+    response = await registry.get("/v2/", headers={**guesser, **basic("bob", "bob-pw")})
+    assert response.status == 429
+
+
 async def test_parallel_guesses_cannot_exceed_the_account_budget(
     make_registry: ClientFactory, tmp_path: Path
 ) -> None:

@@ -9,7 +9,12 @@ from selenium.webdriver.common.by import By
 
 from tests.registry.ui.conftest import REPOSITORIES, UI_ENV, csrf_of, request, session_of
 from tests.support.browser import chromium, follow, log_in, screenshot, texts
-from tests.support.deployments import PASSWORDS, HtpasswdDeployment, start_htpasswd_deployment
+from tests.support.deployments import (
+    PASSWORDS,
+    HtpasswdDeployment,
+    start_htpasswd_deployment,
+    start_token_deployment,
+)
 from tests.support.logins import basic
 from tests.support.portside_servers import ServerProcess, filesystem_registry
 from tests.support.ui_seed import seed_storage
@@ -141,3 +146,33 @@ def test_an_unknown_page_is_an_html_404_with_the_headers(open_ui: ServerProcess)
     assert answer.headers["Content-Type"].startswith("text/html")
     assert answer.headers["X-Frame-Options"] == "DENY"
     assert request(open_ui.url, "GET", "/ui/static/app.js").status == 404
+
+
+def test_token_mode_logins_count_against_the_clients_address(tmp_path: Path) -> None:
+    """The registry forwards the client's address to the token server, which believes it
+    from a trusted registry: one address's failed logins leave another's budget whole."""
+    loopback = {"trustedproxies": ["127.0.0.0/8"]}
+    deployment = start_token_deployment(
+        tmp_path,
+        {"ui": {"enabled": True}, "http": loopback},
+        tokenauth_settings={"http": loopback, "ratelimit": {"ipfailures": 2}},
+    )
+    try:
+        url = deployment.registry.url
+
+        def guess(address: str, user: str) -> int:
+            first = request(url, "GET", "/ui/login")
+            return request(
+                url,
+                "POST",
+                "/ui/login",
+                cookie=session_of(first),
+                form={"csrf": csrf_of(first.body), "username": user, "password": "guess"},
+                headers={"X-Forwarded-For": address},
+            ).status
+
+        spent = [guess("198.51.100.1", user) for user in ("u1", "u2", "u3")]
+        assert spent == [401, 401, 429]  # that address's budget is spent...
+        assert guess("198.51.100.2", "u4") == 401  # ...another's is not (before: 429)
+    finally:
+        deployment.stop()

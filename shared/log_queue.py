@@ -1,0 +1,190 @@
+"""Logging off the event loop, and the log set-up both services share.
+
+:func:`configure_logging` writes records to stderr in the configured format
+(:mod:`shared.log_format`). While serving, :func:`queued_logging` puts a
+:class:`logging.handlers.QueueHandler` in front of that handler: the event loop only stamps
+each record with its request id and message and hands it to a queue, and a thread
+(:class:`LogWriter`) formats the records and writes them, every record waiting at that
+moment in one write, at most one write each 20 ms. Formatting each line and writing it to stderr
+(a pipe that can fill up, a terminal, a collector) with a system call of its own were what
+made logging cost a quarter of the token server's CPU, on its loop. In CPython the writer
+still shares the interpreter lock with the loop, so what is gained is the waiting on the
+output, the per-line system calls and thread wake-ups, not the formatting itself, which is
+kept cheap instead (docs/performance.md#logging has the figures).
+
+The queue is bounded: if the writer falls that far behind (stderr blocked), lines are
+dropped and counted rather than letting memory grow, and the count is logged once there is
+room again. Leaving :func:`queued_logging` stops the writer once it has written every line
+queued before: nothing logged before a clean shutdown is lost. The writer is a thread, and
+threads do not survive ``fork``: each worker process enters :func:`queued_logging` itself,
+after it is forked.
+
+The stdlib's :class:`~logging.handlers.QueueListener` hands records to its handlers one at
+a time (one write and flush each) from a :class:`queue.Queue`, whose every ``put`` runs
+Python-level locking; :class:`LogWriter` is the same loop over a C ``SimpleQueue``, taking
+all waiting records at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from logging.handlers import QueueHandler
+from typing import Any, TextIO
+
+from shared.log_format import make_formatter
+from shared.request_context import RequestIdFilter
+
+QUEUE_CAPACITY = 100_000  # lines; a few tens of MB at most, seconds of a busy server's log
+MAX_BATCH = 4096  # records formatted and written at once
+BATCH_WINDOW = 0.02  # seconds a line may wait for others to be written with it
+
+
+def configure_logging(
+    level: str, formatter: str = "text", fields: Mapping[str, Any] | None = None
+) -> None:
+    """Write the root logger's records at ``level`` to stderr as ``formatter`` says, with
+    the static ``fields`` (``log.fields``) on every line."""
+    handler = BatchStreamHandler(sys.stderr)
+    handler.setFormatter(make_formatter(formatter, fields or {}))
+    handler.addFilter(RequestIdFilter())
+    root = logging.getLogger()
+    for previous in [h for h in root.handlers if isinstance(h, BatchStreamHandler)]:
+        root.removeHandler(previous)  # an earlier call's (others, a test's, are kept)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    # No format here shows the caller's file and line, thread or process: the logging
+    # documentation's "Optimization" switches spare each record the work of finding them.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+
+
+class BatchStreamHandler(logging.StreamHandler[TextIO]):
+    """A stream handler that can also write many records in one write (``emit_batch``)."""
+
+    def emit_batch(self, records: list[logging.LogRecord]) -> None:
+        lines = []
+        for record in records:
+            if record.levelno < self.level or not self.filter(record):
+                continue
+            try:
+                lines.append(self.format(record) + self.terminator)
+            except Exception:
+                self.handleError(record)
+        if lines:
+            self.acquire()
+            try:
+                self.stream.write("".join(lines))
+                self.flush()
+            except Exception:
+                self.handleError(records[-1])
+            finally:
+                self.release()
+
+
+class BoundedQueueHandler(QueueHandler):
+    """Hands records to the writer thread; drops (and counts) them when it is full."""
+
+    def __init__(self, records: queue.SimpleQueue[Any], capacity: int) -> None:
+        super().__init__(records)
+        self.records = records  # typed: the base class knows only put_nowait
+        self.capacity = capacity
+        self.dropped = 0
+        self.addFilter(RequestIdFilter())  # run here, on the thread that logged
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        # Only the message is made now (its arguments may change once this call returns);
+        # formatting, tracebacks included, is left to the writer. The record stays in this
+        # process, so nothing needs to be pickled away as the stdlib's prepare does.
+        record.msg = record.getMessage()
+        record.args = None
+        return record
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        if self.records.qsize() >= self.capacity:
+            self.dropped += 1
+            return
+        if self.dropped:
+            self.records.put_nowait(self._dropped_record())
+            self.dropped = 0
+        self.records.put_nowait(record)
+
+    def _dropped_record(self) -> logging.LogRecord:
+        message = f"{self.dropped} log lines were dropped: the log output could not keep up"
+        return logging.LogRecord(
+            "portside.logging", logging.WARNING, __file__, 0, message, None, None
+        )
+
+
+_STOP = object()
+
+
+class LogWriter:
+    """The thread that formats and writes queued records to ``handlers``, batch by batch."""
+
+    def __init__(self, records: queue.SimpleQueue[Any], handlers: list[logging.Handler]) -> None:
+        self.records, self.handlers = records, handlers
+        self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Return once every record queued before this call is written."""
+        self.records.put(_STOP)
+        self._thread.join()
+
+    def _run(self) -> None:
+        stopping = False
+        written = 0.0
+        while not stopping:
+            batch = [self.records.get()]  # an idle server's writer sleeps here
+            # A line after a quiet spell is written at once; a busy server's lines gather
+            # for the rest of the window: one wake-up, one hand-over of the interpreter
+            # lock and one write per window rather than per line.
+            wait = written + BATCH_WINDOW - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(self.records.get_nowait())
+                except queue.Empty:
+                    break
+            if _STOP in batch:
+                stopping = True
+                batch = [record for record in batch if record is not _STOP]
+            self._write(batch)
+            written = time.monotonic()
+
+    def _write(self, batch: list[logging.LogRecord]) -> None:
+        for handler in self.handlers:
+            if isinstance(handler, BatchStreamHandler):
+                handler.emit_batch(batch)
+            else:
+                for record in batch:
+                    if record.levelno >= handler.level:
+                        handler.handle(record)
+
+
+@contextmanager
+def queued_logging(capacity: int = QUEUE_CAPACITY) -> Iterator[BoundedQueueHandler]:
+    """While inside, the root logger's handlers run on a thread of their own."""
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    records: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    front = BoundedQueueHandler(records, capacity)
+    writer = LogWriter(records, handlers)
+    writer.start()
+    root.handlers = [front]
+    try:
+        yield front
+    finally:
+        root.handlers = handlers
+        writer.stop()

@@ -1,0 +1,96 @@
+"""The request id of each request both services serve, and the log lines that carry it.
+
+A request keeps the ``X-Request-Id`` it arrived with, so that one id follows a request
+across a load balancer, the registry and the token server; a request without one, or with
+one over :data:`MAX_REQUEST_ID` characters or outside a token's characters (it is copied
+into log lines and a response header), gets a fresh UUID instead. The id is stored on the
+request, set in a context variable while the request is served so that every line logged
+meanwhile carries it (:class:`RequestIdFilter`), and sent back on every response the app
+makes, errors and streamed bodies included.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+from collections.abc import Sequence
+from contextvars import ContextVar
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from shared.client_address import IPNetwork, note_client_address, parse_networks
+
+REQUEST_ID_HEADER = "X-Request-Id"
+MAX_REQUEST_ID = 128  # a UUID is 36; the ids proxies and tracers make fit well within
+_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+/=@-]*")
+
+REQUEST_ID = web.RequestKey("request_id", str)
+current_request_id: ContextVar[str | None] = ContextVar("current_request_id", default=None)
+
+
+def request_id_from(header: str | None) -> str:
+    """The id a request with this ``X-Request-Id`` value is known by."""
+    if header and len(header) <= MAX_REQUEST_ID and _REQUEST_ID.fullmatch(header):
+        return header
+    return new_request_id()
+
+
+def new_request_id() -> str:
+    """A fresh version-4 UUID, as text.
+
+    Drawn from the ``random`` module's generator, which reseeds itself in each forked
+    worker: an id names a request and guards nothing, so it needs no system entropy, and
+    ``str(uuid.uuid4())`` costs three times as much, on every request without an id.
+    """
+    value = random.getrandbits(128)
+    value = value & ~(0xF000 << 64) | (0x4000 << 64)  # version 4
+    value = value & ~(0xC000 << 48) | (0x8000 << 48)  # the RFC 4122 variant
+    text = f"{value:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+def request_id_middleware(trusted_proxies: Sequence[IPNetwork] = ()) -> Middleware:
+    """The outermost middleware of both services: names the request for every log line,
+    and works out its client's address behind ``trusted_proxies``
+    (:mod:`shared.client_address`)."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER))
+        request[REQUEST_ID] = request_id
+        note_client_address(request, trusted_proxies)
+        token = current_request_id.set(request_id)
+        try:
+            return await handler(request)
+        finally:
+            current_request_id.reset(token)
+
+    return middleware
+
+
+async def send_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: every response the app makes names its request."""
+    request_id = request.get(REQUEST_ID)
+    if request_id is not None:
+        response.headers[REQUEST_ID_HEADER] = request_id
+
+
+def install(app: web.Application, trusted_proxies: Sequence[str] = ()) -> None:
+    """Put the request id on ``app``'s requests, log lines and responses, and the client
+    address seen through ``trusted_proxies`` (``http.trustedproxies``) on its requests.
+    Call it first, so the middleware is outermost and its header is on error responses
+    too."""
+    app.middlewares.insert(0, request_id_middleware(parse_networks(trusted_proxies)))
+    app.on_response_prepare.append(send_request_id)
+
+
+class RequestIdFilter(logging.Filter):
+    """Stamps each record with the id of the request being served where it was logged
+    (on that thread: a record handed to another thread keeps the stamp it was given)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "request_id", None) is None:
+            record.request_id = current_request_id.get()
+        return True
