@@ -149,6 +149,10 @@ async def _mirrors_context(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     mirrors = Mirrors(config.proxy.all_upstreams())
     app[MIRRORS] = mirrors
+    metrics = app.get(METRICS)
+    if metrics is not None:
+        for mirror in mirrors.mirrors:
+            mirror.on_stale = metrics.proxy_stale.labels(mirror.prefix or "/").inc
     expiry = None
     policies = mirror_retention_policies(config)
     ttls = [u.ttl.total_seconds() for u in config.proxy.all_upstreams() if u.ttl]

@@ -166,6 +166,13 @@ class RegistryMetrics:
             ["endpoint"],
             registry=r,
         )
+        self.proxy_stale = Counter(
+            "registry_proxy_stale_served",
+            "Cached tags a mirror served while its upstream was unreachable, by upstream "
+            "prefix (/ for the one upstream of proxy.remoteurl).",
+            ["upstream"],
+            registry=r,
+        )
         # Requests being served by this worker; the gauge is set from it at each flush.
         self.serving = 0
         self._requests = RequestTally(

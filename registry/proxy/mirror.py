@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 
 from registry.config_proxy import UpstreamConfig
@@ -66,6 +66,7 @@ class Mirror:
         self.fetches = BlobFetches()
         self._manifests: dict[tuple[str, str], asyncio.Future[StoredManifest]] = {}
         self.stale_served = 0  # answers given from the cache while the upstream was down
+        self.on_stale: Callable[[], None] = _nothing  # the metrics' counter, when served
 
     def covers(self, name: str) -> bool:
         return not self.prefix or name.startswith(self.prefix + "/")
@@ -168,6 +169,7 @@ class Mirror:
         except ManifestUnknown:
             raise unavailable(error) from None
         self.stale_served += 1
+        self.on_stale()
         log.warning(
             "mirror: %s unreachable (%s); serving cached %s:%s",
             self.settings.remoteurl,
@@ -245,6 +247,10 @@ class Mirror:
     def _opener(self, repository: Repository, digest: Digest) -> BlobOpener:
         remote = self.remote_name(repository.name)
         return lambda: self.client.blob(remote, digest)
+
+
+def _nothing() -> None:
+    pass
 
 
 class Mirrors:

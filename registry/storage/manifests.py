@@ -164,12 +164,17 @@ class Manifests:
         # One push of a revision at a time in this process: a failed one then undoes only
         # a revision it wrote, never one a concurrent push of the same bytes acknowledged.
         async with self._locks(("manifest", self.name, digest)):
-            await self._store(reference, digest, body, parsed)
+            await self._store(reference, digest, body, parsed, check_references)
         self.cache.put(digest, parsed.media_type, body)
         return StoredManifest(digest, parsed.media_type, body), parsed
 
     async def _store(
-        self, reference: Digest | str, digest: Digest, body: bytes, parsed: ParsedManifest
+        self,
+        reference: Digest | str,
+        digest: Digest,
+        body: bytes,
+        parsed: ParsedManifest,
+        check_references: bool,
     ) -> None:
         revision_is_new = not await self.blobs.revisions.exists(digest)
         try:
@@ -180,7 +185,7 @@ class Manifests:
             # the last refresh, so any collection that began too late to see it spares
             # what it names. A slow storage gets three tries.
             for _ in range(SECURE_TRIES):
-                refreshed_at = await self._secure_references(digest, body, parsed)
+                refreshed_at = await self._secure_references(digest, body, parsed, check_references)
                 if self.store.guard.in_time(refreshed_at):
                     break
             else:
@@ -210,12 +215,14 @@ class Manifests:
         await self.blobs.forget(digest)
 
     async def _secure_references(
-        self, digest: Digest, body: bytes, parsed: ParsedManifest
+        self, digest: Digest, body: bytes, parsed: ParsedManifest, require: bool = True
     ) -> float:
         """Garbage collection's check at PUT (docs/online-gc.md): refresh every blob the
         manifest names and its own content, wait out collectors deleting any, then find
         each in storage (not the cache, which may remember a blob just deleted). When
-        the references were last refreshed (monotonic)."""
+        the references were last refreshed (monotonic). Without ``require`` (a mirror's
+        manifest, whose blobs are fetched when first asked for), missing references are
+        no error: only those present are protected."""
         blobs = [d.digest for d in parsed.blobs if not d.is_foreign]
         children = [d.digest for d in parsed.manifests]
         secured = await self.store.guard.secure([*blobs, *children, digest])
@@ -224,6 +231,8 @@ class Manifests:
             await self.store.put(digest, body)
             if (await self.store.guard.secure([digest])).missing:
                 raise CollectionBusy("the manifest's content was collected as it was written")
+        if not require:
+            return secured.refreshed_at
         for blob in blobs:
             if blob in missing or not await self.blobs.is_linked(blob, cached=False):
                 await self.blobs.forget(blob)

@@ -53,7 +53,14 @@ async def image(open_upstream: ServerProcess) -> Image:
 @pytest.fixture
 async def mirror(make_registry: ClientFactory, faulty: FaultyProxy) -> RegistryClient:
     """A registry:2-style mirror of the open upstream, through the faulty proxy."""
-    return await make_registry({"REGISTRY_PROXY_REMOTEURL": faulty.url})
+    return await make_registry(
+        {
+            "REGISTRY_PROXY_REMOTEURL": faulty.url,
+            # Metrics on (the in-process app binds no debug address): they count too.
+            "REGISTRY_HTTP_DEBUG_ADDR": "127.0.0.1:0",
+            "REGISTRY_HTTP_DEBUG_PROMETHEUS_ENABLED": "true",
+        }
+    )
 
 
 def sha256(data: bytes) -> str:

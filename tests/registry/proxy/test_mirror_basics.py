@@ -11,7 +11,7 @@ import time
 import aiohttp
 import pytest
 
-from registry.keys import CONFIG, MIRRORS, STORAGE
+from registry.keys import CONFIG, METRICS, MIRRORS, STORAGE
 from registry.storage.pulls import FLUSH_INTERVAL
 from registry.storage.retention import RetentionRun
 from registry.wiring import mirror_retention_policies
@@ -86,6 +86,10 @@ async def test_a_warm_cache_serves_while_the_upstream_is_down(
     await pull(mirror, "library/app", "v1", image)
     # Said in the log and counted (for the metrics endpoint).
     assert mirror.app[MIRRORS].stale_served == 1
+    served = mirror.app[METRICS].registry.get_sample_value(
+        "registry_proxy_stale_served_total", {"upstream": "/"}
+    )
+    assert served == 1
     assert any("serving cached library/app:v1" in r.getMessage() for r in caplog.records)
     await pull(mirror, "library/app", image.manifest_digest, image)
     # What was never cached cannot be served: 503, not a 500 or a hang.
