@@ -140,11 +140,6 @@ class GarbageCollector:
         for deletion in candidates:
             self.emit(f"manifest eligible for deletion: {deletion.repository}@{deletion.digest}")
         if not self.dry_run:
-            # Killed writers' temporaries are found by a walk of the whole store, in a
-            # thread of the driver's. Started now, it overlaps the sweeps, which mostly
-            # wait for the storage, not the reading and marking, which need the
-            # interpreter (a walk beside them slowed them by half as much again).
-            self._temporaries = asyncio.ensure_future(self.registry.driver.remove_leftovers())
             by_repository: dict[str, list[Deletion]] = {}
             for deletion in candidates:
                 by_repository.setdefault(deletion.repository, []).append(deletion)
@@ -154,6 +149,12 @@ class GarbageCollector:
             )
         await self._sweep_blobs(unmarked)
         await self._sweep_layer_links(repositories)
+        if not self.dry_run:
+            # Killed writers' temporaries are found by a walk of the whole store, in a
+            # thread of the driver's, started once the sweeps are done: it then walks a
+            # smaller store and contends with nothing (beside reading and marking it slowed
+            # them by half again; beside the sweeps it took 7 s instead of about 1 s).
+            self._temporaries = asyncio.ensure_future(self.registry.driver.remove_leftovers())
         await self._sweep_leftovers(repositories)
 
     # --- reading -------------------------------------------------------------------------
