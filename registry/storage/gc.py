@@ -119,22 +119,18 @@ class GarbageCollector:
         self.progress = progress
         self.marked: set[Digest] = set()
         self._visited: set[tuple[str, Digest]] = set()  # manifests whose references are marked
+        self._temporaries: asyncio.Future[int] | None = None  # the sweep of killed writers'
         self.report = CollectionReport()
         # Which unmarked blobs may go (seconds of grace; 0: every one, offline).
         self.safety = CollectionSafety(registry.driver, grace, dry_run=dry_run)
         self._doom = Doom()
 
     async def run(self) -> CollectionReport:
-        # Killed writers' temporaries are found by a walk of the whole store (a thread of
-        # the driver's): it runs beside the collection instead of after it.
-        leftovers = None
-        if not self.dry_run:
-            leftovers = asyncio.ensure_future(self.registry.driver.remove_leftovers())
         try:
             await self._collect()
         finally:
-            if leftovers is not None:
-                self.report.temporaries = await leftovers
+            if self._temporaries is not None:
+                self.report.temporaries = await self._temporaries
         return self.report
 
     async def _collect(self) -> None:
@@ -153,6 +149,12 @@ class GarbageCollector:
             await self._sweep(repositories, candidates, doom)
         finally:
             await self.safety.release()  # only once blobs and links are gone
+        if not self.dry_run:
+            # Killed writers' temporaries are found by a walk of the whole store, in a
+            # thread of the driver's, started once the sweeps are done: it then walks a
+            # smaller store and contends with nothing (beside reading and marking it slowed
+            # them by half again; beside the sweeps it took 7 s instead of about 1 s).
+            self._temporaries = asyncio.ensure_future(self.registry.driver.remove_leftovers())
         await self._sweep_leftovers(repositories)
 
     async def _sweep(
@@ -165,10 +167,13 @@ class GarbageCollector:
         for deletion in candidates:
             self.emit(f"manifest eligible for deletion: {deletion.repository}@{deletion.digest}")
         if not self.dry_run:
-            for name, repository in repositories.items():
-                doomed = [d for d in candidates if d.repository == name]
-                if doomed:
-                    await self._delete_manifests(repository, doomed)
+            by_repository: dict[str, list[Deletion]] = {}
+            for deletion in candidates:
+                by_repository.setdefault(deletion.repository, []).append(deletion)
+            await _bounded(
+                self._delete_manifests(repositories[name], doomed)
+                for name, doomed in by_repository.items()
+            )
         await self._sweep_blobs(doom.blobs)
         await self._sweep_layer_links(repositories)
 
@@ -304,51 +309,59 @@ class GarbageCollector:
             if deletion.subject is not None:
                 await view.referrers.remove(deletion.subject, deletion.digest)
         digests = [deletion.digest for deletion in doomed]
-        for digest in digests:
-            await view.blobs.forget(digest)
+        await view.blobs.forget_many(digests)
         await view.blobs.revisions.delete_many(digests)
-        for digest in digests:
-            await view.blobs.forget(digest)
+        await view.blobs.forget_many(digests)
 
     async def _sweep_blobs(self, unmarked: list[Digest]) -> None:
         store = self.registry.blob_store
-        sizes = [0] * len(unmarked)
-
-        async def size(index: int) -> None:  # concurrently: one request each on S3
-            with contextlib.suppress(BlobUnknown):
-                sizes[index] = (await store.stat(unmarked[index])).size
-
-        await _bounded(size(index) for index in range(len(unmarked)))
         for digest in unmarked:
             self.emit(f"blob eligible for deletion: {digest}")
-        deleted = [True] * len(unmarked)
-        if not self.dry_run:
-            deleted = []
+        if self.dry_run:
+            sizes: list[int | None] = [0] * len(unmarked)
+
+            async def size(index: int) -> None:  # concurrently: one request each on S3
+                with contextlib.suppress(BlobUnknown):
+                    sizes[index] = (await store.stat(unmarked[index])).size
+
+            await _bounded(size(index) for index in range(len(unmarked)))
+        else:
+            sizes = []  # what each deletion freed, None for a blob already gone
             for start in range(0, len(unmarked), SWEEP_BATCH):
                 self.safety.check_lease()
-                deleted += await store.delete_many(unmarked[start : start + SWEEP_BATCH])
-                self.progress("deleting blobs", len(deleted), len(unmarked))
+                sizes += await store.delete_many(unmarked[start : start + SWEEP_BATCH])
+                self.progress("deleting blobs", len(sizes), len(unmarked))
         self.report.blobs = [
-            (digest, size)
-            for digest, size, gone in zip(unmarked, sizes, deleted, strict=True)
-            if gone
+            (digest, size) for digest, size in zip(unmarked, sizes, strict=True) if size is not None
         ]
 
     async def _sweep_layer_links(self, repositories: dict[str, _Repository]) -> None:
+        unlinked: list[tuple[_Repository, list[Digest]]] = []
+        to_unlink = self._doom.unlink
         for name, repository in repositories.items():
-            unlink = self._doom.unlink
-            doomed = [d for d in sorted(repository.layers, key=str) if d in unlink]
+            doomed = [d for d in sorted(repository.layers, key=str) if d in to_unlink]
             for digest in doomed:
                 self.emit(f"{name}: layer link eligible for deletion: {digest}")
                 self.report.layer_links.append((name, digest))
-            if doomed and not self.dry_run:
-                self.safety.check_lease()
-                view = repository.view.blobs
-                for digest in doomed:
-                    await view.forget(digest)
-                await view.layers.delete_many(doomed)
-                for digest in doomed:
-                    await view.forget(digest)
+            if doomed:
+                unlinked.append((repository, doomed))
+        if self.dry_run:
+            return
+        done = 0
+
+        async def unlink(repository: _Repository, doomed: list[Digest]) -> None:
+            nonlocal done
+            self.safety.check_lease()
+            view = repository.view.blobs
+            await view.forget_many(doomed)
+            await view.layers.delete_many(doomed)
+            await view.forget_many(doomed)
+            done += len(doomed)
+            self.progress("deleting layer links", done, len(self.report.layer_links))
+
+        # Repositories at once: each is one small batch, and many deletions in flight are
+        # what keeps the storage busy (see FilesystemDriver.delete_many).
+        await _bounded(unlink(repository, doomed) for repository, doomed in unlinked)
 
     async def _sweep_leftovers(self, repositories: dict[str, _Repository]) -> None:
         driver = self.registry.driver

@@ -55,7 +55,8 @@ class Links:
 
     async def delete_many(self, digests: Sequence[Digest]) -> list[bool]:
         """Remove many links at once (garbage collection); whether each was there."""
-        return await self.driver.delete_many([self._directory(self.name, d) for d in digests])
+        removed = await self.driver.delete_many([self._directory(self.name, d) for d in digests])
+        return [size is not None for size in removed]
 
     async def all(self) -> AsyncIterator[Digest]:
         """Every digest linked (in no particular order)."""

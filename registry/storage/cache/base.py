@@ -9,6 +9,7 @@ kept, so the storage layer must forget them when it deletes what they describe.
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 
 from registry.oci.digest import Digest
 from registry.storage.blobs import BlobDescriptor
@@ -36,6 +37,16 @@ class BlobDescriptorCache(abc.ABC):
     @abc.abstractmethod
     async def forget_link(self, repository: str, digest: Digest) -> None:
         """The repository no longer links the blob (a layer unlinked, a manifest deleted)."""
+
+    async def forget_many(self, digests: Sequence[Digest]) -> None:
+        """Many blobs' data is gone (garbage collection); backends batch the work."""
+        for digest in digests:
+            await self.forget(digest)
+
+    async def forget_links(self, repository: str, digests: Sequence[Digest]) -> None:
+        """The repository no longer links any of ``digests``; backends batch the work."""
+        for digest in digests:
+            await self.forget_link(repository, digest)
 
     async def close(self) -> None:  # noqa: B027 - an optional hook, not abstract
         """Release connections."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from redis.asyncio import Redis
@@ -31,6 +31,7 @@ T = TypeVar("T")
 ENTRY_SECONDS = 24 * 3600
 MAX_PENDING = 100_000
 LOG_EVERY = 10.0
+INVALIDATE_BATCH = 1000  # keys per DEL when garbage collection forgets many
 
 
 def _blob_key(digest: Digest) -> str:
@@ -74,15 +75,18 @@ class RedisBlobDescriptorCache(BlobDescriptorCache):
             self._failed(operation, error)
             return fallback
 
-    async def _invalidate(self, key: str) -> None:
-        try:
-            await self._redis.delete(key)
-        except (RedisError, OSError, TimeoutError) as error:
-            self._failed("DEL", error)
-            self._pending.add(key)
-            if len(self._pending) > MAX_PENDING and not self._reads_disabled:
-                self._reads_disabled = True
-                log.error("too many Redis invalidations pending; no longer reading the cache")
+    async def _invalidate(self, *keys: str) -> None:
+        for start in range(0, len(keys), INVALIDATE_BATCH):  # one DEL per batch of keys
+            batch = keys[start : start + INVALIDATE_BATCH]
+            try:
+                await self._redis.delete(*batch)
+            except (RedisError, OSError, TimeoutError) as error:
+                self._failed("DEL", error)
+                self._pending.update(keys[start:])
+                if len(self._pending) > MAX_PENDING and not self._reads_disabled:
+                    self._reads_disabled = True
+                    log.error("too many Redis invalidations pending; no longer reading the cache")
+                return
 
     async def get(self, digest: Digest) -> BlobDescriptor | None:
         async def read(redis: Redis) -> BlobDescriptor | None:
@@ -136,6 +140,12 @@ class RedisBlobDescriptorCache(BlobDescriptorCache):
 
     async def forget_link(self, repository: str, digest: Digest) -> None:
         await self._invalidate(_link_key(repository, digest))
+
+    async def forget_many(self, digests: Sequence[Digest]) -> None:
+        await self._invalidate(*(_blob_key(digest) for digest in digests))
+
+    async def forget_links(self, repository: str, digests: Sequence[Digest]) -> None:
+        await self._invalidate(*(_link_key(repository, digest) for digest in digests))
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -111,17 +111,20 @@ class StorageDriver(abc.ABC):
     async def delete(self, path: str) -> None:
         """Delete a file or a whole directory tree."""
 
-    async def delete_many(self, paths: Sequence[str]) -> list[bool]:
+    async def delete_many(self, paths: Sequence[str]) -> list[int | None]:
         """Delete each of ``paths`` (files or trees), for bulk work such as garbage
-        collection; whether each was there. Backends override it to batch the work."""
-        deleted = []
+        collection: the bytes of the files removed at each path, or None when nothing
+        was there. Backends override it to batch the work (and to size it on the way);
+        this plain version sizes each path with ``stat`` first (0 for a directory)."""
+        deleted: list[int | None] = []
         for path in paths:
             try:
+                info = await self.stat(path)
                 await self.delete(path)
             except PathNotFound:
-                deleted.append(False)
+                deleted.append(None)
             else:
-                deleted.append(True)
+                deleted.append(0 if info.is_dir else info.size)
         return deleted
 
     def local_path(self, path: str) -> Path | None:

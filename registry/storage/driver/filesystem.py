@@ -187,10 +187,12 @@ class FilesystemDriver(StorageDriver):
         except (FileNotFoundError, NotADirectoryError):
             raise PathNotFound(path) from None
 
-    async def delete_many(self, paths: Sequence[str]) -> list[bool]:
-        # In batches, each batch in one thread: a hop to a thread per path costs more
-        # than deleting the small directories garbage collection removes.
-        def delete_batch(batch: Sequence[str]) -> list[bool]:
+    async def delete_many(self, paths: Sequence[str]) -> list[int | None]:
+        # In batches, each batch in one thread, all batches at once: a hop to a thread
+        # per path costs more than deleting the small directories garbage collection
+        # removes, and on storage where each freed block waits for the device (a
+        # synchronous discard) only many deletions in flight keep the device busy.
+        def delete_batch(batch: Sequence[str]) -> list[int | None]:
             return [_deleted(self._os_path(path)) for path in batch]
 
         loop = asyncio.get_running_loop()
@@ -267,28 +269,42 @@ def _despite_concurrent_deletes(operation: Callable[[], None]) -> None:
                 raise
 
 
-def _deleted(full: str) -> bool:
-    """Delete a file or a tree, telling whether anything was there. The directories of
-    links and blobs hold files only: they go with an unlink per file and one rmdir, far
-    cheaper than ``shutil.rmtree``; anything else (a subdirectory, a concurrent writer)
-    takes ``_delete``'s general way."""
+def _deleted(full: str) -> int | None:
+    """Delete a file or a tree: the bytes of the files removed, or None when nothing was
+    there. The directories of links and blobs hold files only: they go with a stat and
+    an unlink per file and one rmdir, far cheaper than ``shutil.rmtree``; anything else
+    (a subdirectory: the rmdir fails; a concurrent writer) takes ``_delete``'s general
+    way, sized first."""
     try:
-        mode = os.lstat(full).st_mode
-        if not stat.S_ISDIR(mode):  # a file, or a link: never followed
+        info = os.lstat(full)
+        if not stat.S_ISDIR(info.st_mode):  # a file, or a link: never followed
             os.unlink(full)
-            return True
+            return info.st_size
         with os.scandir(full) as entries:
-            files = [entry.name for entry in entries if not entry.is_dir(follow_symlinks=False)]
+            files = [entry for entry in entries if not entry.is_dir(follow_symlinks=False)]
     except FileNotFoundError:
-        return False
+        return None
+    removed = 0
     try:
-        for name in files:
-            os.unlink(os.path.join(full, name))
+        for entry in files:
+            removed += entry.stat(follow_symlinks=False).st_size
+            os.unlink(entry.path)
         os.rmdir(full)
     except OSError:
+        removed += _tree_size(full)
         with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             _delete(Path(full))  # it was there when listed: deleted, whoever finished
-    return True
+    return removed
+
+
+def _tree_size(full: str) -> int:
+    """The bytes of the files still under ``full`` (what a general delete will free)."""
+    size = 0
+    for directory, _subdirectories, files in os.walk(full):
+        for name in files:
+            with contextlib.suppress(OSError):
+                size += os.lstat(os.path.join(directory, name)).st_size
+    return size
 
 
 def _delete(full: Path) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from registry.storage.driver.base import FileInfo, FileWriter, PathNotFound, StorageDriver
 
@@ -72,13 +72,23 @@ class InMemoryDriver(StorageDriver):
         self._modified[_normal(destination)] = self._modified.pop(src)
 
     async def delete(self, path: str) -> None:
+        if self._remove(path) is None:
+            raise PathNotFound(path)
+
+    async def delete_many(self, paths: Sequence[str]) -> list[int | None]:
+        return [self._remove(path) for path in paths]
+
+    def _remove(self, path: str) -> int | None:
+        """Delete a file or a tree: the bytes removed, or None when nothing was there."""
         key = _normal(path)
         doomed = [p for p in self._files if p == key or p.startswith(key.rstrip("/") + "/")]
         if not doomed:
-            raise PathNotFound(path)
+            return None
+        removed = 0
         for p in doomed:
-            del self._files[p]
+            removed += len(self._files.pop(p))
             del self._modified[p]
+        return removed
 
 
 class _InMemoryWriter(FileWriter):

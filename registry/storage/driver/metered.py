@@ -107,7 +107,7 @@ class MeteredDriver(StorageDriver):
         with self._timer("delete"):
             await self.inner.delete(path)
 
-    async def delete_many(self, paths: Sequence[str]) -> list[bool]:
+    async def delete_many(self, paths: Sequence[str]) -> list[int | None]:
         with self._timer("delete_many"):
             return await self.inner.delete_many(paths)
 

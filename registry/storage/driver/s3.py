@@ -14,7 +14,7 @@ is small. An append continues from that object: a small one (under S3's 5 MiB pa
 minimum) is read back into the buffer, a larger one becomes the first part of the next
 multipart upload by a server-side copy, so the bytes never pass through the registry
 again. A failed or abandoned multipart upload changes nothing visible; ``delete`` aborts
-the ones under the deleted prefix.
+the ones under the deleted prefix (``s3_delete``, which also batches ``delete_many``).
 
 Failures. Throttling, 5xx and broken connections are retried with exponential backoff
 and jitter; what keeps failing (or any other S3 error) is logged and raised as the
@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import aioboto3
@@ -43,6 +43,7 @@ from botocore.exceptions import (
     ResponseStreamingError,
 )
 
+from registry.storage.driver import s3_delete
 from registry.storage.driver.base import (
     FileInfo,
     FileWriter,
@@ -71,7 +72,6 @@ log = logging.getLogger("registry.storage.s3")
 T = TypeVar("T")
 READ_CHUNK = 1024 * 1024
 PRESIGNED_SECONDS = 20 * 60  # as Distribution
-DELETE_BATCH = 1000
 
 
 class S3Driver(StorageDriver):
@@ -185,7 +185,7 @@ class S3Driver(StorageDriver):
         return "/".join([self._root, *parts] if self._root else parts)
 
     @staticmethod
-    def _prefix(key: str) -> str:
+    def prefix(key: str) -> str:
         """The prefix of everything under ``key`` taken as a directory."""
         return key + "/" if key else ""
 
@@ -287,16 +287,16 @@ class S3Driver(StorageDriver):
             )
         listing = await self.call(
             "ListObjectsV2",
-            lambda s3: s3.list_objects_v2(Bucket=self.bucket, Prefix=self._prefix(key), MaxKeys=1),
+            lambda s3: s3.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix(key), MaxKeys=1),
         )
         if listing.get("Contents"):
             return FileInfo(path, 0, 0.0, True)
         raise PathNotFound(path)
 
     async def list_dir(self, path: str) -> list[str]:
-        prefix = self._prefix(self.key(path))
+        prefix = self.prefix(self.key(path))
         names: set[str] = set()
-        async for page in self._pages(prefix, delimiter="/"):
+        async for page in self.pages(prefix, delimiter="/"):
             names.update(p["Prefix"][len(prefix) :].rstrip("/") for p in page["CommonPrefixes"])
             names.update(o["Key"][len(prefix) :] for o in page["Contents"])
         names.discard("")
@@ -304,7 +304,7 @@ class S3Driver(StorageDriver):
             raise PathNotFound(path)
         return sorted(names)
 
-    async def _pages(self, prefix: str, delimiter: str = "") -> AsyncIterator[dict[str, Any]]:
+    async def pages(self, prefix: str, delimiter: str = "") -> AsyncIterator[dict[str, Any]]:
         """The pages of a listing, each request retried on its own."""
         token: str | None = None
         while True:
@@ -368,58 +368,13 @@ class S3Driver(StorageDriver):
             raise
 
     async def delete(self, path: str) -> None:
-        key = self.key(path)
-        prefix = self._prefix(key)
-        doomed: list[str] = []
-        async for page in self._pages(prefix):
-            doomed.extend(o["Key"] for o in page["Contents"])
-        # A path is a file or a directory, never both: only a childless one may be a file.
-        if not doomed and key and await self.head(key) is not None:
-            doomed.append(key)
-        unfinished = await self._unfinished_uploads(key)
-        if not doomed and not unfinished:
+        doomed = await s3_delete.find(self, path)
+        if doomed.empty:
             raise PathNotFound(path)
-        for upload_key, upload_id in unfinished:
-            await self.call(
-                "AbortMultipartUpload",
-                lambda s3, k=upload_key, u=upload_id: s3.abort_multipart_upload(  # type: ignore[misc]
-                    Bucket=self.bucket, Key=k, UploadId=u
-                ),
-                frozenset({"NoSuchUpload"}),
-            )
-        for start in range(0, len(doomed), DELETE_BATCH):
-            batch = [{"Key": k} for k in doomed[start : start + DELETE_BATCH]]
-            result = await self.call(
-                "DeleteObjects",
-                lambda s3, b=batch: s3.delete_objects(  # type: ignore[misc]
-                    Bucket=self.bucket, Delete={"Objects": b, "Quiet": True}
-                ),
-            )
-            if result.get("Errors"):
-                log.error("S3 DeleteObjects left %d objects", len(result["Errors"]))
-                raise StorageUnavailable()
+        await s3_delete.remove(self, [doomed])
 
-    async def _unfinished_uploads(self, key: str) -> list[tuple[str, str]]:
-        """Multipart uploads at ``key`` or under it, as (key, upload id)."""
-        found: list[tuple[str, str]] = []
-        markers: dict[str, Any] = {}
-        while True:
-            page = await self.call(
-                "ListMultipartUploads",
-                lambda s3, m=markers: s3.list_multipart_uploads(  # type: ignore[misc]
-                    Bucket=self.bucket, Prefix=key, **m
-                ),
-            )
-            for upload in page.get("Uploads", []):
-                name = upload.get("Key", "")
-                if name == key or name.startswith(self._prefix(key)):
-                    found.append((name, upload.get("UploadId", "")))
-            if not page.get("IsTruncated"):
-                return found
-            markers = {
-                "KeyMarker": page.get("NextKeyMarker", ""),
-                "UploadIdMarker": page.get("NextUploadIdMarker", ""),
-            }
+    async def delete_many(self, paths: Sequence[str]) -> list[int | None]:
+        return await s3_delete.delete_many(self, paths)
 
     async def redirect_url(self, path: str, method: str) -> str | None:
         if not self._redirect or method not in ("GET", "HEAD"):

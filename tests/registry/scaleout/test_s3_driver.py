@@ -8,8 +8,10 @@ from __future__ import annotations
 import hashlib
 import os
 import tracemalloc
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import aiohttp
 import pytest
@@ -19,6 +21,11 @@ from registry.storage.driver.s3 import S3Driver, StorageUnavailable
 from tests.registry.conftest import ClientFactory
 from tests.registry.scaleout.conftest import FaultyS3
 from tests.support.backing_services import MotoServer
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3.client import S3Client
+
+T = TypeVar("T")
 
 MIB = 1024 * 1024
 
@@ -135,6 +142,39 @@ async def test_delete_aborts_unfinished_uploads_under_the_prefix(driver: S3Drive
     assert await unfinished_uploads(driver) == ["some/prefix/repo/_uploads/uu"]
     with pytest.raises(PathNotFound):
         await driver.stat("/repo/_uploads/u")
+
+
+class CountingS3Driver(S3Driver):
+    """The real driver, counting the S3 requests it makes by operation."""
+
+    requests: Counter[str]
+
+    async def call(
+        self,
+        operation: str,
+        request: Callable[[S3Client], Awaitable[T]],
+        expected: frozenset[str] = frozenset(),
+    ) -> T:
+        self.requests[operation] += 1
+        return await super().call(operation, request, expected)
+
+
+async def test_delete_many_batches_the_objects_of_many_paths(moto: MotoServer, bucket: str) -> None:
+    driver = CountingS3Driver(moto.driver_config(bucket, rootdirectory="/some/prefix"))
+    driver.requests = Counter()
+    try:
+        paths = [f"/blobs/{n:03d}" for n in range(40)]
+        for path in paths:
+            await driver.put_content(f"{path}/data", b"1234")
+        driver.requests.clear()
+        removed = await driver.delete_many([*paths, "/blobs/missing"])
+        assert removed == [4] * 40 + [None]
+        # One DeleteObjects for all 40 (it was one per path, each after its own listing).
+        assert driver.requests["DeleteObjects"] == 1
+        with pytest.raises(PathNotFound):
+            await driver.list_dir("/blobs")
+    finally:
+        await driver.close()
 
 
 async def test_throttling_and_5xx_are_retried_with_backoff(

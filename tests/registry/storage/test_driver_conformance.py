@@ -133,6 +133,17 @@ async def test_delete_removes_a_whole_tree(driver: StorageDriver) -> None:
     assert await driver.get_content("/treetop") == b"x"
 
 
+async def test_delete_many_reports_the_bytes_each_path_held(driver: StorageDriver) -> None:
+    # Garbage collection reports what it freed from these figures, without a stat per blob.
+    await driver.put_content("/many/file", b"12345")
+    await driver.put_content("/many/tree/a", b"abc")
+    await driver.put_content("/many/tree/sub/b", b"de")
+    await driver.put_content("/many/kept", b"x")
+    removed = await driver.delete_many(["/many/file", "/many/tree", "/many/nope"])
+    assert removed == [5, 5, None]
+    assert await driver.list_dir("/many") == ["kept"]
+
+
 async def test_concurrent_puts_leave_one_whole_version(driver: StorageDriver) -> None:
     versions = [bytes([i]) * 200_000 for i in range(8)]
     await asyncio.gather(*(driver.put_content("/contended", v) for v in versions))

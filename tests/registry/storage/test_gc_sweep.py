@@ -1,0 +1,68 @@
+"""How the collector's sweep uses the storage: many repositories' links deleted at once,
+and the bytes freed as the deletions measured them.
+
+Storage where each deletion waits for the device (S3, or a disk that discards every
+freed block synchronously) is only kept busy by many deletions in flight: the sweep of
+16,000 layer links took 26 to 70 s on such a disk, one repository at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench.scenarios.gc import PER_REPOSITORY, seed_gc_store
+from registry.storage.driver.filesystem import FilesystemDriver
+from registry.storage.gc import GarbageCollector
+from registry.storage.registry import Registry
+
+REPOSITORIES = 4
+SLOW_STORAGE = 0.05  # seconds each delete_many waits before deleting
+
+
+class SlowDeletesDriver(FilesystemDriver):
+    """The filesystem driver, with storage that is slow to delete, counting how many
+    deletions of layer links are in flight at once."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root, fsync=False)
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    async def delete_many(self, paths: Sequence[str]) -> list[int | None]:
+        layers = any("/_layers/" in path for path in paths)
+        self.in_flight += layers
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(SLOW_STORAGE)
+            return await super().delete_many(paths)
+        finally:
+            self.in_flight -= layers
+
+
+def blob_sizes(root: Path) -> dict[Path, int]:
+    return {
+        data.parent: data.stat().st_size
+        for data in (root / "docker/registry/v2/blobs").glob("*/*/*/data")
+    }
+
+
+async def test_layer_links_of_many_repositories_are_deleted_at_once(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    await asyncio.to_thread(seed_gc_store, root, REPOSITORIES * PER_REPOSITORY)
+    before = blob_sizes(root)
+    driver = SlowDeletesDriver(root)
+    try:
+        report = await GarbageCollector(Registry(driver), delete_untagged=True).run()
+    finally:
+        await driver.close()
+
+    # Two manifests in five are untagged: each leaves its config and three layers.
+    assert len(report.layer_links) == REPOSITORIES * PER_REPOSITORY * 2 // 5 * 4
+    assert driver.most_in_flight == REPOSITORIES  # one repository at a time before
+    after = blob_sizes(root)
+    assert len(after) == len(before) * 3 // 5
+    gone = {directory: size for directory, size in before.items() if directory not in after}
+    assert {str(digest.hex) for digest, _ in report.blobs} == {d.name for d in gone}
+    assert report.bytes_freed == sum(gone.values())
