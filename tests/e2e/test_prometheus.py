@@ -118,7 +118,11 @@ def deployment(tmp_path: Path) -> Iterator[TokenDeployment]:
 
 def _granted_in_audit_log(deployment: TokenDeployment) -> int:
     lines = [line for line in deployment.tokenauth.log().splitlines() if "tokenauth.audit" in line]
-    return sum(json.loads(line.split(" ", 4)[4])["outcome"] == "granted" for line in lines)
+    # The JSON object, then (text format) the line's key=value fields.
+    decoder = json.JSONDecoder()
+    return sum(
+        decoder.raw_decode(line, line.index("{"))[0]["outcome"] == "granted" for line in lines
+    )
 
 
 async def test_prometheus_counts_a_push(tmp_path: Path, deployment: TokenDeployment) -> None:
