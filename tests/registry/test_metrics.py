@@ -219,9 +219,11 @@ def test_a_collection_reaches_the_scrape_through_a_shared_directory(tmp_path: Pa
             FILESYSTEM_CONFIG.format(root=tmp_path / "data", port=free_port())
             + "  debug:\n    prometheus:\n      enabled: true\n"
         )
-        run_python_module("registry", "garbage-collect", "--dry-run", str(config), env=shared)
+        # No grace period: the blob was just uploaded, and the collection must take it.
+        offline = {**shared, "REGISTRY_STORAGE_GC_GRACEPERIOD": "0s"}
+        run_python_module("registry", "garbage-collect", "--dry-run", str(config), env=offline)
         assert scrape(metrics_url).value("registry_gc_runs_total") == 0
-        run_python_module("registry", "garbage-collect", str(config), env=shared)
+        run_python_module("registry", "garbage-collect", str(config), env=offline)
         after = scrape(metrics_url)
     finally:
         registry.stop()
