@@ -99,7 +99,8 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         default=None,
         help="the production configuration: both registries log at level info with their "
-        "access logs on (default: level error, access logs off)",
+        "access logs on and serve Prometheus metrics (default: level error, access logs "
+        "and metrics off)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
     return parser.parse_args(argv)

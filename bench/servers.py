@@ -137,7 +137,8 @@ def registry_config(
     root: Path, port: int, token: TokenSettings | None = None, *, access_log: bool = False
 ) -> str:
     """One config file both registries read: the issue's 'equivalent config'; with
-    ``access_log``, the production one: level info and the access log on."""
+    ``access_log``, the production one: level info, the access log on, and Prometheus
+    metrics served on a debug address (both registries have Distribution's keys)."""
     level, disabled = ("info", "false") if access_log else ("error", "true")
     text = f"""\
 version: 0.1
@@ -154,6 +155,13 @@ storage:
     enabled: true
 http:
   addr: 127.0.0.1:{port}
+"""
+    if access_log:
+        text += f"""\
+  debug:
+    addr: 127.0.0.1:{free_port()}
+    prometheus:
+      enabled: true
 """
     if token is not None:
         text += f"""\
