@@ -25,13 +25,18 @@ def give_to_image_user(*paths: Path) -> None:
 
 
 def wait_for_https(
-    docker: CommandLine, container: str, port: int, context: ssl.SSLContext, timeout: float = 60
+    docker: CommandLine,
+    container: str,
+    port: int,
+    context: ssl.SSLContext,
+    timeout: float = 60,
+    path: str = "/",
 ) -> None:
-    """Until ``GET /`` answers 200 over TLS; fail with the container's log if it stops."""
+    """Until ``GET path`` answers 200 over TLS; fail with the container's log if it stops."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if https_get(port, "/", context) == 200:
+            if https_get(port, path, context) == 200:
                 return
         except (http.client.HTTPException, OSError):
             pass

@@ -69,12 +69,16 @@ def test_compose_deployment_login_push_pull_and_data_across_down_up(
     trust_ca = client_context(secrets / "ca.crt")
     registry = compose.env["REGISTRY_ADDR"]
     port = int(registry.rpartition(":")[2])
+    tokenauth_port = int(compose.env["TOKENAUTH_PORT"])
     reference = f"{registry}/team/app:1"
 
     compose.ok("build")
     compose.ok("up", "-d")
     registry_container = compose.ok("ps", "-q", "registry").strip()
     wait_for_https(docker, registry_container, port, trust_ca)
+    # Logins go to the token server, which may answer a moment after the registry.
+    tokenauth_container = compose.ok("ps", "-q", "tokenauth").strip()
+    wait_for_https(docker, tokenauth_container, tokenauth_port, trust_ca, path="/health")
     assert docker.login(registry, "admin", "not-the-password").returncode != 0
     assert docker.login(registry, "admin", password).returncode == 0
     docker.ok("import", str(write_rootfs_tarball(tmp_path / "rootfs.tar", "compose")), reference)
@@ -87,6 +91,9 @@ def test_compose_deployment_login_push_pull_and_data_across_down_up(
     compose.ok("up", "-d")
     registry_container = compose.ok("ps", "-q", "registry").strip()
     wait_for_https(docker, registry_container, port, trust_ca)
+    # Logins go to the token server, which may answer a moment after the registry.
+    tokenauth_container = compose.ok("ps", "-q", "tokenauth").strip()
+    wait_for_https(docker, tokenauth_container, tokenauth_port, trust_ca, path="/health")
     docker.ok("pull", reference)  # the named volume kept the image
     docker.ok("logout", registry)
     docker.ok("rmi", reference)
