@@ -111,6 +111,8 @@ def create_storage(config: RegistryConfig, metrics: RegistryMetrics | None = Non
         else config.storage.retention.pullresolution.total_seconds(),
         # A read-only registry refreshes nothing (and takes no pushes to protect).
         gc_grace=0.0 if readonly else config.storage.gc.graceperiod.total_seconds(),
+        # Instances that share the secret continue each other's uploads' hashes.
+        secret=config.http.secret.encode() if config.http.secret else None,
     )
 
 

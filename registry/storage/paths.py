@@ -148,6 +148,11 @@ def upload_started_at(name: str, upload_id: str) -> str:
     return f"{upload_dir(name, upload_id)}/startedat"
 
 
+def upload_hash_state(name: str, upload_id: str, algorithm: str, offset: int) -> str:
+    """The running hash of an upload's first ``offset`` bytes (Distribution's place)."""
+    return f"{upload_dir(name, upload_id)}/hashstates/{algorithm}/{offset}"
+
+
 def referrers_dir(name: str, subject: Digest) -> str:
     return f"{REPOSITORIES}/{name}/{REFERRERS}/subjects/{subject.algorithm}/{subject.hex}"
 

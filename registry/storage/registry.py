@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from registry.storage.blobs import BlobStore, LinkedBlobs
 from registry.storage.catalog import catalog_page
 from registry.storage.driver.base import StorageDriver
+from registry.storage.hashstates import HashStateStore
 from registry.storage.locks import KeyedLocks
 from registry.storage.manifests import ForeignURLPolicy, ManifestContentCache, Manifests
 from registry.storage.pulls import PullRecorder, flush_periodically
@@ -34,14 +35,18 @@ class Registry:
         url_policy: ForeignURLPolicy | None = None,
         pull_resolution: float | None = None,
         gc_grace: float = 0.0,
+        secret: bytes | None = None,
     ) -> None:
         """``pull_resolution``: record tags' pull times, each written at most once per
         that many seconds (None: no recording, as in a read-only registry).
-        ``gc_grace``: online garbage collection's grace period (docs/online-gc.md)."""
+        ``gc_grace``: online garbage collection's grace period (docs/online-gc.md).
+        ``secret``: the key the instances sharing this storage authenticate their
+        uploads' stored hash states with (``http.secret``; None: this process's own)."""
         self.driver = driver
         self.url_policy = url_policy or ForeignURLPolicy()
         self.blob_store = BlobStore(driver, gc_grace)
         self._hashes = HashStates()
+        self._hash_states = HashStateStore(driver, secret)
         self._locks = KeyedLocks()
         self._manifest_cache = ManifestContentCache()
         self._tag_lists = TagListCache()
@@ -59,7 +64,15 @@ class Registry:
         return Repository(
             name=name,
             blobs=blobs,
-            uploads=Uploads(name, self.driver, self.blob_store, blobs, self._hashes, self._locks),
+            uploads=Uploads(
+                name,
+                self.driver,
+                self.blob_store,
+                blobs,
+                self._hashes,
+                self._hash_states,
+                self._locks,
+            ),
             manifests=Manifests(
                 name,
                 self.blob_store,

@@ -2,9 +2,9 @@
 
 The data of an upload lives in the repository's ``_uploads/<id>/`` area until the client
 names its digest; it is then verified and moved atomically to the blob store. Hashing is
-incremental: each process keeps the running hash of the uploads it is writing, and
-re-reads the data only when it has none (after a restart, or when another instance wrote
-the previous chunk).
+incremental: after each chunk the running hash is kept in this process and stored beside
+the data (``hashstates``), so whichever instance receives the next chunk, or the final
+PUT, resumes it; the data is re-read only when no valid state matches its size.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from registry.storage import paths
 from registry.storage.blobs import BlobDescriptor, BlobStore, LinkedBlobs
 from registry.storage.driver.base import FileWriter, PathNotFound, StorageDriver, StorageFull
 from registry.storage.errors import ChunkOutOfOrder, DigestMismatch, UploadInvalid, UploadUnknown
+from registry.storage.hashstates import RESUMABLE, HashStateStore, ResumableHasher
 from registry.storage.locks import KeyedLocks
 
 # Hash and write in pieces of about this size, in a thread, while the next piece arrives.
@@ -46,16 +47,17 @@ class UploadStatus:
 
 
 class HashStates:
-    """Running hashes of uploads in progress, by (repository, upload id), bounded."""
+    """Running hashes of uploads in progress in this process, by (repository, upload
+    id), bounded: the stored states (``HashStateStore``) without a storage round trip."""
 
     def __init__(self, capacity: int = 4096) -> None:
         self._states: OrderedDict[tuple[str, str], tuple[int, Hasher]] = OrderedDict()
         self._capacity = capacity
 
-    def take(self, key: tuple[str, str], offset: int) -> Hasher | None:
-        """The hash of the first ``offset`` bytes, if this process has it."""
+    def take(self, key: tuple[str, str], offset: int, algorithm: str) -> Hasher | None:
+        """The ``algorithm`` hash of the first ``offset`` bytes, if this process has it."""
         state = self._states.pop(key, None)
-        if state is None or state[0] != offset:
+        if state is None or state[0] != offset or state[1].name != algorithm:
             return None
         return state[1]
 
@@ -78,6 +80,7 @@ class Uploads:
         store: BlobStore,
         blobs: LinkedBlobs,
         hashes: HashStates,
+        states: HashStateStore,
         locks: KeyedLocks,
     ) -> None:
         self.name = name
@@ -85,6 +88,7 @@ class Uploads:
         self.store = store
         self.blobs = blobs
         self.hashes = hashes
+        self.states = states
         self._locks = locks
 
     def _lock(self, upload_id: str) -> asyncio.Lock:
@@ -100,7 +104,7 @@ class Uploads:
             )
             writer = await self.driver.writer(paths.upload_data(self.name, upload_id))
             await writer.close()
-        self.hashes.keep((self.name, upload_id), 0, new_hasher(DEFAULT_ALGORITHM))
+        # No hash to keep: the hash of no bytes is a fresh one, wherever the data goes.
         return UploadStatus(upload_id, 0, now)
 
     async def status(self, upload_id: str) -> UploadStatus:
@@ -125,19 +129,37 @@ class Uploads:
         length: int | None = None,
     ) -> UploadStatus:
         """Append a chunk. ``start`` (from Content-Range) must be where the upload ends;
-        ``length``, when declared, must equal the bytes that arrive."""
+        ``length``, when declared, must equal the bytes that arrive. The hash state at
+        the new end is stored for whichever instance receives the next request."""
+        return await self._append(upload_id, body, start, length, DEFAULT_ALGORITHM, True)
+
+    async def _append(
+        self,
+        upload_id: str,
+        body: AsyncIterator[bytes],
+        start: int | None,
+        length: int | None,
+        algorithm: str,
+        resumable: bool,
+    ) -> UploadStatus:
         async with self._lock(upload_id), self._removed_when_storage_is_full(upload_id):
             current = await self.status(upload_id)
             if start is not None and start != current.size:
                 raise ChunkOutOfOrder(current.size, start)
-            written = await self._write(upload_id, current.size, body)
+            written = await self._write(upload_id, current.size, body, algorithm, resumable)
             if length is not None and written != length:
                 raise UploadInvalid(f"received {written} bytes, {length} declared")
             return UploadStatus(upload_id, current.size + written, current.started_at)
 
-    async def _write(self, upload_id: str, offset: int, body: AsyncIterator[bytes]) -> int:
-        key = (self.name, upload_id)
-        hasher = self.hashes.take(key, offset)
+    async def _write(
+        self,
+        upload_id: str,
+        offset: int,
+        body: AsyncIterator[bytes],
+        algorithm: str,
+        resumable: bool,
+    ) -> int:
+        hasher = await self._resume(upload_id, offset, algorithm, resumable)
         writer = await self.driver.writer(paths.upload_data(self.name, upload_id), append=True)
         try:
             written = await _pipe(body, writer, hasher)
@@ -145,8 +167,27 @@ class Uploads:
             # On failure the hash may be ahead of the file: drop it, finish re-reads.
             await writer.close()
         if hasher is not None:
-            self.hashes.keep(key, offset + written, hasher)
+            self.hashes.keep((self.name, upload_id), offset + written, hasher)
+            if resumable and written and isinstance(hasher, ResumableHasher):
+                await self.states.save(self.name, upload_id, offset + written, hasher)
         return written
+
+    async def _resume(
+        self, upload_id: str, offset: int, algorithm: str, resumable: bool
+    ) -> Hasher | None:
+        """The hash of the upload's first ``offset`` bytes: this process's own, else the
+        stored state, else (None) none at all, and finishing will re-read the data.
+        ``resumable``: a hash whose state can be stored (the request is not the last)."""
+        kept = self.hashes.take((self.name, upload_id), offset, algorithm)
+        if kept is not None:
+            return kept
+        if offset == 0:
+            # hashlib is faster; the library's hasher only where the state is handed on.
+            fresh = resumable and algorithm in RESUMABLE
+            return ResumableHasher(algorithm) if fresh else new_hasher(algorithm)
+        if algorithm not in RESUMABLE:
+            return None
+        return await self.states.load(self.name, upload_id, algorithm, offset)
 
     async def finish(
         self,
@@ -158,7 +199,8 @@ class Uploads:
     ) -> BlobDescriptor:
         """Append the last chunk, verify the digest, and make the blob visible."""
         if body is not None:
-            await self.append(upload_id, body, start, length)
+            # The last chunk: hashed with the digest's algorithm, its state not stored.
+            await self._append(upload_id, body, start, length, digest.algorithm, False)
         async with self._lock(upload_id), self._removed_when_storage_is_full(upload_id):
             status = await self.status(upload_id)
             data_path = paths.upload_data(self.name, upload_id)
@@ -177,8 +219,7 @@ class Uploads:
             return BlobDescriptor(digest, status.size)
 
     async def _digest_of(self, upload_id: str, size: int, algorithm: str) -> str:
-        key = (self.name, upload_id)
-        hasher = self.hashes.take(key, size) if algorithm == DEFAULT_ALGORITHM else None
+        hasher = await self._resume(upload_id, size, algorithm, False)
         if hasher is None:
             hasher = new_hasher(algorithm)
             loop = asyncio.get_running_loop()
