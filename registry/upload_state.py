@@ -1,7 +1,8 @@
 """Upload state handed to clients in ``Location`` URLs, signed with ``http.secret``.
 
-Every upload URL carries ``_state``: the repository and upload id, with an HMAC-SHA256
-over them. Any instance that shares the secret (and the storage) continues the upload;
+Every upload URL carries ``_state``: the repository and upload id (and the digest
+algorithm the client announced with ``digest-algorithm``, when not sha256), with an
+HMAC-SHA256 over them. Any instance that shares the secret (and the storage) continues the upload;
 the data itself is in storage, so the state holds nothing else. A state whose signature
 does not verify is refused with ``BLOB_UPLOAD_INVALID`` (instances configured with
 different secrets say so clearly instead of losing uploads); a URL without a state, or
@@ -26,11 +27,13 @@ import secrets
 from aiohttp import web
 
 from registry.config import RegistryConfig
+from registry.oci.digest import HEX_LENGTHS
 from registry.storage.errors import UploadInvalid, UploadUnknown
 
 log = logging.getLogger("registry")
 
 STATE_PARAMETER = "_state"
+DEFAULT_ALGORITHM = "sha256"
 MAX_STATE_LENGTH = 2048
 _CONTEXT = b"portside upload state v1\x00"
 
@@ -62,13 +65,17 @@ class UploadStateSigner:
     def _mac(self, payload: str) -> bytes:
         return hmac.new(self._secret, _CONTEXT + payload.encode(), hashlib.sha256).digest()
 
-    def sign(self, name: str, upload_id: str) -> str:
-        claims = json.dumps({"name": name, "uuid": upload_id}, separators=(",", ":"))
+    def sign(self, name: str, upload_id: str, algorithm: str = DEFAULT_ALGORITHM) -> str:
+        fields = {"name": name, "uuid": upload_id}
+        if algorithm != DEFAULT_ALGORITHM:  # URLs of sha256 uploads stay as they were
+            fields["alg"] = algorithm
+        claims = json.dumps(fields, separators=(",", ":"))
         payload = _encode(claims.encode())
         return f"{payload}.{_encode(self._mac(payload))}"
 
-    def verify(self, state: str | None, name: str, upload_id: str) -> None:
-        """Accept ``state`` for this repository's upload, or raise the client's error."""
+    def verify(self, state: str | None, name: str, upload_id: str) -> str:
+        """Accept ``state`` for this repository's upload, or raise the client's error;
+        the digest algorithm the upload is hashed with."""
         if not state:
             raise UploadUnknown(upload_id)
         if len(state) > MAX_STATE_LENGTH or state.count(".") != 1:
@@ -90,18 +97,25 @@ class UploadStateSigner:
             or claims.get("uuid") != upload_id
         ):
             raise UploadUnknown(upload_id)
+        algorithm = claims.get("alg", DEFAULT_ALGORITHM)
+        if not isinstance(algorithm, str) or algorithm not in HEX_LENGTHS:
+            raise UploadInvalid("malformed upload state")
+        return algorithm
 
 
 UPLOAD_STATE = web.AppKey("upload_state", UploadStateSigner)
 
 
-def signed_upload_path(request: web.Request, name: str, upload_id: str) -> str:
+def signed_upload_path(
+    request: web.Request, name: str, upload_id: str, algorithm: str = DEFAULT_ALGORITHM
+) -> str:
     """``/v2/<name>/blobs/uploads/<id>?_state=...`` (a path for ``url_for``)."""
-    state = request.app[UPLOAD_STATE].sign(name, upload_id)
+    state = request.app[UPLOAD_STATE].sign(name, upload_id, algorithm)
     return f"/v2/{name}/blobs/uploads/{upload_id}?{STATE_PARAMETER}={state}"
 
 
-def verified_upload_id(request: web.Request, name: str, upload_id: str) -> str:
-    """The upload id of the URL, once its ``_state`` is accepted."""
-    request.app[UPLOAD_STATE].verify(request.query.get(STATE_PARAMETER), name, upload_id)
-    return upload_id
+def verified_upload(request: web.Request, name: str, upload_id: str) -> tuple[str, str]:
+    """The upload id of the URL, once its ``_state`` is accepted, and the digest
+    algorithm the upload is hashed with."""
+    state = request.query.get(STATE_PARAMETER)
+    return upload_id, request.app[UPLOAD_STATE].verify(state, name, upload_id)

@@ -1,5 +1,8 @@
 """Upload endpoints: start (monolithic, chunked, or a cross-repository mount), append a
-chunk, report progress, finish with the digest, cancel."""
+chunk, report progress, finish with the digest, cancel.
+
+A chunked upload started with ``digest-algorithm=<alg>`` (OCI distribution-spec) is hashed
+with that algorithm as it arrives; the algorithm travels in the signed upload URL."""
 
 from __future__ import annotations
 
@@ -19,12 +22,13 @@ from registry.handlers.base import (
 )
 from registry.keys import METRICS, MOUNT_ALLOWED, STORAGE
 from registry.notifications import bridge
-from registry.oci.digest import InvalidDigest, parse_digest
+from registry.oci.digest import HEX_LENGTHS, InvalidDigest, parse_digest
 from registry.storage.blobs import BlobDescriptor
 from registry.storage.errors import range_header
 from registry.storage.registry import Repository
 from registry.storage.uploads import UploadStatus
-from registry.upload_state import signed_upload_path, verified_upload_id
+from registry.upload_state import DEFAULT_ALGORITHM, signed_upload_path, verified_upload
+from shared import errors
 from shared.errors import RegistryError
 from shared.reference import is_valid_name
 
@@ -51,8 +55,19 @@ async def start_upload(request: web.Request) -> web.StreamResponse:
         )
         bridge.blob_pushed(request, repo.name, descriptor)
         return _created(request, repo.name, descriptor)
+    algorithm = _announced_algorithm(request)
     status = await _started(request, repo)
-    return _upload_response(request, repo.name, status, 202)
+    return _upload_response(request, repo.name, status, 202, algorithm)
+
+
+def _announced_algorithm(request: web.Request) -> str:
+    """``digest-algorithm``: the algorithm of the digest the client will finish with."""
+    algorithm = request.query.get("digest-algorithm", DEFAULT_ALGORITHM)
+    if algorithm not in HEX_LENGTHS:
+        raise RegistryError(
+            errors.DIGEST_INVALID, f"unsupported digest algorithm: {algorithm[:20]!r}"
+        )
+    return algorithm
 
 
 async def _started(request: web.Request, repo: Repository) -> UploadStatus:
@@ -89,9 +104,10 @@ async def _mount(
     return await repo.blobs.mount_from(source.blobs, digest)
 
 
-def _upload_id(request: web.Request, repo: Repository) -> str:
-    """The upload id of the URL, its signed ``_state`` checked first."""
-    return verified_upload_id(request, repo.name, route_param(request, "upload_id"))
+def _upload(request: web.Request, repo: Repository) -> tuple[str, str]:
+    """The upload id of the URL, its signed ``_state`` checked first, and the digest
+    algorithm the upload is hashed with."""
+    return verified_upload(request, repo.name, route_param(request, "upload_id"))
 
 
 async def _chunk_range(
@@ -109,26 +125,28 @@ async def _chunk_range(
 
 async def patch_upload(request: web.Request) -> web.StreamResponse:
     repo = repository(request)
-    upload_id = _upload_id(request, repo)
+    upload_id, algorithm = _upload(request, repo)
     chunk_range = await _chunk_range(request, repo, upload_id)
     status = await repo.uploads.append(
         upload_id,
         body_chunks(request),
         start=chunk_range[0] if chunk_range else None,
         length=declared_length(request),
+        algorithm=algorithm,
     )
-    return _upload_response(request, repo.name, status, 202)
+    return _upload_response(request, repo.name, status, 202, algorithm)
 
 
 async def get_upload_status(request: web.Request) -> web.StreamResponse:
     repo = repository(request)
-    status = await repo.uploads.status(_upload_id(request, repo))
-    return _upload_response(request, repo.name, status, 204)
+    upload_id, algorithm = _upload(request, repo)
+    status = await repo.uploads.status(upload_id)
+    return _upload_response(request, repo.name, status, 204, algorithm)
 
 
 async def finish_upload(request: web.Request) -> web.StreamResponse:
     repo = repository(request)
-    upload_id = _upload_id(request, repo)
+    upload_id, _ = _upload(request, repo)  # the digest names its own algorithm
     digest = digest_param(request.query.get("digest"))
     if has_body(request):
         chunk_range = await _chunk_range(request, repo, upload_id)
@@ -150,17 +168,18 @@ async def finish_upload(request: web.Request) -> web.StreamResponse:
 
 async def cancel_upload(request: web.Request) -> web.StreamResponse:
     repo = repository(request)
-    await repo.uploads.cancel(_upload_id(request, repo))
+    await repo.uploads.cancel(_upload(request, repo)[0])
     return web.Response(status=204)
 
 
 def _upload_response(
-    request: web.Request, name: str, status: UploadStatus, code: int
+    request: web.Request, name: str, status: UploadStatus, code: int, algorithm: str
 ) -> web.Response:
+    location = signed_upload_path(request, name, status.upload_id, algorithm)
     return web.Response(
         status=code,
         headers={
-            "Location": url_for(request, signed_upload_path(request, name, status.upload_id)),
+            "Location": url_for(request, location),
             "Range": range_header(status.size),
             "Docker-Upload-UUID": status.upload_id,
             "Content-Length": "0",

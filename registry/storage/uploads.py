@@ -127,11 +127,13 @@ class Uploads:
         body: AsyncIterator[bytes],
         start: int | None = None,
         length: int | None = None,
+        algorithm: str = DEFAULT_ALGORITHM,
     ) -> UploadStatus:
         """Append a chunk. ``start`` (from Content-Range) must be where the upload ends;
-        ``length``, when declared, must equal the bytes that arrive. The hash state at
-        the new end is stored for whichever instance receives the next request."""
-        return await self._append(upload_id, body, start, length, DEFAULT_ALGORITHM, True)
+        ``length``, when declared, must equal the bytes that arrive. The ``algorithm``
+        hash state at the new end is stored for whichever instance receives the next
+        request (the algorithm of the digest the client announced it will finish with)."""
+        return await self._append(upload_id, body, start, length, algorithm, True)
 
     async def _append(
         self,

@@ -1,19 +1,21 @@
 """Over S3: each chunk's hash state is stored, so the instance that finishes an upload
-continues another instance's hash instead of re-reading the data; a state that fails its
-check is ignored and the data re-read, so a forged state never lets a wrong blob in."""
+continues another instance's hash instead of re-reading the data (SHA-512 too, when the
+upload was started with ``digest-algorithm=sha512``); a state that fails its check is
+ignored and the data re-read, so a forged state never lets a wrong blob in."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 
+import pytest
 from yarl import URL
 
 from registry.keys import STORAGE
 from registry.storage import paths
 from registry.storage.hashstates import ResumableHasher
 from tests.registry.conftest import ClientFactory, RegistryClient
-from tests.registry.scaleout.test_upload_state import NAME, patch, start
+from tests.registry.scaleout.test_upload_state import NAME, patch, relative, start
 
 CHUNK = 1024 * 1024 + 7  # not a whole number of hash blocks: states carry a partial block
 
@@ -22,26 +24,42 @@ def upload_id(location: str) -> str:
     return URL(location).path.rsplit("/", 1)[1]
 
 
-async def chunked(instances: list[RegistryClient], data: bytes) -> str:
+async def chunked(instances: list[RegistryClient], data: bytes, algorithm: str = "sha256") -> str:
     """Push ``data`` in chunks, each to the next instance; the upload's last location."""
-    location = await start(instances[0])
+    if algorithm == "sha256":
+        location = await start(instances[0])
+    else:
+        params = {"digest-algorithm": algorithm}
+        started = await instances[0].post(f"/v2/{NAME}/blobs/uploads/", params=params)
+        assert started.status == 202, await started.text()
+        location = relative(started.headers["Location"])
     for index, at in enumerate(range(0, len(data), CHUNK)):
         location = await patch(instances[index % len(instances)], location, data[at:][:CHUNK], at)
     return location
 
 
+@pytest.mark.parametrize("algorithm", ["sha256", "sha512"])
 async def test_the_finishing_instance_resumes_the_stored_hash_without_reading_the_data(
-    make_registry: ClientFactory,
+    make_registry: ClientFactory, algorithm: str
 ) -> None:
     instances = [await make_registry() for _ in range(3)]
     data = os.urandom(5 * CHUNK - 3)
-    location = await chunked(instances[:2], data)
+    location = await chunked(instances[:2], data, algorithm)
     # Same size, other bytes: were the data read back to hash it, the digest would differ.
     driver = instances[2].app[STORAGE].driver
     await driver.put_content(paths.upload_data(NAME, upload_id(location)), os.urandom(len(data)))
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    digest = f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
     done = await instances[2].put(location, params={"digest": digest})
     assert done.status == 201, await done.text()
+
+
+async def test_an_unsupported_digest_algorithm_is_refused(make_registry: ClientFactory) -> None:
+    client = await make_registry()
+    for algorithm in ("md5", "sha256:x", ""):
+        params = {"digest-algorithm": algorithm}
+        response = await client.post(f"/v2/{NAME}/blobs/uploads/", params=params)
+        assert response.status == 400
+        assert (await response.json())["errors"][0]["code"] == "DIGEST_INVALID"
 
 
 async def test_a_state_that_fails_its_check_is_ignored_and_the_data_re_read(
