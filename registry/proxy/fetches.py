@@ -207,7 +207,15 @@ class BlobFetches:
                 fetch.size.set_result(size)
                 upload_id = (await uploads.start()).upload_id
                 fetch._upload, fetch._store = (uploads, upload_id), repository.blobs.store
-                await uploads.append(upload_id, fetch._broadcast(chunks), length=size)
+                # Finished here, right after: hashed with the digest's algorithm, no state
+                # stored for another instance.
+                await uploads.append(
+                    upload_id,
+                    fetch._broadcast(chunks),
+                    length=size,
+                    algorithm=fetch.digest.algorithm,
+                    handed_on=False,
+                )
             descriptor = await uploads.finish(upload_id, fetch.digest)
             for other in fetch._also.values():
                 if other.name != repository.name:

@@ -128,12 +128,15 @@ class Uploads:
         start: int | None = None,
         length: int | None = None,
         algorithm: str = DEFAULT_ALGORITHM,
+        handed_on: bool = True,
     ) -> UploadStatus:
         """Append a chunk. ``start`` (from Content-Range) must be where the upload ends;
         ``length``, when declared, must equal the bytes that arrive. The ``algorithm``
         hash state at the new end is stored for whichever instance receives the next
-        request (the algorithm of the digest the client announced it will finish with)."""
-        return await self._append(upload_id, body, start, length, algorithm, True)
+        request (the algorithm of the digest the client announced it will finish with).
+        ``handed_on=False``: this process finishes the upload itself right after (a
+        pull-through fetch), so no state is stored and the faster hashlib hashes."""
+        return await self._append(upload_id, body, start, length, algorithm, handed_on)
 
     async def _append(
         self,
