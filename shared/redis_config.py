@@ -97,7 +97,7 @@ class RedisConfig:
                 "a Redis cluster is not supported: give one server, or the sentinels and "
                 "mastername",
             )
-        for address in self.addrs or [self.addr] * bool(self.addr):
+        for address in self.addrs or ([self.addr] if self.addr else []):
             try:
                 listen_host_port(address)
             except ValueError as e:
