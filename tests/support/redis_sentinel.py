@@ -220,12 +220,29 @@ class RedisSentinelGroup:
 
     def failover(self, timeout: float = 30.0) -> RedisServer:
         """``SENTINEL FAILOVER``: the replica is promoted and the old master becomes its
-        replica. Returns the new master once every sentinel names it and it is one."""
+        replica. Returns the new master once every sentinel names it and it is one.
+
+        The sentinels refuse one while another is in progress (``INPROG``) or while they
+        have not yet seen a replica in sync (``NOGOODSLAVE``, e.g. just after ``revive``):
+        the request is repeated until ``timeout``, so failovers can follow each other
+        (back to back here, a second or so each)."""
+        deadline = time.monotonic() + timeout
         old = self.master()
-        self.failed_at = time.monotonic()
-        with admin(self.sentinels[0].port) as client:
-            client.sentinel_failover(MASTER_NAME)
-        return self.wait_for_new_master(old, timeout)
+        while True:
+            try:
+                with admin(self.sentinels[0].port) as client:
+                    self.failed_at = time.monotonic()
+                    client.sentinel_failover(MASTER_NAME)
+                break
+            except redis.ResponseError as error:
+                if not str(error).startswith(("NOGOODSLAVE", "INPROG")):
+                    raise
+                if time.monotonic() > deadline:
+                    raise AssertionError(
+                        f"the sentinels still refuse a failover: {error}"
+                    ) from None
+                time.sleep(0.2)
+        return self.wait_for_new_master(old, max(deadline - time.monotonic(), 1.0))
 
     def kill_master(self) -> RedisServer:
         """``kill -9`` of the master; returns it (``revive`` restarts it on its port)."""
