@@ -155,20 +155,22 @@ async def test_buckets_through_sentinels_keep_their_count_across_a_failover(
     (the replica promoted, holding the buckets it replicated) loses none of it."""
     group = RedisSentinelGroup(tmp_path / "sentinels")
     group.start()
-    config = RateLimitConfig(accountfailures=3, ipfailures=100)
-    client = redis_client(RedisConfig(**group.redis_settings()))
-    buckets = RedisBuckets(client, config, where="Redis at test")
-    limits = LoginLimits(config, buckets)
     try:
-        for _ in range(2):
+        config = RateLimitConfig(accountfailures=3, ipfailures=100)
+        client = redis_client(RedisConfig(**group.redis_settings()))
+        buckets = RedisBuckets(client, config, where="Redis at test")
+        try:
+            limits = LoginLimits(config, buckets)
+            for _ in range(2):
+                await limits.attempt("erin", "192.0.2.7")
+            old = group.master()
+            assert group.failover() is not old
             await limits.attempt("erin", "192.0.2.7")
-        old = group.master()
-        assert group.failover() is not old
-        await limits.attempt("erin", "192.0.2.7")
-        with pytest.raises(Throttled):
-            await limits.attempt("erin", "192.0.2.7")
+            with pytest.raises(Throttled):
+                await limits.attempt("erin", "192.0.2.7")
+        finally:
+            await buckets.close()
     finally:
-        await buckets.close()
         group.stop()
     # Counted in Redis throughout: never in this process's buckets instead.
     assert not [r for r in caplog.records if "does not answer" in r.getMessage()]
