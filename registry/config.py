@@ -488,9 +488,9 @@ class RegistryConfig:
             # As Distribution: log.level, else the deprecated loglevel, else info.
             level = self.loglevel or "info"
             object.__setattr__(self, "log", dataclasses.replace(self.log, level=level))
-        if self.storage.cache.blob_descriptor_cache == "redis" and not self.redis.address:
+        if self.storage.cache.blob_descriptor_cache == "redis" and not self.redis.configured:
             raise InvalidSetting(
-                "redis", "addr must be set for storage.cache.blobdescriptor: redis"
+                "redis", "addr (or addrs) must be set for storage.cache.blobdescriptor: redis"
             )
 
 

@@ -26,6 +26,7 @@ _REDIS_KEYS_USED = (
     *("addr", "addrs", "username", "password", "db", "clientname", "protocol"),
     *("dialtimeout", "readtimeout", "writetimeout", "tls", "pool.maxactive", "poolsize"),
     *("pooltimeout", "maxactiveconns", "maxretries", "minretrybackoff", "maxretrybackoff"),
+    *("mastername", "sentinelusername", "sentinelpassword"),
 )
 _PROXY_KEYS_USED = (
     *("remoteurl", "username", "password", "ttl", "servestale", "library", "timeout"),

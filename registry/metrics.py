@@ -117,6 +117,12 @@ class RegistryMetrics:
             ["type"],
             registry=r,
         )
+        self.cache_failures = Counter(
+            "registry_storage_cache_errors",
+            "Blob-descriptor cache operations that went to storage because Redis did not "
+            "answer (a command failed, or was skipped while Redis was failing).",
+            registry=r,
+        )
         self.uploads = Counter(
             "registry_uploads",
             "Blob uploads by event: started (an upload session opened), completed (a "
@@ -187,6 +193,7 @@ class RegistryMetrics:
         self._pushed = CounterTally(self.manifests_pushed)
         self.cache_hits = PendingCount(self.cache_requests.labels("hit"))
         self.cache_misses = PendingCount(self.cache_requests.labels("miss"))
+        self.cache_errors = PendingCount(self.cache_failures)
         self.uploads_started = PendingCount(self.uploads.labels("started"))
         self.uploads_completed = PendingCount(self.uploads.labels("completed"))
         self.uploads_failed = PendingCount(self.uploads.labels("failed"))
@@ -197,6 +204,7 @@ class RegistryMetrics:
             self._pushed,
             self.cache_hits,
             self.cache_misses,
+            self.cache_errors,
             self.uploads_started,
             self.uploads_completed,
             self.uploads_failed,

@@ -88,7 +88,11 @@ def create_blob_descriptor_cache(
         from registry.storage.cache.redis import RedisBlobDescriptorCache
         from shared.redis_client import redis_client
 
-        cache = RedisBlobDescriptorCache(redis_client(config.redis))
+        cache = RedisBlobDescriptorCache(
+            redis_client(config.redis),
+            where=f"Redis at {config.redis.describe()}",
+            errors=None if metrics is None else metrics.cache_errors,
+        )
     else:
         return None
     if metrics is None:

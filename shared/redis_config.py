@@ -45,8 +45,9 @@ _ZERO = datetime.timedelta(0)
 @dataclass(frozen=True)
 class RedisConfig:
     """Distribution's ``redis`` section, in its 2.8 shape (``addr``, ``pool``) and its 3.x
-    shape (go-redis options: ``addrs``, ``poolsize``, ...). One server: no cluster or
-    sentinel. Zero durations and sizes mean the client library's defaults."""
+    shape (go-redis's ``UniversalOptions``: ``addrs``, ``poolsize``, ...). One server, or,
+    with ``mastername``, the master the sentinels in ``addrs`` name (go-redis's failover
+    client); no cluster. Zero durations and sizes mean go-redis's defaults."""
 
     addr: str = ""
     addrs: list[str] = field(default_factory=list)
@@ -68,7 +69,8 @@ class RedisConfig:
     maxactiveconns: int = 0
     connmaxidletime: datetime.timedelta = _ZERO
     connmaxlifetime: datetime.timedelta = _ZERO
-    maxretries: int = 0
+    # go-redis: 0 is its default (3 retries), -1 none.
+    maxretries: int = field(default=0, metadata=meta(check=between(-1, 100)))
     minretrybackoff: datetime.timedelta = _ZERO
     maxretrybackoff: datetime.timedelta = _ZERO
     contexttimeoutenabled: bool = False
@@ -84,17 +86,42 @@ class RedisConfig:
     unstableresp3: bool = False
 
     def __post_init__(self) -> None:
-        if len(self.addrs) > 1 or self.mastername:
+        if self.mastername:
+            if not self.addrs or self.addr:
+                raise InvalidSetting(
+                    "addrs", "with mastername, addrs lists the sentinels (and addr is unset)"
+                )
+        elif len(self.addrs) > 1:
             raise InvalidSetting(
-                "addrs", "a Redis cluster or sentinels are not supported; give one server"
+                "addrs",
+                "a Redis cluster is not supported: give one server, or the sentinels and "
+                "mastername",
             )
-        if self.address:
+        for address in self.addrs or ([self.addr] if self.addr else []):
             try:
-                listen_host_port(self.address)
+                listen_host_port(address)
             except ValueError as e:
                 raise InvalidSetting("addrs" if self.addrs else "addr", str(e)) from None
 
     @property
+    def configured(self) -> bool:
+        """Whether a server (or sentinels) is configured at all."""
+        return bool(self.addr or self.addrs)
+
+    @property
     def address(self) -> str:
-        """The server's ``host:port`` ("" when none is configured)."""
+        """The server's ``host:port`` ("" when none is configured, or with sentinels)."""
+        if self.mastername:
+            return ""
         return self.addrs[0] if self.addrs else self.addr
+
+    @property
+    def sentinels(self) -> list[str]:
+        """The sentinels' ``host:port`` (empty without ``mastername``)."""
+        return list(self.addrs) if self.mastername else []
+
+    def describe(self) -> str:
+        """Where Redis is, for a log line or a health answer (never a secret)."""
+        if self.mastername:
+            return f"master {self.mastername} of sentinels {', '.join(self.sentinels)}"
+        return self.address

@@ -61,11 +61,12 @@ def create_app(config: TokenAuthConfig) -> web.Application:
 
 def login_buckets(config: TokenAuthConfig) -> RedisBuckets | None:
     """The login buckets in the configured Redis, shared by replicas; None (this process's
-    own) when no ``redis.addr`` is set. Nothing connects before the first login."""
-    address = config.redis.address
-    if not address or not config.ratelimit.enabled:
+    own) when no ``redis.addr`` (or ``addrs``) is set. Nothing connects before the first
+    login."""
+    if not config.redis.configured or not config.ratelimit.enabled:
         return None
-    return RedisBuckets(redis_client(config.redis), config.ratelimit, where=f"Redis at {address}")
+    where = f"Redis at {config.redis.describe()}"
+    return RedisBuckets(redis_client(config.redis), config.ratelimit, where=where)
 
 
 def create_debug_app(served: web.Application, *, multiprocess: bool = False) -> web.Application:

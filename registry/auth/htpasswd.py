@@ -56,11 +56,11 @@ class HtpasswdAccessController:
             [config.path], concurrent_checks=config.ratelimit.concurrentchecks
         )
         self.buckets = None
-        if redis is not None and redis.address and config.ratelimit.enabled:
+        if redis is not None and redis.configured and config.ratelimit.enabled:
             self.buckets = RedisBuckets(
                 redis_client(redis),
                 config.ratelimit,
-                where=f"Redis at {redis.address}",
+                where=f"Redis at {redis.describe()}",
                 prefix=REDIS_KEY_PREFIX,
             )
         self.limits = LoginLimits(config.ratelimit, self.buckets)

@@ -5,6 +5,7 @@ address. Each is an async callable that returns when the thing is healthy and ra
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from collections.abc import Awaitable, Callable
 
@@ -34,11 +35,13 @@ def storage_check(storage: Registry) -> Check:
 
 def redis_check(settings: RedisConfig) -> Check:
     """A PING on a connection of its own, so the answer is Redis's, not that of a pooled
-    connection or of the cache's back-off. The message names the address only: never the
-    password (it is also scrubbed from whatever the client library says)."""
+    connection or of the cache's back-off; once, not retried, so that it answers within
+    the check's interval. The message names the address (or the sentinels) only: never
+    the password (it is also scrubbed from whatever the client library says)."""
     from shared.redis_client import redis_client  # only when Redis is configured
 
-    address = settings.address
+    address = settings.describe()
+    once = dataclasses.replace(settings, maxretries=-1)
 
     def scrubbed(text: str) -> str:
         for secret in (settings.password, settings.sentinelpassword):
@@ -47,7 +50,7 @@ def redis_check(settings: RedisConfig) -> Check:
         return text
 
     async def check() -> None:
-        client = redis_client(settings)
+        client = redis_client(once)
         try:
             await client.ping()
         except (RedisError, OSError) as error:

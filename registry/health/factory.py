@@ -34,7 +34,7 @@ def create_checks(config: RegistryConfig, storage: Registry) -> list[PeriodicChe
                 health.storagedriver.threshold,
             )
         )
-    if config.redis.address and not health.redis.disabled:
+    if config.redis.configured and not health.redis.disabled:
         # Readiness only: the blob-descriptor cache falls back to storage while Redis is
         # down, so the API keeps serving (see docs/operations.md#health).
         created.append(

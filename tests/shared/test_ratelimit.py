@@ -7,6 +7,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -22,6 +23,7 @@ from shared.ratelimit_redis import RedisBuckets
 from shared.redis_client import redis_client
 from shared.redis_config import RedisConfig
 from tests.support.backing_services import shared_services
+from tests.support.redis_sentinel import RedisSentinelGroup
 from tests.support.tools import free_port
 
 MakeLimits = Callable[[RateLimitConfig], LoginLimits]
@@ -120,12 +122,19 @@ def test_client_keys() -> None:
     assert client_key(None) == "ip:unknown"
 
 
+@pytest.mark.parametrize("through", ["server", "sentinels"])
 async def test_redis_down_counts_in_this_process_and_says_so(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, through: str
 ) -> None:
-    """Never open: without Redis the budget holds per process, with one warning."""
+    """Never open: without Redis (or without any sentinel to name its master) the budget
+    holds per process, with one warning."""
     config = RateLimitConfig(accountfailures=2, ipfailures=100)
-    unreachable = RedisConfig(addr=f"127.0.0.1:{free_port()}", dialtimeout=timedelta(seconds=2))
+    timeout = timedelta(seconds=2)
+    if through == "server":
+        unreachable = RedisConfig(addr=f"127.0.0.1:{free_port()}", dialtimeout=timeout)
+    else:
+        sentinels = [f"127.0.0.1:{free_port()}" for _ in range(3)]
+        unreachable = RedisConfig(addrs=sentinels, mastername="m", dialtimeout=timeout)
     buckets = RedisBuckets(redis_client(unreachable), config, where="Redis at test")
     limits = LoginLimits(config, buckets)
     try:
@@ -137,3 +146,31 @@ async def test_redis_down_counts_in_this_process_and_says_so(
         await buckets.close()
     warnings = [r for r in caplog.records if "does not answer" in r.getMessage()]
     assert len(warnings) == 1 and "Redis at test" in warnings[0].getMessage()
+
+
+async def test_buckets_through_sentinels_keep_their_count_across_a_failover(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The budget of every replica, kept in the master the sentinels name: a failover
+    (the replica promoted, holding the buckets it replicated) loses none of it."""
+    group = RedisSentinelGroup(tmp_path / "sentinels")
+    group.start()
+    try:
+        config = RateLimitConfig(accountfailures=3, ipfailures=100)
+        client = redis_client(RedisConfig(**group.redis_settings()))
+        buckets = RedisBuckets(client, config, where="Redis at test")
+        try:
+            limits = LoginLimits(config, buckets)
+            for _ in range(2):
+                await limits.attempt("erin", "192.0.2.7")
+            old = group.master()
+            assert group.failover() is not old
+            await limits.attempt("erin", "192.0.2.7")
+            with pytest.raises(Throttled):
+                await limits.attempt("erin", "192.0.2.7")
+        finally:
+            await buckets.close()
+    finally:
+        group.stop()
+    # Counted in Redis throughout: never in this process's buckets instead.
+    assert not [r for r in caplog.records if "does not answer" in r.getMessage()]

@@ -1,6 +1,6 @@
 """Three tokenauth replicas behind nginx, sharing a key directory, the users file and a
-real Redis: the per-account budget of failed logins holds across them, and a refresh
-token issued by one is redeemed by the others."""
+real Redis (one server, or a master the sentinels name): the per-account budget of failed
+logins holds across them, and a refresh token issued by one is redeemed by the others."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -18,6 +19,7 @@ from tests.support.backing_services import shared_services
 from tests.support.balancer import NginxBalancer
 from tests.support.logins import guesses, parallel_logins
 from tests.support.portside_servers import ServerProcess, free_port, run_python_module
+from tests.support.redis_sentinel import RedisSentinelGroup
 
 SERVICE, ISSUER = "replicas.test", "replicas-issuer"
 PASSWORDS = {"alice": "alice-replica-pw", "bob": "bob-replica-pw"}
@@ -37,8 +39,20 @@ class Replicas:
 
 
 @pytest.fixture
-def replicas(tmp_path: Path) -> Iterator[Replicas]:
-    redis = shared_services().redis_server()
+def redis_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """The replicas' ``redis`` section: the session's server, or a Sentinel group's master
+    (Distribution 3's keys, as the registries read them)."""
+    if getattr(request, "param", "server") == "server":
+        yield {"addr": shared_services().redis_server().addr, "db": 3}
+        return
+    group = RedisSentinelGroup(tmp_path / "sentinels")
+    group.start()
+    yield {**group.redis_settings(), "db": 3}
+    group.stop()
+
+
+@pytest.fixture
+def replicas(tmp_path: Path, redis_settings: dict[str, Any]) -> Iterator[Replicas]:
     run_python_module("tokenauth", "keygen", "--dir", str(tmp_path / "keys"))
     (tmp_path / "users").write_text(
         "".join(format_htpasswd_line(u, p, cost=4) + "\n" for u, p in PASSWORDS.items())
@@ -54,7 +68,7 @@ def replicas(tmp_path: Path) -> Iterator[Replicas]:
             "acl": "acl.yml",
             # Every guess comes from nginx's address: only the account budget counts here.
             "ratelimit": {"accountfailures": BUDGET, "ipfailures": 1000},
-            "redis": {"addr": redis.addr, "db": 3},
+            "redis": redis_settings,
         }
         path = tmp_path / f"tokenauth-{index}.yml"
         path.write_text(json.dumps(config))
@@ -88,6 +102,7 @@ def audited(server: ServerProcess, account: str) -> int:
     )
 
 
+@pytest.mark.parametrize("redis_settings", ["server", "sentinels"], indirect=True)
 async def test_account_budget_holds_across_replicas(replicas: Replicas) -> None:
     answers = await parallel_logins(replicas.url, guesses("alice", GUESSES), {"service": SERVICE})
     statuses = sorted(answer.status for answer in answers)

@@ -1,8 +1,10 @@
 """The Redis blob-descriptor cache (``redis.asyncio``), shared by every instance.
 
-Never the source of truth. Any Redis error is logged (at most every few seconds) and the
-request carries on with storage; after an error the cache is bypassed for a second, so a
-Redis that is down or hung costs one timeout, not one per request. Forgetting is never
+Never the source of truth. A Redis error sends the request to storage; after an error the
+cache is bypassed for a second, so a Redis that is down or hung costs one timeout, not one
+per request. An outage is logged once, when it starts (a warning), and once when Redis
+answers again (info), however many requests it touched; ``errors`` counts each operation
+that went to storage for want of Redis (the registry's metric). Forgetting is never
 skipped: an invalidation that fails is kept, and this process reads nothing from Redis
 until the kept deletions have gone through. Entries also expire after a day, a backstop
 for an invalidation lost with its process.
@@ -16,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -30,7 +32,6 @@ log = logging.getLogger("registry.storage.cache")
 T = TypeVar("T")
 ENTRY_SECONDS = 24 * 3600
 MAX_PENDING = 100_000
-LOG_EVERY = 10.0
 INVALIDATE_BATCH = 1000  # keys per DEL when garbage collection forgets many
 
 
@@ -42,44 +43,75 @@ def _link_key(repository: str, digest: Digest) -> str:
     return f"repository::{repository}::blobs::{digest}"
 
 
+class Count(Protocol):
+    def inc(self, amount: float = 1) -> None: ...
+
+
+class _NoCount:
+    def inc(self, amount: float = 1) -> None:
+        pass
+
+
 class RedisBlobDescriptorCache(BlobDescriptorCache):
-    def __init__(self, client: Redis, *, cooldown: float = 1.0) -> None:
+    def __init__(
+        self,
+        client: Redis,
+        *,
+        cooldown: float = 1.0,
+        where: str = "",
+        errors: Count | None = None,
+    ) -> None:
         self._redis = client
         self._cooldown = cooldown
+        self._where = where or "Redis"
+        self._errors = errors or _NoCount()
         self._down_until = 0.0
-        self._logged_at = -LOG_EVERY
+        self._failing = False  # an outage is on: logged when it began, not since
         self._pending: set[str] = set()  # invalidations Redis has not heard yet
         self._reads_disabled = False
 
     def _failed(self, operation: str, error: BaseException) -> None:
-        now = time.monotonic()
-        self._down_until = now + self._cooldown
-        if now - self._logged_at >= LOG_EVERY:
-            self._logged_at = now
+        self._down_until = time.monotonic() + self._cooldown
+        self._errors.inc()
+        if not self._failing:
+            self._failing = True
             log.warning(
-                "Redis %s failed (%s); serving from storage", operation, type(error).__name__
+                "blob-descriptor cache: %s does not answer (%s failed: %s); serving from "
+                "storage until it does",
+                self._where,
+                operation,
+                type(error).__name__,
             )
+
+    def _answered(self) -> None:
+        if self._failing:
+            self._failing = False
+            log.info("blob-descriptor cache: %s answers again", self._where)
 
     async def _run(
         self, operation: str, command: Callable[[Redis], Awaitable[T]], fallback: T
     ) -> T:
         if self._reads_disabled or time.monotonic() < self._down_until:
+            self._errors.inc()
             return fallback
         try:
             if self._pending:
                 # Redis is back: first tell it what it missed.
                 await self._redis.delete(*self._pending)
                 self._pending.clear()
-            return await command(self._redis)
+            result = await command(self._redis)
         except (RedisError, OSError, TimeoutError) as error:
             self._failed(operation, error)
             return fallback
+        self._answered()
+        return result
 
     async def _invalidate(self, *keys: str) -> None:
         for start in range(0, len(keys), INVALIDATE_BATCH):  # one DEL per batch of keys
             batch = keys[start : start + INVALIDATE_BATCH]
             try:
                 await self._redis.delete(*batch)
+                self._answered()
             except (RedisError, OSError, TimeoutError) as error:
                 self._failed("DEL", error)
                 self._pending.update(keys[start:])

@@ -124,6 +124,39 @@ async def test_a_stopped_redis_is_a_miss_never_an_error(
     await cache.close()
 
 
+class Tally:
+    def __init__(self) -> None:
+        self.count = 0.0
+
+    def inc(self, amount: float = 1) -> None:
+        self.count += amount
+
+
+async def test_each_outage_is_logged_once_and_its_end_once(
+    own_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    errors = Tally()
+    cache = RedisBlobDescriptorCache(
+        fast_client(own_redis.addr), cooldown=0.0, where="Redis at test", errors=errors
+    )
+    digest = random_digest()
+    with caplog.at_level(logging.INFO, "registry.storage.cache"):
+        for _ in range(2):
+            own_redis.stop()
+            for _ in range(3):  # every request of an outage goes to storage, unlogged
+                assert await cache.get(digest) is None
+                await cache.put(BlobDescriptor(digest, 7))
+            own_redis.start()  # on the same port, empty
+            await cache.put(BlobDescriptor(digest, 7))
+            assert await cache.get(digest) == BlobDescriptor(digest, 7)
+    await cache.close()
+    messages = [record.getMessage() for record in caplog.records]
+    down = [m for m in messages if "does not answer" in m]
+    assert len(down) == 2 and all("Redis at test" in m for m in down), messages
+    assert sum("Redis at test answers again" in m for m in messages) == 2, messages
+    assert errors.count == 2 * 3 * 2  # each operation that went to storage, counted
+
+
 async def test_an_invalidation_missed_while_redis_hangs_is_replayed(
     own_redis: RedisServer,
 ) -> None:

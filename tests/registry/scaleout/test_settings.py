@@ -62,6 +62,22 @@ def test_distribution_3_redis_shape_loads(tmp_path: Path) -> None:
     assert unsupported_settings(config) == []
 
 
+def test_sentinels_and_a_master_name_load_in_distribution_3s_shape(tmp_path: Path) -> None:
+    # go-redis's failover client: with mastername, addrs are the sentinels.
+    path = tmp_path / "config.yml"
+    path.write_text(
+        "version: 0.1\n"
+        "storage:\n  inmemory: {}\n  cache: {blobdescriptor: redis}\n"
+        "redis:\n  addrs: [s1:26379, s2:26379, s3:26379]\n  mastername: registry\n"
+        "  password: p\n  sentinelpassword: sp\n  maxretries: 5\n"
+    )
+    config = load_config(path, {})
+    assert config.redis.sentinels == ["s1:26379", "s2:26379", "s3:26379"]
+    assert config.redis.address == ""  # no one server
+    assert config.redis.describe() == "master registry of sentinels s1:26379, s2:26379, s3:26379"
+    assert unsupported_settings(config) == []
+
+
 @pytest.mark.parametrize(
     ("environ", "message"),
     [
@@ -74,9 +90,19 @@ def test_distribution_3_redis_shape_loads(tmp_path: Path) -> None:
             },
             "storage.s3.chunksize: expected a number from 5242880",
         ),
-        ({"REGISTRY_STORAGE_CACHE_BLOBDESCRIPTOR": "redis"}, "redis: addr must be set"),
-        ({"REGISTRY_REDIS_ADDRS": "[a:1, b:2]"}, "redis.addrs: a Redis cluster or sentinels"),
+        ({"REGISTRY_STORAGE_CACHE_BLOBDESCRIPTOR": "redis"}, "redis: addr (or addrs) must be"),
+        ({"REGISTRY_REDIS_ADDRS": "[a:1, b:2]"}, "redis.addrs: a Redis cluster is not supported"),
         ({"REGISTRY_REDIS_ADDR": "no-port"}, "redis.addr: expected HOST:PORT"),
+        ({"REGISTRY_REDIS_MASTERNAME": "m"}, "redis.addrs: with mastername, addrs lists"),
+        (
+            {"REGISTRY_REDIS_MASTERNAME": "m", "REGISTRY_REDIS_ADDR": "a:1"},
+            "redis.addrs: with mastername, addrs lists the sentinels",
+        ),
+        (
+            {"REGISTRY_REDIS_MASTERNAME": "m", "REGISTRY_REDIS_ADDRS": "[a:1, no-port]"},
+            "redis.addrs: expected HOST:PORT",
+        ),
+        ({"REGISTRY_REDIS_MAXRETRIES": "-2"}, "redis.maxretries"),
     ],
 )
 def test_bad_scale_out_settings_stop_start_up(environ: dict[str, str], message: str) -> None:
