@@ -28,6 +28,7 @@ import re
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from json import encoder as json_encoder
 from typing import Any
 
 FORMATTERS = ("text", "json", "logstash")
@@ -71,13 +72,15 @@ class _StructuredFormatter(logging.Formatter):
     def __init__(self, static_fields: Mapping[str, Any]) -> None:
         super().__init__()
         self.static_fields = dict(static_fields)
+        # json.dumps with these options would build this encoder again for every line.
+        self._encode = json.JSONEncoder(ensure_ascii=False, default=str).encode
 
     def _line(self, record: logging.LogRecord, head: dict[str, Any]) -> str:
         line = {**head, **self.static_fields, **record_fields(record)}
         line.setdefault("logger", record.name)
         if record.exc_info:
             line["error"] = self.formatException(record.exc_info)
-        return json.dumps(line, ensure_ascii=False, default=str)
+        return self._encode(line)
 
 
 class JsonFormatter(_StructuredFormatter):
@@ -106,13 +109,22 @@ class LogstashFormatter(_StructuredFormatter):
 _PLAIN = re.compile(r"[\w\-./@^+:]+", re.ASCII)
 
 
+# What ``json.dumps(text, ensure_ascii=False)`` returns for a string, without the encoder
+# object json.dumps builds on every call that passes it a non-default option.
+_quote = json_encoder.encode_basestring
+
+
 def _text_value(value: Any) -> str:
-    if type(value) is int:
+    kind = type(value)
+    if kind is str:
+        text = value
+    elif kind is int:
         return str(value)
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        value = json.dumps(value, default=str)
-    text = str(value)
-    return text if _PLAIN.fullmatch(text) else json.dumps(text, ensure_ascii=False)
+    elif isinstance(value, bool) or not isinstance(value, str | int | float):
+        text = json.dumps(value, default=str)
+    else:
+        text = str(value)
+    return text if _PLAIN.fullmatch(text) else _quote(text)
 
 
 class TextFormatter(logging.Formatter):
