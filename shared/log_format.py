@@ -53,7 +53,7 @@ def record_fields(record: logging.LogRecord) -> dict[str, Any]:
         fields["http.request.id"] = request_id
     own = getattr(record, FIELDS_ATTRIBUTE, None)
     if isinstance(own, Mapping):
-        fields.update((key, value) for key, value in own.items() if value is not None)
+        fields.update({key: value for key, value in own.items() if value is not None})
     return fields
 
 
@@ -147,7 +147,7 @@ class TextFormatter(logging.Formatter):
         fields = {**self.static_fields, **record_fields(record)}
         if not fields:
             return line
-        pairs = " ".join(f"{key}={_text_value(value)}" for key, value in fields.items())
+        pairs = " ".join([f"{key}={_text_value(value)}" for key, value in fields.items()])
         head, newline, rest = line.partition("\n")  # a traceback stays below the fields
         return f"{head} {pairs}{newline}{rest}"
 
