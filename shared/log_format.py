@@ -114,17 +114,34 @@ _PLAIN = re.compile(r"[\w\-./@^+:]+", re.ASCII)
 _quote = json_encoder.encode_basestring
 
 
+# Texts already written, as written: most of a busy server's field values repeat line
+# after line (method, route, host, user agent, address). Bounded, as the values are the
+# clients' to vary: short texts only, and past the bound it starts over.
+_WRITTEN: dict[str, str] = {}
+_WRITTEN_KEPT = 4096
+_WRITTEN_LONGEST = 256
+
+
+def _text(text: str) -> str:
+    written = _WRITTEN.get(text)
+    if written is None:
+        written = text if _PLAIN.fullmatch(text) else _quote(text)
+        if len(text) <= _WRITTEN_LONGEST:
+            if len(_WRITTEN) >= _WRITTEN_KEPT:
+                _WRITTEN.clear()
+            _WRITTEN[text] = written
+    return written
+
+
 def _text_value(value: Any) -> str:
     kind = type(value)
     if kind is str:
-        text = value
-    elif kind is int:
+        return _text(value)
+    if kind is int:
         return str(value)
-    elif isinstance(value, bool) or not isinstance(value, str | int | float):
-        text = json.dumps(value, default=str)
-    else:
-        text = str(value)
-    return text if _PLAIN.fullmatch(text) else _quote(text)
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return _text(json.dumps(value, default=str))
+    return _text(str(value))
 
 
 class TextFormatter(logging.Formatter):

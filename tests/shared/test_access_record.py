@@ -12,6 +12,7 @@ import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from shared import log_format
 from shared.access_log import AccessLogger, AccessRecord, add_log_fields
 from shared.log_format import make_formatter
 from shared.request_context import install
@@ -92,3 +93,18 @@ def test_text_values_are_quoted_as_json_strings() -> None:
     for index, value in enumerate(values):
         quoted = value if value == "plain-token/1.0" else json.dumps(value, ensure_ascii=False)
         assert f" k{index}={quoted}" in line
+
+
+def test_values_written_before_are_remembered_within_bounds() -> None:
+    """The text format remembers how it wrote repeated values, but the memory is bounded
+    however many different values clients send, and long values are never kept."""
+    formatter = make_formatter("text", {})
+    record = logging.LogRecord("x", logging.INFO, "", 0, "m", None, None)
+    long_value = "agent " + "x" * (log_format._WRITTEN_LONGEST + 1)
+    for index in range(3 * log_format._WRITTEN_KEPT):
+        record.fields = {"ua": f"client {index}", "long": long_value}
+        line = formatter.format(record)
+        assert f' ua="client {index}" ' in line
+        assert line.endswith(f" long={json.dumps(long_value)}")
+        assert len(log_format._WRITTEN) <= log_format._WRITTEN_KEPT
+    assert long_value not in log_format._WRITTEN
