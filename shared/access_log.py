@@ -11,11 +11,18 @@ route's name), ``http.request.remoteaddr`` (the client's address, see
 ``http.response.status``, ``http.response.written`` (body bytes), ``http.response.duration``
 (Go's duration notation, as Distribution writes it) and what the service adds for the
 request with :func:`add_log_fields` (the registry: ``vars.name``, the repository).
+
+The event loop only captures the request's values (:class:`AccessRecord`); the fields are
+worked out when the line is formatted, on the log writer's thread
+(:mod:`shared.log_queue`). Building them, and a full :class:`logging.LogRecord`, on the
+loop cost about a tenth of a cached manifest GET (docs/performance.md#logging).
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -23,11 +30,11 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 
 from shared.client_address import client_address
-from shared.log_format import FIELDS_ATTRIBUTE
 from shared.request_context import REQUEST_ID
 
 LOG_FIELDS = web.RequestKey("log_fields", dict[str, Any])
 MAX_FIELD = 1024  # a path or user agent is the client's to make as long as the server allows
+MESSAGE = "response completed"
 
 
 def add_log_fields(request: web.Request, fields: dict[str, Any]) -> None:
@@ -48,22 +55,116 @@ def _clip(value: str) -> str:
     return value if len(value) <= MAX_FIELD else value[:MAX_FIELD] + "…"
 
 
-def _route(request: BaseRequest) -> str:
+def _route(request: BaseRequest, request_id: str | None) -> str:
     # Only a request that reached the app (it has an id then) was matched to a route.
-    if isinstance(request, web.Request) and REQUEST_ID in request:
+    if request_id is not None and isinstance(request, web.Request):
         resource = request.match_info.route.resource
         if resource is not None:
             return resource.canonical
     return ""
 
 
-def body_bytes(request: BaseRequest, response: web.StreamResponse) -> int:
-    """The body bytes sent: aiohttp counts the status line and headers in ``body_length``,
-    so their size (as aiohttp serializes them: ``name: value\\r\\n`` each) is taken off."""
-    head = len(response.reason) + 17  # "HTTP/1.1 200 " + reason + CRLF, and the final CRLF
-    for name, value in response.headers.items():
+def body_bytes(reason: str, headers: Mapping[str, str], body_length: int) -> int:
+    """The body bytes of a response sent: aiohttp counts the status line and headers in
+    ``body_length``, so their size (as aiohttp serializes them: ``name: value\\r\\n`` each)
+    is taken off."""
+    head = len(reason) + 17  # "HTTP/1.1 200 " + reason + CRLF, and the final CRLF
+    for name, value in headers.items():
         head += len(name) + 4 + (len(value) if value.isascii() else len(value.encode()))
-    return max(0, response.body_length - head)
+    return max(0, body_length - head)
+
+
+# What a LogRecord holds that an access line never varies: set on each record at once.
+_CONSTANT_ATTRIBUTES: dict[str, Any] = {
+    "msg": MESSAGE,
+    "args": None,
+    "levelname": "INFO",
+    "levelno": logging.INFO,
+    "pathname": "",
+    "filename": "",
+    "module": "",
+    "exc_info": None,
+    "exc_text": None,
+    "stack_info": None,
+    "lineno": 0,
+    "funcName": None,
+    "thread": None,
+    "threadName": None,
+    "processName": None,
+    "process": None,
+    "taskName": None,
+}
+
+
+class AccessRecord(logging.LogRecord):
+    """One access line as a log record whose fields are worked out when first read.
+
+    A record is made on the event loop for every request: it captures the values that
+    belong to the moment (the request's id, address and headers, the response's status,
+    size and headers, the duration), and its ``fields`` attribute (the structured fields
+    :mod:`shared.log_format` writes) turns them into the line's fields on whichever thread
+    formats the record, usually the log writer's. Every standard record attribute is
+    there, so any handler or formatter reads it as it would any record.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        request: BaseRequest,
+        response: web.StreamResponse,
+        duration: float,
+        request_id: str | None,
+        extra: dict[str, Any] | None,
+    ) -> None:
+        # LogRecord.__init__ is not called: it looks up what an access line has no use for.
+        self.__dict__.update(_CONSTANT_ATTRIBUTES)
+        self.name = name
+        created = time.time()
+        self.created = created
+        self.msecs = int((created - int(created)) * 1000) + 0.0
+        self.relativeCreated = (created - logging._startTime) * 1000  # type: ignore[attr-defined]
+        # The request's headers are a read-only view, the response's no longer change:
+        # both are read later. The address may not outlive the connection: read now.
+        self._captured = (
+            request_id,
+            request.method,
+            request.rel_url.raw_path,
+            _route(request, request_id),
+            client_address(request) or "",
+            request.headers,
+            response.status,
+            response.reason,
+            response.headers,
+            response.body_length,
+            duration,
+            extra,
+        )
+        self._fields: dict[str, Any] | None = None
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        """The line's structured fields, made at the first read (the attribute is
+        :data:`shared.log_format.FIELDS_ATTRIBUTE`, which formatters read)."""
+        if self._fields is None:
+            (request_id, method, path, route, address, headers, status, reason,
+             response_headers, body_length, duration, extra) = self._captured  # fmt: skip
+            fields: dict[str, Any] = {
+                # None for a request the parser refused: it never reached the app.
+                "http.request.id": request_id,
+                "http.request.method": method,
+                "http.request.uri": _clip(path),
+                "http.request.route": route,
+                "http.request.remoteaddr": address,
+                "http.request.host": _clip(headers.get("Host", "")),
+                "http.request.useragent": _clip(headers.get("User-Agent", "")),
+                "http.response.status": status,
+                "http.response.written": body_bytes(reason, response_headers, body_length),
+                "http.response.duration": go_duration(duration),
+            }
+            if extra:
+                fields.update(extra)
+            self._fields = fields
+        return self._fields
 
 
 class AccessLogger(AbstractAccessLogger):
@@ -73,26 +174,9 @@ class AccessLogger(AbstractAccessLogger):
         if not self.logger.isEnabledFor(logging.INFO):
             return
         try:
-            fields: dict[str, Any] = {
-                # None for a request the parser refused: it never reached the app.
-                "http.request.id": request.get(REQUEST_ID),
-                "http.request.method": request.method,
-                "http.request.uri": _clip(request.rel_url.raw_path),
-                "http.request.route": _route(request),
-                "http.request.remoteaddr": client_address(request) or "",
-                "http.request.host": _clip(request.headers.get("Host", "")),
-                "http.request.useragent": _clip(request.headers.get("User-Agent", "")),
-                "http.response.status": response.status,
-                "http.response.written": body_bytes(request, response),
-                "http.response.duration": go_duration(time),
-            }
-            fields.update(request.get(LOG_FIELDS, {}))
-            # The record made directly: Logger.info's argument handling is work the loop
-            # does once per request for nothing (no caller, no arguments, no extra keys).
-            record = logging.LogRecord(
-                self.logger.name, logging.INFO, "", 0, "response completed", None, None
-            )
-            setattr(record, FIELDS_ATTRIBUTE, fields)
+            request_id = request.get(REQUEST_ID)
+            extra = request.get(LOG_FIELDS) if request_id is not None else None
+            record = AccessRecord(self.logger.name, request, response, time, request_id, extra)
             self.logger.handle(record)
         except Exception:  # as aiohttp's own access logger: a line is never worth a request
             self.logger.exception("could not write an access log line")

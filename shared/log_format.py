@@ -28,6 +28,7 @@ import re
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from json import encoder as json_encoder
 from typing import Any
 
 FORMATTERS = ("text", "json", "logstash")
@@ -52,7 +53,7 @@ def record_fields(record: logging.LogRecord) -> dict[str, Any]:
         fields["http.request.id"] = request_id
     own = getattr(record, FIELDS_ATTRIBUTE, None)
     if isinstance(own, Mapping):
-        fields.update((key, value) for key, value in own.items() if value is not None)
+        fields.update({key: value for key, value in own.items() if value is not None})
     return fields
 
 
@@ -71,13 +72,15 @@ class _StructuredFormatter(logging.Formatter):
     def __init__(self, static_fields: Mapping[str, Any]) -> None:
         super().__init__()
         self.static_fields = dict(static_fields)
+        # json.dumps with these options would build this encoder again for every line.
+        self._encode = json.JSONEncoder(ensure_ascii=False, default=str).encode
 
     def _line(self, record: logging.LogRecord, head: dict[str, Any]) -> str:
         line = {**head, **self.static_fields, **record_fields(record)}
         line.setdefault("logger", record.name)
         if record.exc_info:
             line["error"] = self.formatException(record.exc_info)
-        return json.dumps(line, ensure_ascii=False, default=str)
+        return self._encode(line)
 
 
 class JsonFormatter(_StructuredFormatter):
@@ -106,13 +109,39 @@ class LogstashFormatter(_StructuredFormatter):
 _PLAIN = re.compile(r"[\w\-./@^+:]+", re.ASCII)
 
 
+# What ``json.dumps(text, ensure_ascii=False)`` returns for a string, without the encoder
+# object json.dumps builds on every call that passes it a non-default option.
+_quote = json_encoder.encode_basestring
+
+
+# Texts already written, as written: most of a busy server's field values repeat line
+# after line (method, route, host, user agent, address). Bounded, as the values are the
+# clients' to vary: short texts only, and past the bound it starts over.
+_WRITTEN: dict[str, str] = {}
+_WRITTEN_KEPT = 4096
+_WRITTEN_LONGEST = 256
+
+
+def _text(text: str) -> str:
+    written = _WRITTEN.get(text)
+    if written is None:
+        written = text if _PLAIN.fullmatch(text) else _quote(text)
+        if len(text) <= _WRITTEN_LONGEST:
+            if len(_WRITTEN) >= _WRITTEN_KEPT:
+                _WRITTEN.clear()
+            _WRITTEN[text] = written
+    return written
+
+
 def _text_value(value: Any) -> str:
-    if type(value) is int:
+    kind = type(value)
+    if kind is str:
+        return _text(value)
+    if kind is int:
         return str(value)
     if isinstance(value, bool) or not isinstance(value, str | int | float):
-        value = json.dumps(value, default=str)
-    text = str(value)
-    return text if _PLAIN.fullmatch(text) else json.dumps(text, ensure_ascii=False)
+        return _text(json.dumps(value, default=str))
+    return _text(str(value))
 
 
 class TextFormatter(logging.Formatter):
@@ -135,7 +164,7 @@ class TextFormatter(logging.Formatter):
         fields = {**self.static_fields, **record_fields(record)}
         if not fields:
             return line
-        pairs = " ".join(f"{key}={_text_value(value)}" for key, value in fields.items())
+        pairs = " ".join([f"{key}={_text_value(value)}" for key, value in fields.items()])
         head, newline, rest = line.partition("\n")  # a traceback stays below the fields
         return f"{head} {pairs}{newline}{rest}"
 

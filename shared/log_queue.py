@@ -97,6 +97,7 @@ class BoundedQueueHandler(QueueHandler):
         self.records = records  # typed: the base class knows only put_nowait
         self.capacity = capacity
         self.dropped = 0
+        self._drops = threading.Lock()  # the count, against other threads that log
         self.addFilter(RequestIdFilter())  # run here, on the thread that logged
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
@@ -107,13 +108,23 @@ class BoundedQueueHandler(QueueHandler):
         record.args = None
         return record
 
+    def handle(self, record: logging.LogRecord) -> bool:
+        # Handler.handle holds the handler's lock around emit; the queue is thread-safe,
+        # so the lock is taken only in enqueue's rare path (a full queue, drops to report).
+        if not self.filter(record):
+            return False
+        self.emit(record)
+        return True
+
     def enqueue(self, record: logging.LogRecord) -> None:
-        if self.records.qsize() >= self.capacity:
-            self.dropped += 1
-            return
-        if self.dropped:
-            self.records.put_nowait(self._dropped_record())
-            self.dropped = 0
+        if self.dropped or self.records.qsize() >= self.capacity:
+            with self._drops:  # the writer has fallen behind: rare
+                if self.records.qsize() >= self.capacity:
+                    self.dropped += 1
+                    return
+                if self.dropped:
+                    self.records.put_nowait(self._dropped_record())
+                    self.dropped = 0
         self.records.put_nowait(record)
 
     def _dropped_record(self) -> logging.LogRecord:

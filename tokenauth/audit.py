@@ -23,6 +23,8 @@ from shared.scope import Scope
 
 audit_log = logging.getLogger("tokenauth.audit")
 _MAX_FIELD = 128
+# json.dumps(line, ensure_ascii=False) would build this encoder again for every token.
+_encode = json.JSONEncoder(ensure_ascii=False).encode
 
 
 def _clip(value: str | None) -> str | None:
@@ -71,7 +73,7 @@ class AuditRecord:
         request_id = current_request_id.get()
         if request_id:
             line["request_id"] = request_id  # the X-Request-Id the registry's lines carry too
-        audit_log.info("%s", json.dumps(line, ensure_ascii=False))
+        audit_log.info("%s", _encode(line))
 
 
 _current: ContextVar[AuditRecord | None] = ContextVar("tokenauth_audit", default=None)

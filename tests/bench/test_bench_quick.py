@@ -48,6 +48,7 @@ EXPECTED = {
 WITH_LOAD_GENERATORS = {
     "manifest_get": EVERY_SERVER,
     "blob_head": EVERY_SERVER,
+    "tags_list": EVERY_SERVER,
     "token_issuance": {"portside"},
     "token_issuance_workers2": {"portside"},
     "gc_online_get": {"portside"},

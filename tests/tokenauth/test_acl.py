@@ -130,6 +130,43 @@ def test_service_type_and_ip() -> None:
     assert grant(acl, "u", "registry:catalog:*") == ("*",)
 
 
+def test_decisions_are_remembered_per_input_and_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A repeated question is answered without matching rules again; any input that
+    differs (account, service, address, scope, groups) is decided afresh; and however many
+    different questions clients ask, the memory holds at most DECISIONS_KEPT."""
+    acl = acl_of(
+        [
+            {"match": {"group": "ops"}, "actions": ["*"]},
+            {"match": {"ip": "10.0.0.0/8", "name": "${account}/*"}, "actions": ["pull"]},
+        ]
+    )
+    matched: list[int] = []
+    for rule in acl.rules:
+        original = rule.matches_any_group
+
+        def counting(*args: Any, _original: Any = original, _number: int = rule.number) -> bool:
+            matched.append(_number)
+            return bool(_original(*args))
+
+        object.__setattr__(rule, "matches_any_group", counting)  # frozen dataclass
+    scope = parse_scope("repository:alice/app:pull,push")
+    inside = ipaddress.ip_address("10.1.2.3")
+    assert acl.decide("alice", "s", inside, scope).granted.actions == ("pull",)
+    asked = len(matched)
+    assert acl.decide("alice", "s", inside, scope).granted.actions == ("pull",)
+    assert len(matched) == asked  # remembered
+    outside = ipaddress.ip_address("192.168.0.1")
+    assert acl.decide("alice", "s", outside, scope).granted.actions == ()
+    assert acl.decide("bob", "s", inside, scope).granted.actions == ()
+    assert acl.decide("alice", "s", inside, scope, ["ops"]).granted.actions == ("pull", "push")
+    other = parse_scope("repository:alice/app:delete")
+    assert acl.decide("alice", "s", inside, other).granted.actions == ()
+    monkeypatch.setattr("tokenauth.acl.DECISIONS_KEPT", 10)
+    for index in range(100):
+        acl.decide(f"user{index}", "s", inside, scope)
+    assert len(acl._decisions) <= 10
+
+
 @pytest.mark.parametrize(
     ("rules", "message"),
     [

@@ -164,3 +164,32 @@ async def test_removing_leftovers_keeps_every_written_file(driver: StorageDriver
     for path in ("/a/link", "/a/.hidden", "/b/c/data"):
         assert await driver.get_content(path) == b"kept"
     assert sorted(await driver.list_dir("/a")) == [".hidden", "link"]
+
+
+@pytest.mark.parametrize("size", [0, 1, 64 * 1024, 64 * 1024 + 1, 1024 * 1024])
+async def test_get_content_returns_whole_files_of_any_size(
+    driver: StorageDriver, size: int
+) -> None:
+    # Either side of the filesystem driver's inline-read limit (64 KiB).
+    content = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    await driver.put_content("/sized", content)
+    assert await driver.get_content("/sized") == content
+
+
+async def test_filesystem_reads_leave_no_descriptor_open(tmp_path: Path) -> None:
+    """Small files are read inline with bare descriptors: none stays open, whatever the
+    read meets (a file, a directory, a missing path, a file past the inline limit)."""
+    driver = FilesystemDriver(tmp_path / "root", max_threads=2)
+    try:
+        await driver.put_content("/dir/small", b"link")
+        await driver.put_content("/large", b"l" * (64 * 1024 + 1))
+        open_before = len(list(Path("/proc/self/fd").iterdir()))
+        for _ in range(50):
+            assert await driver.get_content("/dir/small") == b"link"
+            assert len(await driver.get_content("/large")) == 64 * 1024 + 1
+            for missing in ("/dir", "/nope", "/dir/small/below"):
+                with pytest.raises(PathNotFound):
+                    await driver.get_content(missing)
+        assert len(list(Path("/proc/self/fd").iterdir())) == open_before
+    finally:
+        await driver.close()
