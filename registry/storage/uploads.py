@@ -95,8 +95,11 @@ class Uploads:
         upload_id = str(uuid.uuid4())
         now = time.time()
         async with self._removed_when_storage_is_full(upload_id):
+            # Not flushed: a 202 acknowledges nothing stored (nor is a PATCH's data
+            # flushed). Lost in a power loss, the upload is unknown and the client starts
+            # again; the purge judges an upload without its start time by its data's age.
             await self.driver.put_content(
-                paths.upload_started_at(self.name, upload_id), repr(now).encode()
+                paths.upload_started_at(self.name, upload_id), repr(now).encode(), durable=False
             )
             writer = await self.driver.writer(paths.upload_data(self.name, upload_id))
             await writer.close()

@@ -86,8 +86,11 @@ class StorageDriver(abc.ABC):
     async def get_content(self, path: str) -> bytes: ...
 
     @abc.abstractmethod
-    async def put_content(self, path: str, content: bytes) -> None:
-        """Replace the file atomically: readers see the old or the new content."""
+    async def put_content(self, path: str, content: bytes, *, durable: bool = True) -> None:
+        """Replace the file atomically: readers see the old or the new content.
+
+        ``durable=False``: for a file no answer acknowledges as stored (an upload's start
+        time), which need not survive a power loss; backends that flush skip it."""
 
     @abc.abstractmethod
     def reader(self, path: str, offset: int = 0) -> AsyncIterator[bytes]:

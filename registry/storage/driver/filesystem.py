@@ -36,7 +36,12 @@ from registry.storage.driver.base import (
     StorageUnavailable,
     StorageUnwritable,
 )
-from registry.storage.driver.durability import make_dirs, start_writeback, sync_dir, sync_file
+from registry.storage.driver.durability import (
+    make_dirs,
+    start_writeback,
+    sync_dirs,
+    sync_file,
+)
 
 T = TypeVar("T")
 READ_CHUNK = 1024 * 1024
@@ -89,25 +94,26 @@ class FilesystemDriver(StorageDriver):
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise PathNotFound(path) from None
 
-    async def put_content(self, path: str, content: bytes) -> None:
+    async def put_content(self, path: str, content: bytes, *, durable: bool = True) -> None:
         full = self._full(path)
+        flush = self.fsync and durable
 
         def write() -> None:
-            make_dirs(full.parent, self.fsync)
+            created = make_dirs(full.parent)
             fd, temporary = temporaries.create_locked(full)
             try:
                 view = memoryview(content)
                 while view:
                     view = view[os.write(fd, view) :]
-                if self.fsync:
+                if flush:
                     os.fdatasync(fd)
                 os.replace(temporary, full)
             except BaseException:
                 temporaries.discard(fd, temporary)
                 raise
             os.close(fd)  # only now: the lock tells sweepers the temporary is alive
-            if self.fsync:
-                sync_dir(full.parent)
+            if flush:
+                sync_dirs([full.parent, *created])
 
         with _no_space_is_storage_full(path):
             await self._run(lambda: _despite_concurrent_deletes(write))
@@ -166,7 +172,7 @@ class FilesystemDriver(StorageDriver):
                     sync_file(src)
                 except FileNotFoundError:
                     raise PathNotFound(source) from None
-            make_dirs(dst.parent, self.fsync)
+            created = make_dirs(dst.parent)
             try:
                 os.replace(src, dst)
             except FileNotFoundError:
@@ -174,7 +180,7 @@ class FilesystemDriver(StorageDriver):
                     raise PathNotFound(source) from None
                 raise  # the destination's directory vanished: tried again
             if self.fsync:
-                sync_dir(dst.parent)
+                sync_dirs([dst.parent, *created])
 
         with _no_space_is_storage_full(destination):
             await self._run(lambda: _despite_concurrent_deletes(move))

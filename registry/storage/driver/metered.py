@@ -67,9 +67,9 @@ class MeteredDriver(StorageDriver):
         with self._timer("get_content"):
             return await self.inner.get_content(path)
 
-    async def put_content(self, path: str, content: bytes) -> None:
+    async def put_content(self, path: str, content: bytes, *, durable: bool = True) -> None:
         with self._timer("put_content"):
-            await self.inner.put_content(path, content)
+            await self.inner.put_content(path, content, durable=durable)
 
     async def reader(self, path: str, offset: int = 0) -> AsyncIterator[bytes]:
         chunks = self.inner.reader(path, offset)
