@@ -74,6 +74,13 @@ class FileWriter(abc.ABC):
     @abc.abstractmethod
     async def write(self, data: bytes) -> None: ...
 
+    async def write_pieces(self, pieces: Sequence[bytes]) -> None:
+        """Write ``pieces`` one after the other, as received: backends that can write
+        them in one call without joining them first (the filesystem's ``writev``)
+        override it."""
+        for piece in pieces:
+            await self.write(piece)
+
     @abc.abstractmethod
     async def close(self) -> None:
         """Flush and release the file; the content stays for a later append."""

@@ -47,6 +47,10 @@ class MeteredWriter(FileWriter):
         with _Timer(self._observe, self._driver, "write"):
             await self._inner.write(data)
 
+    async def write_pieces(self, pieces: Sequence[bytes]) -> None:
+        with _Timer(self._observe, self._driver, "write"):
+            await self._inner.write_pieces(pieces)
+
     async def close(self) -> None:
         with _Timer(self._observe, self._driver, "close"):
             await self._inner.close()
