@@ -79,6 +79,7 @@ def test_many_upstreams_from_the_environment() -> None:
         ({"REGISTRY_PROXY_REMOTEURL": "https://user:secret@a.example"}, "remoteurl"),
         ({"REGISTRY_PROXY_UPSTREAMS": '[{prefix: "Bad!", remoteurl: "https://a"}]'}, "prefix"),
         ({"REGISTRY_PROXY_TTL": "-1h"}, "ttl"),
+        ({"REGISTRY_PROXY_MAXDOWNLOADS": "0"}, "maxdownloads"),
     ],
 )
 def test_bad_proxy_settings_name_the_key_never_the_value(environ: dict[str, str], key: str) -> None:
