@@ -95,4 +95,5 @@ class FilesystemWriter(FileWriter):
         # nothing a cancelled request could leave behind.
         if self._fd >= 0:
             fd, self._fd = self._fd, -1
-            os.close(fd)
+            with no_space_is_storage_full(self._path):  # network file systems report late
+                os.close(fd)
