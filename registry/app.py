@@ -147,7 +147,7 @@ async def _cache_context(app: web.Application) -> AsyncIterator[None]:
 async def _mirrors_context(app: web.Application) -> AsyncIterator[None]:
     """The pull-through cache's upstream clients (``proxy``), closed with the app."""
     config = app[CONFIG]
-    mirrors = Mirrors(config.proxy.all_upstreams())
+    mirrors = Mirrors(config.proxy.all_upstreams(), config.proxy.maxdownloads)
     app[MIRRORS] = mirrors
     metrics = app.get(METRICS)
     if metrics is not None:

@@ -38,6 +38,17 @@ def _not_negative(value: datetime.timedelta) -> datetime.timedelta:
     return value
 
 
+def _positive(value: int) -> int:
+    if value < 1:
+        raise ValueError("must be at least 1")
+    return value
+
+
+# Blob downloads from upstreams at once, per registry process: each holds a few MiB of
+# buffers (the upstream's read buffer, a batch being written, each client's share).
+DEFAULT_MAX_DOWNLOADS = 16
+
+
 def _prefix(value: str) -> str:
     value = value.strip("/")
     if value and not is_valid_name(value):
@@ -95,6 +106,9 @@ class ProxyConfig:
         default=datetime.timedelta(seconds=30), metadata=meta(check=_not_negative)
     )
     upstreams: list[UpstreamConfig] = field(default_factory=list)
+    # Distinct blobs downloaded from the upstreams at once (per process, all upstreams
+    # together); more wait their turn. Bounds the memory and connections cold pulls take.
+    maxdownloads: int = field(default=DEFAULT_MAX_DOWNLOADS, metadata=meta(check=_positive))
 
     def __post_init__(self) -> None:
         if self.remoteurl and self.upstreams:

@@ -30,7 +30,7 @@ _REDIS_KEYS_USED = (
 )
 _PROXY_KEYS_USED = (
     *("remoteurl", "username", "password", "ttl", "servestale", "library", "timeout"),
-    "upstreams",
+    *("upstreams", "maxdownloads"),
 )
 
 # Key paths portside acts on; a changed key that is not one of these, under one, or an

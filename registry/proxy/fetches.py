@@ -178,9 +178,12 @@ class BlobFetch:
 
 
 class BlobFetches:
-    """The downloads in progress in this process, by digest (single-flight)."""
+    """The downloads in progress in this process, by digest (single-flight), at most as
+    many at once as ``downloads`` allows (shared by every upstream): a download waits
+    for its turn before it asks the upstream, and its clients wait with it."""
 
-    def __init__(self) -> None:
+    def __init__(self, downloads: asyncio.Semaphore) -> None:
+        self._downloads = downloads
         self._fetches: dict[Digest, BlobFetch] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -203,20 +206,24 @@ class BlobFetches:
         uploads = repository.uploads
         upload_id: str | None = None
         try:
-            async with opener() as (size, chunks):
-                fetch.size.set_result(size)
-                upload_id = (await uploads.start()).upload_id
-                fetch._upload, fetch._store = (uploads, upload_id), repository.blobs.store
-                # Finished here, right after: hashed with the digest's algorithm, no state
-                # stored for another instance.
-                await uploads.append(
-                    upload_id,
-                    fetch._broadcast(chunks),
-                    length=size,
-                    algorithm=fetch.digest.algorithm,
-                    handed_on=False,
-                )
-            descriptor = await uploads.finish(upload_id, fetch.digest)
+            # The turn is held until the blob is committed: the bytes are buffered and
+            # written until then. Waiting for it fails the fetch like any error if the
+            # registry stops meanwhile.
+            async with self._downloads:
+                async with opener() as (size, chunks):
+                    fetch.size.set_result(size)
+                    upload_id = (await uploads.start()).upload_id
+                    fetch._upload, fetch._store = (uploads, upload_id), repository.blobs.store
+                    # Finished here, right after: hashed with the digest's algorithm, no
+                    # state stored for another instance.
+                    await uploads.append(
+                        upload_id,
+                        fetch._broadcast(chunks),
+                        length=size,
+                        algorithm=fetch.digest.algorithm,
+                        handed_on=False,
+                    )
+                descriptor = await uploads.finish(upload_id, fetch.digest)
             for other in fetch._also.values():
                 if other.name != repository.name:
                     await other.blobs.link(fetch.digest)

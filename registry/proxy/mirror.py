@@ -54,7 +54,7 @@ class LiveBlob:
 class Mirror:
     """One upstream and the local names under its prefix."""
 
-    def __init__(self, settings: UpstreamConfig) -> None:
+    def __init__(self, settings: UpstreamConfig, downloads: asyncio.Semaphore) -> None:
         self.settings = settings
         self.prefix = settings.prefix
         self.client = UpstreamClient(
@@ -63,7 +63,7 @@ class Mirror:
             settings.password,
             settings.timeout.total_seconds(),
         )
-        self.fetches = BlobFetches()
+        self.fetches = BlobFetches(downloads)
         self._manifests: dict[tuple[str, str], asyncio.Future[StoredManifest]] = {}
         self.stale_served = 0  # answers given from the cache while the upstream was down
         self.on_stale: Callable[[], None] = _nothing  # the metrics' counter, when served
@@ -256,8 +256,12 @@ def _nothing() -> None:
 class Mirrors:
     """Every configured upstream, chosen by the longest prefix of a local name."""
 
-    def __init__(self, upstreams: list[UpstreamConfig]) -> None:
-        self.mirrors = sorted((Mirror(u) for u in upstreams), key=lambda m: -len(m.prefix))
+    def __init__(self, upstreams: list[UpstreamConfig], max_downloads: int) -> None:
+        # One bound for every upstream: it is this process's memory and sockets it keeps.
+        downloads = asyncio.Semaphore(max_downloads)
+        self.mirrors = sorted(
+            (Mirror(u, downloads) for u in upstreams), key=lambda m: -len(m.prefix)
+        )
 
     def for_name(self, name: str) -> Mirror | None:
         return next((m for m in self.mirrors if m.covers(name)), None)

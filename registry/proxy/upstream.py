@@ -33,6 +33,11 @@ MANIFEST_ACCEPT = ", ".join(
     )
 )
 USER_AGENT = "portside-mirror"
+# How much of a blob's body may wait unread per download before reading pauses (aiohttp
+# pauses at twice this). With aiohttp's 64 KiB a download paused and resumed its socket
+# for every 128 KiB received (two epoll calls and a loop turn each time), and handed
+# over small chunks: a cold pull cost the mirror about 20% more CPU per MB.
+READ_BUFFER = 1024 * 1024
 TAGS_PAGE = 1000
 MAX_TAG_PAGES = 100
 MAX_TAGS_BODY = 4 * 1024 * 1024
@@ -71,6 +76,7 @@ class UpstreamClient:
             ),
             headers={"User-Agent": USER_AGENT},
             auto_decompress=False,
+            read_bufsize=READ_BUFFER,
         )
         self._auth = UpstreamAuth(
             self._session, username, password, https_only=remote_url.startswith("https://")

@@ -28,6 +28,9 @@ from registry.storage.locks import KeyedLocks
 
 # Hash and write in pieces of about this size, in a thread, while the next piece arrives.
 PIECE_SIZE = 1024 * 1024
+# ... or of this many chunks, whichever comes first: a body trickling in tiny chunks
+# holds no more than this many objects per upload (and one ``writev`` takes them all).
+PIECE_CHUNKS = 1024
 DEFAULT_ALGORITHM = "sha256"
 
 
@@ -99,8 +102,11 @@ class Uploads:
         upload_id = str(uuid.uuid4())
         now = time.time()
         async with self._removed_when_storage_is_full(upload_id):
+            # Not flushed: a 202 acknowledges nothing stored (nor is a PATCH's data
+            # flushed). Lost in a power loss, the upload is unknown and the client starts
+            # again; the purge judges an upload without its start time by its data's age.
             await self.driver.put_content(
-                paths.upload_started_at(self.name, upload_id), repr(now).encode()
+                paths.upload_started_at(self.name, upload_id), repr(now).encode(), durable=False
             )
             writer = await self.driver.writer(paths.upload_data(self.name, upload_id))
             await writer.close()
@@ -260,20 +266,22 @@ class Uploads:
 
 
 async def _pipe(body: AsyncIterator[bytes], writer: FileWriter, hasher: Hasher | None) -> int:
-    """Copy ``body`` to ``writer`` in pieces, hashing and writing one piece in threads
-    while the next one is received, so receiving, hashing and writing overlap."""
+    """Copy ``body`` to ``writer`` in batches of about PIECE_SIZE, hashing and writing one
+    batch in threads while the next one is received, so receiving, hashing and writing
+    overlap. A batch is the chunks as they arrived, never joined: the writer takes them
+    as they are (``writev``) and the hash is fed each in turn, so no byte is copied."""
     loop = asyncio.get_running_loop()
     pending: asyncio.Future[Any] | None = None
     written = 0
     try:
-        async for piece in _pieces(body):
+        async for batch, size in _batches(body):
             if pending is not None:
                 await pending
-            jobs: list[asyncio.Future[Any]] = [asyncio.ensure_future(writer.write(piece))]
+            jobs: list[asyncio.Future[Any]] = [asyncio.ensure_future(writer.write_pieces(batch))]
             if hasher is not None:
-                jobs.append(loop.run_in_executor(None, hasher.update, piece))
+                jobs.append(loop.run_in_executor(None, _update, hasher, batch))
             pending = asyncio.gather(*jobs)
-            written += len(piece)
+            written += size
     finally:
         # Never leave a write running behind the caller's back, even on failure.
         if pending is not None:
@@ -281,14 +289,21 @@ async def _pipe(body: AsyncIterator[bytes], writer: FileWriter, hasher: Hasher |
     return written
 
 
-async def _pieces(body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    buffered: list[bytes] = []
+def _update(hasher: Hasher, batch: list[bytes]) -> None:
+    for chunk in batch:
+        hasher.update(chunk)
+
+
+async def _batches(body: AsyncIterator[bytes]) -> AsyncIterator[tuple[list[bytes], int]]:
+    """The body's chunks in lists of about PIECE_SIZE bytes (or PIECE_CHUNKS chunks),
+    and each list's size."""
+    batch: list[bytes] = []
     size = 0
     async for chunk in body:
-        buffered.append(chunk)
+        batch.append(chunk)
         size += len(chunk)
-        if size >= PIECE_SIZE:
-            yield b"".join(buffered)
-            buffered, size = [], 0
-    if buffered:
-        yield b"".join(buffered)
+        if size >= PIECE_SIZE or len(batch) >= PIECE_CHUNKS:
+            yield batch, size
+            batch, size = [], 0
+    if batch:
+        yield batch, size

@@ -27,6 +27,7 @@ EXPECTED = {
     "pull_unverified_4MiB": EVERY_SERVER,
     "peak_rss_4MiB": EVERY_SERVER,
     "concurrent_image_pushes": EVERY_SERVER,
+    "image_pushes_32x8": EVERY_SERVER,
     "catalog_first_40r_80t": EVERY_SERVER,
     "catalog_last_40r_80t": EVERY_SERVER,
     "tags_first_40r_80t": EVERY_SERVER,

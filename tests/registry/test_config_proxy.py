@@ -37,9 +37,12 @@ def test_the_registry_proxy_variables() -> None:
             "REGISTRY_PROXY_REMOTEURL": "http://upstream:5000/",
             "REGISTRY_PROXY_USERNAME": "u",
             "REGISTRY_PROXY_PASSWORD": "p",
+            "REGISTRY_PROXY_MAXDOWNLOADS": "4",
         },
     )
     assert config.proxy.enabled
+    assert config.proxy.maxdownloads == 4
+    assert unsupported_settings(config) == []
     assert config.proxy.remoteurl == "http://upstream:5000"  # no trailing slash
     assert config.proxy.ttl == datetime.timedelta(hours=168)  # Distribution's default
 
@@ -79,6 +82,7 @@ def test_many_upstreams_from_the_environment() -> None:
         ({"REGISTRY_PROXY_REMOTEURL": "https://user:secret@a.example"}, "remoteurl"),
         ({"REGISTRY_PROXY_UPSTREAMS": '[{prefix: "Bad!", remoteurl: "https://a"}]'}, "prefix"),
         ({"REGISTRY_PROXY_TTL": "-1h"}, "ttl"),
+        ({"REGISTRY_PROXY_MAXDOWNLOADS": "0"}, "maxdownloads"),
     ],
 )
 def test_bad_proxy_settings_name_the_key_never_the_value(environ: dict[str, str], key: str) -> None:

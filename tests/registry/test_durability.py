@@ -182,3 +182,43 @@ async def test_fsync_false_flushes_nothing(throwaway: Traced) -> None:
         and (c.fd_path or "").startswith(root)
     ]
     assert flushes == []
+
+
+def _flushes(calls: Sequence[Call]) -> list[tuple[int, Call]]:
+    return [(i, c) for i, c in enumerate(calls) if c.name in ("fsync", "fdatasync")]
+
+
+async def test_an_upload_start_is_not_flushed(durable: Traced) -> None:
+    """A POST's 202 acknowledges nothing stored (a PATCH's data is not flushed either):
+    its ``startedat`` and the upload's directories cost no flush; the only flush in the
+    upload area is of the data the final PUT commits."""
+    await _push(durable.registry.url)
+    calls = durable.stop()
+    in_uploads = [c for _, c in _flushes(calls) if "/_uploads" in (c.fd_path or "")]
+    assert in_uploads, "the committed data is flushed from the upload area"
+    assert [c for c in in_uploads if not (c.fd_path or "").endswith("/data")] == []
+
+
+async def test_new_directories_are_flushed_after_the_file_they_hold(durable: Traced) -> None:
+    """The parent of a directory made for a new file is flushed after that file is
+    renamed into place, not before its data: on journalling file systems the data's
+    flush then commits the ``mkdir`` too, and the parent's flush waits for no commit of
+    its own (one journal commit fewer per new directory)."""
+    layer, _ = await _push(durable.registry.url)
+    calls = durable.stop()
+    layer_ack = _created_responses(calls)[0]
+    v2 = durable.root / "docker/registry/v2"
+    layer_hex = layer.split(":", 1)[1]
+    for new_file in (
+        v2 / "blobs/sha256" / layer_hex[:2] / layer_hex / "data",
+        v2 / "repositories" / REPO / "_layers/sha256" / layer_hex / "link",
+    ):
+        rename = next(
+            i
+            for i, c in enumerate(calls)
+            if c.name.startswith("rename") and c.strings[-1:] == (str(new_file),)
+        )
+        parent = str(new_file.parent.parent)
+        flushed = [i for i, c in _flushes(calls) if c.fd_path == parent and i < layer_ack]
+        assert flushed, f"{parent} was not flushed before the 201"
+        assert min(flushed) > rename, f"{parent} was flushed before {new_file} was in place"

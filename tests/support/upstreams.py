@@ -68,6 +68,8 @@ class FaultyProxy:
         self.delay = 0.0  # seconds before answering a blob GET
         self.manifest_delay = 0.0  # seconds before answering for a manifest
         self.blob_chunk_delay = 0.0  # seconds after each 64 KiB of a blob body
+        self.blob_gets_now = 0  # blob GETs being answered
+        self.most_blob_gets_at_once = 0
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._forward)
         self._server = TestServer(app, host="127.0.0.1")
@@ -91,6 +93,16 @@ class FaultyProxy:
 
     async def _forward(self, request: web.Request) -> web.StreamResponse:
         self.counts[(request.method, request.path)] += 1
+        if request.method != "GET" or "/blobs/sha256:" not in request.path:
+            return await self._answer(request)
+        self.blob_gets_now += 1
+        self.most_blob_gets_at_once = max(self.most_blob_gets_at_once, self.blob_gets_now)
+        try:
+            return await self._answer(request)
+        finally:
+            self.blob_gets_now -= 1
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
         if self.refuse:
             assert request.transport is not None
             request.transport.close()

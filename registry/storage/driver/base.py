@@ -74,6 +74,13 @@ class FileWriter(abc.ABC):
     @abc.abstractmethod
     async def write(self, data: bytes) -> None: ...
 
+    async def write_pieces(self, pieces: Sequence[bytes]) -> None:
+        """Write ``pieces`` one after the other, as received: backends that can write
+        them in one call without joining them first (the filesystem's ``writev``)
+        override it."""
+        for piece in pieces:
+            await self.write(piece)
+
     @abc.abstractmethod
     async def close(self) -> None:
         """Flush and release the file; the content stays for a later append."""
@@ -86,8 +93,11 @@ class StorageDriver(abc.ABC):
     async def get_content(self, path: str) -> bytes: ...
 
     @abc.abstractmethod
-    async def put_content(self, path: str, content: bytes) -> None:
-        """Replace the file atomically: readers see the old or the new content."""
+    async def put_content(self, path: str, content: bytes, *, durable: bool = True) -> None:
+        """Replace the file atomically: readers see the old or the new content.
+
+        ``durable=False``: for a file no answer acknowledges as stored (an upload's start
+        time), which need not survive a power loss; backends that flush skip it."""
 
     @abc.abstractmethod
     def reader(self, path: str, offset: int = 0) -> AsyncIterator[bytes]:

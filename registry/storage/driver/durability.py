@@ -73,9 +73,16 @@ def sync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def make_dirs(directory: Path, durable: bool) -> None:
-    """``mkdir -p``; when ``durable``, also flush the parent of every directory that was
-    missing, so that the new entries survive a power loss with the files put in them."""
+def make_dirs(directory: Path) -> list[Path]:
+    """``mkdir -p``; the directories whose entries changed (the parent of every directory
+    that was missing), which a durable write flushes with ``sync_dirs`` once its file is
+    in place.
+
+    The flush waits until then on purpose: on journalling file systems (ext4, XFS) a
+    flush commits every metadata change made before it, so the file's own data flush
+    commits these ``mkdir``s too, and flushing their parents afterwards costs no further
+    commit; flushed first, they cost one commit of their own before the data's. What is
+    acknowledged is the same either way: everything is flushed before the answer."""
     missing: list[Path] = []
     current = directory
     while not current.is_dir():
@@ -84,11 +91,16 @@ def make_dirs(directory: Path, durable: bool) -> None:
             break
         current = current.parent
     if not missing:
-        return
+        return []
     directory.mkdir(parents=True, exist_ok=True)
-    if durable:
-        # A directory found already there is not flushed again: if a concurrent request
-        # created it and has not flushed it yet, journalling file systems (ext4, XFS)
-        # still commit that mkdir with this request's later flushes, in order.
-        for created in missing:
-            sync_dir(created.parent)
+    # A directory found already there is not flushed again: if a concurrent request
+    # created it and has not flushed it yet, journalling file systems (ext4, XFS) still
+    # commit that mkdir with this request's later flushes, in order.
+    return [created.parent for created in missing]
+
+
+def sync_dirs(directories: list[Path]) -> None:
+    """Flush each of ``directories`` (in order: the deepest first, as ``make_dirs`` lists
+    them)."""
+    for directory in directories:
+        sync_dir(directory)

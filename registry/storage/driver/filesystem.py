@@ -7,9 +7,9 @@ through ``local_path``.
 
 With ``fsync`` (the default) what the registry acknowledges is on stable storage first:
 ``put_content`` and ``move`` flush the file's data and the directory entries they create
-before returning, and writers start write-back while data arrives so that the flush at
-``move`` is short (``durability``). Temporaries of killed writers are removed by
-``remove_leftovers`` (``temporaries``).
+before returning, and writers (``filesystem_writer``) start write-back while data
+arrives so that the flush at ``move`` is short (``durability``). Temporaries of killed
+writers are removed by ``remove_leftovers`` (``temporaries``).
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ import os
 import shutil
 import stat
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import TypeVar
 
 from registry.storage.driver import temporaries
 from registry.storage.driver.base import (
@@ -32,11 +32,15 @@ from registry.storage.driver.base import (
     FileWriter,
     PathNotFound,
     StorageDriver,
-    StorageFull,
     StorageUnavailable,
     StorageUnwritable,
 )
-from registry.storage.driver.durability import make_dirs, start_writeback, sync_dir, sync_file
+from registry.storage.driver.durability import make_dirs, sync_dirs, sync_file
+from registry.storage.driver.filesystem_writer import (
+    FilesystemWriter,
+    no_space_is_storage_full,
+    open_for_writing,
+)
 
 T = TypeVar("T")
 READ_CHUNK = 1024 * 1024
@@ -46,9 +50,6 @@ INLINE_LIST_LIMIT = 16 * 1024  # bytes of directory: a few hundred entries
 # deleted); the one that loses the race retries this many times.
 RACE_ATTEMPTS = 20
 _RACE_ERRNOS = frozenset({errno.ENOENT, errno.ENOTEMPTY, errno.EISDIR, errno.ENOTDIR, None})
-# A writer asks the kernel to start writing out every this many bytes: the final flush
-# then waits for at most about this much (see docs/performance.md for the measurements).
-WRITEBACK_BYTES = 8 * 1024 * 1024
 DELETE_BATCH = 256  # paths deleted by one thread job in delete_many
 
 
@@ -89,27 +90,28 @@ class FilesystemDriver(StorageDriver):
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise PathNotFound(path) from None
 
-    async def put_content(self, path: str, content: bytes) -> None:
+    async def put_content(self, path: str, content: bytes, *, durable: bool = True) -> None:
         full = self._full(path)
+        flush = self.fsync and durable
 
         def write() -> None:
-            make_dirs(full.parent, self.fsync)
+            created = make_dirs(full.parent)
             fd, temporary = temporaries.create_locked(full)
             try:
                 view = memoryview(content)
                 while view:
                     view = view[os.write(fd, view) :]
-                if self.fsync:
+                if flush:
                     os.fdatasync(fd)
                 os.replace(temporary, full)
             except BaseException:
                 temporaries.discard(fd, temporary)
                 raise
             os.close(fd)  # only now: the lock tells sweepers the temporary is alive
-            if self.fsync:
-                sync_dir(full.parent)
+            if flush:
+                sync_dirs([full.parent, *created])
 
-        with _no_space_is_storage_full(path):
+        with no_space_is_storage_full(path):
             await self._run(lambda: _despite_concurrent_deletes(write))
 
     async def reader(self, path: str, offset: int = 0) -> AsyncIterator[bytes]:
@@ -131,10 +133,10 @@ class FilesystemDriver(StorageDriver):
         # Opened (and closed) inline: if the request is cancelled, a handle opened in a
         # thread could be lost on its way back and leak. Writers only write upload areas,
         # which need no durable directories: ``move`` flushes what it makes visible.
-        with _no_space_is_storage_full(path):
+        with no_space_is_storage_full(path):
             full.parent.mkdir(parents=True, exist_ok=True)
-            handle = full.open("ab" if append else "wb")
-        return _FilesystemWriter(self, path, handle, handle.tell(), writeback=self.fsync)
+            fd = open_for_writing(os.fspath(full), append)
+        return FilesystemWriter(self._run, path, fd, writeback=self.fsync)
 
     async def stat(self, path: str) -> FileInfo:
         full = self._os_path(path)
@@ -166,7 +168,7 @@ class FilesystemDriver(StorageDriver):
                     sync_file(src)
                 except FileNotFoundError:
                     raise PathNotFound(source) from None
-            make_dirs(dst.parent, self.fsync)
+            created = make_dirs(dst.parent)
             try:
                 os.replace(src, dst)
             except FileNotFoundError:
@@ -174,9 +176,9 @@ class FilesystemDriver(StorageDriver):
                     raise PathNotFound(source) from None
                 raise  # the destination's directory vanished: tried again
             if self.fsync:
-                sync_dir(dst.parent)
+                sync_dirs([dst.parent, *created])
 
-        with _no_space_is_storage_full(destination):
+        with no_space_is_storage_full(destination):
             await self._run(lambda: _despite_concurrent_deletes(move))
 
     async def delete(self, path: str) -> None:
@@ -240,17 +242,6 @@ def check_writable_root(root: str | os.PathLike[str]) -> None:
         probe.unlink()
     except OSError as error:
         raise StorageUnwritable(str(directory), error.strerror or str(error)) from None
-
-
-@contextlib.contextmanager
-def _no_space_is_storage_full(path: str) -> Iterator[None]:
-    """The driver error StorageFull for a write that found no space (or a quota)."""
-    try:
-        yield
-    except OSError as error:
-        if error.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise StorageFull(path) from None
-        raise
 
 
 def _despite_concurrent_deletes(operation: Callable[[], None]) -> None:
@@ -332,42 +323,6 @@ def _delete(full: Path) -> None:
             # when the directory was replaced between its lstat and its open.
             if error.errno not in _RACE_ERRNOS or attempt == RACE_ATTEMPTS:
                 raise
-
-
-class _FilesystemWriter(FileWriter):
-    def __init__(
-        self, driver: FilesystemDriver, path: str, handle: BinaryIO, size: int, *, writeback: bool
-    ) -> None:
-        self._driver = driver
-        self._path = path
-        self._handle = handle
-        self._size = size
-        self._writeback = writeback
-        self._written_back = size  # where the next write-back range starts
-
-    @property
-    def size(self) -> int:
-        return self._size
-
-    async def write(self, data: bytes) -> None:
-        with _no_space_is_storage_full(self._path):
-            await self._driver._run(lambda: self._write(data))
-
-    def _write(self, data: bytes) -> None:
-        self._handle.write(data)
-        self._size += len(data)
-        if self._writeback and self._size - self._written_back >= WRITEBACK_BYTES:
-            self._handle.flush()
-            start_writeback(
-                self._handle.fileno(), self._written_back, self._size - self._written_back
-            )
-            self._written_back = self._size
-
-    async def close(self) -> None:
-        # Pieces of a megabyte bypass the write buffer, so closing flushes at most a small
-        # tail and releases the descriptor: done inline, there is nothing to cancel.
-        with _no_space_is_storage_full(self._path):
-            self._handle.close()
 
 
 def _read_small(path: str, limit: int) -> bytes | None:

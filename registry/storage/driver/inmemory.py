@@ -30,7 +30,7 @@ class InMemoryDriver(StorageDriver):
     async def get_content(self, path: str) -> bytes:
         return bytes(self._file(path))
 
-    async def put_content(self, path: str, content: bytes) -> None:
+    async def put_content(self, path: str, content: bytes, *, durable: bool = True) -> None:
         self._files[_normal(path)] = bytearray(content)
         self._modified[_normal(path)] = time.time()
 

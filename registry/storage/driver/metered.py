@@ -47,6 +47,10 @@ class MeteredWriter(FileWriter):
         with _Timer(self._observe, self._driver, "write"):
             await self._inner.write(data)
 
+    async def write_pieces(self, pieces: Sequence[bytes]) -> None:
+        with _Timer(self._observe, self._driver, "write"):
+            await self._inner.write_pieces(pieces)
+
     async def close(self) -> None:
         with _Timer(self._observe, self._driver, "close"):
             await self._inner.close()
@@ -67,9 +71,9 @@ class MeteredDriver(StorageDriver):
         with self._timer("get_content"):
             return await self.inner.get_content(path)
 
-    async def put_content(self, path: str, content: bytes) -> None:
+    async def put_content(self, path: str, content: bytes, *, durable: bool = True) -> None:
         with self._timer("put_content"):
-            await self.inner.put_content(path, content)
+            await self.inner.put_content(path, content, durable=durable)
 
     async def reader(self, path: str, offset: int = 0) -> AsyncIterator[bytes]:
         chunks = self.inner.reader(path, offset)

@@ -218,7 +218,7 @@ class S3Driver(StorageDriver):
         except ClientError:
             raise PathNotFound(path) from None
 
-    async def put_content(self, path: str, content: bytes) -> None:
+    async def put_content(self, path: str, content: bytes, *, durable: bool = True) -> None:
         key = self.key(path)
         await self.call(
             "PutObject",

@@ -33,14 +33,14 @@ class SecondTagWriteFails(FilesystemDriver):
         super().__init__(root, fsync=False)
         self.current_writes = 0
 
-    async def put_content(self, path: str, content: bytes) -> None:
+    async def put_content(self, path: str, content: bytes, *, durable: bool = True) -> None:
         await asyncio.sleep(0.02)
         if path.endswith("/current/link"):
             self.current_writes += 1
             if self.current_writes == 2:
                 await asyncio.sleep(0.1)  # the other request finishes meanwhile
                 raise StorageFull(path)
-        await super().put_content(path, content)
+        await super().put_content(path, content, durable=durable)
 
 
 async def test_a_failed_push_never_undoes_a_concurrent_acknowledged_one(tmp_path: Path) -> None:

@@ -193,3 +193,19 @@ async def test_filesystem_reads_leave_no_descriptor_open(tmp_path: Path) -> None
         assert len(list(Path("/proc/self/fd").iterdir())) == open_before
     finally:
         await driver.close()
+
+
+async def test_written_pieces_follow_each_other_in_order(driver: StorageDriver) -> None:
+    """``write_pieces`` as the upload path batches a body: many chunks, a short one and
+    an empty one among them, then a plain ``write`` behind them: all in order."""
+    pieces = [bytes([n]) * (1000 + n * 4099) for n in range(40)]
+    pieces[7] = b"short"
+    pieces[8] = b""
+    writer = await driver.writer("/uploads/data")
+    await writer.write_pieces(pieces)
+    await writer.write(b"tail")
+    await writer.write_pieces([b"x" * 10, b"y"])
+    expected = b"".join(pieces) + b"tail" + b"x" * 10 + b"y"
+    assert writer.size == len(expected)
+    await writer.close()
+    assert await read_all(driver, "/uploads/data") == expected

@@ -1,0 +1,99 @@
+"""The filesystem driver's file writer: appends to an upload's data file.
+
+Pieces go to the file as they were received, with one ``writev`` for a batch of them,
+so nothing is joined or copied on the way (the request body arrives in chunks of up to
+a few hundred KiB; joining them into one buffer first cost a copy of every byte). The
+descriptor is used directly, without a Python file object's buffer: a short last piece
+is written at once, never held back out of order with a later ``writev``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+
+from registry.storage.driver.base import FileWriter, StorageFull
+from registry.storage.driver.durability import start_writeback
+
+# A writer asks the kernel to start writing out every this many bytes: the final flush
+# then waits for at most about this much (see docs/performance.md for the measurements).
+WRITEBACK_BYTES = 8 * 1024 * 1024
+# The most buffers one writev takes (IOV_MAX, 1024 on Linux).
+_IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
+
+
+@contextlib.contextmanager
+def no_space_is_storage_full(path: str) -> Iterator[None]:
+    """The driver error StorageFull for a write that found no space (or a quota)."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StorageFull(path) from None
+        raise
+
+
+def open_for_writing(full: str, append: bool) -> int:
+    """A descriptor of ``full``, created if missing, at its end (``append``) or emptied."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_APPEND if append else os.O_TRUNC)
+    return os.open(full, flags, 0o666)
+
+
+def write_all(fd: int, pieces: Sequence[bytes | memoryview]) -> int:
+    """Write every piece, in order, with as few ``writev`` calls as the kernel allows
+    (it may write less than asked: the rest is written by the next call)."""
+    views = [memoryview(piece) for piece in pieces if len(piece)]
+    total = 0
+    while views:
+        done = os.writev(fd, views[:_IOV_MAX])
+        total += done
+        while views and done >= len(views[0]):
+            done -= len(views[0])
+            views.pop(0)
+        if done:
+            views[0] = views[0][done:]
+    return total
+
+
+class FilesystemWriter(FileWriter):
+    def __init__(
+        self,
+        run: Callable[[Callable[[], None]], Awaitable[None]],  # runs a job in a thread
+        path: str,
+        fd: int,
+        *,
+        writeback: bool,
+    ) -> None:
+        self._run = run
+        self._path = path
+        self._fd = fd
+        self._size = os.lseek(fd, 0, os.SEEK_END)
+        self._writeback = writeback
+        self._written_back = self._size  # where the next write-back range starts
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    async def write(self, data: bytes) -> None:
+        await self.write_pieces((data,))
+
+    async def write_pieces(self, pieces: Sequence[bytes]) -> None:
+        with no_space_is_storage_full(self._path):
+            await self._run(lambda: self._write(pieces))
+
+    def _write(self, pieces: Sequence[bytes]) -> None:
+        self._size += write_all(self._fd, pieces)
+        if self._writeback and self._size - self._written_back >= WRITEBACK_BYTES:
+            start_writeback(self._fd, self._written_back, self._size - self._written_back)
+            self._written_back = self._size
+
+    async def close(self) -> None:
+        # Nothing is buffered here: closing releases the descriptor, inline, so there is
+        # nothing a cancelled request could leave behind.
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            with no_space_is_storage_full(self._path):  # network file systems report late
+                os.close(fd)
