@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import BinaryIO
 
 from aiohttp import web
 
 from registry.handlers.base import digest_param, repository, route_param
+from registry.handlers.sendfile import send_file
 from registry.keys import CONFIG, MIRRORS
 from registry.notifications import bridge
 from registry.proxy.mirror import LiveBlob
@@ -18,8 +17,6 @@ from registry.storage.blobs import BlobDescriptor, LocalBlob, RedirectedBlob
 from shared import errors
 from shared.access_log import add_log_fields
 from shared.errors import RegistryError
-
-COPY_CHUNK_SIZE = 256 * 1024
 
 
 async def head_blob(request: web.Request) -> web.StreamResponse:
@@ -163,7 +160,6 @@ async def _sendfile(
     request: web.Request, response: web.StreamResponse, path: Path, start: int, count: int
 ) -> None:
     """Send ``count`` bytes of ``path`` from ``start`` with the kernel's sendfile."""
-    loop = asyncio.get_running_loop()
     try:
         # Opened and closed inline: a microsecond's work, and no handle can leak if the
         # request is cancelled between a thread hop and its completion.
@@ -172,33 +168,12 @@ async def _sendfile(
         # Deleted between stat and open (garbage collection): report it as unknown.
         raise RegistryError(errors.BLOB_UNKNOWN) from None
     try:
-        await response.prepare(request)
-        if request.method != "HEAD" and count > 0:
-            transport = request.transport
-            if transport is None:
-                raise ConnectionResetError("connection lost")
-            try:
-                sent = await loop.sendfile(transport, handle, start, count)
-                # The kernel's bytes bypass aiohttp's writer, which counts the access line's.
-                add_log_fields(request, {"http.response.written": sent})
-            except NotImplementedError:  # an event loop without sendfile, such as uvloop's
-                await _copy(response, handle, start, count)
+        if request.method == "HEAD":
+            await response.prepare(request)
+        else:
+            sent = await send_file(request, response, handle, start, count)
+            # The kernel's bytes bypass aiohttp's writer, which counts the access line's.
+            add_log_fields(request, {"http.response.written": sent})
         await response.write_eof()
     finally:
         handle.close()
-
-
-async def _copy(response: web.StreamResponse, handle: BinaryIO, start: int, count: int) -> None:
-    """Send ``count`` bytes of the open file from ``start`` through the response, in chunks.
-
-    Read inline, as ``_sendfile`` opens inline: local reads of a chunk are brief, and a
-    read in a worker thread could outlive a cancelled request and its closed handle.
-    """
-    handle.seek(start)
-    remaining = count
-    while remaining > 0:
-        chunk = handle.read(min(COPY_CHUNK_SIZE, remaining))
-        if not chunk:  # the file is shorter than its descriptor: never pad the response
-            raise ConnectionResetError("blob data ended early")
-        await response.write(chunk)
-        remaining -= len(chunk)
