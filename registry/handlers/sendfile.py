@@ -6,8 +6,9 @@ machine allows, so that a pull costs the server few wake-ups per gigabyte.
 asyncio's own ``loop.sendfile`` re-registers the socket with epoll around every chunk
 (two ``epoll_ctl`` calls, a new callback and a future each time) and leaves the buffer to
 autotuning: on loopback, where a chunk is a few megabytes at most, that event-loop work
-was a third of a pull's server CPU (docs/performance.md, "Pulls against nginx"). Here one
-writer callback stays registered for the whole transfer, on a duplicate of the socket's
+was a third of a pull's server CPU (docs/performance.md, "Pulls against nginx"). Here the
+first call goes straight to the socket (a small blob needs nothing more), and for the rest
+one writer callback stays registered for the whole transfer, on a duplicate of the socket's
 descriptor (asyncio refuses a second registration of the transport's own), while the
 transport's reading is paused and its write buffer is empty: nothing else writes to the
 connection until the body is out. Transports that cannot take raw file bytes (TLS) or
@@ -77,28 +78,25 @@ def _raw_socket(transport: asyncio.Transport | None) -> socket.socket | None:
 async def _native(
     transport: asyncio.Transport, sock: socket.socket, fd: int, start: int, count: int
 ) -> int:
+    # The first call goes straight to the socket: it usually takes the whole of a small
+    # blob or range, which then costs no epoll registration at all.
+    offset, end = start, start + count
+    offset += _send(sock.fileno(), fd, offset, end) or 0
+    _set_cork(sock, False)  # the headers leave with the first bytes, or now
+    if offset >= end:
+        return count
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
-    offset, end, first = start, start + count, True
 
     def on_writable() -> None:
-        nonlocal offset, first
+        nonlocal offset
         if done.done():
             return
         try:
-            sent = os.sendfile(out, fd, offset, min(end - offset, MAX_CALL))
-        except (BlockingIOError, InterruptedError):
-            return  # woken but full again: wait for the next wake-up
-        except OSError as error:
-            done.set_exception(ConnectionResetError(f"blob transfer failed: {error}"))
+            offset += _send(out, fd, offset, end) or 0  # None: full again, wait
+        except ConnectionResetError as error:
+            done.set_exception(error)
             return
-        if sent == 0:  # the file ended before the descriptor's size: never pad
-            done.set_exception(ConnectionResetError("blob data ended early"))
-            return
-        offset += sent
-        if first:
-            first = False
-            _set_cork(sock, False)
         if offset >= end:
             done.set_result(None)
 
@@ -109,7 +107,6 @@ async def _native(
     try:
         loop.add_writer(out, on_writable)
         try:
-            on_writable()  # the socket is almost always writable right away
             await done
         finally:
             loop.remove_writer(out)
@@ -118,6 +115,20 @@ async def _native(
         if reading and not transport.is_closing():
             transport.resume_reading()
     return offset - start
+
+
+def _send(out: int, fd: int, offset: int, end: int) -> int | None:
+    """One ``sendfile`` call from ``offset``: the bytes the socket took, or None when it
+    was full. ConnectionResetError when the peer is gone or the file ends early."""
+    try:
+        sent = os.sendfile(out, fd, offset, min(end - offset, MAX_CALL))
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError as error:
+        raise ConnectionResetError(f"blob transfer failed: {error}") from error
+    if sent == 0:  # the file ended before the descriptor's size: never pad
+        raise ConnectionResetError("blob data ended early")
+    return sent
 
 
 async def _through_loop(

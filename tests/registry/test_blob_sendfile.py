@@ -26,7 +26,7 @@ from registry.app import create_app
 from registry.config import load_config
 from registry.handlers import sendfile
 from tests.deploy.pki import Pki
-from tests.registry.conftest import RegistryClient
+from tests.registry.conftest import ClientFactory, RegistryClient
 
 SIZE = 32 * 1024 * 1024  # several wake-ups' worth against a small receive window
 DATA = os.urandom(SIZE)
@@ -103,6 +103,49 @@ async def test_a_pull_registers_its_socket_once_however_many_wakeups(
     assert body == DATA
     assert len(sends) >= 3, "the transfer must span several wake-ups to show anything"
     assert len(registrations) == 1, (len(registrations), len(sends))
+
+
+async def test_a_small_blob_goes_out_without_any_registration(
+    registry: RegistryClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    small = os.urandom(100 * 1024)
+    digest = "sha256:" + hashlib.sha256(small).hexdigest()
+    pushed = await registry.post(
+        "/v2/app/blobs/uploads/", params={"digest": digest}, data=io.BytesIO(small)
+    )
+    assert pushed.status == 201
+    registrations = counting(monkeypatch, asyncio.get_running_loop(), "add_writer")
+    response = await registry.get(f"/v2/app/blobs/{digest}")
+    assert response.status == 200 and await response.read() == small
+    assert registrations == []
+
+
+async def test_a_blob_shorter_on_disk_than_its_size_ends_the_connection(
+    make_registry: ClientFactory, registry_environ: dict[str, str]
+) -> None:
+    # Regression: loop.sendfile returned early at the file's end without an error, the
+    # response was then ended as if complete, and a keep-alive client waited forever for
+    # the bytes its Content-Length promised. The cached descriptor keeps the old size.
+    registry = await make_registry({"REGISTRY_STORAGE_CACHE_BLOBDESCRIPTOR": "inmemory"})
+    await push(registry)
+    port = registry.server.port
+    assert port is not None
+    cached = await registry.get(PATH)  # the size is now in the cache
+    assert cached.status == 200 and len(await cached.read()) == SIZE
+    root = Path(registry_environ["REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY"])
+    [data] = root.glob(f"docker/registry/v2/blobs/sha256/*/{DIGEST.split(':')[1]}/data")
+    os.truncate(data, SIZE // 2)
+    loop = asyncio.get_running_loop()
+    sock = socket.socket()
+    sock.setblocking(False)
+    with sock:
+        await loop.sock_connect(sock, ("127.0.0.1", port))
+        await loop.sock_sendall(sock, f"GET {PATH} HTTP/1.1\r\nHost: registry\r\n\r\n".encode())
+        received = 0
+        async with asyncio.timeout(60):  # generous: the end must come, not time out
+            while piece := await loop.sock_recv(sock, 1024 * 1024):
+                received += len(piece)
+    assert received < SIZE // 2 + 4096, "more than the file holds, or padded"
 
 
 async def test_ranges_are_sent_from_their_offsets(registry: RegistryClient) -> None:
