@@ -30,7 +30,7 @@ def _side(metric: dict[str, Any], server: str) -> str:
 
 def _cores(metric: dict[str, Any]) -> str:
     parts = []
-    for server in ("portside", "reference"):
+    for server in ("portside", metric.get("baseline", "reference")):
         side = metric["servers"].get(server) or {}
         parts.append(_number(side.get("server_cores")))
     others = [s["other_cores"] for s in metric["servers"].values() if s.get("other_cores")]
@@ -56,12 +56,15 @@ def metrics_table(document: dict[str, Any]) -> str:
             )
         )
         rss = [
-            (metric["servers"].get(s) or {}).get("peak_rss_mib") for s in ("portside", "reference")
+            (metric["servers"].get(s) or {}).get("peak_rss_mib")
+            for s in ("portside", metric.get("baseline", "reference"))
         ]
         unit = metric["unit"] + ("" if metric["higher_is_better"] else ", lower is better")
+        baseline = metric.get("baseline", "reference")
+        other = "" if baseline == "reference" else f"{baseline}: "
         lines.append(
             f"| {metric['title']} | {unit} | {_side(metric, 'portside')} | "
-            f"{_side(metric, 'reference')} | {ratio_text} | "
+            f"{other}{_side(metric, baseline)} | {ratio_text} | "
             f"{' / '.join(_number(r) for r in rss) if any(rss) else ''} | {_cores(metric)} |"
         )
     return "\n".join(lines)
@@ -75,7 +78,7 @@ def targets_table(document: dict[str, Any]) -> str:
         speedup, median = metric["speedup"], (metric["servers"].get("portside") or {})
         measured = (
             f"{speedup:.2f}x"
-            if "the reference" in metric["target"] and speedup
+            if ("the reference" in metric["target"] or "nginx" in metric["target"]) and speedup
             else f"{_number(median.get('median'))} {metric['unit']}"
         )
         met = {True: "yes", False: "**no**", None: "-"}[metric["target_met"]]

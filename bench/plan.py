@@ -20,6 +20,7 @@ SCENARIOS = (
     "gc",
     "flood",
     "mirror",
+    "pulls",
 )
 
 
@@ -38,6 +39,12 @@ class Plan:
     page_size: int = 50  # the small store must hold more than one page
     latency_requests: int = 30
     gc_manifests: int = 10_000  # with five blobs each: the 50,000
+    # Scenario 10 (pulls against nginx): one large blob, concurrent pulls of as many
+    # distinct blobs as streams, and as many concurrent ranges of the large blob.
+    pull_size: int = GIB
+    pull_streams: int = 16
+    pull_stream_size: int = 64 * MIB
+    range_size: int = 8 * MIB
     scenarios: tuple[str, ...] = SCENARIOS
     portside_env: dict[str, str] = field(default_factory=dict)
     portside_tree: Path | None = None  # run portside from this source tree (default: ours)
@@ -60,6 +67,9 @@ PROFILES = {
         rate_seconds=2,
         latency_requests=15,
         gc_manifests=2_000,
+        pull_size=256 * MIB,
+        pull_stream_size=16 * MIB,
+        range_size=2 * MIB,
     ),
     # Seconds: the test that keeps the harness from rotting; its figures mean nothing.
     "tiny": Plan(
@@ -73,6 +83,10 @@ PROFILES = {
         page_size=10,
         latency_requests=3,
         gc_manifests=50,
+        pull_size=4 * MIB,
+        pull_streams=4,
+        pull_stream_size=MIB,
+        range_size=256 * 1024,
     ),
 }
 

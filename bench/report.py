@@ -36,7 +36,7 @@ def _side(metric: Metric, server: str) -> str:
 def _rss(metric: Metric) -> str:
     peaks = [
         max(metric.peak_rss_mib[s]) if metric.peak_rss_mib.get(s) else None
-        for s in (PORTSIDE, REFERENCE)
+        for s in (PORTSIDE, metric.baseline)
     ]
     if peaks == [None, None]:
         return ""
@@ -44,13 +44,13 @@ def _rss(metric: Metric) -> str:
 
 
 def _cores(metric: Metric) -> str:
-    """CPU cores used by portside / the reference / everything else, medians of the rounds:
+    """CPU cores used by portside / the baseline / everything else, medians of the rounds:
     a large 'other' means the machine was busy with other work during the measurement."""
     if not metric.cores:
         return ""
     servers = [
         statistics.median(metric.cores[s]) if metric.cores.get(s) else None
-        for s in (PORTSIDE, REFERENCE)
+        for s in (PORTSIDE, metric.baseline)
     ]
     other = [v for values in metric.other_cores.values() for v in values]
     return "/".join(_number(v) for v in [*servers, statistics.median(other) if other else None])
@@ -59,7 +59,7 @@ def _cores(metric: Metric) -> str:
 def format_table(metrics: Sequence[Metric]) -> str:
     header = (
         f"{'metric':58} {'unit':10} {'portside median [min-max]':27} "
-        f"{'reference median [min-max]':27} {'p/r [min-max]':20} {'target':34} "
+        f"{'baseline median [min-max]':27} {'p/b [min-max]':20} {'target':34} "
         f"{'met':4} {'RSS MiB p/r':12} {'cores p/r/other':15}"
     )
     lines: list[str] = []
@@ -81,10 +81,14 @@ def format_table(metrics: Sequence[Metric]) -> str:
         unit = metric.unit + ("" if metric.higher_is_better else " (low)")
         lines.append(
             f"{metric.title[:58]:58} {unit:10} {_side(metric, PORTSIDE):27} "
-            f"{_side(metric, REFERENCE):27} {ratio_text:20} "
+            f"{_side(metric, metric.baseline):27} {ratio_text:20} "
             f"{(metric.target.text if metric.target else ''):34} {met:4} {_rss(metric):12} "
             f"{_cores(metric):15}"
         )
+        if metric.baseline != REFERENCE:  # the reference too, for context; ratio over baseline
+            lines.append(
+                f"    (baseline: {metric.baseline}; {REFERENCE}: {_side(metric, REFERENCE)})"
+            )
         for server, reason in metric.unavailable.items():
             lines.append(f"    {server}: {reason[:300]}")
     return "\n".join(lines)

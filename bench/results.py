@@ -1,8 +1,10 @@
 """What a run measured: per metric and server, one value per round, summarised honestly.
 
 A summary is the median of each server's rounds, the ratio of the medians
-(portside/reference), and the spread of the per-round ratios (min-max). ``speedup`` turns
-every ratio into "times better" (latencies are inverted) so one plot can show them all.
+(portside/reference, or portside/``baseline`` where a metric names another baseline, such
+as nginx for pulls; the JSON key keeps its name), and the spread of the per-round ratios
+(min-max). ``speedup`` turns every ratio into "times better" (latencies are inverted) so
+one plot can show them all.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class Metric:
     unavailable: dict[str, str] = field(default_factory=dict)  # server → why not measured
     note: str = ""
     plotted: bool = True  # False for figures whose ratio between servers says nothing
+    baseline: str = REFERENCE  # the server portside is compared with (nginx for pulls)
 
     def add(self, server: str, sample: Sample) -> None:
         self.values.setdefault(server, []).append(sample.value)
@@ -71,14 +74,14 @@ class Metric:
         return _median(self.values.get(server))
 
     def ratio(self) -> float | None:
-        """portside / reference, of the medians, in the metric's own unit."""
-        mine, theirs = self.median(PORTSIDE), self.median(REFERENCE)
+        """portside / the baseline, of the medians, in the metric's own unit."""
+        mine, theirs = self.median(PORTSIDE), self.median(self.baseline)
         if mine is None or theirs is None or theirs == 0:
             return None
         return mine / theirs
 
     def round_ratios(self) -> list[float]:
-        mine, theirs = self.values.get(PORTSIDE, []), self.values.get(REFERENCE, [])
+        mine, theirs = self.values.get(PORTSIDE, []), self.values.get(self.baseline, [])
         return [a / b for a, b in zip(mine, theirs, strict=False) if b]
 
     def speedup(self, ratio: float | None = None) -> float | None:
@@ -125,6 +128,7 @@ class Metric:
             "higher_is_better": self.higher_is_better,
             "servers": servers,
             "unavailable": self.unavailable,
+            "baseline": self.baseline,
             "ratio_portside_over_reference": self.ratio(),
             "ratio_min": min(round_ratios) if round_ratios else None,
             "ratio_max": max(round_ratios) if round_ratios else None,

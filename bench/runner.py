@@ -6,7 +6,8 @@ Phases, each with servers started for it on loopback:
 3. both registries on seeded stores, small then large: scenario 5;
 4. portside flushing, portside not flushing and the reference, each on a new store:
    scenario 6;
-5. later scenarios start what they need themselves (9: an upstream and its mirror).
+5. later scenarios start what they need themselves (9: an upstream and its mirror; 10:
+   nginx, serving the first phase's portside store, beside the plain registries).
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ from bench.scenarios.gc import run_gc
 from bench.scenarios.images import run_images
 from bench.scenarios.listings import run_listings
 from bench.scenarios.mirror import run_mirror
+from bench.scenarios.pulls import missing as pulls_missing
+from bench.scenarios.pulls import run_pulls
 from bench.scenarios.tokens import (
     ISSUANCE_WORKERS,
     run_issuance,
@@ -82,6 +85,8 @@ def _skipped(plan: Plan) -> dict[str, str]:
         for scenario in ("requests", "tokens"):
             if scenario in plan.scenarios:
                 skipped[scenario] = "missing Debian packages: " + ", ".join(missing)
+    if "pulls" in plan.scenarios and pulls_missing():
+        skipped["pulls"] = "missing Debian packages: " + ", ".join(pulls_missing())
     return skipped
 
 
@@ -104,7 +109,7 @@ async def run(plan: Plan, logs: Path) -> Outcome:
             outcome.limits = await machine_limits(ctx.largest_blob, data, plan.rounds)
         roots = {name: ctx.new_dir(name) / "root" for name in (PORTSIDE, REFERENCE)}
         image = requests.the_image()
-        if wanted & {"blobs", "requests", "images"}:
+        if wanted & {"blobs", "requests", "images", "pulls"}:
             await outcome.phase(ctx, "plain", _plain(ctx, roots, image, wanted))
         if "tokens" in wanted:
             await outcome.phase(ctx, "token", _token(ctx, roots, image))
@@ -145,6 +150,8 @@ async def _plain(
             metrics += await requests.run_requests(ctx, servers, image)
         if "images" in wanted:
             metrics += await run_images(ctx, servers)
+        if "pulls" in wanted:
+            metrics += await run_pulls(ctx, servers)
     finally:
         for server in servers:
             await ctx.lab.stop(server)

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import BinaryIO
 
 from aiohttp import web
 
 from registry.handlers.base import digest_param, repository, route_param
+from registry.handlers.sendfile import send_file
 from registry.keys import CONFIG, MIRRORS
 from registry.notifications import bridge
 from registry.proxy.mirror import LiveBlob
@@ -18,8 +17,6 @@ from registry.storage.blobs import BlobDescriptor, LocalBlob, RedirectedBlob
 from shared import errors
 from shared.access_log import add_log_fields
 from shared.errors import RegistryError
-
-COPY_CHUNK_SIZE = 256 * 1024
 
 
 async def head_blob(request: web.Request) -> web.StreamResponse:
@@ -32,6 +29,8 @@ async def head_blob(request: web.Request) -> web.StreamResponse:
         descriptor = await repo.blobs.check(digest)
     else:
         descriptor = await mirror.blob_descriptor(repo, digest)
+    if _not_modified(request, descriptor):
+        return _not_modified_response(descriptor)
     response = web.StreamResponse(headers=_blob_headers(descriptor))
     response.content_length = descriptor.size
     return response
@@ -49,14 +48,19 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
         if isinstance(found, LiveBlob):
             return await _send_live(request, repo.name, found)
         descriptor = found
-    start, count = _requested_range(request, descriptor.size)
+    # A current cached copy outranks the range, as in Go's http.ServeContent (Distribution).
+    not_modified = _not_modified(request, descriptor)
+    requested = None if not_modified else _requested_range(request, descriptor)
+    start, count = requested or (0, descriptor.size)
     source = await blobs.open(descriptor, start, request.method)
     bridge.blob_pulled(request, repo.name, descriptor)
     if isinstance(source, RedirectedBlob):  # opt-in: storage.redirect.enabled
         raise web.HTTPTemporaryRedirect(source.url, headers=_blob_headers(descriptor))
+    if not_modified:
+        return _not_modified_response(descriptor)
     response = web.StreamResponse(headers=_blob_headers(descriptor))
     response.content_length = count
-    if count != descriptor.size or "Range" in request.headers:
+    if requested is not None:
         response.set_status(206)
         response.headers["Content-Range"] = f"bytes {start}-{start + count - 1}/{descriptor.size}"
     try:
@@ -124,16 +128,44 @@ def _blob_headers(descriptor: BlobDescriptor) -> dict[str, str]:
     return {
         "Content-Type": "application/octet-stream",
         "Docker-Content-Digest": str(descriptor.digest),
-        "ETag": f'"{descriptor.digest}"',
+        "ETag": _etag(descriptor),
         "Accept-Ranges": "bytes",
         "Cache-Control": "max-age=31536000",
     }
 
 
-def _requested_range(request: web.Request, size: int) -> tuple[int, int]:
-    """(start, count) of a single-range request; 416 when it cannot be satisfied."""
+def _etag(descriptor: BlobDescriptor) -> str:
+    return f'"{descriptor.digest}"'
+
+
+def _not_modified(request: web.Request, descriptor: BlobDescriptor) -> bool:
+    """Whether ``If-None-Match`` names the blob (or is ``*``): a client's cached copy is
+    current. Compared weakly, as RFC 9110 says for this header, like Distribution's
+    ``http.ServeContent``; a header that does not parse matches nothing."""
+    try:
+        tags = request.if_none_match
+    except ValueError:
+        return False
+    return tags is not None and any(t.value in ("*", str(descriptor.digest)) for t in tags)
+
+
+def _not_modified_response(descriptor: BlobDescriptor) -> web.Response:
+    """304: the validators and caching headers of a 200, no body and no Content-Type."""
+    headers = _blob_headers(descriptor)
+    del headers["Content-Type"]
+    return web.Response(status=304, headers=headers)
+
+
+def _requested_range(request: web.Request, descriptor: BlobDescriptor) -> tuple[int, int] | None:
+    """(start, count) of a single-range request, None for the whole blob; 416 when it
+    cannot be satisfied. An ``If-Range`` other than the blob's strong ETag asks for the
+    whole blob (a blob has no modification date to compare a date with)."""
+    size = descriptor.size
     if "Range" not in request.headers:
-        return 0, size
+        return None
+    if_range = request.headers.get("If-Range")
+    if if_range is not None and if_range.strip() != _etag(descriptor):
+        return None
     try:
         requested = request.http_range
     except ValueError:
@@ -163,7 +195,6 @@ async def _sendfile(
     request: web.Request, response: web.StreamResponse, path: Path, start: int, count: int
 ) -> None:
     """Send ``count`` bytes of ``path`` from ``start`` with the kernel's sendfile."""
-    loop = asyncio.get_running_loop()
     try:
         # Opened and closed inline: a microsecond's work, and no handle can leak if the
         # request is cancelled between a thread hop and its completion.
@@ -172,33 +203,12 @@ async def _sendfile(
         # Deleted between stat and open (garbage collection): report it as unknown.
         raise RegistryError(errors.BLOB_UNKNOWN) from None
     try:
-        await response.prepare(request)
-        if request.method != "HEAD" and count > 0:
-            transport = request.transport
-            if transport is None:
-                raise ConnectionResetError("connection lost")
-            try:
-                sent = await loop.sendfile(transport, handle, start, count)
-                # The kernel's bytes bypass aiohttp's writer, which counts the access line's.
-                add_log_fields(request, {"http.response.written": sent})
-            except NotImplementedError:  # an event loop without sendfile, such as uvloop's
-                await _copy(response, handle, start, count)
+        if request.method == "HEAD":
+            await response.prepare(request)
+        else:
+            sent = await send_file(request, response, handle, start, count)
+            # The kernel's bytes bypass aiohttp's writer, which counts the access line's.
+            add_log_fields(request, {"http.response.written": sent})
         await response.write_eof()
     finally:
         handle.close()
-
-
-async def _copy(response: web.StreamResponse, handle: BinaryIO, start: int, count: int) -> None:
-    """Send ``count`` bytes of the open file from ``start`` through the response, in chunks.
-
-    Read inline, as ``_sendfile`` opens inline: local reads of a chunk are brief, and a
-    read in a worker thread could outlive a cancelled request and its closed handle.
-    """
-    handle.seek(start)
-    remaining = count
-    while remaining > 0:
-        chunk = handle.read(min(COPY_CHUNK_SIZE, remaining))
-        if not chunk:  # the file is shorter than its descriptor: never pad the response
-            raise ConnectionResetError("blob data ended early")
-        await response.write(chunk)
-        remaining -= len(chunk)

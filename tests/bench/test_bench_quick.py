@@ -45,6 +45,9 @@ EXPECTED = {
     "flood_failures_per_account": {"portside"},
     "mirror_cold_pull_4MiB": EVERY_SERVER,
     "mirror_warm_pull_4MiB": EVERY_SERVER,
+    "pull_vs_nginx": {*EVERY_SERVER, "nginx"},
+    "pulls_concurrent_vs_nginx": {*EVERY_SERVER, "nginx"},
+    "ranges_concurrent_vs_nginx": {*EVERY_SERVER, "nginx"},
 }
 WITH_LOAD_GENERATORS = {
     "manifest_get": EVERY_SERVER,
@@ -61,6 +64,8 @@ WITH_LOAD_GENERATORS = {
 
 def test_tiny_benchmark_runs_every_scenario(tmp_path: Path) -> None:
     require_tool("docker-registry")
+    require_tool("nginx")  # scenario 10's baseline
+    require_tool("curl")
     expected = dict(EXPECTED)
     command = [sys.executable, "-m", "bench", "--profile", "tiny", "--out", str(tmp_path)]
     if os.environ.get("CI") == "true" or (shutil.which("wrk") and shutil.which("ab")):
@@ -68,7 +73,7 @@ def test_tiny_benchmark_runs_every_scenario(tmp_path: Path) -> None:
         require_tool("ab", "apache2-utils")
         expected.update(WITH_LOAD_GENERATORS)
     else:
-        command += ["--scenarios", "machine,blobs,images,listings,durability,gc,flood,mirror"]
+        command += ["--scenarios", "machine,blobs,images,listings,durability,gc,flood,mirror,pulls"]
 
     result = subprocess.run(
         command, cwd=ROOT, capture_output=True, text=True, timeout=240, check=False

@@ -16,6 +16,7 @@ from typing import NoReturn
 
 import pytest
 
+from registry.handlers import sendfile
 from tests.registry.conftest import RegistryClient
 
 
@@ -35,8 +36,10 @@ async def test_blobs_are_served_without_sendfile(
         calls.append(1)
         raise NotImplementedError("this loop has no sendfile")
 
-    # The app runs on the test's own loop: take its sendfile away, as uvloop lacks one.
+    # The app runs on the test's own loop: take its sendfile away, as uvloop lacks one,
+    # and make its transports look like another loop's (no raw socket to send into).
     monkeypatch.setattr(asyncio.get_running_loop(), "sendfile", no_sendfile)
+    monkeypatch.setattr(sendfile, "_raw_socket", lambda transport: None)
     whole = await registry.get(f"/v2/app/blobs/{digest}")
     assert whole.status == 200
     assert await whole.read() == data

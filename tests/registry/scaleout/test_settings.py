@@ -126,6 +126,13 @@ async def test_blob_redirects_to_s3_only_when_enabled(make_registry: ClientFacto
     assert response.headers["Docker-Content-Digest"] == digest
     url = URL(response.headers["Location"])
     assert "X-Amz-Signature" in url.query and url.path.endswith(f"/{digest.split(':')[1]}/data")
+    # The redirect outranks conditional headers and ranges, as Distribution's blob server
+    # redirects before http.ServeContent looks at them: the storage answers those.
+    for headers in ({"If-None-Match": f'"{digest}"'}, {"Range": "bytes=0-9"}):
+        conditional = await redirecting.get(
+            f"/v2/app/blobs/{digest}", headers=headers, allow_redirects=False
+        )
+        assert conditional.status == 307, (headers, conditional.status)
     # Distribution's switch still turns them off.
     disabled = await make_registry(
         {"REGISTRY_STORAGE_REDIRECT_ENABLED": "true", "REGISTRY_STORAGE_REDIRECT_DISABLE": "true"}

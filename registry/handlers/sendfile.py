@@ -1,0 +1,194 @@
+"""Sending part of a local file as a response body with the kernel's ``sendfile``, as nginx
+does: the headers and the first bytes leave together, each wake-up of the event loop hands
+the kernel as much as the socket takes, and the socket's send buffer is as large as the
+machine allows, so that a pull costs the server few wake-ups per gigabyte.
+
+asyncio's own ``loop.sendfile`` re-registers the socket with epoll around every chunk
+(two ``epoll_ctl`` calls, a new callback and a future each time) and leaves the buffer to
+autotuning: on loopback, where a chunk is a few megabytes at most, that event-loop work
+was a third of a pull's server CPU (docs/performance.md, "Pulls against nginx"). Here the
+first call goes straight to the socket (a small blob needs nothing more), and for the rest
+one writer callback stays registered for the whole transfer, on a duplicate of the socket's
+descriptor (asyncio refuses a second registration of the transport's own), while the
+transport's reading is paused and its write buffer is empty: nothing else writes to the
+connection until the body is out. Transports that cannot take raw file bytes (TLS) or
+loops without ``add_writer`` fall back to ``loop.sendfile`` and then to a chunked copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from functools import cache
+from pathlib import Path
+from typing import BinaryIO
+
+from aiohttp import web
+
+COPY_CHUNK_SIZE = 256 * 1024
+MAX_CALL = 2**30  # the most one sendfile call is asked for (the kernel caps near 2 GiB)
+SEND_BUFFER = 4 * 1024 * 1024  # asked of SO_SNDBUF; Linux doubles it for its bookkeeping
+_PROC_SYS = Path("/proc/sys/net")
+
+
+async def send_file(
+    request: web.Request, response: web.StreamResponse, handle: BinaryIO, start: int, count: int
+) -> int:
+    """Prepare ``response`` and send ``count`` bytes of the open file from ``start``;
+    the number of bytes the kernel took. Raises ConnectionResetError when the peer goes
+    away or the file is shorter than ``count``."""
+    transport = request.transport
+    sock = _raw_socket(transport)
+    if sock is None or count == 0:
+        await response.prepare(request)
+        return await _through_loop(request, response, handle, start, count)
+    # Corked, the status line and headers wait in the socket for the first body bytes
+    # and leave with them; uncorked once the first call has queued them.
+    _set_cork(sock, True)
+    try:
+        _grow_send_buffer(sock)
+        await response.prepare(request)
+        if transport is None or transport.get_write_buffer_size():
+            # The headers did not all fit the socket (they rarely don't): asyncio's own
+            # path waits for the transport's buffer to drain before sending the file.
+            _set_cork(sock, False)
+            return await _through_loop(request, response, handle, start, count)
+        return await _native(transport, sock, handle.fileno(), start, count)
+    finally:
+        _set_cork(sock, False)
+
+
+def _raw_socket(transport: asyncio.Transport | None) -> socket.socket | None:
+    """The transport's TCP socket when raw file bytes may go straight into it: asyncio's
+    plain socket transport (the same test ``loop.sendfile`` makes; TLS transports and
+    other loops' transports say otherwise)."""
+    if transport is None or transport.is_closing():
+        return None
+    mode = getattr(transport, "_sendfile_compatible", None)
+    if getattr(mode, "name", None) != "TRY_NATIVE":
+        return None
+    sock = transport.get_extra_info("socket")
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return None
+    return sock  # type: ignore[no-any-return]
+
+
+async def _native(
+    transport: asyncio.Transport, sock: socket.socket, fd: int, start: int, count: int
+) -> int:
+    # The first call goes straight to the socket: it usually takes the whole of a small
+    # blob or range, which then costs no epoll registration at all.
+    offset, end = start, start + count
+    offset += _send(sock.fileno(), fd, offset, end) or 0
+    _set_cork(sock, False)  # the headers leave with the first bytes, or now
+    if offset >= end:
+        return count
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def on_writable() -> None:
+        nonlocal offset
+        if done.done():
+            return
+        try:
+            offset += _send(out, fd, offset, end) or 0  # None: full again, wait
+        except ConnectionResetError as error:
+            done.set_exception(error)
+            return
+        if offset >= end:
+            done.set_result(None)
+
+    reading = transport.is_reading()
+    if reading:
+        transport.pause_reading()  # as loop.sendfile does: the connection is ours alone
+    out = os.dup(sock.fileno())
+    try:
+        loop.add_writer(out, on_writable)
+        try:
+            await done
+        finally:
+            loop.remove_writer(out)
+    finally:
+        os.close(out)
+        if reading and not transport.is_closing():
+            transport.resume_reading()
+    return offset - start
+
+
+def _send(out: int, fd: int, offset: int, end: int) -> int | None:
+    """One ``sendfile`` call from ``offset``: the bytes the socket took, or None when it
+    was full. ConnectionResetError when the peer is gone or the file ends early."""
+    try:
+        sent = os.sendfile(out, fd, offset, min(end - offset, MAX_CALL))
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError as error:
+        raise ConnectionResetError(f"blob transfer failed: {error}") from error
+    if sent == 0:  # the file ended before the descriptor's size: never pad
+        raise ConnectionResetError("blob data ended early")
+    return sent
+
+
+async def _through_loop(
+    request: web.Request, response: web.StreamResponse, handle: BinaryIO, start: int, count: int
+) -> int:
+    """asyncio's ``loop.sendfile`` (which copies through TLS), or a chunked copy on a loop
+    without it (uvloop's)."""
+    transport = request.transport
+    if count == 0:
+        return 0
+    if transport is None:
+        raise ConnectionResetError("connection lost")
+    try:
+        return await asyncio.get_running_loop().sendfile(transport, handle, start, count)
+    except NotImplementedError:
+        await copy(response, handle, start, count)
+        return count
+
+
+async def copy(response: web.StreamResponse, handle: BinaryIO, start: int, count: int) -> None:
+    """Send ``count`` bytes of the open file from ``start`` through the response, in chunks.
+
+    Read inline: local reads of a chunk are brief, and a read in a worker thread could
+    outlive a cancelled request and its closed handle.
+    """
+    handle.seek(start)
+    remaining = count
+    while remaining > 0:
+        chunk = handle.read(min(COPY_CHUNK_SIZE, remaining))
+        if not chunk:  # the file is shorter than its descriptor: never pad the response
+            raise ConnectionResetError("blob data ended early")
+        await response.write(chunk)
+        remaining -= len(chunk)
+
+
+def _set_cork(sock: socket.socket, on: bool) -> None:
+    with contextlib.suppress(OSError):  # a reset connection: the send reports it
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, int(on))
+
+
+def _grow_send_buffer(sock: socket.socket) -> None:
+    """Fix the send buffer at ``SEND_BUFFER`` when that is more than autotuning may reach
+    (``net.ipv4.tcp_wmem``'s maximum); never shrink it: a fixed size is capped by
+    ``net.core.wmem_max``, which on a default Linux is far below autotuning's ceiling."""
+    size = _fixed_send_buffer()
+    if size is None:
+        return
+    with contextlib.suppress(OSError):
+        if sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) < size:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size // 2)
+
+
+@cache
+def _fixed_send_buffer() -> int | None:
+    """The buffer (as the kernel reports it: doubled) a fixed SO_SNDBUF would give, when
+    it beats autotuning's maximum; None otherwise, or when the limits cannot be read."""
+    try:
+        wmem_max = int((_PROC_SYS / "core/wmem_max").read_text())
+        autotuned = int((_PROC_SYS / "ipv4/tcp_wmem").read_text().split()[2])
+    except (OSError, ValueError, IndexError):
+        return None
+    fixed = 2 * min(SEND_BUFFER, wmem_max)
+    return fixed if fixed > autotuned else None
