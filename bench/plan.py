@@ -20,6 +20,7 @@ SCENARIOS = (
     "gc",
     "flood",
     "mirror",
+    "s3",
 )
 
 
