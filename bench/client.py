@@ -36,11 +36,11 @@ class RegistryResponseError(RuntimeError):
     """A registry answered with a status the scenario did not expect."""
 
 
-def new_session(connections: int = 100) -> aiohttp.ClientSession:
+def new_session(connections: int = 100, read_timeout: float = 30) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=connections),
         read_bufsize=PIECE,
-        timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=30),
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=read_timeout),
     )
 
 

@@ -21,6 +21,7 @@ SCENARIOS = (
     "flood",
     "mirror",
     "pulls",
+    "s3",
 )
 
 

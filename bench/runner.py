@@ -7,7 +7,8 @@ Phases, each with servers started for it on loopback:
 4. portside flushing, portside not flushing and the reference, each on a new store:
    scenario 6;
 5. later scenarios start what they need themselves (9: an upstream and its mirror; 10:
-   nginx, serving the first phase's portside store, beside the plain registries).
+   nginx, serving the first phase's portside store, beside the plain registries; 11: a
+   single-node Ceph RADOS Gateway and both registries on it).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from bench.scenarios.listings import run_listings
 from bench.scenarios.mirror import run_mirror
 from bench.scenarios.pulls import missing as pulls_missing
 from bench.scenarios.pulls import run_pulls
+from bench.scenarios.s3 import run_s3
 from bench.scenarios.tokens import (
     ISSUANCE_WORKERS,
     run_issuance,
@@ -123,6 +125,8 @@ async def run(plan: Plan, logs: Path) -> Outcome:
             await outcome.phase(ctx, "login flood", run_flood(ctx))
         if "mirror" in wanted:
             await outcome.phase(ctx, "pull-through cache", run_mirror(ctx))
+        if "s3" in wanted:
+            await outcome.phase(ctx, "S3 (RGW)", run_s3(ctx))
     finally:
         await ctx.lab.stop_all()
         await asyncio.to_thread(_keep_logs, workdir, logs)

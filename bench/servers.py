@@ -134,12 +134,20 @@ class TokenSettings:
 
 
 def registry_config(
-    root: Path, port: int, token: TokenSettings | None = None, *, access_log: bool = False
+    root: Path,
+    port: int,
+    token: TokenSettings | None = None,
+    *,
+    access_log: bool = False,
+    storage: str | None = None,
 ) -> str:
     """One config file both registries read: the issue's 'equivalent config'; with
     ``access_log``, the production one: level info, the access log on, and Prometheus
-    metrics served on a debug address (both registries have Distribution's keys)."""
+    metrics served on a debug address (both registries have Distribution's keys).
+    ``storage`` replaces the filesystem driver on ``root``: the YAML lines of another
+    driver (and ``redirect``), indented under ``storage:``."""
     level, disabled = ("info", "false") if access_log else ("error", "true")
+    driver = storage or f"  filesystem:\n    rootdirectory: {root}\n"
     text = f"""\
 version: 0.1
 log:
@@ -147,9 +155,7 @@ log:
   accesslog:
     disabled: {disabled}
 storage:
-  filesystem:
-    rootdirectory: {root}
-  cache:
+{driver}  cache:
     blobdescriptor: inmemory
   delete:
     enabled: true
@@ -187,16 +193,19 @@ def registry_server(
     extra_env: Mapping[str, str] | None = None,
     portside_tree: Path | None = None,
     access_log: bool = False,
+    storage: str | None = None,
 ) -> Server:
-    """A portside or reference registry serving ``root``, its config written in ``workdir``."""
+    """A portside or reference registry serving ``root`` (or the ``storage`` of
+    ``registry_config``), its config written in ``workdir``."""
     port = free_port()
     suffix = "-token" if token else ""
     config = workdir / f"{name}{suffix}.yml"
-    config.write_text(registry_config(root, port, token, access_log=access_log))
+    config.write_text(registry_config(root, port, token, access_log=access_log, storage=storage))
     if name == PORTSIDE:
         command: list[str] = [sys.executable, "-m", "registry", "serve", str(config)]
     else:
         command = [shutil.which(REFERENCE_BINARY) or REFERENCE_BINARY, "serve", str(config)]
     env = clean_environ(extra_env if name == PORTSIDE else None)
     cwd = portside_tree if name == PORTSIDE else None
-    return Server(name, command, port, workdir / f"{name}{suffix}.log", env=env, root=root, cwd=cwd)
+    log_path = workdir / f"{name}{suffix}.log"
+    return Server(name, command, port, log_path, env=env, root=None if storage else root, cwd=cwd)

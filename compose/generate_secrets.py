@@ -9,7 +9,8 @@ host but Docker. Writes, and never overwrites (delete a file to make it again):
 - ``token.key``/``token.crt``: tokenauth's signing key; the registry trusts the certificate.
 - ``htpasswd`` and ``<user>-password``: a user with a random password.
 - ``registry.env``: ``REGISTRY_HTTP_SECRET``, the same for every registry instance.
-- ``minio.env`` and ``registry-s3.env``: MinIO's root credentials, for the scale-out file.
+- ``s3.env`` and ``registry-s3.env``: the S3 user of the scale-out file's RADOS Gateway,
+  for the gateway and for the registry.
 
 Private files are mode 0600 and, when run as root, owned by the image's uid 1000.
 """
@@ -124,8 +125,8 @@ def _env_files(out: Path) -> None:
     )
     access, secret = "portside", secrets.token_urlsafe(24)
     _write(
-        out / "minio.env",
-        f"MINIO_ROOT_USER={access}\nMINIO_ROOT_PASSWORD={secret}\n".encode(),
+        out / "s3.env",
+        f"S3_ACCESS_KEY={access}\nS3_SECRET_KEY={secret}\n".encode(),
         private=True,
     )
     _write(

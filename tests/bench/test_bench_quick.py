@@ -3,7 +3,8 @@
 Runs ``python -m bench --profile tiny`` against real servers (portside, the reference
 registry, tokenauth) and checks that every scenario produced figures for both sides; the
 figures themselves mean nothing at this size. Without wrk/ab the load-generator scenarios
-are left out — except under CI=true, where their absence fails the test.
+are left out, and without Ceph the S3 (RGW) one — except under CI=true, where their
+absence fails the test.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench.rgw import rgw_missing
 from tests.support.tools import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,6 +51,11 @@ EXPECTED = {
     "pulls_concurrent_vs_nginx": {*EVERY_SERVER, "nginx"},
     "ranges_concurrent_vs_nginx": {*EVERY_SERVER, "nginx"},
 }
+WITH_CEPH = {
+    f"s3_{direction}_{mode}_4MiB": EVERY_SERVER
+    for direction in ("push", "pull")
+    for mode in ("streamed", "redirect")
+}
 WITH_LOAD_GENERATORS = {
     "manifest_get": EVERY_SERVER,
     "blob_head": EVERY_SERVER,
@@ -68,15 +75,33 @@ def test_tiny_benchmark_runs_every_scenario(tmp_path: Path) -> None:
     require_tool("curl")
     expected = dict(EXPECTED)
     command = [sys.executable, "-m", "bench", "--profile", "tiny", "--out", str(tmp_path)]
-    if os.environ.get("CI") == "true" or (shutil.which("wrk") and shutil.which("ab")):
+    scenarios = [
+        "machine",
+        "blobs",
+        "images",
+        "listings",
+        "durability",
+        "gc",
+        "flood",
+        "mirror",
+        "pulls",
+    ]
+    in_ci = os.environ.get("CI") == "true"
+    if in_ci or (shutil.which("wrk") and shutil.which("ab")):
         require_tool("wrk")
         require_tool("ab", "apache2-utils")
         expected.update(WITH_LOAD_GENERATORS)
-    else:
-        command += ["--scenarios", "machine,blobs,images,listings,durability,gc,flood,mirror,pulls"]
+        scenarios += ["requests", "tokens"]
+    if in_ci or not rgw_missing():
+        for tool in rgw_missing():
+            require_tool(tool)  # fails in CI
+        expected.update(WITH_CEPH)
+        scenarios.append("s3")
+    command += ["--scenarios", ",".join(scenarios)]
 
+    # Generous: the S3 scenario starts a whole Ceph cluster (10-25 s, more under load).
     result = subprocess.run(
-        command, cwd=ROOT, capture_output=True, text=True, timeout=240, check=False
+        command, cwd=ROOT, capture_output=True, text=True, timeout=420, check=False
     )
 
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -117,17 +117,20 @@ def test_generate_secrets_keeps_existing_files(
 def test_scaleout_file_gives_the_registry_a_configuration_it_accepts(
     docker: CommandLine, portside_image: str, tmp_path: Path
 ) -> None:
-    """The MinIO/Redis override cannot run here (no Docker Hub); check what can be checked:
-    it merges with the other files, and the image's registry loads the configuration the
-    merged environment gives it, with S3 storage and the Redis cache and nothing ignored."""
+    """The scale-out override with the default port mappings (test_compose_scaleout.py
+    brings it up with host networking): it merges with the other files, and the image's
+    registry loads the configuration the merged environment gives it, with S3 storage and
+    the Redis cache and nothing ignored."""
     program = require_tool("docker-compose")
-    for name in ("registry.env", "registry-s3.env", "minio.env"):
+    for name in ("registry.env", "registry-s3.env", "s3.env"):
         (tmp_path / name).write_text(f"# {name}\n")
     env = dict(docker.env, PORTSIDE_IMAGE=portside_image, PORTSIDE_SECRETS=str(tmp_path))
     files = ("docker-compose.yml", "docker-compose.override.yml", "docker-compose.scaleout.yml")
     merged = CommandLine(program, env, [a for f in files for a in ("-f", str(COMPOSE / f))])
     config = yaml.safe_load(merged.ok("config"))
-    assert {"registry", "tokenauth", "redis", "minio", "minio-bucket"} <= set(config["services"])
+    assert {"registry", "tokenauth", "redis", "s3", "s3-bucket"} <= set(config["services"])
+    # Nothing comes from a public registry: every image but portside's is built here.
+    assert all("build" in service for service in config["services"].values())
     environment = {
         **config["services"]["registry"]["environment"],
         "REGISTRY_STORAGE_S3_ACCESSKEY": "access",
@@ -144,5 +147,5 @@ def test_scaleout_file_gives_the_registry_a_configuration_it_accepts(
         "run", "--rm", *arguments, "--entrypoint", "python3", portside_image, "-c", check
     )
     assert printed.split() == [
-        "s3", "registry", "http://minio:9000", "redis", "redis:6379", "[]"
+        "s3", "registry", "http://s3:7480", "redis", "redis:6379", "[]"
     ]  # fmt: skip

@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import aioboto3
@@ -51,6 +51,7 @@ from registry.storage.driver.base import (
     StorageDriver,
     StorageUnavailable,
 )
+from registry.storage.driver.readahead import read_ahead
 from registry.storage.driver.s3_retry import (
     NOT_FOUND,
     RetryPolicy,
@@ -225,7 +226,11 @@ class S3Driver(StorageDriver):
             lambda s3: s3.put_object(Bucket=self.bucket, Key=key, Body=content, **self.write_args),
         )
 
-    async def reader(self, path: str, offset: int = 0) -> AsyncIterator[bytes]:
+    def reader(self, path: str, offset: int = 0) -> AsyncIterator[bytes]:
+        # Read ahead: S3 keeps sending while the caller writes to its client.
+        return read_ahead(self._read(path, offset))
+
+    async def _read(self, path: str, offset: int) -> AsyncGenerator[bytes, None]:
         key = self.key(path)
         position = offset
         etag: str | None = None

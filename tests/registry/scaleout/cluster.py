@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from tests.support.backing_services import MotoServer, Service
+from tests.support.backing_services import S3Server, Service
 from tests.support.balancer import NginxBalancer
 from tests.support.portside_servers import REPOSITORY_ROOT
 
@@ -49,13 +49,13 @@ class RegistryProcess(Service):
 
 
 def instance_settings(
-    moto: MotoServer, bucket: str, redis_addr: str, secret: str
+    s3_server: S3Server, bucket: str, redis_addr: str, secret: str
 ) -> dict[str, Any]:
     """The configuration every instance shares (each adds its own address)."""
     # The environment's strings, read as YAML reads them (numbers, booleans).
     s3 = {
         k.removeprefix("REGISTRY_STORAGE_S3_").lower(): yaml.safe_load(v)
-        for k, v in moto.s3_environ(bucket).items()
+        for k, v in s3_server.s3_environ(bucket).items()
     }
     return {
         "version": "0.1",

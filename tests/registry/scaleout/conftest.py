@@ -1,5 +1,6 @@
-"""Fixtures of the scale-out tests: the session's moto (S3) and Redis servers, an
-S3-backed registry environment, and a fault-injecting proxy in front of S3."""
+"""Fixtures of the scale-out tests: the session's S3 server (moto or Ceph's RADOS Gateway:
+every test that takes ``s3_server`` runs against each of ``s3_kinds()``) and Redis server,
+an S3-backed registry environment, and a fault-injecting proxy in front of S3."""
 
 from __future__ import annotations
 
@@ -11,12 +12,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from tests.support.backing_services import MotoServer, RedisServer, shared_services
+from tests.support.backing_services import RedisServer, S3Server, s3_kinds, shared_services
 
 
-@pytest.fixture
-def moto() -> MotoServer:
-    return shared_services().s3()
+@pytest.fixture(params=s3_kinds())
+def s3_server(request: pytest.FixtureRequest) -> S3Server:
+    return shared_services().s3_server(request.param)
 
 
 @pytest.fixture
@@ -25,16 +26,16 @@ def redis_server() -> RedisServer:
 
 
 @pytest.fixture
-def bucket(moto: MotoServer) -> str:
-    return moto.create_bucket()
+def bucket(s3_server: S3Server) -> str:
+    return s3_server.create_bucket()
 
 
 @pytest.fixture
-def registry_environ(moto: MotoServer, bucket: str, redis_server: RedisServer) -> dict[str, str]:
+def registry_environ(s3_server: S3Server, bucket: str, redis_server: RedisServer) -> dict[str, str]:
     """Overrides tests/registry/conftest.py's: here the registry fixtures store in S3 and
     cache blob descriptors in Redis."""
     return {
-        **moto.s3_environ(bucket),
+        **s3_server.s3_environ(bucket),
         "REGISTRY_STORAGE_DELETE_ENABLED": "true",
         "REGISTRY_STORAGE_CACHE_BLOBDESCRIPTOR": "redis",
         "REGISTRY_REDIS_ADDR": redis_server.addr,
@@ -46,7 +47,7 @@ Fault = Callable[[web.Request], int | None]
 
 
 class FaultyS3:
-    """An HTTP proxy in front of moto that answers with an error status whenever
+    """An HTTP proxy in front of an S3 server that answers with an error status whenever
     ``fault(request)`` says so, and forwards everything else unchanged."""
 
     def __init__(self, upstream: str) -> None:
@@ -66,7 +67,8 @@ class FaultyS3:
             body = f"<Error><Code>{code}</Code><Message>injected</Message></Error>"
             return web.Response(status=status, text=body, content_type="application/xml")
         assert self.session is not None
-        headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
+        # The client's Host goes through as it was: a real S3 checks the signature over it.
+        headers = dict(request.headers)
         async with self.session.request(
             request.method,
             self.upstream + request.rel_url.raw_path_qs,
@@ -91,9 +93,9 @@ class FaultyS3:
 
 
 @pytest.fixture
-async def faulty_s3(moto: MotoServer, tmp_path: Path) -> AsyncIterator[tuple[FaultyS3, str]]:
+async def faulty_s3(s3_server: S3Server, tmp_path: Path) -> AsyncIterator[tuple[FaultyS3, str]]:
     """The proxy and its URL (use it as ``regionendpoint``)."""
-    proxy = FaultyS3(moto.url)
+    proxy = FaultyS3(s3_server.url)
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_route("*", "/{tail:.*}", proxy.handle)
     server = TestServer(app, host="127.0.0.1")

@@ -1,4 +1,4 @@
-"""Three registry processes sharing one S3 bucket (moto), one Redis and one http.secret,
+"""Three registry processes sharing one S3 bucket (moto or RGW), one Redis and one http.secret,
 behind a real nginx balancing round-robin: a chunked push whose every request lands on
 another instance, pulls through each instance byte for byte, and the same push with an
 instance stopped half-way (nginx sends the requests it cannot deliver to the next)."""
@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 
 from tests.registry.scaleout.cluster import INSTANCE_HEADER, Cluster, instance_settings
-from tests.support.backing_services import shared_services
+from tests.support.backing_services import s3_kinds, shared_services
 
 MIB = 1024 * 1024
 NAME = "team/app"
@@ -25,13 +25,15 @@ NAME = "team/app"
 CHUNKS = [3 * MIB, 6 * MIB + 1, 1 * MIB, 1, 7 * MIB - 1, 2 * MIB]
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """One cluster for this module's tests (starting one takes seconds)."""
+@pytest.fixture(scope="module", params=s3_kinds())
+def cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    """One cluster for this module's tests on each S3 server (starting one takes seconds)."""
     services = shared_services()
-    moto, redis_server = services.s3(), services.redis_server()
+    s3_server, redis_server = services.s3_server(request.param), services.redis_server()
     settings = instance_settings(
-        moto, moto.create_bucket(), redis_server.addr, f"shared-secret-{uuid.uuid4()}"
+        s3_server, s3_server.create_bucket(), redis_server.addr, f"shared-secret-{uuid.uuid4()}"
     )
     running = Cluster(tmp_path_factory.mktemp("cluster"), settings)
     running.start()

@@ -1,5 +1,5 @@
 """The registry API conformance suite (all 79 OCI checks, the four workflows in one
-repository) against a registry storing in S3 (moto) with the Redis blob-descriptor cache:
+repository) against a registry storing in S3 (moto, then RGW) with the Redis blob-descriptor cache:
 the same test function, run here with this package's ``registry_environ``."""
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from registry.storage.driver.base import PathNotFound
 from registry.storage.driver.s3 import S3Driver, StorageUnavailable
 from tests.registry.conftest import ClientFactory
 from tests.registry.scaleout.conftest import FaultyS3
-from tests.support.backing_services import MotoServer
+from tests.support.backing_services import S3Server
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3.client import S3Client
@@ -31,16 +31,16 @@ MIB = 1024 * 1024
 
 
 @pytest.fixture
-async def driver(moto: MotoServer, bucket: str) -> AsyncIterator[S3Driver]:
-    instance = S3Driver(moto.driver_config(bucket, rootdirectory="/some/prefix"))
+async def driver(s3_server: S3Server, bucket: str) -> AsyncIterator[S3Driver]:
+    instance = S3Driver(s3_server.driver_config(bucket, rootdirectory="/some/prefix"))
     yield instance
     await instance.close()
 
 
 @pytest.fixture
-async def other_instance(moto: MotoServer, bucket: str) -> AsyncIterator[S3Driver]:
+async def other_instance(s3_server: S3Server, bucket: str) -> AsyncIterator[S3Driver]:
     """A second driver over the same bucket, as another registry process has."""
-    instance = S3Driver(moto.driver_config(bucket, rootdirectory="/some/prefix"))
+    instance = S3Driver(s3_server.driver_config(bucket, rootdirectory="/some/prefix"))
     yield instance
     await instance.close()
 
@@ -86,10 +86,10 @@ async def test_an_upload_continues_on_another_instance_across_the_part_minimum(
 
 
 async def test_a_failed_write_leaves_the_object_as_it_was(
-    moto: MotoServer, bucket: str, faulty_s3: tuple[FaultyS3, str]
+    s3_server: S3Server, bucket: str, faulty_s3: tuple[FaultyS3, str]
 ) -> None:
     proxy, url = faulty_s3
-    faulty = S3Driver(moto.driver_config(bucket, regionendpoint=url))
+    faulty = S3Driver(s3_server.driver_config(bucket, regionendpoint=url))
     try:
         await append(faulty, "/upload/data", b"committed")
         # Every part upload fails from now on: the writer must not complete a file
@@ -108,10 +108,10 @@ async def test_a_failed_write_leaves_the_object_as_it_was(
 
 
 async def test_move_copies_server_side_in_parts_above_the_threshold(
-    moto: MotoServer, bucket: str
+    s3_server: S3Server, bucket: str
 ) -> None:
     driver = S3Driver(
-        moto.driver_config(
+        s3_server.driver_config(
             bucket,
             multipartcopythresholdsize=5 * MIB,
             multipartcopychunksize=5 * MIB,
@@ -159,8 +159,10 @@ class CountingS3Driver(S3Driver):
         return await super().call(operation, request, expected)
 
 
-async def test_delete_many_batches_the_objects_of_many_paths(moto: MotoServer, bucket: str) -> None:
-    driver = CountingS3Driver(moto.driver_config(bucket, rootdirectory="/some/prefix"))
+async def test_delete_many_batches_the_objects_of_many_paths(
+    s3_server: S3Server, bucket: str
+) -> None:
+    driver = CountingS3Driver(s3_server.driver_config(bucket, rootdirectory="/some/prefix"))
     driver.requests = Counter()
     try:
         paths = [f"/blobs/{n:03d}" for n in range(40)]
@@ -178,10 +180,10 @@ async def test_delete_many_batches_the_objects_of_many_paths(moto: MotoServer, b
 
 
 async def test_throttling_and_5xx_are_retried_with_backoff(
-    moto: MotoServer, bucket: str, faulty_s3: tuple[FaultyS3, str]
+    s3_server: S3Server, bucket: str, faulty_s3: tuple[FaultyS3, str]
 ) -> None:
     proxy, url = faulty_s3
-    driver = S3Driver(moto.driver_config(bucket, regionendpoint=url, maxretries=3))
+    driver = S3Driver(s3_server.driver_config(bucket, regionendpoint=url, maxretries=3))
     failures = iter([503, 500, None, 503, None, 500, None])
     proxy.fault = lambda request: next(failures, None)
     try:
@@ -194,10 +196,10 @@ async def test_throttling_and_5xx_are_retried_with_backoff(
 
 
 async def test_a_persistent_failure_is_storage_unavailable(
-    moto: MotoServer, bucket: str, faulty_s3: tuple[FaultyS3, str]
+    s3_server: S3Server, bucket: str, faulty_s3: tuple[FaultyS3, str]
 ) -> None:
     proxy, url = faulty_s3
-    driver = S3Driver(moto.driver_config(bucket, regionendpoint=url, maxretries=2))
+    driver = S3Driver(s3_server.driver_config(bucket, regionendpoint=url, maxretries=2))
     proxy.fault = lambda request: 503
     try:
         with pytest.raises(StorageUnavailable) as raised:
@@ -209,11 +211,13 @@ async def test_a_persistent_failure_is_storage_unavailable(
 
 
 async def test_redirect_urls_are_presigned_and_only_when_enabled(
-    moto: MotoServer, bucket: str, driver: S3Driver
+    s3_server: S3Server, bucket: str, driver: S3Driver
 ) -> None:
     await driver.put_content("/blob", b"redirected content")
     assert await driver.redirect_url("/blob", "GET") is None
-    redirecting = S3Driver(moto.driver_config(bucket, rootdirectory="/some/prefix"), redirect=True)
+    redirecting = S3Driver(
+        s3_server.driver_config(bucket, rootdirectory="/some/prefix"), redirect=True
+    )
     try:
         url = await redirecting.redirect_url("/blob", "GET")
         assert url is not None and "X-Amz-Signature=" in url
@@ -268,7 +272,7 @@ async def test_an_app_over_failing_s3_answers_503_and_stores_nothing(
 
 
 async def test_credentials_come_from_the_aws_chain_when_not_configured(
-    moto: MotoServer, bucket: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    s3_server: S3Server, bucket: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     # The AWS chain reads the process environment: this test has to set it.
     for name in ("AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
@@ -276,9 +280,10 @@ async def test_credentials_come_from_the_aws_chain_when_not_configured(
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # never ask a metadata service
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "from-the-environment")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret-from-the-environment")
-    chained = S3Driver(moto.driver_config(bucket, accesskey="", secretkey=""))
+    # The server's own keys (a real S3 checks them), from the environment only.
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_key)
+    chained = S3Driver(s3_server.driver_config(bucket, accesskey="", secretkey=""))
     try:
         await chained.put_content("/a", b"chained")
         assert await chained.get_content("/a") == b"chained"
@@ -286,7 +291,7 @@ async def test_credentials_come_from_the_aws_chain_when_not_configured(
         await chained.close()
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
-    without = S3Driver(moto.driver_config(bucket, accesskey="", secretkey=""))
+    without = S3Driver(s3_server.driver_config(bucket, accesskey="", secretkey=""))
     try:
         with pytest.raises(StorageUnavailable):  # no credentials anywhere: a clear 503
             await without.get_content("/a")

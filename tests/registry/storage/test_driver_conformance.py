@@ -15,7 +15,7 @@ from registry.storage.driver.base import PathNotFound, StorageDriver
 from registry.storage.driver.filesystem import FilesystemDriver
 from registry.storage.driver.inmemory import InMemoryDriver
 from registry.storage.driver.s3 import S3Driver
-from tests.support.backing_services import shared_services
+from tests.support.backing_services import s3_kinds, shared_services
 
 DriverFactory = Callable[[Path], Awaitable[StorageDriver]]
 
@@ -28,15 +28,20 @@ async def _inmemory(tmp_path: Path) -> StorageDriver:
     return InMemoryDriver()
 
 
-async def _s3(tmp_path: Path) -> StorageDriver:
-    moto = shared_services().s3()  # a real S3 HTTP server on loopback, one bucket per test
-    return S3Driver(moto.driver_config(moto.create_bucket()))
+def _s3_on(kind: str) -> DriverFactory:
+    """The S3 driver over the session's S3 server of that kind, one bucket per test."""
+
+    async def factory(tmp_path: Path) -> StorageDriver:
+        server = shared_services().s3_server(kind)
+        return S3Driver(server.driver_config(server.create_bucket()))
+
+    return factory
 
 
 DRIVER_FACTORIES: dict[str, DriverFactory] = {
     "filesystem": _filesystem,
     "inmemory": _inmemory,
-    "s3": _s3,
+    **{f"s3-{kind}": _s3_on(kind) for kind in s3_kinds()},
 }
 
 
