@@ -17,7 +17,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 
@@ -62,7 +62,8 @@ class Service:
         """Start the process without waiting (``wait_ready`` waits)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()  # a restart keeps its port
-        log = (self.workdir / f"{self.name}-{self.port}.log").open("wb")
+        # Appended to: a restarted server (same port) keeps what it logged before.
+        log = (self.workdir / f"{self.name}-{self.port}.log").open("ab")
         self.process = subprocess.Popen(
             self.command(),
             stdout=log,
@@ -98,9 +99,29 @@ class Service:
                 self.process.wait()
         self.process = None
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash or the OOM killer would end it: no clean-up at all."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+
+class S3Service(Protocol):
+    """An S3-compatible server a test stores in (moto here; any real S3 works alike)."""
+
+    @property
+    def url(self) -> str: ...
+
+    def s3_environ(self, bucket: str, prefix: str = "REGISTRY_STORAGE_S3_") -> dict[str, str]: ...
+
+    def driver_config(self, bucket: str, **overrides: Any) -> S3DriverConfig: ...
+
+    def create_bucket(self, name: str | None = None) -> str: ...
 
 
 class MotoServer(Service):

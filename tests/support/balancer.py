@@ -61,9 +61,15 @@ http {{
 class NginxBalancer(Service):
     name = "nginx"
 
-    def __init__(self, workdir: Path, upstreams: Sequence[Upstream]) -> None:
+    def __init__(
+        self, workdir: Path, upstreams: Sequence[Upstream], *, fail_timeout: int = 30
+    ) -> None:
         super().__init__(workdir)
         self.upstreams = upstreams
+        # How long nginx leaves an instance alone after one failed attempt (its
+        # ``fail_timeout``); a chaos test restarting instances every few seconds wants
+        # them back in the rotation sooner than the default 30s.
+        self.fail_timeout = fail_timeout
 
     def command(self) -> list[str]:
         binary = shutil.which("nginx") or (
@@ -73,7 +79,7 @@ class NginxBalancer(Service):
             _missing("nginx is not installed (Debian package nginx)")
         assert binary is not None
         servers = "\n".join(
-            f"        server 127.0.0.1:{u.port} max_fails=1 fail_timeout=30s;"
+            f"        server 127.0.0.1:{u.port} max_fails=1 fail_timeout={self.fail_timeout}s;"
             for u in self.upstreams
         )
         config = self.workdir / "nginx.conf"

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from tests.support.backing_services import MotoServer, Service
+from tests.support.backing_services import S3Service, Service
 from tests.support.balancer import NginxBalancer
 from tests.support.portside_servers import REPOSITORY_ROOT
 
@@ -48,9 +48,7 @@ class RegistryProcess(Service):
         return f"http://127.0.0.1:{self.port}"
 
 
-def instance_settings(
-    moto: MotoServer, bucket: str, redis_addr: str, secret: str
-) -> dict[str, Any]:
+def instance_settings(moto: S3Service, bucket: str, redis_addr: str, secret: str) -> dict[str, Any]:
     """The configuration every instance shares (each adds its own address)."""
     # The environment's strings, read as YAML reads them (numbers, booleans).
     s3 = {
