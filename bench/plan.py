@@ -20,7 +20,11 @@ SCENARIOS = (
     "gc",
     "flood",
     "mirror",
+    "soak",
 )
+# Run only when asked for (``--scenarios soak``): minutes of load and kills, and figures
+# that compare portside with nothing.
+OPT_IN = ("soak",)
 
 
 @dataclass(frozen=True)
@@ -38,7 +42,10 @@ class Plan:
     page_size: int = 50  # the small store must hold more than one page
     latency_requests: int = 30
     gc_manifests: int = 10_000  # with five blobs each: the 50,000
-    scenarios: tuple[str, ...] = SCENARIOS
+    scenarios: tuple[str, ...] = tuple(s for s in SCENARIOS if s not in OPT_IN)
+    soak_clients: int = 100
+    soak_seconds: int = 300
+    soak_interval: float = 5.0  # seconds between faults, on average
     portside_env: dict[str, str] = field(default_factory=dict)
     portside_tree: Path | None = None  # run portside from this source tree (default: ours)
     access_log: bool = False  # both registries at level info with their access logs on
@@ -60,6 +67,8 @@ PROFILES = {
         rate_seconds=2,
         latency_requests=15,
         gc_manifests=2_000,
+        soak_clients=20,
+        soak_seconds=60,
     ),
     # Seconds: the test that keeps the harness from rotting; its figures mean nothing.
     "tiny": Plan(
@@ -73,6 +82,9 @@ PROFILES = {
         page_size=10,
         latency_requests=3,
         gc_manifests=50,
+        soak_clients=4,
+        soak_seconds=15,
+        soak_interval=3.0,
     ),
 }
 

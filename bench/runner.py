@@ -6,7 +6,8 @@ Phases, each with servers started for it on loopback:
 3. both registries on seeded stores, small then large: scenario 5;
 4. portside flushing, portside not flushing and the reference, each on a new store:
    scenario 6;
-5. later scenarios start what they need themselves (9: an upstream and its mirror).
+5. later scenarios start what they need themselves (9: an upstream and its mirror; 10:
+   three registries, two tokenauth replicas, nginx, moto and Redis).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from bench.scenarios.gc import run_gc
 from bench.scenarios.images import run_images
 from bench.scenarios.listings import run_listings
 from bench.scenarios.mirror import run_mirror
+from bench.scenarios.soak import run_chaos_soak
 from bench.scenarios.tokens import (
     ISSUANCE_WORKERS,
     run_issuance,
@@ -118,6 +120,8 @@ async def run(plan: Plan, logs: Path) -> Outcome:
             await outcome.phase(ctx, "login flood", run_flood(ctx))
         if "mirror" in wanted:
             await outcome.phase(ctx, "pull-through cache", run_mirror(ctx))
+        if "soak" in wanted:
+            await outcome.phase(ctx, "chaos soak", run_chaos_soak(ctx))
     finally:
         await ctx.lab.stop_all()
         await asyncio.to_thread(_keep_logs, workdir, logs)

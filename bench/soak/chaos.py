@@ -17,8 +17,9 @@ from tests.support.chaos_deployment import FailoverTopology, SoakDeployment
 
 log = logging.getLogger("bench.soak")
 
-# How often each fault is chosen (a failover only where the topology has one).
-WEIGHTS = {"registry": 5, "tokenauth": 3, "redis-restart": 1, "redis-failover": 1}
+# Faults come in decks, each shuffled: every kind once (a failover only where the
+# topology has one) and registries once more, so that even a short soak sees every kind.
+EXTRA = ("registry",)
 
 
 @dataclass
@@ -55,8 +56,7 @@ class ChaosDriver:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Cause faults until ``stop`` is set (the current one is always recovered)."""
-        kinds = self.faults()
-        weights = [WEIGHTS[kind] for kind in kinds]
+        deck: list[str] = []
         while not stop.is_set():
             pause = self.interval * self.rng.uniform(0.5, 1.5)
             try:
@@ -64,7 +64,10 @@ class ChaosDriver:
                 return
             except TimeoutError:
                 pass
-            await self.cause(self.rng.choices(kinds, weights)[0])
+            if not deck:
+                deck = [*self.faults(), *EXTRA]
+                self.rng.shuffle(deck)
+            await self.cause(deck.pop())
 
     async def cause(self, fault: str) -> None:
         started = time.monotonic()
