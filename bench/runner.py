@@ -96,7 +96,9 @@ async def run(plan: Plan, logs: Path) -> Outcome:
     ctx = Context(plan, Lab(), workdir)
     try:
         data = ctx.new_dir("data")
-        for size in sorted(plan.blob_sizes):
+        # The soak makes its own images: run alone, it needs none of the blob files.
+        sizes = sorted(plan.blob_sizes) if wanted - {"soak"} else []
+        for size in sizes:
             log.info("writing a %d-byte blob", size)
             ctx.blobs[size] = await asyncio.to_thread(
                 write_blob_file, data / f"blob-{size}", size, size

@@ -17,8 +17,8 @@ from tests.support.chaos_deployment import FailoverTopology, SoakDeployment
 
 log = logging.getLogger("bench.soak")
 
-# Faults come in decks, each shuffled: every kind once (a failover only where the
-# topology has one) and registries once more, so that even a short soak sees every kind.
+# Faults come in decks: every kind once in a random order (a failover only where the
+# topology has one), then a registry once more; even a short soak sees every kind.
 EXTRA = ("registry",)
 
 
@@ -65,8 +65,9 @@ class ChaosDriver:
             except TimeoutError:
                 pass
             if not deck:
-                deck = [*self.faults(), *EXTRA]
-                self.rng.shuffle(deck)
+                kinds = self.faults()
+                self.rng.shuffle(kinds)
+                deck = [*EXTRA, *kinds]  # dealt from the end: every kind first
             await self.cause(deck.pop())
 
     async def cause(self, fault: str) -> None:

@@ -27,6 +27,7 @@ from tests.support.portside_servers import ServerProcess, free_port
 # nginx puts an instance back into rotation this soon after it failed once: instances
 # come back within seconds here, and three of them cannot all sit out 30s.
 FAIL_TIMEOUT_SECONDS = 2
+TOKEN_LIFETIME = "60s"
 
 
 class RedisTopology(Protocol):
@@ -115,7 +116,10 @@ def start_soak_deployment(
     token_servers = []
     for index in range(tokenauths):
         port = free_port()
-        config = tokenauth_config(f"127.0.0.1:{port}", {"redis": redis.redis_config()})
+        # Tokens live the shortest time tokenauth allows: in a soak of minutes, clients
+        # log in again while replicas are being killed.
+        extra = {"redis": redis.redis_config(), "token": {"lifetime": TOKEN_LIFETIME}}
+        config = tokenauth_config(f"127.0.0.1:{port}", extra)
         config["loglevel"] = "warning"
         path = directory / f"tokenauth-{index}.yml"
         path.write_text(json.dumps(config))  # JSON is YAML
