@@ -25,7 +25,10 @@ NGINX_CONFIG = """\
 daemon off;
 pid {dir}/nginx.pid;
 error_log {dir}/nginx-error.log warn;
-events {{ worker_connections 256; }}
+# Each request proxied takes two connections, the client's and the instance's: 256 (what
+# this said before) dropped connections once ~100 clients pushed at once.
+worker_rlimit_nofile {files};
+events {{ worker_connections {connections}; }}
 http {{
     access_log {dir}/nginx-access.log;
     client_body_temp_path {dir}/client-body;
@@ -58,6 +61,9 @@ http {{
 """
 
 
+WORKER_CONNECTIONS = 4096
+
+
 class NginxBalancer(Service):
     name = "nginx"
 
@@ -87,7 +93,14 @@ class NginxBalancer(Service):
         # temporary directories here: keep them as this user.
         user = "user root;\n" if os.geteuid() == 0 else ""
         config.write_text(
-            NGINX_CONFIG.format(user=user, dir=self.workdir, servers=servers, port=self.port)
+            NGINX_CONFIG.format(
+                user=user,
+                dir=self.workdir,
+                servers=servers,
+                port=self.port,
+                connections=WORKER_CONNECTIONS,
+                files=2 * WORKER_CONNECTIONS,
+            )
         )
         return [
             binary,
