@@ -218,11 +218,12 @@ class SoakClient:
             "upload_patch",
             "PATCH",
             location,
-            frozenset({202, 416}),
+            frozenset({202, 404, 416}),
             data=data,
             headers=headers,
             retry=False,
         )
+        self._lost(patch)
         if patch.status == 416:
             # nginx resent the chunk after the instance that stored it died unanswered:
             # the registry says how much it has; resume from there, as clients do.
@@ -233,13 +234,27 @@ class SoakClient:
         else:
             location = self._absolute(patch.headers["Location"])
         separator = "&" if "?" in location else "?"
-        await self.send(
+        done = await self.send(
             "upload_put",
             "PUT",
             f"{location}{separator}digest={quote(digest)}",
-            frozenset({201}),
+            frozenset({201, 404}),
             retry=False,
         )
+        self._lost(done)
+
+    def _lost(self, answer: Answer) -> None:
+        """Interrupted if the upload is gone: an instance killed while it committed the
+        upload (after moving its data, before linking the blob) leaves nothing to
+        finish, and a resent request says so; docker then pushes the layer again."""
+        if answer.status != 404:
+            return
+        if b'"BLOB_UPLOAD_UNKNOWN"' not in answer.body:
+            message = f"upload: 404 {answer.body[:200]!r}"
+            self.recorder.hard(message)
+            raise HardError(message)
+        self.recorder.retry("404 upload lost")
+        raise Interrupted("upload lost")
 
     def _absolute(self, location: str) -> str:
         return location if "://" in location else self.base + location
