@@ -80,7 +80,8 @@ class SoakResult:
 def new_session() -> aiohttp.ClientSession:
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=4),
-        timeout=aiohttp.ClientTimeout(total=120, sock_connect=10),
+        # As docker: no limit on a whole request, only on silence (nginx times out first).
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=300),
     )
 
 

@@ -54,7 +54,9 @@ http {{
             proxy_next_upstream error timeout http_502 http_503 non_idempotent;
             proxy_next_upstream_tries 3;
             proxy_connect_timeout 2s;
-            proxy_read_timeout 60s;
+            # As docs/scaling.md: a read timeout makes nginx resend the request (and
+            # non-idempotent ones too) while the first instance may still be working on it.
+            proxy_read_timeout 900s;
         }}
     }}
 }}
