@@ -74,7 +74,12 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         "--seconds", type=int, dest="rate_seconds", help="the length of each wrk/ab run"
     )
     parser.add_argument("--clients", type=int, help="concurrent image pushers (scenario 3)")
-    parser.add_argument("--scenarios", help="comma-separated subset of " + ",".join(SCENARIOS))
+    parser.add_argument(
+        "--scenarios",
+        help="comma-separated subset of " + ",".join(SCENARIOS) + " (soak only when named)",
+    )
+    parser.add_argument("--soak-clients", type=int, help="concurrent clients of the chaos soak")
+    parser.add_argument("--soak-seconds", type=int, help="how long the chaos soak runs")
     parser.add_argument(
         "--portside-env",
         action="append",
@@ -123,6 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         chunk_size=args.chunk_size,
         rate_seconds=args.rate_seconds,
         clients=args.clients,
+        soak_clients=args.soak_clients,
+        soak_seconds=args.soak_seconds,
         scenarios=scenarios,
         portside_env=_environment(args.portside_env) or None,
         access_log=args.access_log,

@@ -22,7 +22,11 @@ SCENARIOS = (
     "mirror",
     "pulls",
     "s3",
+    "soak",
 )
+# Run only when asked for (``--scenarios soak``): minutes of load and kills, and figures
+# that compare portside with nothing.
+OPT_IN = ("soak",)
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,10 @@ class Plan:
     pull_streams: int = 16
     pull_stream_size: int = 64 * MIB
     range_size: int = 8 * MIB
-    scenarios: tuple[str, ...] = SCENARIOS
+    scenarios: tuple[str, ...] = tuple(s for s in SCENARIOS if s not in OPT_IN)
+    soak_clients: int = 100
+    soak_seconds: int = 300
+    soak_interval: float = 5.0  # seconds between faults, on average
     portside_env: dict[str, str] = field(default_factory=dict)
     portside_tree: Path | None = None  # run portside from this source tree (default: ours)
     access_log: bool = False  # both registries at level info with their access logs on
@@ -71,6 +78,8 @@ PROFILES = {
         pull_size=256 * MIB,
         pull_stream_size=16 * MIB,
         range_size=2 * MIB,
+        soak_clients=20,
+        soak_seconds=60,
     ),
     # Seconds: the test that keeps the harness from rotting; its figures mean nothing.
     "tiny": Plan(
@@ -88,6 +97,9 @@ PROFILES = {
         pull_streams=4,
         pull_stream_size=MIB,
         range_size=256 * 1024,
+        soak_clients=4,
+        soak_seconds=15,
+        soak_interval=3.0,
     ),
 }
 

@@ -8,7 +8,8 @@ Phases, each with servers started for it on loopback:
    scenario 6;
 5. later scenarios start what they need themselves (9: an upstream and its mirror; 10:
    nginx, serving the first phase's portside store, beside the plain registries; 11: a
-   single-node Ceph RADOS Gateway and both registries on it).
+   single-node Ceph RADOS Gateway and both registries on it; 12, only when named: three
+   registries, two tokenauth replicas, nginx, moto and Redis).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from bench.scenarios.mirror import run_mirror
 from bench.scenarios.pulls import missing as pulls_missing
 from bench.scenarios.pulls import run_pulls
 from bench.scenarios.s3 import run_s3
+from bench.scenarios.soak import run_chaos_soak
 from bench.scenarios.tokens import (
     ISSUANCE_WORKERS,
     run_issuance,
@@ -101,7 +103,9 @@ async def run(plan: Plan, logs: Path) -> Outcome:
     ctx = Context(plan, Lab(), workdir)
     try:
         data = ctx.new_dir("data")
-        for size in sorted(plan.blob_sizes):
+        # The soak makes its own images: run alone, it needs none of the blob files.
+        sizes = sorted(plan.blob_sizes) if wanted - {"soak"} else []
+        for size in sizes:
             log.info("writing a %d-byte blob", size)
             ctx.blobs[size] = await asyncio.to_thread(
                 write_blob_file, data / f"blob-{size}", size, size
@@ -127,6 +131,8 @@ async def run(plan: Plan, logs: Path) -> Outcome:
             await outcome.phase(ctx, "pull-through cache", run_mirror(ctx))
         if "s3" in wanted:
             await outcome.phase(ctx, "S3 (RGW)", run_s3(ctx))
+        if "soak" in wanted:
+            await outcome.phase(ctx, "chaos soak", run_chaos_soak(ctx))
     finally:
         await ctx.lab.stop_all()
         await asyncio.to_thread(_keep_logs, workdir, logs)

@@ -22,9 +22,9 @@ from registry.handlers.base import (
 )
 from registry.keys import METRICS, MOUNT_ALLOWED, STORAGE
 from registry.notifications import bridge
-from registry.oci.digest import HEX_LENGTHS, InvalidDigest, parse_digest
+from registry.oci.digest import HEX_LENGTHS, Digest, InvalidDigest, parse_digest
 from registry.storage.blobs import BlobDescriptor
-from registry.storage.errors import range_header
+from registry.storage.errors import BlobUnknown, UploadUnknown, range_header
 from registry.storage.registry import Repository
 from registry.storage.uploads import UploadStatus
 from registry.upload_state import DEFAULT_ALGORITHM, signed_upload_path, verified_upload
@@ -148,22 +148,44 @@ async def finish_upload(request: web.Request) -> web.StreamResponse:
     repo = repository(request)
     upload_id, _ = _upload(request, repo)  # the digest names its own algorithm
     digest = digest_param(request.query.get("digest"))
-    if has_body(request):
-        chunk_range = await _chunk_range(request, repo, upload_id)
-        descriptor = await _finished(
-            request,
-            repo.uploads.finish(
-                upload_id,
-                digest,
-                body_chunks(request),
-                start=chunk_range[0] if chunk_range else None,
-                length=declared_length(request),
-            ),
-        )
-    else:
-        descriptor = await _finished(request, repo.uploads.finish(upload_id, digest))
+    try:
+        descriptor = await _finish(request, repo, upload_id, digest)
+    except UploadUnknown:
+        # The finishing PUT is idempotent: sent again after its upload was committed
+        # (by nginx to the next instance when the one that committed died before it
+        # answered, or by the client after a lost response), it finds the upload gone
+        # and the blob in the repository, which is what the client asked for.
+        committed = await _linked(repo, digest)
+        if committed is None:
+            raise
+        return _created(request, repo.name, committed)
     bridge.blob_pushed(request, repo.name, descriptor)
     return _created(request, repo.name, descriptor)
+
+
+async def _finish(
+    request: web.Request, repo: Repository, upload_id: str, digest: Digest
+) -> BlobDescriptor:
+    if not has_body(request):
+        return await _finished(request, repo.uploads.finish(upload_id, digest))
+    chunk_range = await _chunk_range(request, repo, upload_id)
+    return await _finished(
+        request,
+        repo.uploads.finish(
+            upload_id,
+            digest,
+            body_chunks(request),
+            start=chunk_range[0] if chunk_range else None,
+            length=declared_length(request),
+        ),
+    )
+
+
+async def _linked(repo: Repository, digest: Digest) -> BlobDescriptor | None:
+    try:
+        return await repo.blobs.stat(digest)
+    except BlobUnknown:
+        return None
 
 
 async def cancel_upload(request: web.Request) -> web.StreamResponse:

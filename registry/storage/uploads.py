@@ -212,7 +212,11 @@ class Uploads:
         if body is not None:
             # The last chunk: hashed with the digest's algorithm, its state not stored.
             await self._append(upload_id, body, start, length, digest.algorithm, False)
-        async with self._lock(upload_id), self._removed_when_storage_is_full(upload_id):
+        async with (
+            self._lock(upload_id),
+            self._removed_when_storage_is_full(upload_id),
+            self._unknown_once_taken(upload_id),
+        ):
             status = await self.status(upload_id)
             data_path = paths.upload_data(self.name, upload_id)
             actual = await self._digest_of(upload_id, status.size, digest.algorithm)
@@ -247,6 +251,18 @@ class Uploads:
         async with self._lock(upload_id):
             await self.status(upload_id)
             await self._remove(upload_id)
+
+    @contextlib.asynccontextmanager
+    async def _unknown_once_taken(self, upload_id: str) -> AsyncIterator[None]:
+        """An upload whose data vanishes while it is being finished was taken by another
+        instance finishing (or cancelling) it at the same moment: the lock is this
+        process's only, and nginx resends a PUT that is slow to answer to the next
+        instance. It is then unknown here, as to any later request; not a storage
+        failure (a 500)."""
+        try:
+            yield
+        except PathNotFound:
+            raise UploadUnknown(upload_id) from None
 
     @contextlib.asynccontextmanager
     async def _removed_when_storage_is_full(self, upload_id: str) -> AsyncIterator[None]:

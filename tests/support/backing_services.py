@@ -69,7 +69,8 @@ class Service:
         """Start the process without waiting (``wait_ready`` waits)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()  # a restart keeps its port
-        log = (self.workdir / f"{self.name}-{self.port}.log").open("wb")
+        # Appended to: a restarted server (same port) keeps what it logged before.
+        log = (self.workdir / f"{self.name}-{self.port}.log").open("ab")
         self.process = subprocess.Popen(
             self.command(),
             stdout=log,
@@ -110,6 +111,13 @@ class Service:
             # Whatever the server started and did not stop (it may have been killed).
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
+        self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or the OOM killer would end it: no clean-up at all."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
         self.process = None
 
     @property

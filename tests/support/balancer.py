@@ -25,7 +25,10 @@ NGINX_CONFIG = """\
 daemon off;
 pid {dir}/nginx.pid;
 error_log {dir}/nginx-error.log warn;
-events {{ worker_connections 256; }}
+# Each request proxied takes two connections, the client's and the instance's: 256 (what
+# this said before) dropped connections once ~100 clients pushed at once.
+worker_rlimit_nofile {files};
+events {{ worker_connections {connections}; }}
 http {{
     access_log {dir}/nginx-access.log;
     client_body_temp_path {dir}/client-body;
@@ -51,19 +54,30 @@ http {{
             proxy_next_upstream error timeout http_502 http_503 non_idempotent;
             proxy_next_upstream_tries 3;
             proxy_connect_timeout 2s;
-            proxy_read_timeout 60s;
+            # As docs/scaling.md: a read timeout makes nginx resend the request (and
+            # non-idempotent ones too) while the first instance may still be working on it.
+            proxy_read_timeout 900s;
         }}
     }}
 }}
 """
 
 
+WORKER_CONNECTIONS = 4096
+
+
 class NginxBalancer(Service):
     name = "nginx"
 
-    def __init__(self, workdir: Path, upstreams: Sequence[Upstream]) -> None:
+    def __init__(
+        self, workdir: Path, upstreams: Sequence[Upstream], *, fail_timeout: int = 30
+    ) -> None:
         super().__init__(workdir)
         self.upstreams = upstreams
+        # How long nginx leaves an instance alone after one failed attempt (its
+        # ``fail_timeout``); a chaos test restarting instances every few seconds wants
+        # them back in the rotation sooner than the default 30s.
+        self.fail_timeout = fail_timeout
 
     def command(self) -> list[str]:
         binary = shutil.which("nginx") or (
@@ -73,7 +87,7 @@ class NginxBalancer(Service):
             _missing("nginx is not installed (Debian package nginx)")
         assert binary is not None
         servers = "\n".join(
-            f"        server 127.0.0.1:{u.port} max_fails=1 fail_timeout=30s;"
+            f"        server 127.0.0.1:{u.port} max_fails=1 fail_timeout={self.fail_timeout}s;"
             for u in self.upstreams
         )
         config = self.workdir / "nginx.conf"
@@ -81,7 +95,14 @@ class NginxBalancer(Service):
         # temporary directories here: keep them as this user.
         user = "user root;\n" if os.geteuid() == 0 else ""
         config.write_text(
-            NGINX_CONFIG.format(user=user, dir=self.workdir, servers=servers, port=self.port)
+            NGINX_CONFIG.format(
+                user=user,
+                dir=self.workdir,
+                servers=servers,
+                port=self.port,
+                connections=WORKER_CONNECTIONS,
+                files=2 * WORKER_CONNECTIONS,
+            )
         )
         return [
             binary,

@@ -98,16 +98,9 @@ def _merge(config: dict[str, Any], settings: Mapping[str, Any] | None) -> None:
             config[section] = value
 
 
-def start_token_deployment(
-    directory: Path,
-    registry_settings: Mapping[str, Any] | None = None,
-    *,
-    metrics: bool = False,
-    tokenauth_settings: Mapping[str, Any] | None = None,
-) -> TokenDeployment:
-    """Token mode; ``registry_settings`` and ``tokenauth_settings`` are more top-level
-    sections of each service's config (a section named twice is merged, one level deep);
-    with ``metrics``, each service serves /metrics on a debug address."""
+def write_token_files(directory: Path) -> None:
+    """What every token-mode deployment shares: the signing key and certificate from
+    ``tokenauth keygen``, the users file and the ACL, in ``directory``."""
     run_python_module(
         "tokenauth",
         "keygen",
@@ -120,12 +113,15 @@ def start_token_deployment(
         "".join(format_htpasswd_line(u, p) + "\n" for u, p in PASSWORDS.items())
     )
     (directory / "acl.yml").write_text(ACL)
-    auth_port, registry_port = free_port(), free_port()
-    auth_debug = f"127.0.0.1:{free_port()}" if metrics else None
-    registry_debug = f"127.0.0.1:{free_port()}" if metrics else None
-    # JSON is YAML: no quoting surprises in paths.
-    tokenauth_config: dict[str, Any] = {
-        "http": {"addr": f"127.0.0.1:{auth_port}", **_debug(auth_debug)},
+
+
+def tokenauth_config(
+    address: str, settings: Mapping[str, Any] | None = None, debug: str | None = None
+) -> dict[str, Any]:
+    """A tokenauth config listening on ``address``, reading ``write_token_files``' files
+    (relative to its own directory); ``settings`` are more top-level sections."""
+    config: dict[str, Any] = {
+        "http": {"addr": address, **_debug(debug)},
         "token": {
             "issuer": ISSUER,
             "services": [SERVICE],
@@ -136,8 +132,39 @@ def start_token_deployment(
         "acl": "acl.yml",
         "robots": "robots.yml",
     }
-    _merge(tokenauth_config, tokenauth_settings)
-    (directory / "tokenauth.yml").write_text(json.dumps(tokenauth_config))
+    _merge(config, settings)
+    return config
+
+
+def registry_token_auth(realm: str, directory: Path) -> dict[str, Any]:
+    """The registry's ``auth`` section trusting ``write_token_files``' certificate."""
+    return {
+        "token": {
+            "realm": realm,
+            "service": SERVICE,
+            "issuer": ISSUER,
+            "rootcertbundle": str(directory / "token.crt"),
+        }
+    }
+
+
+def start_token_deployment(
+    directory: Path,
+    registry_settings: Mapping[str, Any] | None = None,
+    *,
+    metrics: bool = False,
+    tokenauth_settings: Mapping[str, Any] | None = None,
+) -> TokenDeployment:
+    """Token mode; ``registry_settings`` and ``tokenauth_settings`` are more top-level
+    sections of each service's config (a section named twice is merged, one level deep);
+    with ``metrics``, each service serves /metrics on a debug address."""
+    write_token_files(directory)
+    auth_port, registry_port = free_port(), free_port()
+    auth_debug = f"127.0.0.1:{free_port()}" if metrics else None
+    registry_debug = f"127.0.0.1:{free_port()}" if metrics else None
+    # JSON is YAML: no quoting surprises in paths.
+    config = tokenauth_config(f"127.0.0.1:{auth_port}", tokenauth_settings, auth_debug)
+    (directory / "tokenauth.yml").write_text(json.dumps(config))
     tokenauth = ServerProcess(
         "tokenauth",
         ["tokenauth", "serve", str(directory / "tokenauth.yml")],
@@ -149,14 +176,7 @@ def start_token_deployment(
         "version": "0.1",
         "storage": {"filesystem": {"rootdirectory": str(directory / "data")}},
         "http": {"addr": f"127.0.0.1:{registry_port}", **_debug(registry_debug)},
-        "auth": {
-            "token": {
-                "realm": f"{tokenauth.url}/auth",
-                "service": SERVICE,
-                "issuer": ISSUER,
-                "rootcertbundle": str(directory / "token.crt"),
-            }
-        },
+        "auth": registry_token_auth(f"{tokenauth.url}/auth", directory),
     }
     _merge(registry_config, registry_settings)
     (directory / "registry.yml").write_text(json.dumps(registry_config))

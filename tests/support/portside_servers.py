@@ -130,6 +130,12 @@ class ServerProcess:
         finally:
             connection.close()
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash would end it: no draining, no clean-up."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
     def stop(self, timeout: float = 20.0) -> int | None:
         if self.process is None:
             return None

@@ -63,7 +63,7 @@ class FaultyS3:
         if status is not None:
             self.failed += 1
             await request.read()
-            code = "SlowDown" if status == 503 else "InternalError"
+            code = {503: "SlowDown", 404: "NoSuchKey"}.get(status, "InternalError")
             body = f"<Error><Code>{code}</Code><Message>injected</Message></Error>"
             return web.Response(status=status, text=body, content_type="application/xml")
         assert self.session is not None
