@@ -23,6 +23,7 @@ from tests.support.backing_services import RedisServer, S3Server
 from tests.support.balancer import NginxBalancer
 from tests.support.deployments import registry_token_auth, tokenauth_config, write_token_files
 from tests.support.portside_servers import ServerProcess, free_port
+from tests.support.redis_sentinel import RedisSentinelGroup
 
 # nginx puts an instance back into rotation this soon after it failed once: instances
 # come back within seconds here, and three of them cannot all sit out 30s.
@@ -62,6 +63,26 @@ class PlainRedis:
     def restart(self) -> None:
         self.server.kill()
         self.server.start()
+
+
+class SentinelRedis:
+    """A master, a replica and three sentinels (``RedisSentinelGroup``): the services
+    reach the master through the sentinels. A restart is a SIGKILL of the master and its
+    start on the same port (empty, as persistence is off): the sentinels either see it
+    back in time or promote the replica, whichever the timing gives. A failover is
+    ``SENTINEL FAILOVER``."""
+
+    def __init__(self, group: RedisSentinelGroup) -> None:
+        self.group = group
+
+    def redis_config(self) -> dict[str, Any]:
+        return self.group.redis_settings()
+
+    def restart(self) -> None:
+        self.group.revive(self.group.kill_master())
+
+    def failover(self) -> None:
+        self.group.failover()
 
 
 class Restartable(Protocol):
