@@ -134,7 +134,10 @@ class FilesystemDriver(StorageDriver):
         with _no_space_is_storage_full(path):
             full.parent.mkdir(parents=True, exist_ok=True)
             handle = full.open("ab" if append else "wb")
-        return _FilesystemWriter(self, path, handle, handle.tell(), writeback=self.fsync)
+        version = _version(os.fstat(handle.fileno()))
+        return _FilesystemWriter(
+            self, path, handle, handle.tell(), version=version, writeback=self.fsync
+        )
 
     async def stat(self, path: str) -> FileInfo:
         full = self._os_path(path)
@@ -142,7 +145,13 @@ class FilesystemDriver(StorageDriver):
             result = os.stat(full)  # one cached-metadata syscall: inline, like get_content
         except (FileNotFoundError, NotADirectoryError):
             raise PathNotFound(path) from None
-        return FileInfo(path, result.st_size, result.st_mtime, stat.S_ISDIR(result.st_mode))
+        return FileInfo(
+            path,
+            result.st_size,
+            result.st_mtime,
+            stat.S_ISDIR(result.st_mode),
+            None if stat.S_ISDIR(result.st_mode) else _version(result),
+        )
 
     async def list_dir(self, path: str) -> list[str]:
         full = self._os_path(path)
@@ -334,11 +343,27 @@ def _delete(full: Path) -> None:
                 raise
 
 
+def _version(result: os.stat_result) -> str:
+    """A file's version. Appends never change bytes already written (concurrent appends
+    both land and the size moves on), so the size alone tells the versions of one file
+    apart; the inode and the change time (which no one can set back) also tell apart a
+    file replaced by ``put_content`` or truncated by a new writer."""
+    return f"{result.st_dev}:{result.st_ino}:{result.st_ctime_ns}"
+
+
 class _FilesystemWriter(FileWriter):
     def __init__(
-        self, driver: FilesystemDriver, path: str, handle: BinaryIO, size: int, *, writeback: bool
+        self,
+        driver: FilesystemDriver,
+        path: str,
+        handle: BinaryIO,
+        size: int,
+        *,
+        version: str,
+        writeback: bool,
     ) -> None:
         self._driver = driver
+        self._base_version = self._version = version
         self._path = path
         self._handle = handle
         self._size = size
@@ -348,6 +373,14 @@ class _FilesystemWriter(FileWriter):
     @property
     def size(self) -> int:
         return self._size
+
+    @property
+    def base_version(self) -> str:
+        return self._base_version
+
+    @property
+    def version(self) -> str:
+        return self._version
 
     async def write(self, data: bytes) -> None:
         with _no_space_is_storage_full(self._path):
@@ -367,4 +400,7 @@ class _FilesystemWriter(FileWriter):
         # Pieces of a megabyte bypass the write buffer, so closing flushes at most a small
         # tail and releases the descriptor: done inline, there is nothing to cancel.
         with _no_space_is_storage_full(self._path):
+            if not self._handle.closed:
+                self._handle.flush()
+                self._version = _version(os.fstat(self._handle.fileno()))
             self._handle.close()

@@ -1,10 +1,11 @@
 """Fixtures of the scale-out tests: the session's moto (S3) and Redis servers, an
-S3-backed registry environment, and a fault-injecting proxy in front of S3."""
+S3-backed registry environment, and a fault-injecting (or delaying) proxy in front of S3."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -43,21 +44,26 @@ def registry_environ(moto: MotoServer, bucket: str, redis_server: RedisServer) -
 
 
 Fault = Callable[[web.Request], int | None]
+Delay = Callable[[web.Request], float]
 
 
 class FaultyS3:
     """An HTTP proxy in front of moto that answers with an error status whenever
-    ``fault(request)`` says so, and forwards everything else unchanged."""
+    ``fault(request)`` says so, and forwards everything else unchanged, after
+    ``delay(request)`` seconds (to order the requests of instances racing each other)."""
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
         self.fault: Fault = lambda request: None
+        self.delay: Delay = lambda request: 0.0
         self.requests = 0
+        self.seen: list[tuple[str, str]] = []  # (method, path) of every request
         self.failed = 0
         self.session: aiohttp.ClientSession | None = None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
+        self.seen.append((request.method, request.path))
         status = self.fault(request)
         if status is not None:
             self.failed += 1
@@ -66,6 +72,9 @@ class FaultyS3:
             body = f"<Error><Code>{code}</Code><Message>injected</Message></Error>"
             return web.Response(status=status, text=body, content_type="application/xml")
         assert self.session is not None
+        pause = self.delay(request)
+        if pause:
+            await asyncio.sleep(pause)
         headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
         async with self.session.request(
             request.method,
@@ -90,9 +99,9 @@ class FaultyS3:
             return response
 
 
-@pytest.fixture
-async def faulty_s3(moto: MotoServer, tmp_path: Path) -> AsyncIterator[tuple[FaultyS3, str]]:
-    """The proxy and its URL (use it as ``regionendpoint``)."""
+@contextlib.asynccontextmanager
+async def s3_proxy(moto: MotoServer) -> AsyncIterator[tuple[FaultyS3, str]]:
+    """A proxy in front of ``moto`` and its URL (use it as ``regionendpoint``)."""
     proxy = FaultyS3(moto.url)
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_route("*", "/{tail:.*}", proxy.handle)
@@ -100,5 +109,14 @@ async def faulty_s3(moto: MotoServer, tmp_path: Path) -> AsyncIterator[tuple[Fau
     await server.start_server()
     async with aiohttp.ClientSession(auto_decompress=False) as session:
         proxy.session = session
-        yield proxy, str(server.make_url("")).rstrip("/")
-    await server.close()
+        try:
+            yield proxy, str(server.make_url("")).rstrip("/")
+        finally:
+            await server.close()
+
+
+@pytest.fixture
+async def faulty_s3(moto: MotoServer) -> AsyncIterator[tuple[FaultyS3, str]]:
+    """The proxy and its URL (use it as ``regionendpoint``)."""
+    async with s3_proxy(moto) as proxy:
+        yield proxy
