@@ -45,17 +45,20 @@ def registry_environ(moto: MotoServer, bucket: str, redis_server: RedisServer) -
 
 Fault = Callable[[web.Request], int | None]
 Delay = Callable[[web.Request], float]
+Gate = Callable[[web.Request], asyncio.Event | None]
 
 
 class FaultyS3:
     """An HTTP proxy in front of moto that answers with an error status whenever
     ``fault(request)`` says so, and forwards everything else unchanged, after
-    ``delay(request)`` seconds (to order the requests of instances racing each other)."""
+    ``delay(request)`` seconds, or once the event ``gate(request)`` returns is set (to
+    order the requests of instances racing each other)."""
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
         self.fault: Fault = lambda request: None
         self.delay: Delay = lambda request: 0.0
+        self.gate: Gate = lambda request: None
         self.requests = 0
         self.seen: list[tuple[str, str]] = []  # (method, path) of every request
         self.failed = 0
@@ -72,9 +75,11 @@ class FaultyS3:
             body = f"<Error><Code>{code}</Code><Message>injected</Message></Error>"
             return web.Response(status=status, text=body, content_type="application/xml")
         assert self.session is not None
-        pause = self.delay(request)
+        pause, gate = self.delay(request), self.gate(request)
         if pause:
             await asyncio.sleep(pause)
+        if gate is not None:
+            await gate.wait()
         headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
         async with self.session.request(
             request.method,

@@ -92,3 +92,43 @@ async def test_a_race_at_one_offset_never_stores_a_blob_under_a_wrong_digest(
         # ``theirs`` won the data: the digest of ``ours`` is refused, as the spec says.
         assert done.status == 400, await done.text()
         assert (await done.json())["errors"][0]["code"] == "DIGEST_INVALID"
+
+
+async def test_a_chunk_whose_offset_is_taken_while_it_starts_is_refused(
+    make_registry: ClientFactory, moto: MotoServer
+) -> None:
+    """The status said the upload ends at the chunk's start, but another instance's chunk
+    landed before this one's writer opened the data: 416, the data left as the winner
+    wrote it, and not a 202 that appends after the winner's bytes."""
+    async with s3_proxy(moto) as (late_s3, late_url):
+        heads: list[web.Request] = []
+        opening, released = asyncio.Event(), asyncio.Event()
+
+        def second_data_head(request: web.Request) -> asyncio.Event | None:
+            # The status's HEAD passes; the writer's waits until the winner has written.
+            if request.method == "HEAD" and request.path.endswith("/data"):
+                heads.append(request)
+                if len(heads) == 2:
+                    opening.set()
+                    return released
+            return None
+
+        late_s3.gate = second_data_head
+        late = await make_registry({"REGISTRY_STORAGE_S3_REGIONENDPOINT": late_url})
+        winner = await make_registry()
+        prefix, ours, theirs = os.urandom(3001), os.urandom(4099), os.urandom(4099)
+        location = await start(winner)
+        location = await patch(winner, location, prefix, 0)
+        racing = asyncio.ensure_future(race_patch(late, location, theirs, len(prefix)))
+        try:
+            async with asyncio.timeout(30):  # the late one read the status, opens the data
+                await opening.wait()
+            await patch(winner, location, ours, len(prefix))
+        finally:
+            released.set()  # never leave the proxy holding a request
+        assert await racing == 416
+        digest = "sha256:" + hashlib.sha256(prefix + ours).hexdigest()
+        done = await winner.put(location, params={"digest": digest})
+        assert done.status == 201, await done.text()
+        blob = await winner.get(f"/v2/{NAME}/blobs/{digest}")
+        assert await blob.read() == prefix + ours
