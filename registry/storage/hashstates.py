@@ -6,14 +6,21 @@ that any instance (or a restarted one) continues hashing from the state at the o
 data has reached, and finishing an upload never re-reads it. A state that is missing, or
 whose offset is not the upload's size, is simply not used: the caller then re-reads.
 
+A state is also tied to the version of the data it was computed over (the driver's
+``FileWriter.version``): on S3 two instances given different chunks at the same offset
+both write, the last complete write wins, and the last state saved may be the other
+body's. A state is used only over the very version it names, so a blob is never taken
+for the digest of bytes that lost such a race.
+
 The state is the exported internal state of RustCrypto's SHA-2 through ``rehashes``
 (docs/scaling.md says why that library): a fixed-size byte string that the library parses
 and validates itself, never unpickled. A forged state could make the digest of data that
 was never sent come out as the client's ``digest=`` and so let a wrong blob pass; each
 state is therefore stored behind an HMAC-SHA256 over the repository, the upload id, the
-algorithm, the offset, the library's version and the state, keyed from ``http.secret``.
-A state that fails the check (tampered, truncated, copied from another upload or offset,
-written by another library version or under another secret) is treated as missing.
+algorithm, the offset, the data's version, the library's version and the state, keyed
+from ``http.secret``. A state that fails the check (tampered, truncated, copied from
+another upload or offset, computed over another version of the data, written by another
+library version or under another secret) is treated as missing.
 """
 
 from __future__ import annotations
@@ -95,17 +102,24 @@ class HashStateStore:
             else secrets.token_bytes(32)
         )
 
-    def _mac(self, name: str, upload_id: str, algorithm: str, offset: int, state: bytes) -> bytes:
-        # Every field but the last is free of NUL bytes: the joined message is unambiguous.
-        fields = (name.encode(), upload_id.encode(), algorithm.encode(), b"%d" % offset)
-        message = b"\x00".join((_KEY_CONTEXT, *fields, _LIBRARY_TAG, state))
+    def _mac(
+        self, name: str, upload_id: str, algorithm: str, offset: int, version: str, state: bytes
+    ) -> bytes:
+        # Every field but the last is free of NUL bytes (names and ids are validated,
+        # versions are short printable strings): the joined message is unambiguous.
+        fields = (name, upload_id, algorithm, str(offset), version)
+        encoded = (field.encode() for field in fields)
+        message = b"\x00".join((_KEY_CONTEXT, *encoded, _LIBRARY_TAG, state))
         return hmac.new(self._key, message, hashlib.sha256).digest()
 
-    async def save(self, name: str, upload_id: str, offset: int, hasher: ResumableHasher) -> None:
-        """Store ``hasher`` as the state of the first ``offset`` bytes. Best effort: a
-        state that cannot be written costs a re-read at the end, not the chunk."""
+    async def save(
+        self, name: str, upload_id: str, offset: int, version: str, hasher: ResumableHasher
+    ) -> None:
+        """Store ``hasher`` as the state of the first ``offset`` bytes of the data's
+        ``version``. Best effort: a state that cannot be written costs a re-read at the
+        end, not the chunk."""
         state = hasher.export()
-        content = self._mac(name, upload_id, hasher.name, offset, state) + state
+        content = self._mac(name, upload_id, hasher.name, offset, version, state) + state
         path = paths.upload_hash_state(name, upload_id, hasher.name, offset)
         try:
             await self.driver.put_content(path, content)
@@ -119,9 +133,10 @@ class HashStateStore:
             )
 
     async def load(
-        self, name: str, upload_id: str, algorithm: str, offset: int
+        self, name: str, upload_id: str, algorithm: str, offset: int, version: str
     ) -> ResumableHasher | None:
-        """The stored state of the first ``offset`` bytes, if there is a valid one."""
+        """The stored state of the first ``offset`` bytes of the data's ``version``, if
+        there is a valid one."""
         size = _STATE_SIZES.get(algorithm)
         if size is None:
             return None
@@ -130,8 +145,15 @@ class HashStateStore:
         if content is None or len(content) != _MAC_SIZE + size:
             return None
         given, state = content[:_MAC_SIZE], content[_MAC_SIZE:]
-        if not hmac.compare_digest(given, self._mac(name, upload_id, algorithm, offset, state)):
-            log.warning("upload %s: ignoring a hash state that fails its check", upload_id)
+        expected = self._mac(name, upload_id, algorithm, offset, version, state)
+        if not hmac.compare_digest(given, expected):
+            log.warning(
+                "upload %s: ignoring a hash state that fails its check (computed over other "
+                "data at offset %d, e.g. a chunk sent twice at once, or tampered with); "
+                "the data will be re-read",
+                upload_id,
+                offset,
+            )
             return None
         return ResumableHasher.restore(algorithm, state)
 

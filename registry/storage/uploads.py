@@ -4,7 +4,9 @@ The data of an upload lives in the repository's ``_uploads/<id>/`` area until th
 names its digest; it is then verified and moved atomically to the blob store. Hashing is
 incremental: after each chunk the running hash is kept in this process and stored beside
 the data (``hashstates``), so whichever instance receives the next chunk, or the final
-PUT, resumes it; the data is re-read only when no valid state matches its size.
+PUT, resumes it; the data is re-read only when no valid state matches its size and its
+version (the driver's name for the exact bytes a writer left: a state of a chunk that
+lost a race to another written at the same offset is never used over the winner's).
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ class UploadStatus:
     upload_id: str
     size: int
     started_at: float
+    # The driver's version of the data (FileInfo.version): hash states are tied to it.
+    version: str | None = None
 
 
 class HashStates:
@@ -54,18 +58,21 @@ class HashStates:
     id), bounded: the stored states (``HashStateStore``) without a storage round trip."""
 
     def __init__(self, capacity: int = 4096) -> None:
-        self._states: OrderedDict[tuple[str, str], tuple[int, Hasher]] = OrderedDict()
+        self._states: OrderedDict[tuple[str, str], tuple[int, str, Hasher]] = OrderedDict()
         self._capacity = capacity
 
-    def take(self, key: tuple[str, str], offset: int, algorithm: str) -> Hasher | None:
-        """The ``algorithm`` hash of the first ``offset`` bytes, if this process has it."""
+    def take(
+        self, key: tuple[str, str], offset: int, version: str, algorithm: str
+    ) -> Hasher | None:
+        """The ``algorithm`` hash of the first ``offset`` bytes of the data's ``version``,
+        if this process has it."""
         state = self._states.pop(key, None)
-        if state is None or state[0] != offset or state[1].name != algorithm:
+        if state is None or state[:2] != (offset, version) or state[2].name != algorithm:
             return None
-        return state[1]
+        return state[2]
 
-    def keep(self, key: tuple[str, str], offset: int, hasher: Hasher) -> None:
-        self._states[key] = (offset, hasher)
+    def keep(self, key: tuple[str, str], offset: int, version: str, hasher: Hasher) -> None:
+        self._states[key] = (offset, version, hasher)
         while len(self._states) > self._capacity:
             self._states.popitem(last=False)
 
@@ -125,7 +132,7 @@ class Uploads:
             started_at = float(started.decode())
         except ValueError:
             started_at = 0.0
-        return UploadStatus(upload_id, info.size, started_at)
+        return UploadStatus(upload_id, info.size, started_at, info.version)
 
     async def append(
         self,
@@ -170,35 +177,44 @@ class Uploads:
         algorithm: str,
         resumable: bool,
     ) -> int:
-        hasher = await self._resume(upload_id, offset, algorithm, resumable)
         writer = await self.driver.writer(paths.upload_data(self.name, upload_id), append=True)
         try:
+            if writer.size != offset:
+                # Another request's chunk landed since the status was read.
+                raise ChunkOutOfOrder(writer.size, offset)
+            # The hash of exactly the bytes this writer continues, or none.
+            base = writer.base_version
+            hasher = await self._resume(upload_id, offset, base, algorithm, resumable)
             written = await _pipe(body, writer, hasher)
         finally:
             # On failure the hash may be ahead of the file: drop it, finish re-reads.
             await writer.close()
-        if hasher is not None:
-            self.hashes.keep((self.name, upload_id), offset + written, hasher)
+        # A writer that finds its base replaced under it (S3) no longer vouches for it.
+        version = writer.version if writer.base_version == base else None
+        if hasher is not None and version is not None:
+            self.hashes.keep((self.name, upload_id), offset + written, version, hasher)
             if resumable and written and isinstance(hasher, ResumableHasher):
-                await self.states.save(self.name, upload_id, offset + written, hasher)
+                await self.states.save(self.name, upload_id, offset + written, version, hasher)
         return written
 
     async def _resume(
-        self, upload_id: str, offset: int, algorithm: str, resumable: bool
+        self, upload_id: str, offset: int, version: str | None, algorithm: str, resumable: bool
     ) -> Hasher | None:
-        """The hash of the upload's first ``offset`` bytes: this process's own, else the
-        stored state, else (None) none at all, and finishing will re-read the data.
-        ``resumable``: a hash whose state can be stored (the request is not the last)."""
-        kept = self.hashes.take((self.name, upload_id), offset, algorithm)
-        if kept is not None:
-            return kept
+        """The hash of the first ``offset`` bytes of the data's ``version``: this
+        process's own, else the stored state, else (None) none at all, and finishing will
+        re-read the data. ``resumable``: a hash whose state can be stored (the request is
+        not the last)."""
         if offset == 0:
-            # hashlib is faster; the library's hasher only where the state is handed on.
+            # No bytes, whatever the version. hashlib is faster; the library's hasher
+            # only where the state is handed on.
             fresh = resumable and algorithm in RESUMABLE
             return ResumableHasher(algorithm) if fresh else new_hasher(algorithm)
-        if algorithm not in RESUMABLE:
-            return None
-        return await self.states.load(self.name, upload_id, algorithm, offset)
+        if version is None:
+            return None  # the driver cannot name the bytes: no hash can be tied to them
+        kept = self.hashes.take((self.name, upload_id), offset, version, algorithm)
+        if kept is not None or algorithm not in RESUMABLE:
+            return kept
+        return await self.states.load(self.name, upload_id, algorithm, offset, version)
 
     async def finish(
         self,
@@ -219,7 +235,7 @@ class Uploads:
         ):
             status = await self.status(upload_id)
             data_path = paths.upload_data(self.name, upload_id)
-            actual = await self._digest_of(upload_id, status.size, digest.algorithm)
+            actual = await self._digest_of(upload_id, status, digest.algorithm)
             if actual != digest.hex:
                 await self._remove(upload_id)
                 raise DigestMismatch(digest, f"{digest.algorithm}:{actual}")
@@ -233,8 +249,8 @@ class Uploads:
             await self._remove(upload_id)
             return BlobDescriptor(digest, status.size)
 
-    async def _digest_of(self, upload_id: str, size: int, algorithm: str) -> str:
-        hasher = await self._resume(upload_id, size, algorithm, False)
+    async def _digest_of(self, upload_id: str, status: UploadStatus, algorithm: str) -> str:
+        hasher = await self._resume(upload_id, status.size, status.version, algorithm, False)
         if hasher is None:
             hasher = new_hasher(algorithm)
             loop = asyncio.get_running_loop()

@@ -60,6 +60,8 @@ class FileInfo:
     size: int
     modified: float
     is_dir: bool
+    # Names the exact content of a file (see ``FileWriter.version``); None if unknown.
+    version: str | None = None
 
 
 class FileWriter(abc.ABC):
@@ -70,6 +72,26 @@ class FileWriter(abc.ABC):
     @abc.abstractmethod
     def size(self) -> int:
         """Bytes in the file, including what was there before an append."""
+
+    @property
+    def base_version(self) -> str | None:
+        """The version of the content this writer appends to (its first ``size`` bytes at
+        opening), or None when the driver cannot vouch for it (then nothing computed over
+        an earlier version may be carried over to the new one).
+
+        A version (a short printable string) names exact content: two files or stats with
+        the same version and size hold the same bytes. Backends that may replace a file
+        while another writer appends to it (S3: the last complete write wins) give each
+        write a version of its own;
+        backends whose appends never change bytes already written (filesystem, in-memory:
+        concurrent appends both land, so the size moves on) may name all sizes alike."""
+        return None
+
+    @property
+    def version(self) -> str | None:
+        """After ``close``, the version the writer left (``base_version`` if it wrote
+        nothing); None if unknown. ``stat`` reports the same while nothing replaces it."""
+        return None
 
     @abc.abstractmethod
     async def write(self, data: bytes) -> None: ...

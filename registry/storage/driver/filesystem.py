@@ -38,6 +38,7 @@ from registry.storage.driver.base import (
 from registry.storage.driver.durability import make_dirs, sync_dirs, sync_file
 from registry.storage.driver.filesystem_writer import (
     FilesystemWriter,
+    file_version,
     no_space_is_storage_full,
     open_for_writing,
 )
@@ -144,7 +145,13 @@ class FilesystemDriver(StorageDriver):
             result = os.stat(full)  # one cached-metadata syscall: inline, like get_content
         except (FileNotFoundError, NotADirectoryError):
             raise PathNotFound(path) from None
-        return FileInfo(path, result.st_size, result.st_mtime, stat.S_ISDIR(result.st_mode))
+        return FileInfo(
+            path,
+            result.st_size,
+            result.st_mtime,
+            stat.S_ISDIR(result.st_mode),
+            None if stat.S_ISDIR(result.st_mode) else file_version(result),
+        )
 
     async def list_dir(self, path: str) -> list[str]:
         full = self._os_path(path)

@@ -35,6 +35,14 @@ def no_space_is_storage_full(path: str) -> Iterator[None]:
         raise
 
 
+def file_version(result: os.stat_result) -> str:
+    """A file's version. Appends never change bytes already written (concurrent appends
+    both land and the size moves on), so the size alone tells the versions of one file
+    apart; the inode and the change time (which no one can set back) also tell apart a
+    file replaced by ``put_content`` or truncated by a new writer."""
+    return f"{result.st_dev}:{result.st_ino}:{result.st_ctime_ns}"
+
+
 def open_for_writing(full: str, append: bool) -> int:
     """A descriptor of ``full``, created if missing, at its end (``append``) or emptied."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_APPEND if append else os.O_TRUNC)
@@ -70,12 +78,22 @@ class FilesystemWriter(FileWriter):
         self._path = path
         self._fd = fd
         self._size = os.lseek(fd, 0, os.SEEK_END)
+        self._base_version = self._version = file_version(os.fstat(fd))
         self._writeback = writeback
         self._written_back = self._size  # where the next write-back range starts
 
     @property
     def size(self) -> int:
         return self._size
+
+    @property
+    def base_version(self) -> str:
+        return self._base_version
+
+    @property
+    def version(self) -> str:
+        """After ``close``: the version the writes left (taken just before closing)."""
+        return self._version
 
     async def write(self, data: bytes) -> None:
         await self.write_pieces((data,))
@@ -96,4 +114,7 @@ class FilesystemWriter(FileWriter):
         if self._fd >= 0:
             fd, self._fd = self._fd, -1
             with no_space_is_storage_full(self._path):  # network file systems report late
-                os.close(fd)
+                try:
+                    self._version = file_version(os.fstat(fd))
+                finally:
+                    os.close(fd)

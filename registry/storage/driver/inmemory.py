@@ -49,7 +49,8 @@ class InMemoryDriver(StorageDriver):
     async def stat(self, path: str) -> FileInfo:
         key = _normal(path)
         if key in self._files:
-            return FileInfo(key, len(self._files[key]), self._modified[key], False)
+            data = self._files[key]
+            return FileInfo(key, len(data), self._modified[key], False, _version(data))
         if self._children(key):
             return FileInfo(key, 0, 0.0, True)
         raise PathNotFound(path)
@@ -91,6 +92,11 @@ class InMemoryDriver(StorageDriver):
         return removed
 
 
+def _version(data: bytearray) -> str:
+    # Appends extend the same buffer, a rewrite makes a new one: as the filesystem's inode.
+    return str(id(data))
+
+
 class _InMemoryWriter(FileWriter):
     def __init__(self, buffer: bytearray) -> None:
         self._buffer = buffer
@@ -98,6 +104,14 @@ class _InMemoryWriter(FileWriter):
     @property
     def size(self) -> int:
         return len(self._buffer)
+
+    @property
+    def base_version(self) -> str:
+        return _version(self._buffer)
+
+    @property
+    def version(self) -> str:
+        return _version(self._buffer)
 
     async def write(self, data: bytes) -> None:
         self._buffer += data

@@ -43,6 +43,14 @@ class MeteredWriter(FileWriter):
     def size(self) -> int:
         return self._inner.size
 
+    @property
+    def base_version(self) -> str | None:
+        return self._inner.base_version
+
+    @property
+    def version(self) -> str | None:
+        return self._inner.version
+
     async def write(self, data: bytes) -> None:
         with _Timer(self._observe, self._driver, "write"):
             await self._inner.write(data)

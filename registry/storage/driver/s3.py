@@ -15,6 +15,9 @@ minimum) is read back into the buffer, a larger one becomes the first part of th
 multipart upload by a server-side copy, so the bytes never pass through the registry
 again. A failed or abandoned multipart upload changes nothing visible; ``delete`` aborts
 the ones under the deleted prefix (``s3_delete``, which also batches ``delete_many``).
+Each write stores a random version in the object's metadata, reported by ``stat`` and by
+writers, so that what was computed over one version is never taken for another's
+(``s3_upload`` says how).
 
 Failures. Throttling, 5xx and broken connections are retried with exponential backoff
 and jitter; what keeps failing (or any other S3 error) is logged and raised as the
@@ -59,8 +62,15 @@ from registry.storage.driver.s3_retry import (
     error_code,
     is_transient,
 )
-from registry.storage.driver.s3_upload import MAX_PARTS, MultipartUpload, S3Writer
-from registry.storage.s3_settings import S3_MIN_PART, S3DriverConfig
+from registry.storage.driver.s3_upload import (
+    MAX_PARTS,
+    VERSION_KEY,
+    MultipartUpload,
+    new_version,
+    open_writer,
+    version_of,
+)
+from registry.storage.s3_settings import S3DriverConfig
 
 __all__ = ["S3Driver", "StorageUnavailable"]
 
@@ -203,27 +213,39 @@ class S3Driver(StorageDriver):
 
     # --- the interface --------------------------------------------------------------------
 
-    async def get_content(self, path: str) -> bytes:
-        key = self.key(path)
+    async def fetch(self, key: str) -> tuple[bytes, str | None] | None:
+        """The object's content and version, or None when there is no such object."""
 
-        async def fetch(s3: S3Client) -> bytes:
+        async def get(s3: S3Client) -> tuple[bytes, str | None]:
             response = await s3.get_object(Bucket=self.bucket, Key=key)
             body = response["Body"]
             try:
-                return bytes(await body.read())
+                return bytes(await body.read()), version_of(response)
             finally:
                 body.close()
 
         try:
-            return await self.call("GetObject", fetch, NOT_FOUND)
+            return await self.call("GetObject", get, NOT_FOUND)
         except ClientError:
-            raise PathNotFound(path) from None
+            return None
+
+    async def get_content(self, path: str) -> bytes:
+        fetched = await self.fetch(self.key(path))
+        if fetched is None:
+            raise PathNotFound(path)
+        return fetched[0]
 
     async def put_content(self, path: str, content: bytes, *, durable: bool = True) -> None:
         key = self.key(path)
         await self.call(
             "PutObject",
-            lambda s3: s3.put_object(Bucket=self.bucket, Key=key, Body=content, **self.write_args),
+            lambda s3: s3.put_object(
+                Bucket=self.bucket,
+                Key=key,
+                Body=content,
+                Metadata={VERSION_KEY: new_version()},
+                **self.write_args,
+            ),
         )
 
     def reader(self, path: str, offset: int = 0) -> AsyncIterator[bytes]:
@@ -267,29 +289,15 @@ class S3Driver(StorageDriver):
                 body.close()
 
     async def writer(self, path: str, append: bool = False) -> FileWriter:
-        key = self.key(path)
-        if not append:
-            return S3Writer(self, key, copy_size=0, buffer=bytearray(), dirty=True)
-        head = await self.head(key)
-        size = int(head["ContentLength"]) if head else 0
-        if 0 < size < S3_MIN_PART:
-            # Too small to be a part of its own: it joins the buffer (at most 5 MiB).
-            try:
-                return S3Writer(
-                    self, key, copy_size=0, buffer=bytearray(await self.get_content(path))
-                )
-            except PathNotFound:
-                size = 0
-        return S3Writer(self, key, copy_size=size, buffer=bytearray())
+        return await open_writer(self, self.key(path), append)
 
     async def stat(self, path: str) -> FileInfo:
         key = self.key(path)
         head = await self.head(key) if key else None
         if head is not None:
             modified = head.get("LastModified")
-            return FileInfo(
-                path, int(head["ContentLength"]), modified.timestamp() if modified else 0.0, False
-            )
+            seconds = modified.timestamp() if modified else 0.0
+            return FileInfo(path, int(head["ContentLength"]), seconds, False, version_of(head))
         listing = await self.call(
             "ListObjectsV2",
             lambda s3: s3.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix(key), MaxKeys=1),

@@ -1,16 +1,30 @@
-"""Writing S3 objects: one multipart upload, and the driver's file writer built on it."""
+"""Writing S3 objects: one multipart upload, and the driver's file writer built on it.
+
+Versions. On S3 the last complete write of an object wins, so two writers appending to
+the same object at once (two instances given chunks at the same offset of one upload)
+each build on the same base and one replaces the other. Each write therefore stores a
+random version in the object's own metadata (``x-amz-meta-portside-version``), set in
+the same request that creates the object (PUT, or the multipart upload's creation), so
+that it names exactly those bytes on every S3 implementation (ETags are MD5s: two bodies
+can be made to share one). A writer reports the version it appends to: the one the GET
+of a small object returned with its bytes, or, for a large one copied within S3, the one
+a HEAD saw both before and after the copy (any write in between would have changed it).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+import re
+import secrets
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
 from registry.storage.driver.base import FileWriter, SizeInvalid, StorageUnavailable
-from registry.storage.s3_settings import S3_MAX_PART
+from registry.storage.s3_settings import S3_MAX_PART, S3_MIN_PART
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3.type_defs import CompletedPartTypeDef
@@ -20,6 +34,22 @@ if TYPE_CHECKING:
 log = logging.getLogger("registry.storage.s3")
 
 MAX_PARTS = 10_000
+VERSION_KEY = "portside-version"  # user metadata: x-amz-meta-portside-version
+_VERSION = re.compile(r"[0-9a-f]{32}")
+
+
+def new_version() -> str:
+    """A version for the object about to be written (unique: 128 random bits)."""
+    return secrets.token_hex(16)
+
+
+def version_of(response: Mapping[str, Any] | None) -> str | None:
+    """The version of the object a HEAD or GET answered with; None without one."""
+    if response is None:
+        return None
+    version = response.get("Metadata", {}).get(VERSION_KEY)
+    # Only what a writer of ours stores (anyone with access to the bucket may set others).
+    return version if isinstance(version, str) and _VERSION.fullmatch(version) else None
 
 
 class MultipartUpload:
@@ -32,13 +62,16 @@ class MultipartUpload:
         self.parts: dict[int, str] = {}
 
     @classmethod
-    async def create(cls, driver: S3Driver, key: str) -> MultipartUpload:
+    async def create(
+        cls, driver: S3Driver, key: str, metadata: dict[str, str] | None = None
+    ) -> MultipartUpload:
         response = await driver.call(
             "CreateMultipartUpload",
             lambda s3: s3.create_multipart_upload(
                 Bucket=driver.bucket,
                 Key=key,
                 ContentType="application/octet-stream",
+                Metadata=metadata or {},
                 **driver.write_args,
             ),
         )
@@ -121,10 +154,13 @@ class S3Writer(FileWriter):
         *,
         copy_size: int,
         buffer: bytearray,
+        base_version: str | None,
         dirty: bool = False,
     ) -> None:
         self._driver = driver
         self._key = key
+        self._base_version = base_version
+        self._version = new_version()  # of what close() stores, if anything
         self._copy_size = copy_size  # the existing object, to be copied as the first parts
         self._buffer = buffer
         self._size = copy_size + len(buffer)
@@ -138,6 +174,14 @@ class S3Writer(FileWriter):
     @property
     def size(self) -> int:
         return self._size
+
+    @property
+    def base_version(self) -> str | None:
+        return self._base_version
+
+    @property
+    def version(self) -> str | None:
+        return self._version if self._dirty else self._base_version
 
     async def write(self, data: bytes) -> None:
         if self._failed or self._closed:
@@ -167,13 +211,20 @@ class S3Writer(FileWriter):
     async def _send(self, data: bytes) -> None:
         await self._settle()  # at most one part in flight
         if self._upload is None:
-            self._upload = await MultipartUpload.create(self._driver, self._key)
+            metadata = {VERSION_KEY: self._version}
+            self._upload = await MultipartUpload.create(self._driver, self._key, metadata)
             # The object so far becomes the first parts, copied within S3 (<= 5 GiB each).
             pieces = -(-self._copy_size // S3_MAX_PART)
             for index in range(pieces):
                 start = self._copy_size * index // pieces
                 stop = self._copy_size * (index + 1) // pieces
                 await self._upload.copy_part(index + 1, self._key, start, stop)
+            if pieces:
+                # Another writer may have replaced the object since it was looked at: the
+                # parts are then of a version no one can name (see the module docstring).
+                head = await self._driver.head(self._key)
+                if version_of(head) != self._base_version:
+                    self._base_version = None
             self._next_part = pieces + 1
         number, self._next_part = self._next_part, self._next_part + 1
         if number > MAX_PARTS:
@@ -207,6 +258,7 @@ class S3Writer(FileWriter):
                         Bucket=self._driver.bucket,
                         Key=self._key,
                         Body=body,
+                        Metadata={VERSION_KEY: self._version},
                         **self._driver.write_args,
                     ),
                 )
@@ -227,3 +279,22 @@ class S3Writer(FileWriter):
 
 class _Aborted(Exception):
     """Internal: close after a failed write."""
+
+
+async def open_writer(driver: S3Driver, key: str, append: bool) -> S3Writer:
+    """A writer of ``key``; appending, it continues the object there, with its version."""
+    if not append:
+        return S3Writer(driver, key, copy_size=0, buffer=bytearray(), base_version=None, dirty=True)
+    head = await driver.head(key)
+    size = int(head["ContentLength"]) if head else 0
+    if 0 < size < S3_MIN_PART:
+        # Too small to be a part of its own: it joins the buffer (at most 5 MiB), with the
+        # version of exactly the bytes read.
+        fetched = await driver.fetch(key)
+        if fetched is not None:
+            content, version = fetched
+            return S3Writer(
+                driver, key, copy_size=0, buffer=bytearray(content), base_version=version
+            )
+        size, head = 0, None
+    return S3Writer(driver, key, copy_size=size, buffer=bytearray(), base_version=version_of(head))

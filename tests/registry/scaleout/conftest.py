@@ -1,11 +1,13 @@
 """Fixtures of the scale-out tests: the session's S3 server (moto or Ceph's RADOS Gateway:
 every test that takes ``s3_server`` runs against each of ``s3_kinds()``) and Redis server,
-an S3-backed registry environment, and a fault-injecting proxy in front of S3."""
+an S3-backed registry environment, and a fault-injecting (or delaying) proxy in front of
+S3."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -44,21 +46,29 @@ def registry_environ(s3_server: S3Server, bucket: str, redis_server: RedisServer
 
 
 Fault = Callable[[web.Request], int | None]
+Delay = Callable[[web.Request], float]
+Gate = Callable[[web.Request], asyncio.Event | None]
 
 
 class FaultyS3:
     """An HTTP proxy in front of an S3 server that answers with an error status whenever
-    ``fault(request)`` says so, and forwards everything else unchanged."""
+    ``fault(request)`` says so, and forwards everything else unchanged, after
+    ``delay(request)`` seconds, or once the event ``gate(request)`` returns is set (to
+    order the requests of instances racing each other)."""
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
         self.fault: Fault = lambda request: None
+        self.delay: Delay = lambda request: 0.0
+        self.gate: Gate = lambda request: None
         self.requests = 0
+        self.seen: list[tuple[str, str]] = []  # (method, path) of every request
         self.failed = 0
         self.session: aiohttp.ClientSession | None = None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
+        self.seen.append((request.method, request.path))
         status = self.fault(request)
         if status is not None:
             self.failed += 1
@@ -67,6 +77,11 @@ class FaultyS3:
             body = f"<Error><Code>{code}</Code><Message>injected</Message></Error>"
             return web.Response(status=status, text=body, content_type="application/xml")
         assert self.session is not None
+        pause, gate = self.delay(request), self.gate(request)
+        if pause:
+            await asyncio.sleep(pause)
+        if gate is not None:
+            await gate.wait()
         # The client's Host goes through as it was: a real S3 checks the signature over it.
         headers = dict(request.headers)
         async with self.session.request(
@@ -92,9 +107,9 @@ class FaultyS3:
             return response
 
 
-@pytest.fixture
-async def faulty_s3(s3_server: S3Server, tmp_path: Path) -> AsyncIterator[tuple[FaultyS3, str]]:
-    """The proxy and its URL (use it as ``regionendpoint``)."""
+@contextlib.asynccontextmanager
+async def s3_proxy(s3_server: S3Server) -> AsyncIterator[tuple[FaultyS3, str]]:
+    """A proxy in front of ``s3_server`` and its URL (use it as ``regionendpoint``)."""
     proxy = FaultyS3(s3_server.url)
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_route("*", "/{tail:.*}", proxy.handle)
@@ -102,5 +117,14 @@ async def faulty_s3(s3_server: S3Server, tmp_path: Path) -> AsyncIterator[tuple[
     await server.start_server()
     async with aiohttp.ClientSession(auto_decompress=False) as session:
         proxy.session = session
-        yield proxy, str(server.make_url("")).rstrip("/")
-    await server.close()
+        try:
+            yield proxy, str(server.make_url("")).rstrip("/")
+        finally:
+            await server.close()
+
+
+@pytest.fixture
+async def faulty_s3(s3_server: S3Server) -> AsyncIterator[tuple[FaultyS3, str]]:
+    """The proxy and its URL (use it as ``regionendpoint``)."""
+    async with s3_proxy(s3_server) as proxy:
+        yield proxy

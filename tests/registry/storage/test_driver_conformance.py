@@ -120,6 +120,26 @@ async def test_writer_creates_then_appends(driver: StorageDriver) -> None:
     assert await driver.get_content("/uploads/x/data") == b""
 
 
+async def test_writers_and_stat_name_the_same_version(driver: StorageDriver) -> None:
+    """A version names the exact bytes a writer left (hash states of uploads are tied to
+    it): stat reports the writer's, an appender says which it continues, and a file
+    replaced by other bytes of the same size has another version."""
+    writer = await driver.writer("/uploads/v/data")
+    await writer.write(b"abc")
+    await writer.close()
+    first = (await driver.stat("/uploads/v/data")).version
+    assert first is not None and first == writer.version
+    appender = await driver.writer("/uploads/v/data", append=True)
+    assert appender.base_version == first
+    await appender.write(b"def")
+    await appender.close()
+    assert (await driver.stat("/uploads/v/data")).version == appender.version
+    before = (await driver.stat("/uploads/v/data")).version
+    await driver.put_content("/uploads/v/data", b"ABCDEF")
+    replaced = await driver.stat("/uploads/v/data")
+    assert replaced.size == 6 and replaced.version not in (None, before)
+
+
 async def test_move_replaces_destination_and_removes_source(driver: StorageDriver) -> None:
     await driver.put_content("/src/file", b"new")
     await driver.put_content("/dst/deep/file", b"old")
