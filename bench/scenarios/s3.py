@@ -1,4 +1,4 @@
-"""Scenario 10: blob push and pull with both registries on the same S3, a single-node
+"""Scenario 11: blob push and pull with both registries on the same S3, a single-node
 Ceph RADOS Gateway (``scripts/rgw-single-node``), each in its own bucket — MB/s.
 
 Two phases: pulls streamed by the registry (the reference with ``redirect.disable``),
@@ -23,7 +23,7 @@ from bench.rgw import RadosGateway, rgw_missing
 from bench.servers import PORTSIDE, REFERENCE, Server, registry_server
 
 REPO = "bench/s3blob"
-GROUP = "10. blobs on S3 (Ceph RGW)"
+GROUP = "11. blobs on S3 (Ceph RGW)"
 TARGET = Target(">= 1.0x the reference", min_speedup=1.0)
 READ_TIMEOUT = 600.0
 

@@ -1,13 +1,15 @@
-"""Scenario 10: the chaos soak (opt-in: ``--scenarios soak``; minutes, not seconds).
+"""Scenario 12: the chaos soak (opt-in: ``--scenarios soak``; minutes, not seconds).
 
 Three portside registries and two tokenauth replicas, each group behind its own nginx,
-on one S3 bucket (moto) and one Redis; ``plan.soak_clients`` clients log in and push and
-pull images with shared layers for ``plan.soak_seconds`` while a driver SIGKILLs and
-restarts a registry or a tokenauth, or restarts Redis, every ``plan.soak_interval``
-seconds or so (bench/soak). Then every acknowledged push is pulled back byte for byte and
-every unacknowledged one checked for half-visibility. Reported: the retryable error rate
-the clients saw, hard errors and end-check problems (both must be 0), p50/p99 latency per
-operation, and throughput. portside only: the reference has no token server to kill.
+on one S3 bucket (Ceph's RADOS Gateway, single node; moto where Ceph is not installed)
+and Redis behind Sentinel (a master, a replica, three sentinels). ``plan.soak_clients``
+clients log in and push and pull images with shared layers for ``plan.soak_seconds``
+while a driver SIGKILLs and restarts a registry or a tokenauth, restarts the Redis master
+or fails it over, every ``plan.soak_interval`` seconds or so (bench/soak). Then every
+acknowledged push is pulled back byte for byte and every unacknowledged one checked for
+half-visibility. Reported: the retryable error rate the clients saw, hard errors and
+end-check problems (both must be 0), p50/p99 latency per operation, and throughput.
+portside only: the reference has no token server to kill.
 """
 
 from __future__ import annotations
@@ -18,12 +20,15 @@ import logging
 
 from bench.context import Context
 from bench.results import Metric, Target
+from bench.rgw import rgw_missing
 from bench.servers import PORTSIDE, REFERENCE
 from bench.soak.run import SoakResult, SoakSettings, run_soak
-from tests.support.backing_services import MotoServer, RedisServer
-from tests.support.chaos_deployment import PlainRedis, start_soak_deployment
+from tests.support.backing_services import MotoServer, S3Server
+from tests.support.chaos_deployment import SentinelRedis, start_soak_deployment
+from tests.support.redis_sentinel import RedisSentinelGroup
+from tests.support.rgw import RadosGateway
 
-GROUP = "10. chaos soak"
+GROUP = "12. chaos soak"
 ZERO = Target("0", max_value=0)
 LATENCIES = ("login", "image_push", "image_pull", "blob_upload", "manifest_put", "blob_get")
 log = logging.getLogger("bench")
@@ -95,13 +100,18 @@ def soak_metrics(result: SoakResult) -> list[Metric]:
 async def run_chaos_soak(ctx: Context) -> list[Metric]:
     plan = ctx.plan
     workdir = ctx.new_dir("soak")
-    moto = MotoServer(workdir / "moto")
-    redis = RedisServer(workdir / "redis")
-    await asyncio.to_thread(moto.start)
+    s3: S3Server
+    if rgw_missing():
+        log.warning("chaos soak on moto: no Ceph here (%s)", ", ".join(rgw_missing()))
+        s3 = MotoServer(workdir / "moto")
+    else:
+        s3 = RadosGateway(workdir / "rgw")
+    redis = RedisSentinelGroup(workdir / "redis")
+    await asyncio.to_thread(s3.start)
     try:
         await asyncio.to_thread(redis.start)
         deployment = await asyncio.to_thread(
-            start_soak_deployment, workdir / "deployment", moto, PlainRedis(redis)
+            start_soak_deployment, workdir / "deployment", s3, SentinelRedis(redis)
         )
         try:
             settings = SoakSettings(plan.soak_clients, plan.soak_seconds, plan.soak_interval)
@@ -116,7 +126,7 @@ async def run_chaos_soak(ctx: Context) -> list[Metric]:
             await asyncio.to_thread(deployment.stop)
     finally:
         await asyncio.to_thread(redis.stop)
-        await asyncio.to_thread(moto.stop)
+        await asyncio.to_thread(s3.stop)
     summary = json.dumps(result.summary(), indent=2)
     log.info("chaos soak summary:\n%s", summary)
     (workdir / "soak-summary.log").write_text(summary)  # kept with the servers' logs
