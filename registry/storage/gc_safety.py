@@ -24,7 +24,7 @@ from typing import TypeVar
 
 from registry.oci.digest import Digest
 from registry.storage import paths
-from registry.storage.condemned import LEASE, Condemnations, new_run
+from registry.storage.condemned import Condemnations, new_run
 from registry.storage.driver.base import (
     DriverError,
     PathNotFound,
@@ -32,6 +32,7 @@ from registry.storage.driver.base import (
     StorageUnavailable,
 )
 from registry.storage.lastref import LastReferenced, RefreshMemo
+from registry.storage.leases import Lease
 
 log = logging.getLogger("registry.gc")
 
@@ -101,7 +102,7 @@ class BlobGuard:
         while True:
             refreshed_at = time.monotonic()
             await _bounded(self.lastref.refresh(d) for d in wanted)
-            if not set(wanted) & await self.condemned.active():
+            if not await self.condemned.holding(wanted):
                 break
             if time.monotonic() >= given_up:
                 raise CollectionBusy("garbage collection is deleting a blob this push names")
@@ -150,6 +151,7 @@ class CollectionSafety:
         self.condemned = Condemnations(driver)
         self.run = new_run()
         self.started = 0.0  # T0 on the storage clock
+        self.lease = Lease(driver, self.run)
         self._condemned_at: float | None = None  # monotonic, once the record is written
 
     @property
@@ -177,9 +179,10 @@ class CollectionSafety:
             return Doom([d for d in unmarked if d in old], set(old) | absent, spared)
         if not old and not absent:
             return Doom(spared=spared)
-        await self.condemned.clear_expired()
+        await self.condemned.clear_abandoned()
+        await self.lease.take()  # before the record: a reader finds the record's lease
+        self._condemned_at = time.monotonic()  # release() now clears both
         await self.condemned.write(self.run, [*old, *absent])
-        self._condemned_at = time.monotonic()
         log.debug("run %s condemned %d old and %d absent blobs", self.run, len(old), len(absent))
         # Re-read after the record is visible: a push that refreshed before reading the
         # record is seen here; one that refreshes later sees the record and waits.
@@ -195,15 +198,16 @@ class CollectionSafety:
         return Doom([d for d in unmarked if d in confirmed], confirmed | gone, spared)
 
     def check_lease(self) -> None:
-        """Called before each deletion: past its lease a run's record no longer holds
-        pushes back, so the run must delete nothing more."""
-        if self._condemned_at is not None and time.monotonic() - self._condemned_at > LEASE:
-            raise CollectionBusy("garbage collection outlived its lease; nothing more deleted")
+        """Called before each batch of deletions: once its lease may look expired to a
+        reader, a run's record no longer holds pushes back, so it deletes nothing more."""
+        if self._condemned_at is not None and not self.lease.held():
+            raise CollectionBusy("garbage collection lost its lease; nothing more deleted")
 
     async def release(self) -> None:
         """Clear the record, once every deletion it covers is done."""
         if self._condemned_at is not None:
             await self.condemned.clear(self.run)
+            await self.lease.drop()
             log.debug(
                 "run %s cleared its record after %.3fs",
                 self.run,
