@@ -139,6 +139,8 @@ class Doom:
     blobs: list[Digest] = field(default_factory=list)
     unlink: set[Digest] = field(default_factory=set)
     spared: int = 0  # unmarked blobs kept: referenced within the grace period
+    # Untagged manifests whose lastref moved after the first read: kept after all.
+    spared_manifests: set[Digest] = field(default_factory=set)
 
 
 class CollectionSafety:
@@ -163,12 +165,37 @@ class CollectionSafety:
         if self.online:
             self.started = time.time() if self.dry_run else await self.lastref.now(self.run)
 
-    async def condemn(self, unmarked: list[Digest], linked: set[Digest]) -> Doom:
+    @property
+    def threshold(self) -> float:
+        """A ``lastref`` before this (storage clock) is older than the grace period."""
+        return self.started - self.grace - CLOCK_RESOLUTION
+
+    def is_old(self, lastref: float | None) -> bool:
+        """Whether an untagged manifest whose content was last referenced at ``lastref``
+        (None: its content is gone) may be deleted: always offline."""
+        return not self.online or lastref is None or lastref < self.threshold
+
+    async def first_reads(self, manifests: Iterable[Digest]) -> dict[Digest, float | None]:
+        """Online, the ``lastref`` of untagged manifests' content (refreshed by every PUT
+        and HEAD of the manifest and every PUT of an index or a referrer naming it)."""
+        if not self.online:
+            return {}
+        wanted = sorted(set(manifests), key=str)
+        return dict(zip(wanted, await _bounded(self.lastref.read(d) for d in wanted), strict=True))
+
+    async def condemn(
+        self,
+        unmarked: list[Digest],
+        linked: set[Digest],
+        manifests: dict[Digest, float | None] | None = None,
+    ) -> Doom:
         """Choose what goes among ``unmarked`` blobs and the unmarked digests of layer
-        links (``linked``); unless a dry run, write the record that pushes honour."""
+        links (``linked``), and which untagged ``manifests`` (digests and their first
+        reads) are spared after all; unless a dry run, write the record pushes honour."""
+        manifests = manifests or {}
         if not self.online:
             return Doom(list(unmarked), set(unmarked) | linked)
-        threshold = self.started - self.grace - CLOCK_RESOLUTION
+        threshold = self.threshold
         first = await _bounded(self.lastref.read(d) for d in unmarked)
         reads = dict(zip(unmarked, first, strict=True))
         old = {d: t for d, t in reads.items() if t is not None and t < threshold}
@@ -177,12 +204,14 @@ class CollectionSafety:
         spared = len(reads) - len(old) - sum(1 for t in reads.values() if t is None)
         if self.dry_run:
             return Doom([d for d in unmarked if d in old], set(old) | absent, spared)
-        if not old and not absent:
+        if not old and not absent and not manifests:
             return Doom(spared=spared)
         await self.condemned.clear_abandoned()
         await self.lease.take()  # before the record: a reader finds the record's lease
         self._condemned_at = time.monotonic()  # release() now clears both
-        await self.condemned.write(self.run, [*old, *absent])
+        # Untagged manifests' digests too: a push that tags one, or names it in an index
+        # or as a subject, waits for the run (or is seen by the re-read below).
+        await self.condemned.write(self.run, list({*old, *absent, *manifests}))
         log.debug("run %s condemned %d old and %d absent blobs", self.run, len(old), len(absent))
         # Re-read after the record is visible: a push that refreshed before reading the
         # record is seen here; one that refreshes later sees the record and waits.
@@ -193,9 +222,12 @@ class CollectionSafety:
         gone = {d for d, t in zip(missing, now_here, strict=True) if t is None}
         spared += len(old) - len(confirmed)
         await _bounded(self.lastref.forget_marker(d) for d in gone)
+        listed = list(manifests)
+        now_read = await _bounded(self.lastref.read(d) for d in listed)
+        moved = {d for d, t in zip(listed, now_read, strict=True) if t != manifests[d]}
         # A blob missing at the first read is never deleted (an upload may just have
         # put it there); only its links go, and only if it is still missing now.
-        return Doom([d for d in unmarked if d in confirmed], confirmed | gone, spared)
+        return Doom([d for d in unmarked if d in confirmed], confirmed | gone, spared, moved)
 
     def check_lease(self) -> None:
         """Called before each batch of deletions: once its lease may look expired to a
