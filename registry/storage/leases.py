@@ -72,7 +72,8 @@ class Lease:
         self._count += 1
         body = f"{self._count} {int(time.time())}\n".encode("ascii")
         await self.driver.put_content(paths.gc_lease(self.run), body)
-        if self._renewed is not None and time.monotonic() - self._renewed >= HOLD:
+        late = self._renewed is not None and time.monotonic() - self._renewed >= HOLD
+        if late and not self._lost:
             # Readers may have seen the previous content for EXPIRY already.
             self._lost = True
             log.warning("run %s renewed its lease too late; it deletes nothing more", self.run)
