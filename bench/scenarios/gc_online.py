@@ -3,8 +3,9 @@
 On a copy of scenario 6's store whose untagged manifests were deleted (their revision
 links removed: 2 in 5 manifests, their configs and layers now garbage), portside serves
 manifest GETs by tag (wrk, 32 connections) twice per round, alternating which comes
-first: once idle, once while it collects by itself (``storage.gc.interval`` 1s, the
-default one-hour grace, the store older than that). Both runs have the same settings
+first: once idle, once while it collects by itself (``storage.gc.interval`` set so the
+first collection begins just before the measurement; the default one-hour grace, the
+store older than that). Both runs have the same settings
 otherwise (log level included). The busy run counts only if its first collection, which
 has the whole store's garbage to delete, began before the measurement and had not
 finished when it ended (its "garbage collection deleted" line is not logged yet): else
@@ -30,9 +31,11 @@ from bench.servers import PORTSIDE, Server, registry_server
 
 GROUP = "6. garbage collection"
 # Seconds from start-up to the measurement, in both runs, per 10,000 manifests of the
-# store (the start-up walk's length follows its size); never under 1.2 s, by when the
-# first collection has begun.
+# store (the start-up walk's length follows its size). The busy run's first collection
+# (the one with the store's garbage to delete) begins LEAD seconds before the
+# measurement: begun any earlier, it ended before a quiet machine's measurement did.
 SETTLE = 8.0
+LEAD = 0.5
 DONE = "garbage collection deleted"  # logged when a collection that deleted something ends
 URL_PATH = "/v2/org00/repo0000/manifests/t2"  # a tagged manifest of the seeded store
 
@@ -89,8 +92,10 @@ async def run_gc_online(ctx: Context, seeded: Path) -> Metric:
             await asyncio.to_thread(shutil.copytree, seeded, root, copy_function=os.link)
             await asyncio.to_thread(make_garbage, root)
             env = {**ctx.plan.portside_env, "REGISTRY_LOG_LEVEL": "info"}
+            settle = max(2 * LEAD, SETTLE * ctx.plan.gc_manifests / 10_000)
             if collecting:
-                env["REGISTRY_STORAGE_GC_INTERVAL"] = "1s"
+                interval = round(1000 * (settle - LEAD))
+                env["REGISTRY_STORAGE_GC_INTERVAL"] = f"{interval}ms"
             server = registry_server(PORTSIDE, workdir, root, None, env, ctx.plan.portside_tree)
             await ctx.lab.start(server)
             try:
@@ -98,7 +103,7 @@ async def run_gc_online(ctx: Context, seeded: Path) -> Metric:
                 # a thread for killed writers' temporaries (py-spy: a fifth of its samples
                 # under wrk), a cost that overlapped only the idle runs' measurements
                 # when the busy runs alone waited. The first collection begins at 1 s.
-                await asyncio.sleep(max(1.2, SETTLE * ctx.plan.gc_manifests / 10_000))
+                await asyncio.sleep(settle)
                 rate = await _get_rate(ctx, server)
                 if collecting and DONE in server.log_path.read_text(errors="replace"):
                     uncovered += 1  # the collection ended before the measurement did
