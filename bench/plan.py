@@ -18,6 +18,7 @@ SCENARIOS = (
     "listings",
     "durability",
     "gc",
+    "gc_online",
     "flood",
     "mirror",
     "pulls",

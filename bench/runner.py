@@ -36,7 +36,7 @@ from bench.scenarios import requests
 from bench.scenarios.blobs import run_blobs
 from bench.scenarios.durability import run_durability
 from bench.scenarios.flood import run_flood
-from bench.scenarios.gc import run_gc
+from bench.scenarios.gc import run_gc, run_gc_online_alone
 from bench.scenarios.images import run_images
 from bench.scenarios.listings import run_listings
 from bench.scenarios.mirror import run_mirror
@@ -86,7 +86,7 @@ def _skipped(plan: Plan) -> dict[str, str]:
     skipped: dict[str, str] = {}
     missing = missing_tools()
     if missing:
-        for scenario in ("requests", "tokens"):
+        for scenario in ("requests", "tokens", "gc_online"):
             if scenario in plan.scenarios:
                 skipped[scenario] = "missing Debian packages: " + ", ".join(missing)
     if "pulls" in plan.scenarios and pulls_missing():
@@ -125,6 +125,8 @@ async def run(plan: Plan, logs: Path) -> Outcome:
             await outcome.phase(ctx, "durability", run_durability(ctx))
         if "gc" in wanted:
             await outcome.phase(ctx, "garbage collection", run_gc(ctx))
+        elif "gc_online" in wanted:  # only the online part (gc includes it)
+            await outcome.phase(ctx, "online garbage collection", run_gc_online_alone(ctx))
         if "flood" in wanted:
             await outcome.phase(ctx, "login flood", run_flood(ctx))
         if "mirror" in wanted:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from registry.config import RegistryConfig
 from registry.oci.digest import Digest
+from registry.storage.gc_safety import CollectionBusy
 from registry.storage.registry import Registry
 
 log = logging.getLogger("registry.gc")
@@ -70,6 +71,9 @@ async def collect_periodically(registry: Registry, config: RegistryConfig) -> No
             started = time.monotonic()
             try:
                 done = await loop.run_in_executor(pool, _collect_in_child, config)
+            except CollectionBusy as error:  # e.g. it lost its lease: nothing at fault
+                log.warning("garbage collection stopped: %s; will retry", error)
+                continue
             except Exception:
                 log.exception("garbage collection failed; will retry")
                 continue

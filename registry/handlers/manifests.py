@@ -25,7 +25,9 @@ async def get_manifest(request: web.Request) -> web.StreamResponse:
 
 async def head_manifest(request: web.Request) -> web.StreamResponse:
     reference = reference_param(route_param(request, "reference"))
-    manifest = await _manifest(request, repository(request), reference)
+    repo = repository(request)
+    manifest = await _manifest(request, repo, reference)
+    await repo.manifests.noticed(manifest.digest)
     response = web.StreamResponse(headers=_manifest_headers(manifest))
     response.content_length = len(manifest.body)
     return response

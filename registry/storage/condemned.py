@@ -7,10 +7,10 @@ object of about 3.6 MB, not 50,000 tombstones). A PUT lists the records (one lis
 an empty directory nearly always) and reads each new one once per process: a record never
 changes, so its digests are kept by name until it disappears from the listing.
 
-A record's name starts with its writer's Unix time. A collector never deletes later than
-``LEASE`` after writing its record (it checks its monotonic clock), and readers ignore a
-record older than twice that (a crashed collector's), so clocks may differ by up to
-``LEASE`` between instances.
+A record holds pushes back only while its run's lease is alive (``leases``): readers
+ignore the record of a run whose lease stopped changing ``leases.EXPIRY`` seconds ago (a
+killed collector's), and a later run removes such a record once it is ``ABANDONED``.
+A record's name starts with its writer's Unix time, for that clean-up only.
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Iterable
 
 from registry.oci.digest import Digest, InvalidDigest, parse_digest
 from registry.storage import paths
 from registry.storage.driver.base import PathNotFound, StorageDriver
+from registry.storage.leases import ABANDONED, LeaseObserver, written_at
 
 log = logging.getLogger("registry.gc")
-
-LEASE = 3600.0  # seconds a run may spend deleting after it condemned
 
 
 def new_run() -> str:
@@ -47,28 +47,33 @@ class Condemnations:
     def __init__(self, driver: StorageDriver) -> None:
         self.driver = driver
         self._known: dict[str, frozenset[Digest]] = {}
+        self.leases = LeaseObserver(driver)
 
-    async def active(self) -> set[Digest]:
-        """Every digest a live record names, read from storage now (linearizably: a
-        record written before this call started is seen)."""
+    async def holding(self, wanted: Iterable[Digest]) -> set[Digest]:
+        """The digests among ``wanted`` that a live run's record names, read from
+        storage now (linearizably: a record written before this call started is seen)."""
+        wanted = set(wanted)
         try:
             names = await self.driver.list_dir(paths.GC_CONDEMNED)
         except PathNotFound:
             names = []
-        cutoff = time.time() - 2 * LEASE
-        live = [n for n in names if not n.startswith(".") and (_written_at(n) or 0) >= cutoff]
+        runs = {n for n in names if not n.startswith(".")}
         for name in list(self._known):
-            if name not in live:
+            if name not in runs:
                 del self._known[name]
-        condemned: set[Digest] = set()
-        for name in live:
+        self.leases.keep_only(runs)
+        held: set[Digest] = set()
+        for name in sorted(runs):
             if name not in self._known:
                 content = await self._read(name)
                 if content is None:
                     continue  # cleared meanwhile
                 self._known[name] = content
-            condemned |= self._known[name]
-        return condemned
+            named = self._known[name] & wanted
+            # Only a record that names a wanted blob costs a read of its lease.
+            if named and await self.leases.alive(name):
+                held |= named
+        return held
 
     async def _read(self, name: str) -> frozenset[Digest] | None:
         try:
@@ -91,14 +96,26 @@ class Condemnations:
         with contextlib.suppress(PathNotFound):
             await self.driver.delete(paths.gc_condemned(run))
 
-    async def clear_expired(self) -> None:
-        """Remove the records of crashed runs (older than readers honour)."""
+    async def clear_abandoned(self) -> None:
+        """Remove the records (and leases) of runs dead for ``ABANDONED`` seconds: a
+        lease not renewed for that long, by its writer's clock (instances' clocks may
+        differ by up to that much)."""
         try:
             names = await self.driver.list_dir(paths.GC_CONDEMNED)
         except PathNotFound:
             return
-        cutoff = time.time() - 2 * LEASE
+        cutoff = time.time() - ABANDONED
         for name in names:
-            written = _written_at(name)
-            if written is not None and written < cutoff:
+            renewed = await written_at(self.driver, name)
+            if renewed is None:
+                renewed = _written_at(name)  # a record whose lease is gone: its own time
+            if renewed is not None and renewed < cutoff:
                 await self.clear(name)
+                with contextlib.suppress(PathNotFound):
+                    await self.driver.delete(paths.gc_lease(name))
+        # Leases of runs killed after taking their lease but before writing the record.
+        with contextlib.suppress(PathNotFound):
+            for name in await self.driver.list_dir(paths.GC_LEASES):
+                if name not in names and (_written_at(name) or cutoff) < cutoff:
+                    with contextlib.suppress(PathNotFound):
+                        await self.driver.delete(paths.gc_lease(name))

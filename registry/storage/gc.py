@@ -31,6 +31,7 @@ from registry.storage.catalog import REPOSITORY_MARKERS, repository_names
 from registry.storage.driver.base import StorageDriver
 from registry.storage.errors import BlobUnknown, ManifestUnknown, NameUnknown, PathNotFound
 from registry.storage.gc_safety import CollectionSafety, Doom
+from registry.storage.gc_untagged import Deletion, ReadRepository, Untagged
 from registry.storage.purge import purge_uploads
 from registry.storage.references import (
     References,
@@ -44,18 +45,9 @@ log = logging.getLogger("registry.gc")
 
 # Repositories read at once: enough to keep the driver's threads (or S3) busy.
 CONCURRENCY = 16
-SWEEP_BATCH = 4096  # blobs deleted between two progress reports
-
-
-@dataclass(frozen=True, slots=True)
-class Deletion:
-    """One manifest that collection deletes, with the tags whose history names it
-    (Distribution removes those index entries, so no tag history names a gone manifest)."""
-
-    repository: str
-    digest: Digest
-    tags: tuple[str, ...]
-    subject: Digest | None
+# Blobs deleted between two progress reports and two checks of the run's lease: a batch
+# must finish within leases.EXPIRY - leases.HOLD (2 s) once begun; 1,024 take ~0.1 s.
+SWEEP_BATCH = 1024
 
 
 @dataclass
@@ -89,16 +81,6 @@ def _silent(phase: str, done: int, total: int) -> None:
     pass
 
 
-@dataclass
-class _Repository:
-    view: Repository
-    revisions: set[Digest]
-    tags: list[str]
-    tags_of: dict[Digest, list[str]]  # digest -> tags currently pointing at it
-    history_of: dict[Digest, list[str]]  # digest -> tags whose history names it
-    layers: list[Digest] = field(default_factory=list)
-
-
 class GarbageCollector:
     def __init__(
         self,
@@ -124,6 +106,8 @@ class GarbageCollector:
         # Which unmarked blobs may go (seconds of grace; 0: every one, offline).
         self.safety = CollectionSafety(registry.driver, grace, dry_run=dry_run)
         self._doom = Doom()
+        # Online: untagged manifests' first lastref reads, for the run's re-read.
+        self._manifest_reads: dict[Digest, float | None] = {}
 
     async def run(self) -> CollectionReport:
         try:
@@ -136,19 +120,26 @@ class GarbageCollector:
     async def _collect(self) -> None:
         await self.safety.start()
         repositories = await self._read_repositories()
-        candidates = await self._mark(repositories)
-        self.report.marked = len(self.marked)
-        self.report.manifests = candidates
+        untagged = await self._mark(repositories)
         unmarked = sorted(
             [d async for d in self.registry.blob_store.all() if d not in self.marked], key=str
         )
         linked = {d for r in repositories.values() for d in r.layers if d not in self.marked}
-        self._doom = doom = await self.safety.condemn(unmarked, linked)
-        self.report.spared = doom.spared
         try:
+            doom = await self.safety.condemn(unmarked, linked, self._manifest_reads)
+            if doom.spared_manifests:
+                # Referenced since the first read (a tag, an index or a referrer pushed,
+                # a HEAD): kept, with all they reference and what keeping them keeps.
+                await untagged.settle(doom.spared_manifests, self.marked, self._mark_manifest)
+                doom.blobs = [d for d in doom.blobs if d not in self.marked]
+                doom.unlink -= self.marked
+            self._doom = doom
+            self.report.spared = doom.spared
+            self.report.marked = len(self.marked)
+            self.report.manifests = candidates = untagged.deletions()
             await self._sweep(repositories, candidates, doom)
         finally:
-            await self.safety.release()  # only once blobs and links are gone
+            await self.safety.release()  # only once manifests, blobs and links are gone
         if not self.dry_run:
             # Killed writers' temporaries are found by a walk of the whole store, in a
             # thread of the driver's, started once the sweeps are done: it then walks a
@@ -158,7 +149,7 @@ class GarbageCollector:
         await self._sweep_leftovers(repositories)
 
     async def _sweep(
-        self, repositories: dict[str, _Repository], candidates: list[Deletion], doom: Doom
+        self, repositories: dict[str, ReadRepository], candidates: list[Deletion], doom: Doom
     ) -> None:
         self.emit(
             f"\n{len(self.marked)} blobs marked, {len(doom.blobs)} blobs and "
@@ -179,13 +170,13 @@ class GarbageCollector:
 
     # --- reading -------------------------------------------------------------------------
 
-    async def _read_repositories(self) -> dict[str, _Repository]:
+    async def _read_repositories(self) -> dict[str, ReadRepository]:
         driver = self.registry.driver
         # Repositories with only uploads too: an abandoned one may be all they hold.
         markers = (*REPOSITORY_MARKERS, paths.UPLOADS)
         names = [name async for name in repository_names(driver, markers)]
         self.report.repositories = len(names)
-        found: dict[str, _Repository] = {}
+        found: dict[str, ReadRepository] = {}
         done = 0
 
         async def read(name: str) -> None:
@@ -197,7 +188,7 @@ class GarbageCollector:
         await _bounded(read(name) for name in names)
         return dict(sorted(found.items()))
 
-    async def _read_repository(self, view: Repository) -> _Repository:
+    async def _read_repository(self, view: Repository) -> ReadRepository:
         revisions = {d async for d in view.blobs.revisions.all()}
         try:
             all_tags = list(await view.tags.all())
@@ -212,9 +203,9 @@ class GarbageCollector:
                 for digest in await view.tags.history(tag):
                     history_of.setdefault(digest, []).append(tag)
         layers = [d async for d in view.blobs.layers.all()]
-        return _Repository(view, revisions, all_tags, tags_of, history_of, layers)
+        return ReadRepository(view, revisions, all_tags, tags_of, history_of, layers)
 
-    async def _references(self, repository: _Repository, digest: Digest) -> References | None:
+    async def _references(self, repository: ReadRepository, digest: Digest) -> References | None:
         """What a manifest names; None when its content is gone (nothing can be known)."""
         try:
             body = await self.registry.blob_store.get(digest)
@@ -234,52 +225,30 @@ class GarbageCollector:
 
     # --- mark ----------------------------------------------------------------------------
 
-    async def _mark(self, repositories: dict[str, _Repository]) -> list[Deletion]:
+    async def _mark(self, repositories: dict[str, ReadRepository]) -> Untagged:
         """Mark from every kept manifest; the untagged ones left over are returned."""
-        untagged: dict[tuple[str, Digest], _Repository] = {}
+        untagged = Untagged()
         done = 0
         for name, repository in repositories.items():
             self.emit(name)
             for digest in sorted(repository.revisions, key=str):
                 if self.delete_untagged and digest not in repository.tags_of:
-                    untagged[(name, digest)] = repository
+                    references = await self._references(repository, digest)
+                    untagged.add(repository, digest, references.subject if references else None)
                     continue
                 await self._mark_manifest(repository, digest)
             done += 1
             self.progress("marking", done, len(repositories))
-        # Untagged manifests that a kept index names, or whose subject is kept (signatures,
-        # SBOMs and attestations live and die with their subject), are kept too: repeat
-        # until nothing more is kept, since a kept referrer may itself be a subject.
-        subjects: dict[tuple[str, Digest], Digest | None] = {}
-        for (name, digest), repository in untagged.items():
-            references = await self._references(repository, digest)
-            subjects[(name, digest)] = references.subject if references else None
-        changed = True
-        while changed:
-            changed = False
-            for key, repository in list(untagged.items()):
-                name, digest = key
-                subject = subjects[key]
-                kept_subject = (
-                    subject is not None
-                    and subject in repository.revisions
-                    and (name, subject) not in untagged
-                )
-                if digest in self.marked or kept_subject:
-                    del untagged[key]
-                    await self._mark_manifest(repository, digest)
-                    changed = True
-        return [
-            Deletion(
-                name,
-                digest,
-                tuple(repository.history_of.get(digest, ())),
-                subjects[(name, digest)],
-            )
-            for (name, digest), repository in sorted(untagged.items(), key=_by_name_digest)
-        ]
+        # Online, untagged manifests referenced within the grace period are kept too.
+        self._manifest_reads = await self.safety.first_reads(untagged.digests)
+        fresh = {d for d, t in self._manifest_reads.items() if not self.safety.is_old(t)}
+        await untagged.settle(fresh, self.marked, self._mark_manifest)
+        self._manifest_reads = {
+            d: t for d, t in self._manifest_reads.items() if d in untagged.digests
+        }
+        return untagged
 
-    async def _mark_manifest(self, repository: _Repository, digest: Digest) -> None:
+    async def _mark_manifest(self, repository: ReadRepository, digest: Digest) -> None:
         name = repository.view.name
         if (name, digest) in self._visited:
             return
@@ -302,7 +271,8 @@ class GarbageCollector:
 
     # --- sweep ---------------------------------------------------------------------------
 
-    async def _delete_manifests(self, repository: _Repository, doomed: list[Deletion]) -> None:
+    async def _delete_manifests(self, repository: ReadRepository, doomed: list[Deletion]) -> None:
+        self.safety.check_lease()
         view = repository.view
         await view.tags.forget_revisions([(t, d.digest) for d in doomed for t in d.tags])
         for deletion in doomed:
@@ -335,8 +305,8 @@ class GarbageCollector:
             (digest, size) for digest, size in zip(unmarked, sizes, strict=True) if size is not None
         ]
 
-    async def _sweep_layer_links(self, repositories: dict[str, _Repository]) -> None:
-        unlinked: list[tuple[_Repository, list[Digest]]] = []
+    async def _sweep_layer_links(self, repositories: dict[str, ReadRepository]) -> None:
+        unlinked: list[tuple[ReadRepository, list[Digest]]] = []
         to_unlink = self._doom.unlink
         for name, repository in repositories.items():
             doomed = [d for d in sorted(repository.layers, key=str) if d in to_unlink]
@@ -349,7 +319,7 @@ class GarbageCollector:
             return
         done = 0
 
-        async def unlink(repository: _Repository, doomed: list[Digest]) -> None:
+        async def unlink(repository: ReadRepository, doomed: list[Digest]) -> None:
             nonlocal done
             self.safety.check_lease()
             view = repository.view.blobs
@@ -363,7 +333,7 @@ class GarbageCollector:
         # what keeps the storage busy (see FilesystemDriver.delete_many).
         await _bounded(unlink(repository, doomed) for repository, doomed in unlinked)
 
-    async def _sweep_leftovers(self, repositories: dict[str, _Repository]) -> None:
+    async def _sweep_leftovers(self, repositories: dict[str, ReadRepository]) -> None:
         driver = self.registry.driver
         if self.upload_age is not None:
             self.report.uploads_purged = await purge_uploads(
@@ -406,10 +376,6 @@ async def _remove_repository(driver: StorageDriver, name: str) -> None:
         with contextlib.suppress(PathNotFound):
             await driver.delete(paths.repository("/".join(parts)))
         parts.pop()
-
-
-def _by_name_digest(item: tuple[tuple[str, Digest], _Repository]) -> tuple[str, str]:
-    return item[0][0], str(item[0][1])
 
 
 async def _bounded(jobs: Iterable[Awaitable[None]]) -> None:

@@ -24,7 +24,7 @@ from typing import TypeVar
 
 from registry.oci.digest import Digest
 from registry.storage import paths
-from registry.storage.condemned import LEASE, Condemnations, new_run
+from registry.storage.condemned import Condemnations, new_run
 from registry.storage.driver.base import (
     DriverError,
     PathNotFound,
@@ -32,6 +32,7 @@ from registry.storage.driver.base import (
     StorageUnavailable,
 )
 from registry.storage.lastref import LastReferenced, RefreshMemo
+from registry.storage.leases import Lease
 
 log = logging.getLogger("registry.gc")
 
@@ -41,6 +42,7 @@ CLOCK_RESOLUTION = 1.0
 WAIT_STEP = 0.1  # seconds between two reads of the records while one names a blob
 WAIT_LIMIT = 60.0  # a push never waits longer than this for a collector to finish
 CONCURRENCY = 16
+YIELD_EVERY = 64  # reads between two turns given to the rest of the event loop
 T = TypeVar("T")
 
 
@@ -101,7 +103,7 @@ class BlobGuard:
         while True:
             refreshed_at = time.monotonic()
             await _bounded(self.lastref.refresh(d) for d in wanted)
-            if not set(wanted) & await self.condemned.active():
+            if not await self.condemned.holding(wanted):
                 break
             if time.monotonic() >= given_up:
                 raise CollectionBusy("garbage collection is deleting a blob this push names")
@@ -138,6 +140,8 @@ class Doom:
     blobs: list[Digest] = field(default_factory=list)
     unlink: set[Digest] = field(default_factory=set)
     spared: int = 0  # unmarked blobs kept: referenced within the grace period
+    # Untagged manifests whose lastref moved after the first read: kept after all.
+    spared_manifests: set[Digest] = field(default_factory=set)
 
 
 class CollectionSafety:
@@ -150,6 +154,7 @@ class CollectionSafety:
         self.condemned = Condemnations(driver)
         self.run = new_run()
         self.started = 0.0  # T0 on the storage clock
+        self.lease = Lease(driver, self.run)
         self._condemned_at: float | None = None  # monotonic, once the record is written
 
     @property
@@ -161,12 +166,37 @@ class CollectionSafety:
         if self.online:
             self.started = time.time() if self.dry_run else await self.lastref.now(self.run)
 
-    async def condemn(self, unmarked: list[Digest], linked: set[Digest]) -> Doom:
+    @property
+    def threshold(self) -> float:
+        """A ``lastref`` before this (storage clock) is older than the grace period."""
+        return self.started - self.grace - CLOCK_RESOLUTION
+
+    def is_old(self, lastref: float | None) -> bool:
+        """Whether an untagged manifest whose content was last referenced at ``lastref``
+        (None: its content is gone) may be deleted: always offline."""
+        return not self.online or lastref is None or lastref < self.threshold
+
+    async def first_reads(self, manifests: Iterable[Digest]) -> dict[Digest, float | None]:
+        """Online, the ``lastref`` of untagged manifests' content (refreshed by every PUT
+        and HEAD of the manifest and every PUT of an index or a referrer naming it)."""
+        if not self.online:
+            return {}
+        wanted = sorted(set(manifests), key=str)
+        return dict(zip(wanted, await _bounded(self.lastref.read(d) for d in wanted), strict=True))
+
+    async def condemn(
+        self,
+        unmarked: list[Digest],
+        linked: set[Digest],
+        manifests: dict[Digest, float | None] | None = None,
+    ) -> Doom:
         """Choose what goes among ``unmarked`` blobs and the unmarked digests of layer
-        links (``linked``); unless a dry run, write the record that pushes honour."""
+        links (``linked``), and which untagged ``manifests`` (digests and their first
+        reads) are spared after all; unless a dry run, write the record pushes honour."""
+        manifests = manifests or {}
         if not self.online:
             return Doom(list(unmarked), set(unmarked) | linked)
-        threshold = self.started - self.grace - CLOCK_RESOLUTION
+        threshold = self.threshold
         first = await _bounded(self.lastref.read(d) for d in unmarked)
         reads = dict(zip(unmarked, first, strict=True))
         old = {d: t for d, t in reads.items() if t is not None and t < threshold}
@@ -175,11 +205,14 @@ class CollectionSafety:
         spared = len(reads) - len(old) - sum(1 for t in reads.values() if t is None)
         if self.dry_run:
             return Doom([d for d in unmarked if d in old], set(old) | absent, spared)
-        if not old and not absent:
+        if not old and not absent and not manifests:
             return Doom(spared=spared)
-        await self.condemned.clear_expired()
-        await self.condemned.write(self.run, [*old, *absent])
-        self._condemned_at = time.monotonic()
+        await self.condemned.clear_abandoned()
+        await self.lease.take()  # before the record: a reader finds the record's lease
+        self._condemned_at = time.monotonic()  # release() now clears both
+        # Untagged manifests' digests too: a push that tags one, or names it in an index
+        # or as a subject, waits for the run (or is seen by the re-read below).
+        await self.condemned.write(self.run, list({*old, *absent, *manifests}))
         log.debug("run %s condemned %d old and %d absent blobs", self.run, len(old), len(absent))
         # Re-read after the record is visible: a push that refreshed before reading the
         # record is seen here; one that refreshes later sees the record and waits.
@@ -190,20 +223,24 @@ class CollectionSafety:
         gone = {d for d, t in zip(missing, now_here, strict=True) if t is None}
         spared += len(old) - len(confirmed)
         await _bounded(self.lastref.forget_marker(d) for d in gone)
+        listed = list(manifests)
+        now_read = await _bounded(self.lastref.read(d) for d in listed)
+        moved = {d for d, t in zip(listed, now_read, strict=True) if t != manifests[d]}
         # A blob missing at the first read is never deleted (an upload may just have
         # put it there); only its links go, and only if it is still missing now.
-        return Doom([d for d in unmarked if d in confirmed], confirmed | gone, spared)
+        return Doom([d for d in unmarked if d in confirmed], confirmed | gone, spared, moved)
 
     def check_lease(self) -> None:
-        """Called before each deletion: past its lease a run's record no longer holds
-        pushes back, so the run must delete nothing more."""
-        if self._condemned_at is not None and time.monotonic() - self._condemned_at > LEASE:
-            raise CollectionBusy("garbage collection outlived its lease; nothing more deleted")
+        """Called before each batch of deletions: once its lease may look expired to a
+        reader, a run's record no longer holds pushes back, so it deletes nothing more."""
+        if self._condemned_at is not None and not self.lease.held():
+            raise CollectionBusy("garbage collection lost its lease; nothing more deleted")
 
     async def release(self) -> None:
         """Clear the record, once every deletion it covers is done."""
         if self._condemned_at is not None:
             await self.condemned.clear(self.run)
+            await self.lease.drop()
             log.debug(
                 "run %s cleared its record after %.3fs",
                 self.run,
@@ -221,6 +258,11 @@ async def _bounded(jobs: Iterable[Awaitable[T]]) -> list[T]:
     async def worker() -> None:
         for index, job in queue:
             results[index] = await job
+            if index % YIELD_EVERY == 0:
+                # A local stat never suspends: without this, 50,000 reads would hold
+                # the loop, and the run's lease renewal (and a serving registry's
+                # requests, for a push's refreshes) would wait for all of them.
+                await asyncio.sleep(0)
 
     await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
     return [results[index] for index in range(len(results))]

@@ -140,6 +140,12 @@ class Manifests:
         self.cache.put(digest, media_type, body)
         return StoredManifest(digest, media_type, body)
 
+    async def noticed(self, digest: Digest) -> None:
+        """A client was told the manifest exists (HEAD) and may next push a tag, an index
+        or a referrer naming it: refresh its content's ``lastref`` (at most once per
+        ``grace/4``), so that collecting untagged manifests spares it a while."""
+        await self.store.guard.noticed(digest)
+
     async def has_revision(self, digest: Digest) -> bool:
         return await self.blobs.revisions.exists(digest)
 
@@ -199,6 +205,12 @@ class Manifests:
                 )
             # The tag last, once the revision it names is in place; it undoes itself.
             if isinstance(reference, str):
+                # Within the bound too: a collection deleting untagged manifests that began
+                # too late to see the tag saw the refresh instead (docs/online-gc.md).
+                if not self.store.guard.in_time(refreshed_at):
+                    raise CollectionBusy(
+                        "the push took longer than half of storage.gc.graceperiod; retry it"
+                    )
                 await self.tags.tag(reference, digest)
         except BaseException:
             # A failed push (a full disk) leaves no revision that was not there before.
@@ -225,7 +237,10 @@ class Manifests:
         no error: only those present are protected."""
         blobs = [d.digest for d in parsed.blobs if not d.is_foreign]
         children = [d.digest for d in parsed.manifests]
-        secured = await self.store.guard.secure([*blobs, *children, digest])
+        # The subject is refreshed too (never required: it may come later), so that a
+        # collection deleting untagged manifests keeps one a referrer is pushed for.
+        subject = [parsed.subject.digest] if parsed.subject is not None else []
+        secured = await self.store.guard.secure([*blobs, *children, *subject, digest])
         missing = secured.missing
         if digest in missing:  # its own content, collected between its write and now
             await self.store.put(digest, body)

@@ -33,11 +33,17 @@ def blob_lastref(digest: Digest) -> str:
 # ``repositories``, the only trees Distribution reads.
 GC = f"{ROOT}/_gc"
 GC_CONDEMNED = f"{GC}/condemned"
+GC_LEASES = f"{GC}/leases"
 
 
 def gc_condemned(run: str) -> str:
     """The digests one collection run is about to delete (one digest a line)."""
     return f"{GC_CONDEMNED}/{run}"
+
+
+def gc_lease(run: str) -> str:
+    """A collection run's lease, renewed while its record holds pushes back."""
+    return f"{GC_LEASES}/{run}"
 
 
 def gc_clock(run: str) -> str:
