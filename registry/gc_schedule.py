@@ -26,12 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import multiprocessing
 import os
 import signal
-import sys
 import time
 import traceback
 from dataclasses import dataclass
@@ -42,12 +40,12 @@ from registry.config import RegistryConfig
 from registry.oci.digest import Digest
 from registry.storage.gc_safety import CollectionBusy
 from registry.storage.registry import Registry
+from shared.workers import die_with_parent
 
 log = logging.getLogger("registry.gc")
 
 NICENESS = 19
 STOP_WAIT = 2.0  # seconds a terminated child has to exit before it is killed
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 # Never fork a running event loop (and its threads): the child starts a new interpreter.
 _CONTEXT = multiprocessing.get_context("spawn")
@@ -181,7 +179,7 @@ async def _readable(fd: int) -> None:
 
 def _run_child(config: RegistryConfig, answer: Connection, parent: int) -> None:
     """The child's whole life: die with ``parent``, lower its priority, collect, answer."""
-    _die_with_parent(parent)
+    die_with_parent(parent)
     # A terminal's Ctrl-C reaches the whole process group: the registry decides when its
     # child stops (SIGTERM), and a KeyboardInterrupt here would only print a traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -203,21 +201,6 @@ def _run_child(config: RegistryConfig, answer: Connection, parent: int) -> None:
         outcome = _Failed(False, traceback.format_exc())
     answer.send(outcome)
     answer.close()
-
-
-def _die_with_parent(parent: int) -> None:
-    """Have the kernel SIGKILL this process when ``parent`` dies, or exit at once if it
-    died already (between the spawn and this call, when the request would come too late).
-
-    The kernel rather than a thread watching the parent: it acts even while the collector
-    holds the GIL in a long loop, and needs nothing running in the child.
-    """
-    if sys.platform == "linux":
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-    if os.getppid() != parent:  # orphaned already: adopted by init or a subreaper
-        os._exit(1)
 
 
 async def _forget(registry: Registry, done: Collected) -> None:

@@ -10,6 +10,7 @@ with its own event loop, app, caches and threads.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -21,6 +22,7 @@ from shared.listener import ListenError
 
 log = logging.getLogger(__name__)
 
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 RESTART_DELAY = 1.0  # seconds before a dead worker is replaced: no busy loop of crashes
 
 
@@ -42,8 +44,12 @@ def supervise(
     stopping = False
 
     def spawn(index: int) -> None:
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:
+            # A supervisor that is SIGKILLed (or OOM-killed) cannot stop its workers:
+            # the kernel does, or they would serve on, unsupervised, holding the port.
+            die_with_parent(parent)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             code = 0
@@ -81,3 +87,21 @@ def supervise(
             log.error("worker %d (pid %d) exited with %d; starting a new one", index, pid, status)
             time.sleep(RESTART_DELAY)
             spawn(index)
+
+
+def die_with_parent(parent: int) -> None:
+    """Have the kernel SIGKILL this process when ``parent`` dies, or exit at once if it
+    died already (between the fork or spawn and this call, when the request would come
+    too late).
+
+    The kernel rather than a thread watching the parent: it acts even while the process
+    holds the GIL in a long loop, and needs nothing running in it. The signal follows the
+    death of the parent's *thread* that created this process: callers create children from
+    a thread that lives as long as the parent (its main or event-loop thread).
+    """
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent:  # orphaned already: adopted by init or a subreaper
+        os._exit(1)

@@ -93,3 +93,42 @@ def test_workers_serve_one_port_sum_their_metrics_and_are_replaced(tmp_path: Pat
     finally:
         assert server.stop() == 0  # SIGTERM stops every worker, then the supervisor
     assert not list(tmpdir.iterdir())  # the metrics directory is removed at exit
+
+
+def test_workers_die_with_a_killed_supervisor(tmp_path: Path) -> None:
+    """A SIGKILLed (or OOM-killed) supervisor cannot stop its workers: the kernel does
+    (``PR_SET_PDEATHSIG``), or they would serve on, unsupervised, holding the port."""
+    setup = write_setup(tmp_path)
+    port = free_port()
+    server = ServerProcess(
+        "tokenauth",
+        ["tokenauth", "serve", "--workers", str(WORKERS), str(setup.config)],
+        port,
+        "/health",
+        tmp_path / "tokenauth.log",
+        env={"TOKENAUTH_HTTP_ADDR": f"127.0.0.1:{port}"},
+    )
+    server.start()
+    workers: set[int] = set()
+    try:
+        assert server.process is not None
+        supervisor = server.process.pid
+        wait_for("two workers", lambda: len(children(supervisor)) == WORKERS)
+        workers = children(supervisor)
+        os.kill(supervisor, signal.SIGKILL)
+        server.process.wait()
+        wait_for("the workers to die", lambda: not any(_alive(pid) for pid in workers), 10.0)
+    finally:
+        for pid in workers:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        server.stop()
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for init to reap it counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
