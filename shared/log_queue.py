@@ -2,15 +2,15 @@
 
 :func:`configure_logging` writes records to stderr in the configured format
 (:mod:`shared.log_format`). While serving, :func:`queued_logging` puts a
-:class:`BoundedQueueHandler` in front of that handler: on the event loop it keeps each
-record, stamped with its request id and message, and formats all those kept in one
-callback per 20 ms window; a thread (:class:`LogWriter`) writes the text, every batch
-waiting at that moment in one write. Formatting each line and writing it to stderr (a pipe
-that can fill up, a terminal, a collector) with a system call of its own were what made
-logging cost a quarter of the token server's CPU, on its loop; formatting on the writer
-thread instead cost two to three times a line's tight-loop cost (the interpreter lock
-changing hands, cold caches), so only the write, which waits on the output without the
-lock, is left to the thread (docs/performance.md#logging has the figures).
+:class:`logging.handlers.QueueHandler` in front of that handler: the event loop only stamps
+each record with its request id and message and hands it to a queue, and a thread
+(:class:`LogWriter`) formats the records and writes them, every record waiting at that
+moment in one write, at most one write each 20 ms. Formatting each line and writing it to stderr
+(a pipe that can fill up, a terminal, a collector) with a system call of its own were what
+made logging cost a quarter of the token server's CPU, on its loop. In CPython the writer
+still shares the interpreter lock with the loop, so what is gained is the waiting on the
+output, the per-line system calls and thread wake-ups, not the formatting itself, which is
+kept cheap instead (docs/performance.md#logging has the figures).
 
 The queue is bounded: if the writer falls that far behind (stderr blocked), lines are
 dropped and counted rather than letting memory grow, and the count is logged once there is
