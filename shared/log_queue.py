@@ -27,8 +27,6 @@ all waiting records at once.
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import logging
 import queue
 import sys
@@ -69,12 +67,9 @@ def configure_logging(
 
 
 class BatchStreamHandler(logging.StreamHandler[TextIO]):
-    """A stream handler that can also write many records in one write (``emit_batch``),
-    or format them (``format_batch``) where they were logged and write the text later
-    (``write_text``)."""
+    """A stream handler that can also write many records in one write (``emit_batch``)."""
 
-    def format_batch(self, records: list[logging.LogRecord]) -> str:
-        """The lines of the ``records`` this handler takes, as one text."""
+    def emit_batch(self, records: list[logging.LogRecord]) -> None:
         lines = []
         for record in records:
             if record.levelno < self.level or not self.filter(record):
@@ -83,139 +78,54 @@ class BatchStreamHandler(logging.StreamHandler[TextIO]):
                 lines.append(self.format(record) + self.terminator)
             except Exception:
                 self.handleError(record)
-        return "".join(lines)
-
-    def write_text(self, text: str) -> None:
-        """Write already formatted lines, in one write."""
-        if not text:
-            return
-        self.acquire()
-        try:
-            self.stream.write(text)
-            self.flush()
-        except Exception:
-            self.handleError(logging.makeLogRecord({"msg": "could not write log lines"}))
-        finally:
-            self.release()
-
-    def emit_batch(self, records: list[logging.LogRecord]) -> None:
-        self.write_text(self.format_batch(records))
-
-
-class _Formatted:
-    """Lines formatted on the event loop, for the writer to write: the text of each batch
-    handler, and the records themselves for any other handler."""
-
-    __slots__ = ("lines", "records", "texts")
-
-    def __init__(
-        self,
-        texts: list[tuple[BatchStreamHandler, str]],
-        records: list[logging.LogRecord],
-        lines: int,
-    ) -> None:
-        self.texts, self.records, self.lines = texts, records, lines
+        if lines:
+            self.acquire()
+            try:
+                self.stream.write("".join(lines))
+                self.flush()
+            except Exception:
+                self.handleError(records[-1])
+            finally:
+                self.release()
 
 
 class BoundedQueueHandler(QueueHandler):
-    """Gathers records for the writer thread; drops (and counts) them when it is full.
+    """Hands records to the writer thread; drops (and counts) them when it is full."""
 
-    A record logged on a thread running an event loop waits in a list of that loop's
-    until a callback, once per window, formats all of them at once and hands the writer
-    one text to write (:class:`_Formatted`). Formatting them there, in a batch, costs the
-    loop less than handing each record over and having the writer format it: the writer
-    took the interpreter lock from the loop for every batch, and formatted each line with
-    cold caches, at two to three times a line's cost in a tight loop. Records logged
-    elsewhere (before the loop, after it, in executor threads) go to the writer as they
-    are, and it formats them.
-
-    ``capacity`` bounds the lines not yet written, waiting or formatted: past it (the
-    output is blocked), records are dropped and counted.
-    """
-
-    def __init__(
-        self,
-        records: queue.SimpleQueue[Any],
-        capacity: int,
-        handlers: list[logging.Handler] | None = None,
-    ) -> None:
+    def __init__(self, records: queue.SimpleQueue[Any], capacity: int) -> None:
         super().__init__(records)
         self.records = records  # typed: the base class knows only put_nowait
         self.capacity = capacity
-        self.handlers = handlers if handlers is not None else []  # the writer's
         self.dropped = 0
-        self.unwritten = 0  # lines handed to the writer, not yet written
-        self._drops = threading.Lock()  # the counts, against the writer and other threads
-        self._pending: list[logging.LogRecord] = []  # logged on the loop, not yet formatted
-        self._flush_loop: asyncio.AbstractEventLoop | None = None  # where a flush is due
+        self._drops = threading.Lock()  # the count, against other threads that log
         self.addFilter(RequestIdFilter())  # run here, on the thread that logged
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         # Only the message is made now (its arguments may change once this call returns);
-        # formatting, tracebacks included, is left to the batch. The record stays in this
+        # formatting, tracebacks included, is left to the writer. The record stays in this
         # process, so nothing needs to be pickled away as the stdlib's prepare does.
         record.msg = record.getMessage()
         record.args = None
         return record
 
     def handle(self, record: logging.LogRecord) -> bool:
-        # Handler.handle holds the handler's lock around emit; the list and the queue need
-        # none, so the lock is taken only in enqueue's rare path (a full queue).
+        # Handler.handle holds the handler's lock around emit; the queue is thread-safe,
+        # so the lock is taken only in enqueue's rare path (a full queue, drops to report).
         if not self.filter(record):
             return False
         self.emit(record)
         return True
 
     def enqueue(self, record: logging.LogRecord) -> None:
-        if self.dropped or len(self._pending) + self.unwritten >= self.capacity:
+        if self.dropped or self.records.qsize() >= self.capacity:
             with self._drops:  # the writer has fallen behind: rare
-                if len(self._pending) + self.unwritten >= self.capacity:
+                if self.records.qsize() >= self.capacity:
                     self.dropped += 1
                     return
-                report = self._dropped_record() if self.dropped else None
-                self.dropped = 0
-            if report is not None:  # added out of the lock, which _add may take
-                self._add(report)
-        self._add(record)
-
-    def _add(self, record: logging.LogRecord) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # not on an event loop's thread: the writer formats it
-            with self._drops:
-                self.unwritten += 1
-            self.records.put_nowait(record)
-            return
-        self._pending.append(record)
-        if self._flush_loop is not loop:  # none due on this loop (an earlier one may be gone)
-            self._flush_loop = loop
-            # In an empty context: the request's would name it on the batch's other lines.
-            loop.call_later(BATCH_WINDOW, self._flush_due, loop, context=_NO_REQUEST)
-        elif len(self._pending) == MAX_BATCH:
-            loop.call_soon(self.flush_pending, context=_NO_REQUEST)
-
-    def _flush_due(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self._flush_loop is loop:
-            self._flush_loop = None
-        self.flush_pending()
-
-    def flush_pending(self) -> None:
-        """Format the records waiting on the loop and hand them to the writer."""
-        records, self._pending = self._pending, []
-        if not records:
-            return
-        texts = [
-            (h, h.format_batch(records)) for h in self.handlers if isinstance(h, BatchStreamHandler)
-        ]
-        plain = len(texts) < len(self.handlers)
-        with self._drops:
-            self.unwritten += len(records)
-        self.records.put_nowait(_Formatted(texts, records if plain else [], len(records)))
-
-    def written(self, lines: int) -> None:
-        """The writer wrote ``lines`` more lines: room for as many."""
-        with self._drops:
-            self.unwritten -= lines
+                if self.dropped:
+                    self.records.put_nowait(self._dropped_record())
+                    self.dropped = 0
+        self.records.put_nowait(record)
 
     def _dropped_record(self) -> logging.LogRecord:
         message = f"{self.dropped} log lines were dropped: the log output could not keep up"
@@ -225,20 +135,13 @@ class BoundedQueueHandler(QueueHandler):
 
 
 _STOP = object()
-_NO_REQUEST = contextvars.Context()
 
 
 class LogWriter:
-    """The thread that writes queued lines to ``handlers``, batch by batch (formatting the
-    records that come unformatted)."""
+    """The thread that formats and writes queued records to ``handlers``, batch by batch."""
 
-    def __init__(
-        self,
-        records: queue.SimpleQueue[Any],
-        handlers: list[logging.Handler],
-        front: BoundedQueueHandler | None = None,
-    ) -> None:
-        self.records, self.handlers, self.front = records, handlers, front
+    def __init__(self, records: queue.SimpleQueue[Any], handlers: list[logging.Handler]) -> None:
+        self.records, self.handlers = records, handlers
         self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
 
     def start(self) -> None:
@@ -267,36 +170,14 @@ class LogWriter:
                     break
             if _STOP in batch:
                 stopping = True
-                batch = [item for item in batch if item is not _STOP]
-            self._write_items(batch)
+                batch = [record for record in batch if record is not _STOP]
+            self._write(batch)
             written = time.monotonic()
 
-    def _write_items(self, items: list[Any]) -> None:
-        # In order: records as they came, up to each batch formatted on the loop.
-        records: list[logging.LogRecord] = []
-        lines = 0
-        for item in items:
-            if isinstance(item, _Formatted):
-                self._write(records)
-                records = []
-                for handler, text in item.texts:
-                    handler.write_text(text)
-                self._write(item.records, batches=False)
-                lines += item.lines
-            else:
-                records.append(item)
-                lines += 1
-        self._write(records)
-        if self.front is not None:
-            self.front.written(lines)
-
-    def _write(self, batch: list[logging.LogRecord], *, batches: bool = True) -> None:
-        if not batch:
-            return
+    def _write(self, batch: list[logging.LogRecord]) -> None:
         for handler in self.handlers:
             if isinstance(handler, BatchStreamHandler):
-                if batches:
-                    handler.emit_batch(batch)
+                handler.emit_batch(batch)
             else:
                 for record in batch:
                     if record.levelno >= handler.level:
@@ -309,13 +190,12 @@ def queued_logging(capacity: int = QUEUE_CAPACITY) -> Iterator[BoundedQueueHandl
     root = logging.getLogger()
     handlers = list(root.handlers)
     records: queue.SimpleQueue[Any] = queue.SimpleQueue()
-    front = BoundedQueueHandler(records, capacity, handlers)
-    writer = LogWriter(records, handlers, front)
+    front = BoundedQueueHandler(records, capacity)
+    writer = LogWriter(records, handlers)
     writer.start()
     root.handlers = [front]
     try:
         yield front
     finally:
         root.handlers = handlers
-        front.flush_pending()  # what the loop had not formatted when it stopped
         writer.stop()
