@@ -68,9 +68,10 @@ def body_bytes(reason: str, headers: Mapping[str, str], body_length: int) -> int
     """The body bytes of a response sent: aiohttp counts the status line and headers in
     ``body_length``, so their size (as aiohttp serializes them: ``name: value\\r\\n`` each)
     is taken off."""
-    head = len(reason) + 17  # "HTTP/1.1 200 " + reason + CRLF, and the final CRLF
-    for name, value in headers.items():
-        head += len(name) + 4 + (len(value) if value.isascii() else len(value.encode()))
+    # "HTTP/1.1 200 " + reason + CRLF, and the final CRLF; then ": " and CRLF per header.
+    # Joined once, the names and values are measured in C rather than one by one.
+    head = len(reason) + 17 + 4 * len(headers)
+    head += len("".join(headers.keys())) + len("".join(headers.values()).encode())
     return max(0, body_length - head)
 
 

@@ -76,7 +76,14 @@ class _StructuredFormatter(logging.Formatter):
         self._encode = json.JSONEncoder(ensure_ascii=False, default=str).encode
 
     def _line(self, record: logging.LogRecord, head: dict[str, Any]) -> str:
-        line = {**head, **self.static_fields, **record_fields(record)}
+        line = {**head, **self.static_fields}
+        own = _plain_fields(record)
+        if own is None:
+            line.update(record_fields(record))
+        else:  # as record_fields would make them, without a dict in between
+            for key, value in own.items():
+                if value is not None:
+                    line[key] = value
         line.setdefault("logger", record.name)
         if record.exc_info:
             line["error"] = self.formatException(record.exc_info)
@@ -144,12 +151,25 @@ def _text_value(value: Any) -> str:
     return _text(str(value))
 
 
+def _plain_fields(record: logging.LogRecord) -> Mapping[str, Any] | None:
+    """The record's own fields when they are all its line has (no request id stamped on
+    it: an access line carries its own), else None: the fast paths read them as they are,
+    without merging them into a new dict."""
+    own = getattr(record, FIELDS_ATTRIBUTE, None)
+    if type(own) is dict and not getattr(record, "request_id", None):
+        return own
+    return None
+
+
 class TextFormatter(logging.Formatter):
     """Time, level, logger and message, then ``key=value`` fields."""
 
     def __init__(self, static_fields: Mapping[str, Any]) -> None:
         super().__init__(TEXT_LAYOUT)
         self.static_fields = dict(static_fields)
+        # Static fields never change: their text is made once, and prefixes any line
+        # whose own fields do not override one of them.
+        self._static_text = " ".join(f"{k}={_text_value(v)}" for k, v in self.static_fields.items())
         self._second: tuple[int, str] = (-1, "")
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
@@ -160,6 +180,15 @@ class TextFormatter(logging.Formatter):
         return f"{self._second[1]},{int(record.msecs):03d}"
 
     def format(self, record: logging.LogRecord) -> str:
+        own = _plain_fields(record)
+        if (
+            own is not None
+            and record.exc_info is None
+            and not record.exc_text
+            and record.stack_info is None
+            and (not self.static_fields or self.static_fields.keys().isdisjoint(own))
+        ):
+            return self._fast(record, own)
         line = super().format(record)
         fields = {**self.static_fields, **record_fields(record)}
         if not fields:
@@ -167,6 +196,25 @@ class TextFormatter(logging.Formatter):
         pairs = " ".join([f"{key}={_text_value(value)}" for key, value in fields.items()])
         head, newline, rest = line.partition("\n")  # a traceback stays below the fields
         return f"{head} {pairs}{newline}{rest}"
+
+    def _fast(self, record: logging.LogRecord, own: Mapping[str, Any]) -> str:
+        # The line super().format and the merge above make, for a record with no
+        # traceback whose fields need no merging: what most lines, access lines, are.
+        pairs = [self._static_text] if self._static_text else []
+        written = _WRITTEN
+        for key, value in own.items():
+            if value is None:
+                continue
+            kind = type(value)
+            if kind is str:
+                text = written.get(value) or _text(value)
+            elif kind is int:
+                text = str(value)
+            else:
+                text = _text_value(value)
+            pairs.append(f"{key}={text}")
+        head = f"{self.formatTime(record)} {record.levelname} {record.name} {record.getMessage()}"
+        return f"{head} {' '.join(pairs)}" if pairs else head
 
 
 def make_formatter(name: str, static_fields: Mapping[str, Any]) -> logging.Formatter:

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Coroutine
+from types import MappingProxyType
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -108,3 +110,32 @@ def test_values_written_before_are_remembered_within_bounds() -> None:
         assert line.endswith(f" long={json.dumps(long_value)}")
         assert len(log_format._WRITTEN) <= log_format._WRITTEN_KEPT
     assert long_value not in log_format._WRITTEN
+
+
+@pytest.mark.parametrize("name", ["text", "json", "logstash"])
+@pytest.mark.parametrize("static", [{}, {"region": "eu-1"}, {"vars.name": "static wins"}])
+def test_lines_without_merging_are_written_as_merged_ones(
+    name: str, static: dict[str, Any]
+) -> None:
+    """Records whose own dict is all their fields (access lines) skip the merge into a new
+    dict and, in text, logging's generic format: their lines are what the merge writes
+    (read through a mapping that is not a dict, which always takes the merging path)."""
+    fields: dict[str, Any] = {
+        "http.request.id": None,  # a request the parser refused: no id, no field
+        "http.request.method": "GET",
+        "http.request.uri": "/v2/a b/manifests/\u2028",
+        "http.response.status": 200,
+        "ratio": 0.5,
+        "flag": True,
+        "listed": ["x", 1],
+        "vars.name": "library/thing",
+    }
+    record = logging.LogRecord("registry.access", logging.INFO, "", 0, "m", None, None)
+    record.fields = fields
+    merged = logging.LogRecord("registry.access", logging.INFO, "", 0, "m", None, None)
+    merged.created, merged.msecs = record.created, record.msecs
+    merged.fields = MappingProxyType(fields)
+    formatter = make_formatter(name, static)
+    assert formatter.format(record) == formatter.format(merged)
+    record.exc_text = merged.exc_text = "Traceback: kept below the fields"
+    assert formatter.format(record) == formatter.format(merged)
