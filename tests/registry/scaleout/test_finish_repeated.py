@@ -70,8 +70,11 @@ async def test_an_upload_taken_by_another_instance_while_finishing_is_unknown_no
     location = await patch(receiving, await start(receiving), data, 0)
 
     def taken(request: web.Request) -> int | None:
-        reading = request.method == "GET" and request.path.endswith("/data")
-        return 404 if reading and "/_uploads/" in request.path else None
+        # The stored hash state is not found either, so that the finishing instance reads
+        # the data (with the state it would finish without reading it).
+        upload = request.method == "GET" and "/_uploads/" in request.path
+        reading = request.path.endswith("/data") or "/hashstates/" in request.path
+        return 404 if upload and reading else None
 
     proxy.fault = taken
     assert await error_code(finishing, "PUT", location, params={"digest": digest}) == (
