@@ -67,9 +67,9 @@ class PlainRedis:
 
 class SentinelRedis:
     """A master, a replica and three sentinels (``RedisSentinelGroup``): the services
-    reach the master through the sentinels. A restart is a SIGKILL of the master and its
-    start on the same port (empty, as persistence is off): the sentinels either see it
-    back in time or promote the replica, whichever the timing gives. A failover is
+    reach the master through the sentinels. A restart is a SIGKILL of the master, the
+    promotion the sentinels make, and the old master's start on the same port (empty, as
+    persistence is off, it becomes the new master's replica). A failover is
     ``SENTINEL FAILOVER``."""
 
     def __init__(self, group: RedisSentinelGroup) -> None:
@@ -79,10 +79,22 @@ class SentinelRedis:
         return self.group.redis_settings()
 
     def restart(self) -> None:
-        self.group.revive(self.group.kill_master())
+        # The master crashes; the sentinels promote the replica, and the old master comes
+        # back as its replica. (Reviving it at once, empty, before they notice left the
+        # group without a replica in sync for minutes: every later failover was refused.)
+        old = self.group.kill_master()
+        self.group.wait_for_new_master(old)
+        self.group.revive(old)
 
     def failover(self) -> None:
-        self.group.failover()
+        try:
+            self.group.failover()
+        except AssertionError:
+            # The sentinels refuse while no replica is in sync, e.g. for a while after a
+            # restarted master came back empty and the replica resynchronises from it:
+            # a refused fault, not the registry's failure. Once settled, they accept.
+            self.group.wait_settled(timeout=90.0)
+            self.group.failover()
 
 
 class Restartable(Protocol):
