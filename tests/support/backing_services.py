@@ -22,19 +22,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from registry.config import S3DriverConfig
-from tests.support.tools import free_port
+from tests.support.tools import free_port, unavailable
 
 START_TIMEOUT = 30.0
-
-
-def _missing(message: str) -> None:
-    """Skip, or in CI (where a missing service must never pass as a skip) fail."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(message + "; CI must install it")
-    pytest.skip(message)
 
 
 class Service:
@@ -214,7 +205,7 @@ class RedisServer(Service):
     def command(self) -> list[str]:
         binary = shutil.which("redis-server")
         if binary is None:
-            _missing("redis-server is not installed (Debian package redis-server)")
+            unavailable("redis-server is not installed (Debian package redis-server)")
         assert binary is not None
         return [
             binary,
