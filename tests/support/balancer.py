@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
-from tests.support.backing_services import Service, _missing
+from tests.support.backing_services import Service
+from tests.support.tools import unavailable
 
 
 class Upstream(Protocol):
@@ -84,7 +85,7 @@ class NginxBalancer(Service):
             "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
         )
         if binary is None:
-            _missing("nginx is not installed (Debian package nginx)")
+            unavailable("nginx is not installed (Debian package nginx)")
         assert binary is not None
         servers = "\n".join(
             f"        server 127.0.0.1:{u.port} max_fails=1 fail_timeout={self.fail_timeout}s;"
