@@ -247,7 +247,9 @@ async def test_the_first_refusal_after_start_is_padded(tmp_path: Path, password:
         assert status == 401
         unknown = await median_refusal(url, ("nobody", "pw"), 5)
     # Before, an unchecked first refusal took a few ms against 90 ms for an unknown user.
-    assert 0.5 < first / unknown < 2.0, (first, unknown)
+    # Load only stretches the single first sample, so the upper bound is loose (it failed
+    # once at 2.0 with a load average of 18); the lower bound is what the padding promises.
+    assert 0.5 < first / unknown < 4.0, (first, unknown)
 
 
 async def test_cost_warnings_are_logged_once_at_start_up(tmp_path: Path) -> None:
