@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import shutil
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NoReturn
 
 import pytest
@@ -23,9 +25,37 @@ def unavailable(message: str) -> NoReturn:
     pytest.skip(message)
 
 
+def _ephemeral_ports() -> range:
+    """The kernel's range for the local ports of outgoing connections (Linux's default
+    when it cannot be read)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return range(int(low), int(high) + 1)
+    except (OSError, ValueError):
+        return range(32768, 61000)
+
+
 def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as sock:
+    """A TCP port on loopback that nothing listens on right now, chosen at random below
+    the ephemeral range.
+
+    Binding to port 0 would hand out an ephemeral port: between this call and the server
+    binding it, any outgoing connection on the machine may take it as its local port,
+    and under load a server then failed to start with "address already in use".
+    """
+    ephemeral = _ephemeral_ports()
+    candidates = range(10000, ephemeral.start) if ephemeral.start > 11000 else range(0)
+    for _ in range(100):
+        if not candidates:
+            break
+        port = random.choice(candidates)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as sock:  # no room below the ephemeral range: let the kernel pick
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
