@@ -18,8 +18,9 @@ import json
 import random
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 
@@ -248,4 +249,25 @@ async def wait_until_collected(
         extra = await stored_blobs(environ) - referenced
         if not extra or time.monotonic() > deadline:
             return extra
+        await asyncio.sleep(0.25)
+
+
+async def collections_logged(logs: Sequence[Path], within: float) -> list[int]:
+    """How many runs each log reports as having deleted something, once at least one does
+    (or ``within`` seconds have passed).
+
+    A serving registry logs a run after its collecting child has answered: the blobs may
+    be gone from the store a moment before the line is written, and a test that stopped
+    the registry right then lost the line (and failed under load).
+    """
+    deadline = time.monotonic() + within
+    while True:
+        counts = [
+            path.read_text(errors="replace").count("garbage collection deleted")
+            if path.exists()
+            else 0
+            for path in logs
+        ]
+        if sum(counts) or time.monotonic() > deadline:
+            return counts
         await asyncio.sleep(0.25)
