@@ -9,6 +9,8 @@ already written and follow the upload as it grows. Each reader holds at most ``R
 bytes it has not taken yet (a reader that stays full for ``STALL_TIMEOUT`` is dropped),
 so memory stays flat whatever the blob's size. Every reader withholds the last bytes
 until the digest is verified: a client of a download that fails sees its transfer fail.
+The readers of the live stream get them as soon as the check passes, not after the
+commit that follows (its flushes): the bytes are known right by then.
 """
 
 from __future__ import annotations
@@ -223,7 +225,11 @@ class BlobFetches:
                         algorithm=fetch.digest.algorithm,
                         handed_on=False,
                     )
-                descriptor = await uploads.finish(upload_id, fetch.digest)
+                # The live readers get their last bytes as soon as the digest is
+                # checked: the commit's flushes (tens of ms) are no client's wait.
+                descriptor = await uploads.finish(
+                    upload_id, fetch.digest, verified=lambda: fetch._finish(None)
+                )
             for other in fetch._also.values():
                 if other.name != repository.name:
                     await other.blobs.link(fetch.digest)
