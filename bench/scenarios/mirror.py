@@ -10,7 +10,10 @@ round; then:
   same direct pull from the upstream, which is a normal local pull from a registry.
 
 In both tables the ``portside`` column is the mirror and the ``reference`` column the
-direct pull from the upstream: the ratio is the mirror's share of the direct speed.
+direct pull from the upstream: the ratio is the mirror's share of the direct speed. A
+third row gives the server's CPU time per MB of the cold pull against the upstream's of
+the direct one: on a machine shared with other work, the figure the throughputs' swings
+leave readable (at a few MiB it is below the clock's 10 ms resolution).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from bench.client import RegistryClient, new_session
 from bench.context import Context
 from bench.measure import MEASUREMENT_ERRORS
 from bench.plan import format_size
-from bench.results import Metric, Target
+from bench.results import Metric, Sample, Target
 from bench.scenarios.blobs import mb_per_second, settle
 from bench.servers import PORTSIDE, REFERENCE, registry_server
 
@@ -52,6 +55,15 @@ async def run_mirror(ctx: Context) -> list[Metric]:
         GROUP,
         target=WARM_TARGET,
         note="portside: through the mirror, cached; reference: a local pull from the upstream",
+    )
+    cpu = Metric(
+        f"mirror_cold_cpu_per_mb_{label.replace(' ', '')}",
+        f"server CPU per MB, cold pull {label}",
+        "ms/MB",
+        GROUP,
+        higher_is_better=False,
+        note="portside: the mirror during a cold pull; reference: the upstream during the "
+        "direct pull. Less sensitive to other load than the throughputs",
     )
     upstream_root = ctx.new_dir("mirror-upstream") / "root"
     upstream = await ctx.lab.start(
@@ -87,19 +99,20 @@ async def run_mirror(ctx: Context) -> list[Metric]:
                 through = RegistryClient(session, mirror.url)
                 try:
                     await settle()
-                    cold.add(
-                        PORTSIDE, await ctx.lab.sample(mirror, functools.partial(pull, through))
-                    )
+                    cold_sample = await ctx.lab.sample(mirror, functools.partial(pull, through))
+                    cold.add(PORTSIDE, cold_sample)
+                    cpu.add_value(PORTSIDE, cpu_per_mb(cold_sample))
                     await settle()
                     direct_sample = await ctx.lab.sample(upstream, functools.partial(pull, direct))
                     cold.add(REFERENCE, direct_sample)
+                    cpu.add_value(REFERENCE, cpu_per_mb(direct_sample))
                     warm.add(REFERENCE, direct_sample)
                     await settle()
                     warm.add(
                         PORTSIDE, await ctx.lab.sample(mirror, functools.partial(pull, through))
                     )
                 except MEASUREMENT_ERRORS as error:
-                    for metric in (cold, warm):
+                    for metric in (cold, warm, cpu):
                         metric.unavailable[PORTSIDE] = f"failed: {error}"
                     break
                 finally:
@@ -107,4 +120,9 @@ async def run_mirror(ctx: Context) -> list[Metric]:
                     await asyncio.to_thread(shutil.rmtree, root.parent, True)
     finally:
         await ctx.lab.stop(upstream)
-    return [cold, warm]
+    return [cold, warm, cpu]
+
+
+def cpu_per_mb(sample: Sample) -> float:
+    """The server's CPU time per MB moved, in ms: cores used over MB/s."""
+    return sample.server_cores / sample.value * 1000 if sample.value else 0.0

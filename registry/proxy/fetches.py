@@ -7,8 +7,11 @@ partial or wrong is ever cached. Clients that ask while the download has not sen
 first byte read the same bytes as they arrive; clients that come later read back what is
 already written and follow the upload as it grows. Each reader holds at most ``READER_BUFFER``
 bytes it has not taken yet (a reader that stays full for ``STALL_TIMEOUT`` is dropped),
-so memory stays flat whatever the blob's size. Every reader withholds the last bytes
-until the digest is verified: a client of a download that fails sees its transfer fail.
+so memory stays flat whatever the blob's size. Every reader withholds the blob's last
+byte until the digest is verified (everything before it goes out as it arrives): a
+client of a download that fails sees its transfer fail. The readers of the live stream
+get it as soon as the check passes, not after the commit that follows (its flushes):
+the bytes are known right by then.
 """
 
 from __future__ import annotations
@@ -64,8 +67,12 @@ class _Reader:
         self._finished, self._error = True, error
         self._ready.set()
 
-    async def read(self) -> AsyncGenerator[bytes, None]:
-        held: bytes | None = None  # the newest chunk, sent only once another follows
+    async def read(self, size: int) -> AsyncGenerator[bytes, None]:
+        """The blob's ``size`` bytes as they arrive, all but the last one at once: it
+        waits for the digest check. (Holding back the newest chunk until the next came
+        kept a client a whole chunk behind, idle while the next one arrived.)"""
+        sent = 0
+        held: list[bytes] = []  # from the last byte on: sent once verified
         try:
             while True:
                 await self._ready.wait()
@@ -74,14 +81,21 @@ class _Reader:
                     self._buffered -= len(chunk)
                     if self._buffered < READER_BUFFER:
                         self.room.set()
-                    if held is not None:
-                        yield held
-                    held = chunk
+                    free = size - 1 - sent  # bytes that may go before the check
+                    if free >= len(chunk):
+                        sent += len(chunk)
+                        yield chunk
+                        continue
+                    if free > 0:  # once per blob: the piece holding the last byte
+                        sent += free
+                        yield chunk[:free]
+                        chunk = chunk[free:]
+                    held.append(chunk)
                 if self._finished:
                     if self._error is not None:
                         raise FetchFailed(str(self._error))
-                    if held is not None:
-                        yield held
+                    for chunk in held:
+                        yield chunk
                     return
                 self._ready.clear()
         finally:
@@ -223,7 +237,11 @@ class BlobFetches:
                         algorithm=fetch.digest.algorithm,
                         handed_on=False,
                     )
-                descriptor = await uploads.finish(upload_id, fetch.digest)
+                # The live readers get their last bytes as soon as the digest is
+                # checked: the commit's flushes (tens of ms) are no client's wait.
+                descriptor = await uploads.finish(
+                    upload_id, fetch.digest, verified=lambda: fetch._finish(None)
+                )
             for other in fetch._also.values():
                 if other.name != repository.name:
                     await other.blobs.link(fetch.digest)

@@ -231,7 +231,7 @@ class Mirror:
             raise unavailable(error) from None
         descriptor = BlobDescriptor(digest, size)
         if reader is not None:
-            return LiveBlob(descriptor, reader.read())
+            return LiveBlob(descriptor, reader.read(size))
         if whole:  # bytes are already flowing: follow them as they are written
             return LiveBlob(descriptor, fetch.follow())
         return await self._committed(repository, fetch)

@@ -16,7 +16,7 @@ import contextlib
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -223,8 +223,12 @@ class Uploads:
         body: AsyncIterator[bytes] | None = None,
         start: int | None = None,
         length: int | None = None,
+        verified: Callable[[], None] | None = None,
     ) -> BlobDescriptor:
-        """Append the last chunk, verify the digest, and make the blob visible."""
+        """Append the last chunk, verify the digest, and make the blob visible.
+        ``verified`` is called once the digest is checked, before the blob is committed
+        (flushed, moved and linked): a pull-through download releases its clients' last
+        bytes then instead of after the flushes."""
         if body is not None:
             # The last chunk: hashed with the digest's algorithm, its state not stored.
             await self._append(upload_id, body, start, length, digest.algorithm, False)
@@ -239,6 +243,8 @@ class Uploads:
             if actual != digest.hex:
                 await self._remove(upload_id)
                 raise DigestMismatch(digest, f"{digest.algorithm}:{actual}")
+            if verified is not None:
+                verified()
             # Under garbage collection's protocol: a blob already there is refreshed and
             # kept (same bytes by digest); a missing one is made visible already fresh.
             guard = self.store.guard

@@ -68,6 +68,7 @@ class FaultyProxy:
         self.delay = 0.0  # seconds before answering a blob GET
         self.manifest_delay = 0.0  # seconds before answering for a manifest
         self.blob_chunk_delay = 0.0  # seconds after each 64 KiB of a blob body
+        self.blob_piece_times: list[float] = []  # when each of those 64 KiB went out
         self.blob_gets_now = 0  # blob GETs being answered
         self.most_blob_gets_at_once = 0
         app = web.Application()
@@ -147,6 +148,7 @@ class FaultyProxy:
                 if is_blob and self.blob_chunk_delay:
                     # A slow upstream: 64 KiB at a time, a pause after each.
                     for start in range(0, len(chunk), 64 * 1024):
+                        self.blob_piece_times.append(time.monotonic())
                         await response.write(chunk[start : start + 64 * 1024])
                         await asyncio.sleep(self.blob_chunk_delay)
                 else:
