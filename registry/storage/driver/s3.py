@@ -345,9 +345,10 @@ class S3Driver(StorageDriver):
         whose version a HEAD saw both before and after it (as ``s3_upload``'s writer
         does): another instance's append (a new object, a new version) in between makes
         it ContentChanged, the copy made already (``copied``) if the change came late.
-        The copy also names the ETag seen (``x-amz-copy-source-if-match``): S3 and RGW
-        then refuse to copy any other object, so usually nothing is copied at all; the
-        version check stays, since ETags are MD5s and moto ignores the header."""
+        The copy also names the ETag seen (``x-amz-copy-source-if-match``): AWS then
+        refuses to copy any other object, so usually nothing is copied at all; the
+        version check stays, since ETags are MD5s and moto 5.2 and Ceph RGW 16.2 ignore
+        the header (tried: both copy despite a wrong ETag)."""
         src, dst = self.key(source), self.key(destination)
         head = await self.head(src)
         if head is None:
