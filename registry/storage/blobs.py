@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from registry.oci.digest import Digest
 from registry.storage import paths
-from registry.storage.driver.base import PathNotFound, StorageDriver
+from registry.storage.driver.base import Content, PathNotFound, StorageDriver
 from registry.storage.errors import BlobUnknown
 from registry.storage.gc_safety import BlobGuard, CollectionBusy
 from registry.storage.links import digest_tree, layer_links, revision_links
@@ -109,13 +109,17 @@ class BlobStore:
         """Store small, already verified content (manifests) under its digest."""
         await self.driver.put_content(paths.blob_data(digest), content)
 
-    async def adopt(self, source_path: str, digest: Digest) -> None:
-        """Move verified upload data to the blob's final path in one atomic step.
+    async def adopt(
+        self, source_path: str, digest: Digest, verified: Content | None = None
+    ) -> None:
+        """Move verified upload data to the blob's final path in one atomic step;
+        ``verified``, the content the digest was checked over, only if the data still
+        is that content (the driver's ContentChanged if not).
 
         When two clients push the same blob at once both moves succeed: the content is
         identical by its digest, and the last rename simply replaces the first.
         """
-        await self.driver.move(source_path, paths.blob_data(digest))
+        await self.driver.move(source_path, paths.blob_data(digest), expected=verified)
 
     async def delete(self, digest: Digest) -> None:
         # Forgotten before and after: a stat racing the delete cannot leave it cached.

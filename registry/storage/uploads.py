@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import uuid
 from collections import OrderedDict
@@ -23,8 +24,21 @@ from typing import Any
 from registry.oci.digest import Digest, Hasher, new_hasher
 from registry.storage import paths
 from registry.storage.blobs import BlobDescriptor, BlobStore, LinkedBlobs
-from registry.storage.driver.base import FileWriter, PathNotFound, StorageDriver, StorageFull
-from registry.storage.errors import ChunkOutOfOrder, DigestMismatch, UploadInvalid, UploadUnknown
+from registry.storage.driver.base import (
+    Content,
+    ContentChanged,
+    FileWriter,
+    PathNotFound,
+    StorageDriver,
+    StorageFull,
+)
+from registry.storage.errors import (
+    BlobUnknown,
+    ChunkOutOfOrder,
+    DigestMismatch,
+    UploadInvalid,
+    UploadUnknown,
+)
 from registry.storage.hashstates import RESUMABLE, HashStateStore, ResumableHasher
 from registry.storage.locks import KeyedLocks
 
@@ -34,6 +48,10 @@ PIECE_SIZE = 1024 * 1024
 # holds no more than this many objects per upload (and one ``writev`` takes them all).
 PIECE_CHUNKS = 1024
 DEFAULT_ALGORITHM = "sha256"
+# Verifications of a finish whose data another instance keeps appending to, at most.
+FINISH_ATTEMPTS = 3
+
+log = logging.getLogger("registry.storage.uploads")
 
 
 def is_valid_upload_id(upload_id: str) -> bool:
@@ -160,7 +178,12 @@ class Uploads:
         algorithm: str,
         resumable: bool,
     ) -> UploadStatus:
-        async with self._lock(upload_id), self._removed_when_storage_is_full(upload_id):
+        async with (
+            self._lock(upload_id),
+            self._removed_when_storage_is_full(upload_id),
+            # The data moved into the blob store by another instance's finish meanwhile.
+            self._unknown_once_taken(upload_id),
+        ):
             current = await self.status(upload_id)
             if start is not None and start != current.size:
                 raise ChunkOutOfOrder(current.size, start)
@@ -237,23 +260,55 @@ class Uploads:
             self._removed_when_storage_is_full(upload_id),
             self._unknown_once_taken(upload_id),
         ):
-            status = await self.status(upload_id)
-            data_path = paths.upload_data(self.name, upload_id)
-            actual = await self._digest_of(upload_id, status, digest.algorithm)
-            if actual != digest.hex:
+            for _ in range(FINISH_ATTEMPTS):
+                status = await self.status(upload_id)
+                actual = await self._digest_of(upload_id, status, digest.algorithm)
+                if actual != digest.hex:
+                    await self._remove(upload_id)
+                    raise DigestMismatch(digest, f"{digest.algorithm}:{actual}")
+                if verified is not None:
+                    verified()
+                    verified = None  # once: a later attempt checks the same digest again
+                try:
+                    await self._commit(upload_id, digest, status)
+                except ContentChanged as changed:
+                    # Another instance appended after the digest was checked (the lock
+                    # is this process's only): the blob store got nothing (or, on S3, a
+                    # copy that is checked), and the data as it is now is checked again.
+                    if not (changed.copied and await self._copy_is_intact(digest)):
+                        continue
+                await self.blobs.link(digest)
                 await self._remove(upload_id)
-                raise DigestMismatch(digest, f"{digest.algorithm}:{actual}")
-            if verified is not None:
-                verified()
-            # Under garbage collection's protocol: a blob already there is refreshed and
-            # kept (same bytes by digest); a missing one is made visible already fresh.
-            guard = self.store.guard
-            if (await guard.secure([digest])).missing:
-                await guard.lastref.refresh_before_adopt(digest, data_path)
-                await self.store.adopt(data_path, digest)
-            await self.blobs.link(digest)
-            await self._remove(upload_id)
-            return BlobDescriptor(digest, status.size)
+                return BlobDescriptor(digest, status.size)
+            raise UploadInvalid("the upload kept changing while it was being finished")
+
+    async def _commit(self, upload_id: str, digest: Digest, status: UploadStatus) -> None:
+        """Make the verified data the blob ``digest``, under garbage collection's
+        protocol: a blob already there is refreshed and kept (same bytes by digest); a
+        missing one is moved in, already fresh, and only as the content the digest was
+        checked over (``status``: its size and version; ContentChanged if not)."""
+        data_path = paths.upload_data(self.name, upload_id)
+        guard = self.store.guard
+        if (await guard.secure([digest])).missing:
+            await guard.lastref.refresh_before_adopt(digest, data_path)
+            await self.store.adopt(data_path, digest, _content(status))
+
+    async def _copy_is_intact(self, digest: Digest) -> bool:
+        """Whether the blob a move copied before it saw its source change holds bytes of
+        ``digest`` after all (the change came after the copy); if not, it is deleted."""
+        hasher = new_hasher(digest.algorithm)
+        loop = asyncio.get_running_loop()
+        try:
+            async for chunk in self.driver.reader(paths.blob_data(digest)):
+                await loop.run_in_executor(None, hasher.update, chunk)
+        except PathNotFound:
+            return False
+        if hasher.hexdigest() == digest.hex:
+            return True
+        log.warning("removing blob %s: its copy changed under the upload's finish", digest)
+        with contextlib.suppress(BlobUnknown):
+            await self.store.delete(digest)
+        return False
 
     async def _digest_of(self, upload_id: str, status: UploadStatus, algorithm: str) -> str:
         hasher = await self._resume(upload_id, status.size, status.version, algorithm, False)
@@ -301,6 +356,11 @@ class Uploads:
         self.hashes.forget((self.name, upload_id))
         with contextlib.suppress(PathNotFound):
             await self.driver.delete(paths.upload_dir(self.name, upload_id))
+
+
+def _content(status: UploadStatus) -> Content | None:
+    """The content the digest was checked over, as the driver names it (if it can)."""
+    return None if status.version is None else Content(status.size, status.version)
 
 
 async def _pipe(body: AsyncIterator[bytes], writer: FileWriter, hasher: Hasher | None) -> int:

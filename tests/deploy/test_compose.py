@@ -9,45 +9,30 @@ The test engine has no bridge, so the files are combined with docker-compose.hos
 from __future__ import annotations
 
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.deploy.base_image import debian_release
-from tests.deploy.containers import wait_for_https
-from tests.deploy.https import client_context
+from tests.deploy.compose_project import (
+    COMPOSE,
+    compose_project,
+    generate_secrets,
+    new_project,
+    wait_for_services,
+)
 from tests.support.clients import CommandLine, write_rootfs_tarball
-from tests.support.portside_servers import REPOSITORY_ROOT, free_port
 from tests.support.tools import require_tool
-
-COMPOSE = REPOSITORY_ROOT / "compose"
 
 
 @pytest.fixture
 def compose(docker: CommandLine, portside_image: str, tmp_path: Path) -> Iterator[CommandLine]:
     """docker-compose on the deployment's files, with a project of its own; ``down -v``
     at the end removes the containers and the data volume."""
-    program = require_tool("docker-compose")
-    registry_port, tokenauth_port = free_port(), free_port()
-    env = dict(docker.env)
-    env.update(
-        {
-            "PORTSIDE_IMAGE": portside_image,
-            "PORTSIDE_BASE_IMAGE": f"portside-test-base:{debian_release()}",
-            "PORTSIDE_SECRETS": str(tmp_path / "secrets"),
-            "PORTSIDE_HOST": "127.0.0.1",
-            "REGISTRY_ADDR": f"127.0.0.1:{registry_port}",
-            "TOKENAUTH_ADDR": f"127.0.0.1:{tokenauth_port}",
-            "TOKENAUTH_PORT": str(tokenauth_port),
-        }
-    )
-    files = ["-f", str(COMPOSE / "docker-compose.yml")]
-    files += ["-f", str(COMPOSE / "docker-compose.hostnet.yml")]
-    project = f"portside-test-{uuid.uuid4().hex[:8]}"
-    command = CommandLine(program, env, ("--no-ansi", "-p", project, *files))
+    files = ("docker-compose.yml", "docker-compose.hostnet.yml")
+    project = new_project("portside-test")
+    command = compose_project(docker, portside_image, tmp_path, project=project, files=files)
     yield command
     command.run("down", "-v", "--timeout", "5")
 
@@ -55,30 +40,13 @@ def compose(docker: CommandLine, portside_image: str, tmp_path: Path) -> Iterato
 def test_compose_deployment_login_push_pull_and_data_across_down_up(
     docker: CommandLine, compose: CommandLine, tmp_path: Path
 ) -> None:
-    secrets = Path(compose.env["PORTSIDE_SECRETS"])
-    generated = subprocess.run(
-        [str(COMPOSE / "generate-secrets"), "--host", "localhost", "--host", "127.0.0.1"],
-        env=dict(compose.env),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert generated.returncode == 0, generated.stderr
-    password = (secrets / "admin-password").read_text().strip()
-    trust_ca = client_context(secrets / "ca.crt")
+    password = generate_secrets(compose)
     registry = compose.env["REGISTRY_ADDR"]
-    port = int(registry.rpartition(":")[2])
-    tokenauth_port = int(compose.env["TOKENAUTH_PORT"])
     reference = f"{registry}/team/app:1"
 
     compose.ok("build")
     compose.ok("up", "-d")
-    registry_container = compose.ok("ps", "-q", "registry").strip()
-    wait_for_https(docker, registry_container, port, trust_ca)
-    # Logins go to the token server, which may answer a moment after the registry.
-    tokenauth_container = compose.ok("ps", "-q", "tokenauth").strip()
-    wait_for_https(docker, tokenauth_container, tokenauth_port, trust_ca, path="/health")
+    wait_for_services(docker, compose)
     assert docker.login(registry, "admin", "not-the-password").returncode != 0
     assert docker.login(registry, "admin", password).returncode == 0
     docker.ok("import", str(write_rootfs_tarball(tmp_path / "rootfs.tar", "compose")), reference)
@@ -89,11 +57,7 @@ def test_compose_deployment_login_push_pull_and_data_across_down_up(
     compose.ok("down")
     docker.ok("rmi", reference)
     compose.ok("up", "-d")
-    registry_container = compose.ok("ps", "-q", "registry").strip()
-    wait_for_https(docker, registry_container, port, trust_ca)
-    # Logins go to the token server, which may answer a moment after the registry.
-    tokenauth_container = compose.ok("ps", "-q", "tokenauth").strip()
-    wait_for_https(docker, tokenauth_container, tokenauth_port, trust_ca, path="/health")
+    wait_for_services(docker, compose)
     docker.ok("pull", reference)  # the named volume kept the image
     docker.ok("logout", registry)
     docker.ok("rmi", reference)

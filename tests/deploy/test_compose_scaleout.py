@@ -12,21 +12,22 @@ from __future__ import annotations
 
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.deploy.base_image import debian_release
+from tests.deploy.compose_project import (
+    compose_project,
+    generate_secrets,
+    new_project,
+    secrets_of,
+    wait_for_services,
+)
 from tests.deploy.conftest import BUILD_TIMEOUT_SECONDS
-from tests.deploy.containers import wait_for_https
-from tests.deploy.https import client_context
 from tests.support.clients import CommandLine, write_rootfs_tarball
-from tests.support.portside_servers import REPOSITORY_ROOT, free_port
-from tests.support.tools import require_tool
+from tests.support.portside_servers import free_port
 
-COMPOSE = REPOSITORY_ROOT / "compose"
 FILES = (
     "docker-compose.yml",
     "docker-compose.hostnet.yml",
@@ -40,33 +41,22 @@ BUCKET_TIMEOUT_SECONDS = 240.0  # the gateway builds a Ceph cluster before it an
 def scaleout(docker: CommandLine, portside_image: str, tmp_path: Path) -> Iterator[CommandLine]:
     """docker-compose on the four files, a project of its own, images tagged for it;
     ``down -v --rmi local`` at the end removes containers, volumes and what it built."""
-    program = require_tool("docker-compose")
-    registry_port, tokenauth_port = free_port(), free_port()
     redis_port, rgw_port = free_port(), free_port()
-    project = f"portside-scaleout-{uuid.uuid4().hex[:8]}"
-    env = dict(docker.env)
-    env.update(
-        {
-            "PORTSIDE_IMAGE": portside_image,
-            "PORTSIDE_BASE_IMAGE": f"portside-test-base:{debian_release()}",
-            "PORTSIDE_REDIS_IMAGE": f"{project}-redis:test",
-            "PORTSIDE_S3_IMAGE": f"{project}-s3:test",
-            "PORTSIDE_SECRETS": str(tmp_path / "secrets"),
-            "PORTSIDE_HOST": "127.0.0.1",
-            "REGISTRY_ADDR": f"127.0.0.1:{registry_port}",
-            "TOKENAUTH_ADDR": f"127.0.0.1:{tokenauth_port}",
-            "TOKENAUTH_PORT": str(tokenauth_port),
-            "REDIS_PORT": str(redis_port),
-            "REDIS_ADDR": f"127.0.0.1:{redis_port}",
-            "RGW_PORT": str(rgw_port),
-            "S3_ENDPOINT": f"http://127.0.0.1:{rgw_port}",
-        }
+    project = new_project("portside-scaleout")
+    extra = {
+        "PORTSIDE_REDIS_IMAGE": f"{project}-redis:test",
+        "PORTSIDE_S3_IMAGE": f"{project}-s3:test",
+        "REDIS_PORT": str(redis_port),
+        "REDIS_ADDR": f"127.0.0.1:{redis_port}",
+        "RGW_PORT": str(rgw_port),
+        "S3_ENDPOINT": f"http://127.0.0.1:{rgw_port}",
+    }
+    command = compose_project(
+        docker, portside_image, tmp_path, project=project, files=FILES, extra=extra
     )
-    files = [a for name in FILES for a in ("-f", str(COMPOSE / name))]
-    command = CommandLine(program, env, ("--no-ansi", "-p", project, *files))
     yield command
     command.run("down", "-v", "--timeout", "10")
-    for image in (env["PORTSIDE_REDIS_IMAGE"], env["PORTSIDE_S3_IMAGE"]):
+    for image in (extra["PORTSIDE_REDIS_IMAGE"], extra["PORTSIDE_S3_IMAGE"]):
         docker.run("rmi", image)
 
 
@@ -99,17 +89,7 @@ def wait_for_exit(docker: CommandLine, container: str, timeout: float) -> int:
 def test_scaleout_deployment_comes_up_and_stores_pushes_in_rgw(
     docker: CommandLine, scaleout: CommandLine, tmp_path: Path
 ) -> None:
-    secrets = Path(scaleout.env["PORTSIDE_SECRETS"])
-    generated = subprocess.run(
-        [str(COMPOSE / "generate-secrets"), "--host", "localhost", "--host", "127.0.0.1"],
-        env=dict(scaleout.env),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert generated.returncode == 0, generated.stderr
-    password = (secrets / "admin-password").read_text().strip()
+    password = generate_secrets(scaleout)
     registry = scaleout.env["REGISTRY_ADDR"]
     reference = f"{registry}/team/scaled:1"
 
@@ -118,12 +98,7 @@ def test_scaleout_deployment_comes_up_and_stores_pushes_in_rgw(
     bucket = scaleout.ok("ps", "-q", "s3-bucket").strip()
     code = wait_for_exit(docker, bucket, BUCKET_TIMEOUT_SECONDS)
     assert code == 0, docker.run("logs", bucket).stdout
-    trust_ca = client_context(secrets / "ca.crt")
-    port = int(registry.rpartition(":")[2])
-    wait_for_https(docker, scaleout.ok("ps", "-q", "registry").strip(), port, trust_ca)
-    tokenauth = scaleout.ok("ps", "-q", "tokenauth").strip()
-    tokenauth_port = int(scaleout.env["TOKENAUTH_PORT"])
-    wait_for_https(docker, tokenauth, tokenauth_port, trust_ca, path="/health")
+    wait_for_services(docker, scaleout)
 
     assert docker.login(registry, "admin", password).returncode == 0
     docker.ok("import", str(write_rootfs_tarball(tmp_path / "rootfs.tar", "scaleout")), reference)
@@ -132,7 +107,7 @@ def test_scaleout_deployment_comes_up_and_stores_pushes_in_rgw(
     docker.ok("pull", reference)
 
     # The layers are in the gateway's bucket (not in a volume of the registry's).
-    keys = stored_keys(scaleout.env["S3_ENDPOINT"], secrets / "registry-s3.env")
+    keys = stored_keys(scaleout.env["S3_ENDPOINT"], secrets_of(scaleout) / "registry-s3.env")
     blobs = [k for k in keys if k.startswith("docker/registry/v2/blobs/") and k.endswith("/data")]
     assert len(blobs) >= 2, keys  # a layer and the image's config
     assert any("/repositories/team/scaled/_manifests/tags/1/" in k for k in keys), keys

@@ -13,12 +13,13 @@ has passed every blob no manifest references must be gone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import random
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from registry.oci.digest import Digest, parse_digest
 from registry.storage.references import references_of
 from registry.wiring import create_storage
 from tests.support.oci import OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST
+from tests.support.portside_servers import ServerProcess, filesystem_registry
 
 REPOSITORIES = [f"stress/r{index}" for index in range(4)]
 POOL = 40  # layers the images draw from: shared between clients and repositories
@@ -271,3 +273,60 @@ async def collections_logged(logs: Sequence[Path], within: float) -> list[int]:
         if sum(counts) or time.monotonic() > deadline:
             return counts
         await asyncio.sleep(0.25)
+
+
+@dataclass
+class ServedStore:
+    """A registry serving a filesystem store (deletes on, a grace period, no collection of
+    its own), and what a ``registry garbage-collect`` run against the same store takes:
+    its environment and a config file."""
+
+    server: ServerProcess
+    environ: dict[str, str]
+    config: Path
+
+
+@contextlib.contextmanager
+def served_store(tmp_path: Path, grace: float) -> Iterator[ServedStore]:
+    """A started registry on ``tmp_path / "data"``, stopped on exit."""
+    server = filesystem_registry(
+        tmp_path,
+        REGISTRY_STORAGE_DELETE_ENABLED="true",
+        REGISTRY_STORAGE_GC_GRACEPERIOD=f"{grace}s",
+    )
+    environ = {
+        "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": str(tmp_path / "data"),
+        "REGISTRY_STORAGE_GC_GRACEPERIOD": f"{grace}s",
+        "REGISTRY_LOG_LEVEL": "error",
+    }
+    config = tmp_path / "gc.yml"
+    config.write_text("version: 0.1\n")
+    server.start()
+    try:
+        yield ServedStore(server, environ, config)
+    finally:
+        server.stop()
+
+
+@dataclass
+class Collected:
+    deleted: int = 0  # what the collections reported deleted, summed
+
+
+@contextlib.asynccontextmanager
+async def collecting(collect: Callable[[], Awaitable[int]]) -> AsyncIterator[Collected]:
+    """Run ``collect`` (one collection: how much it deleted) again and again while the
+    block runs; the run under way when it ends is finished, never cancelled."""
+    collected = Collected()
+    stop = asyncio.Event()
+
+    async def repeatedly() -> None:
+        while not stop.is_set():
+            collected.deleted += await collect()
+
+    collector = asyncio.create_task(repeatedly())
+    try:
+        yield collected
+    finally:
+        stop.set()
+        await collector

@@ -48,45 +48,22 @@ async def test_no_acknowledged_manifest_loses_a_blob_while_collection_runs(
 async def test_garbage_collect_command_is_safe_against_a_serving_store(tmp_path: Path) -> None:
     """The CLI, run again and again against the store a registry serves (which does not
     collect by itself), with the same grace period: the same guarantees."""
-    server = filesystem_registry(
-        tmp_path,
-        REGISTRY_STORAGE_DELETE_ENABLED="true",
-        REGISTRY_STORAGE_GC_GRACEPERIOD=f"{GRACE}s",
-    )
-    environ = {
-        "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": str(tmp_path / "data"),
-        "REGISTRY_STORAGE_GC_GRACEPERIOD": f"{GRACE}s",
-        "REGISTRY_LOG_LEVEL": "error",
-    }
-    config = tmp_path / "gc.yml"
-    config.write_text("version: 0.1\n")
-    server.start()
-    deleted = 0
+    with gc_stress.served_store(tmp_path, GRACE) as store:
 
-    async def collect_repeatedly(stop: asyncio.Event) -> None:
-        nonlocal deleted
-        while not stop.is_set():
+        async def collect() -> int:
             process = await asyncio.create_subprocess_exec(
-                *(sys.executable, "-m", "registry", "garbage-collect", "-q", str(config)),
+                *(sys.executable, "-m", "registry", "garbage-collect", "-q", str(store.config)),
                 cwd=REPOSITORY_ROOT,
-                env=server_env(environ),
+                env=server_env(store.environ),
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
             )
             out, err = await asyncio.wait_for(process.communicate(), timeout=60)
             assert process.returncode == 0, err.decode()
-            deleted += int(out.decode().split("deleted ", 1)[1].split()[0])
+            return int(out.decode().split("deleted ", 1)[1].split()[0])
 
-    try:
-        stop = asyncio.Event()
-        collector = asyncio.create_task(collect_repeatedly(stop))
-        try:
-            counts = await gc_stress.storm(server.url, clients=8, seconds=10, pause=3 * GRACE)
-        finally:
-            stop.set()
-            await collector
+        async with gc_stress.collecting(collect) as collected:
+            counts = await gc_stress.storm(store.server.url, clients=8, seconds=10, pause=3 * GRACE)
         assert not counts.errors, counts.errors[:5]
-        await gc_stress.assert_everything_pulls(server.url, environ)
-    finally:
-        server.stop()
-    assert counts.pushed > 15 and deleted > 0, (counts, deleted)
+        await gc_stress.assert_everything_pulls(store.server.url, store.environ)
+    assert counts.pushed > 15 and collected.deleted > 0, (counts, collected.deleted)

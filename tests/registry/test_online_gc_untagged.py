@@ -41,7 +41,7 @@ from tests.registry.conftest import ClientFactory, RegistryClient
 from tests.registry.helpers import Blob, assert_2xx, push_blob, put_manifest, send
 from tests.registry.test_online_gc_ordering import NAME, backdate, manifest, pause_after
 from tests.support.oci import OCI_INDEX, OCI_MANIFEST
-from tests.support.portside_servers import REPOSITORY_ROOT, filesystem_registry, server_env
+from tests.support.portside_servers import REPOSITORY_ROOT, server_env
 
 GRACE = 1.0
 PAUSED_GRACE = 30.0  # the single-step tests: nothing in them is that old by accident
@@ -188,40 +188,16 @@ async def assert_tags_and_indexes_resolve(
 async def test_delete_untagged_never_deletes_what_a_concurrent_push_tags_or_indexes(
     tmp_path: Path,
 ) -> None:
-    server = filesystem_registry(
-        tmp_path,
-        REGISTRY_STORAGE_DELETE_ENABLED="true",
-        REGISTRY_STORAGE_GC_GRACEPERIOD=f"{GRACE}s",
-    )
-    environ = {
-        "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": str(tmp_path / "data"),
-        "REGISTRY_STORAGE_GC_GRACEPERIOD": f"{GRACE}s",
-        "REGISTRY_LOG_LEVEL": "error",
-    }
-    config = tmp_path / "gc.yml"
-    config.write_text("version: 0.1\n")
-    server.start()
-    deleted = 0
-
-    async def collect_repeatedly(stop: asyncio.Event) -> None:
-        nonlocal deleted
-        while not stop.is_set():
-            deleted += await _collect(config, environ)
-
-    try:
-        stop = asyncio.Event()
-        collector = asyncio.create_task(collect_repeatedly(stop))
-        try:
-            counts = await _storm(server.url, clients=8, seconds=12, pause=2 * GRACE)
-        finally:
-            stop.set()
-            await collector
+    with gc_stress.served_store(tmp_path, GRACE) as store:
+        environ = store.environ
+        async with gc_stress.collecting(lambda: _collect(store.config, environ)) as collected:
+            counts = await _storm(store.server.url, clients=8, seconds=12, pause=2 * GRACE)
         assert not counts.errors, counts.errors[:5]
-        await assert_tags_and_indexes_resolve(server.url, environ)
+        await assert_tags_and_indexes_resolve(store.server.url, environ)
         # Once the grace period is over, only what tags keep survives a collection.
         await asyncio.sleep(GRACE + 1.5)
-        await _collect(config, environ)
-        kept = await assert_tags_and_indexes_resolve(server.url, environ)
+        await _collect(store.config, environ)
+        kept = await assert_tags_and_indexes_resolve(store.server.url, environ)
         registry = create_storage(load_config(None, environ))
         try:
             for name in REPOSITORIES:
@@ -229,10 +205,9 @@ async def test_delete_untagged_never_deletes_what_a_concurrent_push_tags_or_inde
                 assert left == kept[name], (name, left - kept[name])
         finally:
             await registry.close()
-    finally:
-        server.stop()
     assert counts.acknowledged["tag"] > 5 and counts.acknowledged["index"] > 5, counts
-    assert deleted > 5, (deleted, counts)  # collection deleted untagged manifests under the storm
+    # Collection deleted untagged manifests under the storm.
+    assert collected.deleted > 5, (collected.deleted, counts)
 
 
 async def _old_untagged(client: RegistryClient, root: Path, label: str) -> bytes:

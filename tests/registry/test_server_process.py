@@ -8,9 +8,11 @@ import asyncio
 import contextlib
 import hashlib
 import io
+import itertools
 import os
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -25,6 +27,9 @@ from tests.support.tools import free_port
 STOCK_CONFIG = STOCK_REGISTRY_2.replace("/var/lib/registry", "{root}").replace(
     "addr: :5000", "addr: 127.0.0.1:{port}"
 )
+
+
+START_BOUND = 60.0  # seconds
 
 
 def clean_environ(**extra: str) -> dict[str, str]:
@@ -46,21 +51,25 @@ class RunningRegistry:
         self.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "registry", "serve", str(self.config), env=self.env
         )
+        # Polled for a long while: a start (or a restart after a kill) takes well under a
+        # second alone, and many times that on the shared 2-core machine under load.
+        deadline = time.monotonic() + START_BOUND
         async with aiohttp.ClientSession() as session:
-            for _ in range(100):
+            while time.monotonic() < deadline and self.process.returncode is None:
                 try:
                     async with session.get(self.url + "/") as response:
                         if response.status == 200:
                             return
                 except aiohttp.ClientConnectionError:
-                    await asyncio.sleep(0.05)
-        raise AssertionError("registry did not start")
+                    pass
+                await asyncio.sleep(0.05)
+        raise AssertionError(f"registry did not start (exit status {self.process.returncode})")
 
     async def stop(self, signum: int = signal.SIGTERM) -> int:
         assert self.process is not None
         if self.process.returncode is None:
             self.process.send_signal(signum)
-        return await asyncio.wait_for(self.process.wait(), 20)
+        return await asyncio.wait_for(self.process.wait(), START_BOUND)
 
 
 @pytest.fixture
@@ -121,7 +130,16 @@ async def test_killed_mid_upload_leaves_no_corrupt_blob(server: RunningRegistry)
     )
     writer.write(head.encode() + data[: len(data) // 2])
     await writer.drain()
-    await asyncio.sleep(0.5)
+    # Killed only once some of it is on disk (a fixed pause was too short under load).
+    upload_id = path.split("?")[0].rsplit("/", 1)[1]
+    stored = (
+        server.config.parent / f"data/docker/registry/v2/repositories/app/_uploads/{upload_id}/data"
+    )
+    async with asyncio.timeout(START_BOUND):
+        for _ in itertools.count():
+            if stored.stat().st_size > 0:
+                break
+            await asyncio.sleep(0.05)
     await server.stop(signal.SIGKILL)
     writer.close()
 

@@ -34,6 +34,18 @@ class StorageUnavailable(DriverError):
         super().__init__(message)
 
 
+class ContentChanged(DriverError):
+    """A move conditional on its source's content (``move(..., expected=...)``) found the
+    source holding other content: another writer appended to it or replaced it after the
+    caller looked. ``copied``: the change was seen only after the copy (S3), so the
+    destination may hold the other content; otherwise nothing was moved."""
+
+    def __init__(self, path: str, *, copied: bool = False) -> None:
+        super().__init__(f"{path} changed before it could be moved")
+        self.path = path
+        self.copied = copied
+
+
 class SizeInvalid(DriverError):
     """The content is larger than the backend can store (e.g. S3's 10,000 parts)."""
 
@@ -62,6 +74,15 @@ class FileInfo:
     is_dir: bool
     # Names the exact content of a file (see ``FileWriter.version``); None if unknown.
     version: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Content:
+    """Exact content of a file, as a ``stat`` or a writer reported it: a size and a
+    version (``FileWriter.base_version`` says what a version names)."""
+
+    size: int
+    version: str
 
 
 class FileWriter(abc.ABC):
@@ -136,8 +157,13 @@ class StorageDriver(abc.ABC):
         """The names of the direct children of a directory (not full paths)."""
 
     @abc.abstractmethod
-    async def move(self, source: str, destination: str) -> None:
-        """Move atomically, replacing ``destination``."""
+    async def move(self, source: str, destination: str, *, expected: Content | None = None) -> None:
+        """Move atomically, replacing ``destination``.
+
+        ``expected``: move only that content of ``source``, which a writer of another
+        process may be appending to meanwhile; raise ContentChanged when it holds other
+        content (what the caller computed over it, a digest, would not be the
+        destination's)."""
 
     @abc.abstractmethod
     async def delete(self, path: str) -> None:

@@ -28,6 +28,7 @@ from typing import TypeVar
 
 from registry.storage.driver import temporaries
 from registry.storage.driver.base import (
+    Content,
     FileInfo,
     FileWriter,
     PathNotFound,
@@ -39,6 +40,7 @@ from registry.storage.driver.durability import make_dirs, sync_dirs, sync_file
 from registry.storage.driver.filesystem_writer import (
     FilesystemWriter,
     file_version,
+    holding,
     no_space_is_storage_full,
     open_for_writing,
 )
@@ -137,7 +139,7 @@ class FilesystemDriver(StorageDriver):
         with no_space_is_storage_full(path):
             full.parent.mkdir(parents=True, exist_ok=True)
             fd = open_for_writing(os.fspath(full), append)
-        return FilesystemWriter(self._run, path, fd, writeback=self.fsync)
+        return FilesystemWriter(self._run, path, os.fspath(full), fd, writeback=self.fsync)
 
     async def stat(self, path: str) -> FileInfo:
         full = self._os_path(path)
@@ -164,10 +166,16 @@ class FilesystemDriver(StorageDriver):
         except (FileNotFoundError, NotADirectoryError):
             raise PathNotFound(path) from None
 
-    async def move(self, source: str, destination: str) -> None:
+    async def move(self, source: str, destination: str, *, expected: Content | None = None) -> None:
         src, dst = self._full(source), self._full(destination)
 
         def move() -> None:
+            if expected is None:
+                return rename()
+            with holding(os.fspath(src), source, expected):
+                return rename()
+
+        def rename() -> None:
             if self.fsync:
                 # The data first, then the name: a blob is never durably named while its
                 # content could still be lost.

@@ -5,16 +5,31 @@ so nothing is joined or copied on the way (the request body arrives in chunks of
 a few hundred KiB; joining them into one buffer first cost a copy of every byte). The
 descriptor is used directly, without a Python file object's buffer: a short last piece
 is written at once, never held back out of order with a later ``writev``.
+
+Writers and the move of a finished upload. A writer of another process (or instance on
+a shared file system) may hold the data file open while the upload is finished and its
+file renamed into the blob store: its bytes would then land in the blob, after the bytes
+whose digest was verified. Each batch is therefore written under an exclusive ``flock``
+on the file and only while the upload's path still names it (``still_named``); the
+move takes the same lock and checks the content it was asked to move (``holding``), so
+a batch lands either before the check (which then fails) or never (the path is gone).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 
-from registry.storage.driver.base import FileWriter, StorageFull
+from registry.storage.driver.base import (
+    Content,
+    ContentChanged,
+    FileWriter,
+    PathNotFound,
+    StorageFull,
+)
 from registry.storage.driver.durability import start_writeback
 
 # A writer asks the kernel to start writing out every this many bytes: the final flush
@@ -41,6 +56,46 @@ def file_version(result: os.stat_result) -> str:
     apart; the inode and the change time (which no one can set back) also tell apart a
     file replaced by ``put_content`` or truncated by a new writer."""
     return f"{result.st_dev}:{result.st_ino}:{result.st_ctime_ns}"
+
+
+def holds(result: os.stat_result, expected: Content) -> bool:
+    """Whether the file ``result`` describes holds ``expected``. Its change time is not
+    compared: a refresh of the modified time (garbage collection's ``lastref`` of a blob
+    about to be moved in) changes it, and not the bytes. Of one file, only appends change
+    the content of an upload (a truncating writer opens only new uploads), and they
+    change its size."""
+    same_file = file_version(result).rsplit(":", 1)[0] == expected.version.rsplit(":", 1)[0]
+    return same_file and result.st_size == expected.size
+
+
+def still_named(fd: int, full: str) -> bool:
+    """Whether ``full`` still names the file open as ``fd`` (not moved away or deleted)."""
+    try:
+        named = os.stat(full)
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(fd)
+    return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)
+
+
+@contextlib.contextmanager
+def holding(full: str, path: str, expected: Content) -> Iterator[None]:
+    """Hold the lock writers take on ``full`` while it still holds ``expected`` (else
+    ContentChanged, or PathNotFound if it is gone): what the block does with the path,
+    such as renaming it, no writer's batch can precede."""
+    try:
+        fd = os.open(full, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise PathNotFound(path) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # writers hold it for one batch at a time
+        if not still_named(fd, full):
+            raise PathNotFound(path)  # moved or deleted by another finisher meanwhile
+        if not holds(os.fstat(fd), expected):
+            raise ContentChanged(path)
+        yield
+    finally:
+        os.close(fd)  # and the lock with it
 
 
 def open_for_writing(full: str, append: bool) -> int:
@@ -70,12 +125,14 @@ class FilesystemWriter(FileWriter):
         self,
         run: Callable[[Callable[[], None]], Awaitable[None]],  # runs a job in a thread
         path: str,
+        full: str,
         fd: int,
         *,
         writeback: bool,
     ) -> None:
         self._run = run
         self._path = path
+        self._full = full
         self._fd = fd
         self._size = os.lseek(fd, 0, os.SEEK_END)
         self._base_version = self._version = file_version(os.fstat(fd))
@@ -103,7 +160,15 @@ class FilesystemWriter(FileWriter):
             await self._run(lambda: self._write(pieces))
 
     def _write(self, pieces: Sequence[bytes]) -> None:
-        self._size += write_all(self._fd, pieces)
+        # Under the lock a move takes, and only while the upload's path names the file:
+        # a file moved into the blob store takes no more bytes (see the module docstring).
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            if not still_named(self._fd, self._full):
+                raise PathNotFound(self._path)
+            self._size += write_all(self._fd, pieces)
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
         if self._writeback and self._size - self._written_back >= WRITEBACK_BYTES:
             start_writeback(self._fd, self._written_back, self._size - self._written_back)
             self._written_back = self._size

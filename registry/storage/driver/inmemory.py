@@ -5,7 +5,14 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Sequence
 
-from registry.storage.driver.base import FileInfo, FileWriter, PathNotFound, StorageDriver
+from registry.storage.driver.base import (
+    Content,
+    ContentChanged,
+    FileInfo,
+    FileWriter,
+    PathNotFound,
+    StorageDriver,
+)
 
 READ_CHUNK = 1024 * 1024
 
@@ -65,10 +72,16 @@ class InMemoryDriver(StorageDriver):
             raise PathNotFound(path)
         return sorted(children)
 
-    async def move(self, source: str, destination: str) -> None:
+    async def move(self, source: str, destination: str, *, expected: Content | None = None) -> None:
         src = _normal(source)
         if src not in self._files:
             raise PathNotFound(source)
+        data = self._files[src]
+        if expected is not None and (len(data), _version(data)) != (
+            expected.size,
+            expected.version,
+        ):
+            raise ContentChanged(source)
         self._files[_normal(destination)] = self._files.pop(src)
         self._modified[_normal(destination)] = self._modified.pop(src)
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
-from registry.storage.driver.base import FileInfo, FileWriter, PathNotFound, StorageDriver
+from registry.storage.driver.base import Content, FileInfo, FileWriter, PathNotFound, StorageDriver
 
 # (driver name, action, seconds, failed)
 Observer = Callable[[str, str, float, bool], None]
@@ -111,9 +111,9 @@ class MeteredDriver(StorageDriver):
         with self._timer("list"):
             return await self.inner.list_dir(path)
 
-    async def move(self, source: str, destination: str) -> None:
+    async def move(self, source: str, destination: str, *, expected: Content | None = None) -> None:
         with self._timer("move"):
-            await self.inner.move(source, destination)
+            await self.inner.move(source, destination, expected=expected)
 
     async def delete(self, path: str) -> None:
         with self._timer("delete"):

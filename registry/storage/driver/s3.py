@@ -48,6 +48,8 @@ from botocore.exceptions import (
 
 from registry.storage.driver import s3_delete
 from registry.storage.driver.base import (
+    Content,
+    ContentChanged,
     FileInfo,
     FileWriter,
     PathNotFound,
@@ -63,9 +65,9 @@ from registry.storage.driver.s3_retry import (
     is_transient,
 )
 from registry.storage.driver.s3_upload import (
-    MAX_PARTS,
+    COPY_REFUSED,
     VERSION_KEY,
-    MultipartUpload,
+    multipart_copy,
     new_version,
     open_writer,
     version_of,
@@ -338,47 +340,50 @@ class S3Driver(StorageDriver):
                 return
             token = page.get("NextContinuationToken")
 
-    async def move(self, source: str, destination: str) -> None:
+    async def move(self, source: str, destination: str, *, expected: Content | None = None) -> None:
+        """Copy, then delete the source. With ``expected``, the copy is of the object
+        whose version a HEAD saw both before and after it (as ``s3_upload``'s writer
+        does): another instance's append (a new object, a new version) in between makes
+        it ContentChanged, the copy made already (``copied``) if the change came late.
+        The copy also names the ETag seen (``x-amz-copy-source-if-match``): AWS then
+        refuses to copy any other object, so usually nothing is copied at all; the
+        version check stays, since ETags are MD5s and moto 5.2 and Ceph RGW 16.2 ignore
+        the header (tried: both copy despite a wrong ETag)."""
         src, dst = self.key(source), self.key(destination)
         head = await self.head(src)
         if head is None:
             raise PathNotFound(source)
         size = int(head["ContentLength"])
-        copy_source = {"Bucket": self.bucket, "Key": src}
-        if size <= self.config.multipartcopythresholdsize:
-            await self.call(
-                "CopyObject",
-                lambda s3: s3.copy_object(
-                    Bucket=self.bucket,
-                    Key=dst,
-                    CopySource=copy_source,  # type: ignore[arg-type]
-                    **self.write_args,
-                ),
-            )
-        else:
-            await self._multipart_copy(src, dst, size)
+        etag: str | None = None
+        if expected is not None:
+            if (size, version_of(head)) != (expected.size, expected.version):
+                raise ContentChanged(source)
+            etag = head.get("ETag")
+        try:
+            if size <= self.config.multipartcopythresholdsize:
+                condition = {"CopySourceIfMatch": etag} if etag else {}
+                await self.call(
+                    "CopyObject",
+                    lambda s3: s3.copy_object(
+                        Bucket=self.bucket,
+                        Key=dst,
+                        CopySource={"Bucket": self.bucket, "Key": src},
+                        **condition,  # type: ignore[arg-type]
+                        **self.write_args,
+                    ),
+                    COPY_REFUSED,
+                )
+            else:
+                await multipart_copy(self, src, dst, size, etag)
+        except ClientError as error:
+            if error_code(error) in NOT_FOUND:
+                raise PathNotFound(source) from None  # moved by another finisher meanwhile
+            raise ContentChanged(source) from None  # the ETag no longer matches
+        if expected is not None and version_of(await self.head(src)) != expected.version:
+            raise ContentChanged(source, copied=True)
         await self.call(
             "DeleteObject", lambda s3: s3.delete_object(Bucket=self.bucket, Key=src), NOT_FOUND
         )
-
-    async def _multipart_copy(self, src: str, dst: str, size: int) -> None:
-        """Copy a large object server-side, ``multipartcopymaxconcurrency`` parts at once."""
-        part = max(self.config.multipartcopychunksize, -(-size // MAX_PARTS))
-        upload = await MultipartUpload.create(self, dst)
-        try:
-            limit = asyncio.Semaphore(self.config.multipartcopymaxconcurrency)
-
-            async def copy(number: int, start: int) -> None:
-                async with limit:
-                    await upload.copy_part(number, src, start, min(start + part, size))
-
-            async with asyncio.TaskGroup() as group:
-                for number, start in enumerate(range(0, size, part), start=1):
-                    group.create_task(copy(number, start))
-            await upload.complete(size)
-        except BaseException:
-            await upload.abort()
-            raise
 
     async def delete(self, path: str) -> None:
         doomed = await s3_delete.find(self, path)

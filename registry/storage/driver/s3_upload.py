@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("registry.storage.s3")
 
 MAX_PARTS = 10_000
+# A copy's source gone (another finisher moved it) or not the object named (412).
+COPY_REFUSED = frozenset({"NoSuchKey", "NotFound", "404", "PreconditionFailed", "412"})
 VERSION_KEY = "portside-version"  # user metadata: x-amz-meta-portside-version
 _VERSION = re.compile(r"[0-9a-f]{32}")
 
@@ -90,8 +92,13 @@ class MultipartUpload:
         )
         self.parts[number] = response["ETag"]
 
-    async def copy_part(self, number: int, source: str, start: int, stop: int) -> None:
-        """Part ``number`` is bytes [start, stop) of object ``source``, copied server-side."""
+    async def copy_part(
+        self, number: int, source: str, start: int, stop: int, *, if_match: str | None = None
+    ) -> None:
+        """Part ``number`` is bytes [start, stop) of object ``source``, copied server-side;
+        with ``if_match``, only from the object with that ETag (else a ClientError)."""
+        condition = {"CopySourceIfMatch": if_match} if if_match else {}
+        refused = COPY_REFUSED if if_match else frozenset[str]()
         response = await self.driver.call(
             "UploadPartCopy",
             lambda s3: s3.upload_part_copy(
@@ -101,7 +108,9 @@ class MultipartUpload:
                 PartNumber=number,
                 CopySource={"Bucket": self.driver.bucket, "Key": source},
                 CopySourceRange=f"bytes={start}-{stop - 1}",
+                **condition,  # type: ignore[arg-type]
             ),
+            refused,
         )
         self.parts[number] = response["CopyPartResult"]["ETag"]
 
@@ -139,6 +148,36 @@ class MultipartUpload:
                     frozenset({"NoSuchUpload"}),
                 )
             )
+
+
+async def multipart_copy(driver: S3Driver, src: str, dst: str, size: int, etag: str | None) -> None:
+    """Copy a large object server-side, ``multipartcopymaxconcurrency`` parts at once;
+    every part of the object with ``etag`` when given (a ClientError if it is gone)."""
+    part = max(driver.config.multipartcopychunksize, -(-size // MAX_PARTS))
+    upload = await MultipartUpload.create(driver, dst)
+    try:
+        limit = asyncio.Semaphore(driver.config.multipartcopymaxconcurrency)
+        refused: list[ClientError] = []
+
+        async def copy(number: int, start: int) -> None:
+            async with limit:
+                if refused:
+                    return
+                try:
+                    stop = min(start + part, size)
+                    await upload.copy_part(number, src, start, stop, if_match=etag)
+                except ClientError as error:  # refused: not an ExceptionGroup
+                    refused.append(error)
+
+        async with asyncio.TaskGroup() as group:
+            for number, start in enumerate(range(0, size, part), start=1):
+                group.create_task(copy(number, start))
+        if refused:
+            raise refused[0]
+        await upload.complete(size)
+    except BaseException:
+        await upload.abort()
+        raise
 
 
 class S3Writer(FileWriter):

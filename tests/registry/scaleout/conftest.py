@@ -18,7 +18,7 @@ from tests.support.backing_services import RedisServer, S3Server, s3_kinds, shar
 
 # The scale-out suites that run on every S3 server of the run (Ceph's RADOS Gateway too):
 # the S3 driver's, the OCI conformance checks, the three-instance cluster behind nginx,
-# and the upload race that depends on how a real S3 orders writes. The rest test
+# and the upload races that depend on how a real S3 orders writes and copies. The rest test
 # portside's own logic, which the S3 server does not change: they run on the first
 # server of ``s3_kinds()`` only (moto by default), which keeps CI's run short.
 EVERY_S3_SERVER = {
@@ -26,6 +26,7 @@ EVERY_S3_SERVER = {
     "test_conformance_over_s3",
     "test_cluster",
     "test_upload_chunk_race",
+    "test_upload_finish_race",
 }
 
 

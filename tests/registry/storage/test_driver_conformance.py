@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from registry.storage.driver.base import PathNotFound, StorageDriver
+from registry.storage.driver.base import Content, ContentChanged, PathNotFound, StorageDriver
 from registry.storage.driver.filesystem import FilesystemDriver
 from registry.storage.driver.inmemory import InMemoryDriver
 from registry.storage.driver.s3 import S3Driver
@@ -147,6 +147,31 @@ async def test_move_replaces_destination_and_removes_source(driver: StorageDrive
     assert await driver.get_content("/dst/deep/file") == b"new"
     with pytest.raises(PathNotFound):
         await driver.stat("/src/file")
+
+
+async def test_a_move_of_expected_content_refuses_content_appended_since(
+    driver: StorageDriver,
+) -> None:
+    # The finish of an upload moves only the content its digest was checked over.
+    writer = await driver.writer("/upload/data", append=True)
+    await writer.write(b"checked")
+    await writer.close()
+    info = await driver.stat("/upload/data")
+    assert info.version is not None
+    checked = Content(info.size, info.version)
+    writer = await driver.writer("/upload/data", append=True)
+    await writer.write(b" and appended")
+    await writer.close()
+    with pytest.raises(ContentChanged) as refused:
+        await driver.move("/upload/data", "/blob/data", expected=checked)
+    if not refused.value.copied:
+        with pytest.raises(PathNotFound):
+            await driver.stat("/blob/data")
+    assert await driver.get_content("/upload/data") == b"checked and appended"
+    now = await driver.stat("/upload/data")
+    assert now.version is not None
+    await driver.move("/upload/data", "/blob/data", expected=Content(now.size, now.version))
+    assert await driver.get_content("/blob/data") == b"checked and appended"
 
 
 async def test_delete_removes_a_whole_tree(driver: StorageDriver) -> None:
