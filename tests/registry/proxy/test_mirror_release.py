@@ -12,6 +12,7 @@ import pytest
 
 from registry.oci.digest import Digest
 from registry.storage.blobs import BlobStore
+from registry.storage.driver.base import Content
 from tests.registry.conftest import RegistryClient
 from tests.registry.proxy.test_mirror_faults import pushed_blob, read_blob
 from tests.support.portside_servers import ServerProcess
@@ -32,9 +33,11 @@ async def test_the_last_bytes_go_out_once_verified_before_the_commit(
     committing = asyncio.Event()
     adopt = BlobStore.adopt
 
-    async def held_adopt(self: BlobStore, source_path: str, blob: Digest) -> None:
+    async def held_adopt(
+        self: BlobStore, source_path: str, blob: Digest, verified: Content | None = None
+    ) -> None:
         await committing.wait()
-        await adopt(self, source_path, blob)
+        await adopt(self, source_path, blob, verified)
 
     monkeypatch.setattr(BlobStore, "adopt", held_adopt)
     try:
