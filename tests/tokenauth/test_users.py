@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from shared.credentials import HtpasswdAuthenticator
 from shared.htpasswd import format_htpasswd_line
@@ -26,6 +30,26 @@ async def test_users_file_reloads_while_serving(client: TokenClient, setup: Setu
     assert (await fetch_token(client, auth=("alice", "changed")))[0] == 200
     setup.write_users({"bob": "bob-pw"})
     assert (await fetch_token(client, auth=("alice", "changed")))[0] == 401
+
+
+async def test_a_repeat_login_looks_at_the_users_file_once(
+    client: TokenClient, setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Changes take effect on the next login because every login looks at the file's
+    status: once is enough (twice, the authenticator and the credential check each looked)."""
+    assert (await fetch_token(client, auth=("alice", "alice-pw")))[0] == 200  # now remembered
+    looks: list[str] = []
+    real_stat = os.stat
+
+    def stat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        if os.fspath(path) == str(setup.users_file):
+            looks.append(os.fspath(path))
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", stat)
+    for _ in range(3):
+        assert (await fetch_token(client, auth=("alice", "alice-pw")))[0] == 200
+    assert len(looks) == 3
 
 
 async def test_several_users_files_first_one_decides(tmp_path: Path) -> None:
