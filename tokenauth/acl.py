@@ -323,7 +323,7 @@ class AclFile:
 
     def current(self) -> Acl:
         """The ACL in force, after re-reading the file if its mtime, size or inode changed
-        (looked at only when it may have changed: ``tokenauth.authn.file_changes``)."""
+        (looked at only when it may have changed: ``tokenauth.file_changes``)."""
         if not self.changes.possibly_changed:
             return self.acl
         self.changes.taken()

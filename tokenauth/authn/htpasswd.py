@@ -30,11 +30,11 @@ class HtpasswdUsers:
 
     def __init__(self, users: HtpasswdAuthenticator) -> None:
         self.users = users
-        self.changes = FileChanges([users.path for users in users.files])
+        self.changes = FileChanges([file.path for file in users.files])
 
     def knows(self, user: str) -> bool:
         """Whether a users file names ``user``, as the files are now: they are looked at
-        when they may have changed (``tokenauth.authn.file_changes``)."""
+        when they may have changed (``tokenauth.file_changes``)."""
         if self.changes.possibly_changed:
             self.changes.taken()
             self.users.refresh()
