@@ -20,6 +20,7 @@ takes atomically, so N replicas share one budget instead of having N.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 import time
@@ -241,8 +242,12 @@ class LoginLimits:
         return await self.admission(account, ip).take()
 
 
+@functools.lru_cache(maxsize=4096)
 def client_key(ip: str | None) -> str:
-    """The rate-limit key of a client address: the address, or its /64 for IPv6."""
+    """The rate-limit key of a client address: the address, or its /64 for IPv6.
+
+    Remembered (bounded): the same clients log in again and again, and parsing the
+    address was a few percent of a repeat login's time."""
     if not ip:
         return "ip:unknown"
     try:

@@ -25,8 +25,9 @@ from typing import Any, TypeVar
 import jwt
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature as _CryptoInvalidSignature
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from shared.scope import Scope, ScopeError
 
@@ -87,8 +88,12 @@ def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
+# json.dumps with a non-default option builds a new encoder on every call: one, kept.
+_encode_compact = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def _compact_json(value: Mapping[str, Any]) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()
+    return _encode_compact(value).encode()
 
 
 def _int_bytes(value: int, length: int | None = None) -> bytes:
@@ -300,6 +305,16 @@ class TokenSigner:
         self.chain = tuple(chain)
         self.kid = thumbprint(self.public_key)
         self._signature = jwt.get_algorithm_by_name(self.algorithm)
+        # ES*: the key, the scheme, and the length of r and s in the signature.
+        self._ecdsa: tuple[ec.EllipticCurvePrivateKey, ec.ECDSA, int] | None = None
+        if isinstance(key, ec.EllipticCurvePrivateKey) and self.algorithm in _CURVES:
+            digests: dict[str, hashes.HashAlgorithm] = {
+                "ES256": hashes.SHA256(),
+                "ES384": hashes.SHA384(),
+                "ES512": hashes.SHA512(),
+            }
+            scheme = ec.ECDSA(digests[self.algorithm])
+            self._ecdsa = (key, scheme, (key.curve.key_size + 7) // 8)
         self._headers: dict[str, bytes] = {}  # typ -> the encoded header, made once
 
     def _header(self, typ: str) -> bytes:
@@ -320,8 +335,17 @@ class TokenSigner:
         """
         payload = _b64url(_compact_json(claims.to_payload())).encode()
         signing_input = self._header(typ) + b"." + payload
-        signature = self._signature.sign(signing_input, self.key)
-        return (signing_input + b"." + _b64url(signature).encode()).decode()
+        return (signing_input + b"." + _b64url(self._sign(signing_input)).encode()).decode()
+
+    def _sign(self, data: bytes) -> bytes:
+        """The JWS signature of ``data``. ES256/384/512 are signed by ``cryptography``
+        with a scheme object made once (PyJWT makes the hash and scheme objects again for
+        every token), and its DER signature turned into JWS's fixed-length ``r || s``."""
+        if self._ecdsa is None:
+            return self._signature.sign(data, self.key)
+        key, scheme, length = self._ecdsa
+        r, s = decode_dss_signature(key.sign(data, scheme))
+        return r.to_bytes(length, "big") + s.to_bytes(length, "big")
 
     def jwks(self) -> dict[str, Any]:
         return {"keys": [public_jwk(self.public_key, self.chain)]}

@@ -23,7 +23,7 @@ import ipaddress
 import logging
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 
 from shared.scope import ALL_ACTIONS, Scope
+from tokenauth.file_changes import FileChanges
 
 log = logging.getLogger(__name__)
 
@@ -300,6 +301,13 @@ class AclFile:
         self.acl = Acl()
         self.acl = self._load()  # at start-up an invalid file is fatal
         self.loaded_at = time.time()  # of the ACL in force
+        self.changes = FileChanges([self.path])  # looked at only after a change, serving
+
+    async def watching(self) -> AsyncIterator[None]:
+        """A ``cleanup_ctx``: watch the file's directory while the app runs."""
+        self.changes.start()
+        yield
+        self.changes.stop()
 
     def _load(self) -> Acl:
         stat = self.path.stat()
@@ -314,7 +322,11 @@ class AclFile:
             raise AclError(f"{self.path}: {error}") from None
 
     def current(self) -> Acl:
-        """The ACL in force, after re-reading the file if its mtime, size or inode changed."""
+        """The ACL in force, after re-reading the file if its mtime, size or inode changed
+        (looked at only when it may have changed: ``tokenauth.file_changes``)."""
+        if not self.changes.possibly_changed:
+            return self.acl
+        self.changes.taken()
         try:
             stat = self.path.stat()
             if (stat.st_mtime_ns, stat.st_size, stat.st_ino) != self._stamp:

@@ -16,6 +16,8 @@ from shared.metrics import exposition
 from shared.ratelimit_redis import RedisBuckets
 from shared.redis_client import redis_client
 from tokenauth import handlers, wiring
+from tokenauth.authn.htpasswd import HtpasswdUsers
+from tokenauth.authz import AclAuthorizer
 from tokenauth.config import TokenAuthConfig
 from tokenauth.errors import error_middleware
 from tokenauth.health import ServiceHealth
@@ -48,6 +50,13 @@ def create_app(config: TokenAuthConfig) -> web.Application:
     app.on_startup.append(lambda _: authenticators.calibrate())
     app.on_cleanup.append(lambda _: asyncio.to_thread(authenticators.close))
     app.cleanup_ctx.append(lambda _: watching(signer))
+    # The users files and the ACL, watched while serving (tokenauth.file_changes).
+    for member in authenticators.members:
+        if isinstance(member, HtpasswdUsers):
+            app.cleanup_ctx.append(lambda _, users=member: users.watching())
+    for authorizer in authorizers.members:
+        if isinstance(authorizer, AclAuthorizer):
+            app.cleanup_ctx.append(lambda _, acl=authorizer.acl: acl.watching())
     app.router.add_routes(
         [
             web.get(config.http.path, handlers.get_token, allow_head=False),

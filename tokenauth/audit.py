@@ -50,6 +50,8 @@ class AuditRecord:
 
     def write(self, outcome: str, reason: str = "") -> None:
         """Write one audit line (JSON, so that user-supplied text cannot forge lines)."""
+        if not audit_log.isEnabledFor(logging.INFO):
+            return  # nothing to build for a line nobody writes
         line: dict[str, Any] = {
             "event": "token",
             "outcome": outcome,
@@ -73,7 +75,8 @@ class AuditRecord:
         request_id = current_request_id.get()
         if request_id:
             line["request_id"] = request_id  # the X-Request-Id the registry's lines carry too
-        audit_log.info("%s", _encode(line))
+        # The message itself, without arguments: logging then never %-formats it.
+        audit_log.info(_encode(line))
 
 
 _current: ContextVar[AuditRecord | None] = ContextVar("tokenauth_audit", default=None)

@@ -12,6 +12,7 @@ here, where it is made.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -130,8 +131,12 @@ def _name_matches(pattern: str, name: str) -> bool:
     return pattern == name
 
 
+@functools.lru_cache(maxsize=4096)
 def client_address(ip: str | None) -> IPAddress | None:
-    """The client address as the ACL's ``ip`` field compares it (IPv4-mapped unwrapped)."""
+    """The client address as the ACL's ``ip`` field compares it (IPv4-mapped unwrapped).
+
+    Remembered (bounded): the same clients log in again and again, and parsing the text
+    was a few percent of a token."""
     try:
         address = ipaddress.ip_address(ip or "")
     except ValueError:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+import json
+from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
@@ -21,6 +23,9 @@ from tokenauth.issuer import Issued, TokenIssuer
 from tokenauth.keys import HEALTH, ISSUER, METRICS
 
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+# A token response's headers, as web.json_response would set them.
+_TOKEN_HEADERS = {**_NO_STORE, "Content-Type": "application/json; charset=utf-8"}
+_encode = json.JSONEncoder().encode  # json.dumps' own default encoder, without its checks
 MAX_FIELD_LENGTH = 8192  # any form or query value; a refresh token is well under
 
 
@@ -54,7 +59,7 @@ async def get_token(request: web.Request) -> web.Response:
         _decided(request, record, error.error.code.lower(), error.message)
         raise
     _decided(request, record, "granted")
-    return web.json_response(body, headers=_NO_STORE)
+    return _token_response(body)
 
 
 async def post_token(request: web.Request) -> web.Response:
@@ -101,7 +106,7 @@ async def post_token(request: web.Request) -> web.Response:
         _decided(request, record, error.error.code.lower(), error.message)
         raise
     _decided(request, record, "granted")
-    return web.json_response(body, headers=_NO_STORE)
+    return _token_response(body)
 
 
 async def get_jwks(request: web.Request) -> web.Response:
@@ -124,6 +129,12 @@ def _decided(request: web.Request, record: AuditRecord, outcome: str, reason: st
         metrics.token_decided(record.grant, outcome)
 
 
+def _token_response(body: dict[str, Any]) -> web.Response:
+    """The token response: the JSON encoded once, into bytes (``web.json_response`` makes
+    text and then encodes it, looking up the charset for every response)."""
+    return web.Response(body=_encode(body).encode(), headers=_TOKEN_HEADERS)
+
+
 def _token_body(issued: Issued) -> dict[str, Any]:
     return {
         "access_token": issued.token,
@@ -132,13 +143,26 @@ def _token_body(issued: Issued) -> dict[str, Any]:
     }
 
 
-def _scopes(values: Iterable[str], *, oauth: bool = False) -> list[Scope]:
+def _scopes(values: Sequence[str], *, oauth: bool = False) -> list[Scope]:
     try:
+        if sum(map(len, values)) <= _REMEMBERED_SCOPES_LENGTH:
+            return list(_parse_scopes(tuple(values)))
         return parse_scopes(values)
     except ScopeError as error:
         raise TokenAuthError(
             INVALID_REQUEST, f"malformed scope: {error}", oauth="invalid_scope" if oauth else None
         ) from None
+
+
+# Clients ask for the same few scopes again and again (a CI job's push, each layer's
+# token): short requests are parsed once. Bounded in entries and in each key's length,
+# since the text is the client's; a malformed one raises and is not remembered.
+_REMEMBERED_SCOPES_LENGTH = 512
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_scopes(values: tuple[str, ...]) -> tuple[Scope, ...]:
+    return tuple(parse_scopes(values))
 
 
 def _basic(header: str | None, issuer: TokenIssuer, record: AuditRecord) -> BasicCredentials | None:

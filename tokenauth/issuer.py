@@ -6,6 +6,7 @@ every refusal is raised as a :class:`TokenAuthError` carrying its status and hea
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -37,7 +38,22 @@ class Issued:
     @property
     def issued_at(self) -> str:
         """``iat`` in RFC 3339, as the token response's ``issued_at``."""
-        return self.claims.issued_datetime.isoformat().replace("+00:00", "Z")
+        return rfc3339(self.claims.issued_at)
+
+
+_last_second: tuple[int, str] = (-1, "")
+
+
+def rfc3339(seconds: int) -> str:
+    """``2026-11-29T04:55:07Z`` for Unix ``seconds``. A busy server issues many tokens in
+    the same second: the text is made once a second (datetime's isoformat with its UTC
+    offset was a twentieth of a token's time)."""
+    global _last_second
+    last, text = _last_second
+    if seconds != last:
+        text = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+        _last_second = (seconds, text)
+    return text
 
 
 class TokenIssuer:

@@ -4,6 +4,10 @@ Workers bind the address with SO_REUSEPORT and the kernel spreads connections am
 (``shared.workers``, as the registry does). Each builds its own app after the fork: its
 own credential cache, bcrypt threads and login buckets. Metrics of every worker add up in
 one scrape through prometheus-client's multiprocess directory.
+
+The event loop is uvloop's (libuv, in C): a repeat login is small work on the loop, and
+asyncio's own loop and socket transport were about a quarter of its CPU time
+(docs/performance.md#token-issuance).
 """
 
 from __future__ import annotations
@@ -13,6 +17,10 @@ import contextlib
 import logging
 import signal
 import socket
+from collections.abc import Coroutine
+from typing import Any
+
+import uvloop
 
 from shared.access_log import AccessLogger
 from shared.listener import bind_sockets
@@ -42,7 +50,7 @@ def serve(config: TokenAuthConfig, workers: int = 1) -> None:
     if workers <= 1:
         sockets, debug_sockets = bind(config)
         with queued_logging():  # lines are written by a thread, all of them before exit
-            asyncio.run(_serve(config, sockets, debug_sockets))
+            run(_serve(config, sockets, debug_sockets))
         return
     reservation = bind(config, reuse_port=True)  # held while workers come and go
     metrics = config.http.debug.prometheus.enabled and bool(config.http.debug.addr)
@@ -52,7 +60,7 @@ def serve(config: TokenAuthConfig, workers: int = 1) -> None:
             def run_worker(index: int) -> None:
                 sockets, debug_sockets = bind(config, reuse_port=True)
                 with queued_logging():  # the worker's own writer thread, after its fork
-                    asyncio.run(_serve(config, sockets, debug_sockets))
+                    run(_serve(config, sockets, debug_sockets))
 
             supervise(
                 workers, run_worker, name="tokenauth", on_exit=lambda pid: worker_gone(samples, pid)
@@ -60,6 +68,12 @@ def serve(config: TokenAuthConfig, workers: int = 1) -> None:
     finally:
         for sock in reservation[0] + reservation[1]:
             sock.close()
+
+
+def run(main: Coroutine[Any, Any, None]) -> None:
+    """``asyncio.run(main)``, on uvloop's event loop."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
 
 
 async def _serve(
@@ -108,5 +122,7 @@ async def _serve(
                 )
             )
             log.info("tokenauth debug server listening on http://%s", config.http.debug.addr)
-        log.info("tokenauth listening on %s (%s)", config.http.addr, "https" if context else "http")
+        scheme = "https" if context else "http"
+        event_loop = type(loop).__module__.partition(".")[0]  # uvloop, or asyncio
+        log.info("tokenauth listening on %s (%s, %s)", config.http.addr, scheme, event_loop)
         await stop.wait()

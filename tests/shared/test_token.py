@@ -150,6 +150,21 @@ def test_other_key_types(algorithm: str) -> None:
     assert verifier_for(signer).verify(signer.sign(claims())).subject == "alice"
 
 
+@pytest.mark.parametrize(("algorithm", "length"), [("ES256", 64), ("ES384", 96)])
+def test_ecdsa_signatures_are_fixed_length_r_and_s(algorithm: str, length: int) -> None:
+    """JWS wants r and s each padded to the curve's size (RFC 7518 3.4), not DER: about
+    one signature in 128 has an r or s short enough to need the padding, so 300 tokens
+    meet it; each must verify with PyJWT too, an independent implementation."""
+    key = generate_key(algorithm)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    signer = TokenSigner(key)
+    for _ in range(300):
+        token = signer.sign(claims())
+        signature = base64.urlsafe_b64decode(token.rsplit(".", 1)[1] + "==")
+        assert len(signature) == length
+        jwt.decode(token, key.public_key(), algorithms=[algorithm], audience=SERVICE)
+
+
 def test_ed25519_by_kid() -> None:
     key = ed25519.Ed25519PrivateKey.generate()
     signer = TokenSigner(key, [self_signed_certificate(key, "ed")])

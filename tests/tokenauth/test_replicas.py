@@ -4,6 +4,7 @@ logins holds across them, and a refresh token issued by one is redeemed by the o
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -102,12 +103,23 @@ def audited(server: ServerProcess, account: str) -> int:
     )
 
 
+async def wait_for_audit_lines(servers: list[ServerProcess], account: str, count: int) -> None:
+    for _ in range(400):  # 20 s
+        if sum(audited(server, account) for server in servers) >= count:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"fewer than {count} audit lines of {account} within 20 s")
+
+
 @pytest.mark.parametrize("redis_settings", ["server", "sentinels"], indirect=True)
 async def test_account_budget_holds_across_replicas(replicas: Replicas) -> None:
     answers = await parallel_logins(replicas.url, guesses("alice", GUESSES), {"service": SERVICE})
     statuses = sorted(answer.status for answer in answers)
     assert statuses == [401] * BUDGET + [429] * (GUESSES - BUDGET), statuses
     # Every replica answered some of them: the budget was shared, not each one's own.
+    # Their audit lines are written by each replica's log thread a moment after the
+    # answers: wait for all of them before counting.
+    await wait_for_audit_lines(replicas.servers, "alice", GUESSES)
     assert all(audited(server, "alice") > 0 for server in replicas.servers)
     # The right password is refused too while the shared bucket is empty, on every replica.
     right = [("alice", PASSWORDS["alice"])] * REPLICAS

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from shared.credentials import HtpasswdAuthenticator
 from shared.htpasswd import format_htpasswd_line
 from shared.verified_credentials import VerifiedCredentials
-from tests.tokenauth.conftest import USERS, Setup, TokenClient, fetch_token
+from tests.tokenauth.conftest import USERS, Setup, TokenClient, fetch_token, granted
 from tokenauth.authn.htpasswd import HtpasswdUsers
 
 
@@ -26,6 +30,43 @@ async def test_users_file_reloads_while_serving(client: TokenClient, setup: Setu
     assert (await fetch_token(client, auth=("alice", "changed")))[0] == 200
     setup.write_users({"bob": "bob-pw"})
     assert (await fetch_token(client, auth=("alice", "changed")))[0] == 401
+
+
+async def test_repeat_logins_look_at_the_files_only_after_a_change(
+    client: TokenClient, setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Changes to the users file and the ACL take effect on the next login without every
+    login reading their status (system calls: three per login before, two for the users
+    file and one per scope for the ACL): the serving app watches their directory."""
+    scope = "repository:alice/app:pull"
+    assert (await fetch_token(client, scope, auth=("alice", "alice-pw")))[0] == 200
+    watched = {str(setup.users_file), str(setup.acl_file)}
+    looks: list[str] = []
+    real_stat = os.stat
+
+    def stat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        if os.fspath(path) in watched:
+            looks.append(os.fspath(path))
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", stat)
+    logins = 20
+    for _ in range(logins):
+        status, body, _ = await fetch_token(client, scope, auth=("alice", "alice-pw"))
+        assert status == 200 and granted(setup, body) == {"repository:alice/app": ("pull",)}
+    # None while nothing changes, but the once-a-second recheck (for network filesystems)
+    # may come round while a loaded machine serves them.
+    assert len(looks) < logins // 2, looks
+    # Both replaced by a rename, as editors and deployments do, and used at once.
+    replacement = setup.directory / "users.new"
+    replacement.write_text(format_htpasswd_line("alice", "renamed-pw", cost=4) + "\n")
+    os.replace(replacement, setup.users_file)
+    assert (await fetch_token(client, scope, auth=("alice", "alice-pw")))[0] == 401
+    replacement = setup.directory / "acl.new"
+    replacement.write_text("acl:\n  - match: {account: alice}\n    actions: [push]\n")
+    os.replace(replacement, setup.acl_file)
+    status, body, _ = await fetch_token(client, scope + ",push", auth=("alice", "renamed-pw"))
+    assert status == 200 and granted(setup, body) == {"repository:alice/app": ("push",)}
 
 
 async def test_several_users_files_first_one_decides(tmp_path: Path) -> None:

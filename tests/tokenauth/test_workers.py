@@ -74,6 +74,8 @@ def test_workers_serve_one_port_sum_their_metrics_and_are_replaced(tmp_path: Pat
         assert server.process is not None
         supervisor = server.process.pid
         wait_for("two workers", lambda: len(children(supervisor)) == WORKERS)
+        # Each on uvloop's event loop: asyncio's own cost a quarter of a token's CPU time.
+        wait_for("both on uvloop", lambda: server.log().count("(http, uvloop)") == WORKERS)
         logins = 40
         assert [login(server.url) for _ in range(logins)] == [200] * logins
         # Every worker's counts, whichever answers the scrape.

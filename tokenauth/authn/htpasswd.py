@@ -13,11 +13,13 @@ import asyncio
 import base64
 import hashlib
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from shared.credentials import HtpasswdAuthenticator
 from shared.ratelimit import Admission
 from tokenauth.authn.base import DENIED, NOT_MINE, Identity, Outcome, Standing
+from tokenauth.file_changes import FileChanges
 from tokenauth.health import users_file_health
 
 
@@ -28,16 +30,35 @@ class HtpasswdUsers:
 
     def __init__(self, users: HtpasswdAuthenticator) -> None:
         self.users = users
+        self.changes = FileChanges([file.path for file in users.files])
 
     def knows(self, user: str) -> bool:
-        self.users.refresh()
+        """Whether a users file names ``user``, as the files are now: they are looked at
+        when they may have changed (``tokenauth.file_changes``)."""
+        if self.changes.possibly_changed:
+            self.changes.taken()
+            self.users.refresh()
         return any(user in users for users in self.users.files)
+
+    async def watching(self) -> AsyncIterator[None]:
+        """A ``cleanup_ctx``: watch the users files' directories while the app runs."""
+        self.changes.start()
+        yield
+        self.changes.stop()
 
     async def authenticate(
         self, user: str, password: str, admission: Admission
     ) -> Identity | Outcome:
+        """The chain has checked ``admission`` already (a throttled client gets no further,
+        not even with a remembered password). ``knows`` has just re-read changed files, so
+        a remembered password is answered here, with one HMAC and one lookup, without
+        looking at the files again; anything else goes to the bcrypt check (which looks
+        at them once more: it is the slow path anyway)."""
         if not self.knows(user):
             return NOT_MINE
+        cache = self.users.cache
+        if (user, cache.mac(user, password)) in cache:
+            return Identity(user, authenticator=self.name)
         ok = await self.users.authenticate(user, password, admission)
         return Identity(user, authenticator=self.name) if ok else DENIED
 
