@@ -21,14 +21,15 @@ loop cost about a tenth of a cached manifest GET (docs/performance.md#logging).
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping
+from time import time as now
 from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 
+from shared import log_queue
 from shared.client_address import client_address
 from shared.request_context import REQUEST_ID
 
@@ -120,7 +121,7 @@ class AccessRecord(logging.LogRecord):
         # LogRecord.__init__ is not called: it looks up what an access line has no use for.
         self.__dict__.update(_CONSTANT_ATTRIBUTES)
         self.name = name
-        created = time.time()
+        created = now()
         self.created = created
         self.msecs = int((created - int(created)) * 1000) + 0.0
         self.relativeCreated = (created - logging._startTime) * 1000  # type: ignore[attr-defined]
@@ -147,37 +148,74 @@ class AccessRecord(logging.LogRecord):
         """The line's structured fields, made at the first read (the attribute is
         :data:`shared.log_format.FIELDS_ATTRIBUTE`, which formatters read)."""
         if self._fields is None:
-            (request_id, method, path, route, address, headers, status, reason,
-             response_headers, body_length, duration, extra) = self._captured  # fmt: skip
-            fields: dict[str, Any] = {
-                # None for a request the parser refused: it never reached the app.
-                "http.request.id": request_id,
-                "http.request.method": method,
-                "http.request.uri": _clip(path),
-                "http.request.route": route,
-                "http.request.remoteaddr": address,
-                "http.request.host": _clip(headers.get("Host", "")),
-                "http.request.useragent": _clip(headers.get("User-Agent", "")),
-                "http.response.status": status,
-                "http.response.written": body_bytes(reason, response_headers, body_length),
-                "http.response.duration": go_duration(duration),
-            }
-            if extra:
-                fields.update(extra)
-            self._fields = fields
+            self._fields = access_fields(*self._captured)
         return self._fields
+
+
+def access_fields(
+    request_id: str | None,
+    method: str,
+    path: str,
+    route: str,
+    address: str,
+    headers: Mapping[str, str],
+    status: int,
+    reason: str,
+    response_headers: Mapping[str, str],
+    body_length: int,
+    duration: float,
+    extra: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """An access line's structured fields, from the values captured when it was sent."""
+    fields: dict[str, Any] = {
+        # None for a request the parser refused: it never reached the app.
+        "http.request.id": request_id,
+        "http.request.method": method,
+        "http.request.uri": _clip(path),
+        "http.request.route": route,
+        "http.request.remoteaddr": address,
+        "http.request.host": _clip(headers.get("Host", "")),
+        "http.request.useragent": _clip(headers.get("User-Agent", "")),
+        "http.response.status": status,
+        "http.response.written": body_bytes(reason, response_headers, body_length),
+        "http.response.duration": go_duration(duration),
+    }
+    if extra:
+        fields.update(extra)
+    return fields
 
 
 class AccessLogger(AbstractAccessLogger):
     """Writes each request's line on ``self.logger`` (``access_log_class`` of the servers)."""
 
     def log(self, request: BaseRequest, response: web.StreamResponse, time: float) -> None:
-        if not self.logger.isEnabledFor(logging.INFO):
+        logger = self.logger
+        if not logger.isEnabledFor(logging.INFO):
             return
         try:
             request_id = request.get(REQUEST_ID)
             extra = request.get(LOG_FIELDS) if request_id is not None else None
-            record = AccessRecord(self.logger.name, request, response, time, request_id, extra)
-            self.logger.handle(record)
+            direct = log_queue.direct_lines
+            if direct is not None and direct.route(logger):
+                # The line is made now and queued as text: what a record would have
+                # become on the writer thread, at a third of the cost of getting it there.
+                fields = access_fields(
+                    request_id,
+                    request.method,
+                    request.rel_url.raw_path,
+                    _route(request, request_id),
+                    client_address(request) or "",
+                    request.headers,
+                    response.status,
+                    response.reason,
+                    response.headers,
+                    response.body_length,
+                    time,
+                    extra,
+                )
+                direct.put(direct.formatter.info_line(logger.name, now(), MESSAGE, fields))
+                return
+            record = AccessRecord(logger.name, request, response, time, request_id, extra)
+            logger.handle(record)
         except Exception:  # as aiohttp's own access logger: a line is never worth a request
             self.logger.exception("could not write an access log line")

@@ -37,8 +37,14 @@ from contextlib import contextmanager
 from logging.handlers import QueueHandler
 from typing import Any, TextIO
 
-from shared.log_format import make_formatter
-from shared.request_context import RequestIdFilter
+from shared.log_format import (
+    JsonFormatter,
+    LineFormatter,
+    LogstashFormatter,
+    TextFormatter,
+    make_formatter,
+)
+from shared.request_context import RequestIdFilter, current_request_id
 
 QUEUE_CAPACITY = 100_000  # lines; a few tens of MB at most, seconds of a busy server's log
 MAX_BATCH = 4096  # records formatted and written at once
@@ -69,9 +75,15 @@ def configure_logging(
 class BatchStreamHandler(logging.StreamHandler[TextIO]):
     """A stream handler that can also write many records in one write (``emit_batch``)."""
 
-    def emit_batch(self, records: list[logging.LogRecord]) -> None:
+    def emit_batch(self, records: list[logging.LogRecord | str]) -> None:
+        """Write ``records``, in order: log records are filtered and formatted here, text
+        (lines :class:`DirectLines` formatted already) is written as it is."""
         lines = []
+        terminator = self.terminator
         for record in records:
+            if isinstance(record, str):
+                lines.append(record + terminator)
+                continue
             if record.levelno < self.level or not self.filter(record):
                 continue
             try:
@@ -84,7 +96,7 @@ class BatchStreamHandler(logging.StreamHandler[TextIO]):
                 self.stream.write("".join(lines))
                 self.flush()
             except Exception:
-                self.handleError(records[-1])
+                self.handleError(_record_of(records[-1]))
             finally:
                 self.release()
 
@@ -116,7 +128,9 @@ class BoundedQueueHandler(QueueHandler):
         self.emit(record)
         return True
 
-    def enqueue(self, record: logging.LogRecord) -> None:
+    def enqueue(self, record: logging.LogRecord | str) -> None:
+        # A str is a line formatted already (DirectLines): it takes the same queue, so
+        # lines keep their order, the bound and the drop count hold for both.
         if self.dropped or self.records.qsize() >= self.capacity:
             with self._drops:  # the writer has fallen behind: rare
                 if self.records.qsize() >= self.capacity:
@@ -132,6 +146,72 @@ class BoundedQueueHandler(QueueHandler):
         return logging.LogRecord(
             "portside.logging", logging.WARNING, __file__, 0, message, None, None
         )
+
+
+def _record_of(item: logging.LogRecord | str) -> logging.LogRecord:
+    """``item`` as a record (a line formatted already becomes a record's message)."""
+    if isinstance(item, str):
+        return logging.LogRecord("portside.logging", logging.INFO, "", 0, item, None, None)
+    return item
+
+
+class DirectLines:
+    """Where the access log puts its lines formatted at once, as text, while the log set-up
+    is the one :func:`configure_logging` and :func:`queued_logging` made.
+
+    An access line's record went through the logging machinery only to reach this
+    queue and the one handler behind it: its formatter can write the line as soon as the
+    response is sent, while the request's values are at hand, and the writer thread only
+    joins the texts and writes them (docs/performance.md#per-request-overhead). Whenever
+    the set-up is not that one (a handler or filter added, propagation turned off, a
+    request id in context that the record would be stamped with), :meth:`route` says
+    so and the caller logs a record as before: the lines are the same either way.
+    """
+
+    def __init__(self, front: BoundedQueueHandler, formatter: LineFormatter) -> None:
+        self.formatter = formatter
+        self.front = front
+        self._root = logging.getLogger()
+        self._filters = list(front.filters)
+
+    def route(self, logger: logging.Logger) -> bool:
+        """Whether a record logged at INFO on ``logger`` would reach only this queue's
+        handler, untouched on the way: then its line may be put here as text."""
+        root = self._root
+        handlers = root.handlers
+        if len(handlers) != 1 or handlers[0] is not self.front or logger.filters:
+            return False
+        if self.front.filters != self._filters or current_request_id.get() is not None:
+            return False
+        node: logging.Logger | None = logger
+        while node is not root and node is not None:
+            if node.handlers or not node.propagate or node.disabled:
+                return False
+            node = node.parent
+        return node is root
+
+    def put(self, line: str) -> None:
+        self.front.enqueue(line)
+
+
+# The lines' way round the logging machinery while queued_logging is on, else None.
+direct_lines: DirectLines | None = None
+
+
+def _direct_lines(
+    front: BoundedQueueHandler, handlers: list[logging.Handler]
+) -> DirectLines | None:
+    if len(handlers) != 1 or not isinstance(handlers[0], BatchStreamHandler):
+        return None
+    handler, formatter = handlers[0], handlers[0].formatter
+    if handler.level > logging.INFO or not isinstance(
+        formatter, TextFormatter | JsonFormatter | LogstashFormatter
+    ):
+        return None
+    # The handler's own filter only stamps request ids, which route() rules out.
+    if any(type(f) is not RequestIdFilter for f in handler.filters):
+        return None
+    return DirectLines(front, formatter)
 
 
 _STOP = object()
@@ -174,12 +254,13 @@ class LogWriter:
             self._write(batch)
             written = time.monotonic()
 
-    def _write(self, batch: list[logging.LogRecord]) -> None:
+    def _write(self, batch: list[logging.LogRecord | str]) -> None:
         for handler in self.handlers:
             if isinstance(handler, BatchStreamHandler):
                 handler.emit_batch(batch)
-            else:
-                for record in batch:
+            else:  # no text here: DirectLines is used only with one BatchStreamHandler
+                for item in batch:
+                    record = _record_of(item)
                     if record.levelno >= handler.level:
                         handler.handle(record)
 
@@ -187,6 +268,7 @@ class LogWriter:
 @contextmanager
 def queued_logging(capacity: int = QUEUE_CAPACITY) -> Iterator[BoundedQueueHandler]:
     """While inside, the root logger's handlers run on a thread of their own."""
+    global direct_lines
     root = logging.getLogger()
     handlers = list(root.handlers)
     records: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -194,8 +276,10 @@ def queued_logging(capacity: int = QUEUE_CAPACITY) -> Iterator[BoundedQueueHandl
     writer = LogWriter(records, handlers)
     writer.start()
     root.handlers = [front]
+    direct_lines = _direct_lines(front, handlers)
     try:
         yield front
     finally:
+        direct_lines = None
         root.handlers = handlers
         writer.stop()
