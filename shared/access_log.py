@@ -12,10 +12,14 @@ route's name), ``http.request.remoteaddr`` (the client's address, see
 (Go's duration notation, as Distribution writes it) and what the service adds for the
 request with :func:`add_log_fields` (the registry: ``vars.name``, the repository).
 
-The event loop only captures the request's values (:class:`AccessRecord`); the fields are
-worked out when the line is formatted, on the log writer's thread
-(:mod:`shared.log_queue`). Building them, and a full :class:`logging.LogRecord`, on the
-loop cost about a tenth of a cached manifest GET (docs/performance.md#logging).
+The event loop only captures the request's values; the fields are worked out when the
+line is formatted, on the log writer's thread (:mod:`shared.log_queue`). Building them,
+and a full :class:`logging.LogRecord`, on the loop cost about a tenth of a cached manifest
+GET (docs/performance.md#logging). With the services' own log set-up the values go to the
+writer's queue with the formatter, as an :class:`AccessLine`, and no record is made at all
+(``shared.log_queue.DirectLines``); with any other (a handler added by a test or an
+embedding program) they go as an :class:`AccessRecord` through the logging machinery.
+Both write the same line.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from aiohttp.web_request import BaseRequest
 
 from shared import log_queue
 from shared.client_address import client_address
+from shared.log_format import LineFormatter
 from shared.request_context import REQUEST_ID
 
 LOG_FIELDS = web.RequestKey("log_fields", dict[str, Any])
@@ -125,22 +130,7 @@ class AccessRecord(logging.LogRecord):
         self.created = created
         self.msecs = int((created - int(created)) * 1000) + 0.0
         self.relativeCreated = (created - logging._startTime) * 1000  # type: ignore[attr-defined]
-        # The request's headers are a read-only view, the response's no longer change:
-        # both are read later. The address may not outlive the connection: read now.
-        self._captured = (
-            request_id,
-            request.method,
-            request.rel_url.raw_path,
-            _route(request, request_id),
-            client_address(request) or "",
-            request.headers,
-            response.status,
-            response.reason,
-            response.headers,
-            response.body_length,
-            duration,
-            extra,
-        )
+        self._captured = _capture(request, response, duration, request_id, extra)
         self._fields: dict[str, Any] | None = None
 
     @property
@@ -150,6 +140,52 @@ class AccessRecord(logging.LogRecord):
         if self._fields is None:
             self._fields = access_fields(*self._captured)
         return self._fields
+
+
+Captured = tuple[
+    str | None, str, str, str, str, Mapping[str, str], int, str, Mapping[str, str], int, float,
+    dict[str, Any] | None,
+]  # fmt: skip
+
+
+def _capture(
+    request: BaseRequest,
+    response: web.StreamResponse,
+    duration: float,
+    request_id: str | None,
+    extra: dict[str, Any] | None,
+) -> Captured:
+    """What an access line needs of the moment it is logged (:func:`access_fields`)."""
+    # The request's headers are a read-only view, the response's no longer change:
+    # both are read later. The address may not outlive the connection: read now.
+    return (
+        request_id,
+        request.method,
+        request.rel_url.raw_path,
+        _route(request, request_id),
+        client_address(request) or "",
+        request.headers,
+        response.status,
+        response.reason,
+        response.headers,
+        response.body_length,
+        duration,
+        extra,
+    )
+
+
+class AccessLine(log_queue.PendingLine):
+    """An access line queued without a record: rendered on the log writer's thread."""
+
+    __slots__ = ("_captured", "_created", "_formatter", "_name")
+
+    def __init__(self, formatter: LineFormatter, name: str, created: float, captured: Captured):
+        self._formatter, self._name, self._created = formatter, name, created
+        self._captured = captured
+
+    def render(self) -> str:
+        fields = access_fields(*self._captured)
+        return self._formatter.info_line(self._name, self._created, MESSAGE, fields)
 
 
 def access_fields(
@@ -197,23 +233,9 @@ class AccessLogger(AbstractAccessLogger):
             extra = request.get(LOG_FIELDS) if request_id is not None else None
             direct = log_queue.direct_lines
             if direct is not None and direct.route(logger):
-                # The line is made now and queued as text: what a record would have
-                # become on the writer thread, at a third of the cost of getting it there.
-                fields = access_fields(
-                    request_id,
-                    request.method,
-                    request.rel_url.raw_path,
-                    _route(request, request_id),
-                    client_address(request) or "",
-                    request.headers,
-                    response.status,
-                    response.reason,
-                    response.headers,
-                    response.body_length,
-                    time,
-                    extra,
-                )
-                direct.put(direct.formatter.info_line(logger.name, now(), MESSAGE, fields))
+                # No record: its values and the formatter go to the writer's queue.
+                captured = _capture(request, response, time, request_id, extra)
+                direct.put(AccessLine(direct.formatter, logger.name, now(), captured))
                 return
             record = AccessRecord(logger.name, request, response, time, request_id, extra)
             logger.handle(record)

@@ -26,7 +26,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from json import encoder as json_encoder
 from typing import Any
@@ -88,14 +88,42 @@ def _timestamp(created: float) -> str:
     return f"{head}{micros // 1000:03d}Z"
 
 
+_PROBE = {"s": 'q"\u2028µ\n', "i": 1, "f": 0.5, "b": True, "n": None, "l": [1, "x"], "o": {1: 2}}
+
+
+def _line_encoder() -> Callable[[dict[str, Any]], str]:
+    """``JSONEncoder(ensure_ascii=False, default=str).encode`` for a line's dict.
+
+    That method builds a C encoder object for each call (json.dumps with options builds
+    the JSONEncoder too): half of what encoding an access line cost. The C encoder is
+    built here once, with the same options and no check for circular references (a
+    line's values are strings, numbers and config values); where the interpreter has no
+    such encoder, or it does not write what the method writes, the method is used.
+    """
+    encode = json.JSONEncoder(ensure_ascii=False, default=str).encode
+    make = getattr(json_encoder, "c_make_encoder", None)
+    if make is None:
+        return encode
+    try:
+        iterate = make(None, str, _quote, None, ": ", ", ", False, False, True)
+
+        def encode_once(line: dict[str, Any]) -> str:
+            return "".join(iterate(line, 0))
+
+        if encode_once(_PROBE) == encode(_PROBE):
+            return encode_once
+    except TypeError:  # another interpreter's signature
+        pass
+    return encode
+
+
 class _StructuredFormatter(logging.Formatter):
     """Shared by the JSON and logstash formats: the static fields, then the record's."""
 
     def __init__(self, static_fields: Mapping[str, Any]) -> None:
         super().__init__()
         self.static_fields = dict(static_fields)
-        # json.dumps with these options would build this encoder again for every line.
-        self._encode = json.JSONEncoder(ensure_ascii=False, default=str).encode
+        self._encode = _line_encoder()
 
     def _head(self, created: float, level: str, message: str) -> dict[str, Any]:
         raise NotImplementedError
