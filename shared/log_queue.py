@@ -86,8 +86,9 @@ class BatchStreamHandler(logging.StreamHandler[TextIO]):
             if isinstance(record, PendingLine):
                 try:
                     lines.append(record.render() + terminator)
-                except Exception:
-                    self.handleError(_record_of(record))
+                except Exception:  # reported as a record's formatting error is, then on
+                    message = f"a {type(record).__name__} could not be rendered"
+                    self.handleError(_record_of(message))
                 continue
             if record.levelno < self.level or not self.filter(record):
                 continue
@@ -192,11 +193,12 @@ class PendingLine:
         raise NotImplementedError
 
 
-def _record_of(item: logging.LogRecord | PendingLine) -> logging.LogRecord:
-    """``item`` as a record (a pending line becomes a record's message)."""
-    if isinstance(item, PendingLine):
-        return logging.LogRecord("portside.logging", logging.INFO, "", 0, item.render(), None, None)
-    return item
+def _record_of(item: logging.LogRecord | PendingLine | str) -> logging.LogRecord:
+    """``item`` as a record (a pending line's text, or a text, becomes its message)."""
+    if isinstance(item, logging.LogRecord):
+        return item
+    text = item if isinstance(item, str) else item.render()
+    return logging.LogRecord("portside.logging", logging.INFO, "", 0, text, None, None)
 
 
 class DirectLines:

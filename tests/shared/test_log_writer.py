@@ -14,7 +14,13 @@ from typing import Any
 
 import pytest
 
-from shared.log_queue import BatchStreamHandler, BoundedQueueHandler, LogWriter, Wakeup
+from shared.log_queue import (
+    BatchStreamHandler,
+    BoundedQueueHandler,
+    LogWriter,
+    PendingLine,
+    Wakeup,
+)
 
 
 class CountingWakeup(Wakeup):
@@ -94,3 +100,23 @@ def test_a_busy_writer_is_not_woken_per_line(writing: Writing) -> None:
         assert mine == [f"t{n} {index}" for index in range(per_thread)]
     # At most once per write window it went idle; far fewer than the lines.
     assert writing.wakeup.wakes < per_thread * threads / 10
+
+
+class Unrenderable(PendingLine):
+    __slots__ = ()
+
+    def render(self) -> str:
+        raise ValueError("no line")
+
+
+def test_a_line_that_cannot_be_rendered_stops_nothing(
+    writing: Writing, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It is reported as logging reports a record it cannot format; the lines around it
+    are written and the writer goes on."""
+    writing.log("before")
+    writing.front.enqueue(Unrenderable())
+    writing.log("after")
+    writing.writer.stop()
+    assert writing.lines() == ["before", "after"]
+    assert "Unrenderable could not be rendered" in capsys.readouterr().err
