@@ -12,24 +12,30 @@ route's name), ``http.request.remoteaddr`` (the client's address, see
 (Go's duration notation, as Distribution writes it) and what the service adds for the
 request with :func:`add_log_fields` (the registry: ``vars.name``, the repository).
 
-The event loop only captures the request's values (:class:`AccessRecord`); the fields are
-worked out when the line is formatted, on the log writer's thread
-(:mod:`shared.log_queue`). Building them, and a full :class:`logging.LogRecord`, on the
-loop cost about a tenth of a cached manifest GET (docs/performance.md#logging).
+The event loop only captures the request's values; the fields are worked out when the
+line is formatted, on the log writer's thread (:mod:`shared.log_queue`). Building them,
+and a full :class:`logging.LogRecord`, on the loop cost about a tenth of a cached manifest
+GET (docs/performance.md#logging). With the services' own log set-up the values go to the
+writer's queue with the formatter, as an :class:`AccessLine`, and no record is made at all
+(``shared.log_queue.DirectLines``); with any other (a handler added by a test or an
+embedding program) they go as an :class:`AccessRecord` through the logging machinery.
+Both write the same line.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping
+from time import time as now
 from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 
+from shared import log_queue
 from shared.client_address import client_address
+from shared.log_format import LineFormatter
 from shared.request_context import REQUEST_ID
 
 LOG_FIELDS = web.RequestKey("log_fields", dict[str, Any])
@@ -120,26 +126,11 @@ class AccessRecord(logging.LogRecord):
         # LogRecord.__init__ is not called: it looks up what an access line has no use for.
         self.__dict__.update(_CONSTANT_ATTRIBUTES)
         self.name = name
-        created = time.time()
+        created = now()
         self.created = created
         self.msecs = int((created - int(created)) * 1000) + 0.0
         self.relativeCreated = (created - logging._startTime) * 1000  # type: ignore[attr-defined]
-        # The request's headers are a read-only view, the response's no longer change:
-        # both are read later. The address may not outlive the connection: read now.
-        self._captured = (
-            request_id,
-            request.method,
-            request.rel_url.raw_path,
-            _route(request, request_id),
-            client_address(request) or "",
-            request.headers,
-            response.status,
-            response.reason,
-            response.headers,
-            response.body_length,
-            duration,
-            extra,
-        )
+        self._captured = _capture(request, response, duration, request_id, extra)
         self._fields: dict[str, Any] | None = None
 
     @property
@@ -147,37 +138,106 @@ class AccessRecord(logging.LogRecord):
         """The line's structured fields, made at the first read (the attribute is
         :data:`shared.log_format.FIELDS_ATTRIBUTE`, which formatters read)."""
         if self._fields is None:
-            (request_id, method, path, route, address, headers, status, reason,
-             response_headers, body_length, duration, extra) = self._captured  # fmt: skip
-            fields: dict[str, Any] = {
-                # None for a request the parser refused: it never reached the app.
-                "http.request.id": request_id,
-                "http.request.method": method,
-                "http.request.uri": _clip(path),
-                "http.request.route": route,
-                "http.request.remoteaddr": address,
-                "http.request.host": _clip(headers.get("Host", "")),
-                "http.request.useragent": _clip(headers.get("User-Agent", "")),
-                "http.response.status": status,
-                "http.response.written": body_bytes(reason, response_headers, body_length),
-                "http.response.duration": go_duration(duration),
-            }
-            if extra:
-                fields.update(extra)
-            self._fields = fields
+            self._fields = access_fields(*self._captured)
         return self._fields
+
+
+Captured = tuple[
+    str | None, str, str, str, str, Mapping[str, str], int, str, Mapping[str, str], int, float,
+    dict[str, Any] | None,
+]  # fmt: skip
+
+
+def _capture(
+    request: BaseRequest,
+    response: web.StreamResponse,
+    duration: float,
+    request_id: str | None,
+    extra: dict[str, Any] | None,
+) -> Captured:
+    """What an access line needs of the moment it is logged (:func:`access_fields`)."""
+    # The request's headers are a read-only view, the response's no longer change:
+    # both are read later. The address may not outlive the connection: read now.
+    return (
+        request_id,
+        request.method,
+        request.rel_url.raw_path,
+        _route(request, request_id),
+        client_address(request) or "",
+        request.headers,
+        response.status,
+        response.reason,
+        response.headers,
+        response.body_length,
+        duration,
+        extra,
+    )
+
+
+class AccessLine(log_queue.PendingLine):
+    """An access line queued without a record: rendered on the log writer's thread."""
+
+    __slots__ = ("_captured", "_created", "_formatter", "_name")
+
+    def __init__(self, formatter: LineFormatter, name: str, created: float, captured: Captured):
+        self._formatter, self._name, self._created = formatter, name, created
+        self._captured = captured
+
+    def render(self) -> str:
+        fields = access_fields(*self._captured)
+        return self._formatter.info_line(self._name, self._created, MESSAGE, fields)
+
+
+def access_fields(
+    request_id: str | None,
+    method: str,
+    path: str,
+    route: str,
+    address: str,
+    headers: Mapping[str, str],
+    status: int,
+    reason: str,
+    response_headers: Mapping[str, str],
+    body_length: int,
+    duration: float,
+    extra: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """An access line's structured fields, from the values captured when it was sent."""
+    fields: dict[str, Any] = {
+        # None for a request the parser refused: it never reached the app.
+        "http.request.id": request_id,
+        "http.request.method": method,
+        "http.request.uri": _clip(path),
+        "http.request.route": route,
+        "http.request.remoteaddr": address,
+        "http.request.host": _clip(headers.get("Host", "")),
+        "http.request.useragent": _clip(headers.get("User-Agent", "")),
+        "http.response.status": status,
+        "http.response.written": body_bytes(reason, response_headers, body_length),
+        "http.response.duration": go_duration(duration),
+    }
+    if extra:
+        fields.update(extra)
+    return fields
 
 
 class AccessLogger(AbstractAccessLogger):
     """Writes each request's line on ``self.logger`` (``access_log_class`` of the servers)."""
 
     def log(self, request: BaseRequest, response: web.StreamResponse, time: float) -> None:
-        if not self.logger.isEnabledFor(logging.INFO):
+        logger = self.logger
+        if not logger.isEnabledFor(logging.INFO):
             return
         try:
             request_id = request.get(REQUEST_ID)
             extra = request.get(LOG_FIELDS) if request_id is not None else None
-            record = AccessRecord(self.logger.name, request, response, time, request_id, extra)
-            self.logger.handle(record)
+            direct = log_queue.direct_lines
+            if direct is not None and direct.route(logger):
+                # No record: its values and the formatter go to the writer's queue.
+                captured = _capture(request, response, time, request_id, extra)
+                direct.put(AccessLine(direct.formatter, logger.name, now(), captured))
+                return
+            record = AccessRecord(logger.name, request, response, time, request_id, extra)
+            logger.handle(record)
         except Exception:  # as aiohttp's own access logger: a line is never worth a request
             self.logger.exception("could not write an access log line")

@@ -26,7 +26,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from json import encoder as json_encoder
 from typing import Any
@@ -61,9 +61,60 @@ def _level(record: logging.LogRecord) -> str:
     return _LEVELS.get(record.levelno, record.levelname.lower())
 
 
-def _timestamp(record: logging.LogRecord) -> str:
-    moment = datetime.fromtimestamp(record.created, UTC)
+def _rfc3339(created: float) -> str:
+    moment = datetime.fromtimestamp(created, UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# The last second's text: a busy server writes many lines a second, and building a
+# datetime for each cost more than the rest of a JSON line's head. (second, "...:SS.")
+_LAST_SECOND: tuple[int, str] = (-1, "")
+
+
+def _timestamp(created: float) -> str:
+    """What :func:`_rfc3339` writes for ``created``, its second's text made once a second."""
+    global _LAST_SECOND
+    second = int(created)
+    # As datetime.fromtimestamp: the fraction is rounded to microseconds (half to even),
+    # which may carry into the next second; isoformat then truncates to milliseconds.
+    micros = round((created - second) * 1e6)
+    if micros >= 1_000_000:
+        second += 1
+        micros -= 1_000_000
+    cached_second, head = _LAST_SECOND
+    if second != cached_second:
+        head = _rfc3339(second)[:-4]  # "YYYY-MM-DDTHH:MM:SS." of ".000Z"
+        _LAST_SECOND = (second, head)
+    return f"{head}{micros // 1000:03d}Z"
+
+
+_PROBE = {"s": 'q"\u2028µ\n', "i": 1, "f": 0.5, "b": True, "n": None, "l": [1, "x"], "o": {1: 2}}
+
+
+def _line_encoder() -> Callable[[dict[str, Any]], str]:
+    """``JSONEncoder(ensure_ascii=False, default=str).encode`` for a line's dict.
+
+    That method builds a C encoder object for each call (json.dumps with options builds
+    the JSONEncoder too): half of what encoding an access line cost. The C encoder is
+    built here once, with the same options and no check for circular references (a
+    line's values are strings, numbers and config values); where the interpreter has no
+    such encoder, or it does not write what the method writes, the method is used.
+    """
+    encode = json.JSONEncoder(ensure_ascii=False, default=str).encode
+    make = getattr(json_encoder, "c_make_encoder", None)
+    if make is None:
+        return encode
+    try:
+        iterate = make(None, str, _quote, None, ": ", ", ", False, False, True)
+
+        def encode_once(line: dict[str, Any]) -> str:
+            return "".join(iterate(line, 0))
+
+        if encode_once(_PROBE) == encode(_PROBE):
+            return encode_once
+    except TypeError:  # another interpreter's signature
+        pass
+    return encode
 
 
 class _StructuredFormatter(logging.Formatter):
@@ -72,43 +123,55 @@ class _StructuredFormatter(logging.Formatter):
     def __init__(self, static_fields: Mapping[str, Any]) -> None:
         super().__init__()
         self.static_fields = dict(static_fields)
-        # json.dumps with these options would build this encoder again for every line.
-        self._encode = json.JSONEncoder(ensure_ascii=False, default=str).encode
+        self._encode = _line_encoder()
 
-    def _line(self, record: logging.LogRecord, head: dict[str, Any]) -> str:
-        line = {**head, **self.static_fields}
+    def _head(self, created: float, level: str, message: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def format(self, record: logging.LogRecord) -> str:
+        head = self._head(record.created, _level(record), record.getMessage())
         own = _plain_fields(record)
-        if own is None:
-            line.update(record_fields(record))
-        else:  # as record_fields would make them, without a dict in between
-            for key, value in own.items():
-                if value is not None:
-                    line[key] = value
-        line.setdefault("logger", record.name)
-        if record.exc_info:
-            line["error"] = self.formatException(record.exc_info)
+        if own is None or record.exc_info:
+            line = {**head, **self.static_fields, **record_fields(record)}
+            line.setdefault("logger", record.name)
+            if record.exc_info:
+                line["error"] = self.formatException(record.exc_info)
+            return self._encode(line)
+        return self._fields_line(head, record.name, own)
+
+    def info_line(self, name: str, created: float, message: str, fields: Mapping[str, Any]) -> str:
+        """What :meth:`format` writes for an INFO record of logger ``name`` made at
+        ``created`` with ``message`` and its own ``fields`` (no traceback, no request id
+        stamped on it), made without the record."""
+        head = self._head(created, "info", message)
+        return self._fields_line(head, name, fields)
+
+    def _fields_line(self, head: dict[str, Any], name: str, own: Mapping[str, Any]) -> str:
+        line = {**head, **self.static_fields}
+        for key, value in own.items():  # as record_fields would, without a dict in between
+            if value is not None:
+                line[key] = value
+        line.setdefault("logger", name)
         return self._encode(line)
 
 
 class JsonFormatter(_StructuredFormatter):
     """logrus's JSONFormatter: ``time``, ``level``, ``msg`` and the fields."""
 
-    def format(self, record: logging.LogRecord) -> str:
-        head = {"time": _timestamp(record), "level": _level(record), "msg": record.getMessage()}
-        return self._line(record, head)
+    def _head(self, created: float, level: str, message: str) -> dict[str, Any]:
+        return {"time": _timestamp(created), "level": level, "msg": message}
 
 
 class LogstashFormatter(_StructuredFormatter):
     """logrus-logstash-hook's formatter: ``@timestamp``, ``@version``, ``message``, ``level``."""
 
-    def format(self, record: logging.LogRecord) -> str:
-        head = {
-            "@timestamp": _timestamp(record),
+    def _head(self, created: float, level: str, message: str) -> dict[str, Any]:
+        return {
+            "@timestamp": _timestamp(created),
             "@version": "1",
-            "level": _level(record),
-            "message": record.getMessage(),
+            "level": level,
+            "message": message,
         }
-        return self._line(record, head)
 
 
 # As logrus quotes: anything but a plain token is written as a JSON string, so spaces,
@@ -173,11 +236,14 @@ class TextFormatter(logging.Formatter):
         self._second: tuple[int, str] = (-1, "")
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return self._time(record.created, record.msecs)
+
+    def _time(self, created: float, msecs: float) -> str:
         # A busy server writes many lines a second: the seconds' text is made once each.
-        second = int(record.created)
+        second = int(created)
         if second != self._second[0]:
             self._second = (second, time.strftime("%Y-%m-%d %H:%M:%S", self.converter(second)))
-        return f"{self._second[1]},{int(record.msecs):03d}"
+        return f"{self._second[1]},{int(msecs):03d}"
 
     def format(self, record: logging.LogRecord) -> str:
         own = _plain_fields(record)
@@ -188,7 +254,8 @@ class TextFormatter(logging.Formatter):
             and record.stack_info is None
             and (not self.static_fields or self.static_fields.keys().isdisjoint(own))
         ):
-            return self._fast(record, own)
+            when = self.formatTime(record)
+            return self._fast(when, record.levelname, record.name, record.getMessage(), own)
         line = super().format(record)
         fields = {**self.static_fields, **record_fields(record)}
         if not fields:
@@ -197,7 +264,19 @@ class TextFormatter(logging.Formatter):
         head, newline, rest = line.partition("\n")  # a traceback stays below the fields
         return f"{head} {pairs}{newline}{rest}"
 
-    def _fast(self, record: logging.LogRecord, own: Mapping[str, Any]) -> str:
+    def info_line(self, name: str, created: float, message: str, fields: Mapping[str, Any]) -> str:
+        """What :meth:`format` writes for an INFO record of logger ``name`` made at
+        ``created`` with ``message`` and its own ``fields`` (no traceback, no request id
+        stamped on it), made without the record."""
+        when = self._time(created, (created - int(created)) * 1000)  # LogRecord's msecs
+        if self.static_fields and not self.static_fields.keys().isdisjoint(fields):
+            merged = {**self.static_fields}
+            merged.update({key: value for key, value in fields.items() if value is not None})
+            pairs = " ".join([f"{key}={_text_value(value)}" for key, value in merged.items()])
+            return f"{when} INFO {name} {message} {pairs}"
+        return self._fast(when, "INFO", name, message, fields)
+
+    def _fast(self, when: str, level: str, name: str, message: str, own: Mapping[str, Any]) -> str:
         # The line super().format and the merge above make, for a record with no
         # traceback whose fields need no merging: what most lines, access lines, are.
         pairs = [self._static_text] if self._static_text else []
@@ -213,11 +292,14 @@ class TextFormatter(logging.Formatter):
             else:
                 text = _text_value(value)
             pairs.append(f"{key}={text}")
-        head = f"{self.formatTime(record)} {record.levelname} {record.name} {record.getMessage()}"
+        head = f"{when} {level} {name} {message}"
         return f"{head} {' '.join(pairs)}" if pairs else head
 
 
-def make_formatter(name: str, static_fields: Mapping[str, Any]) -> logging.Formatter:
+LineFormatter = TextFormatter | JsonFormatter | LogstashFormatter
+
+
+def make_formatter(name: str, static_fields: Mapping[str, Any]) -> LineFormatter:
     """The formatter ``log.formatter`` names, with ``log.fields`` on every line."""
     if name == "json":
         return JsonFormatter(static_fields)

@@ -5,7 +5,9 @@
 :class:`logging.handlers.QueueHandler` in front of that handler: the event loop only stamps
 each record with its request id and message and hands it to a queue, and a thread
 (:class:`LogWriter`) formats the records and writes them, every record waiting at that
-moment in one write, at most one write each 20 ms. Formatting each line and writing it to stderr
+moment in one write, at most one write each 20 ms (an access line skips the record and the
+handlers: :class:`DirectLines`; the writer is woken only after it found the queue empty:
+:class:`Wakeup`). Formatting each line and writing it to stderr
 (a pipe that can fill up, a terminal, a collector) with a system call of its own were what
 made logging cost a quarter of the token server's CPU, on its loop. In CPython the writer
 still shares the interpreter lock with the loop, so what is gained is the waiting on the
@@ -37,8 +39,14 @@ from contextlib import contextmanager
 from logging.handlers import QueueHandler
 from typing import Any, TextIO
 
-from shared.log_format import make_formatter
-from shared.request_context import RequestIdFilter
+from shared.log_format import (
+    JsonFormatter,
+    LineFormatter,
+    LogstashFormatter,
+    TextFormatter,
+    make_formatter,
+)
+from shared.request_context import RequestIdFilter, current_request_id
 
 QUEUE_CAPACITY = 100_000  # lines; a few tens of MB at most, seconds of a busy server's log
 MAX_BATCH = 4096  # records formatted and written at once
@@ -69,9 +77,19 @@ def configure_logging(
 class BatchStreamHandler(logging.StreamHandler[TextIO]):
     """A stream handler that can also write many records in one write (``emit_batch``)."""
 
-    def emit_batch(self, records: list[logging.LogRecord]) -> None:
+    def emit_batch(self, records: list[logging.LogRecord | PendingLine]) -> None:
+        """Write ``records``, in order: log records are filtered and formatted, pending
+        lines (:class:`DirectLines`) rendered."""
         lines = []
+        terminator = self.terminator
         for record in records:
+            if isinstance(record, PendingLine):
+                try:
+                    lines.append(record.render() + terminator)
+                except Exception:  # reported as a record's formatting error is, then on
+                    message = f"a {type(record).__name__} could not be rendered"
+                    self.handleError(_record_of(message))
+                continue
             if record.levelno < self.level or not self.filter(record):
                 continue
             try:
@@ -84,18 +102,43 @@ class BatchStreamHandler(logging.StreamHandler[TextIO]):
                 self.stream.write("".join(lines))
                 self.flush()
             except Exception:
-                self.handleError(records[-1])
+                self.handleError(_record_of(records[-1]))
             finally:
                 self.release()
+
+
+class Wakeup:
+    """How the writer, idle, is woken by the first line after a quiet spell, and only by it.
+
+    A writer blocked in ``SimpleQueue.get`` is woken by the very next ``put``: a futex
+    wake-up of its thread from the event loop, which then competes with the loop for the
+    interpreter lock, once per write window (docs/performance.md#per-request-overhead).
+    The writer instead sleeps the window out and drains the queue without blocking on it;
+    only when it found the queue empty does it say so (``idle``), and the next line sets
+    ``event``.
+    """
+
+    __slots__ = ("event", "idle")
+
+    def __init__(self) -> None:
+        self.idle = False
+        self.event = threading.Event()
+
+    def wake(self) -> None:
+        self.idle = False
+        self.event.set()
 
 
 class BoundedQueueHandler(QueueHandler):
     """Hands records to the writer thread; drops (and counts) them when it is full."""
 
-    def __init__(self, records: queue.SimpleQueue[Any], capacity: int) -> None:
+    def __init__(
+        self, records: queue.SimpleQueue[Any], capacity: int, wakeup: Wakeup | None = None
+    ) -> None:
         super().__init__(records)
         self.records = records  # typed: the base class knows only put_nowait
         self.capacity = capacity
+        self.wakeup = wakeup or Wakeup()
         self.dropped = 0
         self._drops = threading.Lock()  # the count, against other threads that log
         self.addFilter(RequestIdFilter())  # run here, on the thread that logged
@@ -116,7 +159,9 @@ class BoundedQueueHandler(QueueHandler):
         self.emit(record)
         return True
 
-    def enqueue(self, record: logging.LogRecord) -> None:
+    def enqueue(self, record: logging.LogRecord | PendingLine) -> None:
+        # A pending line (DirectLines) takes the same queue as records: lines keep their
+        # order, and the bound and the drop count hold for both.
         if self.dropped or self.records.qsize() >= self.capacity:
             with self._drops:  # the writer has fallen behind: rare
                 if self.records.qsize() >= self.capacity:
@@ -126,6 +171,8 @@ class BoundedQueueHandler(QueueHandler):
                     self.records.put_nowait(self._dropped_record())
                     self.dropped = 0
         self.records.put_nowait(record)
+        if self.wakeup.idle:  # the first line after a quiet spell
+            self.wakeup.wake()
 
     def _dropped_record(self) -> logging.LogRecord:
         message = f"{self.dropped} log lines were dropped: the log output could not keep up"
@@ -134,14 +181,101 @@ class BoundedQueueHandler(QueueHandler):
         )
 
 
+class PendingLine:
+    """A line whose formatter and values are known, to be rendered by the writer thread.
+
+    What a log record would have become, without the record: see :class:`DirectLines`.
+    """
+
+    __slots__ = ()
+
+    def render(self) -> str:
+        raise NotImplementedError
+
+
+def _record_of(item: logging.LogRecord | PendingLine | str) -> logging.LogRecord:
+    """``item`` as a record (a pending line's text, or a text, becomes its message)."""
+    if isinstance(item, logging.LogRecord):
+        return item
+    text = item if isinstance(item, str) else item.render()
+    return logging.LogRecord("portside.logging", logging.INFO, "", 0, text, None, None)
+
+
+class DirectLines:
+    """Where the access log puts its lines formatted at once, as text, while the log set-up
+    is the one :func:`configure_logging` and :func:`queued_logging` made.
+
+    An access line's record went through the logging machinery only to reach this
+    queue and the one handler behind it, to be formatted there: the event loop now queues
+    only the line's values and the formatter (a :class:`PendingLine`), and the writer
+    thread renders it with the formatter's ``info_line`` and writes it, without a
+    record, a filter or a handler on the way (docs/performance.md#per-request-overhead).
+    Whenever
+    the set-up is not that one (a handler or filter added, propagation turned off, a
+    request id in context that the record would be stamped with), :meth:`route` says
+    so and the caller logs a record as before: the lines are the same either way.
+    """
+
+    def __init__(self, front: BoundedQueueHandler, formatter: LineFormatter) -> None:
+        self.formatter = formatter
+        self.front = front
+        self._root = logging.getLogger()
+        self._filters = list(front.filters)
+
+    def route(self, logger: logging.Logger) -> bool:
+        """Whether a record logged at INFO on ``logger`` would reach only this queue's
+        handler, untouched on the way: then its line may be put here as text."""
+        root = self._root
+        handlers = root.handlers
+        if len(handlers) != 1 or handlers[0] is not self.front or logger.filters:
+            return False
+        if self.front.filters != self._filters or current_request_id.get() is not None:
+            return False
+        node: logging.Logger | None = logger
+        while node is not root and node is not None:
+            if node.handlers or not node.propagate or node.disabled:
+                return False
+            node = node.parent
+        return node is root
+
+    def put(self, line: PendingLine) -> None:
+        self.front.enqueue(line)
+
+
+# The lines' way round the logging machinery while queued_logging is on, else None.
+direct_lines: DirectLines | None = None
+
+
+def _direct_lines(
+    front: BoundedQueueHandler, handlers: list[logging.Handler]
+) -> DirectLines | None:
+    if len(handlers) != 1 or not isinstance(handlers[0], BatchStreamHandler):
+        return None
+    handler, formatter = handlers[0], handlers[0].formatter
+    if handler.level > logging.INFO or not isinstance(
+        formatter, TextFormatter | JsonFormatter | LogstashFormatter
+    ):
+        return None
+    # The handler's own filter only stamps request ids, which route() rules out.
+    if any(type(f) is not RequestIdFilter for f in handler.filters):
+        return None
+    return DirectLines(front, formatter)
+
+
 _STOP = object()
 
 
 class LogWriter:
     """The thread that formats and writes queued records to ``handlers``, batch by batch."""
 
-    def __init__(self, records: queue.SimpleQueue[Any], handlers: list[logging.Handler]) -> None:
+    def __init__(
+        self,
+        records: queue.SimpleQueue[Any],
+        handlers: list[logging.Handler],
+        wakeup: Wakeup | None = None,
+    ) -> None:
         self.records, self.handlers = records, handlers
+        self.wakeup = wakeup or Wakeup()
         self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
 
     def start(self) -> None:
@@ -150,36 +284,45 @@ class LogWriter:
     def stop(self) -> None:
         """Return once every record queued before this call is written."""
         self.records.put(_STOP)
+        self.wakeup.wake()
         self._thread.join()
 
     def _run(self) -> None:
-        stopping = False
-        written = 0.0
-        while not stopping:
-            batch = [self.records.get()]  # an idle server's writer sleeps here
-            # A line after a quiet spell is written at once; a busy server's lines gather
-            # for the rest of the window: one wake-up, one hand-over of the interpreter
-            # lock and one write per window rather than per line.
-            wait = written + BATCH_WINDOW - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
+        records, wakeup = self.records, self.wakeup
+        while True:
+            batch: list[Any] = []
             while len(batch) < MAX_BATCH:
                 try:
-                    batch.append(self.records.get_nowait())
+                    batch.append(records.get_nowait())
                 except queue.Empty:
                     break
-            if _STOP in batch:
-                stopping = True
+            if not batch:
+                # Idle: the next line wakes us (a line put before ``idle`` was set is
+                # seen by the emptiness check; one put after it sets the event).
+                wakeup.event.clear()
+                wakeup.idle = True
+                if records.empty():
+                    wakeup.event.wait()
+                wakeup.idle = False
+                continue
+            stopping = _STOP in batch
+            if stopping:
                 batch = [record for record in batch if record is not _STOP]
             self._write(batch)
-            written = time.monotonic()
+            if stopping:
+                return
+            # A line after a quiet spell is written at once; a busy server's lines gather
+            # for a window: one wake-up, one hand-over of the interpreter lock and one
+            # write per window rather than per line.
+            time.sleep(BATCH_WINDOW)
 
-    def _write(self, batch: list[logging.LogRecord]) -> None:
+    def _write(self, batch: list[logging.LogRecord | PendingLine]) -> None:
         for handler in self.handlers:
             if isinstance(handler, BatchStreamHandler):
                 handler.emit_batch(batch)
-            else:
-                for record in batch:
+            else:  # no pending lines here: DirectLines needs one BatchStreamHandler
+                for item in batch:
+                    record = _record_of(item)
                     if record.levelno >= handler.level:
                         handler.handle(record)
 
@@ -187,15 +330,19 @@ class LogWriter:
 @contextmanager
 def queued_logging(capacity: int = QUEUE_CAPACITY) -> Iterator[BoundedQueueHandler]:
     """While inside, the root logger's handlers run on a thread of their own."""
+    global direct_lines
     root = logging.getLogger()
     handlers = list(root.handlers)
     records: queue.SimpleQueue[Any] = queue.SimpleQueue()
-    front = BoundedQueueHandler(records, capacity)
-    writer = LogWriter(records, handlers)
+    wakeup = Wakeup()
+    front = BoundedQueueHandler(records, capacity, wakeup)
+    writer = LogWriter(records, handlers, wakeup)
     writer.start()
     root.handlers = [front]
+    direct_lines = _direct_lines(front, handlers)
     try:
         yield front
     finally:
+        direct_lines = None
         root.handlers = handlers
         writer.stop()

@@ -1,0 +1,166 @@
+"""Access lines formatted at once and queued as text (``shared.log_queue.DirectLines``):
+each is the line the record path writes, and the record path is still taken whenever
+the log set-up is not the standard one."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import random
+from collections.abc import Callable, Coroutine, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from shared import log_format, log_queue
+from shared.access_log import AccessLogger, AccessRecord, add_log_fields
+from shared.log_format import make_formatter
+from shared.log_queue import BatchStreamHandler, configure_logging, queued_logging
+from shared.request_context import install
+
+AiohttpServer = Callable[..., Coroutine[Any, Any, TestServer]]
+LOGGER = "test_direct_lines.access"
+
+
+class Keeper(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+class Refuser(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return False
+
+
+async def get_thing(request: web.Request) -> web.Response:
+    add_log_fields(request, {"vars.name": "library/thing"})
+    return web.Response(body=b"{}", headers={"Docker-Content-Digest": "sha256:" + "a" * 64})
+
+
+@pytest.fixture
+def output() -> Iterator[io.StringIO]:
+    """configure_logging's handler, writing JSON into a string; the root logger's
+    handlers and level as they were afterwards."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    stream = io.StringIO()
+    configure_logging("info", "json", {"environment": "test"})
+    (handler,) = [h for h in root.handlers if isinstance(h, BatchStreamHandler)]
+    handler.setStream(stream)
+    try:
+        yield stream
+    finally:
+        root.handlers, root.level = handlers, level
+
+
+async def _get(server: TestServer, request_id: str) -> None:
+    async with aiohttp.ClientSession() as session:
+        url = server.make_url("/v2/library/thing/manifests/latest")
+        headers = {"X-Request-Id": request_id, "User-Agent": "probe 1.0"}
+        async with session.get(url, headers=headers) as response:
+            assert response.status == 200
+            await response.read()
+
+
+async def test_direct_and_record_lines_are_the_same(
+    aiohttp_server: AiohttpServer, output: io.StringIO
+) -> None:
+    """A line queued as text and one that went through a record say the same; a filter
+    on the logger turns the direct path off (and is obeyed), removing it turns it on."""
+    logger = logging.getLogger(LOGGER)
+    app = web.Application()
+    install(app)
+    app.router.add_get("/v2/{name:.+}/manifests/{reference}", get_thing)
+    server = await aiohttp_server(app, access_log=logger, access_log_class=AccessLogger)
+    root = logging.getLogger()
+    # As in the services: configure_logging's handler alone (not pytest's capturing ones).
+    root.handlers = [h for h in root.handlers if isinstance(h, BatchStreamHandler)]
+    with queued_logging():
+        direct = log_queue.direct_lines
+        assert direct is not None and direct.route(logger)
+        await _get(server, "direct-1")
+        refuser = Refuser()
+        logger.addFilter(refuser)  # the record path, which the filter stops
+        assert not direct.route(logger)
+        await _get(server, "refused-2")
+        logger.removeFilter(refuser)
+        keeper = Keeper()
+        logger.addHandler(keeper)  # a handler of the logger's own: the record path
+        try:
+            assert not direct.route(logger)
+            await _get(server, "record-3")
+        finally:
+            logger.removeHandler(keeper)
+    await server.close()
+    assert log_queue.direct_lines is None  # off once the writer is stopped
+    (kept,) = keeper.records
+    assert isinstance(kept, AccessRecord)
+    lines = [json.loads(line) for line in output.getvalue().splitlines()]
+    by_id = {line.get("http.request.id"): line for line in lines}
+    assert "refused-2" not in by_id
+    direct_line, record_line = by_id["direct-1"], by_id["record-3"]
+    for line in (direct_line, record_line):
+        assert line.pop("http.response.duration").endswith(("µs", "ms", "s"))
+        assert line.pop("time").endswith("Z")
+        line.pop("http.request.id")
+    assert direct_line == record_line
+    assert list(direct_line) == list(record_line)  # and in the same order
+    assert direct_line["environment"] == "test" and direct_line["vars.name"] == "library/thing"
+
+
+@pytest.mark.parametrize("name", ["text", "json", "logstash"])
+@pytest.mark.parametrize("static", [{}, {"region": "eu-1"}, {"vars.name": "overridden"}])
+def test_info_line_is_the_formatted_record(name: str, static: dict[str, Any]) -> None:
+    """``info_line`` writes what ``format`` writes for the same INFO record."""
+    formatter = make_formatter(name, static)
+    fields: dict[str, Any] = {
+        "http.request.id": None,
+        "http.request.method": "GET",
+        "http.request.useragent": 'quote " and \u2028',
+        "http.response.status": 200,
+        "vars.name": "library/thing",
+    }
+    for created in (1764392400.0, 1764392400.0005, 1764392400.9995, 1764392400.9999996):
+        record = logging.LogRecord(LOGGER, logging.INFO, "", 0, "response completed", None, None)
+        record.created, record.msecs = created, (created - int(created)) * 1000
+        record.fields = fields
+        assert formatter.info_line(LOGGER, created, "response completed", fields) == (
+            formatter.format(record)
+        )
+
+
+def test_cached_timestamps_are_datetimes_own() -> None:
+    """The JSON time, its second's text made once, is what datetime writes, rounding of
+    the microseconds into the next second included."""
+    rng = random.Random(12)
+    moments = [1764392399.9999996, 1764392399.9995, 1764392400.0, 1764392400.000499]
+    moments += [1764392400 + rng.random() * 5 for _ in range(2000)]
+    moments += [rng.choice(range(10**9, 2 * 10**9)) + 0.9999995 for _ in range(200)]
+    for created in moments:
+        moment = datetime.fromtimestamp(created, UTC)
+        expected = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        assert log_format._timestamp(created) == expected, created
+
+
+def test_the_line_encoder_writes_what_json_writes() -> None:
+    """The JSON formats' encoder, built once, writes what ``JSONEncoder(ensure_ascii=
+    False, default=str).encode`` writes, odd values included."""
+    encode = log_format._line_encoder()
+    reference = json.JSONEncoder(ensure_ascii=False, default=str).encode
+    lines: list[dict[Any, Any]] = [
+        {"msg": 'quote " backslash \\ nul \x00 line\u2028 \U0001f600', "n": -1, "big": 10**30},
+        {"f": 1e-7, "inf": float("inf"), "nan": float("nan"), "t": True, "none": None},
+        {"nested": {"list": [1, "x", {"k": 2}], "tuple": (1, 2)}, 3: "int key"},
+        {"object": datetime(2026, 11, 29, tzinfo=UTC), "bytes": b"\xff", "set": {1}},
+    ]
+    for line in lines:
+        assert encode(line) == reference(line)
