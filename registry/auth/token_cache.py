@@ -40,9 +40,10 @@ class VerifiedToken:
 def token_key(authorization: str) -> bytes:
     """The cache key of an ``Authorization`` value: a fixed 32 bytes whatever its size.
 
-    ``surrogateescape`` because aiohttp hands non-UTF-8 header bytes over as surrogates.
+    ``surrogatepass`` because aiohttp hands non-UTF-8 header bytes over as surrogates: it
+    encodes any of them (one-to-one), where a strict encode would raise.
     """
-    return hashlib.sha256(authorization.encode("utf-8", "surrogateescape")).digest()
+    return hashlib.sha256(authorization.encode("utf-8", "surrogatepass")).digest()
 
 
 class VerifiedTokens:

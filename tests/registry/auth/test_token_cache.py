@@ -138,3 +138,9 @@ def test_a_token_is_remembered_only_between_its_times() -> None:
     assert memory.get(key, now=150) is not None
     assert memory.get(key, now=200) is None
     assert len(memory) == 0
+
+
+def test_any_header_value_has_a_key() -> None:
+    """aiohttp hands non-UTF-8 header bytes over as surrogates: never a 500 here."""
+    keys = {token_key(value) for value in ("Bearer \udcff", "Bearer \ud800", "Bearer \xff")}
+    assert len(keys) == 3 and all(len(key) == 32 for key in keys)
