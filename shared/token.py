@@ -266,18 +266,21 @@ class Claims:
             if not isinstance(access, list):
                 raise ScopeError("'access' must be a list")
             scopes = tuple(Scope.from_claim(entry) for entry in access)
-            times = [payload.get(k, payload["exp"]) for k in ("exp", "nbf", "iat")]
-            if not all(isinstance(t, int | float) for t in times):
+            expires = payload["exp"]
+            starts = [payload[k] for k in ("nbf", "iat") if k in payload]
+            if not all(isinstance(t, int | float) for t in (expires, *starts)):
                 raise ScopeError("time claims must be numbers")
         except (ScopeError, AttributeError, KeyError) as error:
             raise MalformedToken(f"malformed claims: {error}") from None
+        # not_before: the first second the verifier accepts the token (it refuses an nbf
+        # and an iat in the future alike); without either, it has no lower bound.
         return cls(
             str(payload["iss"]),
             str(payload.get("sub", "")),
             audience,
-            int(times[0]),
-            int(times[1]),
-            int(times[2]),
+            int(expires),
+            int(max(starts, default=0)),
+            int(payload.get("iat", expires)),
             str(payload.get("jti", "")),
             scopes,
             {k: v for k, v in payload.items() if k not in known},

@@ -16,6 +16,8 @@ from shared.reference import is_valid_name
 from shared.scope import Scope
 
 CATALOG_SCOPE = Scope.of("registry", "catalog", ["*"])
+# Each already in Scope's normal form (sorted, unique), so a request's scope is built
+# directly rather than normalised again on every request.
 _ACTIONS = {
     "GET": ("pull",),
     "HEAD": ("pull",),
@@ -39,14 +41,10 @@ def required_access(request: web.Request, match: RouteMatch | None) -> RequiredA
     if match.resource == "catalog":
         return RequiredAccess((CATALOG_SCOPE,))
     actions = _ACTIONS.get(request.method, ("pull", "push"))
-    needed = (Scope.of("repository", match.name, actions),)
+    needed = (Scope("repository", match.name, actions),)
+    if match.resource != "upload_start" or "mount" not in request.query:
+        return RequiredAccess(needed)  # the query is parsed only where it can matter
     source = request.query.get("from")
-    if (
-        match.resource == "upload_start"
-        and "mount" in request.query
-        and source
-        and is_valid_name(source)
-        and source != match.name
-    ):
+    if source and is_valid_name(source) and source != match.name:
         return RequiredAccess(needed, (Scope.of("repository", source, ["pull"]),))
     return RequiredAccess(needed)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from aiohttp import web
 
 from shared import errors
 from shared.errors import ErrorCode, RegistryError
-from shared.scope import Scope
+from shared.scope import ALL_ACTIONS, Scope
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,18 +20,26 @@ class Grant:
     account: str
     access: tuple[Scope, ...] = ()
     everything: bool = False
+    # Every (type, class, name, action) the access grants, ``*`` kept as an action: built
+    # once, so a check is a few set lookups instead of a scan of the access list (a
+    # cached token's grant answers every request its client sends).
+    _granted: frozenset[tuple[str, str, str, str]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        granted = frozenset(
+            (scope.type, scope.resource_class, scope.name, action)
+            for scope in self.access
+            for action in scope.actions
+        )
+        object.__setattr__(self, "_granted", granted)
 
     def allows(self, scope: Scope) -> bool:
         if self.everything:
             return True
+        granted = self._granted
+        kind, klass, name = scope.type, scope.resource_class, scope.name
         return all(
-            any(
-                granted.type == scope.type
-                and granted.name == scope.name
-                and granted.resource_class == scope.resource_class
-                and granted.allows(action)
-                for granted in self.access
-            )
+            (kind, klass, name, action) in granted or (kind, klass, name, ALL_ACTIONS) in granted
             for action in scope.actions
         )
 

@@ -5,7 +5,8 @@ service, scope`` naming exactly the access it needs; the client fetches a token 
 realm and retries. Tokens are verified (signature by an ``x5c`` chain to the
 ``rootcertbundle``, a thumbprint or libtrust ``kid``, or a JWKS file; issuer, audience,
 expiry with 60 s leeway; an algorithm allow-list), and verified tokens are remembered by
-their exact bytes until they expire, so a token is checked once, not per request.
+their exact bytes until they expire (``token_cache``), so a token is checked once, not
+per request.
 
 The ``rootcertbundle`` and ``jwks`` files are looked at once a second and re-read when they
 change (a signing-key rotation hands registries a new bundle): tokens are then checked, and
@@ -15,17 +16,16 @@ nothing usable leaves the keys in force, with a warning.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 
 from aiohttp import web
 from cryptography.exceptions import UnsupportedAlgorithm
 
 from registry.auth.base import Challenge, Grant
+from registry.auth.token_cache import DEFAULT_CAPACITY, VerifiedToken, VerifiedTokens, token_key
 from registry.config import TokenAuthConfig
 from registry.keys import CONFIG
 from registry.urls import base_url
@@ -33,15 +33,9 @@ from shared import errors
 from shared.authorization import BearerToken, MalformedAuthorization, parse_authorization
 from shared.keyfiles import KeyFileError, read_certificates, read_jwks
 from shared.scope import Scope, format_scopes
-from shared.token import (
-    DEFAULT_ALGORITHMS,
-    Claims,
-    TokenError,
-    TokenVerifier,
-)
+from shared.token import DEFAULT_ALGORITHMS, Claims, TokenError, TokenVerifier
 
-MAX_CACHED_TOKENS = 10_000
-LEEWAY_SECONDS = 60
+MAX_CACHED_TOKENS = DEFAULT_CAPACITY
 RELOAD_CHECK_SECONDS = 1.0  # how often the key files are looked at
 
 log = logging.getLogger(__name__)
@@ -108,7 +102,7 @@ class TrustedKeys:
 
 
 class TokenAccessController:
-    def __init__(self, config: TokenAuthConfig) -> None:
+    def __init__(self, config: TokenAuthConfig, *, cache_size: int = MAX_CACHED_TOKENS) -> None:
         for key in ("realm", "service", "issuer"):
             if not getattr(config, key) and not (key == "realm" and config.autoredirect):
                 raise ValueError(f"auth.token.{key} is required")
@@ -116,7 +110,7 @@ class TokenAccessController:
             raise ValueError("auth.token needs rootcertbundle or jwks to trust any key")
         self.config = config
         self.keys = TrustedKeys(config)
-        self._verified: OrderedDict[bytes, Claims] = OrderedDict()
+        self.verified = VerifiedTokens(cache_size)
 
     def _realm(self, request: web.Request) -> str:
         if self.config.autoredirect:
@@ -140,44 +134,48 @@ class TokenAccessController:
         return Challenge("Bearer " + ",".join(parts), code, message)
 
     async def authorize(self, request: web.Request, needed: Sequence[Scope]) -> Grant:
+        header = request.headers.get("Authorization")
+        if header is None:
+            raise self._challenge(request, needed)
+        # A client sends the same header on every request: the remembered grant of that
+        # exact value (checked against the clock) spares parsing and verifying it again.
+        if self.keys.refresh(time.monotonic()):
+            self.verified.clear()  # a key taken out of the bundle must stop working now
+        key = token_key(header)
+        grant = self.verified.get(key, time.time())
+        if grant is not None:
+            return grant
         try:
-            credentials = parse_authorization(request.headers.get("Authorization"))
+            credentials = parse_authorization(header)
         except MalformedAuthorization as error:
             if error.scheme != "bearer":
                 raise self._challenge(request, needed) from None
             raise self._challenge(request, needed, "invalid_token", str(error)) from None
         if not isinstance(credentials, BearerToken):
             raise self._challenge(request, needed)
+        verifier = self.keys.verifier
         try:
-            claims = self.verify(credentials.token)
+            # Raises on anything wrong, expiry included: nothing failed is remembered.
+            claims = verifier.verify(credentials.token)
         except TokenError as error:
             raise self._challenge(request, needed, "invalid_token", str(error)) from None
-        return Grant(claims.subject, claims.access)
+        verified = VerifiedToken.of(claims, verifier.leeway.total_seconds())
+        self.verified.put(key, verified)
+        return verified.grant
 
     def insufficient(self, request: web.Request, needed: Sequence[Scope]) -> Challenge:
         return self._challenge(request, needed, "insufficient_scope")
 
     def verify(self, token: str) -> Claims:
-        """The claims of a token this registry accepts (signature, audience, times; the
-        trusted keys re-read when their files change); raises TokenError otherwise."""
+        """The claims of a token this registry accepts, verified in full against the keys in
+        force (re-read when their files change); raises TokenError otherwise. For the web
+        interface, which gets a new token per page; requests go through :meth:`authorize`."""
         if self.keys.refresh(time.monotonic()):
-            self._verified.clear()  # a key taken out of the bundle must stop working now
-        key = hashlib.sha256(token.encode()).digest()
-        now = time.time()
-        claims = self._verified.get(key)
-        if claims is not None:
-            if claims.not_before - LEEWAY_SECONDS <= now < claims.expires_at + LEEWAY_SECONDS:
-                self._verified.move_to_end(key)
-                return claims
-            del self._verified[key]
-        claims = self.keys.verifier.verify(token)  # raises on anything wrong, expiry included
-        self._verified[key] = claims
-        while len(self._verified) > MAX_CACHED_TOKENS:
-            self._verified.popitem(last=False)
-        return claims
+            self.verified.clear()
+        return self.keys.verifier.verify(token)
 
     async def start(self) -> None:
         """Nothing to prepare: the keys were read when the controller was built."""
 
     async def close(self) -> None:
-        self._verified.clear()
+        self.verified.clear()

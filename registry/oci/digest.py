@@ -7,6 +7,7 @@ component.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -43,6 +44,13 @@ class Digest:
         return new_hasher(self.algorithm)
 
 
+# The same few digests are parsed on every pull (the URL's, a tag link's): the valid ones
+# are remembered (a Digest is immutable; failures are never cached, and the key is at
+# most 200 characters, so the memory stays small whatever clients send).
+PARSED_DIGESTS = 4096
+
+
+@functools.lru_cache(maxsize=PARSED_DIGESTS)
 def parse_digest(text: str) -> Digest:
     """Parse and validate ``text``; raise InvalidDigest with a reason otherwise."""
     if len(text) > 200 or not _DIGEST_GRAMMAR.fullmatch(text):

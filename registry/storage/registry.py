@@ -3,6 +3,7 @@ view per name that bundles its blobs, uploads, manifests, tags and referrers."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from registry.storage.blobs import BlobStore, LinkedBlobs
@@ -16,6 +17,10 @@ from registry.storage.purge import purge_periodically, remove_leftovers
 from registry.storage.referrers import Referrers
 from registry.storage.tags import TagListCache, Tags
 from registry.storage.uploads import HashStates, Uploads
+
+# Views kept for reuse: a view is stateless (names, the driver, the process's shared
+# caches and locks), and building one is six objects per request on the hot path.
+MAX_REPOSITORY_VIEWS = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +56,7 @@ class Registry:
         self._manifest_cache = ManifestContentCache()
         self._tag_lists = TagListCache()
         self.pulls = PullRecorder(pull_resolution) if pull_resolution is not None else None
+        self._views: OrderedDict[str, Repository] = OrderedDict()
 
     async def check_health(self) -> None:
         """Raise DriverError unless the storage backend answers (the health check)."""
@@ -58,6 +64,16 @@ class Registry:
 
     def repository(self, name: str) -> Repository:
         """A view of ``name``; the caller has validated it against the name grammar."""
+        view = self._views.get(name)
+        if view is not None:
+            self._views.move_to_end(name)
+            return view
+        view = self._views[name] = self._new_view(name)
+        if len(self._views) > MAX_REPOSITORY_VIEWS:  # names come from clients: bounded
+            self._views.popitem(last=False)
+        return view
+
+    def _new_view(self, name: str) -> Repository:
         blobs = LinkedBlobs(name, self.blob_store)
         tags = self._tags(name)
         referrers = Referrers(name, self.driver)

@@ -342,3 +342,19 @@ def test_jwks_refuses_secret_and_private_keys(es_signer: TokenSigner) -> None:
     for document in ({"keys": [secret]}, {"keys": [private]}, {"keys": ["x"]}, {}):
         with pytest.raises(ValueError):
             keys_from_jwks(document)
+
+
+@pytest.mark.parametrize(
+    ("times", "not_before"),
+    [
+        ({"nbf": 1_000, "iat": 900}, 1_000),
+        ({"nbf": 900, "iat": 1_000}, 1_000),  # the verifier refuses a future iat as well
+        ({"iat": 1_000}, 1_000),
+        ({}, 0),  # neither: no lower bound (it used to be exp, the last second)
+    ],
+)
+def test_not_before_is_the_first_second_the_token_is_accepted(
+    times: dict[str, int], not_before: int
+) -> None:
+    payload = {"iss": ISSUER, "aud": SERVICE, "exp": 5_000, **times}
+    assert Claims.from_payload(payload, SERVICE).not_before == not_before

@@ -15,36 +15,13 @@ from pathlib import Path
 import jwt
 import pytest
 
-from shared.scope import Scope
 from shared.token import Claims, TokenSigner, libtrust_key_id
-from tests.registry.auth.conftest import ISSUER, REALM, SERVICE
+from tests.registry.auth.conftest import ISSUER, REALM, SERVICE, token, token_environ
 from tests.registry.conftest import ClientFactory, RegistryClient
 from tokenauth.keygen import certificate_pem, generate_key, self_signed_certificate
 
 DATA = b"layer bytes"
 DIGEST = "sha256:" + hashlib.sha256(DATA).hexdigest()
-
-
-def token(
-    signer: TokenSigner,
-    *scopes: str,
-    audience: str = SERVICE,
-    lifetime: timedelta = timedelta(minutes=5),
-    now: int | None = None,
-) -> dict[str, str]:
-    access = []
-    for text in scopes:
-        type_, name, actions = text.split(":")
-        access.append(Scope.of(type_, name, actions.split(",")))
-    claims = Claims.issue(
-        issuer=ISSUER,
-        subject="alice",
-        audience=audience,
-        lifetime=lifetime,
-        access=access,
-        now=now,
-    )
-    return {"Authorization": f"Bearer {signer.sign(claims)}"}
 
 
 def challenge(response_headers: object) -> str:
@@ -173,24 +150,13 @@ async def test_jwks_trusts_keys_by_kid(
     assert response.status == 200
 
 
-def _token_env(bundle: Path, **extra: str) -> dict[str, str]:
-    return {
-        "REGISTRY_AUTH": "token",
-        "REGISTRY_AUTH_TOKEN_REALM": REALM,
-        "REGISTRY_AUTH_TOKEN_SERVICE": SERVICE,
-        "REGISTRY_AUTH_TOKEN_ISSUER": ISSUER,
-        "REGISTRY_AUTH_TOKEN_ROOTCERTBUNDLE": str(bundle),
-        **extra,
-    }
-
-
 async def test_a_libtrust_kid_without_x5c_is_trusted(
     make_registry: ClientFactory, signer: TokenSigner, tmp_path: Path
 ) -> None:
     """docker_auth and Harbor name the key by its libtrust fingerprint and send no chain."""
     bundle = tmp_path / "root.crt"
     bundle.write_bytes(certificate_pem(signer.chain[0]))
-    client = await make_registry(_token_env(bundle))
+    client = await make_registry(token_environ(bundle))
     claims = Claims.issue(
         issuer=ISSUER, subject="harbor", audience=SERVICE, lifetime=timedelta(minutes=5)
     )
@@ -210,7 +176,7 @@ async def test_signing_algorithms_limit_what_is_accepted(
     bundle = tmp_path / "root.crt"
     bundle.write_bytes(certificate_pem(signer.chain[0]))
     client = await make_registry(
-        _token_env(bundle, REGISTRY_AUTH_TOKEN_SIGNINGALGORITHMS="[RS256]")
+        token_environ(bundle, REGISTRY_AUTH_TOKEN_SIGNINGALGORITHMS="[RS256]")
     )
     response = await client.get("/v2/", headers=token(signer))  # an ES256 token
     assert response.status == 401
@@ -223,7 +189,7 @@ async def test_autoredirect_points_the_realm_at_this_host(
     bundle = tmp_path / "root.crt"
     bundle.write_bytes(certificate_pem(signer.chain[0]))
     client = await make_registry(
-        _token_env(
+        token_environ(
             bundle,
             REGISTRY_AUTH_TOKEN_AUTOREDIRECT="true",
             REGISTRY_AUTH_TOKEN_AUTOREDIRECTPATH="/auth/token/",
@@ -276,7 +242,7 @@ async def test_a_changed_bundle_is_taken_without_a_restart(
     a second, and a key taken out stops working even for a token already remembered."""
     bundle = tmp_path / "root.crt"
     bundle.write_bytes(certificate_pem(signer.chain[0]))
-    client = await make_registry(_token_env(bundle))
+    client = await make_registry(token_environ(bundle))
     key = generate_key("ES256")
     rotated = TokenSigner(key, [self_signed_certificate(key, "the next key")])
     old = token(signer)
