@@ -248,7 +248,7 @@ class S3Driver(StorageDriver):
             ),
         )
 
-    def reader(self, path: str, offset: int = 0) -> AsyncIterator[bytes]:
+    def reader(self, path: str, offset: int = 0) -> AsyncGenerator[bytes, None]:
         # Read ahead: S3 keeps sending while the caller writes to its client.
         return read_ahead(self._read(path, offset))
 
