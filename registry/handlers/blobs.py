@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 from aiohttp import web
 
 from registry.handlers.base import digest_param, repository, route_param
 from registry.handlers.sendfile import send_file
+from registry.handlers.socket_stream import stream_pieces
 from registry.keys import CONFIG, MIRRORS
 from registry.notifications import bridge
 from registry.proxy.mirror import LiveBlob
@@ -71,7 +72,7 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
             # open reader holds a backend connection (and S3's read-ahead) until closed,
             # and left to the garbage collector that can be minutes.
             async with contextlib.aclosing(source.chunks) as chunks:
-                await _stream(request, response, chunks, count)
+                await stream_pieces(request, response, chunks, count)
     return response
 
 
@@ -84,7 +85,7 @@ async def _send_live(request: web.Request, name: str, blob: LiveBlob) -> web.Str
         # Closed however the transfer ends: a reader left open would hold the shared
         # download back until it is dropped as too slow.
         async with contextlib.aclosing(blob.chunks) as chunks:
-            await _stream(request, response, chunks, blob.descriptor.size)
+            await stream_pieces(request, response, chunks, blob.descriptor.size)
     return response
 
 
@@ -103,22 +104,6 @@ def _failed_transfers_end_the_connection(
         if request.transport is not None:
             request.transport.close()
         raise ConnectionResetError(f"blob transfer failed: {error}") from error
-
-
-async def _stream(
-    request: web.Request, response: web.StreamResponse, chunks: AsyncIterator[bytes], count: int
-) -> None:
-    await response.prepare(request)
-    remaining = count
-    async for chunk in chunks:
-        piece = chunk[:remaining]
-        await response.write(piece)
-        remaining -= len(piece)
-        if remaining <= 0:
-            break
-    if remaining > 0:
-        raise ConnectionResetError("blob data ended early")
-    await response.write_eof()
 
 
 async def delete_blob(request: web.Request) -> web.StreamResponse:

@@ -81,7 +81,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("registry.storage.s3")
 
 T = TypeVar("T")
-READ_CHUNK = 1024 * 1024
+# What one read of a GET's body may return: aiohttp's buffers as the socket delivered them
+# (256 KiB at most), never joined into larger pieces (a copy that cost more CPU than the
+# fewer hand-overs saved), so read-ahead holds DEPTH x 256 KiB = 4 MiB per pull at most.
+READ_CHUNK = 256 * 1024
 PRESIGNED_SECONDS = 20 * 60  # as Distribution
 
 
