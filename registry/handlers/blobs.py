@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from pathlib import Path
 
 from aiohttp import web
 
 from registry.handlers.base import digest_param, repository, route_param
 from registry.handlers.sendfile import send_file
+from registry.handlers.socket_stream import stream_pieces
 from registry.keys import CONFIG, MIRRORS
 from registry.notifications import bridge
 from registry.proxy.mirror import LiveBlob
@@ -63,19 +64,15 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
     if requested is not None:
         response.set_status(206)
         response.headers["Content-Range"] = f"bytes {start}-{start + count - 1}/{descriptor.size}"
-    try:
+    with _failed_transfers_end_the_connection(request, response):
         if isinstance(source, LocalBlob):
             await _sendfile(request, response, source.path, start, count)
         else:
-            await _stream(request, response, source.chunks, count)
-    except Exception as error:
-        if not response.prepared:
-            raise
-        # The status line is out: an error body is impossible, and a client waiting for
-        # the rest would hang. End the connection so it sees the transfer failed.
-        if request.transport is not None:
-            request.transport.close()
-        raise ConnectionResetError(f"blob transfer failed: {error}") from error
+            # Closed however the transfer ends, a client leaving mid-pull included: an
+            # open reader holds a backend connection (and S3's read-ahead) until closed,
+            # and left to the garbage collector that can be minutes.
+            async with contextlib.aclosing(source.chunks) as chunks:
+                await stream_pieces(request, response, chunks, count)
     return response
 
 
@@ -84,34 +81,29 @@ async def _send_live(request: web.Request, name: str, blob: LiveBlob) -> web.Str
     bridge.blob_pulled(request, name, blob.descriptor)
     response = web.StreamResponse(headers=_blob_headers(blob.descriptor))
     response.content_length = blob.descriptor.size
-    try:
+    with _failed_transfers_end_the_connection(request, response):
         # Closed however the transfer ends: a reader left open would hold the shared
         # download back until it is dropped as too slow.
         async with contextlib.aclosing(blob.chunks) as chunks:
-            await _stream(request, response, chunks, blob.descriptor.size)
+            await stream_pieces(request, response, chunks, blob.descriptor.size)
+    return response
+
+
+@contextlib.contextmanager
+def _failed_transfers_end_the_connection(
+    request: web.Request, response: web.StreamResponse
+) -> Iterator[None]:
+    """A failure before the status line goes out as it is (the error middleware renders
+    it); after it, an error body is impossible and a client waiting for the rest would
+    hang: the connection is ended so that the client sees the transfer failed."""
+    try:
+        yield
     except Exception as error:
         if not response.prepared:
             raise
         if request.transport is not None:
             request.transport.close()
         raise ConnectionResetError(f"blob transfer failed: {error}") from error
-    return response
-
-
-async def _stream(
-    request: web.Request, response: web.StreamResponse, chunks: AsyncIterator[bytes], count: int
-) -> None:
-    await response.prepare(request)
-    remaining = count
-    async for chunk in chunks:
-        piece = chunk[:remaining]
-        await response.write(piece)
-        remaining -= len(piece)
-        if remaining <= 0:
-            break
-    if remaining > 0:
-        raise ConnectionResetError("blob data ended early")
-    await response.write_eof()
 
 
 async def delete_blob(request: web.Request) -> web.StreamResponse:

@@ -6,7 +6,7 @@ reader can never see half a blob; a repository sees a blob only through its link
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -40,7 +40,7 @@ class LocalBlob:
 class StreamedBlob:
     """The blob's bytes from the requested offset, as the backend streams them."""
 
-    chunks: AsyncIterator[bytes]
+    chunks: AsyncGenerator[bytes, None]  # close it (aclosing) when done with it
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +101,7 @@ class BlobStore:
             return LocalBlob(local)
         return StreamedBlob(self.driver.reader(data, offset))
 
-    def reader(self, digest: Digest, offset: int) -> AsyncIterator[bytes]:
+    def reader(self, digest: Digest, offset: int) -> AsyncGenerator[bytes, None]:
         """The blob's bytes from ``offset`` as a stream, wherever the backend keeps them."""
         return self.driver.reader(paths.blob_data(digest), offset)
 

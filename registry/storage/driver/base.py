@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,7 +143,7 @@ class StorageDriver(abc.ABC):
         time), which need not survive a power loss; backends that flush skip it."""
 
     @abc.abstractmethod
-    def reader(self, path: str, offset: int = 0) -> AsyncIterator[bytes]:
+    def reader(self, path: str, offset: int = 0) -> AsyncGenerator[bytes, None]:
         """Stream the file from ``offset``; raise PathNotFound when it is missing."""
 
     @abc.abstractmethod

@@ -21,7 +21,7 @@ import os
 import shutil
 import stat
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -117,7 +117,7 @@ class FilesystemDriver(StorageDriver):
         with no_space_is_storage_full(path):
             await self._run(lambda: _despite_concurrent_deletes(write))
 
-    async def reader(self, path: str, offset: int = 0) -> AsyncIterator[bytes]:
+    async def reader(self, path: str, offset: int = 0) -> AsyncGenerator[bytes, None]:
         full = self._full(path)
         try:
             handle = await self._run(lambda: full.open("rb"))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 
 from registry.storage.driver.base import (
     Content,
@@ -41,7 +41,7 @@ class InMemoryDriver(StorageDriver):
         self._files[_normal(path)] = bytearray(content)
         self._modified[_normal(path)] = time.time()
 
-    async def reader(self, path: str, offset: int = 0) -> AsyncIterator[bytes]:
+    async def reader(self, path: str, offset: int = 0) -> AsyncGenerator[bytes, None]:
         data = self._file(path)
         for start in range(offset, len(data), READ_CHUNK):
             yield bytes(data[start : start + READ_CHUNK])

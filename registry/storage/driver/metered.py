@@ -9,7 +9,7 @@ a writer's ``write`` and ``close`` are operations of their own.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from pathlib import Path
 
 from registry.storage.driver.base import Content, FileInfo, FileWriter, PathNotFound, StorageDriver
@@ -83,7 +83,7 @@ class MeteredDriver(StorageDriver):
         with self._timer("put_content"):
             await self.inner.put_content(path, content, durable=durable)
 
-    async def reader(self, path: str, offset: int = 0) -> AsyncIterator[bytes]:
+    async def reader(self, path: str, offset: int = 0) -> AsyncGenerator[bytes, None]:
         chunks = self.inner.reader(path, offset)
         try:
             with self._timer("reader"):

@@ -3,7 +3,7 @@ caller is still sending the last ones on, so the backend's connection and the cl
 are busy at once instead of in turn.
 
 Without it a pull from S3 alternates: read a piece (aiohttp hands over what it has
-buffered, 64-128 KiB), write it to the client, read again, while the S3 socket, its
+buffered, 64-256 KiB), write it to the client, read again, while the S3 socket, its
 buffer full, stands still. With it, at most ``depth`` pieces wait in memory.
 """
 
@@ -14,7 +14,7 @@ import contextlib
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
-DEPTH = 16  # pieces of at most the backend's read size (1 MiB for S3): 16 MiB at most
+DEPTH = 16  # pieces of at most the backend's read size (256 KiB for S3): 4 MiB at most
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,68 @@
+"""Blobs streamed from S3 (registry/handlers/socket_stream.py): whole, by range, and byte
+for byte whether the pieces go straight into the client's socket or, where that is not
+possible, through aiohttp's writer."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from typing import NoReturn
+
+import pytest
+
+from registry.handlers import socket_stream
+from tests.registry.conftest import ClientFactory, RegistryClient
+
+MIB = 1024 * 1024
+DATA = os.urandom(3 * MIB + 12345)  # several pieces and a short last one
+DIGEST = "sha256:" + hashlib.sha256(DATA).hexdigest()
+RANGES = [
+    ("bytes=0-0", 0, 1),
+    ("bytes=1000-2500000", 1000, 2500001),
+    ("bytes=-70000", len(DATA) - 70000, len(DATA)),
+    (f"bytes={len(DATA) - 5}-", len(DATA) - 5, len(DATA)),
+    (f"bytes={MIB}-{len(DATA) + 99}", MIB, len(DATA)),  # past the end: up to the end
+]
+
+
+async def pushed(make_registry: ClientFactory) -> RegistryClient:
+    client = await make_registry()
+    response = await client.post(
+        "/v2/app/blobs/uploads/", params={"digest": DIGEST}, data=io.BytesIO(DATA)
+    )
+    assert response.status == 201, await response.text()
+    return client
+
+
+async def check_pulls(client: RegistryClient) -> None:
+    whole = await client.get(f"/v2/app/blobs/{DIGEST}")
+    assert whole.status == 200
+    assert whole.headers["Content-Length"] == str(len(DATA))
+    assert await whole.read() == DATA
+    for header, start, stop in RANGES:
+        part = await client.get(f"/v2/app/blobs/{DIGEST}", headers={"Range": header})
+        assert part.status == 206, header
+        assert part.headers["Content-Range"] == f"bytes {start}-{stop - 1}/{len(DATA)}"
+        assert await part.read() == DATA[start:stop], header
+
+
+async def test_pieces_go_straight_into_the_socket(
+    make_registry: ClientFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = await pushed(make_registry)
+
+    async def no_writer(*args: object) -> NoReturn:
+        raise AssertionError("a plain TCP connection went through aiohttp's writer")
+
+    monkeypatch.setattr(socket_stream, "_through_writer", no_writer)
+    await check_pulls(client)
+
+
+async def test_without_a_plain_socket_pieces_go_through_the_writer(
+    make_registry: ClientFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = await pushed(make_registry)
+    # As for a TLS connection, whose socket takes no plain bytes.
+    monkeypatch.setattr(socket_stream, "_plain_socket", lambda transport: None)
+    await check_pulls(client)
