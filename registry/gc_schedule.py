@@ -4,11 +4,12 @@ period, see docs/online-gc.md) runs in a child process at idle CPU and I/O prior
 (``storage.gc.priority``, ``registry/gc_priority.py``).
 
 A child, not a task on the serving loop: marking reads every manifest of the store, work
-that would take turns with requests on the loop and hold the GIL in a thread. At
-``SCHED_IDLE``, the kernel gives it only the CPU the registry and everything else leave
-idle (docs/performance.md has what it costs manifest GETs, and how much longer a
-collection takes under load). The serving process then forgets what was deleted from its own
-in-memory caches (the child already dropped it from a shared Redis cache).
+that would take turns with requests on the loop and hold the GIL in a thread. At idle
+priority (``SCHED_IDLE``, the default), the kernel gives it only the CPU the registry and
+everything else leave idle (docs/performance.md has what it costs manifest GETs, and how
+much longer a collection takes under load). The serving process then forgets what was
+deleted from its own in-memory caches (the child already dropped it from a shared Redis
+cache).
 
 The child lives no longer than its registry. A clean stop (SIGTERM/SIGINT, the app's
 clean-up) terminates a run in progress, then kills it if it is still there after
