@@ -2,7 +2,9 @@
 longer than its registry: a registry stopped with SIGTERM exits promptly and stops its
 run; one killed with SIGKILL takes its child with it; with ``--workers`` the same holds
 for the first worker, which runs the schedule; and a child killed on its own (the OOM
-killer) does not end the schedule.
+killer) does not end the schedule. It runs at idle CPU and I/O priority in every
+thread (storage.gc.priority's default), and still ends while clients keep the registry
+busy.
 
 The child found is stopped (SIGSTOP) once it is in its run, before the registry is
 stopped: a collection that never ends by itself, however fast the machine (the limit of a
