@@ -57,6 +57,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     gc_parser.add_argument(
         "-q", "--quiet", action="store_true", help="print only the summary, not every item"
     )
+    gc_parser.add_argument(
+        "--low-priority",
+        action="store_true",
+        help="run at storage.gc.priority (default idle: only CPU and disk time nothing "
+        "else wants), beside a registry serving from this machine",
+    )
     retention_parser = commands.add_parser(
         "retention", help="delete tags and manifests as storage.retention.policies say"
     )
@@ -97,6 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 dry_run=args.dry_run,
                 delete_untagged=args.delete_untagged,
                 quiet=args.quiet,
+                low_priority=args.low_priority,
             )
         except Exception as error:  # storage unreachable, a failed delete: one line
             print(f"registry: garbage collection failed: {error}", file=sys.stderr)

@@ -1,5 +1,6 @@
 """Configuration of online garbage collection (``storage.gc``): how often the serving
-registry collects, and how long an unreferenced blob is spared (docs/online-gc.md).
+registry collects, at what priority, and how long an unreferenced blob is spared
+(docs/online-gc.md).
 
 portside's own section (Distribution has none; zot calls these ``gcInterval`` and
 ``gcDelay``), in Distribution's lower-case style.
@@ -11,6 +12,14 @@ import datetime
 from dataclasses import dataclass, field
 
 from shared.config import InvalidSetting, meta
+
+PRIORITIES = ("idle", "low")
+
+
+def _priority(value: str) -> str:
+    if value not in PRIORITIES:
+        raise ValueError("expected one of " + ", ".join(PRIORITIES))
+    return value
 
 
 def _not_negative(value: datetime.timedelta) -> datetime.timedelta:
@@ -32,6 +41,12 @@ class GarbageCollectionConfig:
     graceperiod: datetime.timedelta = field(
         default=datetime.timedelta(hours=1), metadata=meta(check=_not_negative)
     )
+
+    # The CPU and I/O priority of the scheduled collection's child and of
+    # ``garbage-collect --low-priority`` (registry/gc_priority.py): ``idle`` takes only
+    # time nothing else wants (SCHED_IDLE, I/O class idle), so a registry kept busy all
+    # the time may collect slowly; ``low`` is nice 19, a small share even then.
+    priority: str = field(default="idle", metadata=meta(check=_priority))
 
     def __post_init__(self) -> None:
         if self.interval and not self.graceperiod:

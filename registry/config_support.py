@@ -54,6 +54,7 @@ IMPLEMENTED = (
     "storage.retention",
     "storage.gc.interval",
     "storage.gc.graceperiod",
+    "storage.gc.priority",
     "http.addr",
     "http.debug.addr",
     "http.debug.prometheus.enabled",

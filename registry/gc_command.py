@@ -1,4 +1,5 @@
-"""``registry garbage-collect [--dry-run] [--delete-untagged] [--quiet] CONFIG``.
+"""``registry garbage-collect [--dry-run] [--delete-untagged] [--quiet] [--low-priority]
+CONFIG``.
 
 Distribution's command on Distribution's layout: the same flags (``-d``, ``-m``; ``-q``
 as in Distribution 3), the same lines on standard output, then what was deleted and the
@@ -7,6 +8,9 @@ bytes freed. On a terminal, progress goes to standard error while it runs.
 Blobs referenced within ``storage.gc.graceperiod`` (default 1h) are spared, so the
 command is safe against a store registries are serving (docs/online-gc.md); set it to 0
 (``REGISTRY_STORAGE_GC_GRACEPERIOD=0``) for Distribution's offline results on a quiet store.
+``--low-priority`` runs it at the priority of the scheduled collection
+(``storage.gc.priority``, by default idle CPU and I/O; ``registry/gc_priority.py``), for
+a run beside registries serving from the same machine.
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ import time
 from typing import TextIO
 
 from registry.config import RegistryConfig
+from registry.gc_priority import lower_priority
 from registry.metrics import RegistryMetrics
-from registry.storage.gc import CollectionReport, GarbageCollector
+from registry.storage.gc import IDLE_SWEEP_BATCH, SWEEP_BATCH, CollectionReport, GarbageCollector
 from registry.wiring import create_blob_descriptor_cache, create_storage
 from shared.metrics import multiprocess_dir
 
@@ -56,8 +61,15 @@ class _ProgressLine:
 
 
 async def collect(
-    config: RegistryConfig, *, dry_run: bool, delete_untagged: bool, quiet: bool
+    config: RegistryConfig,
+    *,
+    dry_run: bool,
+    delete_untagged: bool,
+    quiet: bool,
+    low_priority: bool = False,
 ) -> CollectionReport:
+    """One collection; ``low_priority``: the caller has lowered its priority to
+    ``storage.gc.priority``, and the sweep checks its lease as often as that needs."""
     registry = create_storage(config)
     # Deleted blobs must also leave the cache the serving registries read.
     registry.blob_store.cache = create_blob_descriptor_cache(config)
@@ -72,6 +84,11 @@ async def collect(
         grace=config.storage.gc.graceperiod.total_seconds(),
         emit=(lambda line: None) if quiet else print,
         progress=progress,
+        sweep_batch=(
+            IDLE_SWEEP_BATCH
+            if low_priority and config.storage.gc.priority == "idle"
+            else SWEEP_BATCH
+        ),
     )
     try:
         return await collector.run()
@@ -83,11 +100,24 @@ async def collect(
 
 
 def garbage_collect(
-    config: RegistryConfig, *, dry_run: bool, delete_untagged: bool, quiet: bool
+    config: RegistryConfig,
+    *,
+    dry_run: bool,
+    delete_untagged: bool,
+    quiet: bool,
+    low_priority: bool = False,
 ) -> int:
+    if low_priority:
+        lower_priority(config.storage.gc.priority)  # before asyncio.run starts threads
     started = time.monotonic()
     report = asyncio.run(
-        collect(config, dry_run=dry_run, delete_untagged=delete_untagged, quiet=quiet)
+        collect(
+            config,
+            dry_run=dry_run,
+            delete_untagged=delete_untagged,
+            quiet=quiet,
+            low_priority=low_priority,
+        )
     )
     if not dry_run and config.http.debug.prometheus.enabled and multiprocess_dir():
         # A one-shot command has no scrape of its own: its samples reach the serving

@@ -1,12 +1,15 @@
 """Online garbage collection on a schedule (``storage.gc.interval``), for a serving
 registry: every interval, ``registry garbage-collect``'s collection (with the grace
-period, see docs/online-gc.md) runs in a child process at the lowest CPU priority.
+period, see docs/online-gc.md) runs in a child process at idle CPU and I/O priority
+(``storage.gc.priority``, ``registry/gc_priority.py``).
 
 A child, not a task on the serving loop: marking reads every manifest of the store, work
-that would take turns with requests on the loop and hold the GIL in a thread. Niced,
-the kernel gives it only the CPU the registry leaves idle (docs/performance.md has what
-it costs manifest GETs). The serving process then forgets what was deleted from its own
-in-memory caches (the child already dropped it from a shared Redis cache).
+that would take turns with requests on the loop and hold the GIL in a thread. At idle
+priority (``SCHED_IDLE``, the default), the kernel gives it only the CPU the registry and
+everything else leave idle (docs/performance.md has what it costs manifest GETs, and how
+much longer a collection takes under load). The serving process then forgets what was
+deleted from its own in-memory caches (the child already dropped it from a shared Redis
+cache).
 
 The child lives no longer than its registry. A clean stop (SIGTERM/SIGINT, the app's
 clean-up) terminates a run in progress, then kills it if it is still there after
@@ -37,6 +40,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
 from registry.config import RegistryConfig
+from registry.gc_priority import lower_priority
 from registry.oci.digest import Digest
 from registry.storage.gc_safety import CollectionBusy
 from registry.storage.registry import Registry
@@ -44,7 +48,6 @@ from shared.workers import die_with_parent
 
 log = logging.getLogger("registry.gc")
 
-NICENESS = 19
 STOP_WAIT = 2.0  # seconds a terminated child has to exit before it is killed
 
 # Never fork a running event loop (and its threads): the child starts a new interpreter.
@@ -183,12 +186,14 @@ def _run_child(config: RegistryConfig, answer: Connection, parent: int) -> None:
     # A terminal's Ctrl-C reaches the whole process group: the registry decides when its
     # child stops (SIGTERM), and a KeyboardInterrupt here would only print a traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    os.nice(NICENESS)
+    lower_priority(config.storage.gc.priority)  # before any thread: each inherits it
     from registry.gc_command import collect  # imported in the child only
 
     outcome: Collected | _Failed
     try:
-        report = asyncio.run(collect(config, dry_run=False, delete_untagged=False, quiet=True))
+        report = asyncio.run(
+            collect(config, dry_run=False, delete_untagged=False, quiet=True, low_priority=True)
+        )
         outcome = Collected(
             [digest for digest, _ in report.blobs],
             report.layer_links,
@@ -203,11 +208,21 @@ def _run_child(config: RegistryConfig, answer: Connection, parent: int) -> None:
     answer.close()
 
 
+# Deleted blobs and links forgotten between two turns of the serving loop: an in-memory
+# cache's forget never waits, so 36,000 at once (scenario 6) would hold every request
+# of the serving loop until the last.
+FORGET_TURN = 256
+
+
 async def _forget(registry: Registry, done: Collected) -> None:
     store = registry.blob_store
-    for digest in done.blobs:
+    for index, digest in enumerate(done.blobs, 1):
         await store.forget(digest)
         if store.guard.memo is not None:
             store.guard.memo.forget(digest)
-    for name, digest in done.layer_links:
+        if index % FORGET_TURN == 0:
+            await asyncio.sleep(0)
+    for index, (name, digest) in enumerate(done.layer_links, 1):
         await registry.repository(name).blobs.forget(digest)
+        if index % FORGET_TURN == 0:
+            await asyncio.sleep(0)

@@ -170,7 +170,7 @@ async def run_gc(ctx: Context) -> list[Metric]:
         raise RuntimeError(f"the collectors kept different numbers of blobs: {remaining}")
     if missing_tools():  # the online part measures with wrk
         return [seconds, rss]
-    return [seconds, rss, await run_gc_online(ctx, seeded)]
+    return [seconds, rss, *await run_gc_online(ctx, seeded)]
 
 
 async def run_gc_online_alone(ctx: Context) -> list[Metric]:
@@ -182,4 +182,4 @@ async def run_gc_online_alone(ctx: Context) -> list[Metric]:
         )
     seeded = ctx.new_dir("gc-seed") / "root"
     await asyncio.to_thread(seed_gc_store, seeded, ctx.plan.gc_manifests)
-    return [await run_gc_online(ctx, seeded)]
+    return await run_gc_online(ctx, seeded)

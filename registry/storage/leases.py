@@ -14,7 +14,8 @@ began less than ``HOLD`` seconds ago, and gives up for good if two renewals were
 further apart than that (a reader may have seen one content for ``EXPIRY`` by then). A
 reader can only declare a run dead ``EXPIRY`` seconds after the run began the renewal
 it reads, so the run's deletions stop ``EXPIRY - HOLD`` seconds before that: the margin
-one batch of deletions has to finish (gc.SWEEP_BATCH is sized for it).
+one batch of deletions has to finish (gc.SWEEP_BATCH, and gc.IDLE_SWEEP_BATCH for a
+collector at idle priority, are sized for it).
 """
 
 from __future__ import annotations

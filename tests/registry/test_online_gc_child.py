@@ -2,7 +2,9 @@
 longer than its registry: a registry stopped with SIGTERM exits promptly and stops its
 run; one killed with SIGKILL takes its child with it; with ``--workers`` the same holds
 for the first worker, which runs the schedule; and a child killed on its own (the OOM
-killer) does not end the schedule.
+killer) does not end the schedule. It runs at idle CPU and I/O priority in every
+thread (storage.gc.priority's default), and still ends while clients keep the registry
+busy.
 
 The child found is stopped (SIGSTOP) once it is in its run, before the registry is
 stopped: a collection that never ends by itself, however fast the machine (the limit of a
@@ -12,13 +14,17 @@ long one on a large store), and a test that needs no store seeded for seconds.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import http.client
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.support.portside_servers import ServerProcess, filesystem_registry
@@ -91,25 +97,35 @@ def wait_for(condition: str, predicate: object, timeout: float) -> None:
         time.sleep(0.02)
 
 
+def at_idle_priority(pid: int) -> bool:
+    """Whether ``pid`` (its main thread) runs in the SCHED_IDLE CPU class and the idle
+    I/O class, as registry/gc_priority.py puts a collection."""
+    try:
+        return (
+            os.sched_getscheduler(pid) == os.SCHED_IDLE
+            and psutil.Process(pid).ionice().ioclass == psutil.IOPRIO_CLASS_IDLE
+        )
+    except (OSError, psutil.Error):  # gone
+        return False
+
+
 def collection_child(registry: Scheduling, timeout: float = 20.0) -> int:
-    """The pid of the registry's collection child (or its workers'), once there is one."""
+    """The pid of the registry's collection child (or its workers'), once it is in its
+    run: at idle priority, which it takes after its start-up (the parent-death signal is
+    asked for just before). A child that ends first is followed by the next interval's."""
     assert registry.server.process is not None
     root = registry.server.process.pid
     found: list[int] = []
 
-    def appeared() -> bool:
+    def running() -> bool:
         family = descendants(root)
         registry.started.note(family)
         found[:] = [pid for pid in family if is_collection_child(pid)]
-        return bool(found)
+        assert len(found) <= 1, found  # one schedule, however many workers
+        return bool(found) and at_idle_priority(found[0])
 
-    wait_for("a collection child", appeared, timeout)
-    assert len(found) == 1, found  # one schedule, however many workers
-    child = found[0]
-    # Niced: past its start-up (the parent-death signal is asked for just before), in
-    # its run.
-    wait_for("a niced child", lambda: stat(child)[16:17] == ["19"], timeout)
-    return child
+    wait_for("a collection child at idle priority", running, timeout)
+    return found[0]
 
 
 @dataclass
@@ -175,3 +191,79 @@ def test_the_schedule_outlives_a_killed_collection_child(registry: Scheduling) -
     assert "its process was killed by SIGKILL" in registry.server.wait_for_log(
         "garbage collection failed"
     )
+
+
+@pytest.mark.parametrize("registry", [1], indirect=True)
+def test_the_collection_runs_at_idle_cpu_and_io_priority(registry: Scheduling) -> None:
+    """SCHED_IDLE and the idle I/O class, in every thread of the child (each inherits
+    them): nice 19 alone left it a fifth of a busy registry's throughput."""
+    child = collection_child(registry)
+    os.kill(child, signal.SIGSTOP)  # held in its run while its threads are looked at
+    threads = [thread.id for thread in psutil.Process(child).threads()]
+    assert threads and all(at_idle_priority(thread) for thread in threads), threads
+
+
+def push_unreferenced_blob(url: str, data: bytes) -> str:
+    """A monolithic upload no manifest names (garbage once the grace period has passed)."""
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    connection = http.client.HTTPConnection(url.removeprefix("http://"), timeout=30)
+    try:
+        connection.request("POST", f"/v2/idle/test/blobs/uploads/?digest={digest}", data)
+        response = connection.getresponse()
+        response.read()
+        assert response.status == 201, response.status
+    finally:
+        connection.close()
+    return digest
+
+
+def blob_status(url: str, digest: str) -> int:
+    connection = http.client.HTTPConnection(url.removeprefix("http://"), timeout=30)
+    try:
+        connection.request("HEAD", f"/v2/idle/test/blobs/{digest}")
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+def keep_busy(url: str, stop: threading.Event) -> None:
+    """GET manifests that are not there, back to back over one keep-alive connection."""
+    connection = http.client.HTTPConnection(url.removeprefix("http://"), timeout=30)
+    try:
+        while not stop.is_set():
+            connection.request("GET", "/v2/idle/test/manifests/absent")
+            connection.getresponse().read()
+    finally:
+        connection.close()
+
+
+def test_an_idle_priority_collection_still_ends_while_the_registry_is_busy(
+    tmp_path: Path,
+) -> None:
+    server = filesystem_registry(
+        tmp_path,
+        REGISTRY_STORAGE_GC_INTERVAL=INTERVAL,
+        REGISTRY_STORAGE_GC_GRACEPERIOD="1s",
+        REGISTRY_LOG_LEVEL="info",
+    )
+    started = Started()
+    server.start()
+    stop = threading.Event()
+    clients = [threading.Thread(target=keep_busy, args=(server.url, stop)) for _ in range(2)]
+    try:
+        digest = push_unreferenced_blob(server.url, b"garbage of an idle collection")
+        for client in clients:
+            client.start()
+        collection_child(Scheduling(server, started))
+        # Generous: at idle priority it takes only what this machine's other work leaves.
+        server.wait_for_log("garbage collection deleted 1 blobs", timeout=120)
+        assert blob_status(server.url, digest) == 404
+    finally:
+        stop.set()
+        for client in clients:
+            if client.is_alive():
+                client.join()
+        if server.process is not None:
+            started.note(descendants(server.process.pid))
+        server.kill()
+        started.kill_leftovers()

@@ -1,5 +1,6 @@
 """How the collector's sweep uses the storage: many repositories' links deleted at once,
-and the bytes freed as the deletions measured them.
+the bytes freed as the deletions measured them, and no more deletions in flight after
+their lease checks than one sweep batch (a small one at idle priority).
 
 Storage where each deletion waits for the device (S3, or a disk that discards every
 freed block synchronously) is only kept busy by many deletions in flight: the sweep of
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from bench.scenarios.gc import PER_REPOSITORY, seed_gc_store
 from registry.storage.driver.filesystem import FilesystemDriver
-from registry.storage.gc import GarbageCollector
+from registry.storage.gc import IDLE_SWEEP_BATCH, GarbageCollector
 from registry.storage.registry import Registry
 
 REPOSITORIES = 4
@@ -23,22 +24,27 @@ SLOW_STORAGE = 0.05  # seconds each delete_many waits before deleting
 
 class SlowDeletesDriver(FilesystemDriver):
     """The filesystem driver, with storage that is slow to delete, counting how many
-    deletions of layer links are in flight at once."""
+    deletions of layer links are in flight at once, and how many paths of any kind."""
 
     def __init__(self, root: Path) -> None:
         super().__init__(root, fsync=False)
         self.in_flight = 0
         self.most_in_flight = 0
+        self.paths_in_flight = 0
+        self.most_paths_in_flight = 0
 
     async def delete_many(self, paths: Sequence[str]) -> list[int | None]:
         layers = any("/_layers/" in path for path in paths)
         self.in_flight += layers
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        self.paths_in_flight += len(paths)
+        self.most_paths_in_flight = max(self.most_paths_in_flight, self.paths_in_flight)
         try:
             await asyncio.sleep(SLOW_STORAGE)
             return await super().delete_many(paths)
         finally:
             self.in_flight -= layers
+            self.paths_in_flight -= len(paths)
 
 
 def blob_sizes(root: Path) -> dict[Path, int]:
@@ -60,9 +66,34 @@ async def test_layer_links_of_many_repositories_are_deleted_at_once(tmp_path: Pa
 
     # Two manifests in five are untagged: each leaves its config and three layers.
     assert len(report.layer_links) == REPOSITORIES * PER_REPOSITORY * 2 // 5 * 4
-    assert driver.most_in_flight == REPOSITORIES  # one repository at a time before
+    # Each repository's 160 links in pieces of SWEEP_BATCH / CONCURRENCY (64), all at
+    # once: one repository at a time before.
+    assert driver.most_in_flight == REPOSITORIES * 3
     after = blob_sizes(root)
     assert len(after) == len(before) * 3 // 5
     gone = {directory: size for directory, size in before.items() if directory not in after}
     assert {str(digest.hex) for digest, _ in report.blobs} == {d.name for d in gone}
     assert report.bytes_freed == sum(gone.values())
+
+
+async def test_an_idle_priority_sweep_begins_one_small_batch_per_lease_check(
+    tmp_path: Path,
+) -> None:
+    """At idle priority a collector may get well under 1% of a CPU: what it deletes after
+    a lease check must be a few milliseconds of work (docs/online-gc.md), so at most
+    IDLE_SWEEP_BATCH deletions are in flight, blobs and layer links alike."""
+    root = tmp_path / "root"
+    await asyncio.to_thread(seed_gc_store, root, REPOSITORIES * PER_REPOSITORY)
+    before = blob_sizes(root)
+    driver = SlowDeletesDriver(root)
+    try:
+        collector = GarbageCollector(
+            Registry(driver), delete_untagged=True, sweep_batch=IDLE_SWEEP_BATCH
+        )
+        report = await collector.run()
+    finally:
+        await driver.close()
+    assert driver.most_paths_in_flight <= IDLE_SWEEP_BATCH
+    # And it all went, as with the larger batches.
+    assert len(report.layer_links) == REPOSITORIES * PER_REPOSITORY * 2 // 5 * 4
+    assert len(blob_sizes(root)) == len(before) * 3 // 5
