@@ -102,7 +102,9 @@ class BatchStreamHandler(logging.StreamHandler[TextIO]):
                 self.stream.write("".join(lines))
                 self.flush()
             except Exception:
-                self.handleError(_record_of(records[-1]))
+                # Never re-render an item here: one that cannot be rendered would raise
+                # again and end the writer thread.
+                self.handleError(_record_of("a batch of log lines could not be written"))
             finally:
                 self.release()
 

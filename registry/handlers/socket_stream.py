@@ -64,6 +64,8 @@ def _plain_socket(transport: asyncio.Transport | None) -> int | None:
 async def _through_socket(fd: int, pieces: AsyncIterator[bytes], count: int) -> int:
     loop = asyncio.get_running_loop()
     remaining = count
+    if remaining <= 0:
+        return count  # an empty blob: the headers said it all
     with socket.socket(fileno=os.dup(fd)) as out:
         out.setblocking(False)
         async for piece in pieces:
@@ -82,6 +84,8 @@ async def _through_writer(
     response: web.StreamResponse, pieces: AsyncIterator[bytes], count: int
 ) -> None:
     remaining = count
+    if remaining <= 0:
+        return  # an empty blob: the headers said it all
     async for chunk in pieces:
         piece = chunk[:remaining]
         await response.write(piece)

@@ -33,7 +33,6 @@ from registry.storage.driver.base import (
     StorageFull,
 )
 from registry.storage.errors import (
-    BlobUnknown,
     ChunkOutOfOrder,
     DigestMismatch,
     UploadInvalid,
@@ -271,12 +270,11 @@ class Uploads:
                     verified = None  # once: a later attempt checks the same digest again
                 try:
                     await self._commit(upload_id, digest, status)
-                except ContentChanged as changed:
+                except ContentChanged:
                     # Another instance appended after the digest was checked (the lock
-                    # is this process's only): the blob store got nothing (or, on S3, a
-                    # copy that is checked), and the data as it is now is checked again.
-                    if not (changed.copied and await self._copy_is_intact(digest)):
-                        continue
+                    # is this process's only): the blob store got nothing, and the data
+                    # as it is now is checked again.
+                    continue
                 await self.blobs.link(digest)
                 await self._remove(upload_id)
                 return BlobDescriptor(digest, status.size)
@@ -292,23 +290,6 @@ class Uploads:
         if (await guard.secure([digest])).missing:
             await guard.lastref.refresh_before_adopt(digest, data_path)
             await self.store.adopt(data_path, digest, _content(status))
-
-    async def _copy_is_intact(self, digest: Digest) -> bool:
-        """Whether the blob a move copied before it saw its source change holds bytes of
-        ``digest`` after all (the change came after the copy); if not, it is deleted."""
-        hasher = new_hasher(digest.algorithm)
-        loop = asyncio.get_running_loop()
-        try:
-            async for chunk in self.driver.reader(paths.blob_data(digest)):
-                await loop.run_in_executor(None, hasher.update, chunk)
-        except PathNotFound:
-            return False
-        if hasher.hexdigest() == digest.hex:
-            return True
-        log.warning("removing blob %s: its copy changed under the upload's finish", digest)
-        with contextlib.suppress(BlobUnknown):
-            await self.store.delete(digest)
-        return False
 
     async def _digest_of(self, upload_id: str, status: UploadStatus, algorithm: str) -> str:
         hasher = await self._resume(upload_id, status.size, status.version, algorithm, False)

@@ -37,13 +37,11 @@ class StorageUnavailable(DriverError):
 class ContentChanged(DriverError):
     """A move conditional on its source's content (``move(..., expected=...)``) found the
     source holding other content: another writer appended to it or replaced it after the
-    caller looked. ``copied``: the change was seen only after the copy (S3), so the
-    destination may hold the other content; otherwise nothing was moved."""
+    caller looked. Nothing was moved: the destination is as it was."""
 
-    def __init__(self, path: str, *, copied: bool = False) -> None:
+    def __init__(self, path: str) -> None:
         super().__init__(f"{path} changed before it could be moved")
         self.path = path
-        self.copied = copied
 
 
 class SizeInvalid(DriverError):

@@ -84,7 +84,9 @@ def holding(full: str, path: str, expected: Content) -> Iterator[None]:
     ContentChanged, or PathNotFound if it is gone): what the block does with the path,
     such as renaming it, no writer's batch can precede."""
     try:
-        fd = os.open(full, os.O_RDONLY | os.O_CLOEXEC)
+        # Open for writing: on NFS, flock is a byte-range lock, and an exclusive one
+        # on a descriptor opened read-only fails with EBADF (flock(2)).
+        fd = os.open(full, os.O_RDWR | os.O_CLOEXEC)
     except FileNotFoundError:
         raise PathNotFound(path) from None
     try:

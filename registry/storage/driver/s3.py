@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -344,12 +345,16 @@ class S3Driver(StorageDriver):
             token = page.get("NextContinuationToken")
 
     async def move(self, source: str, destination: str, *, expected: Content | None = None) -> None:
-        """Copy, then delete the source. With ``expected``, the copy is of the object
-        whose version a HEAD saw both before and after it (as ``s3_upload``'s writer
-        does): another instance's append (a new object, a new version) in between makes
-        it ContentChanged, the copy made already (``copied``) if the change came late.
-        The copy also names the ETag seen (``x-amz-copy-source-if-match``): AWS then
-        refuses to copy any other object, so usually nothing is copied at all; the
+        """Copy, then delete the source. With ``expected``, only the object whose version
+        a HEAD saw both before and after it was copied ever reaches ``destination``.
+
+        Another instance may append to the source meanwhile (a new object, a new
+        version). The copy therefore goes first to a key of this call's own, beside the
+        source, and on to ``destination`` only once a second HEAD shows the source
+        unchanged: a copied-then-changed object must never overwrite ``destination``,
+        which may be a blob another client was already told exists. The cost is a second
+        server-side copy per finish. The copy also names the ETag seen
+        (``x-amz-copy-source-if-match``): AWS then refuses to copy any other object; the
         version check stays, since ETags are MD5s and moto 5.2 and Ceph RGW 16.2 ignore
         the header (tried: both copy despite a wrong ETag)."""
         src, dst = self.key(source), self.key(destination)
@@ -357,11 +362,30 @@ class S3Driver(StorageDriver):
         if head is None:
             raise PathNotFound(source)
         size = int(head["ContentLength"])
-        etag: str | None = None
-        if expected is not None:
+        if expected is None:
+            await self._copy(source, src, dst, size, None)
+        else:
             if (size, version_of(head)) != (expected.size, expected.version):
                 raise ContentChanged(source)
-            etag = head.get("ETag")
+            staged = f"{src}.staged-{uuid.uuid4().hex}"
+            try:
+                await self._copy(source, src, staged, size, head.get("ETag"))
+                if version_of(await self.head(src)) != expected.version:
+                    raise ContentChanged(source)
+                await self._copy(source, staged, dst, size, None)
+            finally:
+                await self.call(
+                    "DeleteObject",
+                    lambda s3: s3.delete_object(Bucket=self.bucket, Key=staged),
+                    NOT_FOUND,
+                )
+        await self.call(
+            "DeleteObject", lambda s3: s3.delete_object(Bucket=self.bucket, Key=src), NOT_FOUND
+        )
+
+    async def _copy(self, source: str, src: str, dst: str, size: int, etag: str | None) -> None:
+        """Copy object ``src`` (``size`` bytes; only if its ETag is ``etag``, where S3
+        honours that) to ``dst``, server-side; ``source`` names it in errors."""
         try:
             if size <= self.config.multipartcopythresholdsize:
                 condition = {"CopySourceIfMatch": etag} if etag else {}
@@ -382,11 +406,6 @@ class S3Driver(StorageDriver):
             if error_code(error) in NOT_FOUND:
                 raise PathNotFound(source) from None  # moved by another finisher meanwhile
             raise ContentChanged(source) from None  # the ETag no longer matches
-        if expected is not None and version_of(await self.head(src)) != expected.version:
-            raise ContentChanged(source, copied=True)
-        await self.call(
-            "DeleteObject", lambda s3: s3.delete_object(Bucket=self.bucket, Key=src), NOT_FOUND
-        )
 
     async def delete(self, path: str) -> None:
         doomed = await s3_delete.find(self, path)

@@ -7,9 +7,12 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import socket
+from collections.abc import AsyncIterator
 from typing import NoReturn
 
 import pytest
+from aiohttp import web
 
 from registry.handlers import socket_stream
 from tests.registry.conftest import ClientFactory, RegistryClient
@@ -66,3 +69,17 @@ async def test_without_a_plain_socket_pieces_go_through_the_writer(
     # As for a TLS connection, whose socket takes no plain bytes.
     monkeypatch.setattr(socket_stream, "_plain_socket", lambda transport: None)
     await check_pulls(client)
+
+
+async def test_an_empty_blob_is_sent_whole_on_either_path() -> None:
+    """No pieces for no bytes is a complete transfer (before, both paths raised "ended
+    early" after the headers, and the empty blob's connection was cut)."""
+
+    async def nothing() -> AsyncIterator[bytes]:
+        return
+        yield b""  # an async generator that yields nothing
+
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        assert await socket_stream._through_socket(ours.fileno(), nothing(), 0) == 0
+    await socket_stream._through_writer(web.StreamResponse(), nothing(), 0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import os
 
 import pytest
@@ -25,24 +26,27 @@ from tests.support.backing_services import S3Server
 MIB = 1024 * 1024
 
 
-def is_blob_copy(request: web.Request) -> bool:
-    """The finish's copy of the data into the blob store (CopyObject, or the creation of
-    the multipart upload that copies it part by part)."""
-    into_blobs = "/blobs/" in request.path and request.path.endswith("/data")
+def is_finish_copy(request: web.Request) -> bool:
+    """The finish's first copy of the upload's data (CopyObject, or the creation of the
+    multipart upload that copies it part by part): to a key of its own beside the data,
+    from which only a copy of unchanged data goes on into the blob store."""
+    staged = "/_uploads/" in request.path and ".staged-" in request.path
     copy = request.method == "PUT" and "x-amz-copy-source" in request.headers
-    return into_blobs and (copy or (request.method == "POST" and "uploads" in request.query))
+    return staged and (copy or (request.method == "POST" and "uploads" in request.query))
 
 
-# The data copied whole (CopyObject), or in parts (multipartcopythresholdsize lowered).
+# The data copied whole (CopyObject), or in parts (multipartcopythresholdsize lowered);
+# with the same blob pushed whole into another repository during the copy, or not.
+@pytest.mark.parametrize("pushed_meanwhile", [False, True], ids=["alone", "pushed-meanwhile"])
 @pytest.mark.parametrize("threshold", [None, 5 * MIB], ids=["copy", "multipart"])
 async def test_a_patch_landing_before_the_copy_never_stores_a_blob_under_a_wrong_digest(
-    make_registry: ClientFactory, s3_server: S3Server, threshold: int | None
+    make_registry: ClientFactory, s3_server: S3Server, threshold: int | None, pushed_meanwhile: bool
 ) -> None:
     async with s3_proxy(s3_server) as (finisher_s3, finisher_url):
         copying, released = asyncio.Event(), asyncio.Event()
 
         def hold_the_copy(request: web.Request) -> asyncio.Event | None:
-            if is_blob_copy(request) and not copying.is_set():
+            if is_finish_copy(request) and not copying.is_set():
                 copying.set()
                 return released
             return None
@@ -63,17 +67,24 @@ async def test_a_patch_landing_before_the_copy_never_stores_a_blob_under_a_wrong
             async with asyncio.timeout(30):  # checked the digest, now copying
                 await copying.wait()
             appended = await race_patch(other, location, os.urandom(4099), len(prefix))
+            if pushed_meanwhile:
+                # Acknowledged while the finish copies: a copy of the changed data must
+                # never overwrite it (before, it did, and was then deleted as corrupt).
+                pushed = await other.post(
+                    f"/v2/{NAME}-b/blobs/uploads/",
+                    params={"digest": digest},
+                    data=io.BytesIO(prefix),
+                )
+                assert pushed.status == 201, await pushed.text()
         finally:
             released.set()  # never leave the proxy holding a request
         done = await finishing
         assert appended == 202
+        if pushed_meanwhile:
+            kept = await finisher.get(f"/v2/{NAME}-b/blobs/{digest}")
+            assert kept.status == 200 and await kept.read() == prefix
         blob = await finisher.get(f"/v2/{NAME}/blobs/{digest}")
-        if done.status == 201:
-            # Only a copy of the first bytes (the parts: appends leave them as they were).
-            assert threshold is not None
-            assert await blob.read() == prefix
-            return
-        # The PATCH came first: the data is no longer what the digest names.
+        # The PATCH came during the copy: the data is no longer what the digest names.
         assert done.status == 400, await done.text()
         assert (await done.json())["errors"][0]["code"] == "DIGEST_INVALID"
         assert blob.status == 404, "a blob was stored under a digest its bytes do not have"
