@@ -15,10 +15,14 @@ watch's descriptor already readable, and the event loop runs the watch's callbac
 same turn as the read of the request, before the request's handler runs (handlers run as
 tasks, after the turn's I/O callbacks).
 
-Directories are watched, not the files: editors and deployments replace a file by renaming
-another over it (Kubernetes swaps a symbolic link in the same directory). A users file that
-is a symbolic link has its target's directory watched as well. inotify does not see what
-another machine changes on a network filesystem: the files are also looked at once a
+Directories are watched: editors and deployments replace a file by renaming another over
+it (Kubernetes swaps a symbolic link in the same directory). A users file that is a
+symbolic link has its target's directory watched as well. Each file itself (its inode) is
+watched too, and watched again after every event (a replaced file is a new inode): a file
+bind-mounted on its own (``./acl.yml:/config/acl.yml`` in compose) and written in place
+from the host changes nothing in the directory the service sees. What inotify cannot see
+(another machine's change on a network filesystem; a directory of symbolic links swapped
+above the watched ones) is taken within a second: the files are also looked at once a
 second (:data:`RECHECK_INTERVAL`) whatever the watch says. Without a watch (no inotify on
 this system, its limits reached, or outside a running service) every request looks, as before.
 """
@@ -48,6 +52,7 @@ _MASK = (
     | flags.DELETE_SELF
     | flags.MOVE_SELF
 )
+_FILE_MASK = flags.MODIFY | flags.ATTRIB | flags.CLOSE_WRITE | flags.DELETE_SELF | flags.MOVE_SELF
 
 
 def watched_directories(paths: Sequence[Path]) -> list[str]:
@@ -65,6 +70,7 @@ class FileChanges:
 
     def __init__(self, paths: Sequence[Path]) -> None:
         self.directories = watched_directories(paths)
+        self.paths = list(paths)
         self._what = "the status of " + ", ".join(str(path) for path in paths) + " is"
         self.possibly_changed = True
         self._inotify: INotify | None = None
@@ -92,6 +98,7 @@ class FileChanges:
         try:
             for directory in self.directories:
                 inotify.add_watch(directory, _MASK)
+            self._watch_files(inotify)
             loop.add_reader(inotify.fileno(), self._events)
         except (OSError, NotImplementedError) as error:
             inotify.close()
@@ -118,6 +125,13 @@ class FileChanges:
         with contextlib.suppress(BlockingIOError):
             self._inotify.read(timeout=0)  # drained: which event it was does not matter
         self.possibly_changed = True
+        self._watch_files(self._inotify)  # a file replaced meanwhile is a new inode
+
+    def _watch_files(self, inotify: INotify) -> None:
+        """Watch each file's inode (again: adding a watch twice only renews it)."""
+        for path in self.paths:
+            with contextlib.suppress(OSError):  # missing for now: its directory is watched
+                inotify.add_watch(os.path.realpath(path), _FILE_MASK)
 
     def _expire(self) -> None:
         self.possibly_changed = True
