@@ -153,10 +153,10 @@ class ServerProcess:
             return self.process.wait(timeout)
 
 
-def filesystem_registry(tmp_path: Path, **settings: str) -> ServerProcess:
-    """``registry serve`` (not started) on a free loopback port, storing in
-    ``tmp_path/data``, logging to ``tmp_path/registry.log``; ``settings`` are more
-    ``REGISTRY_*`` variables."""
+def registry_process(tmp_path: Path, **settings: str) -> ServerProcess:
+    """``registry serve`` (not started) on a free loopback port, logging to
+    ``tmp_path/registry.log``; ``settings`` are its ``REGISTRY_*`` variables, storage
+    among them."""
     port = free_port()
     return ServerProcess(
         "registry",
@@ -164,9 +164,14 @@ def filesystem_registry(tmp_path: Path, **settings: str) -> ServerProcess:
         port,
         "/",
         tmp_path / "registry.log",
-        env={
-            "REGISTRY_HTTP_ADDR": f"127.0.0.1:{port}",
-            "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": str(tmp_path / "data"),
-            **settings,
-        },
+        env={"REGISTRY_HTTP_ADDR": f"127.0.0.1:{port}", **settings},
+    )
+
+
+def filesystem_registry(tmp_path: Path, **settings: str) -> ServerProcess:
+    """``registry_process`` storing in ``tmp_path/data``."""
+    return registry_process(
+        tmp_path,
+        REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=str(tmp_path / "data"),
+        **settings,
     )

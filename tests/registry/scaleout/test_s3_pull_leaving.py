@@ -26,7 +26,7 @@ import pytest
 
 from tests.registry.conftest import ClientFactory
 from tests.support.backing_services import S3Server
-from tests.support.portside_servers import ServerProcess, free_port
+from tests.support.portside_servers import free_port, registry_process
 
 MIB = 1024 * 1024
 WAIT = 20.0  # seconds: a generous bound on a loaded machine; the fix takes milliseconds
@@ -125,22 +125,15 @@ async def test_a_registry_process_closes_the_s3_connection_when_the_client_leave
 ) -> None:
     """The same in a real ``registry serve`` process, with its logging as deployed:
     there the reader was not finalized for as long as this test waits."""
-    port = free_port()
-    registry = ServerProcess(
-        "registry",
-        ["registry", "serve"],
-        port,
-        "/",
-        tmp_path / "registry.log",
-        env={
-            "REGISTRY_HTTP_ADDR": f"127.0.0.1:{port}",
-            # As deployed: info logging, access log, and metrics (their metered driver).
-            "REGISTRY_LOG_LEVEL": "info",
-            "REGISTRY_HTTP_DEBUG_ADDR": f"127.0.0.1:{free_port()}",
-            "REGISTRY_HTTP_DEBUG_PROMETHEUS_ENABLED": "true",
-            **s3_server.s3_environ(bucket),
-        },
+    registry = registry_process(
+        tmp_path,
+        # As deployed: info logging, access log, and metrics (their metered driver).
+        REGISTRY_LOG_LEVEL="info",
+        REGISTRY_HTTP_DEBUG_ADDR=f"127.0.0.1:{free_port()}",
+        REGISTRY_HTTP_DEBUG_PROMETHEUS_ENABLED="true",
+        **s3_server.s3_environ(bucket),
     )
+    port = registry.port
     s3_port = urllib.parse.urlsplit(s3_server.url).port
     assert s3_port is not None
     data = os.urandom(24 * MIB)
