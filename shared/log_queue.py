@@ -224,14 +224,20 @@ class DirectLines:
         self._root = logging.getLogger()
         self._filters = list(front.filters)
 
-    def route(self, logger: logging.Logger) -> bool:
+    def route(self, logger: logging.Logger, *, stamped: bool = False) -> bool:
         """Whether a record logged at INFO on ``logger`` would reach only this queue's
-        handler, untouched on the way: then its line may be put here as text."""
+        handler, untouched on the way: then its line may be put here as text.
+
+        ``stamped``: the caller puts the request id in context into the line's fields
+        itself (``http.request.id``), as the handler's filter would stamp the record.
+        """
         root = self._root
         handlers = root.handlers
         if len(handlers) != 1 or handlers[0] is not self.front or logger.filters:
             return False
-        if self.front.filters != self._filters or current_request_id.get() is not None:
+        if self.front.filters != self._filters:
+            return False
+        if not stamped and current_request_id.get() is not None:
             return False
         node: logging.Logger | None = logger
         while node is not root and node is not None:

@@ -15,6 +15,13 @@ watch's descriptor already readable, and the event loop runs the watch's callbac
 same turn as the read of the request, before the request's handler runs (handlers run as
 tasks, after the turn's I/O callbacks).
 
+What marks them: any event on a file itself, any entry created, removed or renamed in a
+watched directory (a symbolic link swapped, a file replaced), and a write to a watched
+file's own name. A write to any other file in those directories (a log file kept beside
+the configuration, as the bench keeps tokenauth's) does not: each one used to have the
+next login look at every file again and renew every watch, a few per cent of a repeat
+login's CPU time under load (docs/performance.md#token-issuance-with-workers).
+
 Directories are watched: editors and deployments replace a file by renaming another over
 it (Kubernetes swaps a symbolic link in the same directory). A users file that is a
 symbolic link has its target's directory watched as well. Each file itself (its inode) is
@@ -36,7 +43,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from inotify_simple import INotify, flags
+from inotify_simple import Event, INotify, flags
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +59,9 @@ _MASK = (
     | flags.DELETE_SELF
     | flags.MOVE_SELF
 )
+# Events on a directory's entry that change nothing but its content or status: they matter
+# only for the watched files' own names.
+_CONTENT_ONLY = flags.MODIFY | flags.ATTRIB | flags.CLOSE_WRITE
 _FILE_MASK = flags.MODIFY | flags.ATTRIB | flags.CLOSE_WRITE | flags.DELETE_SELF | flags.MOVE_SELF
 
 
@@ -64,6 +74,13 @@ def watched_directories(paths: Sequence[Path]) -> list[str]:
     return list(directories)
 
 
+def _names(paths: Sequence[Path]) -> frozenset[str]:
+    """The names the files have in the watched directories: theirs and their targets'."""
+    return frozenset(
+        name for path in paths for name in (path.name, os.path.basename(os.path.realpath(path)))
+    )
+
+
 class FileChanges:
     """``possibly_changed`` is True until :meth:`start` has a watch, and after any event
     in the watched directories or a recheck interval, until :meth:`taken` is called."""
@@ -71,6 +88,7 @@ class FileChanges:
     def __init__(self, paths: Sequence[Path]) -> None:
         self.directories = watched_directories(paths)
         self.paths = list(paths)
+        self._names = _names(self.paths)
         self._what = "the status of " + ", ".join(str(path) for path in paths) + " is"
         self.possibly_changed = True
         self._inotify: INotify | None = None
@@ -122,13 +140,24 @@ class FileChanges:
 
     def _events(self) -> None:
         assert self._inotify is not None  # the reader is removed before the watch closes
+        events = []
         with contextlib.suppress(BlockingIOError):
-            self._inotify.read(timeout=0)  # drained: which event it was does not matter
+            events = self._inotify.read(timeout=0)
+        if events and all(self._unrelated(event) for event in events):
+            return  # another file's content (a log beside the configuration)
         self.possibly_changed = True
         self._watch_files(self._inotify)  # a file replaced meanwhile is a new inode
 
+    def _unrelated(self, event: Event) -> bool:
+        """Whether ``event`` is a write to, or a status change of, a directory entry that
+        is none of the files (an event on a file's own watch has no name)."""
+        return (
+            bool(event.name) and not event.mask & ~_CONTENT_ONLY and event.name not in self._names
+        )
+
     def _watch_files(self, inotify: INotify) -> None:
         """Watch each file's inode (again: adding a watch twice only renews it)."""
+        self._names = _names(self.paths)  # a swapped symbolic link may name another target
         for path in self.paths:
             with contextlib.suppress(OSError):  # missing for now: its directory is watched
                 inotify.add_watch(os.path.realpath(path), _FILE_MASK)

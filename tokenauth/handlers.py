@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
@@ -49,17 +48,16 @@ async def get_token(request: web.Request) -> web.Response:
             identity = await issuer.login(credentials.user, credentials.password, ip)
         granted = await issuer.authorize(identity, service, ip, scopes)
         issued = issuer.issue(identity, service, granted)
-        body: dict[str, Any] = _token_body(issued)
-        body["token"] = body["access_token"]
+        more: dict[str, str] = {}
         if identity.account and query.get("offline_token") == "true":
             refresh = await issuer.refresh_token(identity, service)
             if refresh is not None:
-                body["refresh_token"] = refresh
+                more["refresh_token"] = refresh
     except RegistryError as error:
         _decided(request, record, error.error.code.lower(), error.message)
         raise
     _decided(request, record, "granted")
-    return _token_response(body)
+    return _token_response(issued, more, docker=True)
 
 
 async def post_token(request: web.Request) -> web.Response:
@@ -98,15 +96,15 @@ async def post_token(request: web.Request) -> web.Response:
                 )
             identity = await issuer.redeem(refresh, service, ip)
         granted = await issuer.authorize(identity, service, ip, scopes)
-        body = _token_body(issuer.issue(identity, service, granted))
-        body["scope"] = format_scopes(granted)
+        issued = issuer.issue(identity, service, granted)
+        more = {"scope": format_scopes(granted)}
         if refresh:
-            body["refresh_token"] = refresh  # reusable until it expires: hand back the same
+            more["refresh_token"] = refresh  # reusable until it expires: hand back the same
     except RegistryError as error:
         _decided(request, record, error.error.code.lower(), error.message)
         raise
     _decided(request, record, "granted")
-    return _token_response(body)
+    return _token_response(issued, more, docker=False)
 
 
 async def get_jwks(request: web.Request) -> web.Response:
@@ -129,18 +127,34 @@ def _decided(request: web.Request, record: AuditRecord, outcome: str, reason: st
         metrics.token_decided(record.grant, outcome)
 
 
-def _token_response(body: dict[str, Any]) -> web.Response:
-    """The token response: the JSON encoded once, into bytes (``web.json_response`` makes
-    text and then encodes it, looking up the charset for every response)."""
-    return web.Response(body=_encode(body).encode(), headers=_TOKEN_HEADERS)
+def _token_response(issued: Issued, more: Mapping[str, str], *, docker: bool) -> web.Response:
+    """The token response: ``{"access_token", "expires_in", "issued_at"}``, then ``token``
+    (the Docker token spec's name, ``docker``) and the ``more`` fields, encoded into bytes
+    once, with prepared headers (``web.json_response`` makes text and then encodes it,
+    looking up the charset for every response)."""
+    return web.Response(body=token_json(issued, more, docker=docker), headers=_TOKEN_HEADERS)
 
 
-def _token_body(issued: Issued) -> dict[str, Any]:
-    return {
-        "access_token": issued.token,
-        "expires_in": int(issued.lifetime.total_seconds()),
-        "issued_at": issued.issued_at,
-    }
+def token_json(issued: Issued, more: Mapping[str, str], *, docker: bool) -> bytes:
+    """The token response's JSON, as ``json.dumps`` writes it.
+
+    The access token goes in as it is, once or twice, rather than through the encoder: it
+    is a JWS this process just signed, base64url text and dots, which JSON holds without
+    escaping, and the encoder's scan of its ~1.4 KB twice per response was 9 of a repeat
+    login's ~350 µs (docs/performance.md#token-issuance-with-workers). Every other value,
+    a refresh token a client sent back included, goes through the encoder.
+    """
+    token = f'"{issued.token}"'
+    lifetime = int(issued.lifetime.total_seconds())
+    parts = [
+        f'{{"access_token": {token}, "expires_in": {lifetime}, '
+        f'"issued_at": {_encode(issued.issued_at)}'
+    ]
+    if docker:
+        parts.append(f', "token": {token}')
+    parts.extend(f", {_encode(key)}: {_encode(value)}" for key, value in more.items())
+    parts.append("}")
+    return "".join(parts).encode()
 
 
 def _scopes(values: Sequence[str], *, oauth: bool = False) -> list[Scope]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 
 from tokenauth.file_changes import RECHECK_INTERVAL, FileChanges
@@ -46,6 +47,41 @@ async def test_a_write_through_another_name_marks_the_file_changed(tmp_path: Pat
         os.link(seen, tmp_path / "host" / "acl.2")
         with (tmp_path / "host" / "acl.2").open("a") as acl:
             acl.write("\n")
+        assert await marked_soon(changes)
+    finally:
+        changes.stop()
+
+
+async def test_writes_to_other_files_beside_them_do_not_mark_the_files(tmp_path: Path) -> None:
+    """A log file kept in the configuration's directory is written all the time: those
+    writes must not make every login look at the files again, while a write to a watched
+    file, or an entry renamed in the directory, still does."""
+    users = tmp_path / "users.htpasswd"
+    users.write_text("alice:x\n")
+    log_file = tmp_path / "tokenauth.log"
+    log_file.write_text("")
+    changes = FileChanges([users])
+    changes.start()
+    try:
+        assert changes.watching
+        for _ in range(3):  # a loop turn late past the once-a-second recheck: try again
+            changes.taken()
+            started = time.monotonic()
+            with log_file.open("a") as log:
+                for _ in range(20):
+                    log.write("a line\n")
+                    log.flush()
+            os.chmod(log_file, 0o600)
+            await asyncio.sleep(0.05)  # the watch's callback runs meanwhile
+            if time.monotonic() - started < RECHECK_INTERVAL / 2:
+                break
+        assert not changes.possibly_changed
+        (tmp_path / "other.new").write_text("")
+        (tmp_path / "other.new").replace(tmp_path / "other")  # an entry renamed: looked at
+        assert await marked_soon(changes)
+        changes.taken()
+        with users.open("a") as written:  # the file itself, in place
+            written.write("bob:y\n")
         assert await marked_soon(changes)
     finally:
         changes.stop()
