@@ -15,7 +15,7 @@ import logging
 import random
 import re
 from collections.abc import Sequence
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -51,17 +51,24 @@ def new_request_id() -> str:
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
+def enter_request(request: web.Request, trusted_proxies: Sequence[IPNetwork]) -> Token[str | None]:
+    """Name ``request`` for every log line and work out its client's address behind
+    ``trusted_proxies`` (:mod:`shared.client_address`); the caller serves it, then passes
+    the token returned to ``current_request_id.reset``. The first step of the outermost
+    middleware of each service: :func:`request_id_middleware` here, the registry's own
+    (:mod:`registry.middleware`), which does its other per-request steps in the same frame."""
+    request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER))
+    request[REQUEST_ID] = request_id
+    note_client_address(request, trusted_proxies)
+    return current_request_id.set(request_id)
+
+
 def request_id_middleware(trusted_proxies: Sequence[IPNetwork] = ()) -> Middleware:
-    """The outermost middleware of both services: names the request for every log line,
-    and works out its client's address behind ``trusted_proxies``
-    (:mod:`shared.client_address`)."""
+    """The outermost middleware of tokenauth: :func:`enter_request` around its handler."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER))
-        request[REQUEST_ID] = request_id
-        note_client_address(request, trusted_proxies)
-        token = current_request_id.set(request_id)
+        token = enter_request(request, trusted_proxies)
         try:
             return await handler(request)
         finally:
