@@ -19,10 +19,9 @@ from registry.health.factory import api_is_gated
 from registry.keys import CONFIG, MAINTENANCE, METRICS, MIRRORS, STORAGE
 from registry.metrics import RegistryMetrics
 from registry.metrics_serving import flushing, metrics_served
-from registry.middleware import error_middleware, header_setter
+from registry.middleware import header_setter, request_middleware
 from registry.notifications.notifier import WORKER, WorkerSlot, notifier_context
 from registry.proxy.mirror import Mirrors
-from registry.request_metrics import metrics_middleware
 from registry.routes import dispatch, get_base, get_root
 from registry.storage.retention import apply_periodically
 from registry.ui import setup_ui
@@ -34,7 +33,7 @@ from registry.wiring import (
     mirror_retention_policies,
     retention_policies,
 )
-from shared import request_context
+from shared.client_address import parse_networks
 
 
 def create_app(
@@ -51,19 +50,19 @@ def create_app(
     the one ``config`` names is built here. ``worker`` is the process's place among
     ``--workers`` (its notification queue files are keyed by it).
     """
-    # The health gate first, as Distribution's health.Handler wraps the whole app.
-    middlewares: list[Middleware] = [health_gate] if api_is_gated(config) else []
-    middlewares.append(error_middleware)
     # Created here, in the worker: after the supervisor chose multiprocess mode (see
     # registry.metrics_serving), and only when served: without it, requests pay nothing.
     metrics = RegistryMetrics() if metrics_served(config) else None
-    if metrics is not None:
-        middlewares.insert(0, metrics_middleware(metrics))
+    # Request id, metrics and error envelope in one middleware (registry.middleware);
+    # then the health gate, as Distribution's health.Handler wraps the whole API.
+    trusted = parse_networks(config.http.trustedproxies)
+    middlewares: list[Middleware] = [request_middleware(trusted, metrics)]
+    if api_is_gated(config):
+        middlewares.append(health_gate)
     controller = controller or create_access_controller(config)
     if controller is not None:
         middlewares.append(auth_middleware(controller))
     app = web.Application(middlewares=middlewares, handler_args={"max_field_size": 16384})
-    request_context.install(app, config.http.trustedproxies)
     app[CONFIG] = config
     if metrics is not None:
         app[METRICS] = metrics
@@ -79,6 +78,7 @@ def create_app(
     if controller is not None:
         app.on_startup.append(lambda _: controller.start())
         app.on_cleanup.append(lambda _: controller.close())
+    # X-Request-Id, the API version and http.headers, in one callback (registry.middleware).
     app.on_response_prepare.append(header_setter(config.http.headers))
     prefix = path_prefix(config)
     app.router.add_get("/", get_root)

@@ -1,16 +1,14 @@
-"""The middleware that counts and times every request of the registry app, by route name.
+"""What the registry's metrics count of each request: its route name, method, status,
+duration and bytes.
 
-It is the outermost middleware, so it sees the status the error middleware rendered, and
-it is installed only when ``http.debug.prometheus.enabled``: without metrics, no cost.
+The registry's outermost middleware (:func:`registry.middleware.request_middleware`) calls
+:func:`count_request` once a request is answered, with the status its error rendering
+made, and only when ``http.debug.prometheus.enabled``: without metrics, no cost.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
 
 from registry.keys import ROUTE
 from registry.metrics import RegistryMetrics, method_label
@@ -42,33 +40,20 @@ def _sent(request: web.Request, response: web.StreamResponse) -> int:
     return response.body_length if length is None else length
 
 
-def metrics_middleware(metrics: RegistryMetrics) -> Middleware:
-    @web.middleware
-    async def count_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
-        metrics.serving += 1
-        started = time.perf_counter()
-        status = 500
-        response = None
-        try:
-            response = await handler(request)
-            status = response.status
-            return response
-        except web.HTTPException as error:  # redirects (the error middleware renders >= 400)
-            status = error.status
-            raise
-        except (ConnectionResetError, asyncio.CancelledError):
-            status = CLIENT_CLOSED
-            raise
-        finally:
-            elapsed = time.perf_counter() - started
-            metrics.serving -= 1
-            metrics.request(
-                route_label(request),
-                method_label(request.method),
-                str(status),
-                elapsed,
-                getattr(request.content, "total_bytes", 0),
-                _sent(request, response) if response is not None else 0,
-            )
-
-    return count_requests
+def count_request(
+    metrics: RegistryMetrics,
+    request: web.Request,
+    response: web.StreamResponse | None,
+    status: int,
+    seconds: float,
+) -> None:
+    """Tally one request answered with ``status`` (:data:`CLIENT_CLOSED` for one cut
+    short) after ``seconds``; ``response`` is None when none was made."""
+    metrics.request(
+        route_label(request),
+        method_label(request.method),
+        str(status),
+        seconds,
+        getattr(request.content, "total_bytes", 0),
+        _sent(request, response) if response is not None else 0,
+    )

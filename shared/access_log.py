@@ -19,7 +19,8 @@ GET (docs/performance.md#logging). With the services' own log set-up the values 
 writer's queue with the formatter, as an :class:`AccessLine`, and no record is made at all
 (``shared.log_queue.DirectLines``); with any other (a handler added by a test or an
 embedding program) they go as an :class:`AccessRecord` through the logging machinery.
-Both write the same line.
+Both write the same line; in the text format an access line is written straight from the
+captured values, without its dict of fields (:func:`_text_line`), again the same line.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from aiohttp.web_request import BaseRequest
 
 from shared import log_queue
 from shared.client_address import client_address
-from shared.log_format import LineFormatter
+from shared.log_format import LineFormatter, TextFormatter, text_of_string, text_value
 from shared.request_context import REQUEST_ID
 
 LOG_FIELDS = web.RequestKey("log_fields", dict[str, Any])
@@ -107,8 +108,8 @@ class AccessRecord(logging.LogRecord):
     """One access line as a log record whose fields are worked out when first read.
 
     A record is made on the event loop for every request: it captures the values that
-    belong to the moment (the request's id, address and headers, the response's status,
-    size and headers, the duration), and its ``fields`` attribute (the structured fields
+    belong to the moment (the request's id, address, host and user agent, the response's
+    status and body size, the duration), and its ``fields`` attribute (the structured fields
     :mod:`shared.log_format` writes) turns them into the line's fields on whichever thread
     formats the record, usually the log writer's. Every standard record attribute is
     there, so any handler or formatter reads it as it would any record.
@@ -142,9 +143,10 @@ class AccessRecord(logging.LogRecord):
         return self._fields
 
 
+# (request id, method, path, route, address, host, user agent, status, body bytes written,
+# duration, the service's fields): plain values only, see _capture.
 Captured = tuple[
-    str | None, str, str, str, str, Mapping[str, str], int, str, Mapping[str, str], int, float,
-    dict[str, Any] | None,
+    str | None, str, str, str, str, str, str, int, int, float, dict[str, Any] | None
 ]  # fmt: skip
 
 
@@ -155,23 +157,42 @@ def _capture(
     request_id: str | None,
     extra: dict[str, Any] | None,
 ) -> Captured:
-    """What an access line needs of the moment it is logged (:func:`access_fields`)."""
-    # The request's headers are a read-only view, the response's no longer change:
-    # both are read later. The address may not outlive the connection: read now.
+    """What an access line needs of the moment it is logged (:func:`access_fields`).
+
+    Plain values only, read now: the request's and response's header maps are let go with
+    the request, on the event loop, while they are warm. Held for the writer's window
+    instead, they were read (and freed) there up to 20 ms later, out of cache.
+    """
+    headers = request.headers
     return (
         request_id,
         request.method,
         request.rel_url.raw_path,
         _route(request, request_id),
-        client_address(request) or "",
-        request.headers,
+        client_address(request) or "",  # the address may not outlive the connection
+        headers.get("Host", ""),
+        headers.get("User-Agent", ""),
         response.status,
-        response.reason,
-        response.headers,
-        response.body_length,
+        body_bytes(response.reason, response.headers, response.body_length),
         duration,
         extra,
     )
+
+
+# The fields every access line has, in order (then the service's own).
+ACCESS_FIELDS = (
+    "http.request.id",
+    "http.request.method",
+    "http.request.uri",
+    "http.request.route",
+    "http.request.remoteaddr",
+    "http.request.host",
+    "http.request.useragent",
+    "http.response.status",
+    "http.response.written",
+    "http.response.duration",
+)
+_ACCESS_FIELDS = frozenset(ACCESS_FIELDS)
 
 
 class AccessLine(log_queue.PendingLine):
@@ -184,8 +205,47 @@ class AccessLine(log_queue.PendingLine):
         self._captured = captured
 
     def render(self) -> str:
+        formatter = self._formatter
+        if type(formatter) is TextFormatter:
+            line = _text_line(formatter, self._name, self._created, self._captured)
+            if line is not None:
+                return line
         fields = access_fields(*self._captured)
-        return self._formatter.info_line(self._name, self._created, MESSAGE, fields)
+        return formatter.info_line(self._name, self._created, MESSAGE, fields)
+
+
+def _text_line(
+    formatter: TextFormatter, name: str, created: float, captured: Captured
+) -> str | None:
+    """What ``formatter.info_line`` writes for the line's fields, written straight from the
+    captured values (no dict of fields, no per-field type dispatch: a third of the text
+    line's cost); None when a field would override another (a static ``log.fields`` key,
+    or one of the service's fields named as a standard one), which that merges."""
+    rid, method, path, route, address, host, agent, status, written, duration, extra = captured
+    if extra and not _ACCESS_FIELDS.isdisjoint(extra):
+        return None
+    if not formatter.keeps_static_apart(_ACCESS_FIELDS) or (
+        extra and not formatter.keeps_static_apart(extra)
+    ):
+        return None
+    text = text_of_string
+    parts = [formatter.info_head(name, created, MESSAGE)]
+    if rid is not None:  # a request the parser refused has none
+        parts.append("http.request.id=" + text(rid))
+    parts += [
+        "http.request.method=" + text(method),
+        "http.request.uri=" + text(_clip(path)),
+        "http.request.route=" + text(route),
+        "http.request.remoteaddr=" + text(address),
+        "http.request.host=" + text(_clip(host)),
+        "http.request.useragent=" + text(_clip(agent)),
+        f"http.response.status={status}",
+        f"http.response.written={written}",
+        "http.response.duration=" + text(go_duration(duration)),
+    ]
+    if extra:
+        parts += [f"{key}={text_value(value)}" for key, value in extra.items() if value is not None]
+    return " ".join(parts)
 
 
 def access_fields(
@@ -194,11 +254,10 @@ def access_fields(
     path: str,
     route: str,
     address: str,
-    headers: Mapping[str, str],
+    host: str,
+    agent: str,
     status: int,
-    reason: str,
-    response_headers: Mapping[str, str],
-    body_length: int,
+    written: int,
     duration: float,
     extra: dict[str, Any] | None,
 ) -> dict[str, Any]:
@@ -210,10 +269,10 @@ def access_fields(
         "http.request.uri": _clip(path),
         "http.request.route": route,
         "http.request.remoteaddr": address,
-        "http.request.host": _clip(headers.get("Host", "")),
-        "http.request.useragent": _clip(headers.get("User-Agent", "")),
+        "http.request.host": _clip(host),
+        "http.request.useragent": _clip(agent),
         "http.response.status": status,
-        "http.response.written": body_bytes(reason, response_headers, body_length),
+        "http.response.written": written,
         "http.response.duration": go_duration(duration),
     }
     if extra:

@@ -26,7 +26,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from json import encoder as json_encoder
 from typing import Any
@@ -204,6 +204,7 @@ def _text(text: str) -> str:
 
 
 def _text_value(value: Any) -> str:
+    """A field's value as the text format writes it."""
     kind = type(value)
     if kind is str:
         return _text(value)
@@ -276,6 +277,20 @@ class TextFormatter(logging.Formatter):
             return f"{when} INFO {name} {message} {pairs}"
         return self._fast(when, "INFO", name, message, fields)
 
+    def info_head(self, name: str, created: float, message: str) -> str:
+        """The start of :meth:`info_line`'s line, before any field: time, level, logger
+        and message, then the static fields' text when there are some (the caller checks
+        with :meth:`keeps_static_apart` that its fields override none of them)."""
+        when = self._time(created, (created - int(created)) * 1000)  # LogRecord's msecs
+        head = f"{when} INFO {name} {message}"
+        return f"{head} {self._static_text}" if self._static_text else head
+
+    def keeps_static_apart(self, keys: Iterable[str]) -> bool:
+        """Whether fields named ``keys`` override no static field: then a line is
+        :meth:`info_head` and the fields' ``key=value`` pairs, as :meth:`info_line` writes
+        it (else it merges them)."""
+        return not self.static_fields or self.static_fields.keys().isdisjoint(keys)
+
     def _fast(self, when: str, level: str, name: str, message: str, own: Mapping[str, Any]) -> str:
         # The line super().format and the merge above make, for a record with no
         # traceback whose fields need no merging: what most lines, access lines, are.
@@ -297,6 +312,9 @@ class TextFormatter(logging.Formatter):
 
 
 LineFormatter = TextFormatter | JsonFormatter | LogstashFormatter
+# How the text format writes a field's value: any value, and a string (remembered).
+text_value = _text_value
+text_of_string = _text
 
 
 def make_formatter(name: str, static_fields: Mapping[str, Any]) -> LineFormatter:

@@ -10,7 +10,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from shared import request_context
-from shared.client_address import client_address, parse_networks
+from shared.client_address import CLIENT_ADDRESS, client_address, parse_networks
 
 Client = TestClient[web.Request, web.Application]
 LOOPBACK = "127.0.0.0/8"
@@ -79,6 +79,25 @@ async def test_hops_are_bounded(
     async with client.get("/", headers={"X-Forwarded-For": chain}) as response:
         assert response.status == 200
         assert await response.text() == "127.0.0.2"  # the walk stopped within the bound
+
+
+async def test_the_address_is_noted_once_on_every_request(
+    aiohttp_client: Callable[[web.Application], Awaitable[Client]],
+) -> None:
+    """Noted as the request reaches the app, with or without trusted proxies: the access
+    line and everything else read the note, and never a missing key (whose KeyError
+    ``request.get`` raises and catches, per request)."""
+    app = web.Application()
+    request_context.install(app, [])
+
+    async def noted(request: web.Request) -> web.Response:
+        return web.Response(text=request[CLIENT_ADDRESS])
+
+    app.router.add_get("/", noted)
+    client = await aiohttp_client(app)
+    async with client.get("/", headers={"X-Forwarded-For": "203.0.113.9"}) as response:
+        assert response.status == 200
+        assert await response.text() == "127.0.0.1"
 
 
 def test_trusted_proxies_must_be_networks() -> None:

@@ -1,0 +1,90 @@
+"""The text format's access line, written straight from the captured values
+(``shared.access_log._text_line``): byte for byte what the formatter's generic
+``info_line`` writes for the same fields, whatever the values, static ``log.fields`` and
+the service's own fields."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+
+from shared.access_log import MAX_FIELD, MESSAGE, AccessLine, Captured, _text_line, access_fields
+from shared.log_format import TextFormatter
+
+NAME = "registry.access"
+CREATED = 1_795_000_000.123456
+
+VALUES: list[Captured] = [
+    (
+        "5f0c3b8e-0d7b-4c52-9c1e-2a3b4c5d6e7f",
+        "GET",
+        "/v2/a/b/manifests/latest",
+        "/v2/{name}/manifests/{reference}",
+        "127.0.0.1",
+        "registry.example:5000",
+        "docker/27.0 go/go1.22",
+        200,
+        528,
+        0.000789,
+        {"vars.name": "a/b", "vars.reference": "latest"},
+    ),
+    (
+        None,  # refused by the parser: no id, no route, no service fields
+        "GET",
+        "/bad path",
+        "",
+        "::1",
+        "",
+        "",
+        400,
+        0,
+        1.5,
+        None,
+    ),
+    (
+        'id="quoted" x=1',
+        "PATCH",
+        "/v2/" + "n/" * MAX_FIELD,
+        "/v2/{name}/blobs/uploads/{uuid}",
+        "10.0.0.1",
+        "h\nforged=1",
+        "ü" * (MAX_FIELD + 5),
+        202,
+        0,
+        0.0123,
+        {"vars.name": "a b", "vars.uuid": None, "count": 3, "ratio": 0.5, "flag": True},
+    ),
+]
+STATIC: list[dict[str, Any]] = [
+    {},
+    {"service": "registry", "environment": "prod line"},
+    {"http.request.host": "overridden"},  # a static field a line's own field overrides
+    {"vars.name": "static"},  # one a service field overrides
+]
+EXTRA_OVERRIDING = {"http.response.status": "forced", "vars.name": "x"}
+
+
+@pytest.mark.parametrize(("captured", "static"), list(itertools.product(VALUES, STATIC)))
+def test_the_text_line_is_the_generic_one(captured: Captured, static: dict[str, Any]) -> None:
+    formatter = TextFormatter(static)
+    line = AccessLine(formatter, NAME, CREATED, captured).render()
+    assert line == formatter.info_line(NAME, CREATED, MESSAGE, access_fields(*captured))
+    assert "\n" not in line
+
+
+def test_a_service_field_named_as_a_standard_one_wins_as_before() -> None:
+    captured: Captured = (*VALUES[0][:-1], EXTRA_OVERRIDING)
+    formatter = TextFormatter({})
+    line = AccessLine(formatter, NAME, CREATED, captured).render()
+    assert line == formatter.info_line(NAME, CREATED, MESSAGE, access_fields(*captured))
+    assert "http.response.status=forced" in line
+    assert "http.response.status=200" not in line
+
+
+def test_the_straight_path_is_taken_unless_fields_override_others() -> None:
+    plain, overriding = TextFormatter({"service": "registry"}), TextFormatter(STATIC[2])
+    assert _text_line(plain, NAME, CREATED, VALUES[0]) is not None
+    assert _text_line(overriding, NAME, CREATED, VALUES[0]) is None
+    assert _text_line(plain, NAME, CREATED, (*VALUES[0][:-1], EXTRA_OVERRIDING)) is None
