@@ -9,7 +9,7 @@ a writer's ``write`` and ``close`` are operations of their own.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Hashable, Sequence
 from pathlib import Path
 
 from registry.storage.driver.base import Content, FileInfo, FileWriter, PathNotFound, StorageDriver
@@ -110,6 +110,10 @@ class MeteredDriver(StorageDriver):
     async def list_dir(self, path: str) -> list[str]:
         with self._timer("list"):
             return await self.inner.list_dir(path)
+
+    async def listing_stamp(self, path: str) -> Hashable | None:
+        with self._timer("stat"):
+            return await self.inner.listing_stamp(path)
 
     async def move(self, source: str, destination: str, *, expected: Content | None = None) -> None:
         with self._timer("move"):
