@@ -158,8 +158,9 @@ class StorageDriver(abc.ABC):
         """A value that differs once an entry was added to or removed from the directory
         ``path`` since it was read, by this process or any other sharing the storage; or
         None where the backend has no such value, or cannot vouch for it yet (a listing
-        must then be read afresh). Read in one cheap call; PathNotFound for no directory.
-        The default has none: S3 has no directories, so nothing its writers change."""
+        must then be read afresh). Read in one cheap call; a backend that has stamps raises
+        PathNotFound for no directory. The default has none: S3 has no directories, so
+        nothing its writers change."""
         return None
 
     @abc.abstractmethod
