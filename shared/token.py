@@ -356,11 +356,13 @@ class TokenSigner:
 
 def verify_chain(
     chain: Sequence[x509.Certificate], roots: Sequence[x509.Certificate], at: datetime
-) -> None:
+) -> datetime:
     """Check that ``chain`` (leaf first) leads to one of ``roots``; raise :class:`UntrustedKey`.
 
     A leaf that is itself a trusted root is accepted, as Go's ``x509.Verify`` does. Every
-    issuer on the path must be a CA and every certificate must be valid at ``at``.
+    issuer on the path must be a CA and every certificate on it, the trusted root that
+    ends it included, must be valid at ``at``. Returns when the path stops being valid:
+    the earliest ``not_valid_after`` on it (a verdict remembered past that is wrong).
     """
     root_ders = {root.public_bytes(serialization.Encoding.DER): root for root in roots}
     if not chain or len(chain) > MAX_CHAIN_LENGTH:
@@ -368,16 +370,27 @@ def verify_chain(
     leaf_usage = _extension(chain[0], x509.KeyUsage)
     if leaf_usage is not None and not leaf_usage.digital_signature:
         raise UntrustedKey("signing certificate may not sign (key usage)")
+    until = chain[0].not_valid_after_utc
     for index, cert in enumerate(chain):
-        if not cert.not_valid_before_utc <= at <= cert.not_valid_after_utc:
+        if not _valid_at(cert, at):
             raise UntrustedKey(f"certificate {cert.subject.rfc4514_string()} is not valid now")
+        until = min(until, cert.not_valid_after_utc)
         if cert.public_bytes(serialization.Encoding.DER) in root_ders:
-            return
-        issuers = [chain[index + 1]] if index + 1 < len(chain) else list(roots)
-        if not any(_issued_by(cert, issuer) for issuer in issuers):
+            return until
+        if index + 1 < len(chain):
+            if not _issued_by(cert, chain[index + 1]):
+                raise UntrustedKey(f"certificate {cert.subject.rfc4514_string()} is not trusted")
+            continue
+        # Directly issued by a trusted root: one valid now, the longest-lived if several.
+        issuers = [root for root in roots if _valid_at(root, at) and _issued_by(cert, root)]
+        if not issuers:
             raise UntrustedKey(f"certificate {cert.subject.rfc4514_string()} is not trusted")
-        if index + 1 == len(chain):
-            return  # directly issued by a trusted root
+        return min(until, max(root.not_valid_after_utc for root in issuers))
+    raise AssertionError("unreachable: the loop returns or raises on the chain's last certificate")
+
+
+def _valid_at(cert: x509.Certificate, at: datetime) -> bool:
+    return cert.not_valid_before_utc <= at <= cert.not_valid_after_utc
 
 
 def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
@@ -396,6 +409,15 @@ def _extension(cert: x509.Certificate, kind: type[_E]) -> _E | None:
         return cert.extensions.get_extension_for_class(kind).value
     except x509.ExtensionNotFound:
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedClaims:
+    """A verified token's claims, and the Unix time its signing key's certificate chain
+    (trusted root included) expires: None for a key trusted by itself, not by a chain."""
+
+    claims: Claims
+    key_valid_until: float | None
 
 
 class TokenVerifier:
@@ -434,6 +456,11 @@ class TokenVerifier:
 
     def verify(self, token: str) -> Claims:
         """The claims of a valid token; raises a :class:`TokenError` subclass otherwise."""
+        return self.check(token).claims
+
+    def check(self, token: str) -> VerifiedClaims:
+        """As :meth:`verify`, with the time the signing key's certificates stop vouching
+        for the token (for whoever remembers the verdict)."""
         if len(token) > MAX_TOKEN_LENGTH:
             raise MalformedToken("token too long")
         if not token.isascii():  # a compact JWS is base64url and dots; this is not one
@@ -448,7 +475,7 @@ class TokenVerifier:
             raise BadAlgorithm("the token's algorithm is not accepted")
         if self.token_type is not None and header.get("typ") != self.token_type:
             raise MalformedToken(f"token type is not {self.token_type!r}")
-        key = self._signing_key(header)
+        key, key_valid_until = self._signing_key(header)
         _check_algorithm(alg, key)
         try:
             payload = jwt.decode(
@@ -472,20 +499,22 @@ class TokenVerifier:
             raise WrongIssuer(f"token is not from {self.issuer!r}") from None
         except jwt.PyJWTError as error:
             raise MalformedToken(f"invalid token: {error}") from None
-        return Claims.from_payload(payload, self.audience)
+        return VerifiedClaims(Claims.from_payload(payload, self.audience), key_valid_until)
 
-    def _signing_key(self, header: Mapping[str, Any]) -> PublicKey:
+    def _signing_key(self, header: Mapping[str, Any]) -> tuple[PublicKey, float | None]:
+        """The key to check the signature with, and until when (Unix time) its
+        certificates vouch for it: None for a key trusted by itself (``kid``)."""
         x5c = header.get("x5c")
         if x5c is not None and self.roots:
             chain = _parse_x5c(x5c)
-            verify_chain(chain, self.roots, datetime.now(UTC))
+            until = verify_chain(chain, self.roots, datetime.now(UTC))
             key = chain[0].public_key()
             if not isinstance(key, PublicKey):
                 raise UntrustedKey("unsupported key type in the certificate chain")
-            return key
+            return key, until.timestamp()
         kid = header.get("kid")
         if isinstance(kid, str) and kid in self.keys:
-            return self.keys[kid]
+            return self.keys[kid], None
         raise UntrustedKey("the token's signing key is not trusted")
 
 

@@ -5,8 +5,8 @@ service, scope`` naming exactly the access it needs; the client fetches a token 
 realm and retries. Tokens are verified (signature by an ``x5c`` chain to the
 ``rootcertbundle``, a thumbprint or libtrust ``kid``, or a JWKS file; issuer, audience,
 expiry with 60 s leeway; an algorithm allow-list), and verified tokens are remembered by
-their exact bytes until they expire (``token_cache``), so a token is checked once, not
-per request.
+their exact bytes until they expire or the certificate chain that signed them does
+(``token_cache``), so a token is checked once, not per request.
 
 The ``rootcertbundle`` and ``jwks`` files are looked at once a second and re-read when they
 change (a signing-key rotation hands registries a new bundle): tokens are then checked, and
@@ -156,10 +156,10 @@ class TokenAccessController:
         verifier = self.keys.verifier
         try:
             # Raises on anything wrong, expiry included: nothing failed is remembered.
-            claims = verifier.verify(credentials.token)
+            checked = verifier.check(credentials.token)
         except TokenError as error:
             raise self._challenge(request, needed, "invalid_token", str(error)) from None
-        verified = VerifiedToken.of(claims, verifier.leeway.total_seconds())
+        verified = VerifiedToken.of(checked, verifier.leeway.total_seconds())
         self.verified.put(key, verified)
         return verified.grant
 

@@ -7,7 +7,10 @@ over the same claims included, is a different key and is verified in full). It h
 a request needs from the token: the :class:`Grant` built from its ``access`` claim and the
 times it is valid between. Only successful verifications are stored. Validity is checked
 against the clock on every use, with the same leeway as the verifier, so a token stops
-working at the same second whether or not it was remembered. The memory is a bounded LRU:
+working at the same second whether or not it was remembered: at its ``exp`` (plus the
+leeway), or when the certificate chain that vouched for its signing key expires, the
+trusted root included (no leeway, as full verification refuses the chain from then on),
+whichever comes first. The memory is a bounded LRU:
 clients choose the token bytes, so many distinct tokens push out the oldest, never grow it.
 """
 
@@ -18,7 +21,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from registry.auth.base import Grant
-from shared.token import Claims
+from shared.token import VerifiedClaims
 
 DEFAULT_CAPACITY = 10_000
 
@@ -29,12 +32,17 @@ class VerifiedToken:
 
     grant: Grant
     valid_from: float  # nbf (or iat) less the leeway
-    valid_until: float  # exp plus the leeway
+    valid_until: float  # exp plus the leeway, or the chain's expiry if that is sooner
 
     @classmethod
-    def of(cls, claims: Claims, leeway: float) -> VerifiedToken:
+    def of(cls, verified: VerifiedClaims, leeway: float) -> VerifiedToken:
+        claims = verified.claims
         grant = Grant(claims.subject, claims.access)
-        return cls(grant, claims.not_before - leeway, claims.expires_at + leeway)
+        until = claims.expires_at + leeway
+        if verified.key_valid_until is not None:
+            # No leeway: full verification refuses the chain once past its not_valid_after.
+            until = min(until, verified.key_valid_until)
+        return cls(grant, claims.not_before - leeway, until)
 
 
 def token_key(authorization: str) -> bytes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 from registry.oci.digest import Digest, InvalidDigest, parse_digest
 from registry.storage import paths
@@ -16,23 +16,24 @@ from registry.storage.locks import KeyedLocks
 
 
 class TagListCache:
-    """Sorted tag lists by repository, each valid while its tags directory's modification
-    time is unchanged: adding or removing a tag changes it, in this process or any other
-    sharing the storage. A page of a repository with 10,000 tags then costs one ``stat``
-    and a slice instead of listing and sorting the directory."""
+    """Sorted tag lists by repository, each valid while its tags directory's listing stamp
+    (:meth:`StorageDriver.listing_stamp`) is unchanged: adding or removing a tag changes
+    it, in this process or any other sharing the storage. A page of a repository with
+    10,000 tags then costs one ``stat`` and a slice instead of listing and sorting the
+    directory. Backends without stamps (S3) are listed on every request."""
 
     def __init__(self, capacity: int = 1024) -> None:
-        self._entries: OrderedDict[str, tuple[float, list[str]]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[Hashable, list[str]]] = OrderedDict()
         self._capacity = capacity
 
-    def get(self, name: str, stamp: float) -> list[str] | None:
+    def get(self, name: str, stamp: Hashable) -> list[str] | None:
         entry = self._entries.get(name)
         if entry is None or entry[0] != stamp:
             return None
         self._entries.move_to_end(name)
         return entry[1]
 
-    def put(self, name: str, stamp: float, tags: list[str]) -> None:
+    def put(self, name: str, stamp: Hashable, tags: list[str]) -> None:
         self._entries[name] = (stamp, tags)
         self._entries.move_to_end(name)
         while len(self._entries) > self._capacity:
@@ -162,12 +163,13 @@ class Tags:
         repository that does not exist."""
         directory = paths.tags_dir(self.name)
         try:
-            # The stamp is read before the listing: a tag added in between makes the next
-            # stamp differ, so a cached list is never newer-looking than its content.
-            stamp = (await self.driver.stat(directory)).modified
-            cached = self.cache.get(self.name, stamp) if stamp else None
-            if cached is not None:
-                return cached
+            # The stamp is read before the listing: a tag added in between changes the
+            # next stamp, so a cached list never looks newer than its content.
+            stamp = await self.driver.listing_stamp(directory)
+            if stamp is not None:
+                cached = self.cache.get(self.name, stamp)
+                if cached is not None:
+                    return cached
             tags = sorted(await self.driver.list_dir(directory))
         except PathNotFound:
             try:
@@ -175,7 +177,7 @@ class Tags:
             except PathNotFound:
                 raise NameUnknown(self.name) from None
             return []
-        if stamp:  # drivers without directory times (S3, in-memory) are never cached
+        if stamp is not None:
             self.cache.put(self.name, stamp, tags)
         return tags
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import time
 from pathlib import Path
 
 from yarl import URL
@@ -115,28 +117,122 @@ async def test_tags_of_an_unknown_repository_are_name_unknown(registry: Registry
     assert (await response.json())["errors"][0]["code"] == "NAME_UNKNOWN"
 
 
-async def test_tag_lists_stay_current_across_instances(make_registry: ClientFactory) -> None:
-    """Tag lists are cached per process by the tags directory's mtime: a tag another
-    instance adds or deletes must show at once."""
-    first, second = await make_registry(), await make_registry()  # one storage, two caches
-    image = make_image(layer_count=1, layer_size=1024, seed="cache")
-    for digest, content in image.blobs.items():
-        await first.post("/v2/app/blobs/uploads/", params={"digest": digest}, data=content)
+class TaggingClient:
+    """Pushes one small image's manifest under tags of ``app`` and lists them."""
 
-    async def push(client: RegistryClient, tag: str) -> None:
-        response = await client.put(
+    def __init__(self, client: RegistryClient) -> None:
+        self.client = client
+        self.image = make_image(layer_count=1, layer_size=1024, seed="cache")
+
+    async def upload_blobs(self) -> None:
+        for digest, content in self.image.blobs.items():
+            response = await self.client.post(
+                "/v2/app/blobs/uploads/", params={"digest": digest}, data=content
+            )
+            assert response.status == 201
+
+    async def push(self, tag: str) -> None:
+        response = await self.client.put(
             f"/v2/app/manifests/{tag}",
-            data=image.manifest,
+            data=self.image.manifest,
             headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
         )
         assert response.status == 201
 
-    async def tags(client: RegistryClient) -> list[str]:
-        return list((await (await client.get("/v2/app/tags/list")).json())["tags"])
+    async def tags(self) -> list[str]:
+        return list((await (await self.client.get("/v2/app/tags/list")).json())["tags"])
 
-    await push(first, "a")
-    assert await tags(first) == ["a"]
-    await push(second, "b")
-    assert await tags(first) == ["a", "b"]
-    assert (await second.delete("/v2/app/manifests/a")).status == 202
-    assert await tags(first) == ["b"]
+
+def tags_directory(registry_environ: dict[str, str]) -> Path:
+    root = Path(registry_environ["REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY"])
+    return root / "docker/registry/v2/repositories/app/_manifests/tags"
+
+
+def set_back(directory: Path, seconds: float) -> None:
+    """Make ``directory``'s modification time ``seconds`` old: a listing of it is then
+    cached (a recent time is not vouched for, see FilesystemDriver.listing_stamp)."""
+    when = time.time_ns() - int(seconds * 1e9)
+    os.utime(directory, ns=(when, when))
+
+
+async def test_tag_lists_stay_current_across_instances(make_registry: ClientFactory) -> None:
+    """Tag lists are cached per process by the tags directory's stamp: a tag another
+    instance adds or deletes must show at once."""
+    # One storage, two caches: as two workers, or two instances on one volume.
+    first, second = TaggingClient(await make_registry()), TaggingClient(await make_registry())
+    await first.upload_blobs()
+    await first.push("a")
+    assert await first.tags() == ["a"]
+    await second.push("b")
+    assert await first.tags() == ["a", "b"]
+    assert (await second.client.delete("/v2/app/manifests/a")).status == 202
+    assert await first.tags() == ["b"]
+
+
+async def test_a_cached_tag_list_is_read_again_once_another_instance_tags(
+    make_registry: ClientFactory, registry_environ: dict[str, str]
+) -> None:
+    """The cached path itself (an old directory time): a tag pushed or deleted through
+    another instance changes the stamp, and the next listing shows it."""
+    first, second = TaggingClient(await make_registry()), TaggingClient(await make_registry())
+    await first.upload_blobs()
+    await first.push("a")
+    for round_ in range(3):
+        set_back(tags_directory(registry_environ), 3600)
+        assert await first.tags() == ["a"]
+        assert await first.tags() == ["a"]  # from the cache
+        await second.push(f"b{round_}")
+        assert await first.tags() == ["a", f"b{round_}"]
+        set_back(tags_directory(registry_environ), 3600)
+        assert await first.tags() == ["a", f"b{round_}"]
+        assert (await second.client.delete(f"/v2/app/manifests/b{round_}")).status == 202
+        assert await first.tags() == ["a"]
+
+
+async def test_a_tag_added_within_the_same_clock_tick_is_listed(
+    make_registry: ClientFactory, registry_environ: dict[str, str]
+) -> None:
+    """The kernel stamps a directory's time from a clock that ticks every few ms: a tag
+    added in the tick of the previous change leaves the time unchanged. A listing read
+    while the time is that recent must not be trusted later, or the new tag would never
+    show."""
+    first, second = TaggingClient(await make_registry()), TaggingClient(await make_registry())
+    directory = tags_directory(registry_environ)
+    await first.upload_blobs()
+    await first.push("a")
+    # A time too recent to vouch for; set in the future so that no stall of a loaded
+    # test machine can age it past the guard before the listings below.
+    tick = time.time_ns() + 600 * 10**9
+    os.utime(directory, ns=(tick, tick))
+    assert await first.tags() == ["a"]
+    await second.push("b")
+    os.utime(directory, ns=(tick, tick))  # "b" landed in the same tick: the time is as it was
+    assert await first.tags() == ["a", "b"]
+    assert (await second.client.delete("/v2/app/manifests/a")).status == 202
+    os.utime(directory, ns=(tick, tick))
+    assert await first.tags() == ["b"]
+
+
+async def test_cached_tag_pages_and_links_are_those_of_a_fresh_listing(
+    registry: RegistryClient, registry_environ: dict[str, str]
+) -> None:
+    """``n``/``last`` pages and their ``Link`` headers are the same whether the list
+    was read from the directory or from the cache."""
+    client = TaggingClient(registry)
+    await client.upload_blobs()
+    for tag in [f"v{i:02d}" for i in range(12)] + ["latest", "Stable", "_x"]:
+        await client.push(tag)
+
+    async def pages() -> list[tuple[int, str | None, object]]:
+        seen = []
+        for query in ("?n=4", "?n=4&last=v03", "?n=100", "?last=v10", "?n=0", "?last=zzz", ""):
+            response = await registry.get(f"/v2/app/tags/list{query}")
+            seen.append((response.status, response.headers.get("Link"), await response.json()))
+        return seen
+
+    fresh = await pages()  # the directory is new: read on every request
+    set_back(tags_directory(registry_environ), 3600)
+    assert await pages() == fresh  # cached from the first of these on
+    assert await pages() == fresh
+    assert fresh[0][1] is not None and fresh[0][1].endswith('?n=4&last=v00>; rel="next"')
+    assert fresh[0][2] == {"name": "app", "tags": ["Stable", "_x", "latest", "v00"]}

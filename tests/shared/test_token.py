@@ -51,8 +51,10 @@ def make_cert(
     ca: bool,
     days: int = 1,
     start: datetime | None = None,
+    end: datetime | None = None,
     usage_sign: bool = True,
 ) -> x509.Certificate:
+    """A certificate valid from ``start`` (5 minutes ago) to ``end`` (``days`` later)."""
     begin = start or datetime.now(UTC) - timedelta(minutes=5)
     builder = (
         x509.CertificateBuilder()
@@ -61,7 +63,7 @@ def make_cert(
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(begin)
-        .not_valid_after(begin + timedelta(days=days))
+        .not_valid_after(end or begin + timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
     )
     if not usage_sign:
@@ -299,6 +301,29 @@ def test_expired_certificate_and_key_usage() -> None:
     no_sign = make_cert(leaf_key, "leaf", root_key, "root", ca=False, usage_sign=False)
     with pytest.raises(UntrustedKey, match="key usage"):
         verifier.verify(TokenSigner(leaf_key, [no_sign]).sign(claims()))
+
+
+def test_an_expired_trusted_root_vouches_for_nothing_and_the_chain_expiry_is_told() -> None:
+    """As Go's x509.Verify: the root that ends the path must be valid too. A verdict's
+    ``key_valid_until`` is the earliest ``not_valid_after`` on the path, root included."""
+    root_key, leaf_key = generate_key("ES256"), generate_key("ES256")
+    ago = datetime.now(UTC) - timedelta(days=9)
+    expired_root = make_cert(root_key, "root", root_key, "root", ca=True, start=ago)
+    leaf = make_cert(leaf_key, "leaf", root_key, "root", ca=False, days=3)
+    signer = TokenSigner(leaf_key, [leaf])
+    with pytest.raises(UntrustedKey, match="not trusted"):
+        TokenVerifier(issuer=ISSUER, audience=SERVICE, trusted_certs=[expired_root]).verify(
+            signer.sign(claims())
+        )
+    root = make_cert(root_key, "root", root_key, "root", ca=True, days=2)
+    checked = TokenVerifier(issuer=ISSUER, audience=SERVICE, trusted_certs=[root]).check(
+        signer.sign(claims())
+    )
+    assert checked.key_valid_until == root.not_valid_after_utc.timestamp()  # sooner than leaf
+    by_kid = verifier_for(signer, trusted_certs=[], jwks=signer.jwks()).check(
+        TokenSigner(leaf_key).sign(claims())
+    )
+    assert by_kid.key_valid_until is None  # a key trusted by itself: no chain to expire
 
 
 def test_token_type_check_and_malformed(es_signer: TokenSigner) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,6 +153,15 @@ class StorageDriver(abc.ABC):
     @abc.abstractmethod
     async def list_dir(self, path: str) -> list[str]:
         """The names of the direct children of a directory (not full paths)."""
+
+    async def listing_stamp(self, path: str) -> Hashable | None:
+        """A value that differs once an entry was added to or removed from the directory
+        ``path`` since it was read, by this process or any other sharing the storage; or
+        None where the backend has no such value, or cannot vouch for it yet (a listing
+        must then be read afresh). Read in one cheap call; a backend that has stamps raises
+        PathNotFound for no directory. The default has none: S3 has no directories, so
+        nothing its writers change."""
+        return None
 
     @abc.abstractmethod
     async def move(self, source: str, destination: str, *, expected: Content | None = None) -> None:

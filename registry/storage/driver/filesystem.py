@@ -20,8 +20,9 @@ import errno
 import os
 import shutil
 import stat
+import time
 import uuid
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -54,6 +55,12 @@ INLINE_LIST_LIMIT = 16 * 1024  # bytes of directory: a few hundred entries
 RACE_ATTEMPTS = 20
 _RACE_ERRNOS = frozenset({errno.ENOENT, errno.ENOTEMPTY, errno.EISDIR, errno.ENOTDIR, None})
 DELETE_BATCH = 256  # paths deleted by one thread job in delete_many
+# How old a directory's modification time must be before a listing stamped with it is
+# vouched for. The kernel stamps times from a clock that ticks every few milliseconds (and
+# some filesystems keep whole seconds; NFS takes its server's clock), so an entry added in
+# the same tick as the change before it leaves the time as it was: a listing read in
+# between would miss it and yet look current. Git treats "racily clean" entries the same.
+RACY_STAMP_NS = 2_000_000_000
 
 
 class FilesystemDriver(StorageDriver):
@@ -165,6 +172,20 @@ class FilesystemDriver(StorageDriver):
             return await self._run(lambda: os.listdir(full))
         except (FileNotFoundError, NotADirectoryError):
             raise PathNotFound(path) from None
+
+    async def listing_stamp(self, path: str) -> Hashable | None:
+        full = self._os_path(path)
+        try:
+            result = os.stat(full)  # inline: one cached-metadata syscall
+        except (FileNotFoundError, NotADirectoryError):
+            raise PathNotFound(path) from None
+        if not stat.S_ISDIR(result.st_mode):
+            raise PathNotFound(path)
+        # Adding or removing an entry sets the time; a directory removed and made again
+        # is another inode. A time in the future (another machine's clock) is too recent.
+        if time.time_ns() - result.st_mtime_ns < RACY_STAMP_NS:
+            return None
+        return (result.st_dev, result.st_ino, result.st_mtime_ns)
 
     async def move(self, source: str, destination: str, *, expected: Content | None = None) -> None:
         src, dst = self._full(source), self._full(destination)

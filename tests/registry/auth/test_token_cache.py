@@ -8,11 +8,12 @@ import asyncio
 import base64
 import time
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from aiohttp import web
+from cryptography import x509
 
 from registry.app import create_app
 from registry.auth.base import Grant
@@ -23,6 +24,7 @@ from shared.scope import Scope
 from shared.token import Claims, TokenSigner
 from tests.registry.auth.conftest import ISSUER, SERVICE, token, token_environ
 from tests.registry.conftest import RegistryClient
+from tests.shared.test_token import make_cert
 from tokenauth.keygen import certificate_pem, generate_key, self_signed_certificate
 
 CAPACITY = 4
@@ -30,22 +32,30 @@ TAGS = "/v2/alice/app/tags/list"  # 404 NAME_UNKNOWN once past auth: nothing is 
 PULL = "repository:alice/app:pull"
 
 CachedRegistry = tuple[RegistryClient, TokenAccessController]
+ClientMaker = Callable[[web.Application], Awaitable[RegistryClient]]
+
+
+async def start_cached_registry(
+    aiohttp_client: ClientMaker, environ: dict[str, str], tmp_path: Path, root: x509.Certificate
+) -> CachedRegistry:
+    """A token-mode registry trusting ``root`` whose controller remembers at most
+    ``CAPACITY`` tokens."""
+    bundle = tmp_path / "root.crt"
+    bundle.write_bytes(certificate_pem(root))
+    config = load_config(None, {**environ, **token_environ(bundle)})
+    assert config.auth.token is not None
+    controller = TokenAccessController(config.auth.token, cache_size=CAPACITY)
+    return await aiohttp_client(create_app(config, controller=controller)), controller
 
 
 @pytest.fixture
 async def cached_registry(
-    aiohttp_client: Callable[[web.Application], Awaitable[RegistryClient]],
+    aiohttp_client: ClientMaker,
     registry_environ: dict[str, str],
     signer: TokenSigner,
     tmp_path: Path,
 ) -> CachedRegistry:
-    """A token-mode registry whose controller remembers at most ``CAPACITY`` tokens."""
-    bundle = tmp_path / "root.crt"
-    bundle.write_bytes(certificate_pem(signer.chain[0]))
-    config = load_config(None, {**registry_environ, **token_environ(bundle)})
-    assert config.auth.token is not None
-    controller = TokenAccessController(config.auth.token, cache_size=CAPACITY)
-    return await aiohttp_client(create_app(config, controller=controller)), controller
+    return await start_cached_registry(aiohttp_client, registry_environ, tmp_path, signer.chain[0])
 
 
 async def status_of(client: RegistryClient, headers: dict[str, str]) -> int:
@@ -69,6 +79,32 @@ async def test_a_remembered_token_is_refused_at_the_first_request_after_expiry(
     await asyncio.sleep(max(0.0, last_second - time.time()) + 0.05)
     assert await status_of(client, headers) == 401
     assert len(controller.verified) == 0  # and forgotten
+
+
+@pytest.mark.parametrize("expiring", ["signing certificate", "trusted root"])
+async def test_a_remembered_token_is_refused_once_its_certificate_chain_expires(
+    aiohttp_client: ClientMaker, registry_environ: dict[str, str], tmp_path: Path, expiring: str
+) -> None:
+    """Full verification refuses a chain past its ``not_valid_after``; a remembered token
+    must stop at that instant too, though its own ``exp`` is minutes away."""
+    # X.509 times have whole seconds: 4-5 s from now, room for the first requests.
+    expiry = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=5)
+    root_key, leaf_key = generate_key("ES256"), generate_key("ES256")
+    root_end = expiry if expiring == "trusted root" else None
+    root = make_cert(root_key, "root", root_key, "root", ca=True, end=root_end)
+    leaf_end = expiry if expiring == "signing certificate" else None
+    leaf = make_cert(leaf_key, "signer", root_key, "root", ca=False, end=leaf_end)
+    signer = TokenSigner(leaf_key, [leaf])  # x5c: the leaf, issued by the trusted root
+    client, controller = await start_cached_registry(
+        aiohttp_client, registry_environ, tmp_path, root
+    )
+    headers = token(signer, PULL, lifetime=timedelta(minutes=5))
+    assert await status_of(client, headers) == 404
+    assert len(controller.verified) == 1  # remembered
+    assert await status_of(client, headers) == 404  # from the memory
+    await asyncio.sleep(max(0.0, expiry.timestamp() - time.time()) + 0.2)
+    assert await status_of(client, headers) == 401
+    assert len(controller.verified) == 0  # forgotten, and not remembered again
 
 
 async def test_a_forged_signature_is_refused_while_the_genuine_token_is_remembered(

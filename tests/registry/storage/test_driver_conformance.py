@@ -6,6 +6,7 @@ A new driver joins by adding one entry to ``DRIVER_FACTORIES``.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -258,3 +259,40 @@ async def test_written_pieces_follow_each_other_in_order(driver: StorageDriver) 
     assert writer.size == len(expected)
     await writer.close()
     assert await read_all(driver, "/uploads/data") == expected
+
+
+def _age(directory: Path, seconds: float) -> None:
+    """Move ``directory``'s modification time ``seconds`` back: old enough to vouch for."""
+    mtime = directory.stat().st_mtime_ns - int(seconds * 1e9)
+    os.utime(directory, ns=(mtime, mtime))
+
+
+async def test_a_listing_stamp_changes_with_the_entries_or_there_is_none(
+    driver: StorageDriver,
+) -> None:
+    """A stamp (where a backend has them) must differ once an entry was added or removed,
+    and a recent change is not vouched for (None): see FilesystemDriver.listing_stamp."""
+    await driver.put_content("/d/a/file", b"x")
+    local = driver.local_path("/d")
+    if local is None:  # no directories to stamp (S3, in memory): listed every time
+        assert await driver.listing_stamp("/d") is None
+        return
+    # Not yet 2 s old (here in the future, so that no stall of the machine ages it).
+    _age(local, -600)
+    assert await driver.listing_stamp("/d") is None
+    _age(local, 600 + 3600)
+    first = await driver.listing_stamp("/d")
+    assert first is not None and await driver.listing_stamp("/d") == first
+    await asyncio.sleep(0.05)  # past the clock tick of the last change
+    await driver.put_content("/d/b/file", b"y")
+    _age(local, 3600)  # the same shift as before: only the change itself tells them apart
+    added = await driver.listing_stamp("/d")
+    assert added not in (None, first)
+    await asyncio.sleep(0.05)
+    await driver.delete("/d/a")
+    _age(local, 3600)
+    assert await driver.listing_stamp("/d") not in (None, first, added)
+    with pytest.raises(PathNotFound):
+        await driver.listing_stamp("/nothing")
+    with pytest.raises(PathNotFound):
+        await driver.listing_stamp("/d/b/file")
