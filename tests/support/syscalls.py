@@ -29,12 +29,14 @@ _STRING = re.compile(r'"((?:[^"\\]|\\.)*)"')
 @dataclass(frozen=True)
 class Call:
     """One completed syscall: its name, the path of its first descriptor (``-y``), the
-    string arguments (paths of a rename, the start of a sent buffer) and its result."""
+    string arguments (paths of a rename, the start of a sent buffer), its result and the
+    thread that made it (its id; the process id for the main thread)."""
 
     name: str
     fd_path: str | None
     strings: tuple[str, ...]
     result: int
+    thread: int = 0
 
 
 class SyscallTrace:
@@ -99,6 +101,7 @@ class SyscallTrace:
                         fd_path["path"] if fd_path else None,
                         tuple(_STRING.findall(call["args"])),
                         int(call["result"]),
+                        int(pid),
                     )
                 )
         return calls

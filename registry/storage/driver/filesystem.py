@@ -1,8 +1,9 @@
 """The filesystem driver: a directory tree under ``rootdirectory``, Distribution's layout.
 
 Writes, listings and large reads run on a thread pool so the event loop keeps serving;
-``stat`` and reads of small files (links, tags, manifests) run inline, since a hop to a
-thread costs more than the syscall. Large files are served by the handlers with sendfile
+``stat``, reads of small files (links, tags, manifests) and small writes that need no
+flush (an upload's start time, its hash states) run inline, since a hop to a thread
+costs more than the syscalls. Large files are served by the handlers with sendfile
 through ``local_path``.
 
 With ``fsync`` (the default) what the registry acknowledges is on stable storage first:
@@ -49,6 +50,8 @@ from registry.storage.driver.filesystem_writer import (
 T = TypeVar("T")
 READ_CHUNK = 1024 * 1024
 INLINE_READ_LIMIT = 64 * 1024
+# Files written without a flush up to this size are written inline (see put_content).
+INLINE_WRITE_LIMIT = 64 * 1024
 INLINE_LIST_LIMIT = 16 * 1024  # bytes of directory: a few hundred entries
 # A write and a delete of the same directory tree may overlap (a tag pushed while it is
 # deleted); the one that loses the race retries this many times.
@@ -122,7 +125,14 @@ class FilesystemDriver(StorageDriver):
                 sync_dirs([full.parent, *created])
 
         with no_space_is_storage_full(path):
-            await self._run(lambda: _despite_concurrent_deletes(write))
+            if not flush and len(content) <= INLINE_WRITE_LIMIT:
+                # Nothing to wait for (an upload's start time, a hash state, any file
+                # with fsync off): a few page-cache syscalls, cheaper inline than a hop
+                # to a thread, whose every syscall then contends with the loop for the
+                # GIL (issue 17: about 70 futex calls per hop under a push load).
+                _despite_concurrent_deletes(write)
+            else:
+                await self._run(lambda: _despite_concurrent_deletes(write))
 
     async def reader(self, path: str, offset: int = 0) -> AsyncGenerator[bytes, None]:
         full = self._full(path)
