@@ -20,6 +20,7 @@ import pytest
 
 from tests.support.portside_servers import (
     REPOSITORY_ROOT,
+    START_TIMEOUT,
     ServerProcess,
     filesystem_registry,
     free_port,
@@ -193,7 +194,7 @@ def test_a_blocked_log_output_does_not_block_requests(tmp_path: Path, workers: s
     )
     try:
         requests = 1500  # about 600 KB of access lines: ten times a pipe's 64 KiB
-        answered = _get_many(f"http://127.0.0.1:{port}/v2/", requests, timeout=60)
+        answered = _get_many(f"http://127.0.0.1:{port}/v2/", requests, timeout=START_TIMEOUT)
         assert answered == requests
     finally:
         process.terminate()
