@@ -69,18 +69,20 @@ class SendfileThreads:
         peer goes away, stops reading for ``stall`` seconds, or the file ends early."""
         if not self._take():
             return None
+        blocking: _Blocking | None = None
+        transfer: _Transfer | None = None
         try:
-            transfer = _Transfer(os.dup(sock.fileno()), os.dup(fd))
-        except OSError:
-            self._give()
-            raise
-        blocking = _Blocking(sock, stall)
-        try:
+            transfer = _Transfer.of(sock.fileno(), fd)
+            blocking = _Blocking(sock, stall)
             future = self._executor.submit(self._run, transfer, offset, end)
-        except RuntimeError:  # the interpreter is exiting: no new threads
-            transfer.close()
+        except (OSError, RuntimeError) as error:  # a reset socket; an exiting interpreter
+            if transfer is not None:
+                transfer.close()
+            if blocking is not None:
+                blocking.restore()
             self._give()
-            blocking.restore()
+            if isinstance(error, OSError):
+                raise ConnectionResetError(f"blob transfer failed: {error}") from error
             return None
         try:
             return await asyncio.wrap_future(future)
@@ -106,6 +108,16 @@ class _Transfer:
         self.out, self.fd = out, fd
         self._lock = threading.Lock()
         self._closed = False
+
+    @classmethod
+    def of(cls, sock: int, fd: int) -> _Transfer:
+        """Duplicates of both descriptors (none left open if the second fails)."""
+        out = os.dup(sock)
+        try:
+            return cls(out, os.dup(fd))
+        except OSError:
+            os.close(out)
+            raise
 
     def run(self, offset: int, end: int) -> int:
         start = offset
