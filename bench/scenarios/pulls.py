@@ -9,7 +9,8 @@ which only counts the bytes, so the figure is what the server can send:
 - ``pull_streams`` concurrent pulls of as many distinct blobs (one curl, ``--parallel``);
 - ``pull_streams`` concurrent Range requests at distinct offsets of the large blob.
 
-Ratios are portside/nginx. Every transfer's status and size are checked.
+Ratios are portside/nginx. Every transfer's status and size are checked. A first round is
+not recorded (page cache and first requests), and the servers' order reverses each round.
 """
 
 from __future__ import annotations
@@ -149,7 +150,16 @@ async def _measure(
             ],
         ),
     ]
-    await alternate(ctx.lab, servers, plan.rounds, steps)
+    # One unrecorded round first: every file is read into the page cache (nginx serves
+    # portside's files, the reference its own) and every server has served each kind of
+    # request once. Then the order of the servers reverses each round (A B, B A), so
+    # that coming first or last after another server's transfer favours none.
+    for server in servers:
+        for each in steps:
+            await each.run(server)
+    for round_number in range(plan.rounds):
+        order = servers if round_number % 2 == 0 else list(reversed(servers))
+        await alternate(ctx.lab, order, 1, steps)
     return [single, parallel, ranged]
 
 

@@ -7,12 +7,15 @@ asyncio's own ``loop.sendfile`` re-registers the socket with epoll around every 
 (two ``epoll_ctl`` calls, a new callback and a future each time) and leaves the buffer to
 autotuning: on loopback, where a chunk is a few megabytes at most, that event-loop work
 was a third of a pull's server CPU (docs/performance.md, "Pulls against nginx"). Here the
-first call goes straight to the socket (a small blob needs nothing more), and for the rest
-one writer callback stays registered for the whole transfer, on a duplicate of the socket's
-descriptor (asyncio refuses a second registration of the transport's own), while the
-transport's reading is paused and its write buffer is empty: nothing else writes to the
-connection until the body is out. Transports that cannot take raw file bytes (TLS) or
-loops without ``add_writer`` fall back to ``loop.sendfile`` and then to a chunked copy.
+first call goes straight to the socket (a small blob needs nothing more). The rest of a
+large body is sent by a blocking ``sendfile`` in a worker thread (``sendfile_threads``: no
+wake-up of the event loop until the end) while one is free; otherwise one writer callback
+stays registered for the whole transfer, on a duplicate of the socket's descriptor
+(asyncio refuses a second registration of the transport's own). Either way the
+transport's reading is paused and its write buffer is empty, so nothing else writes to the
+connection until the body is out, and a client that takes no byte for
+``sendfile_threads.STALL_TIMEOUT`` is cut off. Transports that cannot take raw file bytes
+(TLS) or loops without ``add_writer`` fall back to ``loop.sendfile``, then a chunked copy.
 """
 
 from __future__ import annotations
@@ -27,8 +30,13 @@ from typing import BinaryIO
 
 from aiohttp import web
 
+from registry.handlers import sendfile_threads
+
 COPY_CHUNK_SIZE = 256 * 1024
-MAX_CALL = 2**30  # the most one sendfile call is asked for (the kernel caps near 2 GiB)
+MAX_CALL = sendfile_threads.MAX_CALL
+# What is left after the first call goes to a worker thread from this size on: below it,
+# the thread hop costs more than the event loop's few wake-ups.
+THREADED_MIN = 1024 * 1024
 SEND_BUFFER = 4 * 1024 * 1024  # asked of SO_SNDBUF; Linux doubles it for its bookkeeping
 _PROC_SYS = Path("/proc/sys/net")
 
@@ -85,8 +93,42 @@ async def _native(
     _set_cork(sock, False)  # the headers leave with the first bytes, or now
     if offset >= end:
         return count
+    reading = transport.is_reading()
+    if reading:
+        transport.pause_reading()  # as loop.sendfile does: the connection is ours alone
+    try:
+        stall = sendfile_threads.STALL_TIMEOUT
+        if end - offset >= THREADED_MIN:
+            sent = await sendfile_threads.threads().send(sock, fd, offset, end, stall)
+            if sent is not None:
+                return offset + sent - start
+        return offset + await _on_loop(sock, fd, offset, end, stall) - start
+    finally:
+        if reading and not transport.is_closing():
+            transport.resume_reading()
+
+
+async def _on_loop(sock: socket.socket, fd: int, offset: int, end: int, stall: float) -> int:
+    """The rest from ``offset``, sent from the event loop whenever the socket has room:
+    one writer callback on a duplicate descriptor for the whole transfer, ended when the
+    client takes no byte for ``stall`` seconds (as the threads' ``SO_SNDTIMEO``)."""
+    start = offset
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
+    timer: asyncio.TimerHandle | None = None
+
+    def check_progress(last: int) -> None:
+        nonlocal timer
+        if done.done():
+            return
+        if offset == last:
+            done.set_exception(
+                ConnectionResetError("blob transfer stalled: the client stopped reading")
+            )
+            return
+        timer = loop.call_later(stall, check_progress, offset)
+
+    timer = loop.call_later(stall, check_progress, offset)
 
     def on_writable() -> None:
         nonlocal offset
@@ -100,9 +142,6 @@ async def _native(
         if offset >= end:
             done.set_result(None)
 
-    reading = transport.is_reading()
-    if reading:
-        transport.pause_reading()  # as loop.sendfile does: the connection is ours alone
     out = os.dup(sock.fileno())
     try:
         loop.add_writer(out, on_writable)
@@ -111,9 +150,8 @@ async def _native(
         finally:
             loop.remove_writer(out)
     finally:
+        timer.cancel()
         os.close(out)
-        if reading and not transport.is_closing():
-            transport.resume_reading()
     return offset - start
 
 
