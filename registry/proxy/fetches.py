@@ -41,7 +41,7 @@ READER_BUFFER = 1024 * 1024
 # before reading from the upstream waits for it. With none, the download received the
 # next MiB only once the last one was hashed and written: the event loop and the
 # threads took turns, and a cold pull used one core of two.
-STORE_AHEAD = 8 * 1024 * 1024
+STORE_AHEAD = 4 * 1024 * 1024
 STALL_TIMEOUT = 60.0
 FOLLOW_INTERVAL = 0.05  # how often a later reader looks for newly written bytes
 

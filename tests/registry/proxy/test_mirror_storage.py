@@ -81,9 +81,10 @@ async def test_clients_are_sent_bytes_while_storage_falls_behind(
     pulling = asyncio.create_task(pull())
     try:
         async with storage_held(registry_environ) as (_, written):
-            # Storage stopped at ``written``: the client still gets up to STORE_AHEAD more
-            # (it used to stop about two 1 MiB batches past what was written).
-            wanted = min(written + STORE_AHEAD * 3 // 4, BLOB - 1)
+            # Storage stopped at ``written``: the client still gets STORE_AHEAD more and
+            # the batches in storage's hands (it used to stop about two 1 MiB batches
+            # past what was written: 2.2 MiB).
+            wanted = min(written + STORE_AHEAD, BLOB - 1)
             try:
                 await asyncio.wait_for(until_received(wanted), PATIENCE)
             except TimeoutError:
