@@ -26,7 +26,7 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from registry.oci.digest import Digest
 from registry.storage.blobs import BlobDescriptor, BlobStore
@@ -147,8 +147,11 @@ class _Spool:
         self._ended, self._error = True, error
         self._arrived.set()
 
-    def stop(self) -> None:
-        """The upload is over (it failed, or took everything): nothing more is taken."""
+    def stopped(self, storing: asyncio.Future[Any]) -> None:
+        """The upload (``storing``) is over: it failed, or took everything. Nothing more
+        is taken; its failure, if any, is the download's to report (retrieved here)."""
+        if not storing.cancelled():
+            storing.exception()
         self._stopped = True
         self._chunks.clear()
         self._room.set()
@@ -294,34 +297,7 @@ class BlobFetches:
                     fetch.size.set_result(size)
                     upload_id = (await uploads.start()).upload_id
                     fetch._upload, fetch._store = (uploads, upload_id), repository.blobs.store
-                    # Finished here, right after: hashed with the digest's algorithm, no
-                    # state stored for another instance. Stored from a spool, in a task of
-                    # its own, so that receiving and sending (this loop) and hashing and
-                    # writing (threads) overlap instead of taking turns.
-                    spool = _Spool()
-                    storing = asyncio.ensure_future(
-                        uploads.append(
-                            upload_id,
-                            spool.drain(),
-                            length=size,
-                            algorithm=fetch.digest.algorithm,
-                            handed_on=False,
-                        )
-                    )
-                    storing.add_done_callback(lambda _: spool.stop())
-                    try:
-                        async for chunk in fetch._broadcast(chunks):
-                            await spool.put(chunk)
-                    except _StorageStopped:
-                        await storing  # raises the upload's failure
-                        raise
-                    except BaseException as error:
-                        spool.end(error)  # the upload fails too: nothing is committed
-                        with contextlib.suppress(Exception):
-                            await storing
-                        raise
-                    spool.end()
-                    await storing
+                    await _broadcast_and_store(fetch, chunks, uploads, upload_id, size)
                 # The live readers get their last bytes as soon as the digest is
                 # checked: the commit's flushes (tens of ms) are no client's wait.
                 descriptor = await uploads.finish(
@@ -359,6 +335,41 @@ class BlobFetches:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+async def _broadcast_and_store(
+    fetch: BlobFetch, chunks: AsyncIterator[bytes], uploads: Uploads, upload_id: str, size: int
+) -> None:
+    """Send ``chunks`` to the fetch's readers and append them to the upload. Storage
+    reads them from a spool, in a task of its own, so that receiving and sending (this
+    loop) and hashing and writing (threads) overlap instead of taking turns; if either
+    side fails, both do. Hashed with the digest's algorithm, no state stored for another
+    instance: the upload is finished here, right after."""
+    spool = _Spool()
+    storing = asyncio.ensure_future(
+        uploads.append(
+            upload_id,
+            spool.drain(),
+            length=size,
+            algorithm=fetch.digest.algorithm,
+            handed_on=False,
+        )
+    )
+    storing.add_done_callback(spool.stopped)
+    try:
+        async for chunk in fetch._broadcast(chunks):
+            await spool.put(chunk)
+        spool.end()
+        await storing
+    except _StorageStopped:
+        await storing  # raises the upload's failure
+        raise
+    except BaseException as error:
+        spool.end(error)  # the upload fails too: nothing is committed
+        # Waited for, never cancelled: a batch may be in a writing thread still, and
+        # the upload is removed next (its failure is retrieved by ``stopped``).
+        await asyncio.wait([storing])
+        raise
 
 
 T = TypeVar("T")
