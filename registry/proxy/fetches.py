@@ -12,6 +12,11 @@ byte until the digest is verified (everything before it goes out as it arrives):
 client of a download that fails sees its transfer fail. The readers of the live stream
 get it as soon as the check passes, not after the commit that follows (its flushes):
 the bytes are known right by then.
+
+Storage keeps its own pace: the upload reads the download's bytes from a spool (at most
+``STORE_AHEAD`` bytes it has not taken), so the event loop goes on receiving and sending
+while threads hash and write the bytes before. A storage failure ends the download, and
+the clients' transfers with it, as an upstream failure does.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from registry.oci.digest import Digest
 from registry.storage.blobs import BlobDescriptor, BlobStore
@@ -32,6 +37,11 @@ from registry.storage.uploads import Uploads
 log = logging.getLogger("registry.proxy")
 
 READER_BUFFER = 1024 * 1024
+# How far storage (hashing and writing, in threads) may fall behind the clients' stream
+# before reading from the upstream waits for it. With none, the download received the
+# next MiB only once the last one was hashed and written: the event loop and the
+# threads took turns, and a cold pull used one core of two.
+STORE_AHEAD = 4 * 1024 * 1024
 STALL_TIMEOUT = 60.0
 FOLLOW_INTERVAL = 0.05  # how often a later reader looks for newly written bytes
 
@@ -101,6 +111,65 @@ class _Reader:
         finally:
             self.closed = True
             self.room.set()
+
+
+class _StorageStopped(Exception):
+    """The upload stopped taking bytes before the download ended: it failed."""
+
+
+class _Spool:
+    """The download's bytes on their way to storage: the upload reads them (``drain``)
+    at its own pace while the download goes on receiving and broadcasting, holding at
+    most STORE_AHEAD bytes that storage has not taken yet."""
+
+    def __init__(self) -> None:
+        self._chunks: deque[bytes] = deque()
+        self._held = 0
+        self._arrived = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._ended = False
+        self._error: BaseException | None = None
+        self._stopped = False
+
+    async def put(self, chunk: bytes) -> None:
+        while self._held >= STORE_AHEAD and not self._stopped:
+            self._room.clear()
+            await self._room.wait()
+        if self._stopped:
+            raise _StorageStopped
+        self._chunks.append(chunk)
+        self._held += len(chunk)
+        self._arrived.set()
+
+    def end(self, error: BaseException | None = None) -> None:
+        """No more bytes; ``error``: the download failed, and so must the upload."""
+        self._ended, self._error = True, error
+        self._arrived.set()
+
+    def stopped(self, storing: asyncio.Future[Any]) -> None:
+        """The upload (``storing``) is over: it failed, or took everything. Nothing more
+        is taken; its failure, if any, is the download's to report (retrieved here)."""
+        if not storing.cancelled():
+            storing.exception()
+        self._stopped = True
+        self._chunks.clear()
+        self._room.set()
+
+    async def drain(self) -> AsyncIterator[bytes]:
+        while True:
+            while self._chunks:
+                chunk = self._chunks.popleft()
+                self._held -= len(chunk)
+                if self._held < STORE_AHEAD:
+                    self._room.set()
+                yield chunk
+            if self._ended:
+                if self._error is not None:
+                    raise FetchFailed(str(self._error))
+                return
+            self._arrived.clear()
+            await self._arrived.wait()
 
 
 class BlobFetch:
@@ -228,15 +297,7 @@ class BlobFetches:
                     fetch.size.set_result(size)
                     upload_id = (await uploads.start()).upload_id
                     fetch._upload, fetch._store = (uploads, upload_id), repository.blobs.store
-                    # Finished here, right after: hashed with the digest's algorithm, no
-                    # state stored for another instance.
-                    await uploads.append(
-                        upload_id,
-                        fetch._broadcast(chunks),
-                        length=size,
-                        algorithm=fetch.digest.algorithm,
-                        handed_on=False,
-                    )
+                    await _broadcast_and_store(fetch, chunks, uploads, upload_id, size)
                 # The live readers get their last bytes as soon as the digest is
                 # checked: the commit's flushes (tens of ms) are no client's wait.
                 descriptor = await uploads.finish(
@@ -274,6 +335,41 @@ class BlobFetches:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+async def _broadcast_and_store(
+    fetch: BlobFetch, chunks: AsyncIterator[bytes], uploads: Uploads, upload_id: str, size: int
+) -> None:
+    """Send ``chunks`` to the fetch's readers and append them to the upload. Storage
+    reads them from a spool, in a task of its own, so that receiving and sending (this
+    loop) and hashing and writing (threads) overlap instead of taking turns; if either
+    side fails, both do. Hashed with the digest's algorithm, no state stored for another
+    instance: the upload is finished here, right after."""
+    spool = _Spool()
+    storing = asyncio.ensure_future(
+        uploads.append(
+            upload_id,
+            spool.drain(),
+            length=size,
+            algorithm=fetch.digest.algorithm,
+            handed_on=False,
+        )
+    )
+    storing.add_done_callback(spool.stopped)
+    try:
+        async for chunk in fetch._broadcast(chunks):
+            await spool.put(chunk)
+        spool.end()
+        await storing
+    except _StorageStopped:
+        await storing  # raises the upload's failure
+        raise
+    except BaseException as error:
+        spool.end(error)  # the upload fails too: nothing is committed
+        # Waited for, never cancelled: a batch may be in a writing thread still, and
+        # the upload is removed next (its failure is retrieved by ``stopped``).
+        await asyncio.wait([storing])
+        raise
 
 
 T = TypeVar("T")
