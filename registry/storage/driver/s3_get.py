@@ -80,11 +80,11 @@ class ObjectBody:
         self._sock = sock
         self.headers = headers
         self._rest = rest
-        length = headers.get("Content-Length")
-        if length is None or not length.isdigit() or headers.get("Transfer-Encoding"):
-            sock.close()
-            raise Refused(502, "NoContentLength")
-        self.length = int(length)
+        length = headers.get("Content-Length", "")
+        # None: no length given (or a chunked answer), which only an error answer may be.
+        self.length: int | None = None
+        if length.isdigit() and not headers.get("Transfer-Encoding"):
+            self.length = int(length)
 
     @classmethod
     async def open(cls, url: str, headers: dict[str, str]) -> ObjectBody:
@@ -113,11 +113,17 @@ class ObjectBody:
             status = _STATUS.fullmatch(head[: head.find(b"\r\n")])
             if status is None:
                 raise ReadBroken("not an HTTP answer")
-            message = http.client.parse_headers(io.BytesIO(head[head.find(b"\r\n") + 2 : end + 4]))
+            try:
+                fields = io.BytesIO(head[head.find(b"\r\n") + 2 : end + 4])
+                message = http.client.parse_headers(fields)
+            except http.client.HTTPException as error:  # too many or too long headers
+                raise ReadBroken(type(error).__name__) from error
             body = cls(sock, message, head[end + 4 :])
             code = int(status.group(1))
             if code not in (200, 206):
                 raise Refused(code, await body._error_code())
+            if body.length is None:
+                raise Refused(502, "NoContentLength")  # S3's GetObject always sends one
             return body
         except BaseException:
             sock.close()
@@ -128,7 +134,7 @@ class ObjectBody:
 
     async def _error_code(self) -> str:
         """The S3 error code of an error answer (its body is small XML), or ''."""
-        if self.length > HEAD_LIMIT:
+        if self.length is None or self.length > HEAD_LIMIT:
             return ""
         try:
             text = b"".join([piece async for piece in self.pieces()])
@@ -141,7 +147,7 @@ class ObjectBody:
         """The body as received (at most ``PIECE`` bytes each); ``ReadBroken`` when it
         ends early. The connection is closed at the end, or when this is closed."""
         loop = asyncio.get_running_loop()
-        remaining = self.length
+        remaining = self.length or 0
         try:
             if self._rest:
                 first, self._rest = self._rest[:remaining], b""

@@ -5,6 +5,7 @@ the socket (registry/storage/driver/s3_get.py): offsets, a connection closed mid
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator
 
@@ -13,7 +14,7 @@ from aiohttp import web
 
 from registry.storage.driver.base import PathNotFound
 from registry.storage.driver.s3 import S3Driver, StorageUnavailable
-from registry.storage.driver.s3_get import direct_reads
+from registry.storage.driver.s3_get import ObjectBody, ReadBroken, Refused, direct_reads
 from tests.registry.scaleout.conftest import FaultyS3
 from tests.support.backing_services import S3Server
 
@@ -144,3 +145,60 @@ async def test_error_answers_are_retried_then_read(proxied: tuple[S3Driver, Faul
     proxy.fault = lambda request: next(failures, None) if request.method == "GET" else None
     assert await read_all(driver, "/blob", 7) == CONTENT[7:]
     assert proxy.failed == 2
+
+
+@contextlib.asynccontextmanager
+async def canned(answer: bytes) -> AsyncIterator[str]:
+    """A server on loopback that answers every request with ``answer``, then closes."""
+
+    async def answer_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+
+    server = await asyncio.start_server(answer_once, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/bucket/key?sig=1"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.mark.parametrize(
+    ("answer", "outcome"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", b"hello"),
+        # A short body: what came, then the break (the caller resumes from there).
+        (b"HTTP/1.1 206 Partial\r\nContent-Length: 9\r\n\r\nhel", ReadBroken),
+        # S3 always gives GetObject a length: a chunked or unmeasured answer is refused.
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 502),
+        (b"HTTP/1.1 200 OK\r\n\r\nhello", 502),
+        # An error answer's code is read from its body, with or without a length.
+        (
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 40\r\n\r\n"
+            b"<Error><Code>NoSuchKey</Code></Error>   ",
+            (404, "NoSuchKey"),
+        ),
+        (b"HTTP/1.1 503 Slow Down\r\n\r\n", (503, "")),
+        (b"garbage\r\n\r\n", ReadBroken),
+        (b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 150 + b"\r\n", ReadBroken),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n", ReadBroken),  # no end of head
+    ],
+    ids=["whole", "short", "chunked", "no-length", "404", "503", "garbage", "headers", "cut"],
+)
+async def test_answers_off_the_socket(answer: bytes, outcome: object) -> None:
+    async with canned(answer) as url:
+        try:
+            body = await ObjectBody.open(url, {})
+            received = b""
+            async for piece in body.pieces():
+                received += piece
+        except ReadBroken:
+            assert outcome is ReadBroken
+        except Refused as refused:
+            expected = (outcome, "NoContentLength") if isinstance(outcome, int) else outcome
+            assert (refused.status, refused.code) == expected
+        else:
+            assert received == outcome
