@@ -43,8 +43,6 @@ from aiobotocore.config import AioConfig
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
-    IncompleteReadError,
-    ResponseStreamingError,
 )
 
 from registry.storage.driver import s3_delete
@@ -58,6 +56,7 @@ from registry.storage.driver.base import (
     StorageUnavailable,
 )
 from registry.storage.driver.readahead import read_ahead
+from registry.storage.driver.s3_get import direct_reads, read_direct, read_through_client
 from registry.storage.driver.s3_retry import (
     NOT_FOUND,
     RetryPolicy,
@@ -84,10 +83,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("registry.storage.s3")
 
 T = TypeVar("T")
-# What one read of a GET's body may return: aiohttp's buffers as the socket delivered them
-# (256 KiB at most), never joined into larger pieces (a copy that cost more CPU than the
-# fewer hand-overs saved), so read-ahead holds DEPTH x 256 KiB = 4 MiB per pull at most.
-READ_CHUNK = 256 * 1024
 PRESIGNED_SECONDS = 20 * 60  # as Distribution
 
 
@@ -99,6 +94,7 @@ class S3Driver(StorageDriver):
         self.bucket = config.bucket
         self._root = "/".join(p for p in config.rootdirectory.split("/") if p)
         self._redirect = redirect
+        self._direct = direct_reads(self._endpoint() or "")
         self.retry = RetryPolicy(config.maxretries + 1, config.retrydelay.total_seconds())
         self._session = aioboto3.Session()
         self._client: S3Client | None = None
@@ -131,11 +127,15 @@ class S3Driver(StorageDriver):
                     client = self._client = await self._stack.enter_async_context(self._open())
         return client
 
+    def _endpoint(self) -> str | None:
+        endpoint = self.config.regionendpoint or None
+        if endpoint is not None and "://" not in endpoint:
+            endpoint = ("https://" if self.config.secure else "http://") + endpoint
+        return endpoint
+
     def _open(self) -> ClientCreatorContext[S3Client]:
         config = self.config
-        endpoint = config.regionendpoint or None
-        if endpoint is not None and "://" not in endpoint:
-            endpoint = ("https://" if config.secure else "http://") + endpoint
+        endpoint = self._endpoint()
         options: dict[str, Any] = {
             "signature_version": "s3v4",
             "s3": {
@@ -255,44 +255,10 @@ class S3Driver(StorageDriver):
         )
 
     def reader(self, path: str, offset: int = 0) -> AsyncGenerator[bytes, None]:
-        # Read ahead: S3 keeps sending while the caller writes to its client.
-        return read_ahead(self._read(path, offset))
-
-    async def _read(self, path: str, offset: int) -> AsyncGenerator[bytes, None]:
-        key = self.key(path)
-        position = offset
-        etag: str | None = None
-        for attempt in range(self.retry.attempts):
-            arguments: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
-            if position > 0:
-                arguments["Range"] = f"bytes={position}-"
-            if etag is not None:  # resuming: the same object or nothing
-                arguments["IfMatch"] = etag
-            try:
-                response = await self.call(
-                    "GetObject",
-                    lambda s3, a=arguments: s3.get_object(**a),  # type: ignore[misc]
-                    NOT_FOUND | {"InvalidRange"},
-                )
-            except ClientError as error:
-                if error_code(error) == "InvalidRange":
-                    return  # the offset is at (or past) the end: nothing to read
-                raise PathNotFound(path) from None
-            etag = response.get("ETag")
-            body = response["Body"]
-            try:
-                while chunk := await body.read(READ_CHUNK):
-                    position += len(chunk)
-                    yield chunk
-                return
-            except (ResponseStreamingError, IncompleteReadError, TimeoutError) as error:
-                # The connection broke mid-object: continue from where it stopped.
-                if attempt + 1 >= self.retry.attempts:
-                    log.error("S3 GetObject stream failed: %s", describe(error))
-                    raise StorageUnavailable() from error
-                await asyncio.sleep(self.retry.backoff(attempt))
-            finally:
-                body.close()
+        # Read ahead: S3 keeps sending while the caller writes to its client. Over plain
+        # HTTP the bytes come straight off the socket (s3_get says why).
+        read = read_direct if self._direct else read_through_client
+        return read_ahead(read(self, self.key(path), path, offset))
 
     async def writer(self, path: str, append: bool = False) -> FileWriter:
         return await open_writer(self, self.key(path), append)

@@ -53,13 +53,14 @@ def error_status(error: ClientError) -> int:
     return int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
 
 
+def is_transient_answer(status: int, code: str) -> bool:
+    """Whether an S3 error answer (HTTP status, S3 error code) is worth retrying."""
+    return code in TRANSIENT_CODES or status >= 500 or status == 429
+
+
 def is_transient(error: Exception) -> bool:
     if isinstance(error, ClientError):
-        return (
-            error_code(error) in TRANSIENT_CODES
-            or error_status(error) >= 500
-            or error_status(error) == 429
-        )
+        return is_transient_answer(error_status(error), error_code(error))
     return isinstance(
         error,
         HTTPClientError

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from registry.storage.driver.base import FileWriter, SizeInvalid, StorageUnavailable
+from registry.storage.driver.s3_parts import PartBody, PartBuffer
 from registry.storage.s3_settings import S3_MAX_PART, S3_MIN_PART
 
 if TYPE_CHECKING:
@@ -79,7 +80,7 @@ class MultipartUpload:
         )
         return cls(driver, key, response["UploadId"])
 
-    async def upload_part(self, number: int, data: bytes) -> None:
+    async def upload_part(self, number: int, data: PartBody) -> None:
         response = await self.driver.call(
             "UploadPart",
             lambda s3: s3.upload_part(
@@ -87,7 +88,7 @@ class MultipartUpload:
                 Key=self.key,
                 UploadId=self.upload_id,
                 PartNumber=number,
-                Body=data,
+                Body=data,  # type: ignore[arg-type]  # botocore takes anything with read()
             ),
         )
         self.parts[number] = response["ETag"]
@@ -192,7 +193,7 @@ class S3Writer(FileWriter):
         key: str,
         *,
         copy_size: int,
-        buffer: bytearray,
+        initial: bytes = b"",
         base_version: str | None,
         dirty: bool = False,
     ) -> None:
@@ -201,8 +202,11 @@ class S3Writer(FileWriter):
         self._base_version = base_version
         self._version = new_version()  # of what close() stores, if anything
         self._copy_size = copy_size  # the existing object, to be copied as the first parts
-        self._buffer = buffer
-        self._size = copy_size + len(buffer)
+        # The part being filled (``initial``: a small object's bytes to append to) and the
+        # one being uploaded: two parts of memory at most, each filled once per part.
+        self._filling = PartBuffer(driver.config.chunksize, initial)
+        self._sending: PartBuffer | None = None
+        self._size = copy_size + len(initial)
         self._dirty = dirty  # something to store at close
         self._upload: MultipartUpload | None = None
         self._next_part = 1
@@ -225,18 +229,14 @@ class S3Writer(FileWriter):
     async def write(self, data: bytes) -> None:
         if self._failed or self._closed:
             raise ValueError("write to a failed or closed S3 writer")
-        self._buffer += data
         self._size += len(data)
         self._dirty = self._dirty or bool(data)
-        chunk = self._driver.config.chunksize
+        view = memoryview(data)
         try:
-            while len(self._buffer) >= chunk:
-                # The buffer itself becomes the part; only the short rest is copied.
-                part, self._buffer = self._buffer, self._buffer[chunk:]
-                del part[chunk:]
-                data = bytes(part)
-                del part
-                await self._send(data)
+            while view:
+                view = view[self._filling.fill(view) :]
+                if self._filling.full:
+                    await self._send()
         except BaseException:
             self._failed = True
             raise
@@ -247,7 +247,9 @@ class S3Writer(FileWriter):
             inflight, self._inflight = self._inflight, None
             await inflight
 
-    async def _send(self, data: bytes) -> None:
+    async def _send(self) -> None:
+        """Upload the filled part in the background; the buffer of the part before it
+        (uploaded by now) is the next one to fill."""
         await self._settle()  # at most one part in flight
         if self._upload is None:
             metadata = {VERSION_KEY: self._version}
@@ -269,7 +271,12 @@ class S3Writer(FileWriter):
         if number > MAX_PARTS:
             limit = MAX_PARTS * self._driver.config.chunksize
             raise SizeInvalid(f"S3 uploads are limited to {limit} bytes")
-        self._inflight = asyncio.ensure_future(self._upload.upload_part(number, data))
+        body = self._filling.body()
+        spare = self._sending
+        self._sending = self._filling
+        chunk = self._driver.config.chunksize
+        self._filling = spare.reset() if spare is not None else PartBuffer(chunk)
+        self._inflight = asyncio.ensure_future(self._upload.upload_part(number, body))
 
     async def _abort(self) -> None:
         if self._inflight is not None:
@@ -290,20 +297,20 @@ class S3Writer(FileWriter):
             if self._upload is None and not self._dirty:
                 return  # nothing appended: the object stays as it was
             if self._upload is None and self._copy_size == 0:
-                body = bytes(self._buffer)
+                body = self._filling.body()
                 await self._driver.call(
                     "PutObject",
                     lambda s3: s3.put_object(
                         Bucket=self._driver.bucket,
                         Key=self._key,
-                        Body=body,
+                        Body=body,  # type: ignore[arg-type]  # anything with read()
                         Metadata={VERSION_KEY: self._version},
                         **self._driver.write_args,
                     ),
                 )
                 return
-            if self._buffer or self._upload is None:
-                await self._send(bytes(self._buffer))  # the last part may be short
+            if self._filling.filled or self._upload is None:
+                await self._send()  # the last part may be short
             await self._settle()
             assert self._upload is not None
             await self._upload.complete(self._size)
@@ -313,7 +320,7 @@ class S3Writer(FileWriter):
             await self._abort()
             raise
         finally:
-            self._buffer = bytearray()
+            self._sending = None
 
 
 class _Aborted(Exception):
@@ -323,7 +330,7 @@ class _Aborted(Exception):
 async def open_writer(driver: S3Driver, key: str, append: bool) -> S3Writer:
     """A writer of ``key``; appending, it continues the object there, with its version."""
     if not append:
-        return S3Writer(driver, key, copy_size=0, buffer=bytearray(), base_version=None, dirty=True)
+        return S3Writer(driver, key, copy_size=0, base_version=None, dirty=True)
     head = await driver.head(key)
     size = int(head["ContentLength"]) if head else 0
     if 0 < size < S3_MIN_PART:
@@ -332,8 +339,6 @@ async def open_writer(driver: S3Driver, key: str, append: bool) -> S3Writer:
         fetched = await driver.fetch(key)
         if fetched is not None:
             content, version = fetched
-            return S3Writer(
-                driver, key, copy_size=0, buffer=bytearray(content), base_version=version
-            )
+            return S3Writer(driver, key, copy_size=0, initial=content, base_version=version)
         size, head = 0, None
-    return S3Writer(driver, key, copy_size=size, buffer=bytearray(), base_version=version_of(head))
+    return S3Writer(driver, key, copy_size=size, base_version=version_of(head))

@@ -78,19 +78,23 @@ def registry_environ(s3_server: S3Server, bucket: str, redis_server: RedisServer
 Fault = Callable[[web.Request], int | None]
 Delay = Callable[[web.Request], float]
 Gate = Callable[[web.Request], asyncio.Event | None]
+Cut = Callable[[web.Request], int | None]
 
 
 class FaultyS3:
     """An HTTP proxy in front of an S3 server that answers with an error status whenever
     ``fault(request)`` says so, and forwards everything else unchanged, after
     ``delay(request)`` seconds, or once the event ``gate(request)`` returns is set (to
-    order the requests of instances racing each other)."""
+    order the requests of instances racing each other); a GET's answer ends after
+    ``cut(request)`` bytes of its body when that is not None: the connection closes
+    mid-body."""
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
         self.fault: Fault = lambda request: None
         self.delay: Delay = lambda request: 0.0
         self.gate: Gate = lambda request: None
+        self.cut: Cut = lambda request: None
         self.requests = 0
         self.seen: list[tuple[str, str]] = []  # (method, path) of every request
         self.failed = 0
@@ -127,6 +131,15 @@ class FaultyS3:
                 for k, v in upstream.headers.items()
                 if k.lower() not in ("content-length", "transfer-encoding", "content-encoding")
             }
+            cut = self.cut(request) if request.method == "GET" else None
+            if cut is not None:
+                response = web.StreamResponse(status=upstream.status, headers=forwarded)
+                response.content_length = len(body_bytes)
+                await response.prepare(request)
+                await response.write(body_bytes[:cut])
+                assert request.transport is not None
+                request.transport.close()  # after what was written: the rest never comes
+                return response
             if request.method != "HEAD":
                 return web.Response(status=upstream.status, body=body_bytes, headers=forwarded)
             # A HEAD answer keeps the object's Content-Length (and has no body).
