@@ -209,7 +209,8 @@ async def run_gc_online(ctx: Context, seeded: Path) -> list[Metric]:
     loads = [w.load for w in windows]
     metric.note = (
         f"runs idle, busy, idle, ...: each busy run against the mean of the idle runs "
-        f"beside it ({', '.join(f'{r:.1f}%' for r in ratios)}); idle "
+        f"beside it ({', '.join(f'{r:.1f}%' for r in ratios)}; the runs in order "
+        f"{', '.join(f'{w.rate:.0f}' for w in windows)} req/s); idle "
         f"{statistics.median(idle_rates):.0f} req/s, collecting "
         f"{statistics.median(w.rate for w in busy):.0f} req/s (medians); load average "
         f"{min(loads):.1f}-{max(loads):.1f} after the measurements"
