@@ -57,7 +57,8 @@ INLINE_LIST_LIMIT = 16 * 1024  # bytes of directory: a few hundred entries
 # deleted); the one that loses the race retries this many times.
 RACE_ATTEMPTS = 20
 _RACE_ERRNOS = frozenset({errno.ENOENT, errno.ENOTEMPTY, errno.EISDIR, errno.ENOTDIR, None})
-DELETE_BATCH = 256  # paths deleted by one thread job in delete_many
+# Fewest paths one thread job of delete_many deletes: a hop to a thread costs ~50 us.
+DELETE_MIN_BATCH = 8
 # How old a directory's modification time must be before a listing stamped with it is
 # vouched for. The kernel stamps times from a clock that ticks every few milliseconds (and
 # some filesystems keep whole seconds; NFS takes its server's clock), so an entry added in
@@ -75,6 +76,7 @@ class FilesystemDriver(StorageDriver):
         self.root = Path(root)
         self._root = os.fspath(self.root).rstrip("/") or "/"
         self.fsync = fsync
+        self._threads = max_threads
         self._pool = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="fs")
 
     def _full(self, path: str) -> Path:
@@ -239,12 +241,16 @@ class FilesystemDriver(StorageDriver):
         # In batches, each batch in one thread, all batches at once: a hop to a thread
         # per path costs more than deleting the small directories garbage collection
         # removes, and on storage where each freed block waits for the device (a
-        # synchronous discard) only many deletions in flight keep the device busy.
+        # synchronous discard: an rmdir took 0.3 ms here) only many deletions in flight
+        # keep the device busy. So the paths are spread over every thread of the pool:
+        # 256 paths a job left 1,024 paths (a collection's sweep batch) on four threads,
+        # and 20,000 blob directories took 2.65 s on 32 threads against 56 s on one.
         def delete_batch(batch: Sequence[str]) -> list[int | None]:
             return [_deleted(self._os_path(path)) for path in batch]
 
         loop = asyncio.get_running_loop()
-        batches = [paths[i : i + DELETE_BATCH] for i in range(0, len(paths), DELETE_BATCH)]
+        size = max(DELETE_MIN_BATCH, -(-len(paths) // self._threads))
+        batches = [paths[i : i + size] for i in range(0, len(paths), size)]
         done = await asyncio.gather(
             *(loop.run_in_executor(self._pool, delete_batch, batch) for batch in batches)
         )
