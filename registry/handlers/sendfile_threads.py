@@ -87,7 +87,11 @@ class SendfileThreads:
         try:
             return await asyncio.wrap_future(future)
         except asyncio.CancelledError:
-            transfer.abort()  # the thread's blocked call returns at once; it cleans up
+            if future.cancel():  # never started: no thread will clean up after it
+                transfer.close()
+                self._give()
+            else:
+                transfer.abort()  # the thread's blocked call returns at once; it cleans up
             raise
         finally:
             blocking.restore()

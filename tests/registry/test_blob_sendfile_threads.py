@@ -193,3 +193,42 @@ def test_a_stopping_server_does_not_wait_for_a_stalled_transfer(tmp_path: Path) 
             assert time.monotonic() - started < sendfile_threads.STALL_TIMEOUT / 2
     finally:
         registry.kill()
+
+
+async def test_a_transfer_cancelled_before_its_thread_starts_gives_everything_back(
+    tmp_path: Path,
+) -> None:
+    """A request cancelled while its job still waits for a thread (the pool's thread is
+    between jobs, or starting): the job never runs, so the caller closes the duplicate
+    descriptors and frees the slot; else after as many such cancels as threads, no
+    transfer would ever use a thread again."""
+    pool = sendfile_threads.SendfileThreads(1)
+    release = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    blocker = pool._executor.submit(
+        lambda: asyncio.run_coroutine_threadsafe(release.wait(), loop).result()
+    )
+    data = tmp_path / "blob"
+    data.write_bytes(os.urandom(4 * 1024 * 1024))
+    here, there = socket.socketpair()
+    try:
+        with data.open("rb") as handle:
+            descriptors = len(os.listdir("/proc/self/fd"))
+            transfer = asyncio.create_task(
+                pool.send(here, handle.fileno(), 0, 4 * 1024 * 1024, WAIT)
+            )
+            for _ in range(100):  # until its job is queued behind the blocker
+                await asyncio.sleep(0.01)
+                if pool.in_use() == 1 and pool._executor._work_queue.qsize() == 1:
+                    break
+            transfer.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await transfer
+            assert pool.in_use() == 0
+            assert len(os.listdir("/proc/self/fd")) == descriptors
+    finally:
+        release.set()
+        await asyncio.wrap_future(blocker)
+        here.close()
+        there.close()
+        pool.close()
