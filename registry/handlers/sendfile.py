@@ -22,8 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import socket
+import struct
+import termios
 from functools import cache
 from pathlib import Path
 from typing import BinaryIO
@@ -118,17 +121,19 @@ async def _on_loop(sock: socket.socket, fd: int, offset: int, end: int, stall: f
     timer: asyncio.TimerHandle | None = None
 
     def check_progress(last: int) -> None:
+        # Progress is what the client took: the bytes handed to the kernel less those it
+        # still holds. The offset alone moves only when a third of the send buffer (up to
+        # 8 MiB) has drained, which a slow but steady client may take minutes to do.
         nonlocal timer
         if done.done():
             return
-        if offset == last:
+        taken = offset - _unsent(out)
+        if taken == last:
             done.set_exception(
                 ConnectionResetError("blob transfer stalled: the client stopped reading")
             )
             return
-        timer = loop.call_later(stall, check_progress, offset)
-
-    timer = loop.call_later(stall, check_progress, offset)
+        timer = loop.call_later(stall, check_progress, taken)
 
     def on_writable() -> None:
         nonlocal offset
@@ -143,6 +148,7 @@ async def _on_loop(sock: socket.socket, fd: int, offset: int, end: int, stall: f
             done.set_result(None)
 
     out = os.dup(sock.fileno())
+    timer = loop.call_later(stall, check_progress, offset - _unsent(out))
     try:
         loop.add_writer(out, on_writable)
         try:
@@ -153,6 +159,16 @@ async def _on_loop(sock: socket.socket, fd: int, offset: int, end: int, stall: f
         timer.cancel()
         os.close(out)
     return offset - start
+
+
+def _unsent(out: int) -> int:
+    """Bytes in the socket's send queue that the peer has not acknowledged
+    (``SIOCOUTQ``); 0 where the kernel does not say."""
+    try:
+        (unsent,) = struct.unpack("i", fcntl.ioctl(out, termios.TIOCOUTQ, b"\0\0\0\0"))
+    except OSError:
+        return 0
+    return int(unsent)
 
 
 def _send(out: int, fd: int, offset: int, end: int) -> int | None:

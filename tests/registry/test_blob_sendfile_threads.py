@@ -8,6 +8,7 @@ stops mid-transfer without waiting for the stall timeout.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import struct
@@ -152,6 +153,45 @@ async def test_a_client_that_stops_reading_is_cut_off_after_the_stall_timeout(
             while piece := await loop.sock_recv(sock, 1024 * 1024):
                 received += len(piece)
     assert received < SIZE, "the stalled transfer was never ended"
+
+
+async def test_a_slow_but_steady_client_is_not_cut_off_on_the_event_loop(
+    tmp_path: Path,
+) -> None:
+    """On the event loop's path the offset moves only when the socket is writable again,
+    after much of a large send buffer has drained: a client reading about 20 kB/s took
+    no new offset for longer than the stall timeout and was cut off although it never
+    stopped reading (review finding). What the peer took is what counts."""
+    stall = 2.0
+    data = os.urandom(8 * 1024 * 1024)
+    blob = tmp_path / "blob"
+    blob.write_bytes(data)
+    loop = asyncio.get_running_loop()
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.setblocking(False)
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.setblocking(False)
+        with client:
+            await loop.sock_connect(client, listener.getsockname())
+            server, _ = await loop.sock_accept(listener)
+            with server, blob.open("rb") as handle:
+                server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
+                server.setblocking(False)
+                sending = asyncio.create_task(
+                    sendfile._on_loop(server, handle.fileno(), 0, len(data), stall)
+                )
+                received = bytearray()
+                reading_until = time.monotonic() + 4 * stall
+                while time.monotonic() < reading_until and not sending.done():
+                    await asyncio.sleep(0.05)
+                    with contextlib.suppress(BlockingIOError):
+                        received += client.recv(1024)
+                assert not sending.done(), sending.exception()
+                sending.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sending
+    assert received and bytes(received) == data[: len(received)]
 
 
 async def test_a_client_that_leaves_mid_pull_frees_its_thread(
