@@ -87,9 +87,10 @@ async def test_a_remembered_token_is_refused_once_its_certificate_chain_expires(
 ) -> None:
     """Full verification refuses a chain past its ``not_valid_after``; a remembered token
     must stop at that instant too, though its own ``exp`` is minutes away."""
-    # X.509 times have whole seconds: 4-5 s from now, room for the first requests.
-    expiry = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=5)
     root_key, leaf_key = generate_key("ES256"), generate_key("ES256")
+    # X.509 times have whole seconds: 14-15 s from now, room for the first requests on a
+    # loaded machine (4-5 s was too little there).
+    expiry = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=15)
     root_end = expiry if expiring == "trusted root" else None
     root = make_cert(root_key, "root", root_key, "root", ca=True, end=root_end)
     leaf_end = expiry if expiring == "signing certificate" else None
