@@ -127,11 +127,13 @@ class FilesystemDriver(StorageDriver):
                 sync_dirs([full.parent, *created])
 
         with no_space_is_storage_full(path):
-            if not flush and len(content) <= INLINE_WRITE_LIMIT:
-                # Nothing to wait for (an upload's start time, a hash state, any file
-                # with fsync off): a few page-cache syscalls, cheaper inline than a hop
-                # to a thread, whose every syscall then contends with the loop for the
-                # GIL (issue 17: about 70 futex calls per hop under a push load).
+            if not durable and len(content) <= INLINE_WRITE_LIMIT:
+                # Nothing to wait for (an upload's start time, a hash state): a few
+                # page-cache syscalls, cheaper inline than a hop to a thread, whose every
+                # syscall then contends with the loop for the GIL (issue 17: about 70
+                # futex calls per hop under a push load). Links, tags and manifests keep
+                # the thread even with fsync off: their directories may need creating,
+                # and on a network filesystem a hung server must not freeze the loop.
                 _despite_concurrent_deletes(write)
             else:
                 await self._run(lambda: _despite_concurrent_deletes(write))
