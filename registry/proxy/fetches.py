@@ -360,9 +360,9 @@ async def _broadcast_and_store(
         async for chunk in fetch._broadcast(chunks):
             await spool.put(chunk)
         spool.end()
-        await storing
+        await asyncio.shield(storing)  # a cancel (shutdown) comes here, not into it
     except _StorageStopped:
-        await storing  # raises the upload's failure
+        await asyncio.shield(storing)  # raises the upload's failure
         raise
     except BaseException as error:
         spool.end(error)  # the upload fails too: nothing is committed
