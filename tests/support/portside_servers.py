@@ -169,9 +169,6 @@ def registry_process(tmp_path: Path, **settings: str) -> ServerProcess:
 
 
 def filesystem_registry(tmp_path: Path, **settings: str) -> ServerProcess:
-    """``registry_process`` storing in ``tmp_path/data``."""
-    return registry_process(
-        tmp_path,
-        REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=str(tmp_path / "data"),
-        **settings,
-    )
+    """``registry_process`` storing in ``tmp_path/data`` unless ``settings`` say where."""
+    storage = {"REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": str(tmp_path / "data")}
+    return registry_process(tmp_path, **{**storage, **settings})
