@@ -21,7 +21,7 @@ from registry.wiring import check_storage
 from shared.config import ConfigError
 from shared.listener import ListenError
 from shared.log_queue import configure_logging
-from shared.token import TokenError
+from shared.token_errors import TokenError
 
 log = logging.getLogger("registry")
 

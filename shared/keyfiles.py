@@ -12,7 +12,7 @@ from typing import Any
 
 from cryptography import x509
 
-from shared.token import PublicKey, keys_from_jwks, load_certificates
+from shared.jose_keys import PublicKey, keys_from_jwks, load_certificates
 
 # A JWKS file holds a handful of public keys; anything larger is not one.
 MAX_JWKS_BYTES = 1024 * 1024

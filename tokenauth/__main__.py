@@ -12,10 +12,10 @@ from datetime import timedelta
 from pathlib import Path
 
 from shared.config import ConfigError
+from shared.jose_keys import PublicKey, libtrust_key_id, thumbprint
 from shared.listener import ListenError
 from shared.log_queue import configure_logging
 from shared.tls import TLSSetupError, server_context
-from shared.token import PublicKey, libtrust_key_id, thumbprint
 from tokenauth import keydir, robot_command
 from tokenauth.app import create_app
 from tokenauth.config import load_config

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from shared.htpasswd import HtpasswdFile
-from shared.token import thumbprint
+from shared.jose_keys import thumbprint
 from tokenauth.acl import AclFile
 from tokenauth.signing import SigningKeys
 

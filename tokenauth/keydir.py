@@ -31,8 +31,8 @@ from pathlib import Path
 
 from cryptography import x509
 
+from shared.jose_keys import PrivateKey, algorithm_for_key, load_private_key, public_jwk
 from shared.keyfiles import KeyFileError, read_certificates
-from shared.token import PrivateKey, algorithm_for_key, load_private_key, public_jwk
 from tokenauth.keygen import (
     DEFAULT_RSA_BITS,
     certificate_pem,

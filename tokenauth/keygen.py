@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
-from shared.token import PrivateKey
+from shared.jose_keys import PrivateKey
 
 ALGORITHMS = ("ES256", "ES384", "RS256")
 DEFAULT_RSA_BITS = 3072

@@ -20,7 +20,8 @@ from __future__ import annotations
 import hmac
 from datetime import timedelta
 
-from shared.token import Claims, TokenError
+from shared.token import Claims
+from shared.token_errors import TokenError
 from tokenauth.authn.base import Identity
 from tokenauth.authn.chain import AuthenticatorChain
 from tokenauth.config import REFRESH_AUDIENCE_PREFIX

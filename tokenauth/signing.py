@@ -23,18 +23,10 @@ from typing import Any
 from cryptography import x509
 
 from shared.config import ConfigError
+from shared.jose_keys import PublicKey, algorithm_for_key, load_private_key, public_jwk, thumbprint
 from shared.keyfiles import KeyFileError, read_certificates
-from shared.token import (
-    BadAlgorithm,
-    Claims,
-    PublicKey,
-    TokenSigner,
-    TokenVerifier,
-    algorithm_for_key,
-    load_private_key,
-    public_jwk,
-    thumbprint,
-)
+from shared.token import Claims, TokenSigner, TokenVerifier
+from shared.token_errors import BadAlgorithm
 from tokenauth import keydir
 from tokenauth.config import TokenConfig
 

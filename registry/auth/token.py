@@ -31,9 +31,11 @@ from registry.keys import CONFIG
 from registry.urls import base_url
 from shared import errors
 from shared.authorization import BearerToken, MalformedAuthorization, parse_authorization
+from shared.jose_keys import DEFAULT_ALGORITHMS
 from shared.keyfiles import KeyFileError, read_certificates, read_jwks
 from shared.scope import Scope, format_scopes
-from shared.token import DEFAULT_ALGORITHMS, Claims, TokenError, TokenVerifier
+from shared.token import Claims, TokenVerifier
+from shared.token_errors import TokenError
 
 MAX_CACHED_TOKENS = DEFAULT_CAPACITY
 RELOAD_CHECK_SECONDS = 1.0  # how often the key files are looked at

@@ -22,7 +22,7 @@ from registry.auth.token import TokenAccessController
 from shared.credentials import VerifierBusy
 from shared.ratelimit import Throttled
 from shared.scope import MAX_SCOPES, Scope, format_scopes
-from shared.token import TokenError
+from shared.token_errors import TokenError
 
 CLIENT_ID = "portside-ui"
 MAX_TOKEN_RESPONSE = 64 * 1024

@@ -17,8 +17,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from shared.jose_keys import load_certificates
 from shared.scope import Scope
-from shared.token import Claims, TokenSigner, TokenVerifier, load_certificates
+from shared.token import Claims, TokenSigner, TokenVerifier
 from tests.e2e.conftest import ClientFactory
 from tests.support.clients import CommandLine, output, write_rootfs_tarball
 from tests.support.deployments import ISSUER, PASSWORDS, SERVICE, TokenDeployment

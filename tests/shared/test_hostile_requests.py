@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 from jwt.algorithms import ECAlgorithm
 
-from shared.token import TokenSigner, libtrust_key_id
+from shared.jose_keys import libtrust_key_id
+from shared.token import TokenSigner
 from tests.support.deployments import ISSUER, SERVICE, TokenDeployment, start_token_deployment
 from tests.support.portside_servers import ServerProcess
 

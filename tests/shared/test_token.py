@@ -17,25 +17,25 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
-from shared.scope import Scope
-from shared.token import (
-    BadAlgorithm,
-    Claims,
-    InvalidSignature,
-    MalformedToken,
+from shared.jose_keys import (
     PrivateKey,
-    TokenExpired,
-    TokenNotYetValid,
-    TokenSigner,
-    TokenVerifier,
-    UntrustedKey,
-    WrongAudience,
-    WrongIssuer,
     keys_from_jwks,
     libtrust_key_id,
     load_certificates,
     load_private_key,
     thumbprint,
+)
+from shared.scope import Scope
+from shared.token import Claims, TokenSigner, TokenVerifier
+from shared.token_errors import (
+    BadAlgorithm,
+    InvalidSignature,
+    MalformedToken,
+    TokenExpired,
+    TokenNotYetValid,
+    UntrustedKey,
+    WrongAudience,
+    WrongIssuer,
 )
 from tokenauth.keygen import certificate_pem, generate_key, key_pem, self_signed_certificate
 

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from shared.htpasswd import format_htpasswd_line
-from shared.token import TokenSigner, load_certificates, load_private_key
+from shared.jose_keys import load_certificates, load_private_key
+from shared.token import TokenSigner
 from tests.support.portside_servers import ServerProcess, free_port, run_python_module
 
 SERVICE = "portside-e2e"

@@ -14,7 +14,8 @@ from aiohttp.test_utils import TestClient
 from cryptography import x509
 
 from shared.htpasswd import format_htpasswd_line
-from shared.token import Claims, PrivateKey, TokenVerifier
+from shared.jose_keys import PrivateKey
+from shared.token import Claims, TokenVerifier
 from tokenauth.app import create_app
 from tokenauth.config import load_config
 from tokenauth.keygen import certificate_pem, generate_key, key_pem, self_signed_certificate

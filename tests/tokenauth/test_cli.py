@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from cryptography import x509
 
-from shared.token import thumbprint
+from shared.jose_keys import thumbprint
 from tests.support.tools import free_port
 from tests.tokenauth.conftest import SERVICE, Setup, basic
 from tokenauth.__main__ import main

@@ -3,7 +3,8 @@ alone."""
 
 from __future__ import annotations
 
-from shared.token import TokenVerifier, keys_from_jwks, thumbprint
+from shared.jose_keys import keys_from_jwks, thumbprint
+from shared.token import TokenVerifier
 from tests.tokenauth.conftest import ISSUER, SERVICE, ClientFactory, Setup, TokenClient, fetch_token
 
 

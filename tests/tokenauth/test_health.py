@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from shared.token import thumbprint
+from shared.jose_keys import thumbprint
 from tests.tokenauth.conftest import ACL, Setup, TokenClient, fetch_token
 
 

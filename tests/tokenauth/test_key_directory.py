@@ -11,8 +11,9 @@ import pytest
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from shared.jose_keys import thumbprint
 from shared.keyfiles import read_certificates, read_jwks
-from shared.token import TokenVerifier, thumbprint
+from shared.token import TokenVerifier
 from tests.tokenauth.conftest import ISSUER, SERVICE, USERS, Setup, TokenClient, fetch_token
 from tests.tokenauth.test_oauth import post
 from tokenauth import keydir

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import jwt
 
-from shared.token import thumbprint
+from shared.jose_keys import thumbprint
 from tests.tokenauth.conftest import (
     OTHER_SERVICE,
     REALM,

@@ -15,7 +15,8 @@ from pathlib import Path
 import jwt
 import pytest
 
-from shared.token import Claims, TokenSigner, libtrust_key_id
+from shared.jose_keys import libtrust_key_id
+from shared.token import Claims, TokenSigner
 from tests.registry.auth.conftest import ISSUER, REALM, SERVICE, token, token_environ
 from tests.registry.conftest import ClientFactory, RegistryClient
 from tokenauth.keygen import certificate_pem, generate_key, self_signed_certificate
