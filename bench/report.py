@@ -56,6 +56,27 @@ def _cores(metric: Metric) -> str:
     return "/".join(_number(v) for v in [*servers, statistics.median(other) if other else None])
 
 
+def _others(metric: Metric) -> str:
+    """The servers measured beside portside and the baseline (the reference; for pulls a
+    second nginx, whose ratio to the first is the run's noise floor), each with its ratio
+    to the baseline as the table's (of the medians [per-round min-max])."""
+    parts = [f"{REFERENCE}: {_side(metric, REFERENCE)}"]
+    baseline = metric.values.get(metric.baseline, [])
+    for server, values in metric.values.items():
+        if server in (PORTSIDE, metric.baseline, REFERENCE):
+            continue
+        text = f"{server}: {_side(metric, server)}"
+        ratios = [a / b for a, b in zip(values, baseline, strict=False) if b]
+        theirs = metric.median(metric.baseline)
+        if ratios and theirs:
+            text += (
+                f", {statistics.median(values) / theirs:.2f}x {metric.baseline}"
+                f" [{min(ratios):.2f}-{max(ratios):.2f}]"
+            )
+        parts.append(text)
+    return "; ".join(parts)
+
+
 def format_table(metrics: Sequence[Metric]) -> str:
     header = (
         f"{'metric':58} {'unit':10} {'portside median [min-max]':27} "
@@ -85,10 +106,8 @@ def format_table(metrics: Sequence[Metric]) -> str:
             f"{(metric.target.text if metric.target else ''):34} {met:4} {_rss(metric):12} "
             f"{_cores(metric):15}"
         )
-        if metric.baseline != REFERENCE:  # the reference too, for context; ratio over baseline
-            lines.append(
-                f"    (baseline: {metric.baseline}; {REFERENCE}: {_side(metric, REFERENCE)})"
-            )
+        if metric.baseline != REFERENCE:  # the others too, for context; ratio over baseline
+            lines.append(f"    (baseline: {metric.baseline}; {_others(metric)})")
         for server, reason in metric.unavailable.items():
             lines.append(f"    {server}: {reason[:300]}")
     return "\n".join(lines)

@@ -11,11 +11,15 @@ which only counts the bytes, so the figure is what the server can send:
 
 Ratios are portside/nginx. Every transfer's status and size are checked. A first round is
 not recorded (page cache and first requests), and the servers' order reverses each round.
+A second, identical nginx (``nginx-again``) takes its turn too: its ratio to the first is
+the run's noise floor, what two equal servers differ by in these very rounds, against which
+a ratio of portside's has to be read (curl, the receiver, is the busier side on 2 cores).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -32,6 +36,7 @@ from bench.servers import PORTSIDE, Server
 
 REPO = "bench/pull"
 GROUP = "10. pulls against nginx (sendfile)"
+CONTROL = "nginx-again"  # the same nginx once more: the noise floor of the rounds
 TARGET = Target(">= 0.95x nginx", min_speedup=0.95)
 CURL = "curl"
 
@@ -90,7 +95,13 @@ async def run_pulls(ctx: Context, registries: Sequence[Server]) -> list[Metric]:
     await settle()
     nginx = await ctx.lab.start(nginx_server(ctx.new_dir(NGINX), portside.root))
     try:
-        return await _measure(ctx, [portside, nginx, *registries[1:]], large, streams)
+        again = nginx_server(ctx.new_dir(CONTROL), portside.root)
+        control = await ctx.lab.start(dataclasses.replace(again, name=CONTROL))
+        try:
+            servers = [portside, nginx, control, *registries[1:]]
+            return await _measure(ctx, servers, large, streams)
+        finally:
+            await ctx.lab.stop(control)
     finally:
         await ctx.lab.stop(nginx)
 
@@ -107,7 +118,7 @@ async def _measure(
     plan = ctx.plan
 
     def url(server: Server, digest: str) -> str:
-        if server.name == NGINX:
+        if server.name in (NGINX, CONTROL):
             return blob_url(server, digest)
         return f"{server.url}/v2/{REPO}/blobs/{digest}"
 

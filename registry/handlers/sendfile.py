@@ -56,7 +56,8 @@ async def send_file(
         await response.prepare(request)
         return await _through_loop(request, response, handle, start, count)
     # Corked, the status line and headers wait in the socket for the first body bytes
-    # and leave with them; uncorked once the first call has queued them.
+    # and leave with them; uncorked once the first call has queued them (each path
+    # uncorks as soon as it can; a failure before that uncorks here).
     _set_cork(sock, True)
     try:
         _grow_send_buffer(sock)
@@ -66,9 +67,10 @@ async def send_file(
             # path waits for the transport's buffer to drain before sending the file.
             _set_cork(sock, False)
             return await _through_loop(request, response, handle, start, count)
-        return await _native(transport, sock, handle.fileno(), start, count)
-    finally:
+    except BaseException:
         _set_cork(sock, False)
+        raise
+    return await _native(transport, sock, handle.fileno(), start, count)
 
 
 def _raw_socket(transport: asyncio.Transport | None) -> socket.socket | None:
@@ -92,8 +94,10 @@ async def _native(
     # The first call goes straight to the socket: it usually takes the whole of a small
     # blob or range, which then costs no epoll registration at all.
     offset, end = start, start + count
-    offset += _send(sock.fileno(), fd, offset, end) or 0
-    _set_cork(sock, False)  # the headers leave with the first bytes, or now
+    try:
+        offset += _send(sock.fileno(), fd, offset, end) or 0
+    finally:
+        _set_cork(sock, False)  # the headers leave with the first bytes, or now
     if offset >= end:
         return count
     reading = transport.is_reading()

@@ -47,9 +47,9 @@ EXPECTED = {
     "flood_failures_per_account": {"portside"},
     "mirror_cold_pull_4MiB": EVERY_SERVER,
     "mirror_warm_pull_4MiB": EVERY_SERVER,
-    "pull_vs_nginx": {*EVERY_SERVER, "nginx"},
-    "pulls_concurrent_vs_nginx": {*EVERY_SERVER, "nginx"},
-    "ranges_concurrent_vs_nginx": {*EVERY_SERVER, "nginx"},
+    "pull_vs_nginx": {*EVERY_SERVER, "nginx", "nginx-again"},
+    "pulls_concurrent_vs_nginx": {*EVERY_SERVER, "nginx", "nginx-again"},
+    "ranges_concurrent_vs_nginx": {*EVERY_SERVER, "nginx", "nginx-again"},
 }
 WITH_CEPH = {
     f"s3_{direction}_{mode}_4MiB": EVERY_SERVER
