@@ -59,13 +59,18 @@ class UploadFollower:
         blob has: what is written, all but the last byte until the digest is verified.
         FollowFailed when the download fails first."""
         sent = 0
-        while sent < self.size:
-            limit = self.size if self._check() else self.size - 1
+        while True:
+            verified = self._check()
+            limit = self.size if verified else self.size - 1
             ready = min(os.fstat(self.handle.fileno()).st_size, limit)
             if ready > sent:
                 yield sent, ready - sent
                 sent = ready
                 continue
+            if verified:  # everything is written once the digest is checked
+                if sent < self.size:
+                    raise FollowFailed("the verified blob is shorter than its size")
+                return
             # Waits on the shared future, never cancelling it (a timeout leaves it be).
             await asyncio.wait([self._verified], timeout=FOLLOW_INTERVAL)
 
