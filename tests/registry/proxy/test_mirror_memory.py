@@ -13,6 +13,7 @@ import hashlib
 import http.client
 import os
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -56,8 +57,9 @@ def peak_rss(pid: int) -> int:
     raise LookupError("VmHWM")
 
 
-def pull(port: int, digest: str, flowing: threading.Event | None = None) -> tuple[int, str]:
-    """GET the blob; its status and the sha256 of every byte received."""
+def pull(port: int, digest: str, flowing: threading.Event | None = None) -> tuple[int, str, float]:
+    """GET the blob; its status, the sha256 of every byte received, and when the first
+    byte came."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=PATIENCE)
     try:
         connection.request("GET", f"/v2/library/big/blobs/{digest}")
@@ -65,11 +67,13 @@ def pull(port: int, digest: str, flowing: threading.Event | None = None) -> tupl
         hasher = hashlib.sha256()
         buffer = bytearray(MiB)
         view = memoryview(buffer)
+        first_byte = 0.0
         while received := response.readinto(buffer):
+            first_byte = first_byte or time.monotonic()
             hasher.update(view[:received])
             if flowing is not None:
                 flowing.set()
-        return response.status, "sha256:" + hasher.hexdigest()
+        return response.status, "sha256:" + hasher.hexdigest(), first_byte
     finally:
         connection.close()
 
@@ -97,7 +101,10 @@ async def test_late_joiners_of_a_download_keep_the_mirror_within_its_memory_boun
         # They all came once bytes flowed, and while the download still ran.
         assert not first.done()
         results = await asyncio.wait_for(asyncio.gather(first, *late), PATIENCE)
-    assert results == [(200, digest)] * CLIENTS
+    assert [result[:2] for result in results] == [(200, digest)] * CLIENTS
     assert faulty.blob_gets(digest) == 1
+    # The late ones were sent bytes while the upstream was still sending: they followed
+    # the download, not the committed blob.
+    assert min(result[2] for result in results[1:]) < faulty.blob_piece_times[-1]
     peak = peak_rss(pid)
     assert peak < PEAK_RSS_LIMIT, f"peak RSS {peak / MiB:.0f} MiB"
