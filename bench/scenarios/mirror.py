@@ -14,6 +14,11 @@ direct pull from the upstream: the ratio is the mirror's share of the direct spe
 third row gives the server's CPU time per MB of the cold pull against the upstream's of
 the direct one: on a machine shared with other work, the figure the throughputs' swings
 leave readable (at a few MiB it is below the clock's 10 ms resolution).
+
+Two yardsticks bound what any mirror could do here (``bench.forwarder``): the same cold
+pull through the cheapest verifying cache (SHA-256, a file write and a send per piece,
+in threads, nothing else) and through the cheapest forwarder of all (``splice``: no hash,
+nothing stored), each against the same direct pull; a last row gives their CPU per MB.
 """
 
 from __future__ import annotations
@@ -21,7 +26,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import shutil
+import sys
 import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from aiohttp import ClientSession
 
 from bench.client import RegistryClient, new_session
 from bench.context import Context
@@ -29,7 +39,7 @@ from bench.measure import MEASUREMENT_ERRORS
 from bench.plan import format_size
 from bench.results import Metric, Sample, Target
 from bench.scenarios.blobs import mb_per_second, settle
-from bench.servers import PORTSIDE, REFERENCE, registry_server
+from bench.servers import PORTSIDE, REFERENCE, Server, free_port, registry_server
 
 REPO = "bench/mirror"
 GROUP = "9. pull-through cache"
@@ -64,6 +74,28 @@ async def run_mirror(ctx: Context) -> list[Metric]:
         higher_is_better=False,
         note="portside: the mirror during a cold pull; reference: the upstream during the "
         "direct pull. Less sensitive to other load than the throughputs",
+    )
+    ceilings = {
+        mode: Metric(
+            f"mirror_ceiling_{mode}_pull_{label.replace(' ', '')}",
+            f"cold pull through the cheapest {what} {label}",
+            "MB/s",
+            GROUP,
+            note=f"portside column: bench/forwarder.py {mode} ({how}); reference: the "
+            "direct pull. A bound for any mirror on this machine, not portside",
+        )
+        for mode, what, how in (
+            ("cache", "verifying cache", "SHA-256, a file write and a send per piece"),
+            ("splice", "forwarder", "socket to socket by splice, no hash, nothing stored"),
+        )
+    }
+    ceiling_cpu = Metric(
+        f"mirror_ceiling_cpu_per_mb_{label.replace(' ', '')}",
+        f"yardstick CPU per MB, cold pull {label}",
+        "ms/MB",
+        GROUP,
+        higher_is_better=False,
+        note="portside column: the cheapest verifying cache; reference: the splice forwarder",
     )
     upstream_root = ctx.new_dir("mirror-upstream") / "root"
     upstream = await ctx.lab.start(
@@ -111,8 +143,17 @@ async def run_mirror(ctx: Context) -> list[Metric]:
                     warm.add(
                         PORTSIDE, await ctx.lab.sample(mirror, functools.partial(pull, through))
                     )
+                    for mode, metric in ceilings.items():
+                        await settle()
+                        sample = await _through_forwarder(
+                            ctx, mode, upstream.url, root.parent, session, pull
+                        )
+                        metric.add(PORTSIDE, sample)
+                        metric.add(REFERENCE, direct_sample)
+                        side = PORTSIDE if mode == "cache" else REFERENCE
+                        ceiling_cpu.add_value(side, cpu_per_mb(sample))
                 except MEASUREMENT_ERRORS as error:
-                    for metric in (cold, warm, cpu):
+                    for metric in (cold, warm, cpu, *ceilings.values(), ceiling_cpu):
                         metric.unavailable[PORTSIDE] = f"failed: {error}"
                     break
                 finally:
@@ -120,7 +161,35 @@ async def run_mirror(ctx: Context) -> list[Metric]:
                     await asyncio.to_thread(shutil.rmtree, root.parent, True)
     finally:
         await ctx.lab.stop(upstream)
-    return [cold, warm, cpu]
+    return [cold, warm, cpu, *ceilings.values(), ceiling_cpu]
+
+
+async def _through_forwarder(
+    ctx: Context,
+    mode: str,
+    upstream_url: str,
+    workdir: Path,
+    session: ClientSession,
+    pull: Callable[[RegistryClient], Awaitable[float]],
+) -> Sample:
+    """A cold pull through ``bench.forwarder`` in ``mode``, started for it alone."""
+    port = free_port()
+    spool = workdir / f"forwarder-{mode}"
+    spool.mkdir()
+    forwarder = await ctx.lab.start(
+        Server(
+            f"forwarder-{mode}",
+            [sys.executable, "-m", "bench.forwarder", mode, str(port), upstream_url, str(spool)],
+            port,
+            workdir / f"forwarder-{mode}.log",
+        )
+    )
+    try:
+        return await ctx.lab.sample(
+            forwarder, functools.partial(pull, RegistryClient(session, forwarder.url))
+        )
+    finally:
+        await ctx.lab.stop(forwarder)
 
 
 def cpu_per_mb(sample: Sample) -> float:

@@ -9,6 +9,7 @@ from pathlib import Path
 from aiohttp import web
 
 from registry.handlers.base import digest_param, repository, route_param
+from registry.handlers.live_blobs import send_live_body
 from registry.handlers.sendfile import send_file
 from registry.handlers.socket_stream import stream_pieces
 from registry.keys import CONFIG, MIRRORS
@@ -82,10 +83,7 @@ async def _send_live(request: web.Request, name: str, blob: LiveBlob) -> web.Str
     response = web.StreamResponse(headers=_blob_headers(blob.descriptor))
     response.content_length = blob.descriptor.size
     with _failed_transfers_end_the_connection(request, response):
-        # Closed however the transfer ends: a reader left open would hold the shared
-        # download back until it is dropped as too slow.
-        async with contextlib.aclosing(blob.chunks) as chunks:
-            await stream_pieces(request, response, chunks, blob.descriptor.size)
+        await send_live_body(request, response, blob)
     return response
 
 

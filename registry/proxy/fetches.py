@@ -4,10 +4,12 @@ The download runs in a task of its own (a client hanging up does not stop it) an
 through the repository's normal upload path: the bytes are appended to an upload, and
 ``Uploads.finish`` verifies the digest before the blob becomes visible, so nothing
 partial or wrong is ever cached. Clients that ask while the download has not sent its
-first byte read the same bytes as they arrive; clients that come later read back what is
-already written and follow the upload as it grows. Each reader holds at most ``READER_BUFFER``
-bytes it has not taken yet (a reader that stays full for ``STALL_TIMEOUT`` is dropped),
-so memory stays flat whatever the blob's size. Every reader withholds the blob's last
+first byte read the same bytes as they arrive; clients that come later are sent the
+upload's data file as far as it is written and follow it as it grows (``following``: by
+the kernel, from a local file; read back in pieces where storage keeps none). Each reader
+of the live stream holds at most ``READER_BUFFER`` bytes it has not taken yet (a reader
+that stays full for ``STALL_TIMEOUT`` is dropped), so memory stays flat whatever the
+blob's size. Every reader withholds the blob's last
 byte until the digest is verified (everything before it goes out as it arrives): a
 client of a download that fails sees its transfer fail. The readers of the live stream
 get it as soon as the check passes, not after the commit that follows (its flushes):
@@ -29,6 +31,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from registry.oci.digest import Digest
+from registry.proxy.following import UploadFollower
 from registry.storage.blobs import BlobDescriptor, BlobStore
 from registry.storage.errors import PathNotFound, UploadUnknown
 from registry.storage.registry import Repository
@@ -43,7 +46,7 @@ READER_BUFFER = 1024 * 1024
 # threads took turns, and a cold pull used one core of two.
 STORE_AHEAD = 4 * 1024 * 1024
 STALL_TIMEOUT = 60.0
-FOLLOW_INTERVAL = 0.05  # how often a later reader looks for newly written bytes
+FOLLOW_INTERVAL = 0.05  # how often a later reader of a remote store looks for new bytes
 
 # Opens the upstream's blob: an async context manager of (size, chunks).
 BlobOpener = Callable[[], contextlib.AbstractAsyncContextManager[tuple[int, AsyncIterator[bytes]]]]
@@ -179,6 +182,8 @@ class BlobFetch:
         self.digest = digest
         self.size: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.done: asyncio.Future[BlobDescriptor] = asyncio.get_running_loop().create_future()
+        # Resolved once the digest is checked (before the commit), failed with the fetch.
+        self.verified: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.sending = False  # the first byte went out: a new reader would miss it
         self._readers: list[_Reader] = []
         self._also: dict[str, Repository] = {}
@@ -224,6 +229,17 @@ class BlobFetch:
         async for chunk in self._store.reader(self.digest, offset):
             yield chunk
 
+    def follower(self) -> UploadFollower | None:
+        """A reader that came once bytes were flowing, on the upload's local data file;
+        None when storage keeps no local file (``follow`` reads it back instead).
+        FileNotFoundError when the upload is gone: committed, or abandoned."""
+        assert self._upload is not None, "bytes flow only once the upload is started"
+        uploads, upload_id = self._upload
+        path = uploads.local_file(upload_id)
+        if path is None:
+            return None
+        return UploadFollower.open(path, self.size.result(), self.verified)
+
     def link_also(self, repository: Repository) -> None:
         """Link the blob in ``repository`` too once verified (another repository of
         the same upstream asked for the same blob while it was downloading)."""
@@ -254,7 +270,16 @@ class BlobFetch:
                 reader.push(chunk)
             yield chunk
 
+    def _verified(self) -> None:
+        """The digest is checked: every reader may have the last byte."""
+        if not self.verified.done():
+            self.verified.set_result(None)
+        self._finish(None)
+
     def _finish(self, error: BaseException | None) -> None:
+        if error is not None and not self.verified.done():
+            self.verified.set_exception(FetchFailed(str(error)))
+            self.verified.exception()  # retrieved: no follower may be waiting
         for reader in self._readers:
             reader.finish(error)
         self._readers.clear()
@@ -300,9 +325,7 @@ class BlobFetches:
                     await _broadcast_and_store(fetch, chunks, uploads, upload_id, size)
                 # The live readers get their last bytes as soon as the digest is
                 # checked: the commit's flushes (tens of ms) are no client's wait.
-                descriptor = await uploads.finish(
-                    upload_id, fetch.digest, verified=lambda: fetch._finish(None)
-                )
+                descriptor = await uploads.finish(upload_id, fetch.digest, verified=fetch._verified)
             for other in fetch._also.values():
                 if other.name != repository.name:
                     await other.blobs.link(fetch.digest)
@@ -326,7 +349,7 @@ class BlobFetches:
         else:
             self._fetches.pop(fetch.digest, None)
             fetch.done.set_result(descriptor)
-            fetch._finish(None)
+            fetch._verified()
 
     async def close(self) -> None:
         """Stop the downloads in progress (their uploads are removed)."""

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from registry.config_proxy import UpstreamConfig
 from registry.oci.digest import Digest, InvalidDigest, digest_of, parse_digest
 from registry.proxy.fetches import BlobFetch, BlobFetches, BlobOpener, FetchFailed, wait
+from registry.proxy.following import UploadFollower
 from registry.proxy.upstream import (
     UpstreamClient,
     UpstreamManifest,
@@ -45,10 +46,23 @@ def bad_upstream(message: str) -> RegistryError:
 
 @dataclass(frozen=True, slots=True)
 class LiveBlob:
-    """An uncached blob, read as it arrives from upstream."""
+    """An uncached blob, sent as it arrives from upstream."""
 
     descriptor: BlobDescriptor
+
+
+@dataclass(frozen=True, slots=True)
+class StreamedLiveBlob(LiveBlob):
+    """Its bytes as they arrive (the live stream, or read back from a remote store)."""
+
     chunks: AsyncGenerator[bytes, None]  # close it (aclosing) when done with it
+
+
+@dataclass(frozen=True, slots=True)
+class FollowedLiveBlob(LiveBlob):
+    """Its download's local data file, to send as it grows (a client that came late)."""
+
+    follower: UploadFollower  # close it (with) when done with it
 
 
 class Mirror:
@@ -215,7 +229,9 @@ class Mirror:
         self, repository: Repository, digest: Digest, whole: bool
     ) -> BlobDescriptor | LiveBlob:
         """The cached blob, or (``whole``: the client wants it all) the bytes of the one
-        download of it as they arrive; a ranged request waits for the download instead."""
+        download of it as they arrive (from the live stream, or from the data file being
+        written for a client that came later); a ranged request waits for the download
+        instead."""
         try:
             return await repository.blobs.stat(digest)
         except BlobUnknown:
@@ -231,9 +247,15 @@ class Mirror:
             raise unavailable(error) from None
         descriptor = BlobDescriptor(digest, size)
         if reader is not None:
-            return LiveBlob(descriptor, reader.read(size))
+            return StreamedLiveBlob(descriptor, reader.read(size))
         if whole:  # bytes are already flowing: follow them as they are written
-            return LiveBlob(descriptor, fetch.follow())
+            try:
+                follower = fetch.follower()
+            except FileNotFoundError:  # committed meanwhile (or failed): see ``done``
+                return await self._committed(repository, fetch)
+            if follower is None:
+                return StreamedLiveBlob(descriptor, fetch.follow())
+            return FollowedLiveBlob(descriptor, follower)
         return await self._committed(repository, fetch)
 
     async def _committed(self, repository: Repository, fetch: BlobFetch) -> BlobDescriptor:

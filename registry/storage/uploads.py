@@ -19,6 +19,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from registry.oci.digest import Digest, Hasher, new_hasher
@@ -304,6 +305,12 @@ class Uploads:
         """The data of an upload from ``offset`` as far as it is written now (a pull-through
         cache's later readers follow a download this way); PathNotFound once it is gone."""
         return self.driver.reader(paths.upload_data(self.name, upload_id), offset)
+
+    def local_file(self, upload_id: str) -> Path | None:
+        """The upload's data as a local file (for sendfile), or None when the backend
+        keeps none. Committing the upload renames this file into the blob store: a handle
+        opened on it goes on reading the same bytes, the blob's."""
+        return self.driver.local_path(paths.upload_data(self.name, upload_id))
 
     async def cancel(self, upload_id: str) -> None:
         async with self._lock(upload_id):

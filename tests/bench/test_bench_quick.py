@@ -47,6 +47,8 @@ EXPECTED = {
     "flood_failures_per_account": {"portside"},
     "mirror_cold_pull_4MiB": EVERY_SERVER,
     "mirror_warm_pull_4MiB": EVERY_SERVER,
+    "mirror_ceiling_cache_pull_4MiB": EVERY_SERVER,
+    "mirror_ceiling_splice_pull_4MiB": EVERY_SERVER,
     "pull_vs_nginx": {*EVERY_SERVER, "nginx", "nginx-again"},
     "pulls_concurrent_vs_nginx": {*EVERY_SERVER, "nginx", "nginx-again"},
     "ranges_concurrent_vs_nginx": {*EVERY_SERVER, "nginx", "nginx-again"},

@@ -5,7 +5,8 @@
 - ``FaultyProxy``: an HTTP proxy in front of a real upstream (or its token server) that
   counts what passes and can cut a blob in the middle, change its bytes, or refuse
   every connection, as a failing network or upstream would.
-- ``push_image``: a plain V2 push of an ``Image`` to an open registry.
+- ``push_image``, ``push_blob_data``: a plain V2 push of an ``Image``, or of one blob, to
+  an open registry.
 """
 
 from __future__ import annotations
@@ -38,20 +39,27 @@ async def push_image(
 ) -> None:
     """Push ``image`` as ``name:tag`` to the open registry at ``base`` (monolithic PUTs)."""
     for digest, data in image.blobs.items():
-        async with session.post(f"{base}/v2/{name}/blobs/uploads/") as started:
-            assert started.status == 202, await started.text()
-            location = started.headers["Location"]
-        if location.startswith("/"):
-            location = base + location
-        body = io.BytesIO(data)  # aiohttp warns (an error here) about big raw bytes
-        async with session.put(location, params={"digest": digest}, data=body) as done:
-            assert done.status == 201, await done.text()
+        await push_blob_data(session, base, name, digest, data)
     async with session.put(
         f"{base}/v2/{name}/manifests/{tag}",
         data=image.manifest,
         headers={"Content-Type": OCI_MANIFEST},
     ) as put:
         assert put.status == 201, await put.text()
+
+
+async def push_blob_data(
+    session: aiohttp.ClientSession, base: str, name: str, digest: str, data: bytes
+) -> None:
+    """Push one blob to ``name`` at the open registry at ``base`` (a monolithic PUT)."""
+    async with session.post(f"{base}/v2/{name}/blobs/uploads/") as started:
+        assert started.status == 202, await started.text()
+        location = started.headers["Location"]
+    if location.startswith("/"):
+        location = base + location
+    body = io.BytesIO(data)  # aiohttp warns (an error here) about big raw bytes
+    async with session.put(location, params={"digest": digest}, data=body) as done:
+        assert done.status == 201, await done.text()
 
 
 class FaultyProxy:

@@ -8,6 +8,7 @@ import hashlib
 import time
 
 import aiohttp
+import pytest
 
 from tests.registry.conftest import RegistryClient
 from tests.registry.helpers import assert_error, send
@@ -133,6 +134,21 @@ async def test_a_manifest_the_registry_cannot_store_is_a_bad_gateway(
 
 
 async def test_a_client_coming_late_follows_the_same_download(
+    mirror: RegistryClient, faulty: FaultyProxy, open_upstream: ServerProcess
+) -> None:
+    """It is sent the download's data file as far as it is written (``sendfile``)."""
+    await late_client_follows(mirror, faulty, open_upstream)
+
+
+@pytest.mark.parametrize("registry_environ", [{"REGISTRY_STORAGE": "inmemory"}])
+async def test_a_client_coming_late_follows_a_download_into_a_store_without_files(
+    mirror: RegistryClient, faulty: FaultyProxy, open_upstream: ServerProcess
+) -> None:
+    """Storage that keeps no local file (S3, memory): the upload is read back."""
+    await late_client_follows(mirror, faulty, open_upstream)
+
+
+async def late_client_follows(
     mirror: RegistryClient, faulty: FaultyProxy, open_upstream: ServerProcess
 ) -> None:
     digest, _ = await pushed_blob(open_upstream, 8 * 1024 * 1024, "late")
