@@ -12,15 +12,17 @@ route's name), ``http.request.remoteaddr`` (the client's address, see
 (Go's duration notation, as Distribution writes it) and what the service adds for the
 request with :func:`add_log_fields` (the registry: ``vars.name``, the repository).
 
-The event loop only captures the request's values; the fields are worked out when the
-line is formatted, on the log writer's thread (:mod:`shared.log_queue`). Building them,
-and a full :class:`logging.LogRecord`, on the loop cost about a tenth of a cached manifest
-GET (docs/performance.md#logging). With the services' own log set-up the values go to the
-writer's queue with the formatter, as an :class:`AccessLine`, and no record is made at all
-(``shared.log_queue.DirectLines``); with any other (a handler added by a test or an
-embedding program) they go as an :class:`AccessRecord` through the logging machinery.
-Both write the same line; in the text format an access line is written straight from the
-captured values, without its dict of fields (:func:`_text_line`), again the same line.
+With the services' own log set-up (``shared.log_queue.DirectLines``) no record is made at
+all: the event loop captures the request's values and makes the line from them at once
+(:func:`access_line`), while they are in its cache, and queues the text; the log writer's
+thread (:mod:`shared.log_queue`) only writes it. Rendered on the writer instead, a line
+cost that thread three to four times what it costs on the loop, and that thread shares the
+interpreter lock with the loop (docs/performance.md#per-request-overhead). With any
+other set-up (a handler added by a test or an embedding program) the values go as an
+:class:`AccessRecord` through the logging machinery, whose fields are worked out when it
+is formatted. Both write the same line; in the text format an access line is written
+straight from the captured values, without its dict of fields (:func:`_text_line`),
+again the same line.
 """
 
 from __future__ import annotations
@@ -195,23 +197,15 @@ ACCESS_FIELDS = (
 _ACCESS_FIELDS = frozenset(ACCESS_FIELDS)
 
 
-class AccessLine(log_queue.PendingLine):
-    """An access line queued without a record: rendered on the log writer's thread."""
-
-    __slots__ = ("_captured", "_created", "_formatter", "_name")
-
-    def __init__(self, formatter: LineFormatter, name: str, created: float, captured: Captured):
-        self._formatter, self._name, self._created = formatter, name, created
-        self._captured = captured
-
-    def render(self) -> str:
-        formatter = self._formatter
-        if type(formatter) is TextFormatter:
-            line = _text_line(formatter, self._name, self._created, self._captured)
-            if line is not None:
-                return line
-        fields = access_fields(*self._captured)
-        return formatter.info_line(self._name, self._created, MESSAGE, fields)
+def access_line(formatter: LineFormatter, name: str, created: float, captured: Captured) -> str:
+    """The access line of logger ``name`` made at ``created`` from the ``captured`` values,
+    as ``formatter`` writes it (without the terminator): what formatting its
+    :class:`AccessRecord` writes."""
+    if type(formatter) is TextFormatter:
+        line = _text_line(formatter, name, created, captured)
+        if line is not None:
+            return line
+    return formatter.info_line(name, created, MESSAGE, access_fields(*captured))
 
 
 def _text_line(
@@ -292,9 +286,10 @@ class AccessLogger(AbstractAccessLogger):
             extra = request.get(LOG_FIELDS) if request_id is not None else None
             direct = log_queue.direct_lines
             if direct is not None and direct.route(logger):
-                # No record: its values and the formatter go to the writer's queue.
+                # No record: the line is made now, while what it reads is warm, and only
+                # its text goes to the writer's queue.
                 captured = _capture(request, response, time, request_id, extra)
-                direct.put(AccessLine(direct.formatter, logger.name, now(), captured))
+                direct.put(access_line(direct.formatter, logger.name, now(), captured))
                 return
             record = AccessRecord(logger.name, request, response, time, request_id, extra)
             logger.handle(record)

@@ -10,7 +10,14 @@ from typing import Any
 
 import pytest
 
-from shared.access_log import MAX_FIELD, MESSAGE, AccessLine, Captured, _text_line, access_fields
+from shared.access_log import (
+    MAX_FIELD,
+    MESSAGE,
+    Captured,
+    _text_line,
+    access_fields,
+    access_line,
+)
 from shared.log_format import TextFormatter
 
 NAME = "registry.access"
@@ -69,7 +76,7 @@ EXTRA_OVERRIDING = {"http.response.status": "forced", "vars.name": "x"}
 @pytest.mark.parametrize(("captured", "static"), list(itertools.product(VALUES, STATIC)))
 def test_the_text_line_is_the_generic_one(captured: Captured, static: dict[str, Any]) -> None:
     formatter = TextFormatter(static)
-    line = AccessLine(formatter, NAME, CREATED, captured).render()
+    line = access_line(formatter, NAME, CREATED, captured)
     assert line == formatter.info_line(NAME, CREATED, MESSAGE, access_fields(*captured))
     assert "\n" not in line
 
@@ -77,7 +84,7 @@ def test_the_text_line_is_the_generic_one(captured: Captured, static: dict[str, 
 def test_a_service_field_named_as_a_standard_one_wins_as_before() -> None:
     captured: Captured = (*VALUES[0][:-1], EXTRA_OVERRIDING)
     formatter = TextFormatter({})
-    line = AccessLine(formatter, NAME, CREATED, captured).render()
+    line = access_line(formatter, NAME, CREATED, captured)
     assert line == formatter.info_line(NAME, CREATED, MESSAGE, access_fields(*captured))
     assert "http.response.status=forced" in line
     assert "http.response.status=200" not in line
