@@ -38,7 +38,13 @@ from aiohttp.web_request import BaseRequest
 
 from shared import log_queue
 from shared.client_address import client_address
-from shared.log_format import LineFormatter, TextFormatter, text_of_string, text_value
+from shared.log_format import (
+    LineFormatter,
+    TextFormatter,
+    text_of_string,
+    text_of_unique_string,
+    text_value,
+)
 from shared.request_context import REQUEST_ID
 
 LOG_FIELDS = web.RequestKey("log_fields", dict[str, Any])
@@ -222,24 +228,64 @@ def _text_line(
         extra and not formatter.keeps_static_apart(extra)
     ):
         return None
+    head = formatter.info_head(name, created, MESSAGE)
+    duration_text = text_of_unique_string(go_duration(duration))
+    # What varies from line to line is the id and the duration; the rest of a busy
+    # server's lines repeats (the same few requests, clients and answers), so its text is
+    # remembered by the values it is made of (:func:`_repeated_text`).
+    key: tuple[Any, ...] = (method, path, route, address, host, agent, status, written)
+    if extra:  # with the values' types: 1, 1.0 and True are equal keys, written apart
+        key += (*extra.items(), *map(type, extra.values()))
+    try:
+        middle, tail = _REPEATED.get(key) or _repeated_text(key, captured)
+    except TypeError:  # a service field's value that cannot be a key (a list): made anew
+        middle, tail = _repeated_parts(captured)
+    if rid is None:  # a request the parser refused has none
+        return f"{head} {middle} http.response.duration={duration_text}{tail}"
+    rid_text = text_of_unique_string(rid)
+    return (
+        f"{head} http.request.id={rid_text} {middle} http.response.duration={duration_text}{tail}"
+    )
+
+
+# The text of the repeated fields of recent access lines, by the values they were made of:
+# (from method to bytes written, the service's fields). Bounded, as the values are the
+# clients' to vary: short texts only, and past the bound it starts over.
+_REPEATED: dict[tuple[Any, ...], tuple[str, str]] = {}
+_REPEATED_KEPT = 1024
+_REPEATED_LONGEST = 1024
+
+
+def _repeated_text(key: tuple[Any, ...], captured: Captured) -> tuple[str, str]:
+    parts = _repeated_parts(captured)
+    if len(parts[0]) + len(parts[1]) <= _REPEATED_LONGEST:
+        if len(_REPEATED) >= _REPEATED_KEPT:
+            _REPEATED.clear()
+        _REPEATED[key] = parts
+    return parts
+
+
+def _repeated_parts(captured: Captured) -> tuple[str, str]:
+    """The text of an access line's fields from its method to its bytes written, and that
+    of the service's fields after its duration (with its leading space)."""
+    _, method, path, route, address, host, agent, status, written, _, extra = captured
     text = text_of_string
-    parts = [formatter.info_head(name, created, MESSAGE)]
-    if rid is not None:  # a request the parser refused has none
-        parts.append("http.request.id=" + text(rid))
-    parts += [
-        "http.request.method=" + text(method),
-        "http.request.uri=" + text(_clip(path)),
-        "http.request.route=" + text(route),
-        "http.request.remoteaddr=" + text(address),
-        "http.request.host=" + text(_clip(host)),
-        "http.request.useragent=" + text(_clip(agent)),
-        f"http.response.status={status}",
-        f"http.response.written={written}",
-        "http.response.duration=" + text(go_duration(duration)),
-    ]
-    if extra:
-        parts += [f"{key}={text_value(value)}" for key, value in extra.items() if value is not None]
-    return " ".join(parts)
+    middle = " ".join(
+        [
+            "http.request.method=" + text(method),
+            "http.request.uri=" + text(_clip(path)),
+            "http.request.route=" + text(route),
+            "http.request.remoteaddr=" + text(address),
+            "http.request.host=" + text(_clip(host)),
+            "http.request.useragent=" + text(_clip(agent)),
+            f"http.response.status={status}",
+            f"http.response.written={written}",
+        ]
+    )
+    if not extra:
+        return middle, ""
+    fields = [f" {key}={text_value(value)}" for key, value in extra.items() if value is not None]
+    return middle, "".join(fields)
 
 
 def access_fields(

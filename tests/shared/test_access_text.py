@@ -95,3 +95,19 @@ def test_the_straight_path_is_taken_unless_fields_override_others() -> None:
     assert _text_line(plain, NAME, CREATED, VALUES[0]) is not None
     assert _text_line(overriding, NAME, CREATED, VALUES[0]) is None
     assert _text_line(plain, NAME, CREATED, (*VALUES[0][:-1], EXTRA_OVERRIDING)) is None
+
+
+def test_lines_whose_fields_repeat_are_the_generic_ones_too() -> None:
+    """The repeated fields' text is remembered by the values it was made of: a line made
+    again from the same values, or from values equal to them but of another type (``1``,
+    ``1.0``, ``True``), is still the formatter's own."""
+    formatter = TextFormatter({"service": "registry"})
+    rid, *repeated, _, extra = VALUES[0]
+    for number, value in enumerate([1, 1.0, True, 1, "1", [1], None, True]):
+        fields = {**(extra or {}), "count": value}
+        captured: Captured = (f"{rid}-{number}", *repeated, number / 7, fields)  # type: ignore[assignment]
+        for _ in range(2):
+            line = access_line(formatter, NAME, CREATED + number, captured)
+            assert line == formatter.info_line(
+                NAME, CREATED + number, MESSAGE, access_fields(*captured)
+            )
