@@ -219,10 +219,10 @@ def _text_line(
 ) -> str | None:
     """What ``formatter.info_line`` writes for the line's fields, written straight from the
     captured values (no dict of fields, no per-field type dispatch: a third of the text
-    line's cost); None when a field would override another (a static ``log.fields`` key,
-    or one of the service's fields named as a standard one), which that merges."""
+    line's cost); None when a field would override another that this does not merge (a
+    static ``log.fields`` key, or a service field named as the request id or duration)."""
     rid, method, path, route, address, host, agent, status, written, duration, extra = captured
-    if extra and not _ACCESS_FIELDS.isdisjoint(extra):
+    if extra and not _UNIQUE_FIELDS.isdisjoint(extra):
         return None
     if not formatter.keeps_static_apart(_ACCESS_FIELDS) or (
         extra and not formatter.keeps_static_apart(extra)
@@ -240,13 +240,17 @@ def _text_line(
         middle, tail = _REPEATED.get(key) or _repeated_text(key, captured)
     except TypeError:  # a service field's value that cannot be a key (a list): made anew
         middle, tail = _repeated_parts(captured)
+    if middle:
+        middle += " "
     if rid is None:  # a request the parser refused has none
-        return f"{head} {middle} http.response.duration={duration_text}{tail}"
+        return f"{head} {middle}http.response.duration={duration_text}{tail}"
     rid_text = text_of_unique_string(rid)
-    return (
-        f"{head} http.request.id={rid_text} {middle} http.response.duration={duration_text}{tail}"
-    )
+    return f"{head} http.request.id={rid_text} {middle}http.response.duration={duration_text}{tail}"
 
+
+# The standard fields whose values never repeat: a service field named as one is left to
+# the formatter's merge.
+_UNIQUE_FIELDS = frozenset({"http.request.id", "http.response.duration"})
 
 # The text of the repeated fields of recent access lines, by the values they were made of:
 # (from method to bytes written, the service's fields). Bounded, as the values are the
@@ -267,25 +271,38 @@ def _repeated_text(key: tuple[Any, ...], captured: Captured) -> tuple[str, str]:
 
 def _repeated_parts(captured: Captured) -> tuple[str, str]:
     """The text of an access line's fields from its method to its bytes written, and that
-    of the service's fields after its duration (with its leading space)."""
+    of the service's other fields after its duration (with its leading space).
+
+    A service field named as one of the standard ones takes its place with its own value
+    (the registry names the route, and the bytes a sendfile sent), as merging the fields
+    into one dict would; a None value leaves the field out."""
     _, method, path, route, address, host, agent, status, written, _, extra = captured
     text = text_of_string
-    middle = " ".join(
-        [
-            "http.request.method=" + text(method),
-            "http.request.uri=" + text(_clip(path)),
-            "http.request.route=" + text(route),
-            "http.request.remoteaddr=" + text(address),
-            "http.request.host=" + text(_clip(host)),
-            "http.request.useragent=" + text(_clip(agent)),
-            f"http.response.status={status}",
-            f"http.response.written={written}",
-        ]
-    )
+    standard: list[tuple[str, str | None]] = [
+        ("http.request.method", text(method)),
+        ("http.request.uri", text(_clip(path))),
+        ("http.request.route", text(route)),
+        ("http.request.remoteaddr", text(address)),
+        ("http.request.host", text(_clip(host))),
+        ("http.request.useragent", text(_clip(agent))),
+        ("http.response.status", str(status)),
+        ("http.response.written", str(written)),
+    ]
     if not extra:
-        return middle, ""
-    fields = [f" {key}={text_value(value)}" for key, value in extra.items() if value is not None]
-    return middle, "".join(fields)
+        return " ".join([f"{key}={value}" for key, value in standard]), ""
+    fields = []
+    for key, value in standard:
+        if key in extra:
+            given = extra[key]
+            value = None if given is None else text_value(given)
+        if value is not None:
+            fields.append(f"{key}={value}")
+    others = [
+        f" {key}={text_value(value)}"
+        for key, value in extra.items()
+        if value is not None and key not in _ACCESS_FIELDS
+    ]
+    return " ".join(fields), "".join(others)
 
 
 def access_fields(

@@ -91,10 +91,43 @@ def test_a_service_field_named_as_a_standard_one_wins_as_before() -> None:
 
 
 def test_the_straight_path_is_taken_unless_fields_override_others() -> None:
+    """Straight from the values unless a static field is overridden, or a service field
+    takes the request id's or the duration's place; the registry's own fields (the route's
+    name, the bytes a sendfile sent) take the straight path, as busy as it is."""
     plain, overriding = TextFormatter({"service": "registry"}), TextFormatter(STATIC[2])
     assert _text_line(plain, NAME, CREATED, VALUES[0]) is not None
     assert _text_line(overriding, NAME, CREATED, VALUES[0]) is None
-    assert _text_line(plain, NAME, CREATED, (*VALUES[0][:-1], EXTRA_OVERRIDING)) is None
+    assert _text_line(plain, NAME, CREATED, (*VALUES[0][:-1], EXTRA_OVERRIDING)) is not None
+    registry_fields = {"http.request.route": "manifest", "vars.name": "a/b"}
+    assert _text_line(plain, NAME, CREATED, (*VALUES[0][:-1], registry_fields)) is not None
+    for unique in ("http.request.id", "http.response.duration"):
+        captured: Captured = (*VALUES[0][:-1], {unique: "given"})
+        assert _text_line(plain, NAME, CREATED, captured) is None
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"http.request.route": "manifest", "vars.name": "a/b", "vars.reference": "latest"},
+        {"http.response.written": 1_048_576, "http.request.route": "blob"},
+        {"http.request.host": None, "http.request.method": 'odd "value"', "n": 2},
+        {"http.request.id": "given", "http.response.duration": 0.5},
+    ],
+)
+def test_service_fields_named_as_standard_ones_are_written_as_merged(
+    extra: dict[str, Any],
+) -> None:
+    """A service field named as a standard one is written in that one's place with its own
+    value (None leaves it out), as the formatter's merge of the fields writes it."""
+    for static in STATIC[:2]:
+        formatter = TextFormatter(static)
+        for captured in VALUES:
+            with_extra: Captured = (*captured[:-1], {**(captured[-1] or {}), **extra})
+            for _ in range(2):  # made, then remembered
+                line = access_line(formatter, NAME, CREATED, with_extra)
+                assert line == formatter.info_line(
+                    NAME, CREATED, MESSAGE, access_fields(*with_extra)
+                )
 
 
 def test_lines_whose_fields_repeat_are_the_generic_ones_too() -> None:
