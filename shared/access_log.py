@@ -12,15 +12,17 @@ route's name), ``http.request.remoteaddr`` (the client's address, see
 (Go's duration notation, as Distribution writes it) and what the service adds for the
 request with :func:`add_log_fields` (the registry: ``vars.name``, the repository).
 
-The event loop only captures the request's values; the fields are worked out when the
-line is formatted, on the log writer's thread (:mod:`shared.log_queue`). Building them,
-and a full :class:`logging.LogRecord`, on the loop cost about a tenth of a cached manifest
-GET (docs/performance.md#logging). With the services' own log set-up the values go to the
-writer's queue with the formatter, as an :class:`AccessLine`, and no record is made at all
-(``shared.log_queue.DirectLines``); with any other (a handler added by a test or an
-embedding program) they go as an :class:`AccessRecord` through the logging machinery.
-Both write the same line; in the text format an access line is written straight from the
-captured values, without its dict of fields (:func:`_text_line`), again the same line.
+With the services' own log set-up (``shared.log_queue.DirectLines``) no record is made at
+all: the event loop captures the request's values and makes the line from them at once
+(:func:`access_line`), while they are in its cache, and queues the text; the log writer's
+thread (:mod:`shared.log_queue`) only writes it. Rendered on the writer instead, a line
+cost that thread three to four times what it costs on the loop, and that thread shares the
+interpreter lock with the loop (docs/performance.md#per-request-overhead). With any
+other set-up (a handler added by a test or an embedding program) the values go as an
+:class:`AccessRecord` through the logging machinery, whose fields are worked out when it
+is formatted. Both write the same line; in the text format an access line is written
+straight from the captured values, without its dict of fields (:func:`_text_line`),
+again the same line.
 """
 
 from __future__ import annotations
@@ -36,7 +38,13 @@ from aiohttp.web_request import BaseRequest
 
 from shared import log_queue
 from shared.client_address import client_address
-from shared.log_format import LineFormatter, TextFormatter, text_of_string, text_value
+from shared.log_format import (
+    LineFormatter,
+    TextFormatter,
+    text_of_string,
+    text_of_unique_string,
+    text_value,
+)
 from shared.request_context import REQUEST_ID
 
 LOG_FIELDS = web.RequestKey("log_fields", dict[str, Any])
@@ -195,23 +203,15 @@ ACCESS_FIELDS = (
 _ACCESS_FIELDS = frozenset(ACCESS_FIELDS)
 
 
-class AccessLine(log_queue.PendingLine):
-    """An access line queued without a record: rendered on the log writer's thread."""
-
-    __slots__ = ("_captured", "_created", "_formatter", "_name")
-
-    def __init__(self, formatter: LineFormatter, name: str, created: float, captured: Captured):
-        self._formatter, self._name, self._created = formatter, name, created
-        self._captured = captured
-
-    def render(self) -> str:
-        formatter = self._formatter
-        if type(formatter) is TextFormatter:
-            line = _text_line(formatter, self._name, self._created, self._captured)
-            if line is not None:
-                return line
-        fields = access_fields(*self._captured)
-        return formatter.info_line(self._name, self._created, MESSAGE, fields)
+def access_line(formatter: LineFormatter, name: str, created: float, captured: Captured) -> str:
+    """The access line of logger ``name`` made at ``created`` from the ``captured`` values,
+    as ``formatter`` writes it (without the terminator): what formatting its
+    :class:`AccessRecord` writes."""
+    if type(formatter) is TextFormatter:
+        line = _text_line(formatter, name, created, captured)
+        if line is not None:
+            return line
+    return formatter.info_line(name, created, MESSAGE, access_fields(*captured))
 
 
 def _text_line(
@@ -219,33 +219,90 @@ def _text_line(
 ) -> str | None:
     """What ``formatter.info_line`` writes for the line's fields, written straight from the
     captured values (no dict of fields, no per-field type dispatch: a third of the text
-    line's cost); None when a field would override another (a static ``log.fields`` key,
-    or one of the service's fields named as a standard one), which that merges."""
+    line's cost); None when a field would override another that this does not merge (a
+    static ``log.fields`` key, or a service field named as the request id or duration)."""
     rid, method, path, route, address, host, agent, status, written, duration, extra = captured
-    if extra and not _ACCESS_FIELDS.isdisjoint(extra):
+    if extra and not _UNIQUE_FIELDS.isdisjoint(extra):
         return None
     if not formatter.keeps_static_apart(_ACCESS_FIELDS) or (
         extra and not formatter.keeps_static_apart(extra)
     ):
         return None
+    head = formatter.info_head(name, created, MESSAGE)
+    duration_text = text_of_unique_string(go_duration(duration))
+    # What varies from line to line is the id and the duration; the rest of a busy
+    # server's lines repeats (the same few requests, clients and answers), so its text is
+    # remembered by the values it is made of (:func:`_repeated_text`).
+    key: tuple[Any, ...] = (method, path, route, address, host, agent, status, written)
+    if extra:  # with the values' types: 1, 1.0 and True are equal keys, written apart
+        key += (*extra.items(), *map(type, extra.values()))
+    try:
+        middle, tail = _REPEATED.get(key) or _repeated_text(key, captured)
+    except TypeError:  # a service field's value that cannot be a key (a list): made anew
+        middle, tail = _repeated_parts(captured)
+    if middle:
+        middle += " "
+    if rid is None:  # a request the parser refused has none
+        return f"{head} {middle}http.response.duration={duration_text}{tail}"
+    rid_text = text_of_unique_string(rid)
+    return f"{head} http.request.id={rid_text} {middle}http.response.duration={duration_text}{tail}"
+
+
+# The standard fields whose values never repeat: a service field named as one is left to
+# the formatter's merge.
+_UNIQUE_FIELDS = frozenset({"http.request.id", "http.response.duration"})
+
+# The text of the repeated fields of recent access lines, by the values they were made of:
+# (from method to bytes written, the service's fields). Bounded, as the values are the
+# clients' to vary: short texts only, and past the bound it starts over.
+_REPEATED: dict[tuple[Any, ...], tuple[str, str]] = {}
+_REPEATED_KEPT = 1024
+_REPEATED_LONGEST = 1024
+
+
+def _repeated_text(key: tuple[Any, ...], captured: Captured) -> tuple[str, str]:
+    parts = _repeated_parts(captured)
+    if len(parts[0]) + len(parts[1]) <= _REPEATED_LONGEST:
+        if len(_REPEATED) >= _REPEATED_KEPT:
+            _REPEATED.clear()
+        _REPEATED[key] = parts
+    return parts
+
+
+def _repeated_parts(captured: Captured) -> tuple[str, str]:
+    """The text of an access line's fields from its method to its bytes written, and that
+    of the service's other fields after its duration (with its leading space).
+
+    A service field named as one of the standard ones takes its place with its own value
+    (the registry names the route, and the bytes a sendfile sent), as merging the fields
+    into one dict would; a None value leaves the field out."""
+    _, method, path, route, address, host, agent, status, written, _, extra = captured
     text = text_of_string
-    parts = [formatter.info_head(name, created, MESSAGE)]
-    if rid is not None:  # a request the parser refused has none
-        parts.append("http.request.id=" + text(rid))
-    parts += [
-        "http.request.method=" + text(method),
-        "http.request.uri=" + text(_clip(path)),
-        "http.request.route=" + text(route),
-        "http.request.remoteaddr=" + text(address),
-        "http.request.host=" + text(_clip(host)),
-        "http.request.useragent=" + text(_clip(agent)),
-        f"http.response.status={status}",
-        f"http.response.written={written}",
-        "http.response.duration=" + text(go_duration(duration)),
+    standard: list[tuple[str, str | None]] = [
+        ("http.request.method", text(method)),
+        ("http.request.uri", text(_clip(path))),
+        ("http.request.route", text(route)),
+        ("http.request.remoteaddr", text(address)),
+        ("http.request.host", text(_clip(host))),
+        ("http.request.useragent", text(_clip(agent))),
+        ("http.response.status", str(status)),
+        ("http.response.written", str(written)),
     ]
-    if extra:
-        parts += [f"{key}={text_value(value)}" for key, value in extra.items() if value is not None]
-    return " ".join(parts)
+    if not extra:
+        return " ".join([f"{key}={value}" for key, value in standard]), ""
+    fields = []
+    for key, value in standard:
+        if key in extra:
+            given = extra[key]
+            value = None if given is None else text_value(given)
+        if value is not None:
+            fields.append(f"{key}={value}")
+    others = [
+        f" {key}={text_value(value)}"
+        for key, value in extra.items()
+        if value is not None and key not in _ACCESS_FIELDS
+    ]
+    return " ".join(fields), "".join(others)
 
 
 def access_fields(
@@ -292,9 +349,10 @@ class AccessLogger(AbstractAccessLogger):
             extra = request.get(LOG_FIELDS) if request_id is not None else None
             direct = log_queue.direct_lines
             if direct is not None and direct.route(logger):
-                # No record: its values and the formatter go to the writer's queue.
+                # No record: the line is made now, while what it reads is warm, and only
+                # its text goes to the writer's queue.
                 captured = _capture(request, response, time, request_id, extra)
-                direct.put(AccessLine(direct.formatter, logger.name, now(), captured))
+                direct.put(access_line(direct.formatter, logger.name, now(), captured))
                 return
             record = AccessRecord(logger.name, request, response, time, request_id, extra)
             logger.handle(record)

@@ -203,6 +203,12 @@ def _text(text: str) -> str:
     return written
 
 
+def _text_once(text: str) -> str:
+    """What :func:`_text` writes, for a text that never repeats (a request id, a
+    duration): not remembered, where it would only push out the texts that do repeat."""
+    return text if _PLAIN.fullmatch(text) else _quote(text)
+
+
 def _text_value(value: Any) -> str:
     """A field's value as the text format writes it."""
     kind = type(value)
@@ -315,6 +321,7 @@ LineFormatter = TextFormatter | JsonFormatter | LogstashFormatter
 # How the text format writes a field's value: any value, and a string (remembered).
 text_value = _text_value
 text_of_string = _text
+text_of_unique_string = _text_once
 
 
 def make_formatter(name: str, static_fields: Mapping[str, Any]) -> LineFormatter:

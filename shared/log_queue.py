@@ -6,8 +6,8 @@
 each record with its request id and message and hands it to a queue, and a thread
 (:class:`LogWriter`) formats the records and writes them, every record waiting at that
 moment in one write, at most one write each 20 ms (an access line skips the record and the
-handlers: :class:`DirectLines`; the writer is woken only after it found the queue empty:
-:class:`Wakeup`). Formatting each line and writing it to stderr
+handlers and is queued as its text: :class:`DirectLines`; the writer is woken only after
+it found the queue empty: :class:`Wakeup`). Formatting each line and writing it to stderr
 (a pipe that can fill up, a terminal, a collector) with a system call of its own were what
 made logging cost a quarter of the token server's CPU, on its loop. In CPython the writer
 still shares the interpreter lock with the loop, so what is gained is the waiting on the
@@ -77,29 +77,33 @@ def configure_logging(
 class BatchStreamHandler(logging.StreamHandler[TextIO]):
     """A stream handler that can also write many records in one write (``emit_batch``)."""
 
-    def emit_batch(self, records: list[logging.LogRecord | PendingLine]) -> None:
-        """Write ``records``, in order: log records are filtered and formatted, pending
-        lines (:class:`DirectLines`) rendered."""
+    def emit_batch(self, records: list[QueueItem]) -> None:
+        """Write ``records``, in order: lines already made (:class:`DirectLines`) as they
+        are, pending lines rendered, log records filtered and formatted."""
         lines = []
-        terminator = self.terminator
         for record in records:
+            if type(record) is str:  # most items of a busy server: its access lines
+                lines.append(record)
+                continue
             if isinstance(record, PendingLine):
                 try:
-                    lines.append(record.render() + terminator)
+                    lines.append(record.render())
                 except Exception:  # reported as a record's formatting error is, then on
                     message = f"a {type(record).__name__} could not be rendered"
                     self.handleError(_record_of(message))
                 continue
+            assert isinstance(record, logging.LogRecord)
             if record.levelno < self.level or not self.filter(record):
                 continue
             try:
-                lines.append(self.format(record) + self.terminator)
+                lines.append(self.format(record))
             except Exception:
                 self.handleError(record)
         if lines:
+            terminator = self.terminator
             self.acquire()
             try:
-                self.stream.write("".join(lines))
+                self.stream.write(terminator.join(lines) + terminator)
                 self.flush()
             except Exception:
                 # Never re-render an item here: one that cannot be rendered would raise
@@ -161,9 +165,9 @@ class BoundedQueueHandler(QueueHandler):
         self.emit(record)
         return True
 
-    def enqueue(self, record: logging.LogRecord | PendingLine) -> None:
-        # A pending line (DirectLines) takes the same queue as records: lines keep their
-        # order, and the bound and the drop count hold for both.
+    def enqueue(self, record: QueueItem) -> None:
+        # A line (DirectLines) takes the same queue as records: lines keep their order,
+        # and the bound and the drop count hold for both.
         if self.dropped or self.records.qsize() >= self.capacity:
             with self._drops:  # the writer has fallen behind: rare
                 if self.records.qsize() >= self.capacity:
@@ -195,7 +199,12 @@ class PendingLine:
         raise NotImplementedError
 
 
-def _record_of(item: logging.LogRecord | PendingLine | str) -> logging.LogRecord:
+# What the writer's queue holds: records, lines to render, and lines made (without their
+# terminator).
+QueueItem = logging.LogRecord | PendingLine | str
+
+
+def _record_of(item: QueueItem) -> logging.LogRecord:
     """``item`` as a record (a pending line's text, or a text, becomes its message)."""
     if isinstance(item, logging.LogRecord):
         return item
@@ -209,13 +218,13 @@ class DirectLines:
 
     An access line's record went through the logging machinery only to reach this
     queue and the one handler behind it, to be formatted there: the event loop now queues
-    only the line's values and the formatter (a :class:`PendingLine`), and the writer
-    thread renders it with the formatter's ``info_line`` and writes it, without a
-    record, a filter or a handler on the way (docs/performance.md#per-request-overhead).
-    Whenever
-    the set-up is not that one (a handler or filter added, propagation turned off, a
-    request id in context that the record would be stamped with), :meth:`route` says
-    so and the caller logs a record as before: the lines are the same either way.
+    the line itself, made with the formatter's ``info_line`` (or a line's values and the
+    formatter, a :class:`PendingLine`, which the writer renders), and the writer thread
+    writes it, without a record, a filter or a handler on the way
+    (docs/performance.md#per-request-overhead). Whenever the set-up is not that one (a
+    handler or filter added, propagation turned off, a request id in context that the
+    record would be stamped with), :meth:`route` says so and the caller logs a record as
+    before: the lines are the same either way.
     """
 
     def __init__(self, front: BoundedQueueHandler, formatter: LineFormatter) -> None:
@@ -246,7 +255,8 @@ class DirectLines:
             node = node.parent
         return node is root
 
-    def put(self, line: PendingLine) -> None:
+    def put(self, line: PendingLine | str) -> None:
+        """Queue ``line``: made (its text, without the terminator) or to be rendered."""
         self.front.enqueue(line)
 
 
@@ -324,7 +334,7 @@ class LogWriter:
             # write per window rather than per line.
             time.sleep(BATCH_WINDOW)
 
-    def _write(self, batch: list[logging.LogRecord | PendingLine]) -> None:
+    def _write(self, batch: list[QueueItem]) -> None:
         for handler in self.handlers:
             if isinstance(handler, BatchStreamHandler):
                 handler.emit_batch(batch)
