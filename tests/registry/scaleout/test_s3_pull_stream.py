@@ -1,6 +1,7 @@
 """Blobs streamed from S3 (registry/handlers/socket_stream.py): whole, by range, and byte
-for byte whether the pieces go straight into the client's socket or, where that is not
-possible, through aiohttp's writer."""
+for byte whether the bytes are spliced into the client's socket (S3 over plain HTTP),
+the pieces go straight into it, or, where neither is possible, through aiohttp's
+writer."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 from aiohttp import web
 
 from registry.handlers import socket_stream
+from registry.storage.driver import s3
 from tests.registry.conftest import ClientFactory, RegistryClient
 
 MIB = 1024 * 1024
@@ -53,12 +55,29 @@ async def check_pulls(client: RegistryClient) -> None:
 async def test_pieces_go_straight_into_the_socket(
     make_registry: ClientFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Not spliced: as for an S3 endpoint over TLS, whose reads go through aiobotocore.
+    monkeypatch.setattr(s3, "direct_reads", lambda endpoint: False)
     client = await pushed(make_registry)
 
     async def no_writer(*args: object) -> NoReturn:
         raise AssertionError("a plain TCP connection went through aiohttp's writer")
 
     monkeypatch.setattr(socket_stream, "_through_writer", no_writer)
+    await check_pulls(client)
+
+
+async def test_over_plain_http_s3_bytes_are_spliced_into_the_socket(
+    make_registry: ClientFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """S3 over plain HTTP (the servers here) to a plain client socket: no piece passes
+    through Python (registry/storage/driver/splice.py), whole or by range."""
+    client = await pushed(make_registry)
+
+    async def no_pieces(*args: object) -> NoReturn:
+        raise AssertionError("an S3 read over plain HTTP went through Python in pieces")
+
+    monkeypatch.setattr(socket_stream, "_through_writer", no_pieces)
+    monkeypatch.setattr(socket_stream, "_through_socket", no_pieces)
     await check_pulls(client)
 
 
