@@ -4,7 +4,9 @@ Why. A blob pulled through the registry from S3 cost the registry about 0.4 ms o
 per MB in aiohttp's client alone: its parser copies every buffer the socket delivers
 into a new ``bytes``, and each then passes through its stream reader and botocore's body
 wrapper. Here the GET's body is taken from the socket as ``recv`` returns it (about
-0.2 ms per MB, the kernel's copy and little else), and nothing else touches it.
+0.2 ms per MB, the kernel's copy and little else), and nothing else touches it; or,
+for a client on a plain socket, not taken at all but spliced from socket to socket
+(``s3_direct``, ``splice``).
 
 What it speaks. One ``GET`` of a URL presigned by botocore (the same SigV4 code as every
 other request: only the ``host`` header is signed, so ``Range`` and ``If-Match`` may
