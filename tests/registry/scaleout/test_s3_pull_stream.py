@@ -5,10 +5,12 @@ writer."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import os
 import socket
+import tracemalloc
 from collections.abc import AsyncIterator
 from typing import NoReturn
 
@@ -102,3 +104,43 @@ async def test_an_empty_blob_is_sent_whole_on_either_path() -> None:
     with ours, theirs:
         assert await socket_stream._through_socket(ours.fileno(), nothing(), 0) == 0
     await socket_stream._through_writer(web.StreamResponse(), nothing(), 0)
+
+
+async def test_a_spliced_pull_holds_no_bytes_of_the_blob_in_python(
+    make_registry: ClientFactory,
+) -> None:
+    """Memory flat in the blob's size: the registry (in this process) allocates nothing
+    per byte it splices, where the pieces off the socket hold up to the read-ahead's 4 MiB
+    (16 pieces of 256 KiB) and each piece's ``bytes``. The client reads into one buffer."""
+    client = await make_registry()
+    data = os.urandom(32 * MIB)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    response = await client.post(
+        "/v2/app/blobs/uploads/", params={"digest": digest}, data=io.BytesIO(data)
+    )
+    assert response.status == 201, await response.text()
+    del data
+    loop = asyncio.get_running_loop()
+    sock = socket.create_connection((str(client.host), client.port))
+    buffer = bytearray(MIB)
+    received = 0
+    tracemalloc.start()
+    try:
+        with sock:
+            sock.setblocking(False)
+            request = f"GET /v2/app/blobs/{digest} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            await loop.sock_sendall(sock, request.encode())
+            hasher = hashlib.sha256()
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += await loop.sock_recv(sock, 1)
+            assert head.startswith(b"HTTP/1.1 200"), head
+            while count := await loop.sock_recv_into(sock, buffer):
+                hasher.update(memoryview(buffer)[:count])
+                received += count
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert received == 32 * MIB
+    assert "sha256:" + hasher.hexdigest() == digest
+    assert peak < MIB, f"{peak} bytes allocated while 32 MiB were pulled"
