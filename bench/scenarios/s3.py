@@ -5,7 +5,8 @@ Two phases: pulls streamed by the registry (the reference with ``redirect.disabl
 then with redirects on, where both registries answer a blob GET with a presigned URL and
 the client fetches the bytes from RGW. Before each push the blob's objects are removed
 from the bucket, so every push writes a new blob. The gateway's CPU shows as other_cores:
-it is not one of the servers under test.
+it is not one of the servers under test. The servers' order reverses each round, and a
+pull's note gives each registry's CPU per MB pulled.
 """
 
 from __future__ import annotations
