@@ -5,11 +5,14 @@ Two phases: pulls streamed by the registry (the reference with ``redirect.disabl
 then with redirects on, where both registries answer a blob GET with a presigned URL and
 the client fetches the bytes from RGW. Before each push the blob's objects are removed
 from the bucket, so every push writes a new blob. The gateway's CPU shows as other_cores:
-it is not one of the servers under test.
+it is not one of the servers under test. The servers' order reverses each round, and a
+pull's note gives each registry's CPU per MB pulled.
 """
 
 from __future__ import annotations
 
+import logging
+import statistics
 import time
 from collections.abc import Sequence
 
@@ -25,6 +28,7 @@ from bench.servers import PORTSIDE, REFERENCE, Server, registry_server
 REPO = "bench/s3blob"
 GROUP = "11. blobs on S3 (Ceph RGW)"
 TARGET = Target(">= 1.0x the reference", min_speedup=1.0)
+log = logging.getLogger("bench")
 READ_TIMEOUT = 600.0
 
 
@@ -118,11 +122,30 @@ async def _measure(
             await clients[server.name].push_file(REPO, blob.path, blob.size, blob.digest)
             return blob.size / (time.perf_counter() - started) / 1e6
 
+        # The registry's own CPU per MB pulled, by round: on a shared machine it moves far
+        # less with other people's load than MB/s does.
+        cpu: dict[str, list[float]] = {server.name: [] for server in servers}
+
         async def pulled(server: Server) -> float:
+            before = server.cpu_seconds()
             started = time.perf_counter()
             await clients[server.name].pull_verify(REPO, blob.digest, blob.size)
-            return blob.size / (time.perf_counter() - started) / 1e6
+            elapsed = time.perf_counter() - started
+            cpu[server.name].append((server.cpu_seconds() - before) * 1e3 / (blob.size / 1e6))
+            return blob.size / elapsed / 1e6
 
-        await alternate(
-            ctx.lab, servers, ctx.plan.rounds, [Step(push, pushed, remove), Step(pull, pulled)]
+        # The order of the servers reverses each round (A B, B A), as in the pulls
+        # scenario: the first pull of a round follows the other server's push, whose
+        # leftovers (RGW's server-side copy, its deletion of the replaced objects) it
+        # shared RGW with, so a fixed order always handed that to portside.
+        steps = [Step(push, pushed, remove), Step(pull, pulled)]
+        for round_number in range(ctx.plan.rounds):
+            order = servers if round_number % 2 == 0 else list(reversed(servers))
+            await alternate(ctx.lab, order, 1, steps)
+        figures = ", ".join(
+            f"{name} {statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
+            for name, values in cpu.items()
+            if values
         )
+        pull.note += f"; server CPU ms per MB pulled, median (min-max): {figures}"
+        log.info("%s: %s", pull.title, pull.note)

@@ -12,8 +12,10 @@ transport's own. Nothing else writes to the connection until the body is out: th
 status line and headers have left (the transport's buffer is empty) before the first
 piece, and aiohttp writes no next response before this handler returns.
 
-TLS transports, other loops' transports, and a transport still holding the headers
-fall back to aiohttp's writer.
+A source that can send itself into a socket (``SocketSource``: the S3 driver's reads
+over plain HTTP) does so instead, inside the kernel (``splice``), and no piece passes
+through Python at all. TLS transports, other loops' transports, and a transport still
+holding the headers fall back to aiohttp's writer, pieces and all.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from registry.storage.socket_source import SocketSource
 from shared.access_log import add_log_fields
 
 
@@ -39,6 +42,9 @@ async def stream_pieces(
     sock = _plain_socket(transport)
     if sock is None or transport is None or transport.get_write_buffer_size():
         await _through_writer(response, pieces, count)
+    elif isinstance(pieces, SocketSource):
+        sent = await _spliced(sock, pieces, count)
+        add_log_fields(request, {"http.response.written": sent})
     else:
         sent = await _through_socket(sock, pieces, count)
         # These bytes bypass aiohttp's writer, which counts the access line's.
@@ -78,6 +84,15 @@ async def _through_socket(fd: int, pieces: AsyncIterator[bytes], count: int) -> 
             if remaining <= 0:
                 return count
     raise ConnectionResetError("blob data ended early")
+
+
+async def _spliced(fd: int, source: SocketSource, count: int) -> int:
+    if count <= 0:
+        return count  # an empty blob: the headers said it all
+    with socket.socket(fileno=os.dup(fd)) as out:
+        out.setblocking(False)
+        await source.send_into(out, count)
+    return count
 
 
 async def _through_writer(

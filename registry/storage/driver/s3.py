@@ -56,7 +56,8 @@ from registry.storage.driver.base import (
     StorageUnavailable,
 )
 from registry.storage.driver.readahead import read_ahead
-from registry.storage.driver.s3_get import direct_reads, read_direct, read_through_client
+from registry.storage.driver.s3_direct import DirectRead
+from registry.storage.driver.s3_get import direct_reads, read_through_client
 from registry.storage.driver.s3_retry import (
     NOT_FOUND,
     RetryPolicy,
@@ -255,10 +256,12 @@ class S3Driver(StorageDriver):
         )
 
     def reader(self, path: str, offset: int = 0) -> AsyncGenerator[bytes, None]:
-        # Read ahead: S3 keeps sending while the caller writes to its client. Over plain
-        # HTTP the bytes come straight off the socket (s3_get says why).
-        read = read_direct if self._direct else read_through_client
-        return read_ahead(read(self, self.key(path), path, offset))
+        # Over plain HTTP the bytes come straight off the socket, or are spliced into the
+        # client's (s3_get, s3_direct say why). Read ahead: S3 keeps sending while the
+        # caller writes to its client.
+        if self._direct:
+            return DirectRead(self, self.key(path), path, offset)
+        return read_ahead(read_through_client(self, self.key(path), path, offset))
 
     async def writer(self, path: str, append: bool = False) -> FileWriter:
         return await open_writer(self, self.key(path), append)

@@ -4,7 +4,9 @@ Why. A blob pulled through the registry from S3 cost the registry about 0.4 ms o
 per MB in aiohttp's client alone: its parser copies every buffer the socket delivers
 into a new ``bytes``, and each then passes through its stream reader and botocore's body
 wrapper. Here the GET's body is taken from the socket as ``recv`` returns it (about
-0.2 ms per MB, the kernel's copy and little else), and nothing else touches it.
+0.2 ms per MB, the kernel's copy and little else), and nothing else touches it; or,
+for a client on a plain socket, not taken at all but spliced from socket to socket
+(``s3_direct``, ``splice``).
 
 What it speaks. One ``GET`` of a URL presigned by botocore (the same SigV4 code as every
 other request: only the ``host`` header is signed, so ``Range`` and ``If-Match`` may
@@ -18,7 +20,6 @@ endpoints and those reached through a proxy keep aiobotocore's client
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import http.client
 import io
 import logging
@@ -33,7 +34,7 @@ import aiohttp
 from botocore.exceptions import ClientError, IncompleteReadError, ResponseStreamingError
 
 from registry.storage.driver.base import PathNotFound, StorageUnavailable
-from registry.storage.driver.s3_retry import NOT_FOUND, describe, error_code, is_transient_answer
+from registry.storage.driver.s3_retry import NOT_FOUND, describe, error_code
 
 if TYPE_CHECKING:
     from registry.storage.driver.s3 import S3Driver
@@ -132,6 +133,16 @@ class ObjectBody:
     def close(self) -> None:
         self._sock.close()
 
+    @property
+    def socket(self) -> socket.socket:
+        """The connection, for a body taken off it by other means than ``pieces()``."""
+        return self._sock
+
+    def take_rest(self) -> bytes:
+        """The body's first bytes, received with the head (at most its length)."""
+        rest, self._rest = self._rest[: self.length or 0], b""
+        return rest
+
     async def _error_code(self) -> str:
         """The S3 error code of an error answer (its body is small XML), or ''."""
         if self.length is None or self.length > HEAD_LIMIT:
@@ -185,63 +196,12 @@ async def _connect(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def read_direct(
-    driver: S3Driver, key: str, path: str, offset: int
-) -> AsyncGenerator[bytes, None]:
-    """Object ``key`` from ``offset`` on, as the driver's ``reader`` promises: a GET
-    retried as the driver retries requests, and one broken mid-body resumed from where it
-    stopped, with ``If-Match`` the ETag first seen (the same object or nothing)."""
-    s3 = await driver.s3()
-    position = offset
-    etag: str | None = None
-    attempts = driver.retry.attempts
-    for attempt in range(attempts):
-        last = attempt + 1 >= attempts
-        headers = {"Accept-Encoding": "identity"}
-        if position > 0:
-            headers["Range"] = f"bytes={position}-"
-        if etag is not None:
-            headers["If-Match"] = etag
-        url = await s3.generate_presigned_url(
-            "get_object", Params={"Bucket": driver.bucket, "Key": key}, ExpiresIn=URL_SECONDS
-        )
-        try:
-            body = await ObjectBody.open(url, headers)
-        except Refused as refused:
-            if refused.code in NOT_FOUND or (refused.status == 404 and not refused.code):
-                raise PathNotFound(path) from None
-            if refused.status == 416:
-                return  # the offset is at (or past) the end: nothing to read
-            if last or not is_transient_answer(refused.status, refused.code):
-                log.error(
-                    "S3 GetObject failed: %s (HTTP %d)", refused.code or "error", refused.status
-                )
-                raise StorageUnavailable() from None
-        except ReadBroken as error:
-            if last:
-                log.error("S3 GetObject failed: %s", error)
-                raise StorageUnavailable() from None
-        else:
-            etag = body.headers.get("ETag")
-            try:
-                async with contextlib.aclosing(body.pieces()) as pieces:
-                    async for piece in pieces:
-                        position += len(piece)
-                        yield piece
-                return
-            except ReadBroken as error:
-                if last:
-                    log.error("S3 GetObject stream failed: %s", error)
-                    raise StorageUnavailable() from None
-            finally:
-                body.close()
-        await asyncio.sleep(driver.retry.backoff(attempt))
-
-
 async def read_through_client(
     driver: S3Driver, key: str, path: str, offset: int
 ) -> AsyncGenerator[bytes, None]:
-    """The same as ``read_direct``, through aiobotocore's client (TLS, proxies)."""
+    """Object ``key`` from ``offset`` on through aiobotocore's client (TLS, proxies): a GET
+    retried as the driver retries requests, and one broken mid-body resumed from where it
+    stopped, with ``IfMatch`` the ETag first seen (the same object or nothing)."""
     position = offset
     etag: str | None = None
     for attempt in range(driver.retry.attempts):

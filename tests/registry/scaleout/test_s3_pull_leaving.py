@@ -1,5 +1,5 @@
 """A client that leaves in the middle of a blob streamed from S3: the registry frees the
-S3 reader (its read-ahead task and S3 connection) at once, not when the garbage
+S3 reader (its read-ahead task or splice, and its S3 connection) at once, not when the garbage
 collector finds it.
 
 ``get_blob`` used to drop the reader without closing it, leaving it to CPython's
@@ -55,9 +55,12 @@ def no_cyclic_collection() -> Iterator[None]:
 
 @pytest.mark.parametrize("metrics", [False, True], ids=["plain", "metered"])
 async def test_a_client_leaving_mid_pull_frees_the_s3_reader_at_once(
-    make_registry: ClientFactory, metrics: bool
+    make_registry: ClientFactory, s3_server: S3Server, metrics: bool
 ) -> None:
-    # Metrics wrap the driver's reader in one of their own (registry.storage.driver.metered).
+    # Metrics wrap the driver's reader in one of their own (registry.storage.driver.metered),
+    # which iterates the pieces (read ahead); without, a plain socket gets them spliced.
+    s3_port = urllib.parse.urlsplit(s3_server.url).port
+    assert s3_port is not None
     settings = {
         "REGISTRY_HTTP_DEBUG_ADDR": "127.0.0.1:0",
         "REGISTRY_HTTP_DEBUG_PROMETHEUS_ENABLED": "true",
@@ -80,13 +83,19 @@ async def test_a_client_leaving_mid_pull_frees_the_s3_reader_at_once(
                 head = await reader.readuntil(b"\r\n\r\n")
                 assert head.startswith(b"HTTP/1.1 200"), head
                 await reader.readexactly(MIB)  # the pull is under way
-                assert read_ahead_tasks(), "the blob is not read from S3 with read-ahead"
+                assert bool(read_ahead_tasks()) == metrics, "read ahead only when iterated"
+                # The registry runs in this process: its GET, and the client's pool's.
+                reading = connections_to(os.getpid(), s3_port)
                 writer.transport.abort()  # the client leaves
                 await writer.wait_closed()
-            reading = read_ahead_tasks()
-            if reading:
-                _, still = await asyncio.wait(reading, timeout=WAIT)
+            ahead = read_ahead_tasks()
+            if ahead:
+                _, still = await asyncio.wait(ahead, timeout=WAIT)
                 assert not still, f"the S3 reader is still open {WAIT} s after the client left"
+            deadline = asyncio.get_running_loop().time() + WAIT
+            while connections_to(os.getpid(), s3_port) >= reading:
+                assert asyncio.get_running_loop().time() < deadline, "the S3 GET stayed open"
+                await asyncio.sleep(0.05)
         except TimeoutError:
             raise AssertionError("the pull did not start") from None
         finally:

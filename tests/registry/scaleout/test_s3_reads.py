@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 from collections.abc import AsyncIterator
 
 import pytest
@@ -15,6 +16,7 @@ from aiohttp import web
 from registry.storage.driver.base import PathNotFound
 from registry.storage.driver.s3 import S3Driver, StorageUnavailable
 from registry.storage.driver.s3_get import ObjectBody, ReadBroken, Refused, direct_reads
+from registry.storage.socket_source import SocketSource
 from tests.registry.scaleout.conftest import FaultyS3
 from tests.support.backing_services import S3Server
 
@@ -41,8 +43,48 @@ async def proxied(
         await driver.close()
 
 
-async def read_all(driver: S3Driver, path: str, offset: int = 0) -> bytes:
-    return b"".join([chunk async for chunk in driver.reader(path, offset)])
+# How a read is taken: its pieces straight off the socket, spliced into a socket
+# (registry/storage/driver/splice.py), or its pieces through aiobotocore (TLS endpoints).
+MODES = ["off-the-socket", "spliced", "through-aiobotocore"]
+
+
+async def read_all(
+    driver: S3Driver, path: str, offset: int = 0, mode: str = "off-the-socket"
+) -> bytes:
+    received = bytearray()
+    await read_into(received, driver, path, offset, mode)
+    return bytes(received)
+
+
+async def read_into(
+    received: bytearray, driver: S3Driver, path: str, offset: int, mode: str
+) -> None:
+    """What the read gives, into ``received`` as it comes (kept when it fails)."""
+    driver._direct = mode != "through-aiobotocore"
+    reader = driver.reader(path, offset)
+    if mode != "spliced":
+        async with contextlib.aclosing(reader):
+            async for chunk in reader:
+                received += chunk
+        return
+    assert isinstance(reader, SocketSource)
+    count = max(0, len(CONTENT) - offset) if path == "/blob" else 1
+    loop = asyncio.get_running_loop()
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        ours.setblocking(False)
+        theirs.setblocking(False)
+
+        async def drain() -> None:
+            while piece := await loop.sock_recv(theirs, 1 << 20):
+                received.extend(piece)
+
+        draining = asyncio.create_task(drain())
+        try:
+            await reader.send_into(ours, count)
+        finally:
+            ours.shutdown(socket.SHUT_WR)
+            await draining
 
 
 def gets(proxy: FaultyS3) -> int:
@@ -54,12 +96,13 @@ def test_reads_go_straight_off_the_socket_only_over_plain_http() -> None:
     assert not direct_reads("https://s3.amazonaws.com")
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("offset", [0, 1, MIB - 1, len(CONTENT) - 1, len(CONTENT)])
 async def test_a_read_from_an_offset_is_the_rest(
-    proxied: tuple[S3Driver, FaultyS3], offset: int
+    proxied: tuple[S3Driver, FaultyS3], offset: int, mode: str
 ) -> None:
     driver, _ = proxied
-    assert await read_all(driver, "/blob", offset) == CONTENT[offset:]
+    assert await read_all(driver, "/blob", offset, mode) == CONTENT[offset:]
 
 
 async def test_a_read_past_the_end_is_empty_and_a_missing_object_not_found(
@@ -67,18 +110,18 @@ async def test_a_read_past_the_end_is_empty_and_a_missing_object_not_found(
 ) -> None:
     driver, _ = proxied
     assert await read_all(driver, "/blob", len(CONTENT) + 10) == b""
-    with pytest.raises(PathNotFound):
-        await read_all(driver, "/missing")
+    for mode in MODES:
+        with pytest.raises(PathNotFound):
+            await read_all(driver, "/missing", 0, mode)
     await driver.put_content("/empty", b"")
     assert await read_all(driver, "/empty") == b""
 
 
-@pytest.mark.parametrize("direct", [True, False], ids=["off-the-socket", "through-aiobotocore"])
+@pytest.mark.parametrize("mode", MODES)
 async def test_a_connection_closed_mid_body_is_resumed_where_it_stopped(
-    proxied: tuple[S3Driver, FaultyS3], direct: bool
+    proxied: tuple[S3Driver, FaultyS3], mode: str
 ) -> None:
     driver, proxy = proxied
-    driver._direct = direct  # both read paths (TLS endpoints take aiobotocore's)
     ranges: list[str | None] = []
     cut_at = MIB + 123
 
@@ -87,29 +130,27 @@ async def test_a_connection_closed_mid_body_is_resumed_where_it_stopped(
         return cut_at if len(ranges) == 1 else None
 
     proxy.cut = cut
-    assert await read_all(driver, "/blob", 5) == CONTENT[5:]
+    assert await read_all(driver, "/blob", 5, mode) == CONTENT[5:]
     # The second GET asks for the rest only, of the same object.
     assert ranges == ["bytes=5-", f"bytes={5 + cut_at}-"]
 
 
-@pytest.mark.parametrize("direct", [True, False], ids=["off-the-socket", "through-aiobotocore"])
+@pytest.mark.parametrize("mode", MODES)
 async def test_a_body_that_keeps_breaking_is_storage_unavailable(
-    proxied: tuple[S3Driver, FaultyS3], direct: bool
+    proxied: tuple[S3Driver, FaultyS3], mode: str
 ) -> None:
     driver, proxy = proxied
-    driver._direct = direct  # both read paths (TLS endpoints take aiobotocore's)
     proxy.cut = lambda request: 1000
     with pytest.raises(StorageUnavailable):
-        await asyncio.wait_for(read_all(driver, "/blob"), 60)
+        await asyncio.wait_for(read_all(driver, "/blob", 0, mode), 60)
     assert gets(proxy) == 4  # one try and three retries, each resuming
 
 
-@pytest.mark.parametrize("direct", [True, False], ids=["off-the-socket", "through-aiobotocore"])
+@pytest.mark.parametrize("mode", MODES)
 async def test_an_object_replaced_mid_read_is_not_resumed(
-    s3_server: S3Server, proxied: tuple[S3Driver, FaultyS3], direct: bool
+    s3_server: S3Server, proxied: tuple[S3Driver, FaultyS3], mode: str
 ) -> None:
     driver, proxy = proxied
-    driver._direct = direct
     replaced = asyncio.Event()
 
     async def replace() -> None:
@@ -130,20 +171,22 @@ async def test_an_object_replaced_mid_read_is_not_resumed(
 
     proxy.cut = cut
     proxy.gate = lambda request: replaced if request.headers.get("Range") else None
-    received = b""
+    received = bytearray()
     with pytest.raises(StorageUnavailable):
-        async for piece in driver.reader("/blob"):
-            received += piece
+        await read_into(received, driver, "/blob", 0, mode)
     # What was read is the old object's, and nothing of the new one was added to it.
     assert received == CONTENT[: len(received)]
     assert len(received) <= MIB
 
 
-async def test_error_answers_are_retried_then_read(proxied: tuple[S3Driver, FaultyS3]) -> None:
+@pytest.mark.parametrize("mode", MODES)
+async def test_error_answers_are_retried_then_read(
+    proxied: tuple[S3Driver, FaultyS3], mode: str
+) -> None:
     driver, proxy = proxied
     failures = iter([503, 500])
     proxy.fault = lambda request: next(failures, None) if request.method == "GET" else None
-    assert await read_all(driver, "/blob", 7) == CONTENT[7:]
+    assert await read_all(driver, "/blob", 7, mode) == CONTENT[7:]
     assert proxy.failed == 2
 
 
