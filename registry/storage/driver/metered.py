@@ -2,17 +2,21 @@
 observer (the registry's metrics), so no backend has to count anything itself.
 
 A missing path is an answer, not a failure: only other errors are reported as failed.
-A read is timed to its first chunk (the backend's latency, not the client's download);
+A read is timed to its first chunk (the backend's latency, not the client's download),
+except one spliced into the client's socket, timed whole;
 a writer's ``write`` and ``close`` are operations of their own.
 """
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import AsyncGenerator, Callable, Hashable, Sequence
 from pathlib import Path
+from typing import Any
 
 from registry.storage.driver.base import Content, FileInfo, FileWriter, PathNotFound, StorageDriver
+from registry.storage.socket_source import SocketSource
 
 # (driver name, action, seconds, failed)
 Observer = Callable[[str, str, float, bool], None]
@@ -33,6 +37,62 @@ class _Timer:
     def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
         failed = kind is not None and not issubclass(kind, PathNotFound)
         self._observe(self._driver, self._action, time.perf_counter() - self._started, failed)
+
+
+async def _timed_pieces(
+    chunks: AsyncGenerator[bytes, None], timer: _Timer
+) -> AsyncGenerator[bytes, None]:
+    """``chunks``, with the wait for the first one reported."""
+    try:
+        with timer:
+            first = await anext(chunks, None)
+        if first is None:
+            return
+        yield first
+        async for chunk in chunks:
+            yield chunk
+    finally:
+        close = getattr(chunks, "aclose", None)  # an async generator's, when it is one
+        if close is not None:
+            await close()
+
+
+class _MeteredSource(AsyncGenerator[bytes, None]):
+    """A read that can also splice itself into a socket (``SocketSource``), metered.
+
+    Iterated, it is timed to its first chunk like any read. Spliced, no chunk passes
+    through Python, so the report covers the whole ``send_into`` that starts it: the
+    backend's latency and the transfer together (documented in docs/operations.md).
+    """
+
+    def __init__(self, inner: AsyncGenerator[bytes, None], timer: _Timer) -> None:
+        self._inner = inner
+        self._timer = timer
+        self._pieces: AsyncGenerator[bytes, None] | None = None
+        self._timed = False
+
+    def _iterated(self) -> AsyncGenerator[bytes, None]:
+        if self._pieces is None:
+            self._pieces = _timed_pieces(self._inner, self._timer)
+        return self._pieces
+
+    async def asend(self, value: None) -> bytes:
+        return await self._iterated().asend(value)
+
+    async def athrow(self, typ: Any, val: Any = None, tb: Any = None) -> bytes:
+        return await self._iterated().athrow(typ, val, tb)
+
+    async def aclose(self) -> None:
+        await (self._pieces or self._inner).aclose()
+
+    async def send_into(self, out: socket.socket, count: int) -> None:
+        assert isinstance(self._inner, SocketSource)  # the driver wraps only those
+        if self._timed:
+            await self._inner.send_into(out, count)
+            return
+        self._timed = True
+        with self._timer:
+            await self._inner.send_into(out, count)
 
 
 class MeteredWriter(FileWriter):
@@ -83,20 +143,13 @@ class MeteredDriver(StorageDriver):
         with self._timer("put_content"):
             await self.inner.put_content(path, content, durable=durable)
 
-    async def reader(self, path: str, offset: int = 0) -> AsyncGenerator[bytes, None]:
+    def reader(self, path: str, offset: int = 0) -> AsyncGenerator[bytes, None]:
         chunks = self.inner.reader(path, offset)
-        try:
-            with self._timer("reader"):
-                first = await anext(chunks, None)
-            if first is None:
-                return
-            yield first
-            async for chunk in chunks:
-                yield chunk
-        finally:
-            close = getattr(chunks, "aclose", None)  # an async generator's, when it is one
-            if close is not None:
-                await close()
+        if isinstance(chunks, SocketSource):
+            # The wrapper must stay a SocketSource, or the serving side would iterate
+            # the pieces through Python instead of splicing them (S3 over plain HTTP).
+            return _MeteredSource(chunks, self._timer("reader"))
+        return _timed_pieces(chunks, self._timer("reader"))
 
     async def writer(self, path: str, append: bool = False) -> FileWriter:
         with self._timer("writer"):

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from registry.handlers import socket_stream
 from tests.registry.conftest import ClientFactory
 from tests.support.backing_services import S3Server
 from tests.support.portside_servers import free_port, registry_process
@@ -53,19 +54,25 @@ def no_cyclic_collection() -> Iterator[None]:
             gc.enable()
 
 
-@pytest.mark.parametrize("metrics", [False, True], ids=["plain", "metered"])
+@pytest.mark.parametrize("mode", ["spliced", "metered", "iterated"])
 async def test_a_client_leaving_mid_pull_frees_the_s3_reader_at_once(
-    make_registry: ClientFactory, s3_server: S3Server, metrics: bool
+    make_registry: ClientFactory,
+    s3_server: S3Server,
+    mode: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Metrics wrap the driver's reader in one of their own (registry.storage.driver.metered),
-    # which iterates the pieces (read ahead); without, a plain socket gets them spliced.
+    # A plain client socket gets the bytes spliced, with metrics on (their metered
+    # driver wraps the reader) or off. A connection without a plain socket (TLS) gets
+    # the pieces iterated through aiohttp's writer, read ahead.
     s3_port = urllib.parse.urlsplit(s3_server.url).port
     assert s3_port is not None
     settings = {
         "REGISTRY_HTTP_DEBUG_ADDR": "127.0.0.1:0",
         "REGISTRY_HTTP_DEBUG_PROMETHEUS_ENABLED": "true",
     }
-    client = await make_registry(settings if metrics else {})
+    if mode == "iterated":
+        monkeypatch.setattr(socket_stream, "_plain_socket", lambda transport: None)
+    client = await make_registry(settings if mode == "metered" else {})
     data = os.urandom(24 * MIB)  # far more than the read-ahead holds
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
     pushed = await client.post(
@@ -83,7 +90,8 @@ async def test_a_client_leaving_mid_pull_frees_the_s3_reader_at_once(
                 head = await reader.readuntil(b"\r\n\r\n")
                 assert head.startswith(b"HTTP/1.1 200"), head
                 await reader.readexactly(MIB)  # the pull is under way
-                assert bool(read_ahead_tasks()) == metrics, "read ahead only when iterated"
+                iterated = mode == "iterated"
+                assert bool(read_ahead_tasks()) == iterated, "read ahead only when iterated"
                 # The registry runs in this process: its GET, and the client's pool's.
                 reading = connections_to(os.getpid(), s3_port)
                 writer.transport.abort()  # the client leaves
