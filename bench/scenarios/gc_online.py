@@ -1,36 +1,31 @@
 """Scenario 6, online part: what online garbage collection costs the serving registry.
 
-On a copy of scenario 6's store whose untagged manifests were deleted (their revision
-links removed: 2 in 5 manifests, their configs and layers now garbage), portside serves
-manifest GETs by tag (wrk, 32 connections) in runs of the same length that alternate
-idle, busy, idle, ... idle (``--rounds`` busy runs, one more idle): a busy run collects
-by itself (``storage.gc.interval`` set so the first collection begins just before the
-measurement; the default one-hour grace, the store older than that). The runs have the
-same settings otherwise (log level included). The metric is each busy run's throughput
-in percent of the mean of the idle runs beside it (target: at least 90%): the machine's
-drift between runs, which swung a figure against one idle run measured first from 67%
-to 121% on a quiet machine, cancels where it is linear over the three.
+One portside registry serves manifest GETs by tag (wrk, 32 connections) from a copy of
+scenario 6's store, in short windows of the same length that alternate idle, busy,
+idle, ... idle. Before each busy window a share of the store's untagged manifests loses
+its revision links (as a client's DELETE would: their configs and layers become
+garbage) and a collection starts beside the registry: ``registry garbage-collect
+--low-priority``, the scheduled collection's own code at its priority
+(``storage.gc.priority``, idle by default; ``registry/gc_priority.py``) with the default
+one-hour grace (the store is two days old, so the online protocol runs in full). The
+window begins LEAD seconds after the collection and counts only if the collection was
+still running when it ended: a busy window lies wholly inside a collection.
 
-A busy run counts only if its first collection, which has the whole store's garbage to
-delete, began before the measurement and had not finished when it ended (its "garbage
-collection deleted" line is not logged yet); the others are left out of the figure and
-named in the note (all of them: the store is too small for the load generator's run).
-
-The collection runs at idle CPU and I/O priority (``registry/gc_priority.py``), so it
-yields to the registry and the load generator and takes longer the busier the machine
-is: after the measurement the busy run waits (up to ``FINISH_WAIT``) for that first
-collection to end, and a second metric is its length, start to end. A collection that
-stopped (it lost its lease, starved for seconds) or had not ended by then is counted and
-named in the note: a cost figure is worth nothing if the collection never gets done.
+The figure is the median of the counted busy windows in percent of the median of the
+idle windows (target: at least 90%). One server for every window: separate servers for
+idle and busy runs, each with its own start-up, spread the idle runs alone from 6,344 to
+8,696 req/s on a quiet machine. The note lists each busy window against the mean of the
+idle windows beside it, the collections' lengths, and the windows left out.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import re
 import shutil
 import statistics
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,65 +34,46 @@ import aiohttp
 from bench.context import Context
 from bench.loadgen import run_wrk
 from bench.results import Metric, Target
-from bench.servers import PORTSIDE, Server, registry_server
+from bench.servers import PORTSIDE, Server, clean_environ, registry_server
 
 GROUP = "6. garbage collection"
-# Seconds from start-up to the measurement, in both runs, per 10,000 manifests of the
-# store (the start-up walk's length follows its size). The busy run's first collection
-# (the one with the store's garbage to delete) begins LEAD seconds before the
-# measurement: begun any earlier, it ended before a quiet machine's measurement did.
+# Seconds from start-up to the first window per 10,000 manifests of the store: the
+# registry walks the whole store for killed writers' temporaries at start-up.
 SETTLE = 8.0
-LEAD = 0.5
-DONE = "garbage collection deleted"  # logged when a collection that deleted something ends
-# The whole line, with the run's length from the child's spawn to its answer.
-DONE_LINE = re.compile(r"garbage collection deleted \d+ blobs .* in ([0-9.]+)s")
-STOPPED = ("garbage collection stopped", "garbage collection failed")  # logged, then retried
-FINISH_WAIT = 300.0  # seconds the busy run waits, after the measurement, for the end
+LEAD = 0.5  # seconds from a collection's start to its window's
+WINDOW = 3  # seconds of each window (at most the plan's rate_seconds)
+BUSY_WINDOWS = 5  # at least; the plan's rounds if more
 URL_PATH = "/v2/org00/repo0000/manifests/t2"  # a tagged manifest of the seeded store
+FINISH_WAIT = 300.0  # seconds a collection may take before the scenario gives up
+LOST_LEASE = "lost its lease"  # a starved collection stops (CollectionBusy)
 
 
-def make_garbage(root: Path) -> int:
-    """Delete the revision links of the seeded store's untagged manifests (as a client's
-    DELETE would); how many."""
+def untagged_revisions(root: Path) -> list[Path]:
+    """The revision-link directories of the seeded store's untagged manifests."""
     repositories = root / "docker/registry/v2/repositories"
-    removed = 0
-    for revisions in repositories.glob("*/*/_manifests/revisions/sha256"):
+    untagged = []
+    for revisions in sorted(repositories.glob("*/*/_manifests/revisions/sha256")):
         tagged = {
             (tag / "current/link").read_text()
             for tag in (revisions.parent.parent / "tags").iterdir()
         }
-        for revision in list(revisions.iterdir()):
-            if f"sha256:{revision.name}" not in tagged:
-                shutil.rmtree(revision)
-                removed += 1
-    return removed
+        untagged += [r for r in sorted(revisions.iterdir()) if f"sha256:{r.name}" not in tagged]
+    return untagged
 
 
-async def _get_rate(ctx: Context, server: Server) -> float:
-    async with aiohttp.ClientSession() as session:
-        for _ in range(20):  # warm-up: first-request costs outside the run
-            async with session.get(server.url + URL_PATH) as response:
-                await response.read()
-    result = await run_wrk(
-        server.url + URL_PATH, duration=ctx.plan.rate_seconds, connections=ctx.plan.connections
-    )
-    return result.requests_per_second
+def shares(items: list[Path], count: int) -> list[list[Path]]:
+    """``items`` in ``count`` interleaved shares, each spread over the whole store."""
+    return [items[index::count] for index in range(count)]
 
 
-async def _collection_end(log_path: Path) -> tuple[float | None, int]:
-    """Wait for the first collection's end: (its length in seconds, or None if it had not
-    ended after FINISH_WAIT; how many runs stopped or failed before)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + FINISH_WAIT
-    while True:
-        text = await asyncio.to_thread(log_path.read_text, errors="replace")
-        stopped = sum(text.count(line) for line in STOPPED)
-        found = DONE_LINE.search(text)
-        if found:
-            return float(found.group(1)), stopped
-        if loop.time() > deadline:
-            return None, stopped
-        await asyncio.sleep(0.5)
+def median_ratio(windows: list[Window]) -> float | None:
+    """The median of the counted busy windows in percent of the median of the idle
+    windows; None when no busy window counts."""
+    busy = [w.rate for w in windows if w.counted]
+    idle = [w.rate for w in windows if not w.collecting]
+    if not busy or not idle or statistics.median(idle) <= 0:
+        return None
+    return 100.0 * statistics.median(busy) / statistics.median(idle)
 
 
 def neighbour_ratios(runs: list[tuple[bool, float]]) -> list[float]:
@@ -127,44 +103,6 @@ def schedule(rounds: int) -> list[bool]:
     return [index % 2 == 1 for index in range(2 * busy + 1)]
 
 
-async def _measure(ctx: Context, seeded: Path, collecting: bool) -> Window:
-    """One run on a fresh copy of the store: its throughput, and for a busy run whether
-    the collection overlapped the whole measurement and how long it took."""
-    workdir = ctx.new_dir("gc-online")
-    root = workdir / "root"
-    # Hard links: a real copy of 50,000 files, and removing it, took minutes per run
-    # on a disk mounted with discard. Nothing here rewrites a file in place (GETs write
-    # nothing; collection only creates and unlinks), so the seed stays intact; the
-    # collection's unlinks then free no blocks, which spares it the discards of a real
-    # deletion (a cost to the collector, not to GETs).
-    await asyncio.to_thread(shutil.copytree, seeded, root, copy_function=os.link)
-    await asyncio.to_thread(make_garbage, root)
-    env = {**ctx.plan.portside_env, "REGISTRY_LOG_LEVEL": "info"}
-    settle = max(2 * LEAD, SETTLE * ctx.plan.gc_manifests / 10_000)
-    if collecting:
-        interval = round(1000 * (settle - LEAD))
-        env["REGISTRY_STORAGE_GC_INTERVAL"] = f"{interval}ms"
-    server = registry_server(PORTSIDE, workdir, root, None, env, ctx.plan.portside_tree)
-    await ctx.lab.start(server)
-    window = Window(collecting)
-    try:
-        # Both runs wait alike: at start-up the registry walks the whole store in a
-        # thread for killed writers' temporaries (py-spy: a fifth of its samples under
-        # wrk), a cost that overlapped only the idle runs' measurements when the busy
-        # runs alone waited.
-        await asyncio.sleep(settle)
-        window.rate = await _get_rate(ctx, server)
-        window.load = os.getloadavg()[0]
-        if collecting:
-            # The collection ended before the measurement did: not all of it was busy.
-            window.covered = DONE not in server.log_path.read_text(errors="replace")
-            window.seconds, window.stopped = await _collection_end(server.log_path)
-    finally:
-        await ctx.lab.stop(server)
-    await asyncio.to_thread(shutil.rmtree, workdir, True)
-    return window
-
-
 @dataclass
 class Window:
     """One measurement: a registry serving manifest GETs, collecting or not."""
@@ -172,15 +110,64 @@ class Window:
     collecting: bool
     rate: float = 0.0  # requests per second
     load: float = 0.0  # the machine's 1-minute load average after it
-    covered: bool = True  # busy: the collection ran for the whole measurement
-    seconds: float | None = None  # busy: the collection's length (None: not ended)
-    stopped: int = 0  # busy: runs that stopped or failed before the first ended
+    covered: bool = True  # busy: the collection ran for the whole window
+    seconds: float = 0.0  # busy: the collection's length, start to end
+    stopped: bool = False  # busy: the collection lost its lease and stopped
+
+    @property
+    def counted(self) -> bool:
+        """A busy window wholly inside a collection that did its work."""
+        return self.collecting and self.covered and not self.stopped
+
+
+async def _wrk(ctx: Context, server: Server) -> float:
+    duration = min(WINDOW, ctx.plan.rate_seconds)
+    result = await run_wrk(
+        server.url + URL_PATH, duration=duration, connections=ctx.plan.connections
+    )
+    return result.requests_per_second
+
+
+async def _busy_window(ctx: Context, server: Server, config: Path, garbage: list[Path]) -> Window:
+    """Make ``garbage``, start a collection, measure a window inside it, wait for its end."""
+    for revision in garbage:
+        await asyncio.to_thread(shutil.rmtree, revision)
+    window = Window(True)
+    started = time.monotonic()
+    collector = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "registry", "garbage-collect", "--low-priority", "-q"),
+        str(config),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        env=clean_environ(ctx.plan.portside_env),
+        cwd=ctx.plan.portside_tree,
+    )
+    try:
+        await asyncio.sleep(LEAD)
+        window.rate = await _wrk(ctx, server)
+        window.load = os.getloadavg()[0]
+        window.covered = collector.returncode is None
+        _, errors = await asyncio.wait_for(collector.communicate(), FINISH_WAIT)
+    finally:
+        if collector.returncode is None:
+            collector.kill()
+            await collector.wait()
+    window.seconds = time.monotonic() - started
+    if collector.returncode != 0:
+        text = errors.decode(errors="replace")
+        if LOST_LEASE not in text:
+            raise RuntimeError(f"garbage-collect failed: {text[-500:]}")
+        # Starved at idle priority for seconds (a machine kept busy by other work): it
+        # stopped, as the scheduled one would, to be retried. Not a whole collection, so
+        # the window is left out; its garbage is left for the next one.
+        window.stopped = True
+    return window
 
 
 async def run_gc_online(ctx: Context, seeded: Path) -> list[Metric]:
     metric = Metric(
         "gc_online_get",
-        "manifest GET throughput while the registry collects, % of the idle runs beside",
+        "manifest GET throughput while a collection runs, % of the idle windows (medians)",
         "%",
         GROUP,
         target=Target(">= 90% (online collection costs < 10%)", min_value=90.0),
@@ -194,46 +181,67 @@ async def run_gc_online(ctx: Context, seeded: Path) -> list[Metric]:
         higher_is_better=False,
         plotted=False,
     )
-    windows = [await _measure(ctx, seeded, collecting) for collecting in schedule(ctx.plan.rounds)]
+    workdir = ctx.new_dir("gc-online")
+    root = workdir / "root"
+    # Hard links: a real copy of 50,000 files, and removing it, took minutes on a disk
+    # mounted with discard. Nothing here rewrites a file in place (GETs write nothing;
+    # collection only creates and unlinks), so the seed stays intact; the collection's
+    # unlinks then free no blocks of files, which spares the collector some discards
+    # (a cost to the collector, not to GETs).
+    await asyncio.to_thread(shutil.copytree, seeded, root, copy_function=os.link)
+    plan = schedule(max(BUSY_WINDOWS, ctx.plan.rounds))
+    garbage = iter(shares(await asyncio.to_thread(untagged_revisions, root), sum(plan)))
+    env = {**ctx.plan.portside_env, "REGISTRY_LOG_LEVEL": "info"}
+    server = registry_server(PORTSIDE, workdir, root, None, env, ctx.plan.portside_tree)
+    config = workdir / f"{PORTSIDE}.yml"
+    await ctx.lab.start(server)
+    windows: list[Window] = []
+    try:
+        await asyncio.sleep(max(2 * LEAD, SETTLE * ctx.plan.gc_manifests / 10_000))
+        async with aiohttp.ClientSession() as session:
+            for _ in range(20):  # warm-up: first-request costs outside the windows
+                async with session.get(server.url + URL_PATH) as response:
+                    await response.read()
+        for collecting in plan:
+            if collecting:
+                windows.append(await _busy_window(ctx, server, config, next(garbage)))
+            else:
+                windows.append(Window(False, await _wrk(ctx, server), os.getloadavg()[0]))
+    finally:
+        await ctx.lab.stop(server)
+        await asyncio.to_thread(shutil.rmtree, workdir, True)
+    figure = median_ratio(windows)
+    if figure is not None:
+        metric.add_value(PORTSIDE, figure)
     busy = [w for w in windows if w.collecting]
-    # Only busy runs whose collection overlapped all of the measurement count; the
-    # others stay in the sequence (as neighbours' neighbours they are not used).
-    ratios = neighbour_ratios([(w.collecting, w.rate) for w in windows])
-    counted = [r for r, w in zip(ratios, busy, strict=True) if w.covered]
-    for ratio in counted or ratios:
-        metric.add_value(PORTSIDE, ratio)
     for window in busy:
-        if window.seconds is not None:
+        if not window.stopped:
             length.add_value(PORTSIDE, window.seconds)
-    idle_rates = [w.rate for w in windows if not w.collecting]
+    ratios = neighbour_ratios([(w.collecting, w.rate) for w in windows])
     loads = [w.load for w in windows]
     metric.note = (
-        f"runs idle, busy, idle, ...: each busy run against the mean of the idle runs "
-        f"beside it ({', '.join(f'{r:.1f}%' for r in ratios)}; the runs in order "
-        f"{', '.join(f'{w.rate:.0f}' for w in windows)} req/s); idle "
-        f"{statistics.median(idle_rates):.0f} req/s, collecting "
-        f"{statistics.median(w.rate for w in busy):.0f} req/s (medians); load average "
-        f"{min(loads):.1f}-{max(loads):.1f} after the measurements"
+        f"{len(busy)} busy {min(WINDOW, ctx.plan.rate_seconds)} s windows, each begun "
+        f"{LEAD} s into a collection, between idle ones, on one server; idle "
+        f"{statistics.median(w.rate for w in windows if not w.collecting):.0f} req/s, "
+        f"collecting {statistics.median(w.rate for w in busy if w.counted or figure is None):.0f}"
+        f" req/s (medians); the windows in order "
+        f"{', '.join(f'{w.rate:.0f}' + ('*' if w.collecting else '') for w in windows)} req/s "
+        f"(* collecting); each busy one against its idle neighbours "
+        f"{', '.join(f'{r:.1f}%' for r in ratios)}; collections "
+        f"{', '.join(f'{w.seconds:.1f}' for w in busy)} s; load average "
+        f"{min(loads):.1f}-{max(loads):.1f} after the windows"
     )
-    uncovered = len(busy) - sum(w.covered for w in busy)
+    stopped = sum(1 for w in busy if w.stopped)
+    if stopped:
+        metric.note += (
+            f"; {stopped} of {len(busy)} collections lost their lease (starved at idle "
+            "priority) and stopped: their windows are left out"
+        )
+    uncovered = sum(1 for w in busy if not w.covered)
     if uncovered:
         metric.note += (
-            f"; in {uncovered} of {len(busy)} busy runs the collection ended before the "
-            "measurement did"
-            + (
-                " (left out of the figure)"
-                if counted
-                else ": every one, so the figure is not a cost while collecting; a "
-                "larger store (the plan's gc_manifests) is needed"
-            )
+            f"; in {uncovered} of {len(busy)} busy windows the collection ended first "
+            "(left out of the figure)"
+            + ("" if figure is not None else ": every one, so there is no figure")
         )
-    stopped = sum(w.stopped for w in busy)
-    unfinished = sum(1 for w in busy if w.seconds is None)
-    if stopped or unfinished:
-        length.note = (
-            f"{stopped} runs stopped or failed and were retried; in {unfinished} of "
-            f"{len(busy)} busy runs the collection had not ended {FINISH_WAIT:.0f}s "
-            "after the measurement"
-        )
-        metric.note += "; " + length.note
     return [metric, length]

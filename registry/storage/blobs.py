@@ -136,7 +136,9 @@ class BlobStore:
         for one that was not there. Sized by the deletion itself: no stat per blob."""
         await self._forget_many(digests)
         try:
-            return await self.driver.delete_many([paths.blob_dir(d) for d in digests])
+            return await self.driver.delete_many(
+                [paths.blob_dir(d) for d in digests], sole_file=paths.DATA
+            )
         finally:
             await self._forget_many(digests)
 

@@ -4,9 +4,9 @@ Distribution's semantics on Distribution's layout, so a store collected by eithe
 registry is served by both. Mark: every manifest revision of every repository is kept
 (with ``delete_untagged``, only those a tag currently points at, the children of kept
 indexes, and referrers whose subject is kept); a kept manifest marks itself and every
-blob it references. Sweep: untagged manifests are deleted with their tag-history entries
-and referrer records, then every unmarked blob, then every repository's layer links to
-blobs that are no longer marked.
+blob it references. Sweep (``gc_sweep``): untagged manifests are deleted with their tag-history
+entries and referrer records, then every unmarked blob and every repository's layer
+links to blobs that are no longer marked, together.
 
 Then what failed work left: uploads abandoned for longer than ``upload_age`` (the upload
 purge), temporary files of killed writers, and repositories left with nothing at all.
@@ -22,9 +22,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 from registry.oci.digest import Digest
 from registry.storage import paths
@@ -32,6 +31,7 @@ from registry.storage.catalog import REPOSITORY_MARKERS, repository_names
 from registry.storage.driver.base import StorageDriver
 from registry.storage.errors import BlobUnknown, ManifestUnknown, NameUnknown, PathNotFound
 from registry.storage.gc_safety import CollectionSafety, Doom
+from registry.storage.gc_sweep import Progress, Sweeper, bounded
 from registry.storage.gc_untagged import Deletion, ReadRepository, Untagged
 from registry.storage.purge import purge_uploads
 from registry.storage.references import (
@@ -44,10 +44,6 @@ from registry.storage.registry import Registry, Repository
 
 log = logging.getLogger("registry.gc")
 
-_T = TypeVar("_T")
-
-# Repositories read at once: enough to keep the driver's threads (or S3) busy.
-CONCURRENCY = 16
 # Blobs deleted between two progress reports and two checks of the run's lease: a batch
 # must finish within leases.EXPIRY - leases.HOLD (2 s) once begun; 1,024 take ~0.1 s of
 # CPU. A collector at idle priority may get well under 1% of a CPU on a busy machine, so
@@ -87,8 +83,6 @@ class CollectionReport:
         )
 
 
-# (what is happening, how many done, how many in all or 0 when unknown)
-Progress = Callable[[str, int, int], None]
 # One line of Distribution's output ("app: marking manifest sha256:...").
 Emit = Callable[[str], None]
 
@@ -127,7 +121,6 @@ class GarbageCollector:
         self.report = CollectionReport()
         # Which unmarked blobs may go (seconds of grace; 0: every one, offline).
         self.safety = CollectionSafety(registry.driver, grace, dry_run=dry_run)
-        self._doom = Doom()
         # Online: untagged manifests' first lastref reads, for the run's re-read.
         self._manifest_reads: dict[Digest, float | None] = {}
 
@@ -155,7 +148,6 @@ class GarbageCollector:
                 await untagged.settle(doom.spared_manifests, self.marked, self._mark_manifest)
                 doom.blobs = [d for d in doom.blobs if d not in self.marked]
                 doom.unlink -= self.marked
-            self._doom = doom
             self.report.spared = doom.spared
             self.report.marked = len(self.marked)
             self.report.manifests = candidates = untagged.deletions()
@@ -179,17 +171,41 @@ class GarbageCollector:
         )
         for deletion in candidates:
             self.emit(f"manifest eligible for deletion: {deletion.repository}@{deletion.digest}")
-        if not self.dry_run:
-            by_repository: dict[str, list[Deletion]] = {}
-            for deletion in candidates:
-                by_repository.setdefault(deletion.repository, []).append(deletion)
-            await _bounded(
-                self._delete_manifests(repositories[name], piece)
-                for name, doomed in by_repository.items()
-                for piece in self._pieces(doomed)
+        for digest in doom.blobs:
+            self.emit(f"blob eligible for deletion: {digest}")
+        links: list[tuple[ReadRepository, list[Digest]]] = []
+        for name, repository in repositories.items():
+            doomed = [d for d in sorted(repository.layers, key=str) if d in doom.unlink]
+            for digest in doomed:
+                self.emit(f"{name}: layer link eligible for deletion: {digest}")
+                self.report.layer_links.append((name, digest))
+            if doomed:
+                links.append((repository, doomed))
+        if self.dry_run:
+            sizes = await self._sizes(doom.blobs)
+        else:
+            sweeper = Sweeper(
+                self.registry.blob_store, self.safety.check_lease, self.sweep_batch, self.progress
             )
-        await self._sweep_blobs(doom.blobs)
-        await self._sweep_layer_links(repositories)
+            await sweeper.manifests(repositories, candidates)
+            sizes = await sweeper.blobs_and_links(doom.blobs, links)
+        self.report.blobs = [
+            (digest, size)
+            for digest, size in zip(doom.blobs, sizes, strict=True)
+            if size is not None
+        ]
+
+    async def _sizes(self, blobs: list[Digest]) -> list[int | None]:
+        """What deleting each blob would free (a dry run; 0 for one that is gone)."""
+        store = self.registry.blob_store
+        sizes: list[int | None] = [0] * len(blobs)
+
+        async def size(index: int) -> None:  # concurrently: one request each on S3
+            with contextlib.suppress(BlobUnknown):
+                sizes[index] = (await store.stat(blobs[index])).size
+
+        await bounded(size(index) for index in range(len(blobs)))
+        return sizes
 
     # --- reading -------------------------------------------------------------------------
 
@@ -208,7 +224,7 @@ class GarbageCollector:
             done += 1
             self.progress("reading repositories", done, len(names))
 
-        await _bounded(read(name) for name in names)
+        await bounded(read(name) for name in names)
         return dict(sorted(found.items()))
 
     async def _read_repository(self, view: Repository) -> ReadRepository:
@@ -291,74 +307,7 @@ class GarbageCollector:
                 self.marked.add(child)
                 self.emit(f"{name}: marking blob {child}")
 
-    # --- sweep ---------------------------------------------------------------------------
-
-    async def _delete_manifests(self, repository: ReadRepository, doomed: list[Deletion]) -> None:
-        self.safety.check_lease()
-        view = repository.view
-        await view.tags.forget_revisions([(t, d.digest) for d in doomed for t in d.tags])
-        for deletion in doomed:
-            if deletion.subject is not None:
-                await view.referrers.remove(deletion.subject, deletion.digest)
-        digests = [deletion.digest for deletion in doomed]
-        await view.blobs.forget_many(digests)
-        await view.blobs.revisions.delete_many(digests)
-        await view.blobs.forget_many(digests)
-
-    def _pieces(self, items: list[_T]) -> list[list[_T]]:
-        """``items`` in pieces deleted concurrently (CONCURRENCY at once), each after its
-        own lease check: together at most one sweep batch is in flight."""
-        size = max(1, self.sweep_batch // CONCURRENCY)
-        return [items[start : start + size] for start in range(0, len(items), size)]
-
-    async def _sweep_blobs(self, unmarked: list[Digest]) -> None:
-        store = self.registry.blob_store
-        for digest in unmarked:
-            self.emit(f"blob eligible for deletion: {digest}")
-        if self.dry_run:
-            sizes: list[int | None] = [0] * len(unmarked)
-
-            async def size(index: int) -> None:  # concurrently: one request each on S3
-                with contextlib.suppress(BlobUnknown):
-                    sizes[index] = (await store.stat(unmarked[index])).size
-
-            await _bounded(size(index) for index in range(len(unmarked)))
-        else:
-            sizes = []  # what each deletion freed, None for a blob already gone
-            for start in range(0, len(unmarked), self.sweep_batch):
-                self.safety.check_lease()
-                sizes += await store.delete_many(unmarked[start : start + self.sweep_batch])
-                self.progress("deleting blobs", len(sizes), len(unmarked))
-        self.report.blobs = [
-            (digest, size) for digest, size in zip(unmarked, sizes, strict=True) if size is not None
-        ]
-
-    async def _sweep_layer_links(self, repositories: dict[str, ReadRepository]) -> None:
-        unlinked: list[tuple[ReadRepository, list[Digest]]] = []
-        to_unlink = self._doom.unlink
-        for name, repository in repositories.items():
-            doomed = [d for d in sorted(repository.layers, key=str) if d in to_unlink]
-            for digest in doomed:
-                self.emit(f"{name}: layer link eligible for deletion: {digest}")
-                self.report.layer_links.append((name, digest))
-            unlinked += [(repository, piece) for piece in self._pieces(doomed)]
-        if self.dry_run:
-            return
-        done = 0
-
-        async def unlink(repository: ReadRepository, doomed: list[Digest]) -> None:
-            nonlocal done
-            self.safety.check_lease()
-            view = repository.view.blobs
-            await view.forget_many(doomed)
-            await view.layers.delete_many(doomed)
-            await view.forget_many(doomed)
-            done += len(doomed)
-            self.progress("deleting layer links", done, len(self.report.layer_links))
-
-        # Pieces at once: many deletions in flight are what keeps the storage busy (see
-        # FilesystemDriver.delete_many).
-        await _bounded(unlink(repository, doomed) for repository, doomed in unlinked)
+    # --- leftovers ----------------------------------------------------------------------
 
     async def _sweep_leftovers(self, repositories: dict[str, ReadRepository]) -> None:
         driver = self.registry.driver
@@ -403,15 +352,3 @@ async def _remove_repository(driver: StorageDriver, name: str) -> None:
         with contextlib.suppress(PathNotFound):
             await driver.delete(paths.repository("/".join(parts)))
         parts.pop()
-
-
-async def _bounded(jobs: Iterable[Awaitable[None]]) -> None:
-    """Run ``jobs`` with at most CONCURRENCY at once, taking each from the iterable only
-    when a worker is free: a generator of a million jobs never exists all at once."""
-    pending = iter(jobs)
-
-    async def worker() -> None:
-        for job in pending:
-            await job
-
-    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))

@@ -29,7 +29,7 @@ class Links:
         self._directory = directory
 
     def _link(self, digest: Digest) -> str:
-        return f"{self._directory(self.name, digest)}/link"
+        return f"{self._directory(self.name, digest)}/{paths.LINK}"
 
     async def exists(self, digest: Digest) -> bool:
         try:
@@ -55,7 +55,9 @@ class Links:
 
     async def delete_many(self, digests: Sequence[Digest]) -> list[bool]:
         """Remove many links at once (garbage collection); whether each was there."""
-        removed = await self.driver.delete_many([self._directory(self.name, d) for d in digests])
+        removed = await self.driver.delete_many(
+            [self._directory(self.name, d) for d in digests], sole_file=paths.LINK
+        )
         return [size is not None for size in removed]
 
     async def all(self) -> AsyncIterator[Digest]:

@@ -12,10 +12,12 @@ from registry.oci.digest import Digest
 ROOT = "/docker/registry/v2"
 REPOSITORIES = f"{ROOT}/repositories"
 BLOBS = f"{ROOT}/blobs"
+DATA = "data"  # a blob's content, in its directory
+LINK = "link"  # a link's digest, in its directory
 
 
 def blob_data(digest: Digest) -> str:
-    return f"{blob_dir(digest)}/data"
+    return f"{blob_dir(digest)}/{DATA}"
 
 
 def blob_dir(digest: Digest) -> str:

@@ -156,7 +156,9 @@ class Tags:
 
     async def forget_revisions(self, entries: Sequence[tuple[str, Digest]]) -> None:
         """Drop the records that each tag once pointed at a digest (index entries)."""
-        await self.driver.delete_many([paths.tag_index_entry(self.name, t, d) for t, d in entries])
+        await self.driver.delete_many(
+            [paths.tag_index_entry(self.name, t, d) for t, d in entries], sole_file=paths.LINK
+        )
 
     async def all(self) -> list[str]:
         """Every tag, sorted (callers must not modify the list); NAME_UNKNOWN for a

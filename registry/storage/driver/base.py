@@ -176,11 +176,16 @@ class StorageDriver(abc.ABC):
     async def delete(self, path: str) -> None:
         """Delete a file or a whole directory tree."""
 
-    async def delete_many(self, paths: Sequence[str]) -> list[int | None]:
+    async def delete_many(
+        self, paths: Sequence[str], *, sole_file: str | None = None
+    ) -> list[int | None]:
         """Delete each of ``paths`` (files or trees), for bulk work such as garbage
         collection: the bytes of the files removed at each path, or None when nothing
-        was there. Backends override it to batch the work (and to size it on the way);
-        this plain version sizes each path with ``stat`` first (0 for a directory)."""
+        was there. ``sole_file``: each path is most likely a directory holding only that
+        file (a blob's ``data``, a link's ``link``), a hint a backend may use to skip a
+        listing; whatever else a path holds is deleted all the same. Backends override
+        it to batch the work (and to size it on the way); this plain version sizes each
+        path with ``stat`` first (0 for a directory)."""
         deleted: list[int | None] = []
         for path in paths:
             try:

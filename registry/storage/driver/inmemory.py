@@ -89,7 +89,9 @@ class InMemoryDriver(StorageDriver):
         if self._remove(path) is None:
             raise PathNotFound(path)
 
-    async def delete_many(self, paths: Sequence[str]) -> list[int | None]:
+    async def delete_many(
+        self, paths: Sequence[str], *, sole_file: str | None = None
+    ) -> list[int | None]:
         return [self._remove(path) for path in paths]
 
     def _remove(self, path: str) -> int | None:

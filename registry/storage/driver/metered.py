@@ -176,9 +176,11 @@ class MeteredDriver(StorageDriver):
         with self._timer("delete"):
             await self.inner.delete(path)
 
-    async def delete_many(self, paths: Sequence[str]) -> list[int | None]:
+    async def delete_many(
+        self, paths: Sequence[str], *, sole_file: str | None = None
+    ) -> list[int | None]:
         with self._timer("delete_many"):
-            return await self.inner.delete_many(paths)
+            return await self.inner.delete_many(paths, sole_file=sole_file)
 
     def local_path(self, path: str) -> Path | None:
         return self.inner.local_path(path)

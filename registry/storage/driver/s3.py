@@ -382,7 +382,11 @@ class S3Driver(StorageDriver):
             raise PathNotFound(path)
         await s3_delete.remove(self, [doomed])
 
-    async def delete_many(self, paths: Sequence[str]) -> list[int | None]:
+    async def delete_many(
+        self, paths: Sequence[str], *, sole_file: str | None = None
+    ) -> list[int | None]:
+        # Each prefix is listed all the same (one request, whatever ``sole_file`` says):
+        # deleting only the expected key would leave anything else under it.
         return await s3_delete.delete_many(self, paths)
 
     async def redirect_url(self, path: str, method: str) -> str | None:

@@ -194,6 +194,23 @@ async def test_delete_many_reports_the_bytes_each_path_held(driver: StorageDrive
     assert await driver.list_dir("/many") == ["kept"]
 
 
+async def test_delete_many_with_a_sole_file_still_deletes_whatever_is_there(
+    driver: StorageDriver,
+) -> None:
+    # The hint lets a backend skip a listing; a path holding more, or something else,
+    # is deleted whole all the same.
+    await driver.put_content("/sole/plain/data", b"12345")
+    await driver.put_content("/sole/more/data", b"abc")
+    await driver.put_content("/sole/more/lastref", b"de")
+    await driver.put_content("/sole/other/file", b"xy")
+    await driver.put_content("/sole/file", b"z")
+    await driver.put_content("/sole/kept/data", b"k")
+    paths = ["/sole/plain", "/sole/more", "/sole/other", "/sole/file", "/sole/nope"]
+    removed = await driver.delete_many(paths, sole_file="data")
+    assert removed == [5, 5, 2, 1, None]
+    assert await driver.list_dir("/sole") == ["kept"]
+
+
 async def test_concurrent_puts_leave_one_whole_version(driver: StorageDriver) -> None:
     versions = [bytes([i]) * 200_000 for i in range(8)]
     await asyncio.gather(*(driver.put_content("/contended", v) for v in versions))

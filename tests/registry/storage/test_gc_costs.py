@@ -8,6 +8,7 @@ Each is checked by what it costs, counted, not timed: the machine is shared.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 
 from bench.scenarios.gc import PER_REPOSITORY, seed_gc_store
 from registry.oci.digest import parse_digest
-from registry.storage.driver import filesystem
+from registry.storage.driver import filesystem_delete
 from registry.storage.driver.filesystem import FilesystemDriver
 from registry.storage.gc import CollectionReport, GarbageCollector
 from registry.storage.gc_untagged import Deletion, Untagged
@@ -72,14 +73,14 @@ async def test_a_bulk_delete_spreads_over_the_pool(
     """A sweep batch of 1,024 paths went to the pool in jobs of 256: four threads of 32,
     on a disk where each rmdir waits for the device. Every thread now takes a share."""
     threads: set[int] = set()
-    deleted = filesystem._deleted
+    deleted = filesystem_delete.deleted
 
     def slow_deleted(full: str) -> int | None:
         threads.add(threading.get_ident())
         time.sleep(0.002)  # a device that waits: every job is in flight at once
         return deleted(full)
 
-    monkeypatch.setattr(filesystem, "_deleted", slow_deleted)
+    monkeypatch.setattr(filesystem_delete, "deleted", slow_deleted)
     directories = [f"/d/{index:04d}" for index in range(1024)]
     for directory in directories:
         (tmp_path / directory.lstrip("/")).mkdir(parents=True)
@@ -92,3 +93,70 @@ async def test_a_bulk_delete_spreads_over_the_pool(
     assert sizes == [1] * len(directories)
     assert not any((tmp_path / "d").iterdir())
     assert len(threads) > 16
+
+
+async def test_a_blob_is_deleted_with_three_calls_and_no_listing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each blob's directory went with a stat of it, a listing (open, two reads, close),
+    a stat, an unlink and an rmdir: nine calls where three do (the size of ``data``, its
+    unlink, the rmdir), each relative to the parent opened once per run of paths."""
+    calls: dict[str, int] = {}
+
+    def counted(name: str) -> None:
+        original = getattr(os, name)
+
+        def count(*args: object, **kwargs: object) -> object:
+            calls[name] = calls.get(name, 0) + 1
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(os, name, count)
+
+    root = tmp_path / "root"
+    await asyncio.to_thread(seed_gc_store, root, PER_REPOSITORY)
+    driver = FilesystemDriver(root, max_threads=4, fsync=False)
+    registry = Registry(driver)
+    try:
+        digests = [d async for d in registry.blob_store.all()][:200]
+        for name in ("scandir", "lstat", "unlink", "rmdir", "open", "stat"):
+            counted(name)
+        sizes = await registry.blob_store.delete_many(digests)
+    finally:
+        await driver.close()
+    assert all(size is not None and size > 0 for size in sizes)
+    assert not [d async for d in Registry(FilesystemDriver(root)).blob_store.all() if d in digests]
+    assert "scandir" not in calls
+    assert calls["lstat"] == calls["unlink"] == calls["rmdir"] == len(digests)
+    # One open per parent directory and thread job: far fewer than the blobs.
+    assert calls["open"] <= len(digests) // 2
+
+
+async def test_threads_deleting_at_once_work_in_different_directories(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deletion holds its parent directory's lock while it waits for the device: 32
+    threads in one directory took two to three times as long as in 256. Paths given in
+    any order now reach each thread as a run of the same parents."""
+    threads_of: dict[str, set[int]] = {}
+    deleted = filesystem_delete.deleted
+
+    def recording(full: str) -> int | None:
+        threads_of.setdefault(full.rpartition("/")[0], set()).add(threading.get_ident())
+        time.sleep(0.001)
+        return deleted(full)
+
+    monkeypatch.setattr(filesystem_delete, "deleted", recording)
+    parents, per_parent = 32, 16
+    # Interleaved: each run of 32 consecutive paths holds one of every parent.
+    paths = [f"/p{p:02d}/{n:03d}" for n in range(per_parent) for p in range(parents)]
+    for path in paths:
+        (tmp_path / path.lstrip("/")).mkdir(parents=True)
+        (tmp_path / path.lstrip("/") / "link").write_bytes(b"x")
+    driver = FilesystemDriver(tmp_path, max_threads=32, fsync=False)
+    try:
+        assert await driver.delete_many(paths) == [1] * len(paths)
+    finally:
+        await driver.close()
+    assert len(threads_of) == parents
+    # Each parent's 16 paths are one thread job's (two at most where a job ends).
+    assert max(len(threads) for threads in threads_of.values()) <= 2

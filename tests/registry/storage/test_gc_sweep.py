@@ -24,27 +24,45 @@ SLOW_STORAGE = 0.05  # seconds each delete_many waits before deleting
 
 class SlowDeletesDriver(FilesystemDriver):
     """The filesystem driver, with storage that is slow to delete, counting how many
-    deletions of layer links are in flight at once, and how many paths of any kind."""
+    deletions of layer links are in flight at once, whether blobs and layer links were
+    ever deleted at the same time, and how many paths of any kind were in flight."""
 
     def __init__(self, root: Path) -> None:
         super().__init__(root, fsync=False)
         self.in_flight = 0
         self.most_in_flight = 0
+        self.blobs_in_flight = 0
+        self.blobs_beside_links = False
         self.paths_in_flight = 0
         self.most_paths_in_flight = 0
 
-    async def delete_many(self, paths: Sequence[str]) -> list[int | None]:
+    async def delete_many(
+        self, paths: Sequence[str], *, sole_file: str | None = None
+    ) -> list[int | None]:
         layers = any("/_layers/" in path for path in paths)
+        blobs = any("/blobs/" in path for path in paths)
         self.in_flight += layers
+        self.blobs_in_flight += blobs
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        self.blobs_beside_links |= self.in_flight > 0 and self.blobs_in_flight > 0
         self.paths_in_flight += len(paths)
         self.most_paths_in_flight = max(self.most_paths_in_flight, self.paths_in_flight)
         try:
             await asyncio.sleep(SLOW_STORAGE)
-            return await super().delete_many(paths)
+            return await super().delete_many(paths, sole_file=sole_file)
         finally:
             self.in_flight -= layers
+            self.blobs_in_flight -= blobs
             self.paths_in_flight -= len(paths)
+
+
+def layer_links(root: Path) -> set[tuple[str, str]]:
+    """Every layer link in the store: (repository, hex digest)."""
+    repositories = root / "docker/registry/v2/repositories"
+    return {
+        (str(link.parent.parent.parent.parent.relative_to(repositories)), link.parent.name)
+        for link in repositories.glob("*/*/_layers/sha256/*/link")
+    }
 
 
 def blob_sizes(root: Path) -> dict[Path, int]:
@@ -66,14 +84,38 @@ async def test_layer_links_of_many_repositories_are_deleted_at_once(tmp_path: Pa
 
     # Two manifests in five are untagged: each leaves its config and three layers.
     assert len(report.layer_links) == REPOSITORIES * PER_REPOSITORY * 2 // 5 * 4
-    # Each repository's 160 links in pieces of SWEEP_BATCH / CONCURRENCY (64), all at
-    # once: one repository at a time before.
-    assert driver.most_in_flight == REPOSITORIES * 3
+    # Each repository's 160 links in pieces of SWEEP_BATCH / CONCURRENCY (64), the
+    # repositories' pieces in turn: one repository at a time before.
+    assert driver.most_in_flight >= REPOSITORIES
     after = blob_sizes(root)
     assert len(after) == len(before) * 3 // 5
     gone = {directory: size for directory, size in before.items() if directory not in after}
     assert {str(digest.hex) for digest, _ in report.blobs} == {d.name for d in gone}
     assert report.bytes_freed == sum(gone.values())
+
+
+async def test_blobs_and_layer_links_are_deleted_together(tmp_path: Path) -> None:
+    """The blob sweep and the layer-link sweep ran one after the other, each leaving the
+    storage idle at its tail; they are one stream of pieces now, under the same lease
+    checks, and delete exactly what they deleted one after the other."""
+    root = tmp_path / "root"
+    await asyncio.to_thread(seed_gc_store, root, REPOSITORIES * PER_REPOSITORY)
+    before = blob_sizes(root)
+    links_before = layer_links(root)
+    driver = SlowDeletesDriver(root)
+    try:
+        report = await GarbageCollector(Registry(driver), delete_untagged=True).run()
+    finally:
+        await driver.close()
+    assert driver.blobs_beside_links
+    after = blob_sizes(root)
+    gone = {directory.name for directory in before if directory not in after}
+    # Each untagged manifest (2 in 5) took itself, its config and its three layers.
+    assert len(gone) == REPOSITORIES * PER_REPOSITORY * 2 // 5 * 5
+    assert {str(digest.hex) for digest, _ in report.blobs} == gone
+    # Exactly the links of the deleted blobs went, and every other link stayed.
+    assert layer_links(root) == {(r, d) for r, d in links_before if d not in gone}
+    assert {(r, str(d.hex)) for r, d in report.layer_links} == links_before - layer_links(root)
 
 
 async def test_an_idle_priority_sweep_begins_one_small_batch_per_lease_check(

@@ -1,0 +1,130 @@
+"""Deleting files and trees on the filesystem driver: one path at a time (``delete``),
+and many at once for garbage collection (``delete_many``), both safe beside concurrent
+writers of the same trees."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import itertools
+import os
+import shutil
+import stat
+from collections.abc import Sequence
+from pathlib import Path
+
+# A write and a delete of the same directory tree may overlap (a tag pushed while it is
+# deleted); the one that loses the race retries this many times.
+RACE_ATTEMPTS = 20
+_RACE_ERRNOS = frozenset({errno.ENOENT, errno.ENOTEMPTY, errno.EISDIR, errno.ENOTDIR, None})
+# Fewest paths one thread job of delete_many deletes: a hop to a thread costs ~50 us.
+DELETE_MIN_BATCH = 8
+
+
+def deleted_all(full: Sequence[str], sole_file: str | None) -> list[int | None]:
+    """Delete each of ``full`` (local paths, sorted by parent directory): what
+    ``deleted`` returns for each.
+
+    With ``sole_file`` (a blob's ``data``, a link's ``link``), each path is expected to
+    be a directory holding that file only: three calls each (its size, its unlink, the
+    rmdir), relative to its parent directory opened once for the run of its paths,
+    instead of a stat of the directory, a listing (open, two reads, close), then the
+    same three. Anything else (no such file, another entry beside it, not a directory)
+    takes ``deleted``'s general way."""
+    if sole_file is None:
+        return [deleted(path) for path in full]
+    results: list[int | None] = []
+    for parent, paths in itertools.groupby(full, key=lambda path: path.rpartition("/")[0]):
+        names = [path.rpartition("/")[2] for path in paths]
+        try:
+            directory = os.open(parent or "/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
+            results += [None] * len(names)
+            continue
+        try:
+            results += [_sole_file_deleted(directory, parent, name, sole_file) for name in names]
+        finally:
+            os.close(directory)
+    return results
+
+
+def _sole_file_deleted(directory: int, parent: str, name: str, sole_file: str) -> int | None:
+    inner = f"{name}/{sole_file}"
+    try:
+        size = os.lstat(inner, dir_fd=directory).st_size
+        os.unlink(inner, dir_fd=directory)
+    except OSError:  # not there, not a file, or gone meanwhile: decided by a listing
+        return deleted(f"{parent}/{name}")
+    try:
+        os.rmdir(name, dir_fd=directory)
+    except FileNotFoundError:
+        pass  # removed by a concurrent deleter: gone all the same
+    except OSError:  # another entry beside it (a concurrent writer's): the general way
+        more = deleted(f"{parent}/{name}")
+        return size + (more or 0)
+    return size
+
+
+def deleted(full: str) -> int | None:
+    """Delete a file or a tree: the bytes of the files removed, or None when nothing was
+    there. The directories of links and blobs hold files only: they go with a stat and
+    an unlink per file and one rmdir, far cheaper than ``shutil.rmtree``; anything else
+    (a subdirectory: the rmdir fails; a concurrent writer) takes ``delete_tree``'s
+    general way, sized first."""
+    try:
+        info = os.lstat(full)
+        if not stat.S_ISDIR(info.st_mode):  # a file, or a link: never followed
+            os.unlink(full)
+            return info.st_size
+        with os.scandir(full) as entries:
+            files = [entry for entry in entries if not entry.is_dir(follow_symlinks=False)]
+    except FileNotFoundError:
+        return None
+    removed = 0
+    try:
+        for entry in files:
+            removed += entry.stat(follow_symlinks=False).st_size
+            os.unlink(entry.path)
+        os.rmdir(full)
+    except OSError:
+        removed += _tree_size(full)
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            delete_tree(Path(full))  # it was there when listed: deleted, whoever finished
+    return removed
+
+
+def _tree_size(full: str) -> int:
+    """The bytes of the files still under ``full`` (what a general delete will free)."""
+    size = 0
+    for directory, _subdirectories, files in os.walk(full):
+        for name in files:
+            with contextlib.suppress(OSError):
+                size += os.lstat(os.path.join(directory, name)).st_size
+    return size
+
+
+def delete_tree(full: Path) -> None:
+    """Delete a file or a whole tree, even while a concurrent write adds entries to it
+    (rmdir fails with ENOTEMPTY), removes some (FileNotFoundError mid-walk) or turns a
+    missing path into a directory (EISDIR): tried again, the delete happens after that
+    write. FileNotFoundError only when nothing was there; gone meanwhile is success."""
+    for attempt in range(1, RACE_ATTEMPTS + 1):
+        was_tree = full.is_dir() and not full.is_symlink()
+        try:
+            if was_tree:
+                shutil.rmtree(full)
+            else:
+                full.unlink()
+            return
+        except OSError as error:
+            if not os.path.lexists(full):
+                if was_tree or attempt > 1:
+                    return  # it was there: a concurrent delete finished the job
+                # Missing at the start (perhaps briefly created and removed meanwhile).
+                raise FileNotFoundError(
+                    errno.ENOENT, os.strerror(errno.ENOENT), str(full)
+                ) from None
+            # errno None: rmtree's own "Cannot call rmtree on a symbolic link", raised
+            # when the directory was replaced between its lstat and its open.
+            if error.errno not in _RACE_ERRNOS or attempt == RACE_ATTEMPTS:
+                raise
