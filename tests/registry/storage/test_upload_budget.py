@@ -1,0 +1,88 @@
+"""The bound on request-body bytes the uploads of a process hold together
+(``registry/storage/upload_pipe.py``): it holds under many uploads at once, and a client
+that stops sending cannot keep the others waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from registry.oci.digest import new_hasher
+from registry.storage.driver.filesystem import FilesystemDriver
+from registry.storage.upload_pipe import BodyBudget, pipe
+
+CHUNK = 64 * 1024
+LIMIT = 4 * CHUNK
+
+
+async def test_the_budget_holds_while_many_uploads_send_at_once(tmp_path: Path) -> None:
+    driver = FilesystemDriver(tmp_path, max_threads=4)
+    budget = BodyBudget(LIMIT)
+    uploads, chunks = 12, 48  # 3 MiB each, 36 MiB in all, through 256 KiB
+    highest = 0
+    data = [[os.urandom(CHUNK) for _ in range(chunks)] for _ in range(uploads)]
+
+    async def body(pieces: list[bytes]) -> AsyncIterator[bytes]:
+        nonlocal highest
+        for piece in pieces:
+            highest = max(highest, budget.held)
+            yield piece
+            await asyncio.sleep(0)  # as a socket would, let the others run
+
+    async def upload(index: int) -> str:
+        writer = await driver.writer(f"/up/{index}/data")
+        hasher = new_hasher("sha256")
+        try:
+            assert await pipe(body(data[index]), writer, hasher, budget) == CHUNK * chunks
+        finally:
+            await writer.close()
+        return hasher.hexdigest()
+
+    try:
+        digests = await asyncio.gather(*(upload(index) for index in range(uploads)))
+        for index, digest in enumerate(digests):
+            expected = b"".join(data[index])
+            assert digest == hashlib.sha256(expected).hexdigest()
+            assert (tmp_path / f"up/{index}/data").read_bytes() == expected
+    finally:
+        await driver.close()
+    # Over the limit, no upload takes another chunk: at most one each beyond it.
+    assert highest <= LIMIT + uploads * CHUNK
+    assert budget.held == 0
+
+
+async def test_a_client_that_stops_sending_holds_nothing_of_the_budget(tmp_path: Path) -> None:
+    driver = FilesystemDriver(tmp_path, max_threads=4)
+    budget = BodyBudget(LIMIT)
+    resume = asyncio.Event()
+
+    async def stalling() -> AsyncIterator[bytes]:
+        for _ in range(3):  # just under the limit, then nothing
+            yield os.urandom(CHUNK)
+        await resume.wait()
+
+    async def steady() -> AsyncIterator[bytes]:
+        for _ in range(64):  # 4 MiB: sixteen times the limit
+            yield os.urandom(CHUNK)
+            await asyncio.sleep(0)
+
+    async def upload(name: str, body: AsyncIterator[bytes]) -> int:
+        writer = await driver.writer(f"/up/{name}/data")
+        try:
+            return await pipe(body, writer, new_hasher("sha256"), budget)
+        finally:
+            await writer.close()
+
+    stalled = asyncio.ensure_future(upload("stalled", stalling()))
+    try:
+        async with asyncio.timeout(60):  # generous: the machine is shared
+            sizes = await asyncio.gather(*(upload(f"steady{i}", steady()) for i in range(3)))
+        assert sizes == [64 * CHUNK] * 3
+        assert budget.held == 0  # the stalled upload's chunks were written meanwhile
+    finally:
+        resume.set()
+        assert await stalled == 3 * CHUNK
+        await driver.close()
