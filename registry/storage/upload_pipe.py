@@ -2,10 +2,12 @@
 the bytes the uploads of one process hold on that way together.
 
 Each upload writes (one ``writev``) and hashes, in threads, one batch of received chunks
-at a time; the chunks that arrive meanwhile make up the next batch, which goes as soon as
-the one before is done. A batch is at most PIECE_SIZE bytes or PIECE_CHUNKS chunks: a full
-one stops the reading of the body until it can go. A client that pauses therefore leaves
-nothing waiting here once its last batch is written.
+at a time, of PIECE_SIZE bytes or PIECE_CHUNKS chunks (each batch is a thread job for
+each, whose hand-overs of the GIL cost more than the work for small batches); a full
+batch stops the reading of the body until the one before is done. A batch that is not
+full goes when the body ends, when the budget below is exhausted, when the batch before
+it is done, or once no chunk came for PAUSE seconds: a client that pauses leaves nothing
+waiting here for longer than that.
 
 ``BodyBudget`` bounds the bytes received and not yet written and hashed, all uploads of
 the process together: over its limit, an upload reads no more of its body until some are
@@ -34,6 +36,8 @@ PIECE_SIZE = 1024 * 1024
 PIECE_CHUNKS = 1024
 # Bytes received and not yet written and hashed, all uploads of a process together.
 BODY_BUDGET = 16 * 1024 * 1024
+# A batch that is not full goes after this many seconds without a chunk.
+PAUSE = 0.02
 
 
 class BodyBudget:
@@ -71,7 +75,9 @@ async def pipe(
     chunks = aiter(body)
     try:
         while True:
-            await budget.admit()
+            if budget.held >= budget.limit:
+                flow.ship()  # what this upload holds goes first: it may be the room
+                await budget.admit()
             try:
                 chunk = await anext(chunks)
             except StopAsyncIteration:
@@ -97,6 +103,10 @@ class _Flow:
         self._job: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
         self._stopped = False
+        self._timer: asyncio.TimerHandle | None = None
+        # The batch a job was started for, until it starts (a job cancelled before it
+        # starts runs none of its code: ``stop`` gives the batch's bytes back then).
+        self._handed: tuple[list[bytes], int] = ([], 0)
         self.written = 0
 
     async def add(self, chunk: bytes) -> None:
@@ -105,15 +115,32 @@ class _Flow:
         self._budget.take(len(chunk))
         self._batch.append(chunk)
         self._size += len(chunk)
-        if self._job is None:
-            self._job = asyncio.ensure_future(self._drain())
-        elif self._size >= PIECE_SIZE or len(self._batch) >= PIECE_CHUNKS:
+        if self._size < PIECE_SIZE and len(self._batch) < PIECE_CHUNKS:
+            if self._job is None and self._timer is None:
+                loop = asyncio.get_running_loop()
+                self._timer = loop.call_later(PAUSE, self._paused)
+        elif self._job is None:
+            self.ship()
+        else:
             await self._job  # it takes this batch too before it ends
+
+    def ship(self) -> None:
+        """Start writing the batch, unless one is being written (it takes this one next)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._job is None and self._batch and not self._stopped:
+            # Taken now: chunks added before the job starts go in the next batch.
+            self._handed = self._take()
+            self._job = asyncio.ensure_future(self._drain())
+
+    def _paused(self) -> None:
+        self._timer = None
+        self.ship()
 
     async def finish(self) -> None:
         """Write what is left; raise what a write or the hash raised."""
-        if self._job is None and self._batch:
-            self._job = asyncio.ensure_future(self._drain())
+        self.ship()
         if self._job is not None:
             await self._job
         if self._error is not None:
@@ -122,19 +149,28 @@ class _Flow:
     async def stop(self) -> None:
         """Ship nothing more; wait for the batch in flight; give back what was kept."""
         self._stopped = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         try:
             if self._job is not None:
                 await self._job
         finally:
-            self._budget.give(self._size)
+            self._budget.give(self._size + self._handed[1])
             self._batch, self._size = [], 0
+            self._handed = ([], 0)
+
+    def _take(self) -> tuple[list[bytes], int]:
+        batch, size = self._batch, self._size
+        self._batch, self._size = [], 0
+        return batch, size
 
     async def _drain(self) -> None:
         try:
+            first, self._handed = self._handed, ([], 0)
+            await self._write(*first)
             while self._batch and self._error is None and not self._stopped:
-                batch, size = self._batch, self._size
-                self._batch, self._size = [], 0
-                await self._write(batch, size)
+                await self._write(*self._take())
         finally:
             self._job = None  # set before the task ends: whoever awaited it sees it idle
 

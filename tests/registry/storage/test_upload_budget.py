@@ -10,9 +10,11 @@ import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
+
 from registry.oci.digest import new_hasher
 from registry.storage.driver.filesystem import FilesystemDriver
-from registry.storage.upload_pipe import BodyBudget, pipe
+from registry.storage.upload_pipe import PIECE_SIZE, BodyBudget, pipe
 
 CHUNK = 64 * 1024
 LIMIT = 4 * CHUNK
@@ -85,4 +87,31 @@ async def test_a_client_that_stops_sending_holds_nothing_of_the_budget(tmp_path:
     finally:
         resume.set()
         assert await stalled == 3 * CHUNK
+        await driver.close()
+
+
+async def test_a_cancelled_upload_gives_back_everything_it_held(tmp_path: Path) -> None:
+    """A client that goes away mid-body cancels the request: the batch being written,
+    the one handed to a job not started yet and the chunks kept all go back."""
+    driver = FilesystemDriver(tmp_path, max_threads=4)
+    budget = BodyBudget(64 * CHUNK)
+    sent = asyncio.Event()
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(PIECE_SIZE // CHUNK + 3):  # a full batch, and three more chunks
+            yield os.urandom(CHUNK)
+        sent.set()
+        await asyncio.Event().wait()  # then nothing, until the client is gone
+
+    writer = await driver.writer("/up/gone/data")
+    upload = asyncio.ensure_future(pipe(body(), writer, new_hasher("sha256"), budget))
+    try:
+        await asyncio.wait_for(sent.wait(), 30)
+        assert budget.held > 0
+        upload.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await upload
+        assert budget.held == 0
+    finally:
+        await writer.close()
         await driver.close()
