@@ -24,6 +24,7 @@ let through (aiohttp's buffer of the connection, already in memory).
 from __future__ import annotations
 
 import asyncio
+import collections
 from collections.abc import AsyncIterator
 
 from registry.oci.digest import Hasher
@@ -42,28 +43,55 @@ PAUSE = 0.02
 
 class BodyBudget:
     """The bytes of request bodies this process's uploads hold between reading and
-    writing them, and the wait for room under ``limit``."""
+    writing them, and the wait for room under ``limit``, first come first served.
+
+    Room wakes one waiter at a time, and each one let through wakes the next while room
+    is left: hundreds of waiting uploads are not all woken (to find the room gone) each
+    time a batch is written."""
 
     def __init__(self, limit: int = BODY_BUDGET) -> None:
         self.limit = limit
         self.held = 0
-        self._room = asyncio.Event()
-        self._room.set()
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
     async def admit(self) -> None:
-        """Return once the uploads hold less than the limit (at once if they do)."""
-        while self.held >= self.limit:
-            await self._room.wait()
+        """Return once the uploads hold less than the limit (at once if they do and no
+        one waits before this one)."""
+        if self.held < self.limit and not self._waiters:
+            return
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        self._waiters.append(waiter)
+        try:
+            while True:
+                await waiter
+                if self.held < self.limit:
+                    break
+                waiter = loop.create_future()  # woken, and the room was gone: first again
+                self._waiters.appendleft(waiter)
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._wake()  # woken as it was cancelled: the next one gets the turn
+            elif waiter in self._waiters:
+                self._waiters.remove(waiter)
+            raise
+        if self.held < self.limit:
+            self._wake()
 
     def take(self, size: int) -> None:
         self.held += size
-        if self.held >= self.limit:
-            self._room.clear()
 
     def give(self, size: int) -> None:
         self.held -= size
         if self.held < self.limit:
-            self._room.set()  # every waiter checks again; each reads one chunk at most
+            self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
 
 
 async def pipe(

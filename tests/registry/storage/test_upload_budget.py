@@ -115,3 +115,29 @@ async def test_a_cancelled_upload_gives_back_everything_it_held(tmp_path: Path) 
     finally:
         await writer.close()
         await driver.close()
+
+
+async def test_waiting_uploads_get_room_in_turn() -> None:
+    """Room goes to the uploads in the order they began waiting, one chunk's room to
+    one upload (a guard: the budget that woke every waiter at each give did too)."""
+    budget = BodyBudget(10)
+    budget.take(10)
+    admitted: list[int] = []
+    woken = 0
+
+    async def upload(index: int) -> None:
+        nonlocal woken
+        await budget.admit()
+        woken += 1
+        admitted.append(index)
+        budget.take(10)  # its chunk fills the budget again
+
+    uploads = [asyncio.ensure_future(upload(index)) for index in range(50)]
+    await asyncio.sleep(0)  # all of them waiting now
+    for turn in range(50):
+        budget.give(10)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert admitted == list(range(turn + 1))
+    await asyncio.gather(*uploads)
+    assert woken == 50
