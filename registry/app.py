@@ -62,9 +62,7 @@ def create_app(
     controller = controller or create_access_controller(config)
     if controller is not None:
         middlewares.append(auth_middleware(controller))
-    app = web.Application(
-        middlewares=middlewares, handler_args={"max_field_size": 16384, "read_bufsize": 16384}
-    )
+    app = web.Application(middlewares=middlewares, handler_args={"max_field_size": 16384})
     app[CONFIG] = config
     if metrics is not None:
         app[METRICS] = metrics

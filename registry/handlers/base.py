@@ -23,11 +23,6 @@ from shared.reference import is_valid_name, is_valid_tag
 
 log = logging.getLogger("registry")
 
-# What one read of a request body takes from the socket, at most. asyncio reads 256 KiB
-# at a time whatever aiohttp's buffer marks say, so each connection whose body the
-# registry cannot store at once holds about that much: hundreds of uploads at once made
-# it most of the process's memory (docs/performance.md, "Memory under concurrency").
-BODY_READ_SIZE = 64 * 1024
 _CONTENT_RANGE = re.compile(r"(?:bytes[ =])?([0-9]{1,19})-([0-9]{1,19})(?:/(?:[0-9]{1,19}|\*))?")
 
 
@@ -86,15 +81,6 @@ def page_size(request: web.Request, default: int | None, maximum: int | None) ->
     return value
 
 
-def _read_in_small_pieces(request: web.Request) -> None:
-    """Have the connection read at most BODY_READ_SIZE bytes of the socket at a time.
-    Only asyncio's plain socket transport has the setting (``max_size``, read on every
-    read); TLS reads through its own buffer and keeps its size."""
-    transport = request.transport
-    if transport is not None and isinstance(getattr(transport, "max_size", None), int):
-        transport.max_size = BODY_READ_SIZE  # type: ignore[attr-defined]
-
-
 def declared_length(request: web.Request) -> int | None:
     """Content-Length, strictly parsed (None for a chunked body)."""
     raw = request.headers.get("Content-Length")
@@ -134,7 +120,6 @@ async def body_chunks(
     """The body as it arrives, stored as sent (the server does not decode a
     Content-Encoding). One that cannot be read is ``code``, 400 (408 if it stopped
     arriving): one log line, no traceback."""
-    _read_in_small_pieces(request)
     try:
         async for chunk in request.content.iter_any():
             yield chunk

@@ -16,7 +16,6 @@ from registry.storage.pulls import PullRecorder, flush_periodically
 from registry.storage.purge import purge_periodically, remove_leftovers
 from registry.storage.referrers import Referrers
 from registry.storage.tags import TagListCache, Tags
-from registry.storage.upload_pipe import BodyBudget
 from registry.storage.uploads import HashStates, Uploads
 
 # Views kept for reuse: a view is stateless (names, the driver, the process's shared
@@ -54,8 +53,6 @@ class Registry:
         self._hashes = HashStates()
         self._hash_states = HashStateStore(driver, secret)
         self._locks = KeyedLocks()
-        # What request bodies on their way to storage may hold, all uploads together.
-        self._body_budget = BodyBudget()
         self._manifest_cache = ManifestContentCache()
         self._tag_lists = TagListCache()
         self.pulls = PullRecorder(pull_resolution) if pull_resolution is not None else None
@@ -91,7 +88,6 @@ class Registry:
                 self._hashes,
                 self._hash_states,
                 self._locks,
-                self._body_budget,
             ),
             manifests=Manifests(
                 name,

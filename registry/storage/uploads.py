@@ -20,6 +20,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from registry.oci.digest import Digest, Hasher, new_hasher
 from registry.storage import paths
@@ -27,6 +28,7 @@ from registry.storage.blobs import BlobDescriptor, BlobStore, LinkedBlobs
 from registry.storage.driver.base import (
     Content,
     ContentChanged,
+    FileWriter,
     PathNotFound,
     StorageDriver,
     StorageFull,
@@ -39,8 +41,12 @@ from registry.storage.errors import (
 )
 from registry.storage.hashstates import RESUMABLE, HashStateStore, ResumableHasher
 from registry.storage.locks import KeyedLocks
-from registry.storage.upload_pipe import BodyBudget, pipe
 
+# Hash and write in pieces of about this size, in a thread, while the next piece arrives.
+PIECE_SIZE = 1024 * 1024
+# ... or of this many chunks, whichever comes first: a body trickling in tiny chunks
+# holds no more than this many objects per upload (and one ``writev`` takes them all).
+PIECE_CHUNKS = 1024
 DEFAULT_ALGORITHM = "sha256"
 # Verifications of a finish whose data another instance keeps appending to, at most.
 FINISH_ATTEMPTS = 3
@@ -104,7 +110,6 @@ class Uploads:
         hashes: HashStates,
         states: HashStateStore,
         locks: KeyedLocks,
-        budget: BodyBudget,
     ) -> None:
         self.name = name
         self.driver = driver
@@ -113,7 +118,6 @@ class Uploads:
         self.hashes = hashes
         self.states = states
         self._locks = locks
-        self._budget = budget
 
     def _lock(self, upload_id: str) -> asyncio.Lock:
         # One request at a time per upload in this process.
@@ -204,7 +208,7 @@ class Uploads:
             # The hash of exactly the bytes this writer continues, or none.
             base = writer.base_version
             hasher = await self._resume(upload_id, offset, base, algorithm, resumable)
-            written = await pipe(body, writer, hasher, self._budget)
+            written = await _pipe(body, writer, hasher)
         finally:
             # On failure the hash may be ahead of the file: drop it, finish re-reads.
             await writer.close()
@@ -345,3 +349,47 @@ class Uploads:
 def _content(status: UploadStatus) -> Content | None:
     """The content the digest was checked over, as the driver names it (if it can)."""
     return None if status.version is None else Content(status.size, status.version)
+
+
+async def _pipe(body: AsyncIterator[bytes], writer: FileWriter, hasher: Hasher | None) -> int:
+    """Copy ``body`` to ``writer`` in batches of about PIECE_SIZE, hashing and writing one
+    batch in threads while the next one is received, so receiving, hashing and writing
+    overlap. A batch is the chunks as they arrived, never joined: the writer takes them
+    as they are (``writev``) and the hash is fed each in turn, so no byte is copied."""
+    loop = asyncio.get_running_loop()
+    pending: asyncio.Future[Any] | None = None
+    written = 0
+    try:
+        async for batch, size in _batches(body):
+            if pending is not None:
+                await pending
+            jobs: list[asyncio.Future[Any]] = [asyncio.ensure_future(writer.write_pieces(batch))]
+            if hasher is not None:
+                jobs.append(loop.run_in_executor(None, _update, hasher, batch))
+            pending = asyncio.gather(*jobs)
+            written += size
+    finally:
+        # Never leave a write running behind the caller's back, even on failure.
+        if pending is not None:
+            await pending
+    return written
+
+
+def _update(hasher: Hasher, batch: list[bytes]) -> None:
+    for chunk in batch:
+        hasher.update(chunk)
+
+
+async def _batches(body: AsyncIterator[bytes]) -> AsyncIterator[tuple[list[bytes], int]]:
+    """The body's chunks in lists of about PIECE_SIZE bytes (or PIECE_CHUNKS chunks),
+    and each list's size."""
+    batch: list[bytes] = []
+    size = 0
+    async for chunk in body:
+        batch.append(chunk)
+        size += len(chunk)
+        if size >= PIECE_SIZE or len(batch) >= PIECE_CHUNKS:
+            yield batch, size
+            batch, size = [], 0
+    if batch:
+        yield batch, size
