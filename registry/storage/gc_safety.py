@@ -156,6 +156,7 @@ class CollectionSafety:
         self.started = 0.0  # T0 on the storage clock
         self.lease = Lease(driver, self.run)
         self._condemned_at: float | None = None  # monotonic, once the record is written
+        self._released = False  # the record cleared: every later deletion is refused
 
     @property
     def online(self) -> bool:
@@ -233,6 +234,8 @@ class CollectionSafety:
     def check_lease(self) -> None:
         """Called before each batch of deletions: once its lease may look expired to a
         reader, a run's record no longer holds pushes back, so it deletes nothing more."""
+        if self._released:
+            raise CollectionBusy("garbage collection cleared its record; nothing more deleted")
         if self._condemned_at is not None and not self.lease.held():
             raise CollectionBusy("garbage collection lost its lease; nothing more deleted")
 
@@ -247,6 +250,7 @@ class CollectionSafety:
                 time.monotonic() - self._condemned_at,
             )
             self._condemned_at = None
+            self._released = True
 
 
 async def _bounded(work: Callable[[Digest], Awaitable[T]], digests: Collection[Digest]) -> list[T]:

@@ -138,11 +138,27 @@ def alternate(sources: Iterable[Iterable[_T]]) -> Iterator[_T]:
 
 async def bounded(jobs: Iterable[Awaitable[None]]) -> None:
     """Run ``jobs`` with at most CONCURRENCY at once, taking each from the iterable only
-    when a worker is free: a generator of a million jobs never exists all at once."""
+    when a worker is free: a generator of a million jobs never exists all at once.
+
+    After the first failure no worker takes another job, and the failure is raised only
+    once every job in flight has ended: a sweep's caller clears its record and drops its
+    lease when this returns, and no deletion may begin or still run after that.
+    """
     pending = iter(jobs)
+    failures: list[Exception] = []
 
     async def worker() -> None:
         for job in pending:
-            await job
+            if failures:
+                close = getattr(job, "close", None)  # a coroutine never awaited: no warning
+                if close is not None:
+                    close()
+                return
+            try:
+                await job
+            except Exception as error:  # raised below, once every job has ended
+                failures.append(error)
 
     await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+    if failures:
+        raise failures[0]

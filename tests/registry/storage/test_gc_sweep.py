@@ -13,7 +13,10 @@ import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
+
 from bench.scenarios.gc import PER_REPOSITORY, seed_gc_store
+from registry.storage.driver.base import StorageUnavailable
 from registry.storage.driver.filesystem import FilesystemDriver
 from registry.storage.gc import IDLE_SWEEP_BATCH, GarbageCollector
 from registry.storage.registry import Registry
@@ -139,3 +142,50 @@ async def test_an_idle_priority_sweep_begins_one_small_batch_per_lease_check(
     # And it all went, as with the larger batches.
     assert len(report.layer_links) == REPOSITORIES * PER_REPOSITORY * 2 // 5 * 4
     assert len(blob_sizes(root)) == len(before) * 3 // 5
+
+
+class FailingDeletesDriver(FilesystemDriver):
+    """The filesystem driver whose first blob deletion fails (S3 answering 503), counting
+    the blob deletions still running or begun once the failure reached the sweep's
+    caller."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root, fsync=False)
+        self.failed = False
+        self.sweep_returned = False
+        self.after_return = 0
+
+    async def delete_many(
+        self, paths: Sequence[str], *, sole_file: str | None = None
+    ) -> list[int | None]:
+        if not any("/blobs/" in path for path in paths):
+            return await super().delete_many(paths, sole_file=sole_file)
+        try:
+            await asyncio.sleep(SLOW_STORAGE * (1 + len(paths) % 3))
+            if not self.failed:
+                self.failed = True
+                raise StorageUnavailable("DeleteObjects failed")
+            return await super().delete_many(paths, sole_file=sole_file)
+        finally:
+            self.after_return += self.sweep_returned
+
+
+async def test_after_a_failed_piece_no_deletion_runs_once_the_sweep_has_ended(
+    tmp_path: Path,
+) -> None:
+    """The collector clears its record and drops its lease when the sweep ends, failed or
+    not: a deletion still running or begun after that is unprotected (a push is no longer
+    held back), so the other pieces must stop and end before the failure is raised."""
+    root = tmp_path / "root"
+    await asyncio.to_thread(seed_gc_store, root, REPOSITORIES * PER_REPOSITORY)
+    driver = FailingDeletesDriver(root)
+    try:
+        # Small batches: many pieces, most not begun when the first one fails.
+        collector = GarbageCollector(Registry(driver), delete_untagged=True, sweep_batch=32)
+        with pytest.raises(StorageUnavailable):
+            await collector.run()
+        driver.sweep_returned = True
+        await asyncio.sleep(10 * SLOW_STORAGE)  # what was left running would begin now
+        assert driver.after_return == 0
+    finally:
+        await driver.close()
