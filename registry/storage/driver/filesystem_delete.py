@@ -26,11 +26,12 @@ def deleted_all(full: Sequence[str], sole_file: str | None) -> list[int | None]:
     ``deleted`` returns for each.
 
     With ``sole_file`` (a blob's ``data``, a link's ``link``), each path is expected to
-    be a directory holding that file only: three calls each (its size, its unlink, the
-    rmdir), relative to its parent directory opened once for the run of its paths,
-    instead of a stat of the directory, a listing (open, two reads, close), then the
-    same three. Anything else (no such file, another entry beside it, not a directory)
-    takes ``deleted``'s general way."""
+    be a directory holding that file only: four calls each (that it is a directory and
+    not a symbolic link, the file's size, its unlink, the rmdir), relative to its parent
+    directory opened once for the run of its paths, instead of a stat of the directory,
+    a listing (open, two reads, close), then the same three. Anything else (no such
+    file, another entry beside it, not a directory, a symbolic link) takes ``deleted``'s
+    general way."""
     if sole_file is None:
         return [deleted(path) for path in full]
     results: list[int | None] = []
@@ -51,6 +52,11 @@ def deleted_all(full: Sequence[str], sole_file: str | None) -> list[int | None]:
 def _sole_file_deleted(directory: int, parent: str, name: str, sole_file: str) -> int | None:
     inner = f"{name}/{sole_file}"
     try:
+        # ``name`` itself must be a directory, not a symbolic link to one: the paths
+        # below it would be resolved through the link, and another directory's file
+        # deleted. The general way deletes the link alone.
+        if not stat.S_ISDIR(os.lstat(name, dir_fd=directory).st_mode):
+            return deleted(f"{parent}/{name}")
         size = os.lstat(inner, dir_fd=directory).st_size
         os.unlink(inner, dir_fd=directory)
     except OSError:  # not there, not a file, or gone meanwhile: decided by a listing

@@ -95,12 +95,13 @@ async def test_a_bulk_delete_spreads_over_the_pool(
     assert len(threads) > 16
 
 
-async def test_a_blob_is_deleted_with_three_calls_and_no_listing(
+async def test_a_blob_is_deleted_with_four_calls_and_no_listing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each blob's directory went with a stat of it, a listing (open, two reads, close),
-    a stat, an unlink and an rmdir: nine calls where three do (the size of ``data``, its
-    unlink, the rmdir), each relative to the parent opened once per run of paths."""
+    a stat, an unlink and an rmdir: nine calls where four do (that the directory is not
+    a symbolic link, the size of ``data``, its unlink, the rmdir), each relative to the
+    parent opened once per run of paths."""
     calls: dict[str, int] = {}
 
     def counted(name: str) -> None:
@@ -126,7 +127,8 @@ async def test_a_blob_is_deleted_with_three_calls_and_no_listing(
     assert all(size is not None and size > 0 for size in sizes)
     assert not [d async for d in Registry(FilesystemDriver(root)).blob_store.all() if d in digests]
     assert "scandir" not in calls
-    assert calls["lstat"] == calls["unlink"] == calls["rmdir"] == len(digests)
+    assert calls["lstat"] == 2 * len(digests)
+    assert calls["unlink"] == calls["rmdir"] == len(digests)
     # One open per parent directory and thread job: far fewer than the blobs.
     assert calls["open"] <= len(digests) // 2
 
@@ -160,3 +162,22 @@ async def test_threads_deleting_at_once_work_in_different_directories(
     assert len(threads_of) == parents
     # Each parent's 16 paths are one thread job's (two at most where a job ends).
     assert max(len(threads) for threads in threads_of.values()) <= 2
+
+
+async def test_a_directory_that_is_a_symbolic_link_is_deleted_alone(tmp_path: Path) -> None:
+    """A layer-link directory that is a symbolic link to another repository's: deleting
+    it with the sole-file shortcut removed the other repository's link file through it."""
+    root = tmp_path / "root"
+    theirs = root / "theirs/_layers/sha256/abc"
+    theirs.mkdir(parents=True)
+    (theirs / "link").write_text("sha256:abc")
+    mine = root / "mine/_layers/sha256"
+    mine.mkdir(parents=True)
+    (mine / "abc").symlink_to(theirs)
+    driver = FilesystemDriver(root, fsync=False)
+    try:
+        await driver.delete_many(["/mine/_layers/sha256/abc"], sole_file="link")
+    finally:
+        await driver.close()
+    assert not (mine / "abc").is_symlink()
+    assert (theirs / "link").read_text() == "sha256:abc"
