@@ -22,11 +22,16 @@ import contextlib
 import fcntl
 import os
 import socket
+import struct
+import termios
 
 PIPE_BYTES = 1024 * 1024  # Linux's default /proc/sys/fs/pipe-max-size
 # Wake for the source once this much waits (or it closes): fewer, larger moves.
 LOW_WATER = 256 * 1024
 _FLAGS = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
+# A client that takes no byte for this long is cut off, as the sendfile path does: it
+# would hold an S3 connection, a pipe and its pages for as long as it liked.
+STALL_TIMEOUT = 60.0
 
 
 class SourceEnded(Exception):
@@ -98,7 +103,7 @@ class Pipe:
             if progressed:
                 continue
             if held:  # the client's socket is full: S3's bytes wait in the kernel
-                await _ready(dst, writing=True, idle=None)
+                await _drained(dst)
                 continue
             want = min(LOW_WATER, count - moved)
             if want != lowat:
@@ -109,6 +114,29 @@ class Pipe:
         if ended is not None and moved < count:
             raise SourceEnded(ended, moved)
         return moved
+
+
+async def _drained(dst: int) -> None:
+    """Wait until the client's socket has room. DestinationFailed when the client took
+    no byte for STALL_TIMEOUT seconds. Progress is what it acknowledged (``SIOCOUTQ``):
+    room is only signalled once a third of the send buffer is free, which a slow but
+    steady client may take longer than that to free."""
+    unsent = _unsent(dst)
+    while not await _ready(dst, writing=True, idle=STALL_TIMEOUT):
+        still = _unsent(dst)
+        if still >= unsent:
+            raise DestinationFailed("the client stopped reading")
+        unsent = still
+
+
+def _unsent(fd: int) -> int:
+    """Bytes in the socket's send queue that the peer has not acknowledged; 0 where the
+    kernel does not say (then a wait that times out counts as no progress)."""
+    try:
+        (unsent,) = struct.unpack("i", fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0\0\0\0"))
+    except OSError:
+        return 0
+    return int(unsent)
 
 
 async def _ready(fd: int, *, writing: bool, idle: float | None) -> bool:
