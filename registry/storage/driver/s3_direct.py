@@ -162,6 +162,14 @@ class DirectRead(AsyncGenerator[bytes, None]):
                 )
                 raise StorageUnavailable() from None
             raise ReadBroken(f"HTTP {refused.status}") from None
+        if self.position > 0 and not body.headers.get("Content-Range", "").startswith(
+            f"bytes {self.position}-"
+        ):
+            # A server that ignored the Range answered with the object from its start:
+            # taken as the rest, the client would get the first bytes again.
+            body.close()
+            log.error("S3 GetObject from byte %d was not answered with that range", self.position)
+            raise StorageUnavailable()
         self._etag = body.headers.get("ETag")
         return body
 

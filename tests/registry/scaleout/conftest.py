@@ -87,10 +87,12 @@ class FaultyS3:
     ``delay(request)`` seconds, or once the event ``gate(request)`` returns is set (to
     order the requests of instances racing each other); a GET's answer ends after
     ``cut(request)`` bytes of its body when that is not None: the connection closes
-    mid-body."""
+    mid-body. With ``ranges`` False it drops a request's ``Range``, as an S3-compatible
+    server that does not implement it answers with the whole object."""
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
+        self.ranges = True
         self.fault: Fault = lambda request: None
         self.delay: Delay = lambda request: 0.0
         self.gate: Gate = lambda request: None
@@ -118,6 +120,8 @@ class FaultyS3:
             await gate.wait()
         # The client's Host goes through as it was: a real S3 checks the signature over it.
         headers = dict(request.headers)
+        if not self.ranges:
+            headers.pop("Range", None)
         async with self.session.request(
             request.method,
             self.upstream + request.rel_url.raw_path_qs,

@@ -135,6 +135,29 @@ async def test_a_connection_closed_mid_body_is_resumed_where_it_stopped(
     assert ranges == ["bytes=5-", f"bytes={5 + cut_at}-"]
 
 
+@pytest.mark.parametrize("mode", MODES[:2])
+async def test_a_server_that_ignores_ranges_is_never_read_from_the_wrong_place(
+    proxied: tuple[S3Driver, FaultyS3], mode: str
+) -> None:
+    """Before, a resumed GET answered with the whole object (200, not 206) was taken as
+    the rest: the client got the object's first bytes again, as if they came next."""
+    driver, proxy = proxied
+    proxy.ranges = False
+    gets: list[str | None] = []
+
+    def cut(request: web.Request) -> int | None:
+        gets.append(request.headers.get("Range"))
+        return MIB if len(gets) == 1 else None
+
+    proxy.cut = cut
+    received = bytearray()
+    with pytest.raises(StorageUnavailable):
+        await read_into(received, driver, "/blob", 0, mode)
+    assert bytes(received) == CONTENT[: len(received)]
+    with pytest.raises(StorageUnavailable):
+        await read_all(driver, "/blob", 5, mode)  # a read from an offset, the same
+
+
 @pytest.mark.parametrize("mode", MODES)
 async def test_a_body_that_keeps_breaking_is_storage_unavailable(
     proxied: tuple[S3Driver, FaultyS3], mode: str
