@@ -201,6 +201,9 @@ ACCESS_FIELDS = (
     "http.response.duration",
 )
 _ACCESS_FIELDS = frozenset(ACCESS_FIELDS)
+# Service field values whose text a remembered line may stand for: equal values of one
+# of these types are written alike.
+_KEYED_TYPES = frozenset({str, int, bool, type(None)})
 
 
 def access_line(formatter: LineFormatter, name: str, created: float, captured: Captured) -> str:
@@ -234,12 +237,14 @@ def _text_line(
     # server's lines repeats (the same few requests, clients and answers), so its text is
     # remembered by the values it is made of (:func:`_repeated_text`).
     key: tuple[Any, ...] = (method, path, route, address, host, agent, status, written)
-    if extra:  # with the values' types: 1, 1.0 and True are equal keys, written apart
-        key += (*extra.items(), *map(type, extra.values()))
-    try:
-        middle, tail = _REPEATED.get(key) or _repeated_text(key, captured)
-    except TypeError:  # a service field's value that cannot be a key (a list): made anew
+    if extra and not all(type(value) in _KEYED_TYPES for value in extra.values()):
+        # Equal values written apart (0.0 and -0.0, (True,) and (1,)) would share a
+        # key: such a line is made anew.
         middle, tail = _repeated_parts(captured)
+    else:
+        if extra:  # with the values' types: 1 and True are equal keys, written apart
+            key += (*extra.items(), *map(type, extra.values()))
+        middle, tail = _REPEATED.get(key) or _repeated_text(key, captured)
     if middle:
         middle += " "
     if rid is None:  # a request the parser refused has none

@@ -133,10 +133,12 @@ def test_service_fields_named_as_standard_ones_are_written_as_merged(
 def test_lines_whose_fields_repeat_are_the_generic_ones_too() -> None:
     """The repeated fields' text is remembered by the values it was made of: a line made
     again from the same values, or from values equal to them but of another type (``1``,
-    ``1.0``, ``True``), is still the formatter's own."""
+    ``1.0``, ``True``; ``0.0`` and ``-0.0``; ``(True,)`` and ``(1,)``), is still the
+    formatter's own."""
     formatter = TextFormatter({"service": "registry"})
     rid, *repeated, _, extra = VALUES[0]
-    for number, value in enumerate([1, 1.0, True, 1, "1", [1], None, True]):
+    values = [1, 1.0, True, 1, "1", [1], None, True, 0.0, -0.0, (1,), (True,)]
+    for number, value in enumerate(values):
         fields = {**(extra or {}), "count": value}
         captured: Captured = (f"{rid}-{number}", *repeated, number / 7, fields)  # type: ignore[assignment]
         for _ in range(2):
