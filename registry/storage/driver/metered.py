@@ -13,10 +13,9 @@ import socket
 import time
 from collections.abc import AsyncGenerator, Callable, Hashable, Sequence
 from pathlib import Path
-from typing import Any
 
 from registry.storage.driver.base import Content, FileInfo, FileWriter, PathNotFound, StorageDriver
-from registry.storage.socket_source import SocketSource
+from registry.storage.socket_source import PiecesOnFirstUse, SocketSource
 
 # (driver name, action, seconds, failed)
 Observer = Callable[[str, str, float, bool], None]
@@ -57,7 +56,7 @@ async def _timed_pieces(
             await close()
 
 
-class _MeteredSource(AsyncGenerator[bytes, None]):
+class _MeteredSource(PiecesOnFirstUse):
     """A read that can also splice itself into a socket (``SocketSource``), metered.
 
     Iterated, it is timed to its first chunk like any read. Spliced, no chunk passes
@@ -68,22 +67,13 @@ class _MeteredSource(AsyncGenerator[bytes, None]):
     def __init__(self, inner: AsyncGenerator[bytes, None], timer: _Timer) -> None:
         self._inner = inner
         self._timer = timer
-        self._pieces: AsyncGenerator[bytes, None] | None = None
         self._timed = False
 
-    def _iterated(self) -> AsyncGenerator[bytes, None]:
-        if self._pieces is None:
-            self._pieces = _timed_pieces(self._inner, self._timer)
-        return self._pieces
+    def _make_pieces(self) -> AsyncGenerator[bytes, None]:
+        return _timed_pieces(self._inner, self._timer)
 
-    async def asend(self, value: None) -> bytes:
-        return await self._iterated().asend(value)
-
-    async def athrow(self, typ: Any, val: Any = None, tb: Any = None) -> bytes:
-        return await self._iterated().athrow(typ, val, tb)
-
-    async def aclose(self) -> None:
-        await (self._pieces or self._inner).aclose()
+    async def _close_unstarted(self) -> None:
+        await self._inner.aclose()
 
     async def send_into(self, out: socket.socket, count: int) -> None:
         assert isinstance(self._inner, SocketSource)  # the driver wraps only those

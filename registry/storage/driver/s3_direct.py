@@ -14,7 +14,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import AsyncGenerator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from registry.storage.driver.base import PathNotFound, StorageUnavailable
 from registry.storage.driver.readahead import read_ahead
@@ -27,6 +27,7 @@ from registry.storage.driver.s3_get import (
 )
 from registry.storage.driver.s3_retry import NOT_FOUND, is_transient_answer
 from registry.storage.driver.splice import DestinationFailed, Pipe, SourceEnded
+from registry.storage.socket_source import PiecesOnFirstUse
 
 if TYPE_CHECKING:
     from registry.storage.driver.s3 import S3Driver
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("registry.storage.s3")
 
 
-class DirectRead(AsyncGenerator[bytes, None]):
+class DirectRead(PiecesOnFirstUse):
     """Object ``key`` from ``offset`` on: an async generator of its pieces, and a
     ``SocketSource`` (``send_into``). Either way, closing it closes its connection."""
 
@@ -44,27 +45,14 @@ class DirectRead(AsyncGenerator[bytes, None]):
         self._path = path
         self.position = offset
         self._etag: str | None = None
-        self._pieces: AsyncGenerator[bytes, None] | None = None
         self._sending = False
 
     # --- as an async generator: the pieces, read ahead -----------------------------------
 
-    def _started(self) -> AsyncGenerator[bytes, None]:
-        if self._pieces is None:
-            if self._sending:
-                raise RuntimeError("this read was sent into a socket")
-            self._pieces = read_ahead(self._read())
-        return self._pieces
-
-    async def asend(self, value: None) -> bytes:
-        return await self._started().asend(value)
-
-    async def athrow(self, typ: Any, val: Any = None, tb: Any = None) -> bytes:
-        return await self._started().athrow(typ, val, tb)
-
-    async def aclose(self) -> None:
-        if self._pieces is not None:
-            await self._pieces.aclose()
+    def _make_pieces(self) -> AsyncGenerator[bytes, None]:
+        if self._sending:
+            raise RuntimeError("this read was sent into a socket")
+        return read_ahead(self._read())
 
     async def _read(self) -> AsyncGenerator[bytes, None]:
         attempts = self._driver.retry.attempts
