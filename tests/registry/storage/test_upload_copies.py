@@ -16,7 +16,7 @@ from registry.oci.digest import parse_digest
 from registry.storage.driver.base import FileWriter
 from registry.storage.driver.filesystem import FilesystemDriver
 from registry.storage.registry import Registry
-from registry.storage.uploads import PIECE_CHUNKS, PIECE_SIZE
+from registry.storage.upload_pipe import PIECE_CHUNKS, PIECE_SIZE
 
 CHUNK = 64 * 1024  # what aiohttp hands over per read of a request body, at most
 CHUNKS = 64  # 4 MiB: four pieces
