@@ -4,8 +4,8 @@ batches of about a piece, each hashed and written in threads while the next arri
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
-from typing import Any
 
 from registry.oci.digest import Hasher
 from registry.storage.driver.base import FileWriter
@@ -18,21 +18,20 @@ PIECE_CHUNKS = 1024
 
 
 async def pipe(body: AsyncIterator[bytes], writer: FileWriter, hasher: Hasher | None) -> int:
-    """Copy ``body`` to ``writer`` in batches of about PIECE_SIZE, hashing and writing one
-    batch in threads while the next one is received, so receiving, hashing and writing
-    overlap. A batch is the chunks as they arrived, never joined: the writer takes them
-    as they are (``writev``) and the hash is fed each in turn, so no byte is copied."""
-    loop = asyncio.get_running_loop()
-    pending: asyncio.Future[Any] | None = None
+    """Copy ``body`` to ``writer`` in batches of about PIECE_SIZE, writing and hashing one
+    batch in a thread while the next one is received, so receiving and storing overlap.
+    A batch is the chunks as they arrived, never joined: the writer takes them as they
+    are (``writev``) and the hash is fed each in turn, so no byte is copied."""
+    pending: asyncio.Future[None] | None = None
     written = 0
     try:
         async for batch, size in _batches(body):
             if pending is not None:
                 await pending
-            jobs: list[asyncio.Future[Any]] = [asyncio.ensure_future(writer.write_pieces(batch))]
-            if hasher is not None:
-                jobs.append(loop.run_in_executor(None, _update, hasher, batch))
-            pending = asyncio.gather(*jobs)
+            # Hashed by the thread that writes (for backends that write in one), right
+            # after the write: one hand-over per batch instead of two.
+            hashing = None if hasher is None else functools.partial(_update, hasher, batch)
+            pending = asyncio.ensure_future(writer.write_pieces(batch, hashing))
             written += size
     finally:
         # Never leave a write running behind the caller's back, even on failure.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tracemalloc
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 from registry.oci.digest import parse_digest
@@ -72,9 +72,11 @@ class RecordingDriver(FilesystemDriver):
             async def write(self, data: bytes) -> None:
                 await self.write_pieces([data])
 
-            async def write_pieces(self, pieces: Sequence[bytes]) -> None:
+            async def write_pieces(
+                self, pieces: Sequence[bytes], then: Callable[[], None] | None = None
+            ) -> None:
                 batches.append(len(pieces))
-                await inner.write_pieces(pieces)
+                await inner.write_pieces(pieces, then)
 
             async def close(self) -> None:
                 await inner.close()
