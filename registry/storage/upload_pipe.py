@@ -1,5 +1,6 @@
 """The body of an upload request on its way to storage: received chunks gathered into
-batches of about a piece, each hashed and written in threads while the next arrives."""
+batches of about a piece, each written and hashed in one thread job while the next
+arrives."""
 
 from __future__ import annotations
 
