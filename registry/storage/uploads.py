@@ -7,6 +7,8 @@ the data (``hashstates``), so whichever instance receives the next chunk, or the
 PUT, resumes it; the data is re-read only when no valid state matches its size and its
 version (the driver's name for the exact bytes a writer left: a state of a chunk that
 lost a race to another written at the same offset is never used over the winner's).
+An upload whose data is still within STATELESS_SIZE stores no state: its few bytes are
+read again instead.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from registry.oci.digest import Digest, Hasher, new_hasher
 from registry.storage import paths
@@ -28,7 +29,6 @@ from registry.storage.blobs import BlobDescriptor, BlobStore, LinkedBlobs
 from registry.storage.driver.base import (
     Content,
     ContentChanged,
-    FileWriter,
     PathNotFound,
     StorageDriver,
     StorageFull,
@@ -41,12 +41,15 @@ from registry.storage.errors import (
 )
 from registry.storage.hashstates import RESUMABLE, HashStateStore, ResumableHasher
 from registry.storage.locks import KeyedLocks
+from registry.storage.upload_pipe import PIECE_SIZE, pipe
 
-# Hash and write in pieces of about this size, in a thread, while the next piece arrives.
-PIECE_SIZE = 1024 * 1024
-# ... or of this many chunks, whichever comes first: a body trickling in tiny chunks
-# holds no more than this many objects per upload (and one ``writev`` takes them all).
-PIECE_CHUNKS = 1024
+# An upload whose data ends within this many bytes stores no hash state. The library
+# whose states can be stored (rehashes) holds the GIL while it hashes, about 2.8 ms per
+# MiB that every request on the event loop waits for, where hashlib releases it; a state
+# only spares whoever continues the upload elsewhere a re-read of the data, and reading
+# one piece again costs no more than making the state did (issue 17: about a tenth of
+# the GIL's time in a push of small images went to such states).
+STATELESS_SIZE = PIECE_SIZE
 DEFAULT_ALGORITHM = "sha256"
 # Verifications of a finish whose data another instance keeps appending to, at most.
 FINISH_ATTEMPTS = 3
@@ -187,7 +190,13 @@ class Uploads:
             current = await self.status(upload_id)
             if start is not None and start != current.size:
                 raise ChunkOutOfOrder(current.size, start)
-            written = await self._write(upload_id, current.size, body, algorithm, resumable)
+            written = await self._write(
+                upload_id,
+                current.size,
+                body,
+                algorithm,
+                _wants_state(resumable, algorithm, current.size, length),
+            )
             if length is not None and written != length:
                 raise UploadInvalid(f"received {written} bytes, {length} declared")
             return UploadStatus(upload_id, current.size + written, current.started_at)
@@ -198,7 +207,7 @@ class Uploads:
         offset: int,
         body: AsyncIterator[bytes],
         algorithm: str,
-        resumable: bool,
+        wants_state: bool,
     ) -> int:
         writer = await self.driver.writer(paths.upload_data(self.name, upload_id), append=True)
         try:
@@ -207,8 +216,8 @@ class Uploads:
                 raise ChunkOutOfOrder(writer.size, offset)
             # The hash of exactly the bytes this writer continues, or none.
             base = writer.base_version
-            hasher = await self._resume(upload_id, offset, base, algorithm, resumable)
-            written = await _pipe(body, writer, hasher)
+            hasher = await self._resume(upload_id, offset, base, algorithm, wants_state)
+            written = await pipe(body, writer, hasher)
         finally:
             # On failure the hash may be ahead of the file: drop it, finish re-reads.
             await writer.close()
@@ -216,28 +225,52 @@ class Uploads:
         version = writer.version if writer.base_version == base else None
         if hasher is not None and version is not None:
             self.hashes.keep((self.name, upload_id), offset + written, version, hasher)
-            if resumable and written and isinstance(hasher, ResumableHasher):
+            if wants_state and written and isinstance(hasher, ResumableHasher):
                 await self.states.save(self.name, upload_id, offset + written, version, hasher)
         return written
 
     async def _resume(
-        self, upload_id: str, offset: int, version: str | None, algorithm: str, resumable: bool
+        self, upload_id: str, offset: int, version: str | None, algorithm: str, wants_state: bool
     ) -> Hasher | None:
         """The hash of the first ``offset`` bytes of the data's ``version``: this
         process's own, else the stored state, else (None) none at all, and finishing will
-        re-read the data. ``resumable``: a hash whose state can be stored (the request is
-        not the last)."""
+        re-read the data. ``wants_state``: a hash whose state can be stored (the request
+        is not the last, and leaves more than STATELESS_SIZE bytes)."""
         if offset == 0:
-            # No bytes, whatever the version. hashlib is faster; the library's hasher
-            # only where the state is handed on.
-            fresh = resumable and algorithm in RESUMABLE
-            return ResumableHasher(algorithm) if fresh else new_hasher(algorithm)
+            # No bytes, whatever the version. hashlib is faster and releases the GIL; the
+            # library's hasher only where the state is handed on.
+            return ResumableHasher(algorithm) if wants_state else new_hasher(algorithm)
         if version is None:
             return None  # the driver cannot name the bytes: no hash can be tied to them
         kept = self.hashes.take((self.name, upload_id), offset, version, algorithm)
-        if kept is not None or algorithm not in RESUMABLE:
+        if kept is not None and (not wants_state or isinstance(kept, ResumableHasher)):
             return kept
-        return await self.states.load(self.name, upload_id, algorithm, offset, version)
+        if algorithm not in RESUMABLE:
+            return kept
+        stored = await self.states.load(self.name, upload_id, algorithm, offset, version)
+        if stored is not None or not wants_state or offset > STATELESS_SIZE:
+            return stored if stored is not None else kept
+        # An upload that was small had no state stored: its few bytes are hashed again,
+        # so that the state stored after this request covers them.
+        return await self._rehashed(upload_id, offset, version, algorithm)
+
+    async def _rehashed(
+        self, upload_id: str, offset: int, version: str, algorithm: str
+    ) -> ResumableHasher | None:
+        """A storable hash of the first ``offset`` bytes of the data, read again; None
+        unless the data is still the ``version`` it was before they were read."""
+        hasher = ResumableHasher(algorithm)
+        path = paths.upload_data(self.name, upload_id)
+        left = offset
+        async with contextlib.aclosing(self.driver.reader(path)) as chunks:
+            async for chunk in chunks:
+                hasher.update(chunk[:left])
+                left -= min(left, len(chunk))
+                if not left:
+                    break
+        if left or (await self.driver.stat(path)).version != version:
+            return None
+        return hasher
 
     async def finish(
         self,
@@ -346,50 +379,13 @@ class Uploads:
             await self.driver.delete(paths.upload_dir(self.name, upload_id))
 
 
+def _wants_state(resumable: bool, algorithm: str, offset: int, length: int | None) -> bool:
+    """Whether a request's hash state is to be stored: it is not the upload's last, the
+    algorithm's state can be, and the data may end beyond STATELESS_SIZE."""
+    small = length is not None and offset + length <= STATELESS_SIZE
+    return resumable and algorithm in RESUMABLE and not small
+
+
 def _content(status: UploadStatus) -> Content | None:
     """The content the digest was checked over, as the driver names it (if it can)."""
     return None if status.version is None else Content(status.size, status.version)
-
-
-async def _pipe(body: AsyncIterator[bytes], writer: FileWriter, hasher: Hasher | None) -> int:
-    """Copy ``body`` to ``writer`` in batches of about PIECE_SIZE, hashing and writing one
-    batch in threads while the next one is received, so receiving, hashing and writing
-    overlap. A batch is the chunks as they arrived, never joined: the writer takes them
-    as they are (``writev``) and the hash is fed each in turn, so no byte is copied."""
-    loop = asyncio.get_running_loop()
-    pending: asyncio.Future[Any] | None = None
-    written = 0
-    try:
-        async for batch, size in _batches(body):
-            if pending is not None:
-                await pending
-            jobs: list[asyncio.Future[Any]] = [asyncio.ensure_future(writer.write_pieces(batch))]
-            if hasher is not None:
-                jobs.append(loop.run_in_executor(None, _update, hasher, batch))
-            pending = asyncio.gather(*jobs)
-            written += size
-    finally:
-        # Never leave a write running behind the caller's back, even on failure.
-        if pending is not None:
-            await pending
-    return written
-
-
-def _update(hasher: Hasher, batch: list[bytes]) -> None:
-    for chunk in batch:
-        hasher.update(chunk)
-
-
-async def _batches(body: AsyncIterator[bytes]) -> AsyncIterator[tuple[list[bytes], int]]:
-    """The body's chunks in lists of about PIECE_SIZE bytes (or PIECE_CHUNKS chunks),
-    and each list's size."""
-    batch: list[bytes] = []
-    size = 0
-    async for chunk in body:
-        batch.append(chunk)
-        size += len(chunk)
-        if size >= PIECE_SIZE or len(batch) >= PIECE_CHUNKS:
-            yield batch, size
-            batch, size = [], 0
-    if batch:
-        yield batch, size

@@ -14,6 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from registry.storage.uploads import STATELESS_SIZE
 from tests.support.oci import OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, sha256_digest
 from tests.support.portside_servers import ServerProcess, filesystem_registry
 from tests.support.syscalls import Call, SyscallTrace
@@ -229,8 +230,9 @@ async def test_hash_states_are_written_but_not_flushed(durable: Traced) -> None:
     instance can finish it), but a 202 acknowledges nothing and the PATCH's data is not
     flushed either: flushing the states cost a data flush and 2-3 directory flushes per
     chunk (issue 17). Only the committed data is flushed in the upload area, and the
-    states and the start time, needing no flush, are written inline."""
-    data = os.urandom(2 * 1024 * 1024)
+    states and the start time, needing no flush, are written inline. (Chunks of more
+    than STATELESS_SIZE: an upload no larger stores no state at all.)"""
+    data = os.urandom(3 * STATELESS_SIZE)
     url = durable.registry.url
     async with aiohttp.ClientSession() as session:
         async with session.post(f"{url}/v2/{REPO}/blobs/uploads/") as response:
@@ -240,7 +242,7 @@ async def test_hash_states_are_written_but_not_flushed(durable: Traced) -> None:
         for start, chunk in ((0, data[:half]), (half, data[half:])):
             async with session.patch(
                 url + location if location.startswith("/") else location,
-                data=chunk,
+                data=io.BytesIO(chunk),  # aiohttp refuses raw bytes over 1 MiB
                 headers={
                     "Content-Type": "application/octet-stream",
                     "Content-Range": f"{start}-{start + len(chunk) - 1}",

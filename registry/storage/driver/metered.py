@@ -105,9 +105,11 @@ class MeteredWriter(FileWriter):
         with _Timer(self._observe, self._driver, "write"):
             await self._inner.write(data)
 
-    async def write_pieces(self, pieces: Sequence[bytes]) -> None:
+    async def write_pieces(
+        self, pieces: Sequence[bytes], then: Callable[[], None] | None = None
+    ) -> None:
         with _Timer(self._observe, self._driver, "write"):
-            await self._inner.write_pieces(pieces)
+            await self._inner.write_pieces(pieces, then)
 
     async def close(self) -> None:
         with _Timer(self._observe, self._driver, "close"):

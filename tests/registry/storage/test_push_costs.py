@@ -1,16 +1,22 @@
-"""What a push's checks against online garbage collection cost on the event loop, kept
-from coming back. Counted, not timed: the machine is shared."""
+"""What a push's checks against online garbage collection and its body's batches cost
+on the event loop, kept from coming back. Counted, not timed: the machine is shared."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Generator
+import hashlib
+import os
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from registry.oci.digest import parse_digest
 from registry.storage.driver.filesystem import FilesystemDriver
 from registry.storage.gc_safety import BlobGuard
+from registry.storage.registry import Registry
+from registry.storage.upload_pipe import PIECE_SIZE
 
 DIGEST = parse_digest("sha256:" + "cd" * 32)
 
@@ -44,3 +50,41 @@ async def test_securing_one_blob_starts_no_task_per_worker(tmp_path: Path) -> No
         await driver.close()
     assert secured.missing == {DIGEST}  # nothing stored: found missing, as a new blob is
     assert started == 0
+
+
+async def test_each_batch_of_a_body_is_written_and_hashed_in_one_thread_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch of received chunks was written in one thread job and hashed in another:
+    each hand-over costs the event loop a wake-up and, under a push load, dozens of GIL
+    exchanges (issue 17). The thread that writes a batch now hashes it too."""
+    registry = Registry(FilesystemDriver(tmp_path, max_threads=4, fsync=False))
+    loop = asyncio.get_running_loop()
+    jobs = 0
+    default = loop.run_in_executor
+
+    def counting(executor: Any, func: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        nonlocal jobs
+        jobs += 1
+        return default(executor, func, *args)
+
+    chunk, batches = 64 * 1024, 4
+    chunks = [os.urandom(chunk) for _ in range(batches * PIECE_SIZE // chunk)]
+
+    async def body() -> AsyncIterator[bytes]:
+        for piece in chunks:
+            yield piece
+
+    try:
+        uploads = registry.repository("app").uploads
+        upload_id = (await uploads.start()).upload_id
+        with monkeypatch.context() as patched:
+            patched.setattr(loop, "run_in_executor", counting)
+            # A PATCH of more than STATELESS_SIZE: its hash state is stored (inline).
+            status = await uploads.append(upload_id, body())
+        data = b"".join(chunks)
+        digest = parse_digest(f"sha256:{hashlib.sha256(data).hexdigest()}")
+        assert (await uploads.finish(upload_id, digest)).size == status.size == len(data)
+    finally:
+        await registry.close()
+    assert jobs == batches, f"{jobs} thread jobs for {batches} batches"

@@ -9,14 +9,14 @@ from __future__ import annotations
 import hashlib
 import os
 import tracemalloc
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 from registry.oci.digest import parse_digest
 from registry.storage.driver.base import FileWriter
 from registry.storage.driver.filesystem import FilesystemDriver
 from registry.storage.registry import Registry
-from registry.storage.uploads import PIECE_CHUNKS, PIECE_SIZE
+from registry.storage.upload_pipe import PIECE_CHUNKS, PIECE_SIZE
 
 CHUNK = 64 * 1024  # what aiohttp hands over per read of a request body, at most
 CHUNKS = 64  # 4 MiB: four pieces
@@ -72,9 +72,11 @@ class RecordingDriver(FilesystemDriver):
             async def write(self, data: bytes) -> None:
                 await self.write_pieces([data])
 
-            async def write_pieces(self, pieces: Sequence[bytes]) -> None:
+            async def write_pieces(
+                self, pieces: Sequence[bytes], then: Callable[[], None] | None = None
+            ) -> None:
                 batches.append(len(pieces))
-                await inner.write_pieces(pieces)
+                await inner.write_pieces(pieces, then)
 
             async def close(self) -> None:
                 await inner.close()
