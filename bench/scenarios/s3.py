@@ -7,6 +7,11 @@ the client fetches the bytes from RGW. Before each push the blob's objects are r
 from the bucket, so every push writes a new blob. The gateway's CPU shows as other_cores:
 it is not one of the servers under test. The servers' order reverses each round, and a
 pull's note gives each registry's CPU per MB pulled.
+
+RGW's garbage (what a push leaves behind) is collected before every push and before the
+pulls, and each round's pull figure is the median of ``PULLS`` pulls of each registry in
+A B B A order after one unrecorded pull of each (``bench.interleave``): the redirected
+pull, which neither registry serves, is the run's noise floor and should come out 1.0x.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from collections.abc import Sequence
 from bench.client import RegistryClient, new_session
 from bench.context import Context
 from bench.data import BlobFile
+from bench.interleave import interleaved
 from bench.measure import Step, alternate
 from bench.plan import format_size
 from bench.results import Metric, Target
@@ -30,6 +36,7 @@ GROUP = "11. blobs on S3 (Ceph RGW)"
 TARGET = Target(">= 1.0x the reference", min_speedup=1.0)
 log = logging.getLogger("bench")
 READ_TIMEOUT = 600.0
+PULLS = 4  # recorded pulls of each registry per round, A B B A A B B A
 
 
 def blob_prefix(digest: str) -> str:
@@ -134,14 +141,25 @@ async def _measure(
             cpu[server.name].append((server.cpu_seconds() - before) * 1e3 / (blob.size / 1e6))
             return blob.size / elapsed / 1e6
 
-        # The order of the servers reverses each round (A B, B A), as in the pulls
-        # scenario: the first pull of a round follows the other server's push, whose
-        # leftovers (RGW's server-side copy, its deletion of the replaced objects) it
-        # shared RGW with, so a fixed order always handed that to portside.
-        steps = [Step(push, pushed, remove), Step(pull, pulled)]
+        async def remove_and_collect(server: Server) -> None:
+            await remove(server)
+            await rgw.collect_garbage()
+
+        async def warm_up(server: Server) -> None:
+            await clients[server.name].pull_verify(REPO, blob.digest, blob.size)
+
+        # Each round: both pushes (the servers' order reversing each round, A B, B A),
+        # each on an RGW rid of the garbage before it, and the last push's garbage
+        # collected too; one pull of each not recorded (connections, RGW's caches); then
+        # PULLS of each, A B B A. Before, one pull of each followed the pushes at once:
+        # RGW's deletion of the pushes' leftovers (76-141 RADOS objects per push, up to
+        # 10 s later) fell into whichever pull was running, and one server was always
+        # the first after a push.
         for round_number in range(ctx.plan.rounds):
             order = servers if round_number % 2 == 0 else list(reversed(servers))
-            await alternate(ctx.lab, order, 1, steps)
+            await alternate(ctx.lab, order, 1, [Step(push, pushed, remove_and_collect)])
+            await rgw.collect_garbage()
+            await interleaved(ctx.lab, order, pull, pulled, PULLS, round_number, warm_up)
         figures = ", ".join(
             f"{name} {statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
             for name, values in cpu.items()
