@@ -161,7 +161,7 @@ class MeteredDriver(StorageDriver):
             return await self.inner.stat(path)
 
     async def modified_many(self, paths: Sequence[str]) -> list[float | None]:
-        with self._timer("stat_many"):
+        with self._timer("modified_many"):
             return await self.inner.modified_many(paths)
 
     async def list_dir(self, path: str) -> list[str]:
