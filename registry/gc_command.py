@@ -82,7 +82,7 @@ async def collect(
         # Abandoned uploads go as the purge would take them (storage.maintenance).
         upload_age=purging.age.total_seconds() if purging.enabled else None,
         grace=config.storage.gc.graceperiod.total_seconds(),
-        emit=(lambda line: None) if quiet else print,
+        emit=None if quiet else print,
         progress=progress,
         sweep_batch=(
             IDLE_SWEEP_BATCH

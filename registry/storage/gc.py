@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from registry.oci.digest import Digest
@@ -87,10 +87,6 @@ class CollectionReport:
 Emit = Callable[[str], None]
 
 
-def _quiet(line: str) -> None:
-    pass
-
-
 def _silent(phase: str, done: int, total: int) -> None:
     pass
 
@@ -104,7 +100,7 @@ class GarbageCollector:
         delete_untagged: bool = False,
         upload_age: float | None = None,
         grace: float = 0.0,
-        emit: Emit = _quiet,
+        emit: Emit | None = None,
         progress: Progress = _silent,
         sweep_batch: int = SWEEP_BATCH,
     ) -> None:
@@ -113,6 +109,8 @@ class GarbageCollector:
         self.dry_run = dry_run
         self.delete_untagged = delete_untagged
         self.upload_age = upload_age  # seconds; None: leave uploads to the purge
+        # None: nothing printed, and no line built (one per blob, link and manifest
+        # marked or deleted: 90,000 on a store of 10,000 manifests).
         self.emit = emit
         self.progress = progress
         self.marked: set[Digest] = set()
@@ -165,20 +163,23 @@ class GarbageCollector:
     async def _sweep(
         self, repositories: dict[str, ReadRepository], candidates: list[Deletion], doom: Doom
     ) -> None:
-        self.emit(
-            f"\n{len(self.marked)} blobs marked, {len(doom.blobs)} blobs and "
-            f"{len(candidates)} manifests eligible for deletion"
-        )
-        for deletion in candidates:
-            self.emit(f"manifest eligible for deletion: {deletion.repository}@{deletion.digest}")
-        for digest in doom.blobs:
-            self.emit(f"blob eligible for deletion: {digest}")
+        emit = self.emit
+        if emit is not None:
+            emit(
+                f"\n{len(self.marked)} blobs marked, {len(doom.blobs)} blobs and "
+                f"{len(candidates)} manifests eligible for deletion"
+            )
+            for deletion in candidates:
+                emit(f"manifest eligible for deletion: {deletion.repository}@{deletion.digest}")
+            for digest in doom.blobs:
+                emit(f"blob eligible for deletion: {digest}")
         links: list[tuple[ReadRepository, list[Digest]]] = []
         for name, repository in repositories.items():
             doomed = [d for d in sorted(repository.layers, key=str) if d in doom.unlink]
-            for digest in doomed:
-                self.emit(f"{name}: layer link eligible for deletion: {digest}")
-                self.report.layer_links.append((name, digest))
+            if emit is not None:
+                for digest in doomed:
+                    emit(f"{name}: layer link eligible for deletion: {digest}")
+            self.report.layer_links += [(name, digest) for digest in doomed]
             if doomed:
                 links.append((repository, doomed))
         if self.dry_run:
@@ -269,7 +270,8 @@ class GarbageCollector:
         untagged = Untagged()
         done = 0
         for name, repository in repositories.items():
-            self.emit(name)
+            if self.emit is not None:
+                self.emit(name)
             for digest in sorted(repository.revisions, key=str):
                 if self.delete_untagged and digest not in repository.tags_of:
                     references = await self._references(repository, digest)
@@ -291,21 +293,29 @@ class GarbageCollector:
         if (name, digest) in self._visited:
             return
         self._visited.add((name, digest))
-        self.emit(f"{name}: marking manifest {digest} ")
+        emit = self.emit
+        if emit is not None:
+            emit(f"{name}: marking manifest {digest} ")
         self.marked.add(digest)
         references = await self._references(repository, digest)
         if references is None:
             return
-        for blob in sorted(references.blobs, key=str):
-            if blob not in self.marked:
-                self.marked.add(blob)
-                self.emit(f"{name}: marking blob {blob}")
-        for child in sorted(references.manifests, key=str):
+        if emit is None:  # what is marked does not depend on the order: only lines do
+            self.marked |= references.blobs
+            children: Iterable[Digest] = references.manifests
+        else:
+            for blob in sorted(references.blobs, key=str):
+                if blob not in self.marked:
+                    self.marked.add(blob)
+                    emit(f"{name}: marking blob {blob}")
+            children = sorted(references.manifests, key=str)
+        for child in children:
             if child in repository.revisions:
                 await self._mark_manifest(repository, child)
             elif child not in self.marked:
                 self.marked.add(child)
-                self.emit(f"{name}: marking blob {child}")
+                if emit is not None:
+                    emit(f"{name}: marking blob {child}")
 
     # --- leftovers ----------------------------------------------------------------------
 
@@ -328,7 +338,8 @@ class GarbageCollector:
                 continue
             if await _children(driver, paths.uploads_dir(name)):
                 continue  # an upload in progress: its repository is not empty
-            self.emit(f"{name}: empty repository eligible for deletion")
+            if self.emit is not None:
+                self.emit(f"{name}: empty repository eligible for deletion")
             self.report.empty_repositories.append(name)
             if not self.dry_run:
                 await _remove_repository(driver, name)

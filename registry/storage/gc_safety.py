@@ -183,7 +183,7 @@ class CollectionSafety:
         if not self.online:
             return {}
         wanted = sorted(set(manifests), key=str)
-        return dict(zip(wanted, await _bounded(self.lastref.read, wanted), strict=True))
+        return dict(zip(wanted, await self.lastref.read_many(wanted), strict=True))
 
     async def condemn(
         self,
@@ -198,7 +198,7 @@ class CollectionSafety:
         if not self.online:
             return Doom(list(unmarked), set(unmarked) | linked)
         threshold = self.threshold
-        first = await _bounded(self.lastref.read, unmarked)
+        first = await self.lastref.read_many(unmarked)
         reads = dict(zip(unmarked, first, strict=True))
         old = {d: t for d, t in reads.items() if t is not None and t < threshold}
         # Links whose blob is absent (never there, or deleted meanwhile) are garbage too.
@@ -217,15 +217,15 @@ class CollectionSafety:
         log.debug("run %s condemned %d old and %d absent blobs", self.run, len(old), len(absent))
         # Re-read after the record is visible: a push that refreshed before reading the
         # record is seen here; one that refreshes later sees the record and waits.
-        again = await _bounded(self.lastref.read, old)
+        again = await self.lastref.read_many(list(old))
         confirmed = {d for d, t in zip(old, again, strict=True) if t == old[d]}
         missing = list(absent)
-        now_here = await _bounded(self.lastref.read, missing)
+        now_here = await self.lastref.read_many(missing)
         gone = {d for d, t in zip(missing, now_here, strict=True) if t is None}
         spared += len(old) - len(confirmed)
         await _bounded(self.lastref.forget_marker, gone)
         listed = list(manifests)
-        now_read = await _bounded(self.lastref.read, listed)
+        now_read = await self.lastref.read_many(listed)
         moved = {d for d, t in zip(listed, now_read, strict=True) if t != manifests[d]}
         # A blob missing at the first read is never deleted (an upload may just have
         # put it there); only its links go, and only if it is still missing now.

@@ -16,6 +16,7 @@ import contextlib
 import os
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 
 from registry.oci.digest import Digest
 from registry.storage import paths
@@ -62,6 +63,18 @@ class LastReferenced:
         except PathNotFound:
             return data.modified
         return max(data.modified, marker.modified)
+
+    async def read_many(self, digests: Sequence[Digest]) -> list[float | None]:
+        """``read`` of each of ``digests``, in one bulk read of the driver's (a
+        collection reads every unmarked blob's ``lastref``, twice)."""
+        data = await self.driver.modified_many([paths.blob_data(d) for d in digests])
+        if self._local:
+            return data
+        markers = await self.driver.modified_many([paths.blob_lastref(d) for d in digests])
+        return [
+            modified if modified is None or marker is None else max(modified, marker)
+            for modified, marker in zip(data, markers, strict=True)
+        ]
 
     async def forget_marker(self, digest: Digest) -> None:
         """Remove the marker of a blob that is gone (a refresh that raced its deletion

@@ -32,6 +32,10 @@ async def test_each_operation_is_reported_with_its_outcome() -> None:
     assert await driver.get_content("/a/b") == b"data"
     assert (await driver.stat("/a/b")).size == 4
     assert await driver.list_dir("/a") == ["b"]
+    assert await driver.modified_many(["/a/b", "/a/none"]) == [
+        (await driver.inner.stat("/a/b")).modified,
+        None,
+    ]
     writer = await driver.writer("/a/c")
     await writer.write(b"xy")
     await writer.write_pieces([b"z"])
@@ -45,7 +49,8 @@ async def test_each_operation_is_reported_with_its_outcome() -> None:
     assert actions == [
         ("inmemory", action, False)
         for action in (
-            "put_content", "get_content", "stat", "list", "writer", "write", "write",
+            "put_content", "get_content", "stat", "list", "modified_many", "writer", "write",
+            "write",
             "close", "reader", "move", "redirect_url", "delete_many", "delete",
         )
     ]  # fmt: skip

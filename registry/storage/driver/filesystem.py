@@ -56,6 +56,10 @@ INLINE_READ_LIMIT = 64 * 1024
 # Files written without a flush up to this size are written inline (see put_content).
 INLINE_WRITE_LIMIT = 64 * 1024
 INLINE_LIST_LIMIT = 16 * 1024  # bytes of directory: a few hundred entries
+# ``modified_many``: threads sharing a bulk read, and the fewest paths one takes (a hop
+# to a thread costs about 50 us, ten stats).
+STAT_THREADS = 4
+STAT_MIN_BATCH = 256
 # How old a directory's modification time must be before a listing stamped with it is
 # vouched for. The kernel stamps times from a clock that ticks every few milliseconds (and
 # some filesystems keep whole seconds; NFS takes its server's clock), so an entry added in
@@ -172,6 +176,23 @@ class FilesystemDriver(StorageDriver):
             stat.S_ISDIR(result.st_mode),
             None if stat.S_ISDIR(result.st_mode) else file_version(result),
         )
+
+    async def modified_many(self, paths: Sequence[str]) -> list[float | None]:
+        # One ``stat`` call each and nothing else (no FileInfo, no coroutine, no hop to
+        # a thread per path): garbage collection reads the ``lastref`` of every unmarked
+        # blob twice, 40,000 reads on the bench's store, which cost about 25 us each one
+        # ``stat`` coroutine at a time against 3 us here. A few threads share them, so
+        # reads of metadata not yet cached wait for the disk together.
+        full = [self._os_path(path) for path in paths]
+        size = max(STAT_MIN_BATCH, -(-len(full) // STAT_THREADS))
+        loop = asyncio.get_running_loop()
+        runs = await asyncio.gather(
+            *(
+                loop.run_in_executor(self._pool, _modified_times, full[i : i + size])
+                for i in range(0, len(full), size)
+            )
+        )
+        return [modified for run in runs for modified in run]
 
     async def list_dir(self, path: str) -> list[str]:
         full = self._os_path(path)
@@ -316,6 +337,17 @@ def _despite_concurrent_deletes(operation: Callable[[], None]) -> None:
         except (FileNotFoundError, FileExistsError):
             if attempt == RACE_ATTEMPTS:
                 raise
+
+
+def _modified_times(full: Sequence[str]) -> list[float | None]:
+    """The modified time of each local path, None where there is nothing."""
+    times: list[float | None] = []
+    for path in full:
+        try:
+            times.append(os.stat(path).st_mtime)
+        except (FileNotFoundError, NotADirectoryError):
+            times.append(None)
+    return times
 
 
 def _read_small(path: str, limit: int) -> bytes | None:

@@ -152,6 +152,10 @@ class MeteredDriver(StorageDriver):
         with self._timer("stat"):
             return await self.inner.stat(path)
 
+    async def modified_many(self, paths: Sequence[str]) -> list[float | None]:
+        with self._timer("modified_many"):
+            return await self.inner.modified_many(paths)
+
     async def list_dir(self, path: str) -> list[str]:
         with self._timer("list"):
             return await self.inner.list_dir(path)

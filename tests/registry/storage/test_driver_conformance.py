@@ -211,6 +211,27 @@ async def test_delete_many_with_a_sole_file_still_deletes_whatever_is_there(
     assert await driver.list_dir("/sole") == ["kept"]
 
 
+async def test_modified_many_gives_each_path_its_stat_time_or_none(
+    driver: StorageDriver,
+) -> None:
+    await driver.put_content("/times/a", b"1")
+    await driver.put_content("/times/b/data", b"2")
+    paths = ["/times/b/data", "/times/missing", "/times/a", "/times/a/below", "/nowhere/x"]
+    times = await driver.modified_many(paths)
+    assert times == [
+        (await driver.stat("/times/b/data")).modified,
+        None,
+        (await driver.stat("/times/a")).modified,
+        None,
+        None,
+    ]
+    assert await driver.modified_many([]) == []
+    many = [f"/times/many/{i}" for i in range(300)]  # more than one batch of the driver's
+    await asyncio.gather(*(driver.put_content(p, b"x") for p in many[::2]))
+    found = await driver.modified_many(many)
+    assert [t is not None for t in found] == [i % 2 == 0 for i in range(300)]
+
+
 async def test_concurrent_puts_leave_one_whole_version(driver: StorageDriver) -> None:
     versions = [bytes([i]) * 200_000 for i in range(8)]
     await asyncio.gather(*(driver.put_content("/contended", v) for v in versions))
