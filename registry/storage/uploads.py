@@ -7,8 +7,9 @@ the data (``hashstates``), so whichever instance receives the next chunk, or the
 PUT, resumes it; the data is re-read only when no valid state matches its size and its
 version (the driver's name for the exact bytes a writer left: a state of a chunk that
 lost a race to another written at the same offset is never used over the winner's).
-An upload whose data is still within STATELESS_SIZE stores no state: its few bytes are
-read again instead.
+A request that declares a length leaving the data within STATELESS_SIZE stores no state:
+its few bytes are read again instead. One that streams its body without a length (as
+Docker's client does) stores one, whatever its size: the choice is made before the body.
 """
 
 from __future__ import annotations

@@ -62,9 +62,10 @@ async def race_patch(client: RegistryClient, location: str, chunk: bytes, at: in
     return response.status
 
 
-# A first chunk, so that the racers resume a stored state (at a partial hash block); the
-# whole object stays under S3's 5 MiB part minimum, or does not.
-@pytest.mark.parametrize("prefix_size", [3001, 5 * MIB + 3001], ids=["small", "copied"])
+# A first chunk, so that the racers resume a stored state (at a partial hash block): past
+# 1 MiB, below which a chunk of declared length stores none; the whole object stays under
+# S3's 5 MiB part minimum, or does not.
+@pytest.mark.parametrize("prefix_size", [MIB + 3001, 5 * MIB + 3001], ids=["small", "copied"])
 async def test_a_race_at_one_offset_never_stores_a_blob_under_a_wrong_digest(
     make_registry: ClientFactory, s3_server: S3Server, prefix_size: int
 ) -> None:
@@ -72,7 +73,15 @@ async def test_a_race_at_one_offset_never_stores_a_blob_under_a_wrong_digest(
         s3_proxy(s3_server) as (ours_s3, ours_url),
         s3_proxy(s3_server) as (theirs_s3, theirs_url),
     ):
-        ours_s3.delay = lambda request: 3 * LATE if is_state(request) else 0.0
+        delayed_states: list[str] = []
+
+        def delay_states(request: web.Request) -> float:
+            if not is_state(request):
+                return 0.0
+            delayed_states.append(request.path)
+            return 3 * LATE
+
+        ours_s3.delay = delay_states
         theirs_write = first_data_write()
         theirs_s3.delay = lambda request: LATE if theirs_write(request) else 0.0
         first = await make_registry({"REGISTRY_STORAGE_S3_REGIONENDPOINT": ours_url})
@@ -86,6 +95,8 @@ async def test_a_race_at_one_offset_never_stores_a_blob_under_a_wrong_digest(
             race_patch(second, location, theirs, prefix_size),
         )
         assert all(status < 500 for status in statuses), statuses
+        # The race this test is about: a loser's state saved last (none saved, none raced).
+        assert delayed_states, "no hash state was stored: the race is not exercised"
         claimed = "sha256:" + hashlib.sha256(prefix + ours).hexdigest()
         done = await finisher.put(location, params={"digest": claimed})
         if done.status == 201:
