@@ -7,9 +7,9 @@ the data (``hashstates``), so whichever instance receives the next chunk, or the
 PUT, resumes it; the data is re-read only when no valid state matches its size and its
 version (the driver's name for the exact bytes a writer left: a state of a chunk that
 lost a race to another written at the same offset is never used over the winner's).
-A request that declares a length leaving the data within STATELESS_SIZE stores no state:
-its few bytes are read again instead. One that streams its body without a length (as
-Docker's client does) stores one, whatever its size: the choice is made before the body.
+A request that leaves the data within STATELESS_SIZE stores no state: its few bytes are
+read again instead. For a first request that streams its body without a length (as
+Docker's client does), the body's first STATELESS_SIZE bytes decide.
 """
 
 from __future__ import annotations
@@ -208,13 +208,19 @@ class Uploads:
         offset: int,
         body: AsyncIterator[bytes],
         algorithm: str,
-        wants_state: bool,
+        wants_state: bool | None,
     ) -> int:
         writer = await self.driver.writer(paths.upload_data(self.name, upload_id), append=True)
         try:
             if writer.size != offset:
                 # Another request's chunk landed since the status was read.
                 raise ChunkOutOfOrder(writer.size, offset)
+            if wants_state is None:
+                # A body of unknown length: a state only if it does not end within the
+                # small size (library hashing holds the GIL; hashlib's does not).
+                head, ended = await _head(body, STATELESS_SIZE)
+                wants_state = not ended
+                body = _chained(head, None if ended else body)
             # The hash of exactly the bytes this writer continues, or none.
             base = writer.base_version
             hasher = await self._resume(upload_id, offset, base, algorithm, wants_state)
@@ -380,11 +386,37 @@ class Uploads:
             await self.driver.delete(paths.upload_dir(self.name, upload_id))
 
 
-def _wants_state(resumable: bool, algorithm: str, offset: int, length: int | None) -> bool:
+def _wants_state(resumable: bool, algorithm: str, offset: int, length: int | None) -> bool | None:
     """Whether a request's hash state is to be stored: it is not the upload's last, the
-    algorithm's state can be, and the data may end beyond STATELESS_SIZE."""
-    small = length is not None and offset + length <= STATELESS_SIZE
-    return resumable and algorithm in RESUMABLE and not small
+    algorithm's state can be, and the data may end beyond STATELESS_SIZE. None: the body
+    decides, a first request that streams it without a length (as Docker's client does)."""
+    if not resumable or algorithm not in RESUMABLE:
+        return False
+    if length is None and offset == 0:
+        return None
+    return length is None or offset + length > STATELESS_SIZE
+
+
+async def _head(body: AsyncIterator[bytes], limit: int) -> tuple[list[bytes], bool]:
+    """The body's first chunks, up to just past ``limit`` bytes or its end, and whether
+    it ended within ``limit``. Held as received: the upload pipe gathers as much before
+    its first write anyway."""
+    head: list[bytes] = []
+    size = 0
+    async for chunk in body:
+        head.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            return head, False
+    return head, True
+
+
+async def _chained(head: list[bytes], rest: AsyncIterator[bytes] | None) -> AsyncIterator[bytes]:
+    for chunk in head:
+        yield chunk
+    if rest is not None:
+        async for chunk in rest:
+            yield chunk
 
 
 def _content(status: UploadStatus) -> Content | None:

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
 from yarl import URL
 
 from registry.storage import paths
 from registry.storage.uploads import STATELESS_SIZE
-from tests.registry.conftest import ClientFactory
-from tests.registry.scaleout.test_upload_state import NAME, patch, start
+from tests.registry.conftest import ClientFactory, RegistryClient
+from tests.registry.scaleout.test_upload_state import NAME, patch, relative, start
 
 SHARED = {"REGISTRY_HTTP_SECRET": "a secret the instances share"}
 
@@ -65,4 +67,42 @@ async def test_an_upload_that_outgrows_the_small_size_stores_a_state_of_all_its_
     done = await third.put(location, params={"digest": digest})
     assert done.status == 201, await done.text()
     blob = await third.get(f"/v2/{NAME}/blobs/{digest}")
+    assert await blob.read() == data
+
+
+async def _streamed_patch(client: RegistryClient, location: str, data: bytes) -> str:
+    """A first PATCH as Docker's client sends it: the body streamed, no Content-Length."""
+
+    async def body() -> AsyncIterator[bytes]:
+        for at in range(0, len(data), 64 * 1024):
+            yield data[at : at + 64 * 1024]
+
+    response = await client.patch(
+        location, data=body(), headers={"Content-Type": "application/octet-stream"}
+    )
+    assert response.status == 202, await response.text()
+    assert "Content-Length" not in response.request_info.headers
+    return relative(response.headers["Location"])
+
+
+@pytest.mark.parametrize(
+    ("size", "stored"),
+    [(STATELESS_SIZE, False), (STATELESS_SIZE + 1, True)],
+    ids=["small", "past-the-small-size"],
+)
+async def test_a_streamed_body_decides_by_its_size_whether_a_state_is_stored(
+    make_registry: ClientFactory, registry_environ: dict[str, str], size: int, stored: bool
+) -> None:
+    first, second = await make_registry(SHARED), await make_registry(SHARED)
+    data = os.urandom(size)
+    location = await _streamed_patch(first, await start(first), data)
+    upload = _upload_dir(registry_environ, location)
+    assert (upload / "data").stat().st_size == size
+    assert _states(upload) == ([str(size)] if stored else [])
+
+    # Another instance finishes it: from the state, or reading the few bytes again.
+    digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
+    done = await second.put(location, params={"digest": digest})
+    assert done.status == 201, await done.text()
+    blob = await first.get(f"/v2/{NAME}/blobs/{digest}")
     assert await blob.read() == data
