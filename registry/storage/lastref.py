@@ -50,23 +50,10 @@ class LastReferenced:
         else:
             await self.driver.put_content(paths.blob_lastref(digest), b"")
 
-    async def read(self, digest: Digest) -> float | None:
-        """The blob's ``lastref`` (seconds, storage clock); None when it is not there."""
-        try:
-            data = await self.driver.stat(paths.blob_data(digest))
-        except PathNotFound:
-            return None
-        if self._local:
-            return data.modified
-        try:
-            marker = await self.driver.stat(paths.blob_lastref(digest))
-        except PathNotFound:
-            return data.modified
-        return max(data.modified, marker.modified)
-
     async def read_many(self, digests: Sequence[Digest]) -> list[float | None]:
-        """``read`` of each of ``digests``, in one bulk read of the driver's (a
-        collection reads every unmarked blob's ``lastref``, twice)."""
+        """Each blob's ``lastref`` (seconds, storage clock): its data's modified time, or
+        its marker's where that is later; None where the blob is not there. One bulk read
+        of the driver's (a collection reads every unmarked blob's ``lastref``, twice)."""
         data = await self.driver.modified_many([paths.blob_data(d) for d in digests])
         if self._local:
             return data

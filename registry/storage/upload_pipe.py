@@ -1,6 +1,6 @@
 """The body of an upload request on its way to storage: received chunks gathered into
 batches of about a piece, each written and hashed in one thread job while the next
-arrives."""
+arrives; and, for a body of unknown length, whether it ends within a size."""
 
 from __future__ import annotations
 
@@ -59,3 +59,26 @@ async def _batches(body: AsyncIterator[bytes]) -> AsyncIterator[tuple[list[bytes
             batch, size = [], 0
     if batch:
         yield batch, size
+
+
+async def ends_within(body: AsyncIterator[bytes], limit: int) -> tuple[AsyncIterator[bytes], bool]:
+    """Whether ``body`` ends within ``limit`` bytes, and the body to read in its place.
+    The chunks read to tell are held as received, at most PIECE_CHUNKS of them as in a
+    batch (a body trickling in more, tiny ones, counts as not ending within the limit):
+    the pipe gathers as much before its first write anyway."""
+    head: list[bytes] = []
+    size = 0
+    async for chunk in body:
+        head.append(chunk)
+        size += len(chunk)
+        if size > limit or len(head) >= PIECE_CHUNKS:
+            return _chained(head, body), False
+    return _chained(head, None), True
+
+
+async def _chained(head: list[bytes], rest: AsyncIterator[bytes] | None) -> AsyncIterator[bytes]:
+    for chunk in head:
+        yield chunk
+    if rest is not None:
+        async for chunk in rest:
+            yield chunk

@@ -42,7 +42,7 @@ from registry.storage.errors import (
 )
 from registry.storage.hashstates import RESUMABLE, HashStateStore, ResumableHasher
 from registry.storage.locks import KeyedLocks
-from registry.storage.upload_pipe import PIECE_SIZE, pipe
+from registry.storage.upload_pipe import PIECE_SIZE, ends_within, pipe
 
 # An upload whose data ends within this many bytes stores no hash state. The library
 # whose states can be stored (rehashes) holds the GIL while it hashes, about 2.8 ms per
@@ -218,9 +218,8 @@ class Uploads:
             if wants_state is None:
                 # A body of unknown length: a state only if it does not end within the
                 # small size (library hashing holds the GIL; hashlib's does not).
-                head, ended = await _head(body, STATELESS_SIZE)
+                body, ended = await ends_within(body, STATELESS_SIZE)
                 wants_state = not ended
-                body = _chained(head, None if ended else body)
             # The hash of exactly the bytes this writer continues, or none.
             base = writer.base_version
             hasher = await self._resume(upload_id, offset, base, algorithm, wants_state)
@@ -255,8 +254,10 @@ class Uploads:
         if algorithm not in RESUMABLE:
             return kept
         stored = await self.states.load(self.name, upload_id, algorithm, offset, version)
-        if stored is not None or not wants_state or offset > STATELESS_SIZE:
-            return stored if stored is not None else kept
+        if stored is not None:
+            return stored
+        if not wants_state or offset > STATELESS_SIZE:
+            return kept
         # An upload that was small had no state stored: its few bytes are hashed again,
         # so that the state stored after this request covers them.
         return await self._rehashed(upload_id, offset, version, algorithm)
@@ -395,28 +396,6 @@ def _wants_state(resumable: bool, algorithm: str, offset: int, length: int | Non
     if length is None and offset == 0:
         return None
     return length is None or offset + length > STATELESS_SIZE
-
-
-async def _head(body: AsyncIterator[bytes], limit: int) -> tuple[list[bytes], bool]:
-    """The body's first chunks, up to just past ``limit`` bytes or its end, and whether
-    it ended within ``limit``. Held as received: the upload pipe gathers as much before
-    its first write anyway."""
-    head: list[bytes] = []
-    size = 0
-    async for chunk in body:
-        head.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            return head, False
-    return head, True
-
-
-async def _chained(head: list[bytes], rest: AsyncIterator[bytes] | None) -> AsyncIterator[bytes]:
-    for chunk in head:
-        yield chunk
-    if rest is not None:
-        async for chunk in rest:
-            yield chunk
 
 
 def _content(status: UploadStatus) -> Content | None:
