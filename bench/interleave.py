@@ -16,7 +16,7 @@ import statistics
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
-from bench.measure import MEASUREMENT_ERRORS, Lab
+from bench.measure import Lab, attempt
 from bench.results import Metric, Sample
 from bench.servers import Server
 
@@ -62,10 +62,10 @@ async def interleaved(
     and the round goes on without it."""
     if warm_up is not None:
         for server in servers:
-            await _attempt(metric, server, functools.partial(warm_up, server))
+            await attempt(metric, server, functools.partial(warm_up, server))
     samples: dict[str, list[Sample]] = {server.name: [] for server in servers}
     for server in abba(servers, per_server):
-        sample = await _attempt(
+        sample = await attempt(
             metric, server, functools.partial(lab.sample, server, functools.partial(run, server))
         )
         if sample is not None:
@@ -84,18 +84,3 @@ async def interleaved(
             metric.unit,
             ", ".join(f"{s.value:.1f}" for s in taken),
         )
-
-
-async def _attempt(
-    metric: Metric, server: Server, operation: Callable[[], Awaitable[T]]
-) -> T | None:
-    """``operation``'s result; None, with the server's metric marked failed, if it fails
-    or the metric already failed on that server."""
-    if server.name in metric.unavailable:
-        return None
-    try:
-        return await operation()
-    except MEASUREMENT_ERRORS as error:
-        log.error("%s on %s failed: %s", metric.key, server.name, error)
-        metric.unavailable[server.name] = f"failed: {error}"
-        return None

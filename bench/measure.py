@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import aiohttp
 
@@ -23,6 +24,7 @@ log = logging.getLogger("bench")
 
 # What a failing measurement may raise (RegistryResponseError, LoadError and a refused token
 # are RuntimeErrors): it marks that server's metric failed, and the run goes on.
+T = TypeVar("T")
 MEASUREMENT_ERRORS = (RuntimeError, aiohttp.ClientError, TimeoutError, OSError)
 
 
@@ -81,15 +83,14 @@ async def alternate(
     for round_number in range(rounds):
         for step in steps:
             for server in servers:
-                if server.name in step.metric.unavailable:
-                    continue
-                try:
+
+                async def measured(step: Step = step, server: Server = server) -> Sample:
                     if step.prepare is not None:
                         await step.prepare(server)
-                    sample = await lab.sample(server, functools.partial(step.run, server))
-                except MEASUREMENT_ERRORS as error:
-                    log.error("%s on %s failed: %s", step.metric.key, server.name, error)
-                    step.metric.unavailable[server.name] = f"failed: {error}"
+                    return await lab.sample(server, functools.partial(step.run, server))
+
+                sample = await attempt(step.metric, server, measured)
+                if sample is None:
                     continue
                 step.metric.add(server.name, sample)
                 log.info(
@@ -100,6 +101,21 @@ async def alternate(
                     sample.value,
                     step.metric.unit,
                 )
+
+
+async def attempt(
+    metric: Metric, server: Server, operation: Callable[[], Awaitable[T]]
+) -> T | None:
+    """``operation``'s result; None, with the server's metric marked failed, if it fails
+    or the metric already failed on that server (the run goes on without it)."""
+    if server.name in metric.unavailable:
+        return None
+    try:
+        return await operation()
+    except MEASUREMENT_ERRORS as error:
+        log.error("%s on %s failed: %s", metric.key, server.name, error)
+        metric.unavailable[server.name] = f"failed: {error}"
+        return None
 
 
 def rate(amount: float, seconds: float) -> float:
