@@ -47,6 +47,10 @@ class ChaosDriver:
         self.downtime = downtime
         self.rng = rng or random.Random()
         self.log = ChaosLog()
+        # Set once every kind of fault has been caused and recovered from: a soak's load
+        # lasts at least until then, however long a slow recovery (a refused failover
+        # waiting for the replica to resynchronise, 30 s and more) held the deck up.
+        self.every_kind_caused = asyncio.Event()
 
     def faults(self) -> list[str]:
         kinds = ["registry", "tokenauth", "redis-restart"]
@@ -69,6 +73,8 @@ class ChaosDriver:
                 self.rng.shuffle(kinds)
                 deck = [*EXTRA, *kinds]  # dealt from the end: every kind first
             await self.cause(deck.pop())
+            if set(self.log.faults) >= set(self.faults()):
+                self.every_kind_caused.set()
 
     async def cause(self, fault: str) -> None:
         started = time.monotonic()

@@ -32,6 +32,9 @@ log = logging.getLogger("bench.soak")
 USER = "alice"  # the deployments' ACL lets alice push and pull alice/*
 SHARED_LAYERS = 4
 LAYERS_PER_IMAGE = 3  # two shared, one the image's own
+# The longest a refused Redis failover may wait for the sentinels to settle (the topology's
+# bound) and be caused after all.
+EXTRA_SECONDS_FOR_EVERY_FAULT = 120.0
 
 
 @dataclass(frozen=True)
@@ -136,7 +139,8 @@ async def _client(
 
 
 async def run_soak(deployment: SoakDeployment, settings: SoakSettings) -> SoakResult:
-    """Run the load and the faults for ``settings.seconds``, then the end check."""
+    """Run the load and the faults for ``settings.seconds`` (longer until every kind of fault
+    was caused once), then the end check."""
     shared = [os.urandom(settings.layer_size) for _ in range(SHARED_LAYERS)]
     chaos = ChaosDriver(deployment, settings.interval, rng=random.Random(settings.seed))
     result = SoakResult(settings, Recorder(), chaos.log)
@@ -148,6 +152,17 @@ async def run_soak(deployment: SoakDeployment, settings: SoakSettings) -> SoakRe
     driver = asyncio.create_task(chaos.run(stop))
     try:
         done, _ = await asyncio.wait([driver, *clients], timeout=settings.seconds)
+        if not done:
+            # A run that has not seen every kind of fault yet goes on until it has, for at
+            # most as long again plus the slowest recovery's bound.
+            caused: asyncio.Task[Any] = asyncio.create_task(chaos.every_kind_caused.wait())
+            done, _ = await asyncio.wait(
+                [caused, driver, *clients],
+                timeout=settings.seconds + EXTRA_SECONDS_FOR_EVERY_FAULT,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            caused.cancel()
+            done.discard(caused)
         for task in done:  # a crash of the harness itself, not a registry's failure
             task.result()
     finally:
