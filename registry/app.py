@@ -23,6 +23,7 @@ from registry.middleware import header_setter, request_middleware
 from registry.notifications.notifier import WORKER, WorkerSlot, notifier_context
 from registry.proxy.mirror import Mirrors
 from registry.routes import dispatch, get_base, get_root
+from registry.shutdown import bounded
 from registry.storage.retention import apply_periodically
 from registry.ui import setup_ui
 from registry.upload_state import UPLOAD_STATE, UploadStateSigner
@@ -66,15 +67,15 @@ def create_app(
     app[CONFIG] = config
     if metrics is not None:
         app[METRICS] = metrics
-        app.cleanup_ctx.append(flushing)
+        app.cleanup_ctx.append(bounded(flushing))
     app[MAINTENANCE] = maintenance
     app[UPLOAD_STATE] = UploadStateSigner.from_config(config)
-    app.cleanup_ctx.append(_storage_context)
-    app.cleanup_ctx.append(_cache_context)
-    app.cleanup_ctx.append(health_context)
-    app.cleanup_ctx.append(_mirrors_context)
+    app.cleanup_ctx.append(bounded(_storage_context))
+    app.cleanup_ctx.append(bounded(_cache_context))
+    app.cleanup_ctx.append(bounded(health_context))
+    app.cleanup_ctx.append(bounded(_mirrors_context))
     app[WORKER] = worker or WorkerSlot()
-    app.cleanup_ctx.append(notifier_context)
+    app.cleanup_ctx.append(bounded(notifier_context))
     if controller is not None:
         app.on_startup.append(lambda _: controller.start())
         app.on_cleanup.append(lambda _: controller.close())
