@@ -90,3 +90,39 @@ def machine_busy_seconds() -> float:
     # user nice system idle iowait irq softirq steal: idle and iowait are not busy.
     values = [int(v) for v in fields[:8]]
     return (sum(values) - values[3] - values[4]) / _TICKS
+
+
+def every_process_cpu() -> dict[int, tuple[str, float]]:
+    """Each live process's command name and user + system CPU seconds (its threads')."""
+    found: dict[int, tuple[str, float]] = {}
+    for entry in _PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat.rsplit(")", 1)[1].split()
+        found[int(entry.name)] = (name, (int(fields[11]) + int(fields[12])) / _TICKS)
+    return found
+
+
+def busiest_others(
+    before: dict[int, tuple[str, float]],
+    after: dict[int, tuple[str, float]],
+    ours: set[int],
+    seconds: float,
+    count: int = 3,
+) -> str:
+    """The processes not in ``ours`` that used the most CPU between two readings of
+    ``every_process_cpu``, as ``name cores, ...`` (those above 0.01 cores)."""
+    used: dict[str, float] = {}
+    for pid, (name, cpu) in after.items():
+        if pid in ours or seconds <= 0:
+            continue
+        # A process that started meanwhile counts from zero.
+        delta = cpu - before.get(pid, (name, 0.0))[1]
+        used[name] = used.get(name, 0.0) + delta / seconds
+    top = sorted(((cores, name) for name, cores in used.items() if cores >= 0.01), reverse=True)
+    return ", ".join(f"{name} {cores:.2f}" for cores, name in top[:count])
