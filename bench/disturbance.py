@@ -36,6 +36,9 @@ _STAT = Path("/proc/stat")
 _TICKS = os.sysconf("SC_CLK_TCK")
 PROBE_BYTES = 64 * 1024  # hashed per repeat: about 45 µs on one core here
 PROBE_REPEATS = 5  # per core; the median repeat is the core's time
+# /proc/stat counts in ticks (10 ms): in a 0.1 s window one tick of another process is
+# 0.10 cores. A share is judged only when it amounts to more than this many ticks.
+COUNTED_TICKS = 2
 SAMPLE_INTERVAL = 0.1  # seconds between the probes of each core during a window
 CALIBRATION_PROBES = 8  # before the first judgement, so that "the best" is not one probe
 
@@ -135,6 +138,12 @@ class Disturbance:
     other_cores: float  # cores used by processes other than the bench and its servers
     speed: float  # the slowest probe of the window against the run's best (1.0: as fast)
     busiest_others: str = ""  # ``name cores, ...`` of the other processes that used most
+    seconds: float = 0.0  # the window's length (0: unknown, judged by the shares alone)
+
+    def above_counting(self, share: float, cores: int) -> bool:
+        """Whether ``share`` of ``cores`` over the window is more than COUNTED_TICKS of
+        the kernel's 10 ms ticks: less is within what /proc/stat can count."""
+        return not self.seconds or share * cores * self.seconds * _TICKS > COUNTED_TICKS
 
 
 @dataclass(frozen=True)
@@ -172,9 +181,14 @@ class Judge:
         """What was too much in this window, as ``reason: figure``; empty when it counts."""
         limits = self.thresholds
         found = []
-        if disturbance.steal > limits.max_steal:
+        cores = os.cpu_count() or 1
+        if disturbance.steal > limits.max_steal and disturbance.above_counting(
+            disturbance.steal, cores
+        ):
             found.append(f"{STEAL}: {100 * disturbance.steal:.1f}%")
-        if disturbance.other_cores > limits.max_other_cores:
+        if disturbance.other_cores > limits.max_other_cores and disturbance.above_counting(
+            disturbance.other_cores, 1
+        ):
             found.append(
                 f"{OTHERS}: {disturbance.other_cores:.2f} cores"
                 + (f" ({disturbance.busiest_others})" if disturbance.busiest_others else "")

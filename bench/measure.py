@@ -72,14 +72,21 @@ class Lab:
         with SpeedSampler() as sampler:
             value = await operation()
         wall = time.perf_counter() - started
+        # The machine's counters first, at the window's end: the scans of /proc below
+        # cost this process CPU that belongs to no window.
+        busy_after, own_after, times_after = (
+            procstat.machine_busy_seconds(),
+            procstat.own_cpu_seconds(),
+            cpu_times(),
+        )
+        helpers_cpu = sum(procstat.cpu_seconds(pid) for pid in helpers) - helpers_before
+        servers_cpu = [s.cpu_seconds() - b for s, b in zip(self.servers, before, strict=True)]
         ours = {pid for s in self.servers for pid in procstat.process_tree(s.pid)}
         ours |= set(procstat.process_tree(os.getpid())) | set(helpers)
         busiest = procstat.busiest_others(processes, procstat.every_process_cpu(), ours, wall)
-        servers_cpu = [s.cpu_seconds() - b for s, b in zip(self.servers, before, strict=True)]
-        helpers_cpu = sum(procstat.cpu_seconds(pid) for pid in helpers) - helpers_before
-        client = procstat.own_cpu_seconds() - own
-        other = procstat.machine_busy_seconds() - busy - client - sum(servers_cpu) - helpers_cpu
-        steal = steal_share(times, cpu_times())
+        client = own_after - own
+        other = busy_after - busy - client - sum(servers_cpu) - helpers_cpu
+        steal = steal_share(times, times_after)
         speed = self.judge.speed((before_probe, sampler.speed(), self.judge.probe()))
         return Sample(
             value=value,
@@ -90,6 +97,7 @@ class Lab:
             steal=steal,
             speed=speed,
             busiest_others=busiest,
+            seconds=wall,
         )
 
 

@@ -39,10 +39,13 @@ class Sample:
     steal: float = 0.0  # share of the cores' time the hypervisor stole meanwhile
     speed: float = 1.0  # the machine-speed probes around it against the run's best
     busiest_others: str = ""  # the other processes that used the most CPU meanwhile
+    seconds: float = 0.0  # how long it took (0: not recorded)
 
     @property
     def disturbance(self) -> Disturbance:
-        return Disturbance(self.steal, self.other_cores, self.speed, self.busiest_others)
+        return Disturbance(
+            self.steal, self.other_cores, self.speed, self.busiest_others, self.seconds
+        )
 
 
 def _median(values: list[float] | None) -> float | None:
