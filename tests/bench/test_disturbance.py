@@ -220,3 +220,17 @@ def test_the_busiest_other_processes_are_named_and_ours_left_out(tmp_path: Path)
     assert "busy-neighbour" not in procstat.busiest_others(
         before, after, {burner.pid}, 0.5, count=1000
     )
+
+
+async def test_an_online_window_records_how_often_it_was_measured() -> None:
+    """gc_online gives busy windows a run-wide budget of repeats (each needs garbage of
+    its own): a window says how many attempts it took, so the budget can be spent."""
+    metric = Metric("gc_online_get", "online", "%", "6.")
+    windows = iter([Window(True, 1.0, disturbed=(f"{OTHERS}: 0.50 cores",))] * 2)
+
+    async def measure() -> Window:
+        return next(windows)
+
+    window = await steady_window(Judge(), metric, measure, retries=1)
+    assert window.attempts == 2 and window.disturbed  # kept disturbed, budget spent
+    assert (metric.discarded_turns, metric.kept_disturbed) == (1, 1)
