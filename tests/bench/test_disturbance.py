@@ -29,6 +29,7 @@ from bench.disturbance import (
     Thresholds,
     probe,
 )
+from bench.markdown import metrics_table
 from bench.measure import Lab, Step, alternate, repeat_disturbed
 from bench.report import format_table
 from bench.results import Metric, Sample
@@ -234,3 +235,13 @@ async def test_an_online_window_records_how_often_it_was_measured() -> None:
     window = await steady_window(Judge(), metric, measure, retries=1)
     assert window.attempts == 2 and window.disturbed  # kept disturbed, budget spent
     assert (metric.discarded_turns, metric.kept_disturbed) == (1, 1)
+
+
+def test_the_markdown_tables_quote_the_discarded_rounds() -> None:
+    metric = Metric("manifest_get", "manifest GET by tag", "requests/s", "2.")
+    for server, value in ((PORTSIDE, 4300.0), (REFERENCE, 900.0)):
+        metric.add(server, sample(value, QUIET))
+    metric.discard([f"{OTHERS}: 0.80 cores (python 0.79)", f"{SLOW}: 70% of the best"])
+    metric.keep_disturbed()
+    [row] = [line for line in metrics_table({"metrics": [metric.summary()]}).splitlines()[2:]]
+    assert row.endswith("| 1 (others' CPU 1, slow probe 1) / 1 |"), row
