@@ -12,10 +12,10 @@ server changing, and each is recorded around every measured window:
   in turn, the probing thread pinned there: five times just before and just after the
   window, and twice per core every 100 ms during it, the second timed (``SpeedSampler``,
   0.2% of a core).
-  A slow probe shows what neither counter sees (a CPU slowed by the host, or shared with
-  a process that appeared and left between two readings of the counters); on this VM
-  the fastest probe stays at 1.3-1.4 GB/s and its median falls as others' work takes
-  the probed core.
+  A slow probe shows what neither counter sees: a CPU slowed by the host or by what
+  shares its caches. On this VM the fastest probe stays at 1.3-1.4 GB/s, and under
+  load a server's requests per CPU second followed the probe (correlation +0.38 and
+  +0.46 in two runs: docs/performance.md, "The machine's drift").
 
 A :class:`Judge` compares them with thresholds (docs/performance.md, "Method", says why
 these) and names what was too much; the caller discards the window and measures again.
