@@ -119,14 +119,14 @@ async def measure(windows: int, seconds: int, reference: bool, access_log: bool)
         taken: list[tuple[str, Sample]] = []
         print(
             f"{'#':>3} {'server':9} {'req/s':>7} {'steal%':>6} {'others':>6} "
-            f"{'server':>6} {'req/cs':>6} {'speed%':>6} {'load':>5}  reasons"
+            f"{'kernel':>6} {'server':>6} {'req/cs':>6} {'speed%':>6} {'load':>5}  reasons"
         )
         for number, server in enumerate(order):
             sample = await lab.sample(server, functools.partial(get, server))
             taken.append((server.name, sample))
             print(
                 f"{number:3d} {server.name:9} {sample.value:7.0f} {100 * sample.steal:6.2f} "
-                f"{sample.other_cores:6.2f} {sample.server_cores:6.2f} "
+                f"{sample.other_cores:6.2f} {sample.kernel_cores:6.2f} {sample.server_cores:6.2f} "
                 f"{sample.value / max(sample.server_cores, 1e-9):6.0f} "
                 f"{100 * sample.speed:6.1f} {os.getloadavg()[0]:5.2f}  "
                 + "; ".join(lab.judge.reasons(sample.disturbance)),

@@ -83,9 +83,13 @@ class Lab:
         servers_cpu = [s.cpu_seconds() - b for s, b in zip(self.servers, before, strict=True)]
         ours = {pid for s in self.servers for pid in procstat.process_tree(s.pid)}
         ours |= set(procstat.process_tree(os.getpid())) | set(helpers)
-        busiest = procstat.busiest_others(processes, procstat.every_process_cpu(), ours, wall)
+        processes_after = procstat.every_process_cpu()
+        busiest = procstat.busiest_others(processes, processes_after, ours, wall)
+        kernel = procstat.kernel_threads_seconds(processes, processes_after)
         client = own_after - own
-        other = busy_after - busy - client - sum(servers_cpu) - helpers_cpu
+        # The kernel's threads are not others': quietly, their work (a journal commit, a
+        # collection's unlinks written back) is mostly the measured servers'.
+        other = busy_after - busy - client - sum(servers_cpu) - helpers_cpu - kernel
         steal = steal_share(times, times_after)
         speed = self.judge.speed((before_probe, sampler.speed(), self.judge.probe()))
         return Sample(
@@ -98,6 +102,7 @@ class Lab:
             speed=speed,
             busiest_others=busiest,
             seconds=wall,
+            kernel_cores=kernel / wall,
         )
 
 

@@ -40,6 +40,7 @@ class Sample:
     speed: float = 1.0  # the machine-speed probes around it against the run's best
     busiest_others: str = ""  # the other processes that used the most CPU meanwhile
     seconds: float = 0.0  # how long it took (0: not recorded)
+    kernel_cores: float = 0.0  # the kernel's threads (not counted in other_cores)
 
     @property
     def disturbance(self) -> Disturbance:

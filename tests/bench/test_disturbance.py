@@ -215,7 +215,8 @@ def test_the_busiest_other_processes_are_named_and_ours_left_out(tmp_path: Path)
     finally:
         burner.kill()
         burner.wait()
-    assert after[burner.pid][0] == "busy-neighbour"
+    assert after[burner.pid].name == "busy-neighbour" and not after[burner.pid].kernel
+    assert after[2].kernel and after[2].name == "kthreadd"  # and its children are too
     others = procstat.busiest_others(before, after, set(), 0.5, count=1000)
     assert "busy-neighbour " in others, others  # a share of a core, whatever else ran
     assert "busy-neighbour" not in procstat.busiest_others(
@@ -245,3 +246,16 @@ def test_the_markdown_tables_quote_the_discarded_rounds() -> None:
     metric.keep_disturbed()
     [row] = [line for line in metrics_table({"metrics": [metric.summary()]}).splitlines()[2:]]
     assert row.endswith("| 1 (others' CPU 1, slow probe 1) / 1 |"), row
+
+
+def test_a_process_is_known_by_its_start_time_not_its_name() -> None:
+    """A kworker's name changes with the work it runs: counted by name, one renamed
+    between two readings added its whole life's CPU (0.3-0.7 cores of "kernel threads"
+    in 3 s windows where each used at most 0.02); a reused pid is a new process."""
+    worker = procstat.ProcessCpu("kworker/u8:4-kvfree_rcu_reclaim", 500.0, True, 1000)
+    renamed = procstat.ProcessCpu("kworker/u8:4-ext4-rsv-conversion", 500.02, True, 1000)
+    reused = procstat.ProcessCpu("python", 0.5, False, 9000)
+    before = {7: worker, 8: worker}
+    after = {7: renamed, 8: reused}
+    assert procstat.kernel_threads_seconds(before, after) == pytest.approx(0.02)
+    assert procstat.busiest_others(before, after, set(), 1.0) == "python 0.50"
