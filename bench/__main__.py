@@ -28,8 +28,14 @@ from bench.report import format_machine, format_table, plot, write_json
 from bench.runner import run, timestamp
 
 NOTES = [
-    "Rounds alternate the servers (A B A B); each figure is the median of the rounds, "
-    "with the min-max range; ratios are portside/reference.",
+    "Rounds alternate the servers, the order reversed every other round (A B, B A); each "
+    "figure is the median of the rounds, with the min-max range; ratios are "
+    "portside/reference, and ratio_rounds_median is the median of the rounds' ratios, "
+    "each of two adjacent samples.",
+    "Where a scenario repeats disturbed rounds (requests, tokens, pulls, gc_online), a "
+    "round with CPU steal, others' CPU or a slow machine-speed probe above the thresholds "
+    "is discarded and measured again (at most --retries times); 'discarded' counts them "
+    "by reason (docs/performance.md, Method).",
     "Each server's other_cores is the CPU the rest of the machine used meanwhile: the "
     "machine may be shared, and that load is noise in both servers' figures.",
     "Blob pushes and pulls use an aiohttp client streaming from a file (faster than curl "
@@ -77,6 +83,17 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--scenarios",
         help="comma-separated subset of " + ",".join(SCENARIOS) + " (soak only when named)",
+    )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        help="how many times a disturbed round (or online-collection window) is measured "
+        "again before it is kept, marked disturbed",
+    )
+    parser.add_argument(
+        "--max-other-cores",
+        type=float,
+        help="others' CPU (cores) above which a round counts as disturbed (default 0.10)",
     )
     parser.add_argument("--soak-clients", type=int, help="concurrent clients of the chaos soak")
     parser.add_argument("--soak-seconds", type=int, help="how long the chaos soak runs")
@@ -128,6 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         chunk_size=args.chunk_size,
         rate_seconds=args.rate_seconds,
         clients=args.clients,
+        retries=args.retries,
+        max_other_cores=args.max_other_cores,
         soak_clients=args.soak_clients,
         soak_seconds=args.soak_seconds,
         scenarios=scenarios,

@@ -38,11 +38,23 @@ def _cores(metric: dict[str, Any]) -> str:
     return " / ".join(parts)
 
 
+def _disturbed(metric: dict[str, Any]) -> str:
+    """Turns discarded as disturbed, by reason, and those kept disturbed (results from
+    before the bench judged disturbance have neither: "-")."""
+    discarded = metric.get("discarded")
+    if discarded is None:
+        return "-"
+    reasons = ", ".join(f"{kind} {count}" for kind, count in sorted(discarded["reasons"].items()))
+    text = str(discarded["turns"]) + (f" ({reasons})" if reasons else "")
+    return f"{text} / {metric.get('kept_disturbed', 0)}"
+
+
 def metrics_table(document: dict[str, Any]) -> str:
     lines = [
         "| scenario | unit | portside median (min-max) | reference median (min-max) "
-        "| ratio p/r (per-round min-max) | peak RSS MiB p / r | cores p / r / other |",
-        "|---|---|---|---|---|---|---|",
+        "| ratio p/r (per-round min-max) | peak RSS MiB p / r | cores p / r / other "
+        "| rounds discarded (why) / kept disturbed |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for metric in document["metrics"]:
         ratio = metric["ratio_portside_over_reference"]
@@ -65,7 +77,8 @@ def metrics_table(document: dict[str, Any]) -> str:
         lines.append(
             f"| {metric['title']} | {unit} | {_side(metric, 'portside')} | "
             f"{other}{_side(metric, baseline)} | {ratio_text} | "
-            f"{' / '.join(_number(r) for r in rss) if any(rss) else ''} | {_cores(metric)} |"
+            f"{' / '.join(_number(r) for r in rss) if any(rss) else ''} | {_cores(metric)} | "
+            f"{_disturbed(metric)} |"
         )
     return "\n".join(lines)
 

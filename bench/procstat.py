@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 _PROC = Path("/proc")
@@ -90,3 +91,68 @@ def machine_busy_seconds() -> float:
     # user nice system idle iowait irq softirq steal: idle and iowait are not busy.
     values = [int(v) for v in fields[:8]]
     return (sum(values) - values[3] - values[4]) / _TICKS
+
+
+KTHREADD = 2  # the kernel threads' parent: kworker, ksoftirqd, jbd2 are its children
+
+
+@dataclass(frozen=True)
+class ProcessCpu:
+    name: str  # the command name (``comm``)
+    seconds: float  # user + system CPU of all its threads
+    kernel: bool  # a kernel thread (kthreadd or its child)
+    started: int  # ticks after boot: with the pid, which process this is (pids are reused)
+
+
+def every_process_cpu() -> dict[int, ProcessCpu]:
+    """Each live process's command name and user + system CPU seconds (its threads')."""
+    found: dict[int, ProcessCpu] = {}
+    for entry in _PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat.rsplit(")", 1)[1].split()
+        pid, parent = int(entry.name), int(fields[1])
+        found[pid] = ProcessCpu(
+            name,
+            (int(fields[11]) + int(fields[12])) / _TICKS,
+            KTHREADD in (pid, parent),
+            int(fields[19]),  # starttime, field 22 of stat(5)
+        )
+    return found
+
+
+def _used(before: dict[int, ProcessCpu], pid: int, now: ProcessCpu) -> float:
+    earlier = before.get(pid)
+    # A process that started meanwhile counts from zero. Not by name: a kworker's name
+    # changes with the work it does, an exec changes a process's.
+    return now.seconds - (earlier.seconds if earlier and earlier.started == now.started else 0.0)
+
+
+def kernel_threads_seconds(before: dict[int, ProcessCpu], after: dict[int, ProcessCpu]) -> float:
+    """CPU the kernel's own threads used between two readings of ``every_process_cpu``
+    (journal commits, writeback, deferred network work: much of it on behalf of the
+    measured servers, and they live as long as the machine, so none is missed)."""
+    return sum(_used(before, pid, now) for pid, now in after.items() if now.kernel)
+
+
+def busiest_others(
+    before: dict[int, ProcessCpu],
+    after: dict[int, ProcessCpu],
+    ours: set[int],
+    seconds: float,
+    count: int = 3,
+) -> str:
+    """The user processes not in ``ours`` that used the most CPU between two readings of
+    ``every_process_cpu``, as ``name cores, ...`` (those above 0.01 cores)."""
+    used: dict[str, float] = {}
+    for pid, now in after.items():
+        if pid in ours or now.kernel or seconds <= 0:
+            continue
+        used[now.name] = used.get(now.name, 0.0) + _used(before, pid, now) / seconds
+    top = sorted(((cores, name) for name, cores in used.items() if cores >= 0.01), reverse=True)
+    return ", ".join(f"{name} {cores:.2f}" for cores, name in top[:count])

@@ -98,6 +98,7 @@ def format_table(metrics: Sequence[Metric]) -> str:
                 f"{ratio:.2f} [{min(ratios):.2f}-{max(ratios):.2f}]" if ratios else f"{ratio:.2f}"
             )
         )
+
         met = {True: "yes", False: "NO", None: "-"}[metric.target_met()]
         unit = metric.unit + ("" if metric.higher_is_better else " (low)")
         lines.append(
@@ -108,6 +109,10 @@ def format_table(metrics: Sequence[Metric]) -> str:
         )
         if metric.baseline != REFERENCE:  # the others too, for context; ratio over baseline
             lines.append(f"    (baseline: {metric.baseline}; {_others(metric)})")
+        if len(ratios) > 1:  # each round's ratio is of adjacent samples
+            lines.append(f"    median of the rounds' ratios: {statistics.median(ratios):.2f}")
+        if metric.disturbance_text():
+            lines.append(f"    {metric.disturbance_text()}")
         for server, reason in metric.unavailable.items():
             lines.append(f"    {server}: {reason[:300]}")
     return "\n".join(lines)

@@ -13,6 +13,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.disturbance import Disturbance
 from bench.servers import PORTSIDE, REFERENCE
 
 
@@ -35,6 +36,17 @@ class Sample:
     server_cores: float
     client_cores: float
     other_cores: float  # everything else on the machine: other users' work is noise
+    steal: float = 0.0  # share of the cores' time the hypervisor stole meanwhile
+    speed: float = 1.0  # the machine-speed probes around it against the run's best
+    busiest_others: str = ""  # the other processes that used the most CPU meanwhile
+    seconds: float = 0.0  # how long it took (0: not recorded)
+    kernel_cores: float = 0.0  # the kernel's threads (not counted in other_cores)
+
+    @property
+    def disturbance(self) -> Disturbance:
+        return Disturbance(
+            self.steal, self.other_cores, self.speed, self.busiest_others, self.seconds
+        )
 
 
 def _median(values: list[float] | None) -> float | None:
@@ -54,6 +66,13 @@ class Metric:
     cores: dict[str, list[float]] = field(default_factory=dict)
     client_cores: dict[str, list[float]] = field(default_factory=dict)
     other_cores: dict[str, list[float]] = field(default_factory=dict)
+    steal: dict[str, list[float]] = field(default_factory=dict)
+    speed: dict[str, list[float]] = field(default_factory=dict)
+    # Turns measured and discarded as disturbed, by reason ("steal", "others' CPU", "slow
+    # probe"; a turn may count under several), and turns kept disturbed (no retry left).
+    discarded: dict[str, int] = field(default_factory=dict)
+    discarded_turns: int = 0
+    kept_disturbed: int = 0
     unavailable: dict[str, str] = field(default_factory=dict)  # server → why not measured
     note: str = ""
     plotted: bool = True  # False for figures whose ratio between servers says nothing
@@ -65,6 +84,28 @@ class Metric:
         self.cores.setdefault(server, []).append(sample.server_cores)
         self.client_cores.setdefault(server, []).append(sample.client_cores)
         self.other_cores.setdefault(server, []).append(sample.other_cores)
+        self.steal.setdefault(server, []).append(sample.steal)
+        self.speed.setdefault(server, []).append(sample.speed)
+
+    def discard(self, reasons: list[str]) -> None:
+        """One measured turn dropped for ``reasons`` (``bench.disturbance`` texts)."""
+        self.discarded_turns += 1
+        for kind in sorted({reason.split(":", 1)[0] for reason in reasons}):
+            self.discarded[kind] = self.discarded.get(kind, 0) + 1
+
+    def keep_disturbed(self) -> None:
+        self.kept_disturbed += 1
+
+    def disturbance_text(self) -> str:
+        """What the report says about discarded turns; empty when none was disturbed."""
+        if not self.discarded_turns and not self.kept_disturbed:
+            return ""
+        kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(self.discarded.items()))
+        text = f"discarded and measured again: {self.discarded_turns}"
+        text += f" ({kinds})" if kinds else ""
+        if self.kept_disturbed:
+            text += f"; kept disturbed: {self.kept_disturbed}"
+        return text
 
     def add_value(self, server: str, value: float) -> None:
         """A value derived from other metrics, with no process figures of its own."""
@@ -118,6 +159,8 @@ class Metric:
                 "server_cores": _median(self.cores.get(server)),
                 "client_cores": _median(self.client_cores.get(server)),
                 "other_cores": _median(self.other_cores.get(server)),
+                "steal": _median(self.steal.get(server)),
+                "speed_min": min(self.speed[server]) if self.speed.get(server) else None,
             }
         round_ratios = self.round_ratios()
         return {
@@ -132,6 +175,12 @@ class Metric:
             "ratio_portside_over_reference": self.ratio(),
             "ratio_min": min(round_ratios) if round_ratios else None,
             "ratio_max": max(round_ratios) if round_ratios else None,
+            # Each round's ratio is of adjacent samples (A B, then B A): their median is
+            # the figure least moved by a drift between rounds.
+            "round_ratios": round_ratios,
+            "ratio_rounds_median": _median(round_ratios),
+            "discarded": {"turns": self.discarded_turns, "reasons": self.discarded},
+            "kept_disturbed": self.kept_disturbed,
             "speedup": self.speedup(),
             "target": self.target.text if self.target else None,
             "target_met": self.target_met(),

@@ -27,6 +27,7 @@ from typing import Any
 from bench.client import RegistryClient, new_session
 from bench.context import Context
 from bench.data import SmallImage, write_blob_file
+from bench.disturbance import Judge, Thresholds
 from bench.loadgen import missing_tools
 from bench.machine import machine_limits
 from bench.measure import Lab
@@ -100,7 +101,8 @@ async def run(plan: Plan, logs: Path) -> Outcome:
     outcome = Outcome(skipped=_skipped(plan))
     wanted = {s for s in plan.scenarios if s not in outcome.skipped}
     workdir = Path(tempfile.mkdtemp(prefix="portside-bench-"))
-    ctx = Context(plan, Lab(), workdir)
+    judge = Judge(Thresholds(max_other_cores=plan.max_other_cores))
+    ctx = Context(plan, Lab(judge), workdir)
     try:
         data = ctx.new_dir("data")
         # The soak makes its own images: run alone, it needs none of the blob files.

@@ -16,26 +16,37 @@ idle windows (target: at least 90%). One server for every window: separate serve
 idle and busy runs, each with its own start-up, spread the idle runs alone from 6,344 to
 8,696 req/s on a quiet machine. The note lists each busy window against the mean of the
 idle windows beside it, the collections' lengths, and the windows left out.
+
+Each window carries what disturbed it (``bench.disturbance``: steal, others' CPU — the
+collection's own is not others' — and the machine-speed probe around it); a disturbed
+window is discarded and measured again (a busy one with a new collection and garbage of
+its own), an idle one at most the plan's ``retries`` times, busy ones that many times over
+the whole run; the note counts the discarded windows by reason.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 import os
 import shutil
 import statistics
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 
 from bench.context import Context
+from bench.disturbance import Judge
 from bench.loadgen import run_wrk
 from bench.results import Metric, Target
 from bench.servers import PORTSIDE, Server, clean_environ, registry_server
 
+log = logging.getLogger("bench")
 GROUP = "6. garbage collection"
 # Seconds from start-up to the first window per 10,000 manifests of the store: the
 # registry walks the whole store for killed writers' temporaries at start-up.
@@ -113,11 +124,27 @@ class Window:
     covered: bool = True  # busy: the collection ran for the whole window
     seconds: float = 0.0  # busy: the collection's length, start to end
     stopped: bool = False  # busy: the collection lost its lease and stopped
+    disturbed: tuple[str, ...] = ()  # what disturbed it (kept only when no retry was left)
+    attempts: int = 1  # how many times it was measured (the disturbed ones discarded)
 
     @property
     def counted(self) -> bool:
         """A busy window wholly inside a collection that did its work."""
         return self.collecting and self.covered and not self.stopped
+
+
+def _label(window: Window) -> str:
+    return (
+        f"{window.rate:.0f}"
+        + ("*" if window.collecting else "")
+        + ("!" if window.disturbed else "")
+    )
+
+
+async def _idle_window(ctx: Context, server: Server) -> Window:
+    sample = await ctx.lab.sample(server, functools.partial(_wrk, ctx, server))
+    reasons = ctx.lab.judge.reasons(sample.disturbance)
+    return Window(False, sample.value, os.getloadavg()[0], disturbed=tuple(reasons))
 
 
 async def _wrk(ctx: Context, server: Server) -> float:
@@ -144,7 +171,11 @@ async def _busy_window(ctx: Context, server: Server, config: Path, garbage: list
     )
     try:
         await asyncio.sleep(LEAD)
-        window.rate = await _wrk(ctx, server)
+        sample = await ctx.lab.sample(
+            server, functools.partial(_wrk, ctx, server), helpers=[collector.pid]
+        )
+        window.rate = sample.value
+        window.disturbed = tuple(ctx.lab.judge.reasons(sample.disturbance))
         window.load = os.getloadavg()[0]
         window.covered = collector.returncode is None
         _, errors = await asyncio.wait_for(collector.communicate(), FINISH_WAIT)
@@ -162,6 +193,25 @@ async def _busy_window(ctx: Context, server: Server, config: Path, garbage: list
         # the window is left out; its garbage is left for the next one.
         window.stopped = True
     return window
+
+
+async def steady_window(
+    judge: Judge, metric: Metric, measure: Callable[[], Awaitable[Window]], retries: int
+) -> Window:
+    """A window not disturbed (``Window.disturbed`` empty), measured again as long as it
+    was and ``retries`` last; each discarded one is counted on ``metric``, and the last
+    is kept if every attempt was disturbed (counted as kept disturbed)."""
+    for number in range(retries + 1):
+        window = await measure()
+        window.attempts = number + 1
+        if not window.disturbed:
+            return window
+        if number == retries:
+            metric.keep_disturbed()
+            return window
+        metric.discard(list(window.disturbed))
+        log.info("gc_online: window discarded (%s)", "; ".join(window.disturbed))
+    raise AssertionError("unreachable")
 
 
 async def run_gc_online(ctx: Context, seeded: Path) -> list[Metric]:
@@ -190,7 +240,11 @@ async def run_gc_online(ctx: Context, seeded: Path) -> list[Metric]:
     # (a cost to the collector, not to GETs).
     await asyncio.to_thread(shutil.copytree, seeded, root, copy_function=os.link)
     plan = schedule(max(BUSY_WINDOWS, ctx.plan.rounds))
-    garbage = iter(shares(await asyncio.to_thread(untagged_revisions, root), sum(plan)))
+    # A share of the garbage for each busy window and for ``retries`` repeats of busy
+    # windows over the whole run (each collection deletes as much, a repeat included:
+    # 1/8 of the untagged manifests in the full profile, where it was 1/5 before repeats).
+    spare = ctx.plan.retries
+    garbage = iter(shares(await asyncio.to_thread(untagged_revisions, root), sum(plan) + spare))
     env = {**ctx.plan.portside_env, "REGISTRY_LOG_LEVEL": "info"}
     server = registry_server(PORTSIDE, workdir, root, None, env, ctx.plan.portside_tree)
     config = workdir / f"{PORTSIDE}.yml"
@@ -202,11 +256,18 @@ async def run_gc_online(ctx: Context, seeded: Path) -> list[Metric]:
             for _ in range(20):  # warm-up: first-request costs outside the windows
                 async with session.get(server.url + URL_PATH) as response:
                     await response.read()
+
+        async def busy_window() -> Window:
+            return await _busy_window(ctx, server, config, next(garbage))
+
         for collecting in plan:
             if collecting:
-                windows.append(await _busy_window(ctx, server, config, next(garbage)))
+                window = await steady_window(ctx.lab.judge, metric, busy_window, spare)
+                spare -= window.attempts - 1
             else:
-                windows.append(Window(False, await _wrk(ctx, server), os.getloadavg()[0]))
+                measure = functools.partial(_idle_window, ctx, server)
+                window = await steady_window(ctx.lab.judge, metric, measure, ctx.plan.retries)
+            windows.append(window)
     finally:
         await ctx.lab.stop(server)
         await asyncio.to_thread(shutil.rmtree, workdir, True)
@@ -225,12 +286,14 @@ async def run_gc_online(ctx: Context, seeded: Path) -> list[Metric]:
         f"{statistics.median(w.rate for w in windows if not w.collecting):.0f} req/s, "
         f"collecting {statistics.median(w.rate for w in busy if w.counted or figure is None):.0f}"
         f" req/s (medians); the windows in order "
-        f"{', '.join(f'{w.rate:.0f}' + ('*' if w.collecting else '') for w in windows)} req/s "
-        f"(* collecting); each busy one against its idle neighbours "
+        f"{', '.join(_label(w) for w in windows)} req/s "
+        f"(* collecting, ! kept disturbed); each busy one against its idle neighbours "
         f"{', '.join(f'{r:.1f}%' for r in ratios)}; collections "
         f"{', '.join(f'{w.seconds:.1f}' for w in busy)} s; load average "
         f"{min(loads):.1f}-{max(loads):.1f} after the windows"
     )
+    if metric.disturbance_text():
+        metric.note += f"; windows {metric.disturbance_text()}"
     stopped = sum(1 for w in busy if w.stopped)
     if stopped:
         metric.note += (

@@ -170,7 +170,7 @@ async def _measure(
             await each.run(server)
     for round_number in range(plan.rounds):
         order = servers if round_number % 2 == 0 else list(reversed(servers))
-        await alternate(ctx.lab, order, 1, steps)
+        await alternate(ctx.lab, order, 1, steps, retries=plan.retries)
     return [single, parallel, ranged]
 
 

@@ -160,5 +160,5 @@ async def run_requests(
         Step(head, head_blob, authenticate),
         Step(tags, list_tags, authenticate),
     ]
-    await alternate(ctx.lab, servers, plan.rounds, steps)
+    await alternate(ctx.lab, servers, plan.rounds, steps, retries=plan.retries)
     return [manifest, head, tags]

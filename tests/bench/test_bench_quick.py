@@ -122,6 +122,14 @@ def test_tiny_benchmark_runs_every_scenario(tmp_path: Path) -> None:
         measured = metrics[key]["servers"]
         for server in servers:
             assert measured[server]["median"] > 0, (key, server, measured)
+    for key in ("manifest_get", "pull_vs_nginx"):  # rounds judged for disturbance
+        if key in expected:
+            judged = metrics[key]
+            assert judged["discarded"]["turns"] >= 0 and judged["kept_disturbed"] >= 0
+            assert sum(judged["discarded"]["reasons"].values()) >= judged["discarded"]["turns"]
+            for server in expected[key]:
+                assert 0 <= judged["servers"][server]["steal"] <= 1
+                assert 0 < judged["servers"][server]["speed_min"] <= 1
     portside_token = metrics.get("manifest_get_with_token", {"servers": {}})
     if "portside" not in portside_token["servers"] and "manifest_get" in expected:
         # The only acceptable reason for no figure: start-up refused the auth config.
