@@ -52,22 +52,41 @@ CATALOG = RouteMatch("catalog", "", {}, listings.list_catalog)
 _LOG_VARIABLES = {"upload_id": "vars.uuid"}
 
 
+# The routes of recent requests, by prefix, method and raw path, with their access-line
+# fields: a busy registry serves the same few paths over and over (a tag pulled by every
+# node, the blobs of its image), and matching one anew (the prefix, the route table's
+# expressions, the name's grammar, the fields) was about 7 µs of a 200 µs manifest GET.
+# Only successful matches are kept (a refused path raises each time). Bounded, as the
+# paths are the clients' to vary: short paths only, and past the bound it starts over.
+_RESOLVED: dict[tuple[str, str, str], tuple[RouteMatch, dict[str, str]]] = {}
+RESOLVED_KEPT = 4096
+RESOLVED_LONGEST = 512
+
+
 def resolve(request: web.Request) -> RouteMatch:
     """The route of a ``/v2/...`` request, also named in its access line."""
-    match = _match(request)
-    fields = {"http.request.route": match.resource}
-    if match.name:
-        fields["vars.name"] = match.name
-    for key, value in match.params.items():
-        fields[_LOG_VARIABLES.get(key, f"vars.{key}")] = value
-    add_log_fields(request, fields)
-    return match
-
-
-def _match(request: web.Request) -> RouteMatch:
-    """The route of a ``/v2/...`` request, from its raw (undecoded) path."""
-    raw_path = request.rel_url.raw_path
     base = path_prefix(request.app[CONFIG]) + "/v2/"
+    raw_path = request.rel_url.raw_path
+    key = (base, request.method, raw_path)
+    known = _RESOLVED.get(key)
+    if known is None:
+        known = _match(request, base, raw_path), {}
+        match, fields = known
+        fields["http.request.route"] = match.resource
+        if match.name:
+            fields["vars.name"] = match.name
+        for name, value in match.params.items():
+            fields[_LOG_VARIABLES.get(name, f"vars.{name}")] = value
+        if len(raw_path) <= RESOLVED_LONGEST:
+            if len(_RESOLVED) >= RESOLVED_KEPT:
+                _RESOLVED.clear()
+            _RESOLVED[key] = known
+    add_log_fields(request, known[1])  # copied into the request's own fields
+    return known[0]
+
+
+def _match(request: web.Request, base: str, raw_path: str) -> RouteMatch:
+    """The route of a ``/v2/...`` request, from its raw (undecoded) path."""
     if not raw_path.startswith(base):
         # The router matched the decoded path; "/%762/..." is not an API path.
         raise RegistryError(errors.UNSUPPORTED, "no such endpoint", status=404)

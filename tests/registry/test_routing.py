@@ -1,13 +1,26 @@
 """The route table's matching of ``/v2/<name>/<resource>`` tails: names that contain the
-words of other routes, and the order in which overlapping routes are tried."""
+words of other routes, the order in which overlapping routes are tried, and the routes of
+recent paths remembered (bounded, each request with access-line fields of its own)."""
 
 from __future__ import annotations
 
-import pytest
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
+import pytest
+from aiohttp.test_utils import TestServer
+
+import registry.routes
+from registry.app import create_app
+from registry.config import load_config
 from registry.routes import REPOSITORY_ROUTES
-from registry.routing import literal_prefix, match_route
+from registry.routing import Route, RouteMatch, literal_prefix, match_route
+from shared.access_log import AccessLogger
 from shared.errors import RegistryError
+from tests.registry.conftest import RegistryClient
+from tests.registry.helpers import Blob, push_blob
 
 DIGEST = "sha256:" + "a" * 64
 CASES = [
@@ -48,3 +61,112 @@ def test_every_route_is_looked_for_by_text_its_matches_all_contain() -> None:
     assert literal_prefix(r"/blobs/uploads/?") == "/blobs/uploads"
     assert literal_prefix(r"/blobs/(?P<digest>[^/]+)") == "/blobs/"
     assert literal_prefix("/tags/list") == "/tags/list"
+
+
+class Keeper(logging.Handler):
+    """Keeps the access records it is handed, unformatted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+async def access_fields(keeper: Keeper, count: int) -> list[dict[str, Any]]:
+    """The fields of the first ``count`` access lines: each is logged once its response
+    is out, so the client may see a response before its line."""
+    for _ in range(500):
+        if len(keeper.records) >= count:
+            break
+        await asyncio.sleep(0.01)
+    return [record.fields for record in keeper.records[:count]]  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+async def logged_registry(
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+    aiohttp_client: Callable[[TestServer], Awaitable[RegistryClient]],
+    registry_environ: dict[str, str],
+) -> AsyncIterator[tuple[RegistryClient, Keeper]]:
+    """A registry on loopback whose access lines are kept as records."""
+    logger = logging.getLogger("test_routing.access")
+    keeper = Keeper()
+    logger.addHandler(keeper)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        app = create_app(load_config(None, registry_environ))
+        server = await aiohttp_server(app, access_log=logger, access_log_class=AccessLogger)
+        client = await aiohttp_client(server)
+        yield client, keeper
+    finally:
+        logger.removeHandler(keeper)
+
+
+async def test_a_repeated_path_is_matched_once(
+    logged_registry: tuple[RegistryClient, Keeper], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The route of a path served again is remembered (by method): the route table's
+    expressions and the name's grammar are not run for every pull of the same tag."""
+    client, keeper = logged_registry
+    matched: list[str] = []
+
+    def counting(routes: tuple[Route, ...], tail: str, method: str) -> RouteMatch:
+        matched.append(f"{method} {tail}")
+        return match_route(routes, tail, method)
+
+    monkeypatch.setattr(registry.routes, "match_route", counting)
+    path = "/v2/remembered/app/manifests/latest"
+    for method in ("GET", "GET", "GET", "HEAD", "HEAD"):
+        async with client.request(method, path) as response:
+            assert response.status == 404  # matched, then MANIFEST_UNKNOWN from storage
+    assert matched == [
+        "GET remembered/app/manifests/latest",
+        "HEAD remembered/app/manifests/latest",
+    ]
+    fields = await access_fields(keeper, 5)
+    assert len(fields) == 5
+    for line in fields:
+        assert line["http.request.route"] == "manifest"
+        assert line["vars.name"] == "remembered/app" and line["vars.reference"] == "latest"
+
+
+async def test_a_remembered_route_gives_each_request_fields_of_its_own(
+    logged_registry: tuple[RegistryClient, Keeper],
+) -> None:
+    """What one request adds to its access line (the bytes a sendfile sent) is not
+    remembered with its route for the next request of the same path."""
+    client, keeper = logged_registry
+    blob = Blob(b"x" * 5000)
+    await push_blob(client, "own/fields", blob)
+    path = f"/v2/own/fields/blobs/{blob.digest}"
+    async with client.get(path) as response:
+        assert response.status == 200 and await response.read() == blob.data
+    async with client.get(path, headers={"If-None-Match": f'"{blob.digest}"'}) as response:
+        assert response.status == 304
+    lines = await access_fields(keeper, 4)  # the upload's two requests, then the two GETs
+    first, second = [line for line in lines if line["http.request.uri"] == path]
+    assert first["http.response.written"] == 5000
+    assert second["http.response.written"] == 0  # no body: nothing of the first request's
+
+
+async def test_remembered_routes_are_bounded(
+    logged_registry: tuple[RegistryClient, Keeper], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Paths are the clients' to vary: at most RESOLVED_KEPT routes are remembered, and
+    a path longer than RESOLVED_LONGEST never is, yet each is still served."""
+    client, _ = logged_registry
+    monkeypatch.setattr(registry.routes, "_RESOLVED", {})
+    monkeypatch.setattr(registry.routes, "RESOLVED_KEPT", 4)
+    for index in range(10):
+        async with client.get(f"/v2/bounded/app/manifests/tag{index}") as response:
+            assert response.status == 404
+        assert 1 <= len(registry.routes._RESOLVED) <= 4
+    registry.routes._RESOLVED.clear()
+    long_id = "u" * 600  # matched as an upload's id, then unknown to storage
+    async with client.get(f"/v2/bounded/app/blobs/uploads/{long_id}") as response:
+        assert response.status == 404
+        assert (await response.json())["errors"][0]["code"] == "BLOB_UPLOAD_UNKNOWN"
+    assert registry.routes._RESOLVED == {}
