@@ -25,12 +25,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-# Half as many batches as the filesystem driver has threads (32): two cores hash and
-# write no faster with more in flight, and the other threads stay free for the
-# commits' flushes. Measured with 50 concurrent image pushes (docs/performance.md).
+# Half as many batches as the filesystem driver has threads (32), leaving threads for
+# the commits' flushes. With 50 concurrent image pushes, 32 slots peaked at 135-139 MiB
+# and 16 at 122-127, with no throughput difference the (loaded) runs could show
+# (docs/performance.md, "upload slots").
 SLOTS = 16
-# The longest a batch's gathering holds a slot (see the module docstring). A fast client
-# fills a piece in milliseconds, even on a loaded machine.
+# The longest a batch's gathering holds a slot (see the module docstring). A client on
+# a local network sends a piece (1 MiB) in milliseconds; the bound held at this value
+# in the loaded runs of 50 concurrent pushes (load average 5-16).
 GATHERING_SECONDS = 1.0
 
 
