@@ -16,6 +16,7 @@ from registry.storage.pulls import PullRecorder, flush_periodically
 from registry.storage.purge import purge_periodically, remove_leftovers
 from registry.storage.referrers import Referrers
 from registry.storage.tags import TagListCache, Tags
+from registry.storage.upload_slots import UploadSlots
 from registry.storage.uploads import HashStates, Uploads
 
 # Views kept for reuse: a view is stateless (names, the driver, the process's shared
@@ -53,6 +54,7 @@ class Registry:
         self._hashes = HashStates()
         self._hash_states = HashStateStore(driver, secret)
         self._locks = KeyedLocks()
+        self._upload_slots = UploadSlots()
         self._manifest_cache = ManifestContentCache()
         self._tag_lists = TagListCache()
         self.pulls = PullRecorder(pull_resolution) if pull_resolution is not None else None
@@ -88,6 +90,7 @@ class Registry:
                 self._hashes,
                 self._hash_states,
                 self._locks,
+                self._upload_slots,
             ),
             manifests=Manifests(
                 name,

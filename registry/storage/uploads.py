@@ -43,6 +43,7 @@ from registry.storage.errors import (
 from registry.storage.hashstates import RESUMABLE, HashStateStore, ResumableHasher
 from registry.storage.locks import KeyedLocks
 from registry.storage.upload_pipe import PIECE_SIZE, ends_within, pipe
+from registry.storage.upload_slots import Slot, UploadSlots
 
 # An upload whose data ends within this many bytes stores no hash state. The library
 # whose states can be stored (rehashes) holds the GIL while it hashes, about 2.8 ms per
@@ -114,7 +115,9 @@ class Uploads:
         hashes: HashStates,
         states: HashStateStore,
         locks: KeyedLocks,
+        slots: UploadSlots | None = None,
     ) -> None:
+        """``slots``: the process's bound on bodies held between receipt and write."""
         self.name = name
         self.driver = driver
         self.store = store
@@ -122,6 +125,7 @@ class Uploads:
         self.hashes = hashes
         self.states = states
         self._locks = locks
+        self.slots = slots
 
     def _lock(self, upload_id: str) -> asyncio.Lock:
         # One request at a time per upload in this process.
@@ -211,6 +215,7 @@ class Uploads:
         wants_state: bool | None,
     ) -> int:
         writer = await self.driver.writer(paths.upload_data(self.name, upload_id), append=True)
+        slot: Slot | None = None
         try:
             if writer.size != offset:
                 # Another request's chunk landed since the status was read.
@@ -218,13 +223,16 @@ class Uploads:
             if wants_state is None:
                 # A body of unknown length: a state only if it does not end within the
                 # small size (library hashing holds the GIL; hashlib's does not).
-                body, ended = await ends_within(body, STATELESS_SIZE)
+                body, ended, slot = await ends_within(body, STATELESS_SIZE, self.slots)
                 wants_state = not ended
             # The hash of exactly the bytes this writer continues, or none.
             base = writer.base_version
             hasher = await self._resume(upload_id, offset, base, algorithm, wants_state)
-            written = await pipe(body, writer, hasher)
+            held, slot = slot, None
+            written = await pipe(body, writer, hasher, self.slots, held)
         finally:
+            if slot is not None:
+                slot.release()
             # On failure the hash may be ahead of the file: drop it, finish re-reads.
             await writer.close()
         # A writer that finds its base replaced under it (S3) no longer vouches for it.
