@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,19 +11,26 @@ _PROC = Path("/proc")
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and every live descendant (worker processes count towards a server)."""
-    parents: dict[int, list[int]] = {}
+def _every_stat() -> Iterator[tuple[int, str, list[str]]]:
+    """Each live process's pid, command name and the fields of its ``stat`` after the
+    name (index 0 is field 3 of stat(5))."""
     for entry in _PROC.iterdir():
         if not entry.name.isdigit():
             continue
         try:
             stat = (entry / "stat").read_text()
         except OSError:
-            continue
+            continue  # it ended meanwhile
         # The command name may hold spaces and parentheses: fields start after the last ")".
-        fields = stat.rsplit(")", 1)[1].split()
-        parents.setdefault(int(fields[1]), []).append(int(entry.name))
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        yield int(entry.name), name, stat.rsplit(")", 1)[1].split()
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every live descendant (worker processes count towards a server)."""
+    parents: dict[int, list[int]] = {}
+    for child, _, fields in _every_stat():
+        parents.setdefault(int(fields[1]), []).append(child)
     tree, pending = [], [pid]
     while pending:
         current = pending.pop()
@@ -107,16 +115,8 @@ class ProcessCpu:
 def every_process_cpu() -> dict[int, ProcessCpu]:
     """Each live process's command name and user + system CPU seconds (its threads')."""
     found: dict[int, ProcessCpu] = {}
-    for entry in _PROC.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        name = stat[stat.index("(") + 1 : stat.rindex(")")]
-        fields = stat.rsplit(")", 1)[1].split()
-        pid, parent = int(entry.name), int(fields[1])
+    for pid, name, fields in _every_stat():
+        parent = int(fields[1])
         found[pid] = ProcessCpu(
             name,
             (int(fields[11]) + int(fields[12])) / _TICKS,

@@ -21,6 +21,7 @@ from shared.access_log import AccessLogger
 from shared.errors import RegistryError
 from tests.registry.conftest import RegistryClient
 from tests.registry.helpers import Blob, push_blob
+from tests.support.log_keeper import Keeper
 
 DIGEST = "sha256:" + "a" * 64
 CASES = [
@@ -61,17 +62,6 @@ def test_every_route_is_looked_for_by_text_its_matches_all_contain() -> None:
     assert literal_prefix(r"/blobs/uploads/?") == "/blobs/uploads"
     assert literal_prefix(r"/blobs/(?P<digest>[^/]+)") == "/blobs/"
     assert literal_prefix("/tags/list") == "/tags/list"
-
-
-class Keeper(logging.Handler):
-    """Keeps the access records it is handed, unformatted."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
 
 
 async def access_fields(keeper: Keeper, count: int) -> list[dict[str, Any]]:

@@ -18,19 +18,9 @@ from shared import log_format
 from shared.access_log import AccessLogger, AccessRecord, add_log_fields
 from shared.log_format import make_formatter
 from shared.request_context import install
+from tests.support.log_keeper import Keeper
 
 BODY = b'{"schemaVersion": 2}'
-
-
-class Keeper(logging.Handler):
-    """Keeps the records it is handed, unformatted, as the log writer's queue does."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
 
 
 async def get_thing(request: web.Request) -> web.Response:

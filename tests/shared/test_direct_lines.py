@@ -24,18 +24,10 @@ from shared.access_log import AccessLogger, AccessRecord, add_log_fields
 from shared.log_format import make_formatter
 from shared.log_queue import BatchStreamHandler, configure_logging, queued_logging
 from shared.request_context import install
+from tests.support.log_keeper import Keeper
 
 AiohttpServer = Callable[..., Coroutine[Any, Any, TestServer]]
 LOGGER = "test_direct_lines.access"
-
-
-class Keeper(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
 
 
 class Refuser(logging.Filter):

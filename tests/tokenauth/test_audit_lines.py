@@ -10,7 +10,8 @@ from typing import Any
 
 from shared import log_queue
 from shared.log_queue import BatchStreamHandler, queued_logging
-from tests.shared.test_direct_lines import Keeper, output
+from tests.shared.test_direct_lines import output
+from tests.support.log_keeper import Keeper
 from tests.tokenauth.conftest import ClientFactory, fetch_token
 from tokenauth.audit import audit_log
 
