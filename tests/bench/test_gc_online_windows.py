@@ -5,11 +5,20 @@ mean of its neighbours, so that a drift of the machine is visible."""
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import pytest
 
-from bench.scenarios.gc_online import Window, median_ratio, neighbour_ratios, schedule, shares
+from bench.scenarios.gc_online import (
+    Window,
+    median_ratio,
+    neighbour_ratios,
+    restore,
+    schedule,
+    shares,
+)
 
 
 def test_busy_runs_alternate_with_idle_runs_and_idle_runs_close_the_sequence() -> None:
@@ -59,3 +68,22 @@ def test_each_collection_gets_its_own_garbage_from_the_whole_store() -> None:
     assert [len(part) for part in parts] == [4, 3, 3]
     assert sorted(p for part in parts for p in part) == sorted(items)
     assert parts[0][:2] == [Path("/r0"), Path("/r3")]  # spread, not one run of the store
+
+
+def test_restore_links_back_only_what_is_missing(tmp_path: Path) -> None:
+    """After a collection the store is put back from the seed: deleted files and
+    directories return as hard links of the seed's, and what the store has of its own
+    (files present, or not in the seed) is left as it is."""
+    seeded, root = tmp_path / "seed", tmp_path / "root"
+    for relative in ("blobs/ab/abc/data", "blobs/cd/cde/data", "repos/r/_layers/abc/link"):
+        (seeded / relative).parent.mkdir(parents=True, exist_ok=True)
+        (seeded / relative).write_text(relative)
+    shutil.copytree(seeded, root, copy_function=os.link)
+    shutil.rmtree(root / "blobs/cd")  # what a collection deleted
+    (root / "repos/r/_layers/abc/link").unlink()
+    (root / "blobs/ab/abc/lastref").write_text("mine")  # the store's own, not the seed's
+    assert restore(seeded, root) == 2
+    for relative in ("blobs/cd/cde/data", "repos/r/_layers/abc/link"):
+        assert os.path.samefile(seeded / relative, root / relative)
+    assert (root / "blobs/ab/abc/lastref").read_text() == "mine"
+    assert restore(seeded, root) == 0
