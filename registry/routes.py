@@ -9,7 +9,7 @@ from registry.keys import CONFIG, MIRRORS, ROUTE
 from registry.routing import Route, RouteMatch, match_route
 from registry.urls import path_prefix
 from shared import errors
-from shared.access_log import add_log_fields
+from shared.access_log import ROUTE_FIELD, add_log_fields
 from shared.errors import RegistryError
 
 _DIGEST = r"(?P<digest>[^/]+)"
@@ -72,7 +72,7 @@ def resolve(request: web.Request) -> RouteMatch:
     if known is None:
         known = _match(request, base, raw_path), {}
         match, fields = known
-        fields["http.request.route"] = match.resource
+        fields[ROUTE_FIELD] = match.resource
         if match.name:
             fields["vars.name"] = match.name
         for name, value in match.params.items():
@@ -102,7 +102,10 @@ _WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 async def dispatch(request: web.Request) -> web.StreamResponse:
-    match = request.get(ROUTE) or resolve(request)
+    try:
+        match = request[ROUTE]  # the auth middleware resolved it (request.get: one call more)
+    except KeyError:
+        match = resolve(request)
     if request.method in _WRITES and request.app[CONFIG].storage.maintenance.readonly.enabled:
         raise RegistryError(errors.UNSUPPORTED, "the registry is in read-only mode", status=405)
     if request.method in _WRITES and request.app[MIRRORS].for_name(match.name) is not None:

@@ -61,7 +61,9 @@ def enter_request(request: web.Request, trusted_proxies: Sequence[IPNetwork]) ->
     the token returned to ``current_request_id.reset``. The first step of the outermost
     middleware of each service: :func:`request_id_middleware` here, the registry's own
     (:mod:`registry.middleware`), which does its other per-request steps in the same frame."""
-    request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER))
+    header = request.headers.get(REQUEST_ID_HEADER)
+    # Most clients send none: a fresh id at once, one call fewer per request.
+    request_id = new_request_id() if header is None else request_id_from(header)
     request[REQUEST_ID] = request_id
     note_client_address(request, trusted_proxies)
     return current_request_id.set(request_id)

@@ -93,8 +93,9 @@ def _tag(reference: Digest | str) -> str:
 
 
 def _manifest_headers(manifest: StoredManifest) -> dict[str, str]:
+    digest = str(manifest.digest)  # once: Digest.__str__ is a Python call
     return {
         "Content-Type": manifest.media_type,
-        "Docker-Content-Digest": str(manifest.digest),
-        "ETag": f'"{manifest.digest}"',
+        "Docker-Content-Digest": digest,
+        "ETag": f'"{digest}"',
     }

@@ -46,6 +46,11 @@ class Digest:
     def __hash__(self) -> int:
         # Equal digests have equal hex: its hash is cached by the string, where the
         # generated one built a tuple of both fields on every set or dict lookup.
+        # Keys by hex: the maps every request looks digests up in (blob descriptors and
+        # links, manifest bodies, blob refreshes) key them by ``digest.hex`` itself, which
+        # names a digest alone (each algorithm has its own length, HEX_LENGTHS): a str
+        # hashes in C, where this method is a Python call at every lookup (four per
+        # blob HEAD).
         return hash(self.hex)
 
     def hasher(self) -> Hasher:

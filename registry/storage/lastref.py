@@ -101,17 +101,19 @@ class RefreshMemo:
     def __init__(self, interval: float, capacity: int = 65536) -> None:
         self.interval = interval
         self.capacity = capacity
-        self._at: OrderedDict[Digest, float] = OrderedDict()
+        # Keyed by the digest's hex: see "Keys by hex" in registry.oci.digest.
+        self._at: OrderedDict[str, float] = OrderedDict()
 
     def due(self, digest: Digest) -> bool:
-        refreshed = self._at.get(digest)
+        refreshed = self._at.get(digest.hex)
         return refreshed is None or time.monotonic() - refreshed >= self.interval
 
     def note(self, digest: Digest) -> None:
-        self._at[digest] = time.monotonic()
-        self._at.move_to_end(digest)
+        key = digest.hex
+        self._at[key] = time.monotonic()
+        self._at.move_to_end(key)
         while len(self._at) > self.capacity:
             self._at.popitem(last=False)
 
     def forget(self, digest: Digest) -> None:
-        self._at.pop(digest, None)
+        self._at.pop(digest.hex, None)

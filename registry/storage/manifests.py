@@ -72,20 +72,22 @@ class ManifestContentCache:
     thing that must still be checked per request is the repository's link to it."""
 
     def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
-        self._entries: OrderedDict[Digest, tuple[str, bytes]] = OrderedDict()
+        # Keyed by the digest's hex: see "Keys by hex" in registry.oci.digest.
+        self._entries: OrderedDict[str, tuple[str, bytes]] = OrderedDict()
         self._bytes = 0
         self._max_bytes = max_bytes
 
     def get(self, digest: Digest) -> tuple[str, bytes] | None:
-        entry = self._entries.get(digest)
+        key = digest.hex
+        entry = self._entries.get(key)
         if entry is not None:
-            self._entries.move_to_end(digest)
+            self._entries.move_to_end(key)
         return entry
 
     def put(self, digest: Digest, media_type: str, body: bytes) -> None:
-        if digest in self._entries or len(body) > self._max_bytes // 16:
+        if digest.hex in self._entries or len(body) > self._max_bytes // 16:
             return
-        self._entries[digest] = (media_type, body)
+        self._entries[digest.hex] = (media_type, body)
         self._bytes += len(body)
         while self._bytes > self._max_bytes:
             _, (_, evicted) = self._entries.popitem(last=False)

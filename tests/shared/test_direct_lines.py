@@ -19,8 +19,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from shared import log_format, log_queue
-from shared.access_log import AccessLogger, AccessRecord, add_log_fields
+from shared import access_log, log_format, log_queue
+from shared.access_log import ROUTE_FIELD, AccessLogger, AccessRecord, add_log_fields
 from shared.log_format import make_formatter
 from shared.log_queue import BatchStreamHandler, configure_logging, queued_logging
 from shared.request_context import install
@@ -206,3 +206,46 @@ async def test_access_lines_are_made_on_the_serving_thread(
     written = re.findall(r"ordered-\d+", text)
     assert written == ids
     assert all(line.count("ordered-") == 1 for line in text.splitlines() if "ordered-" in line)
+
+
+async def get_routed_thing(request: web.Request) -> web.Response:
+    add_log_fields(request, {ROUTE_FIELD: "manifest", "vars.name": "library/thing"})
+    return web.Response(body=b"{}")
+
+
+async def test_a_route_the_service_names_is_not_looked_up(
+    aiohttp_server: AiohttpServer, output: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A service that names its request's route (the registry does on every /v2/ path)
+    writes that name, and the router's resource is not read for a line that would not
+    show it; a request whose route the service does not name still gets the router's."""
+    looked_up: list[str] = []
+    real_route = access_log._route
+
+    def noting(request: Any, request_id: str | None) -> str:
+        looked_up.append(request.rel_url.path)
+        return real_route(request, request_id)
+
+    monkeypatch.setattr(access_log, "_route", noting)
+    logger = logging.getLogger(LOGGER)
+    app = web.Application()
+    install(app)
+    app.router.add_get("/v2/{name:.+}/manifests/{reference}", get_routed_thing)
+    app.router.add_get("/v2/{name:.+}/tags/list", get_thing)
+    server = await aiohttp_server(app, access_log=logger, access_log_class=AccessLogger)
+    root = logging.getLogger()
+    root.handlers = [h for h in root.handlers if isinstance(h, BatchStreamHandler)]
+    try:
+        with queued_logging():
+            await _get(server, "named-1")
+            async with aiohttp.ClientSession() as session:
+                url = server.make_url("/v2/library/thing/tags/list")
+                async with session.get(url, headers={"X-Request-Id": "routed-2"}) as response:
+                    assert response.status == 200
+    finally:
+        await server.close()
+    assert looked_up == ["/v2/library/thing/tags/list"]
+    lines = [json.loads(line) for line in output.getvalue().splitlines()]
+    by_id = {line.get("http.request.id"): line for line in lines}
+    assert by_id["named-1"]["http.request.route"] == "manifest"
+    assert by_id["routed-2"]["http.request.route"] == "/v2/{name}/tags/list"

@@ -37,23 +37,24 @@ class _LRU(OrderedDict[K, V]):
 
 class MemoryBlobDescriptorCache(BlobDescriptorCache):
     def __init__(self, size: int = 10_000) -> None:
-        self._descriptors: _LRU[Digest, BlobDescriptor] = _LRU(size)
-        self._links: _LRU[tuple[str, Digest], bool] = _LRU(size)
+        # Keyed by the digest's hex: see "Keys by hex" in registry.oci.digest.
+        self._descriptors: _LRU[str, BlobDescriptor] = _LRU(size)
+        self._links: _LRU[tuple[str, str], bool] = _LRU(size)
 
     async def get(self, digest: Digest) -> BlobDescriptor | None:
-        return self._descriptors.recall(digest)
+        return self._descriptors.recall(digest.hex)
 
     async def put(self, descriptor: BlobDescriptor) -> None:
-        self._descriptors.remember(descriptor.digest, descriptor)
+        self._descriptors.remember(descriptor.digest.hex, descriptor)
 
     async def forget(self, digest: Digest) -> None:
-        self._descriptors.pop(digest, None)
+        self._descriptors.pop(digest.hex, None)
 
     async def is_linked(self, repository: str, digest: Digest) -> bool:
-        return self._links.recall((repository, digest)) is not None
+        return self._links.recall((repository, digest.hex)) is not None
 
     async def add_link(self, repository: str, digest: Digest) -> None:
-        self._links.remember((repository, digest), True)
+        self._links.remember((repository, digest.hex), True)
 
     async def forget_link(self, repository: str, digest: Digest) -> None:
-        self._links.pop((repository, digest), None)
+        self._links.pop((repository, digest.hex), None)

@@ -224,3 +224,28 @@ async def test_the_registry_keeps_serving_with_redis_stopped(
         assert (await client.delete(f"/v2/app/blobs/{other}")).status == 202
         assert (await client.head(f"/v2/app/blobs/{other}")).status == 404
     assert "serving from storage" in caplog.text
+
+
+async def test_a_cached_blob_head_hashes_no_digest_object(
+    make_registry: ClientFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A blob HEAD the in-memory cache answers (descriptor, link, the refresh memo) looks
+    its digest up by its hex: no ``Digest.__hash__``, a Python call per lookup (four per
+    HEAD before)."""
+    registry = await make_registry({"REGISTRY_STORAGE_CACHE_BLOBDESCRIPTOR": "inmemory"})
+    digest = await push(registry, "team/app", os.urandom(2000))
+    path = f"/v2/team/app/blobs/{digest}"
+    assert (await registry.head(path)).status == 200  # cached now
+    hashed: list[str] = []
+    real_hash = Digest.__hash__
+
+    def noting(self: Digest) -> int:
+        hashed.append(self.hex)
+        return real_hash(self)
+
+    monkeypatch.setattr(Digest, "__hash__", noting)
+    response = await registry.head(path)
+    monkeypatch.undo()
+    assert response.status == 200
+    assert response.headers["Docker-Content-Digest"] == digest
+    assert hashed == []

@@ -254,11 +254,11 @@ async def test_removing_leftovers_keeps_every_written_file(driver: StorageDriver
     assert sorted(await driver.list_dir("/a")) == [".hidden", "link"]
 
 
-@pytest.mark.parametrize("size", [0, 1, 64 * 1024, 64 * 1024 + 1, 1024 * 1024])
+@pytest.mark.parametrize("size", [0, 1, 4095, 4096, 4097, 64 * 1024, 64 * 1024 + 1, 1024 * 1024])
 async def test_get_content_returns_whole_files_of_any_size(
     driver: StorageDriver, size: int
 ) -> None:
-    # Either side of the filesystem driver's inline-read limit (64 KiB).
+    # Either side of the filesystem driver's first read (4 KiB) and inline limit (64 KiB).
     content = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
     await driver.put_content("/sized", content)
     assert await driver.get_content("/sized") == content
@@ -280,6 +280,33 @@ async def test_filesystem_reads_leave_no_descriptor_open(tmp_path: Path) -> None
                     await driver.get_content(missing)
         assert len(list(Path("/proc/self/fd").iterdir())) == open_before
     finally:
+        await driver.close()
+
+
+async def test_filesystem_reads_a_link_without_sizing_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A link (the tag link every manifest GET by tag reads) is read by one ``read``
+    that comes back short at its end: no ``fstat`` first. Larger files still are."""
+    driver = FilesystemDriver(tmp_path / "root", max_threads=2)
+    sized: list[int] = []
+    real_fstat = os.fstat
+
+    def counting_fstat(fd: int) -> os.stat_result:
+        sized.append(fd)
+        return real_fstat(fd)
+
+    try:
+        link = b"sha256:" + b"a" * 64
+        await driver.put_content("/link", link)
+        await driver.put_content("/manifest", b"m" * 5000)
+        monkeypatch.setattr(os, "fstat", counting_fstat)
+        assert await driver.get_content("/link") == link
+        assert sized == []
+        assert await driver.get_content("/manifest") == b"m" * 5000
+        assert len(sized) == 1
+    finally:
+        monkeypatch.undo()
         await driver.close()
 
 
