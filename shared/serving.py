@@ -177,6 +177,12 @@ class HeaderTimeoutRequestHandler(QuietRequestHandler):
         super().connection_lost(exc)
 
 
+def _keep_alive(sock: socket.socket) -> None:
+    """TCP keep-alive probes on the connections ``sock`` accepts (a no-op elsewhere)."""
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+
+
 @asynccontextmanager
 async def serving(
     app: web.Application,
@@ -201,7 +207,14 @@ async def serving(
     loop = asyncio.get_running_loop()
     # The options aiohttp's Server would give each connection (the app's handler_args,
     # debug, the access log), plus the timeouts; aiohttp has no hook for the protocol class.
+    # TCP keep-alive probes (aiohttp's tcp_keepalive) are asked of the listening sockets
+    # once, and Linux gives every accepted connection the listener's setting: aiohttp's
+    # own way costs each new connection a transport look-up and a setsockopt call.
     options = {**server._kwargs, "keepalive_timeout": timeouts.idle}
+    if options.pop("tcp_keepalive", True):
+        for sock in sockets:
+            _keep_alive(sock)
+    options["tcp_keepalive"] = False
 
     def connection() -> HeaderTimeoutRequestHandler:
         return HeaderTimeoutRequestHandler(

@@ -159,6 +159,32 @@ def test_listens_with_the_system_backlog(server: ServerProcess) -> None:
     assert set(backlogs) == {expected}
 
 
+def test_accepted_connections_have_tcp_keepalive(server: ServerProcess) -> None:
+    """Keep-alive probes (aiohttp's ``tcp_keepalive``), now asked of the listening socket
+    once and inherited by each connection it accepts: the server's side of an open
+    connection runs the keep-alive timer."""
+    require_tool("ss", "iproute2")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=20) as client:
+        client.sendall(f"GET {server.ready_path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert client.recv(4096).startswith(b"HTTP/1.1 200")  # accepted and served
+        local = client.getsockname()[1]
+        listing = subprocess.run(
+            [
+                "ss",
+                "-tnoH",
+                "state",
+                "established",
+                f"( sport = :{server.port} and dport = :{local} )",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=20,
+        ).stdout
+    assert listing.strip(), "the server's side of the connection is not listed"
+    assert "timer:(keepalive" in listing, listing
+
+
 LOG_RECORD = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (WARNING|INFO) ")
 
 
