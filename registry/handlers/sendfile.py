@@ -82,10 +82,11 @@ def _raw_socket(transport: asyncio.Transport | None) -> socket.socket | None:
     mode = getattr(transport, "_sendfile_compatible", None)
     if getattr(mode, "name", None) != "TRY_NATIVE":
         return None
-    sock = transport.get_extra_info("socket")
-    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+    # An IP socket's address is a tuple (a Unix socket's a string): asked of the
+    # transport's cached addresses, as ``sock.family`` builds an enum member each time.
+    if not isinstance(transport.get_extra_info("sockname"), tuple):
         return None
-    return sock  # type: ignore[no-any-return]
+    return transport.get_extra_info("socket")  # type: ignore[no-any-return]
 
 
 async def _native(
