@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from registry.handlers import sendfile
 from tests.support.portside_servers import (
     REPOSITORY_ROOT,
     ServerProcess,
@@ -159,30 +160,52 @@ def test_listens_with_the_system_backlog(server: ServerProcess) -> None:
     assert set(backlogs) == {expected}
 
 
+def server_side(server: ServerProcess, client: socket.socket, *options: str) -> str:
+    """``ss``'s line (with ``options``) for the server's side of ``client``'s connection."""
+    local = client.getsockname()[1]
+    query = f"( sport = :{server.port} and dport = :{local} )"
+    listing = subprocess.run(
+        ["ss", "-tnH", *options, "state", "established", query],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=20,
+    ).stdout
+    assert listing.strip(), "the server's side of the connection is not listed"
+    return listing
+
+
+def served_connection(server: ServerProcess) -> socket.socket:
+    """A connection to ``server`` that has had one answer and stays open."""
+    client = socket.create_connection(("127.0.0.1", server.port), timeout=20)
+    client.sendall(f"GET {server.ready_path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    assert client.recv(4096).startswith(b"HTTP/1.1 200")
+    return client
+
+
 def test_accepted_connections_have_tcp_keepalive(server: ServerProcess) -> None:
     """Keep-alive probes (aiohttp's ``tcp_keepalive``), now asked of the listening socket
     once and inherited by each connection it accepts: the server's side of an open
     connection runs the keep-alive timer."""
     require_tool("ss", "iproute2")
-    with socket.create_connection(("127.0.0.1", server.port), timeout=20) as client:
-        client.sendall(f"GET {server.ready_path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-        assert client.recv(4096).startswith(b"HTTP/1.1 200")  # accepted and served
-        local = client.getsockname()[1]
-        listing = subprocess.run(
-            [
-                "ss",
-                "-tnoH",
-                "state",
-                "established",
-                f"( sport = :{server.port} and dport = :{local} )",
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=20,
-        ).stdout
-    assert listing.strip(), "the server's side of the connection is not listed"
-    assert "timer:(keepalive" in listing, listing
+    with served_connection(server) as client:
+        assert "timer:(keepalive" in server_side(server, client, "-o")
+
+
+def test_new_connections_start_with_the_registrys_send_buffer(server: ServerProcess) -> None:
+    """The fixed send buffer blob pulls use (registry.handlers.sendfile) is the listening
+    socket's, so a connection has it from its first byte, before any blob is asked for."""
+    if server.name != "registry":
+        pytest.skip("a registry setting")
+    require_tool("ss", "iproute2")
+    fixed = sendfile._fixed_send_buffer()
+    if fixed is None:
+        pytest.skip("this machine's limits give autotuning the larger send buffer")
+    with served_connection(server) as client:
+        memory = re.search(r"skmem:\(([^)]*)\)", server_side(server, client, "-m"))
+    assert memory is not None
+    fields = dict(re.findall(r"([a-z_]+)(\d+)", memory.group(1)))
+    assert int(fields["tb"]) == fixed, memory.group(0)
 
 
 LOG_RECORD = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (WARNING|INFO) ")
