@@ -14,8 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from registry.handlers import sendfile
+from shared import errors
+from shared.listener import bind_sockets
+from shared.serving import ConnectionTimeouts, serving
 from tests.support.portside_servers import (
     REPOSITORY_ROOT,
     ServerProcess,
@@ -206,6 +210,31 @@ def test_new_connections_start_with_the_registrys_send_buffer(server: ServerProc
     assert memory is not None
     fields = dict(re.findall(r"([a-z_]+)(\d+)", memory.group(1)))
     assert int(fields["tb"]) == fixed, memory.group(0)
+
+
+async def test_connections_have_tcp_nodelay() -> None:
+    """Small responses are not held back by Nagle's algorithm: asyncio's transport sets
+    TCP_NODELAY on every connection, which the services' handler relies on instead of
+    setting it a second time as aiohttp's does."""
+
+    async def nodelay(request: web.Request) -> web.Response:
+        assert request.transport is not None
+        sock = request.transport.get_extra_info("socket")
+        return web.Response(text=str(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)))
+
+    app = web.Application()
+    app.router.add_get("/", nodelay)
+    sockets = bind_sockets("127.0.0.1", 0)
+    port = sockets[0].getsockname()[1]
+    timeouts = ConnectionTimeouts(read_header=5.0, idle=5.0)
+    async with serving(app, sockets, timeouts=timeouts, error_code=errors.UNSUPPORTED):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            answer = await asyncio.wait_for(reader.read(), 20)
+        finally:
+            writer.close()
+    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"\r\n\r\n1"), answer
 
 
 LOG_RECORD = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (WARNING|INFO) ")
