@@ -14,6 +14,7 @@ from registry.app import create_app
 from registry.auth.base import AccessController
 from registry.config import RegistryConfig, listen_host_port
 from registry.debug_server import bind_debug, create_debug_app, debug_address
+from registry.handlers.sendfile import grow_send_buffer
 from registry.metrics_serving import metrics_served
 from registry.middleware import BAD_REQUEST
 from registry.notifications.notifier import WorkerSlot
@@ -77,6 +78,9 @@ async def run(
     """Serve on the bound ``sockets`` until ``stop`` is set (``controller``, ``worker``: see
     create_app); the debug app on ``debug_sockets`` when given (``http.debug.addr``)."""
     app = create_app(config, maintenance=maintenance, controller=controller, worker=worker)
+    for sock in sockets:
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            grow_send_buffer(sock)  # inherited by every connection (see grow_send_buffer)
     letsencrypt = letsencrypt_manager(config)
     ssl_context = letsencrypt.context if letsencrypt else tls_context(config)
     async with (

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import re
 from pathlib import Path
 
 from aiohttp import web
@@ -65,7 +65,7 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
     if requested is not None:
         response.set_status(206)
         response.headers["Content-Range"] = f"bytes {start}-{start + count - 1}/{descriptor.size}"
-    with _failed_transfers_end_the_connection(request, response):
+    try:
         if isinstance(source, LocalBlob):
             await _sendfile(request, response, source.path, start, count)
         else:
@@ -74,6 +74,10 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
             # and left to the garbage collector that can be minutes.
             async with contextlib.aclosing(source.chunks) as chunks:
                 await stream_pieces(request, response, chunks, count)
+    except Exception as error:
+        if response.prepared:
+            raise _cut_short(request, error) from error
+        raise
     return response
 
 
@@ -82,26 +86,24 @@ async def _send_live(request: web.Request, name: str, blob: LiveBlob) -> web.Str
     bridge.blob_pulled(request, name, blob.descriptor)
     response = web.StreamResponse(headers=_blob_headers(blob.descriptor))
     response.content_length = blob.descriptor.size
-    with _failed_transfers_end_the_connection(request, response):
+    try:
         await send_live_body(request, response, blob)
+    except Exception as error:
+        if response.prepared:
+            raise _cut_short(request, error) from error
+        raise
     return response
 
 
-@contextlib.contextmanager
-def _failed_transfers_end_the_connection(
-    request: web.Request, response: web.StreamResponse
-) -> Iterator[None]:
-    """A failure before the status line goes out as it is (the error middleware renders
-    it); after it, an error body is impossible and a client waiting for the rest would
-    hang: the connection is ended so that the client sees the transfer failed."""
-    try:
-        yield
-    except Exception as error:
-        if not response.prepared:
-            raise
-        if request.transport is not None:
-            request.transport.close()
-        raise ConnectionResetError(f"blob transfer failed: {error}") from error
+def _cut_short(request: web.Request, error: Exception) -> ConnectionResetError:
+    """What a transfer that failed after its status line went out raises: an error body
+    is impossible then and a client waiting for the rest would hang, so the connection
+    is ended and the client sees the transfer fail. (A failure before the status line
+    goes out as it is: the error middleware renders it.) Not a context manager: the
+    generator one cost every pull a few Python calls."""
+    if request.transport is not None:
+        request.transport.close()
+    return ConnectionResetError(f"blob transfer failed: {error}")
 
 
 async def delete_blob(request: web.Request) -> web.StreamResponse:
@@ -146,27 +148,40 @@ def _not_modified_response(descriptor: BlobDescriptor) -> web.Response:
     return web.Response(status=304, headers=headers)
 
 
+# One byte range (RFC 9110 14.1.2), read as aiohttp's ``request.http_range`` reads it
+# (which compiles and runs a regular expression and builds a slice on every request);
+# several ranges, or any other unit, match nothing.
+_BYTE_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$", re.ASCII | re.IGNORECASE)
+
+
 def _requested_range(request: web.Request, descriptor: BlobDescriptor) -> tuple[int, int] | None:
     """(start, count) of a single-range request, None for the whole blob; 416 when it
     cannot be satisfied. An ``If-Range`` other than the blob's strong ETag asks for the
     whole blob (a blob has no modification date to compare a date with)."""
     size = descriptor.size
-    if "Range" not in request.headers:
+    headers = request.headers
+    header = headers.get("Range")
+    if header is None:
         return None
-    if_range = request.headers.get("If-Range")
+    if_range = headers.get("If-Range")
     if if_range is not None and if_range.strip() != _etag(descriptor):
         return None
-    try:
-        requested = request.http_range
-    except ValueError:
-        raise _unsatisfiable(size) from None
-    start, stop = requested.start, requested.stop
-    if start is None:
-        return 0, size
-    if start < 0:  # a suffix range: the last -start bytes
-        start = max(size + start, 0)
+    matched = _BYTE_RANGE.match(header)
+    if matched is None:
+        raise _unsatisfiable(size)
+    first, last = matched.groups()
+    if first:
+        start = int(first)
         stop = size
-    stop = size if stop is None else min(stop, size)
+        if last:
+            if int(last) < start:
+                raise _unsatisfiable(size)
+            stop = min(int(last) + 1, size)
+    elif last:  # a suffix range: the last N bytes ("-0" reads as "0-", as aiohttp has it)
+        suffix = int(last)
+        start, stop = (max(size - suffix, 0), size) if suffix else (0, size)
+    else:
+        raise _unsatisfiable(size)
     if start >= size or stop <= start:
         raise _unsatisfiable(size)
     return start, stop - start

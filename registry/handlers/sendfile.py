@@ -60,7 +60,7 @@ async def send_file(
     # uncorks as soon as it can; a failure before that uncorks here).
     _set_cork(sock, True)
     try:
-        _grow_send_buffer(sock)
+        grow_send_buffer(sock)
         await response.prepare(request)
         if transport is None or transport.get_write_buffer_size():
             # The headers did not all fit the socket (they rarely don't): asyncio's own
@@ -82,10 +82,11 @@ def _raw_socket(transport: asyncio.Transport | None) -> socket.socket | None:
     mode = getattr(transport, "_sendfile_compatible", None)
     if getattr(mode, "name", None) != "TRY_NATIVE":
         return None
-    sock = transport.get_extra_info("socket")
-    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+    # An IP socket's address is a tuple (a Unix socket's a string): asked of the
+    # transport's cached addresses, as ``sock.family`` builds an enum member each time.
+    if not isinstance(transport.get_extra_info("sockname"), tuple):
         return None
-    return sock  # type: ignore[no-any-return]
+    return transport.get_extra_info("socket")  # type: ignore[no-any-return]
 
 
 async def _native(
@@ -227,10 +228,14 @@ def _set_cork(sock: socket.socket, on: bool) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, int(on))
 
 
-def _grow_send_buffer(sock: socket.socket) -> None:
+def grow_send_buffer(sock: socket.socket) -> None:
     """Fix the send buffer at ``SEND_BUFFER`` when that is more than autotuning may reach
     (``net.ipv4.tcp_wmem``'s maximum); never shrink it: a fixed size is capped by
-    ``net.core.wmem_max``, which on a default Linux is far below autotuning's ceiling."""
+    ``net.core.wmem_max``, which on a default Linux is far below autotuning's ceiling.
+
+    Also done to the listening sockets before serving: Linux gives each accepted
+    connection the listener's fixed buffer, so a blob's first response on a new
+    connection finds it grown and costs one ``getsockopt``, not two calls."""
     size = _fixed_send_buffer()
     if size is None:
         return

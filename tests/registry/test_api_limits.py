@@ -161,6 +161,44 @@ async def test_blob_headers_and_ranges(seeded: RegistryClient) -> None:
     assert beyond.headers.get("Content-Range") == f"bytes */{size}", beyond
 
 
+BIG = 10**20  # beyond any blob, and beyond a 64-bit integer
+
+# Every form of Range a client may send, and what each is answered: (first, last) byte of
+# a 206, None for a 416. "end" is the blob's last byte. The registry reads the header
+# itself (not through aiohttp's request.http_range); these pin the answers it gave before.
+RANGE_FORMS: list[tuple[str, tuple[int, int | str] | None]] = [
+    ("bytes=0-0", (0, 0)),
+    ("BYTES=2-5", (2, 5)),  # the unit is case-insensitive
+    ("bytes=3-", (3, "end")),
+    (f"bytes=1-{BIG}", (1, "end")),  # clipped to the blob
+    (f"bytes=-{BIG}", (0, "end")),  # a suffix longer than the blob: all of it
+    ("bytes=-0", (0, "end")),  # read as "0-", as aiohttp reads it
+    ("bytes=5-2", None),
+    ("bytes=-", None),
+    ("bytes=", None),
+    ("items=1-2", None),
+    ("bytes=0-1,4-5", None),  # several ranges: not served
+    ("bytes= 1-2", None),
+    ("bytes=1-2-3", None),
+    ("bytes=SIZE-", None),  # starts past the end
+]
+
+
+@pytest.mark.parametrize(("spec", "expected"), RANGE_FORMS)
+async def test_every_range_form(
+    seeded: RegistryClient, spec: str, expected: tuple[int, int | str] | None
+) -> None:
+    path, size = f"/v2/{NAME}/blobs/{GOOD.digest}", len(DATA)
+    answer = await send(seeded, "GET", path, headers={"Range": spec.replace("SIZE", str(size))})
+    if expected is None:
+        assert answer.status == 416, answer
+        assert answer.headers.get("Content-Range") == f"bytes */{size}", answer
+        return
+    start, end = expected[0], size - 1 if expected[1] == "end" else int(expected[1])
+    assert answer.status == 206 and answer.body == DATA[start : end + 1], answer
+    assert answer.headers.get("Content-Range") == f"bytes {start}-{end}/{size}", answer
+
+
 async def test_sha512_digests(registry: RegistryClient) -> None:
     digest = sha512(DATA)
     started = await send(registry, "POST", f"/v2/{NAME}/blobs/uploads/")

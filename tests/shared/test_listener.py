@@ -14,7 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
+from registry.handlers import sendfile
+from shared import errors
+from shared.listener import bind_sockets
+from shared.serving import ConnectionTimeouts, serving
 from tests.support.portside_servers import (
     REPOSITORY_ROOT,
     ServerProcess,
@@ -157,6 +162,79 @@ def test_listens_with_the_system_backlog(server: ServerProcess) -> None:
     backlogs = [int(line.split()[2]) for line in listing.splitlines()]
     assert backlogs, listing
     assert set(backlogs) == {expected}
+
+
+def server_side(server: ServerProcess, client: socket.socket, *options: str) -> str:
+    """``ss``'s line (with ``options``) for the server's side of ``client``'s connection."""
+    local = client.getsockname()[1]
+    query = f"( sport = :{server.port} and dport = :{local} )"
+    listing = subprocess.run(
+        ["ss", "-tnH", *options, "state", "established", query],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=20,
+    ).stdout
+    assert listing.strip(), "the server's side of the connection is not listed"
+    return listing
+
+
+def served_connection(server: ServerProcess) -> socket.socket:
+    """A connection to ``server`` that has had one answer and stays open."""
+    client = socket.create_connection(("127.0.0.1", server.port), timeout=20)
+    client.sendall(f"GET {server.ready_path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    assert client.recv(4096).startswith(b"HTTP/1.1 200")
+    return client
+
+
+def test_accepted_connections_have_tcp_keepalive(server: ServerProcess) -> None:
+    """Keep-alive probes (aiohttp's ``tcp_keepalive``), now asked of the listening socket
+    once and inherited by each connection it accepts: the server's side of an open
+    connection runs the keep-alive timer."""
+    require_tool("ss", "iproute2")
+    with served_connection(server) as client:
+        assert "timer:(keepalive" in server_side(server, client, "-o")
+
+
+def test_new_connections_start_with_the_registrys_send_buffer(server: ServerProcess) -> None:
+    """The fixed send buffer blob pulls use (registry.handlers.sendfile) is the listening
+    socket's, so a connection has it from its first byte, before any blob is asked for."""
+    if server.name != "registry":
+        pytest.skip("a registry setting")
+    require_tool("ss", "iproute2")
+    fixed = sendfile._fixed_send_buffer()
+    if fixed is None:
+        pytest.skip("this machine's limits give autotuning the larger send buffer")
+    with served_connection(server) as client:
+        memory = re.search(r"skmem:\(([^)]*)\)", server_side(server, client, "-m"))
+    assert memory is not None
+    fields = dict(re.findall(r"([a-z_]+)(\d+)", memory.group(1)))
+    assert int(fields["tb"]) == fixed, memory.group(0)
+
+
+async def test_connections_have_tcp_nodelay() -> None:
+    """Small responses are not held back by Nagle's algorithm: asyncio's transport sets
+    TCP_NODELAY on every connection, which the services' handler relies on instead of
+    setting it a second time as aiohttp's does."""
+
+    async def nodelay(request: web.Request) -> web.Response:
+        assert request.transport is not None
+        sock = request.transport.get_extra_info("socket")
+        return web.Response(text=str(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)))
+
+    app = web.Application()
+    app.router.add_get("/", nodelay)
+    sockets = bind_sockets("127.0.0.1", 0)
+    port = sockets[0].getsockname()[1]
+    timeouts = ConnectionTimeouts(read_header=5.0, idle=5.0)
+    async with serving(app, sockets, timeouts=timeouts, error_code=errors.UNSUPPORTED):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            answer = await asyncio.wait_for(reader.read(), 20)
+        finally:
+            writer.close()
+    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"\r\n\r\n1"), answer
 
 
 LOG_RECORD = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (WARNING|INFO) ")

@@ -16,6 +16,7 @@ writers are removed by ``remove_leftovers`` (``temporaries``).
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import stat
 import time
@@ -68,6 +69,17 @@ STAT_MIN_BATCH = 256
 # the same tick as the change before it leaves the time as it was: a listing read in
 # between would miss it and yet look current. Git treats "racily clean" entries the same.
 RACY_STAMP_NS = 2_000_000_000
+
+# Every pull of a blob asks for its file (``local_path``): building a Path parses and
+# interns each component of a long path, which cost more than the rest of the storage
+# look-up. The same few blobs are pulled over and over, and a Path is immutable, so the
+# last ones are remembered (a few hundred bytes each).
+LOCAL_PATHS_KEPT = 4096
+
+
+@functools.lru_cache(maxsize=LOCAL_PATHS_KEPT)
+def _local_file(os_path: str) -> Path:
+    return Path(os_path)
 
 
 class FilesystemDriver(StorageDriver):
@@ -286,7 +298,7 @@ class FilesystemDriver(StorageDriver):
         return done
 
     def local_path(self, path: str) -> Path | None:
-        return self._full(path)
+        return _local_file(self._os_path(path))
 
     async def remove_leftovers(self) -> int:
         return await self._run(lambda: temporaries.remove_abandoned(self.root))
