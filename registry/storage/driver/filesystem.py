@@ -288,7 +288,9 @@ class FilesystemDriver(StorageDriver):
     def local_path(self, path: str) -> Path | None:
         return self._full(path)
 
-    async def remove_leftovers(self) -> int:
+    async def remove_leftovers(self, *, apart: bool = False) -> int:
+        if apart:
+            return await temporaries.remove_abandoned_apart(self.root)
         return await self._run(lambda: temporaries.remove_abandoned(self.root))
 
     async def check_health(self) -> None:
