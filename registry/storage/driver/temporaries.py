@@ -98,9 +98,8 @@ async def remove_abandoned_apart(root: Path) -> int:
     10,000 manifests: about 1 s of CPU, most of it in the kernel). In a thread it held
     the caller's interpreter lock between its calls and slowed whatever the caller did
     beside it (a collection's reading and marking, by half again); a process runs on
-    another core. It needs nothing but the standard
-    library, so it starts in a few tens of milliseconds (``-I``: no site packages, no
-    current directory on the path)."""
+    another core. It needs nothing but the standard library, so it starts in a few tens
+    of milliseconds (``-I``: no site packages, no current directory on the path)."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-I",
