@@ -34,7 +34,7 @@ from registry.wiring import (
     mirror_retention_policies,
     retention_policies,
 )
-from shared.client_address import parse_networks
+from shared.networks import parse_networks
 
 # What aiohttp reads ahead of a request body's reader, per connection, before it stops
 # reading that socket (it pauses at twice this; its default is 64 KiB). An upload that

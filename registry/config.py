@@ -27,13 +27,13 @@ from registry.config_ui import UiConfig
 from registry.storage.s3_settings import MIB, S3_MAX_PART, S3_MIN_PART, S3DriverConfig
 from shared import config as _config
 from shared.ciphersuites import check_names
-from shared.client_address import check_networks
 from shared.config import VARIANT, ConfigError, InvalidSetting, OneOf, between, meta
 from shared.listener import listen_host_port
 from shared.metrics import metrics_path
+from shared.networks import check_networks
 from shared.ratelimit import RateLimitConfig
 from shared.redis_config import RedisConfig
-from shared.serving import (
+from shared.timeouts import (
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_READ_HEADER_TIMEOUT,

@@ -27,14 +27,10 @@ from registry.request_metrics import CLIENT_CLOSED, count_request
 from registry.storage.errors import DriverError, StorageError, StorageFull
 from registry.storage_errors import registry_error
 from shared import errors
-from shared.client_address import IPNetwork
 from shared.errors import ErrorCode, RegistryError, error_body
-from shared.request_context import (
-    REQUEST_ID,
-    REQUEST_ID_HEADER,
-    current_request_id,
-    enter_request,
-)
+from shared.networks import IPNetwork
+from shared.request_context import REQUEST_ID, REQUEST_ID_HEADER, enter_request
+from shared.request_id import current_request_id
 
 log = logging.getLogger("registry")
 

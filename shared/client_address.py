@@ -23,35 +23,17 @@ it rewrites the request's host and scheme too; the walk below is a few lines of 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from aiohttp import web
 from aiohttp.web_request import BaseRequest
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+from shared.networks import IPAddress, IPNetwork
 
 CLIENT_ADDRESS = web.RequestKey("client_address", str)
 # Hops read from the forwarding headers: real chains have a handful, and the walk stops at
 # the first untrusted address anyway; a longer list costs nothing more than this bound.
 MAX_HOPS = 32
-
-
-def parse_networks(values: Iterable[str]) -> tuple[IPNetwork, ...]:
-    """``http.trustedproxies``: addresses or CIDRs; ValueError names a bad one."""
-    networks = []
-    for value in values:
-        try:
-            networks.append(ipaddress.ip_network(str(value).strip(), strict=False))
-        except ValueError:
-            raise ValueError(f"{value!r} is not an IP address or CIDR") from None
-    return tuple(networks)
-
-
-def check_networks(values: list[str]) -> list[str]:
-    """Config check for ``http.trustedproxies``."""
-    parse_networks(values)
-    return values
 
 
 def _address(text: str) -> IPAddress | None:

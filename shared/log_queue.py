@@ -46,7 +46,7 @@ from shared.log_format import (
     TextFormatter,
     make_formatter,
 )
-from shared.request_context import RequestIdFilter, current_request_id
+from shared.request_id import RequestIdFilter, current_request_id
 
 QUEUE_CAPACITY = 100_000  # lines; a few tens of MB at most, seconds of a busy server's log
 MAX_BATCH = 4096  # records formatted and written at once

@@ -5,29 +5,29 @@ across a load balancer, the registry and the token server; a request without one
 one over :data:`MAX_REQUEST_ID` characters or outside a token's characters (it is copied
 into log lines and a response header), gets a fresh UUID instead. The id is stored on the
 request, set in a context variable while the request is served so that every line logged
-meanwhile carries it (:class:`RequestIdFilter`), and sent back on every response the app
+meanwhile carries it (``shared.request_id``), and sent back on every response the app
 makes, errors and streamed bodies included.
 """
 
 from __future__ import annotations
 
-import logging
 import random
 import re
 from collections.abc import Sequence
-from contextvars import ContextVar, Token
+from contextvars import Token
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from shared.client_address import IPNetwork, note_client_address, parse_networks
+from shared.client_address import note_client_address
+from shared.networks import IPNetwork, parse_networks
+from shared.request_id import current_request_id
 
 REQUEST_ID_HEADER = "X-Request-Id"
 MAX_REQUEST_ID = 128  # a UUID is 36; the ids proxies and tracers make fit well within
 _REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+/=@-]*")
 
 REQUEST_ID = web.RequestKey("request_id", str)
-current_request_id: ContextVar[str | None] = ContextVar("current_request_id", default=None)
 _VARIANT_DIGITS = "89ab"
 
 
@@ -97,13 +97,3 @@ def install(app: web.Application, trusted_proxies: Sequence[str] = ()) -> None:
     too."""
     app.middlewares.insert(0, request_id_middleware(parse_networks(trusted_proxies)))
     app.on_response_prepare.append(send_request_id)
-
-
-class RequestIdFilter(logging.Filter):
-    """Stamps each record with the id of the request being served where it was logged
-    (on that thread: a record handed to another thread keeps the stamp it was given)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if getattr(record, "request_id", None) is None:
-            record.request_id = current_request_id.get()
-        return True

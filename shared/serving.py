@@ -30,7 +30,6 @@ import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import timedelta
 from types import TracebackType
 from typing import Any
 
@@ -43,23 +42,7 @@ from aiohttp.web_request import BaseRequest
 from shared.errors import ErrorCode
 from shared.http_server import BodyTimeout, QuietRequestHandler
 from shared.listener import system_backlog
-
-# The connection timeouts of both services (http.readheadertimeout, http.idletimeout). A
-# request head is a few hundred bytes: 20 s is ample on any link. Idle
-# connections outlive Docker's (Go's) 90 s and the usual proxies' 60-75 s, so the client
-# closes first and never sends a request on a connection the server is closing.
-DEFAULT_READ_HEADER_TIMEOUT = timedelta(seconds=20)
-DEFAULT_IDLE_TIMEOUT = timedelta(seconds=120)
-# http.bodytimeout: a client streaming a body it produces as it goes (docker compresses
-# layers during a push) pauses for well under a second; a minute is generous.
-DEFAULT_BODY_TIMEOUT = timedelta(seconds=60)
-
-
-def positive_duration(value: timedelta) -> timedelta:
-    """Config check for the timeouts: zero would close every connection at once."""
-    if value <= timedelta(0):
-        raise ValueError("must be a positive duration such as 20s")
-    return value
+from shared.timeouts import DEFAULT_BODY_TIMEOUT
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from typing import Any
 
 from shared import log_queue
 from shared.log_format import LineFormatter
-from shared.request_context import current_request_id
+from shared.request_id import current_request_id
 from shared.scope import Scope
 
 audit_log = logging.getLogger("tokenauth.audit")

@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from shared import config as _config
-from shared.client_address import check_networks
 from shared.config import ConfigError, InvalidSetting, meta
 from shared.listener import listen_host_port
 from shared.log_format import FORMATTERS
 from shared.metrics import metrics_path
+from shared.networks import check_networks
 from shared.ratelimit import RateLimitConfig
 from shared.redis_config import RedisConfig
-from shared.serving import (
+from shared.timeouts import (
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_READ_HEADER_TIMEOUT,

@@ -23,7 +23,7 @@ from aiohttp import web
 
 from registry.storage.manifest_formats import Descriptor
 from shared.client_address import client_address
-from shared.request_context import current_request_id
+from shared.request_id import current_request_id
 
 Event = dict[str, Any]
 

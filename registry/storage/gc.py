@@ -132,6 +132,15 @@ class GarbageCollector:
 
     async def _collect(self) -> None:
         await self.safety.start()
+        if not self.dry_run:
+            # Killed writers' temporaries are found by a walk of the whole store, which the
+            # filesystem driver runs in a child process (``apart``): started first, it
+            # walks on the other core while this one reads and marks (in a thread of this
+            # process it slowed reading and marking by half again, so it used to wait for
+            # the end of the sweeps and then added 1-3 s). It removes only files no live
+            # writer holds a lock on, so what the sweeps delete meanwhile changes nothing.
+            walk = self.registry.driver.remove_leftovers(apart=True)
+            self._temporaries = asyncio.ensure_future(walk)
         repositories = await self._read_repositories()
         untagged = await self._mark(repositories)
         unmarked = sorted(
@@ -152,12 +161,6 @@ class GarbageCollector:
             await self._sweep(repositories, candidates, doom)
         finally:
             await self.safety.release()  # only once manifests, blobs and links are gone
-        if not self.dry_run:
-            # Killed writers' temporaries are found by a walk of the whole store, in a
-            # thread of the driver's, started once the sweeps are done: it then walks a
-            # smaller store and contends with nothing (beside reading and marking it slowed
-            # them by half again; beside the sweeps it took 7 s instead of about 1 s).
-            self._temporaries = asyncio.ensure_future(self.registry.driver.remove_leftovers())
         await self._sweep_leftovers(repositories)
 
     async def _sweep(

@@ -16,7 +16,7 @@ from prometheus_client import generate_latest
 from registry.app import create_app
 from registry.config import load_config
 from registry.keys import METRICS
-from shared.request_context import RequestIdFilter
+from shared.request_id import RequestIdFilter
 from tests.support.metrics import parse
 from tests.support.portside_servers import free_port
 

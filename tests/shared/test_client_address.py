@@ -10,7 +10,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from shared import request_context
-from shared.client_address import CLIENT_ADDRESS, client_address, parse_networks
+from shared.client_address import CLIENT_ADDRESS, client_address
+from shared.networks import parse_networks
 
 Client = TestClient[web.Request, web.Application]
 LOOPBACK = "127.0.0.0/8"

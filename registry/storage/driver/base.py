@@ -246,9 +246,13 @@ class StorageDriver(abc.ABC):
         with contextlib.suppress(PathNotFound):
             await self.stat("/")
 
-    async def remove_leftovers(self) -> int:
+    async def remove_leftovers(self, *, apart: bool = False) -> int:
         """Remove what killed writers left behind (the filesystem driver's temporaries);
-        how many were removed. Safe while other processes write to the same storage."""
+        how many were removed. Safe while other processes write to the same storage.
+
+        ``apart``: in a process of its own where the driver walks the store itself (the
+        filesystem driver), so that the walk does not contend for the caller's
+        interpreter lock; a collection asks for it, and does its own work meanwhile."""
         return 0
 
     async def close(self) -> None:  # noqa: B027 - an optional hook, not abstract

@@ -21,6 +21,23 @@ _RACE_ERRNOS = frozenset({errno.ENOENT, errno.ENOTEMPTY, errno.EISDIR, errno.ENO
 DELETE_MIN_BATCH = 8
 
 
+def runs_by_parent(full: Sequence[str], size: int) -> list[Sequence[str]]:
+    """``full`` (sorted by parent directory) cut into runs of about ``size`` paths, one
+    thread job each, never cutting a parent's paths in two: two threads deleting in one
+    directory at once spin on its lock (an ``rmdir`` holds its parent's ``i_rwsem`` for
+    writing), which was a fifth of a collection's CPU time under ``perf``."""
+    runs: list[Sequence[str]] = []
+    start = 0
+    while start < len(full):
+        end = min(start + size, len(full))
+        parent = full[end - 1].rpartition("/")[0]
+        while end < len(full) and full[end].rpartition("/")[0] == parent:
+            end += 1
+        runs.append(full[start:end])
+        start = end
+    return runs
+
+
 def deleted_all(full: Sequence[str], sole_file: str | None) -> list[int | None]:
     """Delete each of ``full`` (local paths, sorted by parent directory): what
     ``deleted`` returns for each.

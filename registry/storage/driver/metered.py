@@ -185,8 +185,8 @@ class MeteredDriver(StorageDriver):
         with self._timer("redirect_url"):
             return await self.inner.redirect_url(path, method)
 
-    async def remove_leftovers(self) -> int:
-        return await self.inner.remove_leftovers()
+    async def remove_leftovers(self, *, apart: bool = False) -> int:
+        return await self.inner.remove_leftovers(apart=apart)
 
     async def close(self) -> None:
         await self.inner.close()
