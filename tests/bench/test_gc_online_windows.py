@@ -17,7 +17,6 @@ from bench.scenarios.gc_online import (
     neighbour_ratios,
     restore,
     schedule,
-    shares,
 )
 
 
@@ -60,14 +59,6 @@ def test_the_figure_counts_only_busy_windows_wholly_inside_a_collection() -> Non
     ]
     assert median_ratio(windows) == pytest.approx(100.0 * 6650.0 / 7000.0)
     assert median_ratio([Window(False, 8000.0), Window(True, 1.0, covered=False)]) is None
-
-
-def test_each_collection_gets_its_own_garbage_from_the_whole_store() -> None:
-    items = [Path(f"/r{index}") for index in range(10)]
-    parts = shares(items, 3)
-    assert [len(part) for part in parts] == [4, 3, 3]
-    assert sorted(p for part in parts for p in part) == sorted(items)
-    assert parts[0][:2] == [Path("/r0"), Path("/r3")]  # spread, not one run of the store
 
 
 def test_restore_links_back_only_what_is_missing(tmp_path: Path) -> None:
