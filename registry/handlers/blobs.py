@@ -152,6 +152,14 @@ def _not_modified_response(descriptor: BlobDescriptor) -> web.Response:
 # (which compiles and runs a regular expression and builds a slice on every request);
 # several ranges, or any other unit, match nothing.
 _BYTE_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$", re.ASCII | re.IGNORECASE)
+# Positions of more digits than this are read as "beyond any blob" (an exabyte) without
+# being converted: a client controls their length, and int() refuses over 4,300 digits.
+_MAX_DIGITS = 18
+_BEYOND = 10**_MAX_DIGITS
+
+
+def _position(digits: str) -> int:
+    return int(digits) if len(digits) <= _MAX_DIGITS else _BEYOND
 
 
 def _requested_range(request: web.Request, descriptor: BlobDescriptor) -> tuple[int, int] | None:
@@ -171,14 +179,15 @@ def _requested_range(request: web.Request, descriptor: BlobDescriptor) -> tuple[
         raise _unsatisfiable(size)
     first, last = matched.groups()
     if first:
-        start = int(first)
+        start = _position(first)
         stop = size
         if last:
-            if int(last) < start:
+            end = _position(last)
+            if end < start:
                 raise _unsatisfiable(size)
-            stop = min(int(last) + 1, size)
+            stop = min(end + 1, size)
     elif last:  # a suffix range: the last N bytes ("-0" reads as "0-", as aiohttp has it)
-        suffix = int(last)
+        suffix = _position(last)
         start, stop = (max(size - suffix, 0), size) if suffix else (0, size)
     else:
         raise _unsatisfiable(size)

@@ -181,6 +181,11 @@ RANGE_FORMS: list[tuple[str, tuple[int, int | str] | None]] = [
     ("bytes= 1-2", None),
     ("bytes=1-2-3", None),
     ("bytes=SIZE-", None),  # starts past the end
+    # Positions longer than int() reads (4,300 digits) were a 500: beyond any blob.
+    ("bytes=0-" + "9" * 5000, (0, "end")),
+    ("bytes=-" + "9" * 5000, (0, "end")),
+    ("bytes=" + "9" * 5000 + "-", None),
+    ("bytes=" + "9" * 5000 + "-" + "9" * 5001, None),
 ]
 
 
