@@ -9,7 +9,8 @@ other instances on the same storage) are writing theirs. Temporaries left by ver
 that did not lock are unlocked too, so they are removed as well.
 
 For a collection the walk that finds them runs as this file's own program (``python -I
-temporaries.py ROOT``, standard library only), in a process of its own: see
+temporaries.py ROOT PARENT``, importing nothing but the standard library and
+``shared.workers``), in a process of its own: see
 ``remove_abandoned_apart``.
 """
 
@@ -18,8 +19,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import logging
 import os
 import re
+import signal
+import stat
 import sys
 import uuid
 from pathlib import Path
@@ -27,6 +31,7 @@ from pathlib import Path
 # This very file, run as the walk's program (an absolute path: the child's current
 # directory is not the caller's concern).
 _PROGRAM = os.path.abspath(__file__)
+log = logging.getLogger("registry.storage.temporaries")
 _TEMPORARY = re.compile(r"\..+\.[0-9a-f]{32}\.tmp")
 
 
@@ -51,10 +56,14 @@ def create_locked(target: Path) -> tuple[int, Path]:
 def remove_if_abandoned(path: Path) -> bool:
     """Remove a temporary unless a live writer holds its lock; whether it was removed."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:  # renamed by its writer meanwhile, or not a plain file
+        # O_NONBLOCK: a FIFO or a device given a temporary's name must not hold the walk
+        # in open() (a FIFO's open waits for a writer); it is then no temporary anyway.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:  # renamed by its writer meanwhile, or a symbolic link
         return False
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -98,17 +107,30 @@ async def remove_abandoned_apart(root: Path) -> int:
     10,000 manifests: about 1 s of CPU, most of it in the kernel). In a thread it held
     the caller's interpreter lock between its calls and slowed whatever the caller did
     beside it (a collection's reading and marking, by half again); a process runs on
-    another core. It needs nothing but the standard library, so it starts in a few tens
-    of milliseconds (``-I``: no site packages, no current directory on the path)."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-I",
-        _PROGRAM,
-        os.fspath(root),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    another core. It imports nothing but the standard library (and ``shared.workers``,
+    which imports no more), so it starts in a few tens of milliseconds (``-I``: no
+    ``PYTHON*`` variables, no user site, neither the current nor the script's directory
+    on the path).
+
+    The walk must not outlive its caller: cancelled, the caller kills it; killed, the
+    kernel kills it (``die_with_parent``). Ctrl-C is the caller's to handle (the terminal
+    signals the whole process group): the walk ignores SIGINT and is killed as cancelled.
+    A walk that fails (it could not start, or it died) costs nothing the collection did:
+    it is logged and counts 0, and its temporaries are left for the next walk."""
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-I",
+            _PROGRAM,
+            os.fspath(root),
+            str(os.getpid()),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+    except OSError as error:  # no process to be had (a pids limit, no memory)
+        log.warning("the walk for abandoned temporaries could not start: %s", error)
+        return 0
     try:
         out, err = await process.communicate()
     except BaseException:  # cancelled: the walk must not outlive its caller
@@ -118,7 +140,12 @@ async def remove_abandoned_apart(root: Path) -> int:
         raise
     if process.returncode != 0:
         tail = err.decode(errors="replace").strip().splitlines()[-1:]
-        raise OSError(f"the walk for abandoned temporaries failed: {' '.join(tail)}")
+        log.warning(
+            "the walk for abandoned temporaries failed (exit %s): %s",
+            process.returncode,
+            " ".join(tail),
+        )
+        return 0
     return int(out)
 
 
@@ -130,4 +157,8 @@ def discard(fd: int, path: Path) -> None:
 
 
 if __name__ == "__main__":  # remove_abandoned_apart's child: the count on standard output
+    from shared.workers import die_with_parent  # standard library only, as this file
+
+    die_with_parent(int(sys.argv[2]))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the caller's to handle: it kills us
     print(remove_abandoned(Path(sys.argv[1])))
