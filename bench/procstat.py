@@ -69,15 +69,20 @@ def reset_peak_rss(pid: int) -> bool:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of the tree's live processes."""
+    """User + system CPU time of the tree's live processes and of the children they
+    have reaped: a child that ends between two readings (a collection's walk of the
+    store, a short-lived helper) moves its time into its parent's cutime, where the
+    live processes' utime alone lost it, and the window counted it as others' CPU."""
     total = 0
     for p in process_tree(pid):
         try:
             fields = (_PROC / str(p) / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        # utime and stime are fields 14 and 15 of stat(5); index 0 here is field 3.
-        total += int(fields[11]) + int(fields[12])
+        # utime, stime, cutime and cstime are fields 14-17 of stat(5); index 0 here is
+        # field 3. A live process's utime excludes its children; cutime holds only
+        # those it has waited for (ended ones): nothing is counted twice.
+        total += int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
     return total / _TICKS
 
 

@@ -259,3 +259,29 @@ def test_a_process_is_known_by_its_start_time_not_its_name() -> None:
     after = {7: renamed, 8: reused}
     assert procstat.kernel_threads_seconds(before, after) == pytest.approx(0.02)
     assert procstat.busiest_others(before, after, set(), 1.0) == "python 0.50"
+
+
+def test_a_helpers_cpu_counts_its_children_that_ended_during_the_window() -> None:
+    """A collection's walk runs in a child that may end inside a window: its CPU then
+    sits in its parent's cutime, and counting only the live processes lost it (it went
+    to others' CPU and the window was discarded as disturbed)."""
+    spin = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass\n"
+    helper = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import subprocess, sys, time\n"
+            f"subprocess.run([sys.executable, '-c', {spin!r}])\ntime.sleep(30)\n",
+        ]
+    )
+    try:
+        before = procstat.cpu_seconds(helper.pid)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(procstat.process_tree(helper.pid)) < 2:
+            time.sleep(0.01)  # the child started
+        while time.monotonic() < deadline and len(procstat.process_tree(helper.pid)) > 1:
+            time.sleep(0.01)  # and ended, reaped by the helper
+        assert procstat.cpu_seconds(helper.pid) - before >= 0.25
+    finally:
+        helper.kill()
+        helper.wait()
