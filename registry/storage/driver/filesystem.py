@@ -380,8 +380,8 @@ def _read_small(path: str, limit: int) -> bytes | None:
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         data = os.read(fd, FIRST_READ)  # a directory raises IsADirectoryError here
-        if len(data) < FIRST_READ:
-            return data  # the end of the file: the usual case, in one read
+        if len(data) < FIRST_READ:  # the end of the file: the usual case, in one read
+            return data if len(data) <= limit else None  # a limit under a page holds too
         size = os.fstat(fd).st_size
         if size > limit:
             return None
