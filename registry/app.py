@@ -19,9 +19,10 @@ from registry.health.factory import api_is_gated
 from registry.keys import CONFIG, MAINTENANCE, METRICS, MIRRORS, STORAGE
 from registry.metrics import RegistryMetrics
 from registry.metrics_serving import flushing, metrics_served
-from registry.middleware import header_setter, request_middleware
+from registry.middleware import request_middleware
 from registry.notifications.notifier import WORKER, WorkerSlot, notifier_context
 from registry.proxy.mirror import Mirrors
+from registry.response_headers import RESPONSE_HEADERS, response_headers
 from registry.routes import dispatch, get_base, get_root
 from registry.shutdown import bounded
 from registry.storage.retention import apply_periodically
@@ -62,10 +63,12 @@ def create_app(
     # Created here, in the worker: after the supervisor chose multiprocess mode (see
     # registry.metrics_serving), and only when served: without it, requests pay nothing.
     metrics = RegistryMetrics() if metrics_served(config) else None
-    # Request id, metrics and error envelope in one middleware (registry.middleware);
-    # then the health gate, as Distribution's health.Handler wraps the whole API.
+    # Request id, metrics, error envelope and the standard response headers (X-Request-Id,
+    # the API version and http.headers) in one middleware (registry.middleware); then the
+    # health gate, as Distribution's health.Handler wraps the whole API.
     trusted = parse_networks(config.http.trustedproxies)
-    middlewares: list[Middleware] = [request_middleware(trusted, metrics)]
+    set_headers = response_headers(config.http.headers)
+    middlewares: list[Middleware] = [request_middleware(trusted, metrics, set_headers)]
     if api_is_gated(config):
         middlewares.append(health_gate)
     controller = controller or create_access_controller(config)
@@ -76,6 +79,7 @@ def create_app(
         handler_args={"max_field_size": 16384, "read_bufsize": READ_BUFSIZE},
     )
     app[CONFIG] = config
+    app[RESPONSE_HEADERS] = set_headers  # for handlers that send their body themselves
     if metrics is not None:
         app[METRICS] = metrics
         app.cleanup_ctx.append(bounded(flushing))
@@ -90,8 +94,6 @@ def create_app(
     if controller is not None:
         app.on_startup.append(lambda _: controller.start())
         app.on_cleanup.append(lambda _: controller.close())
-    # X-Request-Id, the API version and http.headers, in one callback (registry.middleware).
-    app.on_response_prepare.append(header_setter(config.http.headers))
     prefix = path_prefix(config)
     app.router.add_get("/", get_root)
     if prefix:
