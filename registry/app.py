@@ -98,9 +98,12 @@ def create_app(
     app.router.add_get("/", get_root)
     if prefix:
         app.router.add_get(prefix + "/", get_root)
+    # The API's routes first: aiohttp tries the resources under "/v2" in the order they
+    # were added, and "/v2/", "/v2" first cost every API request two failed matches.
+    # "{tail:.+}" never matches those two paths, so the order changes no answer.
+    app.router.add_route("*", prefix + "/v2/{tail:.+}", dispatch)
     app.router.add_get(prefix + "/v2/", get_base)
     app.router.add_get(prefix + "/v2", get_base)
-    app.router.add_route("*", prefix + "/v2/{tail:.+}", dispatch)
     setup_ui(app, config, controller)  # the web interface, when ui.enabled
     return app
 

@@ -160,3 +160,27 @@ async def test_remembered_routes_are_bounded(
         assert response.status == 404
         assert (await response.json())["errors"][0]["code"] == "BLOB_UPLOAD_UNKNOWN"
     assert registry.routes._RESOLVED == {}
+
+
+@pytest.mark.parametrize("prefix", ["", "/mirror"])
+async def test_the_api_route_is_tried_before_the_base_endpoints(
+    prefix: str,
+    registry_environ: dict[str, str],
+    aiohttp_client: Callable[[TestServer | Any], Awaitable[RegistryClient]],
+) -> None:
+    """aiohttp tries the resources under one path part ("/v2") in the order they were
+    added: the API's is first, so an API request fails no match of "/v2/" and "/v2"
+    first; those two still reach the base endpoint, and the API its routes."""
+    app = create_app(load_config(None, {**registry_environ, "REGISTRY_HTTP_PREFIX": prefix}))
+    under_v2 = [
+        r.canonical for r in app.router.resources() if r.canonical.startswith(prefix + "/v2")
+    ]
+    assert under_v2 == [prefix + "/v2/{tail}", prefix + "/v2/", prefix + "/v2"]
+    client = await aiohttp_client(app)
+    for path in (prefix + "/v2/", prefix + "/v2"):
+        async with client.get(path) as response:
+            assert response.status == 200 and await response.json() == {}, path
+    async with client.get(prefix + "/v2/_catalog") as response:
+        assert response.status == 200 and await response.json() == {"repositories": []}
+    async with client.post(prefix + "/v2/") as response:
+        assert response.status == 405
