@@ -23,7 +23,7 @@ from registry.middleware import request_middleware
 from registry.notifications.notifier import WORKER, WorkerSlot, notifier_context
 from registry.proxy.mirror import Mirrors
 from registry.response_headers import RESPONSE_HEADERS, response_headers
-from registry.routes import dispatch, get_base, get_root
+from registry.routes import dispatch, get_base, get_root, resolve_and_dispatch
 from registry.shutdown import bounded
 from registry.storage.retention import apply_periodically
 from registry.ui import setup_ui
@@ -101,7 +101,9 @@ def create_app(
     # The API's routes first: aiohttp tries the resources under "/v2" in the order they
     # were added, and "/v2/", "/v2" first cost every API request two failed matches.
     # "{tail:.+}" never matches those two paths, so the order changes no answer.
-    app.router.add_route("*", prefix + "/v2/{tail:.+}", dispatch)
+    # Behind the auth middleware the route is resolved before the handler runs.
+    api = dispatch if controller is not None else resolve_and_dispatch
+    app.router.add_route("*", prefix + "/v2/{tail:.+}", api)
     app.router.add_get(prefix + "/v2/", get_base)
     app.router.add_get(prefix + "/v2", get_base)
     setup_ui(app, config, controller)  # the web interface, when ui.enabled
