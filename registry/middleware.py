@@ -65,7 +65,7 @@ def request_middleware(
         if metrics is not None:
             metrics.serving += 1
         started = perf_counter()
-        status = 500  # an exception that escapes unrendered (TimeoutError)
+        status = 500  # counted for what escapes unrendered, and for the 504 of a timeout
         response = None
         try:
             try:
