@@ -19,10 +19,11 @@ from registry.health.factory import api_is_gated
 from registry.keys import CONFIG, MAINTENANCE, METRICS, MIRRORS, STORAGE
 from registry.metrics import RegistryMetrics
 from registry.metrics_serving import flushing, metrics_served
-from registry.middleware import header_setter, request_middleware
+from registry.middleware import request_middleware
 from registry.notifications.notifier import WORKER, WorkerSlot, notifier_context
 from registry.proxy.mirror import Mirrors
-from registry.routes import dispatch, get_base, get_root
+from registry.response_headers import RESPONSE_HEADERS, response_headers
+from registry.routes import dispatch, get_base, get_root, resolve_and_dispatch
 from registry.shutdown import bounded
 from registry.storage.retention import apply_periodically
 from registry.ui import setup_ui
@@ -62,10 +63,12 @@ def create_app(
     # Created here, in the worker: after the supervisor chose multiprocess mode (see
     # registry.metrics_serving), and only when served: without it, requests pay nothing.
     metrics = RegistryMetrics() if metrics_served(config) else None
-    # Request id, metrics and error envelope in one middleware (registry.middleware);
-    # then the health gate, as Distribution's health.Handler wraps the whole API.
+    # Request id, metrics, error envelope and the standard response headers (X-Request-Id,
+    # the API version and http.headers) in one middleware (registry.middleware); then the
+    # health gate, as Distribution's health.Handler wraps the whole API.
     trusted = parse_networks(config.http.trustedproxies)
-    middlewares: list[Middleware] = [request_middleware(trusted, metrics)]
+    set_headers = response_headers(config.http.headers)
+    middlewares: list[Middleware] = [request_middleware(trusted, metrics, set_headers)]
     if api_is_gated(config):
         middlewares.append(health_gate)
     controller = controller or create_access_controller(config)
@@ -76,6 +79,7 @@ def create_app(
         handler_args={"max_field_size": 16384, "read_bufsize": READ_BUFSIZE},
     )
     app[CONFIG] = config
+    app[RESPONSE_HEADERS] = set_headers  # for handlers that send their body themselves
     if metrics is not None:
         app[METRICS] = metrics
         app.cleanup_ctx.append(bounded(flushing))
@@ -90,15 +94,18 @@ def create_app(
     if controller is not None:
         app.on_startup.append(lambda _: controller.start())
         app.on_cleanup.append(lambda _: controller.close())
-    # X-Request-Id, the API version and http.headers, in one callback (registry.middleware).
-    app.on_response_prepare.append(header_setter(config.http.headers))
     prefix = path_prefix(config)
     app.router.add_get("/", get_root)
     if prefix:
         app.router.add_get(prefix + "/", get_root)
+    # The API's routes first: aiohttp tries the resources under "/v2" in the order they
+    # were added, and "/v2/", "/v2" first cost every API request two failed matches.
+    # "{tail:.+}" never matches those two paths, so the order changes no answer.
+    # Behind the auth middleware the route is resolved before the handler runs.
+    api = dispatch if controller is not None else resolve_and_dispatch
+    app.router.add_route("*", prefix + "/v2/{tail:.+}", api)
     app.router.add_get(prefix + "/v2/", get_base)
     app.router.add_get(prefix + "/v2", get_base)
-    app.router.add_route("*", prefix + "/v2/{tail:.+}", dispatch)
     setup_ui(app, config, controller)  # the web interface, when ui.enabled
     return app
 

@@ -9,7 +9,7 @@ from registry.keys import CONFIG, MIRRORS, ROUTE
 from registry.routing import Route, RouteMatch, match_route
 from registry.urls import path_prefix
 from shared import errors
-from shared.access_log import ROUTE_FIELD, add_log_fields
+from shared.access_log import LOG_FIELDS, ROUTE_FIELD
 from shared.errors import RegistryError
 
 _DIGEST = r"(?P<digest>[^/]+)"
@@ -81,7 +81,10 @@ def resolve(request: web.Request) -> RouteMatch:
             if len(_RESOLVED) >= RESOLVED_KEPT:
                 _RESOLVED.clear()
             _RESOLVED[key] = known
-    add_log_fields(request, known[1])  # copied into the request's own fields
+    # The request's own copy, and its first fields: a route is resolved before any
+    # handler adds its own. Set, not added (add_log_fields): Request.setdefault is
+    # MutableMapping's, three Python calls and a KeyError raised and caught, per request.
+    request[LOG_FIELDS] = known[1].copy()
     return known[0]
 
 
@@ -102,17 +105,31 @@ _WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 async def dispatch(request: web.Request) -> web.StreamResponse:
-    try:
-        match = request[ROUTE]  # the auth middleware resolved it (request.get: one call more)
-    except KeyError:
-        match = resolve(request)
-    if request.method in _WRITES and request.app[CONFIG].storage.maintenance.readonly.enabled:
+    """The API's handler behind the auth middleware, which resolved the route."""
+    match = request[ROUTE]
+    if request.method in _WRITES:
+        _refuse_write(request, match)
+    return await match.handler(request)
+
+
+async def resolve_and_dispatch(request: web.Request) -> web.StreamResponse:
+    """The API's handler when no access controller is configured: nothing resolved the
+    route before it. Two handlers rather than one that looks for a route first: a look-up
+    that fails raises and catches a KeyError, on every request of a registry without
+    access control."""
+    match = resolve(request)
+    request[ROUTE] = match
+    if request.method in _WRITES:
+        _refuse_write(request, match)
+    return await match.handler(request)
+
+
+def _refuse_write(request: web.Request, match: RouteMatch) -> None:
+    if request.app[CONFIG].storage.maintenance.readonly.enabled:
         raise RegistryError(errors.UNSUPPORTED, "the registry is in read-only mode", status=405)
-    if request.method in _WRITES and request.app[MIRRORS].for_name(match.name) is not None:
+    if request.app[MIRRORS].for_name(match.name) is not None:
         # As Distribution's proxy: a mirrored repository takes no pushes or deletes.
         raise RegistryError(errors.UNSUPPORTED, status=405)
-    request[ROUTE] = match
-    return await match.handler(request)
 
 
 async def get_base(request: web.Request) -> web.StreamResponse:

@@ -15,6 +15,7 @@ from registry.handlers.socket_stream import stream_pieces
 from registry.keys import CONFIG, MIRRORS
 from registry.notifications import bridge
 from registry.proxy.mirror import LiveBlob
+from registry.response_headers import prepare
 from registry.storage.blobs import BlobDescriptor, LocalBlob, RedirectedBlob
 from shared import errors
 from shared.access_log import add_log_fields
@@ -219,7 +220,7 @@ async def _sendfile(
         raise RegistryError(errors.BLOB_UNKNOWN) from None
     try:
         if request.method == "HEAD":
-            await response.prepare(request)
+            await prepare(request, response)
         else:
             sent = await send_file(request, response, handle, start, count)
             # The kernel's bytes bypass aiohttp's writer, which counts the access line's.

@@ -11,6 +11,7 @@ from aiohttp import web
 from registry.handlers.sendfile import send_file
 from registry.handlers.socket_stream import stream_pieces
 from registry.proxy.mirror import FollowedLiveBlob, LiveBlob, StreamedLiveBlob
+from registry.response_headers import prepare
 from shared.access_log import add_log_fields
 
 
@@ -22,7 +23,7 @@ async def send_live_body(
         with blob.follower as follower:
             # Prepared first, as for the stream: a download failing before the first
             # byte is written ends the transfer like one failing later.
-            await response.prepare(request)
+            await prepare(request, response)
             sent = 0
             async for start, count in follower.ranges():
                 sent += await send_file(request, response, follower.handle, start, count)

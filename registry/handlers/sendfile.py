@@ -34,6 +34,7 @@ from typing import BinaryIO
 from aiohttp import web
 
 from registry.handlers import sendfile_threads
+from registry.response_headers import prepare
 
 COPY_CHUNK_SIZE = 256 * 1024
 MAX_CALL = sendfile_threads.MAX_CALL
@@ -53,7 +54,7 @@ async def send_file(
     transport = request.transport
     sock = _raw_socket(transport)
     if sock is None or count == 0:
-        await response.prepare(request)
+        await prepare(request, response)
         return await _through_loop(request, response, handle, start, count)
     # Corked, the status line and headers wait in the socket for the first body bytes
     # and leave with them; uncorked once the first call has queued them (each path
@@ -61,7 +62,7 @@ async def send_file(
     _set_cork(sock, True)
     try:
         grow_send_buffer(sock)
-        await response.prepare(request)
+        await prepare(request, response)
         if transport is None or transport.get_write_buffer_size():
             # The headers did not all fit the socket (they rarely don't): asyncio's own
             # path waits for the transport's buffer to drain before sending the file.

@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from registry.response_headers import prepare
 from registry.storage.socket_source import SocketSource
 from shared.access_log import add_log_fields
 
@@ -37,7 +38,7 @@ async def stream_pieces(
 ) -> None:
     """Prepare ``response`` and send the first ``count`` bytes of ``pieces`` as its body.
     Raises ConnectionResetError when the pieces end early or the client goes away."""
-    await response.prepare(request)
+    await prepare(request, response)
     transport = request.transport
     sock = _plain_socket(transport)
     if sock is None or transport is None or transport.get_write_buffer_size():

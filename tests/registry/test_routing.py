@@ -6,18 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from types import FrameType
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestServer
+from aiohttp.test_utils import TestServer, make_mocked_request
 
 import registry.routes
 from registry.app import create_app
 from registry.config import load_config
 from registry.routes import REPOSITORY_ROUTES
 from registry.routing import Route, RouteMatch, literal_prefix, match_route
-from shared.access_log import AccessLogger
+from shared.access_log import LOG_FIELDS, AccessLogger
 from shared.errors import RegistryError
 from tests.registry.conftest import RegistryClient
 from tests.registry.helpers import Blob, push_blob
@@ -160,3 +162,65 @@ async def test_remembered_routes_are_bounded(
         assert response.status == 404
         assert (await response.json())["errors"][0]["code"] == "BLOB_UPLOAD_UNKNOWN"
     assert registry.routes._RESOLVED == {}
+
+
+@pytest.mark.parametrize("prefix", ["", "/mirror"])
+async def test_the_api_route_is_tried_before_the_base_endpoints(
+    prefix: str,
+    registry_environ: dict[str, str],
+    aiohttp_client: Callable[[TestServer | Any], Awaitable[RegistryClient]],
+) -> None:
+    """aiohttp tries the resources under one path part ("/v2") in the order they were
+    added: the API's is first, so an API request fails no match of "/v2/" and "/v2"
+    first; those two still reach the base endpoint, and the API its routes."""
+    app = create_app(load_config(None, {**registry_environ, "REGISTRY_HTTP_PREFIX": prefix}))
+    under_v2 = [
+        r.canonical for r in app.router.resources() if r.canonical.startswith(prefix + "/v2")
+    ]
+    assert under_v2 == [prefix + "/v2/{tail}", prefix + "/v2/", prefix + "/v2"]
+    client = await aiohttp_client(app)
+    for path in (prefix + "/v2/", prefix + "/v2"):
+        async with client.get(path) as response:
+            assert response.status == 200 and await response.json() == {}, path
+    async with client.get(prefix + "/v2/_catalog") as response:
+        assert response.status == 200 and await response.json() == {"repositories": []}
+    async with client.post(prefix + "/v2/") as response:
+        assert response.status == 405
+
+
+def test_a_route_is_resolved_without_an_exception(registry_environ: dict[str, str]) -> None:
+    """The access line's first fields are set, not added: Request.setdefault is
+    MutableMapping's, which raised and caught a KeyError on every request."""
+    app = create_app(load_config(None, registry_environ))
+    raised: list[type[BaseException]] = []
+
+    def tracer(frame: FrameType, event: str, arg: Any) -> Any:
+        if event == "exception":
+            raised.append(arg[0])
+        return tracer
+
+    for _ in range(2):  # matched, then remembered
+        request = make_mocked_request("GET", "/v2/a/b/manifests/t", app=app)
+        sys.settrace(tracer)
+        try:
+            match = registry.routes.resolve(request)
+        finally:
+            sys.settrace(None)
+        assert match.resource == "manifest"
+        assert request[LOG_FIELDS] == {
+            "http.request.route": "manifest",
+            "vars.name": "a/b",
+            "vars.reference": "t",
+        }
+    assert raised == []
+
+
+def test_without_access_control_the_api_handler_resolves_the_route(
+    registry_environ: dict[str, str],
+) -> None:
+    """Behind the auth middleware the route is resolved before the handler; without it
+    the handler resolves it, rather than first looking for one that is never there (a
+    KeyError raised and caught per request). tests/registry/auth serve the other case."""
+    app = create_app(load_config(None, registry_environ))
+    [api] = [r for r in app.router.routes() if r.resource and r.resource.canonical == "/v2/{tail}"]
+    assert api.handler is registry.routes.resolve_and_dispatch
