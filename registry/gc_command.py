@@ -27,6 +27,9 @@ from registry.storage.gc import IDLE_SWEEP_BATCH, SWEEP_BATCH, CollectionReport,
 from registry.wiring import create_blob_descriptor_cache, create_storage
 from shared.metrics import multiprocess_dir
 
+# Deleting processes of a collection on the filesystem: deletions in flight at once.
+DELETING_PROCESSES = 8
+
 
 def human_size(size: int) -> str:
     value = float(size)
@@ -70,7 +73,11 @@ async def collect(
 ) -> CollectionReport:
     """One collection; ``low_priority``: the caller has lowered its priority to
     ``storage.gc.priority``, and the sweep checks its lease as often as that needs."""
-    registry = create_storage(config)
+    # Deleting processes share no interpreter lock with the collector's thread
+    # (registry/storage/driver/filesystem_deleters.py). Not at low priority (the
+    # scheduled collection, beside a serving registry): it deletes a few paths at a time
+    # and must cost the registry no more than it did.
+    registry = create_storage(config, deleting_processes=0 if low_priority else DELETING_PROCESSES)
     # Deleted blobs must also leave the cache the serving registries read.
     registry.blob_store.cache = create_blob_descriptor_cache(config)
     progress = _ProgressLine(sys.stderr)

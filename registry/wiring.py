@@ -100,15 +100,25 @@ def create_blob_descriptor_cache(
     return MeteredBlobDescriptorCache(cache, hits=metrics.cache_hits, misses=metrics.cache_misses)
 
 
-def create_storage(config: RegistryConfig, metrics: RegistryMetrics | None = None) -> Registry:
+def create_storage(
+    config: RegistryConfig,
+    metrics: RegistryMetrics | None = None,
+    *,
+    deleting_processes: int = 0,
+) -> Registry:
     """The storage facade over the configured driver, without its cache (see
     ``create_blob_descriptor_cache``: the app opens and closes it separately); with
-    ``metrics``, driver operations are timed there."""
+    ``metrics``, driver operations are timed there. ``deleting_processes``: the
+    filesystem driver's ``delete_many`` runs in that many processes of their own
+    (``FilesystemDriver.delete_in_children``; a one-shot collection's)."""
+    driver = create_driver(config, metrics)
+    if deleting_processes and isinstance(driver, FilesystemDriver):
+        driver.delete_in_children(deleting_processes)
     urls = config.validation.manifests.urls
     # A read-only registry writes nothing, pull times included.
     readonly = config.storage.maintenance.readonly.enabled
     return Registry(
-        create_driver(config, metrics),
+        driver,
         ForeignURLPolicy.from_patterns(urls.allow, urls.deny),
         pull_resolution=None
         if readonly

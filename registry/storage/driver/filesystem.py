@@ -44,6 +44,7 @@ from registry.storage.driver.filesystem_delete import (
     deleted_all,
     runs_by_parent,
 )
+from registry.storage.driver.filesystem_deleters import CHILD_MIN_BATCH, DeletingChildren
 from registry.storage.driver.filesystem_writer import (
     FilesystemWriter,
     file_version,
@@ -94,6 +95,13 @@ class FilesystemDriver(StorageDriver):
         self.fsync = fsync
         self._threads = max_threads
         self._pool = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="fs")
+        self._children: DeletingChildren | None = None
+
+    def delete_in_children(self, count: int) -> None:
+        """Have ``delete_many`` run in ``count`` processes of their own from now on
+        (``filesystem_deleters``: no interpreter lock shared with the caller); for a
+        one-shot collection, which has the machine's cores to itself."""
+        self._children = DeletingChildren(self._root, count)
 
     def _full(self, path: str) -> Path:
         return Path(self._os_path(path))
@@ -286,14 +294,21 @@ class FilesystemDriver(StorageDriver):
         # holder runs spin on it (a fifth of a collection's CPU went there).
         order = sorted(range(len(paths)), key=lambda i: paths[i].rpartition("/")[0])
         full = [self._os_path(paths[i]) for i in order]
-        loop = asyncio.get_running_loop()
-        size = max(DELETE_MIN_BATCH, -(-len(paths) // self._threads))
-        runs = await asyncio.gather(
-            *(
-                loop.run_in_executor(self._pool, deleted_all, run, sole_file)
-                for run in runs_by_parent(full, size)
-            )
-        )
+        children = self._children
+        if children is None:
+            size = max(DELETE_MIN_BATCH, -(-len(paths) // self._threads))
+        else:
+            size = max(CHILD_MIN_BATCH, -(-len(paths) // children.count))
+
+        async def run_deleted(run: Sequence[str]) -> list[int | None]:
+            done = None if children is None else await children.deleted_all(run, sole_file)
+            if done is None:  # in a thread: no children, or theirs failed
+                done = await asyncio.get_running_loop().run_in_executor(
+                    self._pool, deleted_all, run, sole_file
+                )
+            return done
+
+        runs = await asyncio.gather(*(run_deleted(run) for run in runs_by_parent(full, size)))
         done: list[int | None] = [None] * len(paths)
         for index, deleted in zip(order, (d for run in runs for d in run), strict=True):
             done[index] = deleted
@@ -324,6 +339,8 @@ class FilesystemDriver(StorageDriver):
         await self._run(check)
 
     async def close(self) -> None:
+        if self._children is not None:
+            await self._children.close()
         self._pool.shutdown(wait=True)
 
 

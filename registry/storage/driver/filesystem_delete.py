@@ -1,17 +1,22 @@
 """Deleting files and trees on the filesystem driver: one path at a time (``delete``),
 and many at once for garbage collection (``delete_many``), both safe beside concurrent
-writers of the same trees."""
+writers of the same trees.
+
+Run as a program (``python -I filesystem_delete.py ROOT PARENT``, standard library and
+``shared.workers`` only) it is a deleting child of ``filesystem_deleters``: ``serve``."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
 import itertools
+import json
 import os
 import shutil
 import stat
 from collections.abc import Sequence
 from pathlib import Path
+from typing import IO
 
 # A write and a delete of the same directory tree may overlap (a tag pushed while it is
 # deleted); the one that loses the race retries this many times.
@@ -151,3 +156,36 @@ def delete_tree(full: Path) -> None:
             # when the directory was replaced between its lstat and its open.
             if error.errno not in _RACE_ERRNOS or attempt == RACE_ATTEMPTS:
                 raise
+
+
+def refused(root: str, full: str) -> bool:
+    """Whether a deleting child must refuse ``full``: anything but an absolute path
+    strictly below ``root`` without ``.`` or ``..`` components (the parent builds its
+    paths from the root, so a refusal means a bug, never a deletion outside)."""
+    prefix = root.rstrip("/") + "/"
+    parts = full[len(prefix) :].split("/")
+    return not full.startswith(prefix) or any(p in ("", ".", "..") for p in parts)
+
+
+def serve(root: str, requests: IO[str], replies: IO[str]) -> None:
+    """A deleting child's loop (see ``filesystem_deleters``): one request a line, a JSON
+    ``[sole_file, [path, ...]]``; one reply a line, the JSON list of what ``deleted_all``
+    returned, or ``{"refused": path}`` (and nothing of that request deleted). Ends at the
+    end of ``requests``."""
+    for line in requests:
+        sole_file, full = json.loads(line)
+        outside = next((path for path in full if refused(root, path)), None)
+        reply = {"refused": outside} if outside is not None else deleted_all(full, sole_file)
+        replies.write(json.dumps(reply) + "\n")
+        replies.flush()
+
+
+if __name__ == "__main__":  # a deleting child: python -I filesystem_delete.py ROOT PARENT
+    import signal
+    import sys
+
+    from shared.workers import die_with_parent  # standard library only, as this file
+
+    die_with_parent(int(sys.argv[2]))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the caller's to handle: it kills us
+    serve(sys.argv[1], sys.stdin, sys.stdout)

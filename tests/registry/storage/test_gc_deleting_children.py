@@ -1,0 +1,142 @@
+"""The offline collection's deleting children (``filesystem_deleters``): ``delete_many``
+runs in processes of their own, which refuse paths outside the root, die with their
+parent, and whose failure sends their runs back to the driver's threads. Real processes,
+real signals, real files."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from registry.storage.driver import filesystem_delete
+from registry.storage.driver.filesystem import FilesystemDriver
+from registry.storage.driver.filesystem_deleters import DeletionRefused
+from tests.registry.storage.test_temporaries_walk_child import _alive, _children
+
+
+def _blobs(root: Path, count: int) -> list[str]:
+    paths = []
+    for index in range(count):
+        directory = root / "blobs" / f"{index % 7:02x}" / f"blob{index}"
+        directory.mkdir(parents=True)
+        (directory / "data").write_bytes(b"x" * index)
+        paths.append(f"/blobs/{index % 7:02x}/blob{index}")
+    return paths
+
+
+async def test_deletions_run_in_the_children_not_in_threads(tmp_path: Path) -> None:
+    driver = FilesystemDriver(tmp_path)
+    driver.delete_in_children(2)
+    try:
+        paths = _blobs(tmp_path, 50)
+        sizes = await driver.delete_many(paths, sole_file="data")
+        assert sizes == list(range(50))
+        assert not any((tmp_path / p.lstrip("/")).exists() for p in paths)
+        assert len(_children(os.getpid())) == 2
+        assert not driver._pool._threads  # no thread of the driver deleted anything
+    finally:
+        await driver.close()
+    assert _children(os.getpid()) == []  # closed: the children have exited
+
+
+async def test_a_dead_child_s_runs_go_to_threads(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="registry.storage.deleters")
+    driver = FilesystemDriver(tmp_path)
+    driver.delete_in_children(2)
+    try:
+        await driver.delete_many(_blobs(tmp_path / "first", 4), sole_file="data")
+        for pid in _children(os.getpid()):
+            os.kill(pid, signal.SIGKILL)
+        paths = [f"/second{p}" for p in _blobs(tmp_path / "second", 40)]
+        sizes = await driver.delete_many(paths, sole_file="data")
+        assert sizes == list(range(40))
+        assert not any((tmp_path / p.lstrip("/")).exists() for p in paths)
+        assert "a deleting child failed" in caplog.text
+    finally:
+        await driver.close()
+
+
+async def test_a_child_refuses_a_path_outside_the_root(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "data").write_bytes(b"keep")
+    root = tmp_path / "root"
+    root.mkdir()
+    driver = FilesystemDriver(root)
+    driver.delete_in_children(1)
+    children = driver._children
+    assert children is not None
+    try:
+        for path in (str(outside), f"{root}/../outside", f"{root}/a/./b", str(root)):
+            with pytest.raises(DeletionRefused):
+                await children.deleted_all([path], "data")
+        assert (outside / "data").read_bytes() == b"keep"
+    finally:
+        await driver.close()
+
+
+def test_the_child_program_refuses_before_deleting_anything(tmp_path: Path) -> None:
+    inside = _blobs(tmp_path / "root", 2)
+    request = [
+        "data",
+        [f"{tmp_path}/root{inside[0]}", f"{tmp_path}/root/../root{inside[1]}"],
+    ]
+    program = [sys.executable, "-I", filesystem_delete.__file__, f"{tmp_path}/root"]
+    done = subprocess.run(
+        [*program, str(os.getpid())],
+        input=json.dumps(request) + "\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert json.loads(done.stdout) == {"refused": f"{tmp_path}/root/../root{inside[1]}"}
+    assert (tmp_path / f"root{inside[0]}/data").exists()
+
+
+def test_the_children_die_with_a_killed_collector(tmp_path: Path) -> None:
+    """SIGKILL of the collector takes its deleting children with it (the kernel's
+    parent-death signal): none is left, adopted by init, waiting on its input."""
+    program = (
+        "import asyncio, sys, time\n"
+        "from registry.storage.driver.filesystem import FilesystemDriver\n"
+        "async def main():\n"
+        "    driver = FilesystemDriver(sys.argv[1])\n"
+        "    driver.delete_in_children(2)\n"
+        "    await driver.delete_many(['/nothing'], sole_file='data')\n"
+        "    print('ready', flush=True)\n"
+        "    time.sleep(60)\n"
+        "asyncio.run(main())\n"
+    )
+    collector = subprocess.Popen(
+        [sys.executable, "-c", program, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    children: list[int] = []
+    try:
+        assert collector.stdout is not None
+        assert collector.stdout.readline() == b"ready\n"
+        children = _children(collector.pid)
+        assert len(children) == 2
+        collector.kill()
+        collector.wait(timeout=10)
+        ends = time.monotonic() + 10
+        while any(map(_alive, children)) and time.monotonic() < ends:
+            time.sleep(0.01)
+        assert not any(map(_alive, children)), "a deleting child outlived its collector"
+    finally:
+        collector.kill()
+        collector.communicate(timeout=10)
+        for pid in children:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
