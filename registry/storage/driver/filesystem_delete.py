@@ -163,8 +163,10 @@ def refused(root: str, full: str) -> bool:
     strictly below ``root`` without ``.`` or ``..`` components (the parent builds its
     paths from the root, so a refusal means a bug, never a deletion outside)."""
     prefix = root.rstrip("/") + "/"
-    parts = full[len(prefix) :].split("/")
-    return not full.startswith(prefix) or any(p in ("", ".", "..") for p in parts)
+    # Empty parts are doubled slashes, harmless: a root of "/" makes every path "//..."
+    # (the driver joins the root and a storage path that begins with "/").
+    parts = [part for part in full[len(prefix) :].split("/") if part]
+    return not full.startswith(prefix) or not parts or any(p in (".", "..") for p in parts)
 
 
 def serve(root: str, requests: IO[str], replies: IO[str]) -> None:

@@ -37,6 +37,8 @@ _PROGRAM = os.path.abspath(filesystem_delete.__file__)
 # the event loop (about 0.3 ms of the collector's CPU), so a collection's sweep pieces
 # (64 paths) go whole; its concurrent pieces keep the children busy.
 CHILD_MIN_BATCH = 64
+# The longest reply line read from a child: a size (or null) and a comma per path.
+REPLY_LIMIT = 64 * 1024 * 1024
 
 
 class DeletionRefused(ValueError):
@@ -77,6 +79,9 @@ class DeletingChildren:
                 str(os.getpid()),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
+                # A reply is one line for a whole run, and a run keeps one directory's
+                # paths together however many there are: not asyncio's 64 KiB per line.
+                limit=REPLY_LIMIT,
             )
         except OSError as error:  # no process to be had (a pids limit, no memory)
             log.warning("a deleting child could not start: %s", error)

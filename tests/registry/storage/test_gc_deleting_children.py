@@ -47,6 +47,48 @@ async def test_deletions_run_in_the_children_not_in_threads(tmp_path: Path) -> N
     assert _children(os.getpid()) == []  # closed: the children have exited
 
 
+async def test_a_root_of_slash_deletes_in_the_children(tmp_path: Path) -> None:
+    # rootdirectory "/" makes every full path begin "//": doubled slashes, not outside.
+    paths = [f"{tmp_path}{p}" for p in _blobs(tmp_path, 5)]
+    assert await _deleted_by_one_child(Path("/"), paths, "data") == list(range(5))
+    assert not any(Path(p).exists() for p in paths)
+
+
+async def test_a_run_of_one_directory_s_many_files_is_answered_whole(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # One directory's paths are one run however many (runs_by_parent), so a reply line
+    # outgrows asyncio's default 64 KiB limit: it must still be read, not re-done.
+    caplog.set_level(logging.WARNING, logger="registry.storage.deleters")
+    directory = tmp_path / "many"
+    directory.mkdir()
+    count = 8_000
+    for index in range(count):  # sparse: 14-digit sizes, about 120 KB of reply, no disk
+        path = directory / f"file{index}"
+        path.touch()
+        os.truncate(path, 10**13 + index)
+    paths = [f"/many/file{i}" for i in range(count)]
+    sizes = await _deleted_by_one_child(tmp_path, paths, None)
+    assert sizes == [10**13 + index for index in range(count)]
+    assert list(directory.iterdir()) == []
+    assert "a deleting child failed" not in caplog.text
+
+
+async def _deleted_by_one_child(
+    root: Path, paths: list[str], sole_file: str | None
+) -> list[int | None]:
+    """``delete_many`` of a driver on ``root`` with one deleting child, which must have
+    done it all (no thread of the driver started)."""
+    driver = FilesystemDriver(root)
+    driver.delete_in_children(1)
+    try:
+        sizes = await driver.delete_many(paths, sole_file=sole_file)
+        assert not driver._pool._threads
+        return sizes
+    finally:
+        await driver.close()
+
+
 async def test_a_dead_child_s_runs_go_to_threads(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
