@@ -141,12 +141,11 @@ async def test_a_child_refuses_a_path_outside_the_root(tmp_path: Path) -> None:
 
 
 def test_the_child_program_refuses_before_deleting_anything(tmp_path: Path) -> None:
-    inside = _blobs(tmp_path / "root", 2)
-    request = [
-        "data",
-        [f"{tmp_path}/root{inside[0]}", f"{tmp_path}/root/../root{inside[1]}"],
-    ]
-    program = [sys.executable, "-I", filesystem_delete.__file__, f"{tmp_path}/root"]
+    store = tmp_path / "store"
+    inside = _blobs(store, 2)
+    climbing = f"{store}/../store{inside[1]}"  # inside, but by way of ".."
+    request = ["data", [f"{store}{inside[0]}", climbing]]
+    program = [sys.executable, "-I", filesystem_delete.__file__, str(store)]
     done = subprocess.run(
         [*program, str(os.getpid())],
         input=json.dumps(request) + "\n",
@@ -154,8 +153,8 @@ def test_the_child_program_refuses_before_deleting_anything(tmp_path: Path) -> N
         text=True,
         timeout=60,
     )
-    assert json.loads(done.stdout) == {"refused": f"{tmp_path}/root/../root{inside[1]}"}
-    assert (tmp_path / f"root{inside[0]}/data").exists()
+    assert json.loads(done.stdout) == {"refused": climbing}
+    assert (store / f"{inside[0].lstrip('/')}/data").exists()
 
 
 def test_the_children_die_with_a_killed_collector(tmp_path: Path) -> None:
