@@ -14,6 +14,8 @@ from collections.abc import AsyncGenerator, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from registry.storage.driver.steps import Move, Put, Step
+
 # Requests one bulk read (``modified_many``) has in flight at once, by default.
 MANY_AT_ONCE = 16
 
@@ -189,6 +191,21 @@ class StorageDriver(abc.ABC):
     @abc.abstractmethod
     async def delete(self, path: str) -> None:
         """Delete a file or a whole directory tree."""
+
+    async def run_steps(self, steps: Sequence[Step]) -> None:
+        """Perform ``steps`` in order, each as its own method would, stopping at the
+        first that fails (its error raised, the later ones not done); a ``Delete`` of
+        nothing is no failure. Backends that can do them in one go override it (the
+        filesystem: one thread job instead of one each); this plain version makes one
+        call of the driver's methods per step (on S3 each is a request anyway)."""
+        for step in steps:
+            if isinstance(step, Move):
+                await self.move(step.source, step.destination, expected=step.expected)
+            elif isinstance(step, Put):
+                await self.put_content(step.path, step.content)
+            else:
+                with contextlib.suppress(PathNotFound):
+                    await self.delete(step.path)
 
     async def delete_many(
         self, paths: Sequence[str], *, sole_file: str | None = None

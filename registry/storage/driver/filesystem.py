@@ -16,6 +16,7 @@ writers are removed by ``remove_leftovers`` (``temporaries``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import stat
@@ -36,22 +37,20 @@ from registry.storage.driver.base import (
     StorageUnavailable,
     StorageUnwritable,
 )
-from registry.storage.driver.durability import make_dirs, sync_dirs, sync_file
 from registry.storage.driver.filesystem_delete import (
     DELETE_MIN_BATCH,
-    RACE_ATTEMPTS,
-    delete_tree,
     deleted_all,
     runs_by_parent,
 )
 from registry.storage.driver.filesystem_deleters import CHILD_MIN_BATCH, DeletingChildren
+from registry.storage.driver.filesystem_steps import delete_path, move_file, put_file
 from registry.storage.driver.filesystem_writer import (
     FilesystemWriter,
     file_version,
-    holding,
     no_space_is_storage_full,
     open_for_writing,
 )
+from registry.storage.driver.steps import Move, Put, Step
 
 T = TypeVar("T")
 READ_CHUNK = 1024 * 1024
@@ -132,35 +131,16 @@ class FilesystemDriver(StorageDriver):
     async def put_content(self, path: str, content: bytes, *, durable: bool = True) -> None:
         full = self._full(path)
         flush = self.fsync and durable
-
-        def write() -> None:
-            created = make_dirs(full.parent)
-            fd, temporary = temporaries.create_locked(full)
-            try:
-                view = memoryview(content)
-                while view:
-                    view = view[os.write(fd, view) :]
-                if flush:
-                    os.fdatasync(fd)
-                os.replace(temporary, full)
-            except BaseException:
-                temporaries.discard(fd, temporary)
-                raise
-            os.close(fd)  # only now: the lock tells sweepers the temporary is alive
-            if flush:
-                sync_dirs([full.parent, *created])
-
-        with no_space_is_storage_full(path):
-            if not durable and len(content) <= INLINE_WRITE_LIMIT:
-                # Nothing to wait for (an upload's start time, a hash state): a few
-                # page-cache syscalls, cheaper inline than a hop to a thread, whose every
-                # syscall then contends with the loop for the GIL (issue 17: about 70
-                # futex calls per hop under a push load). Links, tags and manifests keep
-                # the thread even with fsync off: their directories may need creating,
-                # and on a network filesystem a hung server must not freeze the loop.
-                _despite_concurrent_deletes(write)
-            else:
-                await self._run(lambda: _despite_concurrent_deletes(write))
+        if not durable and len(content) <= INLINE_WRITE_LIMIT:
+            # Nothing to wait for (an upload's start time, a hash state): a few
+            # page-cache syscalls, cheaper inline than a hop to a thread, whose every
+            # syscall then contends with the loop for the GIL (issue 17: about 70
+            # futex calls per hop under a push load). Links, tags and manifests keep
+            # the thread even with fsync off: their directories may need creating,
+            # and on a network filesystem a hung server must not freeze the loop.
+            put_file(full, path, content, flush)
+        else:
+            await self._run(lambda: put_file(full, path, content, flush))
 
     async def reader(self, path: str, offset: int = 0) -> AsyncGenerator[bytes, None]:
         full = self._full(path)
@@ -244,41 +224,39 @@ class FilesystemDriver(StorageDriver):
 
     async def move(self, source: str, destination: str, *, expected: Content | None = None) -> None:
         src, dst = self._full(source), self._full(destination)
-
-        def move() -> None:
-            if expected is None:
-                return rename()
-            with holding(os.fspath(src), source, expected):
-                return rename()
-
-        def rename() -> None:
-            if self.fsync:
-                # The data first, then the name: a blob is never durably named while its
-                # content could still be lost.
-                try:
-                    sync_file(src)
-                except FileNotFoundError:
-                    raise PathNotFound(source) from None
-            created = make_dirs(dst.parent)
-            try:
-                os.replace(src, dst)
-            except FileNotFoundError:
-                if not os.path.lexists(src):
-                    raise PathNotFound(source) from None
-                raise  # the destination's directory vanished: tried again
-            if self.fsync:
-                sync_dirs([dst.parent, *created])
-
-        with no_space_is_storage_full(destination):
-            await self._run(lambda: _despite_concurrent_deletes(move))
+        await self._run(lambda: move_file(src, dst, source, destination, expected, self.fsync))
 
     async def delete(self, path: str) -> None:
         full = self._full(path)
+        await self._run(lambda: delete_path(full, path))
 
-        try:
-            await self._run(lambda: delete_tree(full))
-        except (FileNotFoundError, NotADirectoryError):
-            raise PathNotFound(path) from None
+    async def run_steps(self, steps: Sequence[Step]) -> None:
+        # One thread job for them all: a blob's commit (move, link, the upload's
+        # removal) was three, each a wake-up of a worker and, under a push load, dozens
+        # of exchanges of the interpreter lock with the loop (issue 17).
+        work = [self._step(step) for step in steps]  # paths checked before any is done
+
+        def run() -> None:
+            for do in work:
+                do()
+
+        await self._run(run)
+
+    def _step(self, step: Step) -> Callable[[], None]:
+        if isinstance(step, Move):
+            src, dst = self._full(step.source), self._full(step.destination)
+            source, destination, expected = step.source, step.destination, step.expected
+            return lambda: move_file(src, dst, source, destination, expected, self.fsync)
+        if isinstance(step, Put):
+            full, path, content = self._full(step.path), step.path, step.content
+            return lambda: put_file(full, path, content, self.fsync)
+        full, path = self._full(step.path), step.path
+
+        def delete() -> None:
+            with contextlib.suppress(PathNotFound):
+                delete_path(full, path)
+
+        return delete
 
     async def delete_many(
         self, paths: Sequence[str], *, sole_file: str | None = None
@@ -356,22 +334,6 @@ def check_writable_root(root: str | os.PathLike[str]) -> None:
         probe.unlink()
     except OSError as error:
         raise StorageUnwritable(str(directory), error.strerror or str(error)) from None
-
-
-def _despite_concurrent_deletes(operation: Callable[[], None]) -> None:
-    """Run ``operation``, which creates its parent directories and then writes there,
-    again when a concurrent delete removed a directory in between (FileNotFoundError, or
-    FileExistsError from ``mkdir(exist_ok=True)`` seeing one vanish): the write then
-    simply happens after the delete, as if the two had not overlapped."""
-    for attempt in range(1, RACE_ATTEMPTS + 1):
-        try:
-            operation()
-            return
-        except PathNotFound:
-            raise  # what the operation itself reports missing: no race to retry
-        except (FileNotFoundError, FileExistsError):
-            if attempt == RACE_ATTEMPTS:
-                raise
 
 
 def _modified_times(full: Sequence[str]) -> list[float | None]:

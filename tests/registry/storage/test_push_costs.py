@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 
 from registry.oci.digest import parse_digest
+from registry.storage import paths
+from registry.storage.driver.base import PathNotFound
 from registry.storage.driver.filesystem import FilesystemDriver
 from registry.storage.gc_safety import BlobGuard
 from registry.storage.registry import Registry
@@ -88,3 +90,40 @@ async def test_each_batch_of_a_body_is_written_and_hashed_in_one_thread_job(
     finally:
         await registry.close()
     assert jobs == batches, f"{jobs} thread jobs for {batches} batches"
+
+
+async def test_a_blob_is_committed_in_one_thread_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A blob's commit was three thread jobs: the move into the blob store (with its
+    flushes), the repository's link (with its own), the removal of the upload's
+    directory; each a wake-up of a worker and dozens of exchanges of the GIL under a push
+    load (issue 17). They now run in one, in that order, each flushed as before."""
+    registry = Registry(FilesystemDriver(tmp_path, max_threads=4))
+    loop = asyncio.get_running_loop()
+    jobs: list[str] = []
+    default = loop.run_in_executor
+
+    def counting(executor: Any, func: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        jobs.append(getattr(func, "__qualname__", repr(func)))
+        return default(executor, func, *args)
+
+    data = os.urandom(4096)
+    digest = parse_digest(f"sha256:{hashlib.sha256(data).hexdigest()}")
+
+    async def body() -> AsyncIterator[bytes]:
+        yield data
+
+    try:
+        repository = registry.repository("app")
+        upload_id = (await repository.uploads.start()).upload_id
+        await repository.uploads.append(upload_id, body())
+        with monkeypatch.context() as patched:
+            patched.setattr(loop, "run_in_executor", counting)
+            assert (await repository.uploads.finish(upload_id, digest)).size == len(data)
+        assert await repository.blobs.is_linked(digest)
+        with pytest.raises(PathNotFound):  # the upload's directory is gone
+            await registry.driver.stat(paths.upload_dir("app", upload_id))
+    finally:
+        await registry.close()
+    assert len(jobs) == 1, jobs
