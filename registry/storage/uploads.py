@@ -322,7 +322,9 @@ class Uploads:
                 # The blob moved in (if missing), then linked, then the upload's
                 # directory removed: in this order, each step as durable as on its own,
                 # in one go (one thread job on the filesystem instead of three).
+                adopting = time.monotonic()  # no later than the refresh before the move
                 steps = await self._adoption(upload_id, digest, status)
+                moved_in = bool(steps)
                 steps += [
                     self.blobs.linking(digest),
                     Delete(paths.upload_dir(self.name, upload_id)),
@@ -335,6 +337,8 @@ class Uploads:
                     # is this process's only): the blob store got nothing, nor was the
                     # blob linked, and the data as it is now is checked again.
                     continue
+                if moved_in:
+                    self.store.guard.made_fresh([digest], adopting)
                 return BlobDescriptor(digest, status.size)
             raise UploadInvalid("the upload kept changing while it was being finished")
 

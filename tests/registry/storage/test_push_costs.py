@@ -16,9 +16,11 @@ from registry.oci.digest import parse_digest
 from registry.storage import paths
 from registry.storage.driver.base import PathNotFound
 from registry.storage.driver.filesystem import FilesystemDriver
+from registry.storage.errors import ManifestBlobUnknown
 from registry.storage.gc_safety import BlobGuard
 from registry.storage.registry import Registry
 from registry.storage.upload_pipe import PIECE_SIZE
+from tests.support.oci import OCI_MANIFEST, make_image, sha256_digest
 
 DIGEST = parse_digest("sha256:" + "cd" * 32)
 
@@ -127,3 +129,72 @@ async def test_a_blob_is_committed_in_one_thread_job(
     finally:
         await registry.close()
     assert len(jobs) == 1, jobs
+
+
+async def _push_blobs(registry: Registry, name: str, blobs: dict[str, bytes]) -> None:
+    uploads = registry.repository(name).uploads
+    for digest, data in blobs.items():
+
+        async def body(data: bytes = data) -> AsyncIterator[bytes]:
+            yield data
+
+        upload_id = (await uploads.start()).upload_id
+        await uploads.append(upload_id, body())
+        await uploads.finish(upload_id, parse_digest(digest))
+
+
+def _counting_utimes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    touched: list[str] = []
+    utime = os.utime
+
+    def counting(path: Any, *args: Any, **kwargs: Any) -> None:
+        touched.append(os.fspath(path))
+        utime(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "utime", counting)
+    return touched
+
+
+async def test_a_manifest_put_does_not_refresh_what_this_process_just_made_fresh(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Online collection's check at a manifest PUT refreshed each blob it names and its
+    own content: a utime on the event loop each, five per image, all of blobs this
+    process had just moved in or written itself (issue 17). Those refreshes now count
+    (docs/online-gc.md): a push right after its uploads refreshes nothing again, and is
+    still refused when a blob is gone."""
+    registry = Registry(FilesystemDriver(tmp_path, fsync=False), gc_grace=3600.0)
+    image = make_image(layer_size=1024)
+    try:
+        await _push_blobs(registry, "app", image.blobs)
+        manifests = registry.repository("app").manifests
+        touched = _counting_utimes(monkeypatch)
+        await manifests.put("v1", image.manifest, OCI_MANIFEST)
+        assert touched == []
+        # A blob deleted since (as a collector would) is found missing all the same.
+        monkeypatch.undo()
+        layer = parse_digest(sha256_digest(image.layers[0]))
+        await registry.driver.delete(paths.blob_dir(layer))
+        with pytest.raises(ManifestBlobUnknown):
+            await manifests.put("v2", image.manifest, OCI_MANIFEST)
+    finally:
+        await registry.close()
+
+
+async def test_a_refresh_older_than_an_eighth_of_the_grace_period_is_made_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a refresh within grace/8 counts: later, the PUT refreshes every blob again
+    (its bound, grace/2 from the earliest refresh counted, keeps 3/8 of the grace)."""
+    grace = 2.0
+    registry = Registry(FilesystemDriver(tmp_path, fsync=False), gc_grace=grace)
+    image = make_image(layer_size=1024)
+    try:
+        await _push_blobs(registry, "app", image.blobs)
+        await asyncio.sleep(grace / 8 + 0.05)
+        touched = _counting_utimes(monkeypatch)
+        await registry.repository("app").manifests.put("v1", image.manifest, OCI_MANIFEST)
+        # Each blob it names, once; not its own content, written just before.
+        assert len(touched) == len(image.blobs)
+    finally:
+        await registry.close()
