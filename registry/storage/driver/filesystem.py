@@ -162,8 +162,14 @@ class FilesystemDriver(StorageDriver):
         # thread could be lost on its way back and leak. Writers only write upload areas,
         # which need no durable directories: ``move`` flushes what it makes visible.
         with no_space_is_storage_full(path):
-            full.parent.mkdir(parents=True, exist_ok=True)
-            fd = open_for_writing(os.fspath(full), append)
+            try:
+                fd = open_for_writing(os.fspath(full), append)
+            except FileNotFoundError:
+                # Made only when missing: an upload's directory is there from its start
+                # (the start time's write), so every later open spares a mkdir and its
+                # stat, two syscalls on the loop each (issue 17).
+                full.parent.mkdir(parents=True, exist_ok=True)
+                fd = open_for_writing(os.fspath(full), append)
         return FilesystemWriter(self._run, path, os.fspath(full), fd, writeback=self.fsync)
 
     async def stat(self, path: str) -> FileInfo:

@@ -198,3 +198,32 @@ async def test_a_refresh_older_than_an_eighth_of_the_grace_period_is_made_again(
         assert len(touched) == len(image.blobs)
     finally:
         await registry.close()
+
+
+async def test_an_upload_s_writes_make_no_directory_once_it_is_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each open of an upload's data made its directory first (a mkdir failing with
+    EEXIST and a stat, on the event loop), though the start had made it: now only an
+    open that finds it missing makes it."""
+    registry = Registry(FilesystemDriver(tmp_path, fsync=False))
+    made: list[str] = []
+    mkdir = os.mkdir
+
+    def counting(path: Any, *args: Any, **kwargs: Any) -> None:
+        made.append(os.fspath(path))
+        mkdir(path, *args, **kwargs)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"abc"
+
+    try:
+        uploads = registry.repository("app").uploads
+        upload_id = (await uploads.start()).upload_id
+        monkeypatch.setattr(os, "mkdir", counting)
+        # Lengths declared and small: no hash state is stored (its own directory).
+        assert (await uploads.append(upload_id, body(), start=0, length=3)).size == 3
+        assert (await uploads.append(upload_id, body(), start=3, length=3)).size == 6
+    finally:
+        await registry.close()
+    assert made == []
