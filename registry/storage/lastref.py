@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from registry.oci.digest import Digest
 from registry.storage import paths
 from registry.storage.driver.base import PathNotFound, StorageDriver
+from registry.storage.driver.steps import Put, Step, Touch
 
 
 class LastReferenced:
@@ -42,13 +43,14 @@ class LastReferenced:
         await self.driver.put_content(paths.blob_lastref(digest), b"")
         return True
 
-    async def refresh_before_adopt(self, digest: Digest, source: str) -> None:
-        """Make the ``lastref`` of the blob ``source`` is about to become now, before it
-        becomes visible: a collector that sees the new blob sees it fresh."""
+    def before_adopt(self, digest: Digest, source: str) -> Step:
+        """The step that makes the ``lastref`` of the blob ``source`` is about to become
+        now, to run before the move that makes it visible (in the same go: on the
+        filesystem, the ``utime`` in the move's thread job instead of on the event loop):
+        a collector that sees the new blob sees it fresh."""
         if self._local:
-            self._utime(source)
-        else:
-            await self.driver.put_content(paths.blob_lastref(digest), b"")
+            return Touch(source)
+        return Put(paths.blob_lastref(digest), b"")
 
     async def read_many(self, digests: Sequence[Digest]) -> list[float | None]:
         """Each blob's ``lastref`` (seconds, storage clock): its data's modified time, or

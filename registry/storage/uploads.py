@@ -352,8 +352,10 @@ class Uploads:
         guard = self.store.guard
         if not (await guard.secure([digest])).missing:
             return []
-        await guard.lastref.refresh_before_adopt(digest, data_path)
-        return [self.store.adoption(data_path, digest, _content(status))]
+        return [
+            guard.lastref.before_adopt(digest, data_path),
+            self.store.adoption(data_path, digest, _content(status)),
+        ]
 
     async def _digest_of(self, upload_id: str, status: UploadStatus, algorithm: str) -> str:
         hasher = await self._resume(upload_id, status.size, status.version, algorithm, False)

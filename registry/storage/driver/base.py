@@ -14,7 +14,7 @@ from collections.abc import AsyncGenerator, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from registry.storage.driver.steps import Move, Put, Step
+from registry.storage.driver.steps import Delete, Move, Put, Step
 
 # Requests one bulk read (``modified_many``) has in flight at once, by default.
 MANY_AT_ONCE = 16
@@ -203,9 +203,11 @@ class StorageDriver(abc.ABC):
                 await self.move(step.source, step.destination, expected=step.expected)
             elif isinstance(step, Put):
                 await self.put_content(step.path, step.content)
-            else:
+            elif isinstance(step, Delete):
                 with contextlib.suppress(PathNotFound):
                     await self.delete(step.path)
+            else:  # a Touch: only backends with files of their own, which override this
+                raise NotImplementedError(f"{type(self).__name__} cannot touch {step.path}")
 
     async def delete_many(
         self, paths: Sequence[str], *, sole_file: str | None = None

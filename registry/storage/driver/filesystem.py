@@ -43,14 +43,19 @@ from registry.storage.driver.filesystem_delete import (
     runs_by_parent,
 )
 from registry.storage.driver.filesystem_deleters import CHILD_MIN_BATCH, DeletingChildren
-from registry.storage.driver.filesystem_steps import delete_path, move_file, put_file
+from registry.storage.driver.filesystem_steps import (
+    delete_path,
+    move_file,
+    put_file,
+    touch_file,
+)
 from registry.storage.driver.filesystem_writer import (
     FilesystemWriter,
     file_version,
     no_space_is_storage_full,
     open_for_writing,
 )
-from registry.storage.driver.steps import Move, Put, Step
+from registry.storage.driver.steps import Move, Put, Step, Touch
 
 T = TypeVar("T")
 READ_CHUNK = 1024 * 1024
@@ -256,6 +261,9 @@ class FilesystemDriver(StorageDriver):
         if isinstance(step, Put):
             full, path, content = self._full(step.path), step.path, step.content
             return lambda: put_file(full, path, content, self.fsync)
+        if isinstance(step, Touch):
+            touched, name = self._full(step.path), step.path
+            return lambda: touch_file(touched, name)
         full, path = self._full(step.path), step.path
 
         def delete() -> None:

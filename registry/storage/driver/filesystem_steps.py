@@ -77,6 +77,14 @@ def move_file(
         despite_concurrent_deletes(move)
 
 
+def touch_file(full: Path, path: str) -> None:
+    """Set the modified time of ``full`` (driver path ``path``) to now."""
+    try:
+        os.utime(full)
+    except (FileNotFoundError, NotADirectoryError):
+        raise PathNotFound(path) from None
+
+
 def delete_path(full: Path, path: str) -> None:
     """Delete the file or tree ``full``; PathNotFound if nothing was there."""
     try:

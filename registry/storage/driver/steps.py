@@ -43,4 +43,13 @@ class Delete:
     path: str
 
 
-Step = Move | Put | Delete
+@dataclass(frozen=True, slots=True)
+class Touch:
+    """Set the file's modified time to now (PathNotFound if it is not there): a blob's
+    ``lastref`` refreshed before the ``Move`` that makes it visible, on backends whose
+    files are their own (``local_path``); others have no such step."""
+
+    path: str
+
+
+Step = Move | Put | Delete | Touch

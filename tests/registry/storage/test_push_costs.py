@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import threading
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Generator
 from pathlib import Path
 from typing import Any
@@ -227,3 +229,43 @@ async def test_an_upload_s_writes_make_no_directory_once_it_is_started(
     finally:
         await registry.close()
     assert made == []
+
+
+async def test_a_new_blob_is_refreshed_in_its_commit_s_thread_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new blob's lastref is refreshed before it becomes visible: a utime of the
+    upload's data, made on the event loop before the commit's thread job (issue 17).
+    It is now that job's first step, before the move: still fresh when it appears."""
+    registry = Registry(FilesystemDriver(tmp_path, fsync=False), gc_grace=3600.0)
+    data = os.urandom(1024)
+    digest = parse_digest(f"sha256:{hashlib.sha256(data).hexdigest()}")
+    loop_thread = threading.get_ident()
+    on_loop: list[str] = []
+    utime = os.utime
+
+    def watching(path: Any, *args: Any, **kwargs: Any) -> None:
+        if threading.get_ident() == loop_thread:
+            on_loop.append(os.fspath(path))
+        utime(path, *args, **kwargs)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield data
+
+    try:
+        uploads = registry.repository("app").uploads
+        upload_id = (await uploads.start()).upload_id
+        await uploads.append(upload_id, body())
+        upload_data = registry.driver.local_path(paths.upload_data("app", upload_id))
+        assert upload_data is not None
+        os.utime(upload_data, (1.0, 1.0))  # as old as a file can be
+        monkeypatch.setattr(os, "utime", watching)
+        before = time.time()
+        await uploads.finish(upload_id, digest)
+        blob = registry.driver.local_path(paths.blob_data(digest))
+        assert blob is not None
+        assert blob.stat().st_mtime >= before - 1  # fresh as it became visible
+    finally:
+        await registry.close()
+    # Only the check that finds the blob missing (its own utime) runs on the loop.
+    assert on_loop == [os.fspath(blob)]
