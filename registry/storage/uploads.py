@@ -139,8 +139,9 @@ class Uploads:
             # Not flushed: a 202 acknowledges nothing stored (nor is a PATCH's data
             # flushed). Lost in a power loss, the upload is unknown and the client starts
             # again; the purge judges an upload without its start time by its data's age.
-            await self.driver.put_content(
-                paths.upload_started_at(self.name, upload_id), repr(now).encode(), durable=False
+            # Written in place: its id is answered only once this is done.
+            await self.driver.put_new(
+                paths.upload_started_at(self.name, upload_id), repr(now).encode()
             )
             writer = await self.driver.writer(paths.upload_data(self.name, upload_id))
             await writer.close()

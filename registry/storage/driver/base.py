@@ -156,6 +156,13 @@ class StorageDriver(abc.ABC):
         ``durable=False``: for a file no answer acknowledges as stored (an upload's start
         time), which need not survive a power loss; backends that flush skip it."""
 
+    async def put_new(self, path: str, content: bytes) -> None:
+        """Write a file no reader can know of yet (in a directory of a new random name:
+        an upload's start time, before its id is answered) and no answer acknowledges
+        as stored: nothing to flush, nothing to replace atomically. Backends that write
+        files in place override it; this plain version is ``put_content(durable=False)``."""
+        await self.put_content(path, content, durable=False)
+
     @abc.abstractmethod
     def reader(self, path: str, offset: int = 0) -> AsyncGenerator[bytes, None]:
         """Stream the file from ``offset``; raise PathNotFound when it is missing."""

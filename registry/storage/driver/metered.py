@@ -136,6 +136,10 @@ class MeteredDriver(StorageDriver):
         with self._timer("put_content"):
             await self.inner.put_content(path, content, durable=durable)
 
+    async def put_new(self, path: str, content: bytes) -> None:
+        with self._timer("put_new"):
+            await self.inner.put_new(path, content)
+
     def reader(self, path: str, offset: int = 0) -> AsyncGenerator[bytes, None]:
         chunks = self.inner.reader(path, offset)
         if isinstance(chunks, SocketSource):

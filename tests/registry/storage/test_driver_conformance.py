@@ -387,3 +387,9 @@ async def test_a_listing_stamp_changes_with_the_entries_or_there_is_none(
         await driver.listing_stamp("/nothing")
     with pytest.raises(PathNotFound):
         await driver.listing_stamp("/d/b/file")
+
+
+async def test_put_new_writes_a_file_in_a_new_directory(driver: StorageDriver) -> None:
+    await driver.put_new("/uploads/new/startedat", b"1796011456.78")
+    assert await driver.get_content("/uploads/new/startedat") == b"1796011456.78"
+    assert (await driver.stat("/uploads/new/startedat")).size == 13

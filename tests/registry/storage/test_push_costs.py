@@ -269,3 +269,31 @@ async def test_a_new_blob_is_refreshed_in_its_commit_s_thread_job(
         await registry.close()
     # Only the check that finds the blob missing (its own utime) runs on the loop.
     assert on_loop == [os.fspath(blob)]
+
+
+async def test_an_upload_s_start_time_is_written_without_a_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upload's start time was written as every file is replaced: a locked
+    temporary, then a rename (six syscalls on the event loop, issue 17). No one can
+    read it before its upload's id is answered: it is now written in place."""
+    registry = Registry(FilesystemDriver(tmp_path, fsync=False))
+    renamed: list[str] = []
+    replace = os.replace
+
+    def counting(source: Any, destination: Any, **kwargs: Any) -> None:
+        renamed.append(os.fspath(destination))
+        replace(source, destination, **kwargs)
+
+    monkeypatch.setattr(os, "replace", counting)
+    try:
+        uploads = registry.repository("app").uploads
+        started = await uploads.start()
+        status = await uploads.status(started.upload_id)
+        assert status.started_at == started.started_at and status.size == 0
+        upload_dir = registry.driver.local_path(paths.upload_dir("app", started.upload_id))
+        assert upload_dir is not None
+        assert sorted(p.name for p in upload_dir.iterdir()) == ["data", "startedat"]
+    finally:
+        await registry.close()
+    assert renamed == []
