@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from registry.oci.digest import Digest
 from registry.storage import paths
 from registry.storage.driver.base import Content, PathNotFound, StorageDriver
+from registry.storage.driver.steps import Move, Put
 from registry.storage.errors import BlobUnknown
 from registry.storage.gc_safety import BlobGuard, CollectionBusy
 from registry.storage.links import digest_tree, layer_links, revision_links
@@ -119,7 +120,11 @@ class BlobStore:
         When two clients push the same blob at once both moves succeed: the content is
         identical by its digest, and the last rename simply replaces the first.
         """
-        await self.driver.move(source_path, paths.blob_data(digest), expected=verified)
+        await self.driver.run_steps([self.adoption(source_path, digest, verified)])
+
+    def adoption(self, source_path: str, digest: Digest, verified: Content | None = None) -> Move:
+        """``adopt`` as a step, for a caller that runs it with others in one go."""
+        return Move(source_path, paths.blob_data(digest), verified)
 
     async def delete(self, digest: Digest) -> None:
         # Forgotten before and after: a stat racing the delete cannot leave it cached.
@@ -198,6 +203,10 @@ class LinkedBlobs:
 
     async def link(self, digest: Digest) -> None:
         await self.layers.write(digest)
+
+    def linking(self, digest: Digest) -> Put:
+        """``link`` as a step, for a caller that runs it with others in one go."""
+        return self.layers.writing(digest)
 
     async def unlink(self, digest: Digest) -> None:
         await self.forget(digest)

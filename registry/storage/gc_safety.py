@@ -62,6 +62,12 @@ class BlobGuard:
         # A HEAD refreshes a blob at most every quarter of the grace period: its lastref
         # is then never older than that, far from the grace a collector requires.
         self.memo = RefreshMemo(grace / 4) if grace > 0 else None
+        # What this process made fresh itself within the last eighth of the grace period
+        # (a blob it just moved in, a manifest it just wrote, a blob it just secured): a
+        # push's first round counts those refreshes instead of repeating them, a utime
+        # on the event loop each (issue 17). Its bound then counts from the earliest of
+        # them, so it keeps at least 3/8 of the grace period (docs/online-gc.md).
+        self.fresh = RefreshMemo(grace / 8) if grace > 0 else None
 
     @property
     def bound(self) -> float | None:
@@ -90,30 +96,63 @@ class BlobGuard:
         self.memo.note(digest)
         return True
 
+    def made_fresh(self, digests: Iterable[Digest], at: float) -> None:
+        """This process refreshed (or wrote) these blobs, beginning at ``at`` (monotonic)."""
+        if self.fresh is not None:
+            for digest in digests:
+                self.fresh.note(digest, at)
+
     async def secure(self, digests: Iterable[Digest]) -> Secured:
         """Refresh each blob, then read the condemned records; while one names a blob,
         wait and do both again (each refresh may still save the blob from the collector,
         and only the last one counts for the bound). Then find each in storage.
+
+        The first round does not refresh again a blob this process made fresh within
+        ``grace/8`` (``made_fresh``): that refresh counts instead, and ``refreshed_at``
+        is then the earliest such. Rounds after a wait refresh every blob.
 
         No collector deletes a blob found here within the grace period after
         ``refreshed_at`` (docs/online-gc.md). Raises CollectionBusy when records keep
         naming a blob for longer than WAIT_LIMIT."""
         wanted = list(dict.fromkeys(digests))
         given_up = time.monotonic() + WAIT_LIMIT
+        refreshed_at, stale = self._recent(wanted)
         while True:
-            refreshed_at = time.monotonic()
-            await _bounded(self.lastref.refresh, wanted)
+            refreshed = await _bounded(self.lastref.refresh, stale) if stale else []
             if not await self.condemned.holding(wanted):
                 break
             if time.monotonic() >= given_up:
                 raise CollectionBusy("garbage collection is deleting a blob this push names")
             await asyncio.sleep(WAIT_STEP)
+            refreshed_at, stale = time.monotonic(), wanted
         if self.memo is not None:
             for digest in wanted:
                 self.memo.forget(digest)  # the next HEAD refreshes again
         present = await _bounded(self.exists, wanted)
         missing = {d for d, here in zip(wanted, present, strict=True) if not here}
+        # Only what this round's refreshes found: a blob that appeared since carries
+        # the refresh of whoever moved it in, not this one.
+        self.made_fresh(
+            (d for d, ok in zip(stale, refreshed, strict=True) if ok and d not in missing),
+            refreshed_at,
+        )
         return Secured(missing, refreshed_at)
+
+    def _recent(self, wanted: list[Digest]) -> tuple[float, list[Digest]]:
+        """The time a first round counts its refreshes from, and the blobs it must
+        refresh: those this process did not make fresh within ``grace/8``."""
+        now = time.monotonic()
+        if self.fresh is None:
+            return now, wanted
+        stale: list[Digest] = []
+        earliest = now
+        for digest in wanted:
+            since = self.fresh.since(digest)
+            if since is None:
+                stale.append(digest)
+            else:
+                earliest = min(earliest, since)
+        return earliest, stale
 
     async def exists(self, digest: Digest) -> bool:
         """In storage, never the blob-descriptor cache (it may remember a deleted blob)."""

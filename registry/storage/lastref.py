@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from registry.oci.digest import Digest
 from registry.storage import paths
 from registry.storage.driver.base import PathNotFound, StorageDriver
+from registry.storage.driver.steps import Put, Step, Touch
 
 
 class LastReferenced:
@@ -42,13 +43,14 @@ class LastReferenced:
         await self.driver.put_content(paths.blob_lastref(digest), b"")
         return True
 
-    async def refresh_before_adopt(self, digest: Digest, source: str) -> None:
-        """Make the ``lastref`` of the blob ``source`` is about to become now, before it
-        becomes visible: a collector that sees the new blob sees it fresh."""
+    def before_adopt(self, digest: Digest, source: str) -> Step:
+        """The step that makes the ``lastref`` of the blob ``source`` is about to become
+        now, to run before the move that makes it visible (in the same go: on the
+        filesystem, the ``utime`` in the move's thread job instead of on the event loop):
+        a collector that sees the new blob sees it fresh."""
         if self._local:
-            self._utime(source)
-        else:
-            await self.driver.put_content(paths.blob_lastref(digest), b"")
+            return Touch(source)
+        return Put(paths.blob_lastref(digest), b"")
 
     async def read_many(self, digests: Sequence[Digest]) -> list[float | None]:
         """Each blob's ``lastref`` (seconds, storage clock): its data's modified time, or
@@ -94,9 +96,10 @@ class LastReferenced:
 
 
 class RefreshMemo:
-    """Which blobs this process refreshed recently, so that HEADs (thousands a second on
-    a busy registry) refresh a blob at most once per ``interval``. Bounded: the oldest
-    entries go first. A PUT never consults it."""
+    """Which blobs this process refreshed recently, and when (monotonic), so that HEADs
+    (thousands a second on a busy registry) refresh a blob at most once per
+    ``interval``, and a push does not refresh again what this process itself made fresh
+    moments before (``BlobGuard.made_fresh``). Bounded: the oldest entries go first."""
 
     def __init__(self, interval: float, capacity: int = 65536) -> None:
         self.interval = interval
@@ -105,12 +108,20 @@ class RefreshMemo:
         self._at: OrderedDict[str, float] = OrderedDict()
 
     def due(self, digest: Digest) -> bool:
-        refreshed = self._at.get(digest.hex)
-        return refreshed is None or time.monotonic() - refreshed >= self.interval
+        return self.since(digest) is None
 
-    def note(self, digest: Digest) -> None:
+    def since(self, digest: Digest) -> float | None:
+        """When the blob was refreshed, if within ``interval``; else None."""
+        refreshed = self._at.get(digest.hex)
+        if refreshed is None or time.monotonic() - refreshed >= self.interval:
+            return None
+        return refreshed
+
+    def note(self, digest: Digest, at: float | None = None) -> None:
+        """Refreshed at ``at`` (monotonic; now if None): a time no later than the
+        refresh itself, since the guarantees count from it."""
         key = digest.hex
-        self._at[key] = time.monotonic()
+        self._at[key] = time.monotonic() if at is None else at
         self._at.move_to_end(key)
         while len(self._at) > self.capacity:
             self._at.popitem(last=False)

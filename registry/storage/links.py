@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from registry.oci.digest import Digest, InvalidDigest, parse_digest
 from registry.storage import paths
 from registry.storage.driver.base import PathNotFound, StorageDriver
+from registry.storage.driver.steps import Put
 
 LinkDirectory = Callable[[str, Digest], str]
 LinkRoot = Callable[[str], str]
@@ -43,7 +44,12 @@ class Links:
         return (await self.driver.stat(self._link(digest))).modified
 
     async def write(self, digest: Digest) -> None:
-        await self.driver.put_content(self._link(digest), str(digest).encode())
+        step = self.writing(digest)
+        await self.driver.put_content(step.path, step.content)
+
+    def writing(self, digest: Digest) -> Put:
+        """``write`` as a step (``StorageDriver.run_steps``)."""
+        return Put(self._link(digest), str(digest).encode())
 
     async def delete(self, digest: Digest) -> bool:
         """Remove the link; False when there was none."""

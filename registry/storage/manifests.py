@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -188,7 +189,10 @@ class Manifests:
         try:
             # The content is shared by digest and may serve another repository already:
             # it stays even if this request fails (garbage collection reclaims it).
+            # Written whole, it is fresh: the refresh below need not touch it again.
+            writing = time.monotonic()
             await self.store.put(digest, body)
+            self.store.guard.made_fresh([digest], writing)
             # The revision is what collection marks from: written within the bound of
             # the last refresh, so any collection that began too late to see it spares
             # what it names. A slow storage gets three tries.

@@ -261,11 +261,11 @@ async def test_hash_states_are_written_but_not_flushed(durable: Traced) -> None:
     states = [c for c in calls if c.name.startswith("rename") and "/hashstates/" in c.strings[-1]]
     assert len(states) == 2, "one hash state stored per PATCH"
     # Nothing to wait for, so no hop to a thread: written on the event loop's thread,
-    # as is the upload's start time (issue 17: each hop cost ~70 futex calls under load).
-    started = [
-        c for c in calls if c.name.startswith("rename") and c.strings[-1].endswith("/startedat")
-    ]
+    # as is the upload's start time (issue 17: each hop cost ~70 futex calls under load),
+    # the latter in place: no one can read it before the upload's id is answered.
+    started = [c for c in calls if c.name == "write" and (c.fd_path or "").endswith("/startedat")]
     assert len(started) == 1
+    assert [c for c in calls if c.name.startswith("rename") and "startedat" in c.strings[-1]] == []
     assert {c.thread for c in [*states, *started]} == {main_thread}
     in_uploads = [c for _, c in _flushes(calls) if "/_uploads" in (c.fd_path or "")]
     assert [c.fd_path for c in in_uploads if not (c.fd_path or "").endswith("/data")] == []

@@ -8,6 +8,7 @@ import pytest
 from registry.storage.driver.base import PathNotFound, StorageFull
 from registry.storage.driver.inmemory import InMemoryDriver
 from registry.storage.driver.metered import MeteredDriver
+from registry.storage.driver.steps import Delete, Put
 
 Report = tuple[str, str, float, bool]
 
@@ -45,13 +46,14 @@ async def test_each_operation_is_reported_with_its_outcome() -> None:
     assert await driver.redirect_url("/a/d", "GET") is None
     assert await driver.delete_many(["/a/d"]) == [3]
     await driver.delete("/a/b")
+    await driver.run_steps([Put("/a/e", b"e"), Delete("/a/e")])  # one report for them all
     actions = [(name, action, failed) for name, action, _, failed in reports]
     assert actions == [
         ("inmemory", action, False)
         for action in (
             "put_content", "get_content", "stat", "list", "modified_many", "writer", "write",
             "write",
-            "close", "reader", "move", "redirect_url", "delete_many", "delete",
+            "close", "reader", "move", "redirect_url", "delete_many", "delete", "steps",
         )
     ]  # fmt: skip
     assert all(0 <= seconds < 60 for _, _, seconds, _ in reports)

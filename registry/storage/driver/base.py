@@ -14,6 +14,8 @@ from collections.abc import AsyncGenerator, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from registry.storage.driver.steps import Delete, Move, Put, Step
+
 # Requests one bulk read (``modified_many``) has in flight at once, by default.
 MANY_AT_ONCE = 16
 
@@ -154,6 +156,13 @@ class StorageDriver(abc.ABC):
         ``durable=False``: for a file no answer acknowledges as stored (an upload's start
         time), which need not survive a power loss; backends that flush skip it."""
 
+    async def put_new(self, path: str, content: bytes) -> None:
+        """Write a file no reader can know of yet (in a directory of a new random name:
+        an upload's start time, before its id is answered) and no answer acknowledges
+        as stored: nothing to flush, nothing to replace atomically. Backends that write
+        files in place override it; this plain version is ``put_content(durable=False)``."""
+        await self.put_content(path, content, durable=False)
+
     @abc.abstractmethod
     def reader(self, path: str, offset: int = 0) -> AsyncGenerator[bytes, None]:
         """Stream the file from ``offset``; raise PathNotFound when it is missing."""
@@ -189,6 +198,23 @@ class StorageDriver(abc.ABC):
     @abc.abstractmethod
     async def delete(self, path: str) -> None:
         """Delete a file or a whole directory tree."""
+
+    async def run_steps(self, steps: Sequence[Step]) -> None:
+        """Perform ``steps`` in order, each as its own method would, stopping at the
+        first that fails (its error raised, the later ones not done); a ``Delete`` of
+        nothing is no failure. Backends that can do them in one go override it (the
+        filesystem: one thread job instead of one each); this plain version makes one
+        call of the driver's methods per step (on S3 each is a request anyway)."""
+        for step in steps:
+            if isinstance(step, Move):
+                await self.move(step.source, step.destination, expected=step.expected)
+            elif isinstance(step, Put):
+                await self.put_content(step.path, step.content)
+            elif isinstance(step, Delete):
+                with contextlib.suppress(PathNotFound):
+                    await self.delete(step.path)
+            else:  # a Touch: only backends with files of their own, which override this
+                raise NotImplementedError(f"{type(self).__name__} cannot touch {step.path}")
 
     async def delete_many(
         self, paths: Sequence[str], *, sole_file: str | None = None

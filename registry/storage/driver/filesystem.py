@@ -16,6 +16,7 @@ writers are removed by ``remove_leftovers`` (``temporaries``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import stat
@@ -36,22 +37,25 @@ from registry.storage.driver.base import (
     StorageUnavailable,
     StorageUnwritable,
 )
-from registry.storage.driver.durability import make_dirs, sync_dirs, sync_file
 from registry.storage.driver.filesystem_delete import (
     DELETE_MIN_BATCH,
-    RACE_ATTEMPTS,
-    delete_tree,
     deleted_all,
     runs_by_parent,
 )
 from registry.storage.driver.filesystem_deleters import CHILD_MIN_BATCH, DeletingChildren
+from registry.storage.driver.filesystem_steps import (
+    delete_path,
+    move_file,
+    put_file,
+    touch_file,
+)
 from registry.storage.driver.filesystem_writer import (
     FilesystemWriter,
     file_version,
-    holding,
     no_space_is_storage_full,
     open_for_writing,
 )
+from registry.storage.driver.steps import Move, Put, Step, Touch
 
 T = TypeVar("T")
 READ_CHUNK = 1024 * 1024
@@ -60,7 +64,10 @@ INLINE_READ_LIMIT = 64 * 1024
 FIRST_READ = 4096
 # Files written without a flush up to this size are written inline (see put_content).
 INLINE_WRITE_LIMIT = 64 * 1024
-INLINE_LIST_LIMIT = 16 * 1024  # bytes of directory: a few hundred entries
+INLINE_LIST_LIMIT = 16 * 1024
+NEW_FILE = (
+    os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+)  # put_new: never replaces  # bytes of directory: a few hundred entries
 # ``modified_many``: threads sharing a bulk read, and the fewest paths one takes (a hop
 # to a thread costs about 50 us, ten stats).
 STAT_THREADS = 4
@@ -132,35 +139,44 @@ class FilesystemDriver(StorageDriver):
     async def put_content(self, path: str, content: bytes, *, durable: bool = True) -> None:
         full = self._full(path)
         flush = self.fsync and durable
+        if not durable and len(content) <= INLINE_WRITE_LIMIT:
+            # Nothing to wait for (an upload's start time, a hash state): a few
+            # page-cache syscalls, cheaper inline than a hop to a thread, whose every
+            # syscall then contends with the loop for the GIL (issue 17: about 70
+            # futex calls per hop under a push load). Links, tags and manifests keep
+            # the thread even with fsync off: their directories may need creating,
+            # and on a network filesystem a hung server must not freeze the loop.
+            put_file(full, path, content, flush)
+        else:
+            await self._run(lambda: put_file(full, path, content, flush))
 
-        def write() -> None:
-            created = make_dirs(full.parent)
-            fd, temporary = temporaries.create_locked(full)
+    async def put_new(self, path: str, content: bytes) -> None:
+        if len(content) > INLINE_WRITE_LIMIT:
+            await super().put_new(path, content)
+            return
+        # Written in place, inline: no reader knows the name yet, so the temporary,
+        # its lock and the rename of put_content (six syscalls on the event loop, each
+        # a chance for a waiting file thread to take the interpreter lock, issue 17)
+        # buy nothing. Only a purge listing every upload could look: a small file
+        # written in one call it sees empty (the size is set after the copy), which it
+        # takes for no start time, or whole. A crash leaves at worst an empty file in
+        # an upload whose id was never answered, which the purge removes.
+        full = self._os_path(path)
+        directory = os.path.dirname(full)
+        with no_space_is_storage_full(path):
+            try:
+                os.mkdir(directory)  # new, as a rule: one mkdir, no stat of it first
+            except FileExistsError:
+                pass
+            except FileNotFoundError:
+                os.makedirs(directory, exist_ok=True)
+            fd = os.open(full, NEW_FILE, 0o644)
             try:
                 view = memoryview(content)
                 while view:
                     view = view[os.write(fd, view) :]
-                if flush:
-                    os.fdatasync(fd)
-                os.replace(temporary, full)
-            except BaseException:
-                temporaries.discard(fd, temporary)
-                raise
-            os.close(fd)  # only now: the lock tells sweepers the temporary is alive
-            if flush:
-                sync_dirs([full.parent, *created])
-
-        with no_space_is_storage_full(path):
-            if not durable and len(content) <= INLINE_WRITE_LIMIT:
-                # Nothing to wait for (an upload's start time, a hash state): a few
-                # page-cache syscalls, cheaper inline than a hop to a thread, whose every
-                # syscall then contends with the loop for the GIL (issue 17: about 70
-                # futex calls per hop under a push load). Links, tags and manifests keep
-                # the thread even with fsync off: their directories may need creating,
-                # and on a network filesystem a hung server must not freeze the loop.
-                _despite_concurrent_deletes(write)
-            else:
-                await self._run(lambda: _despite_concurrent_deletes(write))
+            finally:
+                os.close(fd)
 
     async def reader(self, path: str, offset: int = 0) -> AsyncGenerator[bytes, None]:
         full = self._full(path)
@@ -182,8 +198,14 @@ class FilesystemDriver(StorageDriver):
         # thread could be lost on its way back and leak. Writers only write upload areas,
         # which need no durable directories: ``move`` flushes what it makes visible.
         with no_space_is_storage_full(path):
-            full.parent.mkdir(parents=True, exist_ok=True)
-            fd = open_for_writing(os.fspath(full), append)
+            try:
+                fd = open_for_writing(os.fspath(full), append)
+            except FileNotFoundError:
+                # Made only when missing: an upload's directory is there from its start
+                # (the start time's write), so every later open spares a mkdir and its
+                # stat, two syscalls on the loop each (issue 17).
+                full.parent.mkdir(parents=True, exist_ok=True)
+                fd = open_for_writing(os.fspath(full), append)
         return FilesystemWriter(self._run, path, os.fspath(full), fd, writeback=self.fsync)
 
     async def stat(self, path: str) -> FileInfo:
@@ -244,41 +266,42 @@ class FilesystemDriver(StorageDriver):
 
     async def move(self, source: str, destination: str, *, expected: Content | None = None) -> None:
         src, dst = self._full(source), self._full(destination)
-
-        def move() -> None:
-            if expected is None:
-                return rename()
-            with holding(os.fspath(src), source, expected):
-                return rename()
-
-        def rename() -> None:
-            if self.fsync:
-                # The data first, then the name: a blob is never durably named while its
-                # content could still be lost.
-                try:
-                    sync_file(src)
-                except FileNotFoundError:
-                    raise PathNotFound(source) from None
-            created = make_dirs(dst.parent)
-            try:
-                os.replace(src, dst)
-            except FileNotFoundError:
-                if not os.path.lexists(src):
-                    raise PathNotFound(source) from None
-                raise  # the destination's directory vanished: tried again
-            if self.fsync:
-                sync_dirs([dst.parent, *created])
-
-        with no_space_is_storage_full(destination):
-            await self._run(lambda: _despite_concurrent_deletes(move))
+        await self._run(lambda: move_file(src, dst, source, destination, expected, self.fsync))
 
     async def delete(self, path: str) -> None:
         full = self._full(path)
+        await self._run(lambda: delete_path(full, path))
 
-        try:
-            await self._run(lambda: delete_tree(full))
-        except (FileNotFoundError, NotADirectoryError):
-            raise PathNotFound(path) from None
+    async def run_steps(self, steps: Sequence[Step]) -> None:
+        # One thread job for them all: a blob's commit (move, link, the upload's
+        # removal) was three, each a wake-up of a worker and, under a push load, dozens
+        # of exchanges of the interpreter lock with the loop (issue 17).
+        work = [self._step(step) for step in steps]  # paths checked before any is done
+
+        def run() -> None:
+            for do in work:
+                do()
+
+        await self._run(run)
+
+    def _step(self, step: Step) -> Callable[[], None]:
+        if isinstance(step, Move):
+            src, dst = self._full(step.source), self._full(step.destination)
+            source, destination, expected = step.source, step.destination, step.expected
+            return lambda: move_file(src, dst, source, destination, expected, self.fsync)
+        if isinstance(step, Put):
+            full, path, content = self._full(step.path), step.path, step.content
+            return lambda: put_file(full, path, content, self.fsync)
+        if isinstance(step, Touch):
+            touched, name = self._full(step.path), step.path
+            return lambda: touch_file(touched, name)
+        full, path = self._full(step.path), step.path
+
+        def delete() -> None:
+            with contextlib.suppress(PathNotFound):
+                delete_path(full, path)
+
+        return delete
 
     async def delete_many(
         self, paths: Sequence[str], *, sole_file: str | None = None
@@ -356,22 +379,6 @@ def check_writable_root(root: str | os.PathLike[str]) -> None:
         probe.unlink()
     except OSError as error:
         raise StorageUnwritable(str(directory), error.strerror or str(error)) from None
-
-
-def _despite_concurrent_deletes(operation: Callable[[], None]) -> None:
-    """Run ``operation``, which creates its parent directories and then writes there,
-    again when a concurrent delete removed a directory in between (FileNotFoundError, or
-    FileExistsError from ``mkdir(exist_ok=True)`` seeing one vanish): the write then
-    simply happens after the delete, as if the two had not overlapped."""
-    for attempt in range(1, RACE_ATTEMPTS + 1):
-        try:
-            operation()
-            return
-        except PathNotFound:
-            raise  # what the operation itself reports missing: no race to retry
-        except (FileNotFoundError, FileExistsError):
-            if attempt == RACE_ATTEMPTS:
-                raise
 
 
 def _modified_times(full: Sequence[str]) -> list[float | None]:

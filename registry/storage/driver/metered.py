@@ -15,6 +15,7 @@ from collections.abc import AsyncGenerator, Callable, Hashable, Sequence
 from pathlib import Path
 
 from registry.storage.driver.base import Content, FileInfo, FileWriter, PathNotFound, StorageDriver
+from registry.storage.driver.steps import Step
 from registry.storage.socket_source import PiecesOnFirstUse, SocketSource
 
 # (driver name, action, seconds, failed)
@@ -135,6 +136,10 @@ class MeteredDriver(StorageDriver):
         with self._timer("put_content"):
             await self.inner.put_content(path, content, durable=durable)
 
+    async def put_new(self, path: str, content: bytes) -> None:
+        with self._timer("put_new"):
+            await self.inner.put_new(path, content)
+
     def reader(self, path: str, offset: int = 0) -> AsyncGenerator[bytes, None]:
         chunks = self.inner.reader(path, offset)
         if isinstance(chunks, SocketSource):
@@ -171,6 +176,11 @@ class MeteredDriver(StorageDriver):
     async def delete(self, path: str) -> None:
         with self._timer("delete"):
             await self.inner.delete(path)
+
+    async def run_steps(self, steps: Sequence[Step]) -> None:
+        # Handed on whole, so that the inner driver does them in one go as it can.
+        with self._timer("steps"):
+            await self.inner.run_steps(steps)
 
     async def delete_many(
         self, paths: Sequence[str], *, sole_file: str | None = None

@@ -16,6 +16,7 @@ from registry.storage.driver.base import Content, ContentChanged, PathNotFound, 
 from registry.storage.driver.filesystem import FilesystemDriver
 from registry.storage.driver.inmemory import InMemoryDriver
 from registry.storage.driver.s3 import S3Driver
+from registry.storage.driver.steps import Delete, Move, Put
 from tests.support.backing_services import s3_kinds, shared_services
 
 DriverFactory = Callable[[Path], Awaitable[StorageDriver]]
@@ -172,6 +173,31 @@ async def test_a_move_of_expected_content_refuses_content_appended_since(
     assert now.version is not None
     await driver.move("/upload/data", "/blob/data", expected=Content(now.size, now.version))
     assert await driver.get_content("/blob/data") == b"checked and appended"
+
+
+async def test_steps_run_in_order_and_stop_at_the_first_failure(driver: StorageDriver) -> None:
+    """``run_steps``: each step as its own method, in order; a Delete of nothing is none
+    of a failure, a failing step raises and leaves the later ones undone."""
+    writer = await driver.writer("/up/1/data")
+    await writer.write(b"blob")
+    await writer.close()
+    await driver.put_content("/up/1/startedat", b"1")
+    await driver.run_steps(
+        [
+            Move("/up/1/data", "/blobs/b/data"),
+            Put("/links/b/link", b"b"),
+            Delete("/up/1"),
+            Delete("/never/there"),
+        ]
+    )
+    assert await driver.get_content("/blobs/b/data") == b"blob"
+    assert await driver.get_content("/links/b/link") == b"b"
+    with pytest.raises(PathNotFound):
+        await driver.stat("/up/1/startedat")
+    with pytest.raises(PathNotFound):
+        await driver.run_steps([Move("/up/2/data", "/blobs/c/data"), Put("/links/c/link", b"c")])
+    with pytest.raises(PathNotFound):
+        await driver.stat("/links/c/link")
 
 
 async def test_delete_removes_a_whole_tree(driver: StorageDriver) -> None:
@@ -361,3 +387,9 @@ async def test_a_listing_stamp_changes_with_the_entries_or_there_is_none(
         await driver.listing_stamp("/nothing")
     with pytest.raises(PathNotFound):
         await driver.listing_stamp("/d/b/file")
+
+
+async def test_put_new_writes_a_file_in_a_new_directory(driver: StorageDriver) -> None:
+    await driver.put_new("/uploads/new/startedat", b"1796011456.78")
+    assert await driver.get_content("/uploads/new/startedat") == b"1796011456.78"
+    assert (await driver.stat("/uploads/new/startedat")).size == 13

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import threading
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Generator
 from pathlib import Path
 from typing import Any
@@ -13,10 +15,14 @@ from typing import Any
 import pytest
 
 from registry.oci.digest import parse_digest
+from registry.storage import paths
+from registry.storage.driver.base import PathNotFound
 from registry.storage.driver.filesystem import FilesystemDriver
+from registry.storage.errors import ManifestBlobUnknown
 from registry.storage.gc_safety import BlobGuard
 from registry.storage.registry import Registry
 from registry.storage.upload_pipe import PIECE_SIZE
+from tests.support.oci import OCI_MANIFEST, make_image, sha256_digest
 
 DIGEST = parse_digest("sha256:" + "cd" * 32)
 
@@ -88,3 +94,206 @@ async def test_each_batch_of_a_body_is_written_and_hashed_in_one_thread_job(
     finally:
         await registry.close()
     assert jobs == batches, f"{jobs} thread jobs for {batches} batches"
+
+
+async def test_a_blob_is_committed_in_one_thread_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A blob's commit was three thread jobs: the move into the blob store (with its
+    flushes), the repository's link (with its own), the removal of the upload's
+    directory; each a wake-up of a worker and dozens of exchanges of the GIL under a push
+    load (issue 17). They now run in one, in that order, each flushed as before."""
+    registry = Registry(FilesystemDriver(tmp_path, max_threads=4))
+    loop = asyncio.get_running_loop()
+    jobs: list[str] = []
+    default = loop.run_in_executor
+
+    def counting(executor: Any, func: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        jobs.append(getattr(func, "__qualname__", repr(func)))
+        return default(executor, func, *args)
+
+    data = os.urandom(4096)
+    digest = parse_digest(f"sha256:{hashlib.sha256(data).hexdigest()}")
+
+    async def body() -> AsyncIterator[bytes]:
+        yield data
+
+    try:
+        repository = registry.repository("app")
+        upload_id = (await repository.uploads.start()).upload_id
+        await repository.uploads.append(upload_id, body())
+        with monkeypatch.context() as patched:
+            patched.setattr(loop, "run_in_executor", counting)
+            assert (await repository.uploads.finish(upload_id, digest)).size == len(data)
+        assert await repository.blobs.is_linked(digest)
+        with pytest.raises(PathNotFound):  # the upload's directory is gone
+            await registry.driver.stat(paths.upload_dir("app", upload_id))
+    finally:
+        await registry.close()
+    assert len(jobs) == 1, jobs
+
+
+async def _push_blobs(registry: Registry, name: str, blobs: dict[str, bytes]) -> None:
+    uploads = registry.repository(name).uploads
+    for digest, data in blobs.items():
+
+        async def body(data: bytes = data) -> AsyncIterator[bytes]:
+            yield data
+
+        upload_id = (await uploads.start()).upload_id
+        await uploads.append(upload_id, body())
+        await uploads.finish(upload_id, parse_digest(digest))
+
+
+def _counting_utimes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    touched: list[str] = []
+    utime = os.utime
+
+    def counting(path: Any, *args: Any, **kwargs: Any) -> None:
+        touched.append(os.fspath(path))
+        utime(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "utime", counting)
+    return touched
+
+
+async def test_a_manifest_put_does_not_refresh_what_this_process_just_made_fresh(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Online collection's check at a manifest PUT refreshed each blob it names and its
+    own content: a utime on the event loop each, five per image, all of blobs this
+    process had just moved in or written itself (issue 17). Those refreshes now count
+    (docs/online-gc.md): a push right after its uploads refreshes nothing again, and is
+    still refused when a blob is gone."""
+    registry = Registry(FilesystemDriver(tmp_path, fsync=False), gc_grace=3600.0)
+    image = make_image(layer_size=1024)
+    try:
+        await _push_blobs(registry, "app", image.blobs)
+        manifests = registry.repository("app").manifests
+        touched = _counting_utimes(monkeypatch)
+        await manifests.put("v1", image.manifest, OCI_MANIFEST)
+        assert touched == []
+        # A blob deleted since (as a collector would) is found missing all the same.
+        monkeypatch.undo()
+        layer = parse_digest(sha256_digest(image.layers[0]))
+        await registry.driver.delete(paths.blob_dir(layer))
+        with pytest.raises(ManifestBlobUnknown):
+            await manifests.put("v2", image.manifest, OCI_MANIFEST)
+    finally:
+        await registry.close()
+
+
+async def test_a_refresh_older_than_an_eighth_of_the_grace_period_is_made_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a refresh within grace/8 counts: later, the PUT refreshes every blob again
+    (its bound, grace/2 from the earliest refresh counted, keeps 3/8 of the grace)."""
+    grace = 2.0
+    registry = Registry(FilesystemDriver(tmp_path, fsync=False), gc_grace=grace)
+    image = make_image(layer_size=1024)
+    try:
+        await _push_blobs(registry, "app", image.blobs)
+        await asyncio.sleep(grace / 8 + 0.05)
+        touched = _counting_utimes(monkeypatch)
+        await registry.repository("app").manifests.put("v1", image.manifest, OCI_MANIFEST)
+        # Each blob it names, once; not its own content, written just before.
+        assert len(touched) == len(image.blobs)
+    finally:
+        await registry.close()
+
+
+async def test_an_upload_s_writes_make_no_directory_once_it_is_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each open of an upload's data made its directory first (a mkdir failing with
+    EEXIST and a stat, on the event loop), though the start had made it: now only an
+    open that finds it missing makes it."""
+    registry = Registry(FilesystemDriver(tmp_path, fsync=False))
+    made: list[str] = []
+    mkdir = os.mkdir
+
+    def counting(path: Any, *args: Any, **kwargs: Any) -> None:
+        made.append(os.fspath(path))
+        mkdir(path, *args, **kwargs)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"abc"
+
+    try:
+        uploads = registry.repository("app").uploads
+        upload_id = (await uploads.start()).upload_id
+        monkeypatch.setattr(os, "mkdir", counting)
+        # Lengths declared and small: no hash state is stored (its own directory).
+        assert (await uploads.append(upload_id, body(), start=0, length=3)).size == 3
+        assert (await uploads.append(upload_id, body(), start=3, length=3)).size == 6
+    finally:
+        await registry.close()
+    assert made == []
+
+
+async def test_a_new_blob_is_refreshed_in_its_commit_s_thread_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new blob's lastref is refreshed before it becomes visible: a utime of the
+    upload's data, made on the event loop before the commit's thread job (issue 17).
+    It is now that job's first step, before the move: still fresh when it appears."""
+    registry = Registry(FilesystemDriver(tmp_path, fsync=False), gc_grace=3600.0)
+    data = os.urandom(1024)
+    digest = parse_digest(f"sha256:{hashlib.sha256(data).hexdigest()}")
+    loop_thread = threading.get_ident()
+    on_loop: list[str] = []
+    utime = os.utime
+
+    def watching(path: Any, *args: Any, **kwargs: Any) -> None:
+        if threading.get_ident() == loop_thread:
+            on_loop.append(os.fspath(path))
+        utime(path, *args, **kwargs)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield data
+
+    try:
+        uploads = registry.repository("app").uploads
+        upload_id = (await uploads.start()).upload_id
+        await uploads.append(upload_id, body())
+        upload_data = registry.driver.local_path(paths.upload_data("app", upload_id))
+        assert upload_data is not None
+        os.utime(upload_data, (1.0, 1.0))  # as old as a file can be
+        monkeypatch.setattr(os, "utime", watching)
+        before = time.time()
+        await uploads.finish(upload_id, digest)
+        blob = registry.driver.local_path(paths.blob_data(digest))
+        assert blob is not None
+        assert blob.stat().st_mtime >= before - 1  # fresh as it became visible
+    finally:
+        await registry.close()
+    # Only the check that finds the blob missing (its own utime) runs on the loop.
+    assert on_loop == [os.fspath(blob)]
+
+
+async def test_an_upload_s_start_time_is_written_without_a_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upload's start time was written as every file is replaced: a locked
+    temporary, then a rename (six syscalls on the event loop, issue 17). No one can
+    read it before its upload's id is answered: it is now written in place."""
+    registry = Registry(FilesystemDriver(tmp_path, fsync=False))
+    renamed: list[str] = []
+    replace = os.replace
+
+    def counting(source: Any, destination: Any, **kwargs: Any) -> None:
+        renamed.append(os.fspath(destination))
+        replace(source, destination, **kwargs)
+
+    monkeypatch.setattr(os, "replace", counting)
+    try:
+        uploads = registry.repository("app").uploads
+        started = await uploads.start()
+        status = await uploads.status(started.upload_id)
+        assert status.started_at == started.started_at and status.size == 0
+        upload_dir = registry.driver.local_path(paths.upload_dir("app", started.upload_id))
+        assert upload_dir is not None
+        assert sorted(p.name for p in upload_dir.iterdir()) == ["data", "startedat"]
+    finally:
+        await registry.close()
+    assert renamed == []

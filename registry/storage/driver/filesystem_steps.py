@@ -1,0 +1,109 @@
+"""The filesystem driver's writes, as plain functions a thread runs: ``put_content``,
+``move`` and ``delete`` each call one, and ``run_steps`` calls several in one thread job
+(``steps``: one hand-over to a thread for a blob's whole commit instead of three).
+
+With ``flush`` (``storage.filesystem.fsync``) each does what ``durability`` says: the
+data first, then the name, then every directory an entry was added to.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from registry.storage.driver import temporaries
+from registry.storage.driver.base import Content, PathNotFound
+from registry.storage.driver.durability import make_dirs, sync_dirs, sync_file
+from registry.storage.driver.filesystem_delete import RACE_ATTEMPTS, delete_tree
+from registry.storage.driver.filesystem_writer import holding, no_space_is_storage_full
+
+
+def put_file(full: Path, path: str, content: bytes, flush: bool) -> None:
+    """Replace the file ``full`` (driver path ``path``) atomically with ``content``."""
+
+    def write() -> None:
+        created = make_dirs(full.parent)
+        fd, temporary = temporaries.create_locked(full)
+        try:
+            view = memoryview(content)
+            while view:
+                view = view[os.write(fd, view) :]
+            if flush:
+                os.fdatasync(fd)
+            os.replace(temporary, full)
+        except BaseException:
+            temporaries.discard(fd, temporary)
+            raise
+        os.close(fd)  # only now: the lock tells sweepers the temporary is alive
+        if flush:
+            sync_dirs([full.parent, *created])
+
+    with no_space_is_storage_full(path):
+        despite_concurrent_deletes(write)
+
+
+def move_file(
+    src: Path, dst: Path, source: str, destination: str, expected: Content | None, flush: bool
+) -> None:
+    """Rename ``src`` to ``dst`` (driver paths ``source``, ``destination``), only as
+    ``expected`` content if given (ContentChanged if not)."""
+
+    def move() -> None:
+        if expected is None:
+            return rename()
+        with holding(os.fspath(src), source, expected):
+            return rename()
+
+    def rename() -> None:
+        if flush:
+            # The data first, then the name: a blob is never durably named while its
+            # content could still be lost.
+            try:
+                sync_file(src)
+            except FileNotFoundError:
+                raise PathNotFound(source) from None
+        created = make_dirs(dst.parent)
+        try:
+            os.replace(src, dst)
+        except FileNotFoundError:
+            if not os.path.lexists(src):
+                raise PathNotFound(source) from None
+            raise  # the destination's directory vanished: tried again
+        if flush:
+            sync_dirs([dst.parent, *created])
+
+    with no_space_is_storage_full(destination):
+        despite_concurrent_deletes(move)
+
+
+def touch_file(full: Path, path: str) -> None:
+    """Set the modified time of ``full`` (driver path ``path``) to now."""
+    try:
+        os.utime(full)
+    except (FileNotFoundError, NotADirectoryError):
+        raise PathNotFound(path) from None
+
+
+def delete_path(full: Path, path: str) -> None:
+    """Delete the file or tree ``full``; PathNotFound if nothing was there."""
+    try:
+        delete_tree(full)
+    except (FileNotFoundError, NotADirectoryError):
+        raise PathNotFound(path) from None
+
+
+def despite_concurrent_deletes(operation: Callable[[], None]) -> None:
+    """Run ``operation``, which creates its parent directories and then writes there,
+    again when a concurrent delete removed a directory in between (FileNotFoundError, or
+    FileExistsError from ``mkdir(exist_ok=True)`` seeing one vanish): the write then
+    simply happens after the delete, as if the two had not overlapped."""
+    for attempt in range(1, RACE_ATTEMPTS + 1):
+        try:
+            operation()
+            return
+        except PathNotFound:
+            raise  # what the operation itself reports missing: no race to retry
+        except (FileNotFoundError, FileExistsError):
+            if attempt == RACE_ATTEMPTS:
+                raise
