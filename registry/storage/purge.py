@@ -51,6 +51,10 @@ async def _started_at(driver: StorageDriver, name: str, upload_id: str) -> float
     try:  # no readable start time: judge by the data file's age
         return (await driver.stat(paths.upload_data(name, upload_id))).modified
     except PathNotFound:
+        pass
+    try:  # no data either (a start cut short after its start time's file was made)
+        return (await driver.stat(paths.upload_started_at(name, upload_id))).modified
+    except PathNotFound:
         return None
 
 

@@ -3,6 +3,10 @@ extra headers, read-only mode and upload purging."""
 
 from __future__ import annotations
 
+import os
+import time
+from pathlib import Path
+
 from registry.keys import STORAGE
 from registry.storage.purge import purge_uploads
 from tests.registry.conftest import ClientFactory, RegistryClient
@@ -85,3 +89,23 @@ async def test_abandoned_uploads_are_purged(registry: RegistryClient) -> None:
     assert (await registry.get(location)).status == 204
     assert await purge_uploads(driver, older_than=0) == 1
     assert (await registry.get(location)).status == 404
+
+
+async def test_an_upload_cut_short_before_its_data_is_purged_by_its_start_file(
+    registry: RegistryClient, tmp_path: Path
+) -> None:
+    # What a crash while an upload starts can leave: the start time's file made but not
+    # yet written (it is written in place), and no data file. It has no readable start
+    # time and no data to judge by: its own age decides.
+    started = await registry.post("/v2/app/blobs/uploads/")
+    location = started.headers["Location"].split(str(registry.port), 1)[1]
+    upload_id = location.split("?", 1)[0].rsplit("/", 1)[1]
+    driver = registry.app[STORAGE].driver
+    upload = tmp_path / "registry-data/docker/registry/v2/repositories/app/_uploads" / upload_id
+    (upload / "data").unlink()
+    (upload / "startedat").write_bytes(b"")
+    assert await purge_uploads(driver, older_than=3600) == 0  # made just now
+    an_hour_ago = time.time() - 7200
+    os.utime(upload / "startedat", (an_hour_ago, an_hour_ago))
+    assert await purge_uploads(driver, older_than=3600) == 1
+    assert not upload.exists()

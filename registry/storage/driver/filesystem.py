@@ -64,10 +64,9 @@ INLINE_READ_LIMIT = 64 * 1024
 FIRST_READ = 4096
 # Files written without a flush up to this size are written inline (see put_content).
 INLINE_WRITE_LIMIT = 64 * 1024
-INLINE_LIST_LIMIT = 16 * 1024
-NEW_FILE = (
-    os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-)  # put_new: never replaces  # bytes of directory: a few hundred entries
+INLINE_LIST_LIMIT = 16 * 1024  # bytes of directory: a few hundred entries
+# put_new's open: a new file, never one that is there.
+NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 # ``modified_many``: threads sharing a bulk read, and the fewest paths one takes (a hop
 # to a thread costs about 50 us, ten stats).
 STAT_THREADS = 4
