@@ -9,9 +9,17 @@ route names (never the path), known methods, status codes, driver and action nam
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from registry.metrics_tally import CounterTally, HistogramTally, PendingCount, RequestTally
+from registry.metrics_tally import (
+    CounterTally,
+    HistogramTally,
+    Labels,
+    PendingCount,
+    RequestTally,
+)
 from shared.metrics import LabelCache
 
 # Request latency: from a cached manifest HEAD (sub-millisecond) to a large blob.
@@ -188,6 +196,10 @@ class RegistryMetrics:
             received=self.received,
             sent=self.sent,
         )
+        # One request answered: its (route, method, status) labels, seconds, bytes
+        # received and sent (see registry.request_metrics). The tally's own method, not
+        # a method of this class calling it: one Python call fewer per request.
+        self.request: Callable[[Labels, float, int, int], None] = self._requests.add
         self._storage_time = HistogramTally(self.storage_duration, _STORAGE_BUCKETS)
         self._storage_errors = CounterTally(self.storage_errors)
         self._pushed = CounterTally(self.manifests_pushed)
@@ -212,12 +224,6 @@ class RegistryMetrics:
         self.notifications_delivered = LabelCache(self.notifications_sent.labels)
         self.notifications_failed = LabelCache(self.notifications_failures.labels)
         self.notifications_dropped = LabelCache(self.notifications_drops.labels)
-
-    def request(
-        self, route: str, method: str, code: str, seconds: float, received: int, sent: int
-    ) -> None:
-        """One request answered (see registry.request_metrics)."""
-        self._requests.add((route, method, code), seconds, received, sent)
 
     def observe_storage(self, driver: str, action: str, seconds: float, failed: bool) -> None:
         """One storage driver operation (see registry.storage.driver.metered)."""

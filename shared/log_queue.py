@@ -34,7 +34,7 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from logging.handlers import QueueHandler
 from typing import Any, TextIO
@@ -232,6 +232,10 @@ class DirectLines:
         self.front = front
         self._root = logging.getLogger()
         self._filters = list(front.filters)
+        # Queue a line: made (its text, without the terminator) or to be rendered. The
+        # queue handler's own method, not one of this class calling it: one Python call
+        # fewer per access line.
+        self.put: Callable[[PendingLine | str], None] = front.enqueue
 
     def route(self, logger: logging.Logger, *, stamped: bool = False) -> bool:
         """Whether a record logged at INFO on ``logger`` would reach only this queue's
@@ -254,10 +258,6 @@ class DirectLines:
                 return False
             node = node.parent
         return node is root
-
-    def put(self, line: PendingLine | str) -> None:
-        """Queue ``line``: made (its text, without the terminator) or to be rendered."""
-        self.front.enqueue(line)
 
 
 # The lines' way round the logging machinery while queued_logging is on, else None.

@@ -77,3 +77,36 @@ async def test_a_missing_path_is_an_answer_and_other_errors_are_failures() -> No
         ("put_content", False),
         ("put_content", True),
     ]
+
+
+async def test_a_failed_read_is_reported_as_a_failure() -> None:
+    driver, reports = _metered()
+
+    async def broken(path: str) -> bytes:
+        raise StorageFull(path)  # any driver error but a missing path
+
+    driver.inner.get_content = broken  # type: ignore[method-assign]
+    with pytest.raises(StorageFull):
+        await driver.get_content("/a")
+    assert [(action, failed) for _, action, _, failed in reports] == [("get_content", True)]
+
+
+async def test_a_read_is_timed_without_a_timer_object(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``get_content``, the storage operation of every manifest GET by tag, times itself
+    in place: a ``_Timer`` made, entered and left was four Python calls per read."""
+    from registry.storage.driver import metered
+
+    class NoTimer:
+        def __init__(self, *args: object) -> None:
+            raise AssertionError("a _Timer was made for get_content")
+
+    driver, reports = _metered()
+    await driver.put_content("/a", b"data")
+    monkeypatch.setattr(metered, "_Timer", NoTimer)
+    assert await driver.get_content("/a") == b"data"
+    with pytest.raises(PathNotFound):
+        await driver.get_content("/missing")
+    assert [(action, failed) for _, action, _, failed in reports[1:]] == [
+        ("get_content", False),
+        ("get_content", False),
+    ]

@@ -160,6 +160,18 @@ def test_the_line_encoder_writes_what_json_writes() -> None:
         assert encode(line) == reference(line)
 
 
+async def _thing_server(aiohttp_server: AiohttpServer, handler: logging.Handler) -> TestServer:
+    """A server of ``get_thing`` whose access lines go to ``handler``, the root logger's
+    only one."""
+    logger = logging.getLogger(LOGGER)
+    app = web.Application()
+    install(app)
+    app.router.add_get("/v2/{name:.+}/manifests/{reference}", get_thing)
+    server = await aiohttp_server(app, access_log=logger, access_log_class=AccessLogger)
+    logging.getLogger().handlers = [handler]
+    return server
+
+
 @pytest.mark.parametrize("name", ["text", "json"])
 async def test_access_lines_are_made_on_the_serving_thread(
     aiohttp_server: AiohttpServer,
@@ -186,13 +198,7 @@ async def test_access_lines_are_made_on_the_serving_thread(
             return _original(*args, **kwargs)
 
         monkeypatch.setattr(formatter_class, method, noting)
-    logger = logging.getLogger(LOGGER)
-    app = web.Application()
-    install(app)
-    app.router.add_get("/v2/{name:.+}/manifests/{reference}", get_thing)
-    server = await aiohttp_server(app, access_log=logger, access_log_class=AccessLogger)
-    root = logging.getLogger()
-    root.handlers = [handler]
+    server = await _thing_server(aiohttp_server, handler)
     ids = [f"ordered-{number}" for number in range(40)]
     try:
         with queued_logging():
@@ -249,3 +255,76 @@ async def test_a_route_the_service_names_is_not_looked_up(
     by_id = {line.get("http.request.id"): line for line in lines}
     assert by_id["named-1"]["http.request.route"] == "manifest"
     assert by_id["routed-2"]["http.request.route"] == "/v2/{name}/tags/list"
+
+
+class CountingPattern:
+    """``log_format._PLAIN`` noting every text it is asked to match."""
+
+    def __init__(self, pattern: re.Pattern[str]) -> None:
+        self.pattern = pattern
+        self.asked: list[str] = []
+
+    def fullmatch(self, text: str) -> re.Match[str] | None:
+        self.asked.append(text)
+        return self.pattern.fullmatch(text)
+
+
+async def test_a_text_access_line_matches_no_id_or_duration(
+    aiohttp_server: AiohttpServer, output: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The text format writes a request id of letters, digits and hyphens (a UUID, every
+    id the services make) and a duration without matching them against the plain-token
+    expression (a match per field and line); ids and durations are written as before:
+    a UUID plain, another id quoted when it must be, ``µs`` durations quoted."""
+    handler = next(h for h in logging.getLogger().handlers if isinstance(h, BatchStreamHandler))
+    handler.setFormatter(make_formatter("text", {}))
+    counting = CountingPattern(log_format._PLAIN)
+    monkeypatch.setattr(log_format, "_PLAIN", counting)
+    server = await _thing_server(aiohttp_server, handler)
+    try:
+        with queued_logging():
+            await _get(server, "5f0c3b8e-0d7b-4c52-9c1e-2a3b4c5d6e7f")
+            await _get(server, "trace=7")  # '=' is not a plain token's: quoted
+            async with aiohttp.ClientSession() as session:  # no id: the server makes one
+                url = server.make_url("/v2/library/thing/manifests/latest")
+                async with session.get(url) as response:
+                    made = response.headers["X-Request-Id"]
+    finally:
+        await server.close()
+    lines = output.getvalue().splitlines()
+    assert "http.request.id=5f0c3b8e-0d7b-4c52-9c1e-2a3b4c5d6e7f " in lines[0]
+    assert 'http.request.id="trace=7" ' in lines[1]
+    assert f"http.request.id={made} " in lines[2]
+    durations = [re.search(r"http\.response\.duration=(\S+)", line) for line in lines]
+    for found in durations:
+        assert found is not None
+        text = found.group(1)
+        assert re.fullmatch(r'"[0-9.e+-]+µs"|[0-9.e+-]+(ms|s)', text), text
+    asked = set(counting.asked)
+    assert not asked & {"5f0c3b8e-0d7b-4c52-9c1e-2a3b4c5d6e7f", made}
+    assert not [text for text in asked if re.fullmatch(r"[0-9.e+-]+(µs|ms|s)", text)]
+
+
+@pytest.mark.parametrize(
+    "seconds",
+    # Below, at and above each unit's bounds; a negative, NaN and infinity.
+    [
+        0.0,
+        1e-09,
+        0.000789,
+        0.0009999999,
+        0.001,
+        0.0123456789,
+        0.999999,
+        1.0,
+        1.5,
+        12345.678,
+        1000000000.0,
+        -0.5,
+        float("nan"),
+        float("inf"),
+    ],
+)
+def test_a_duration_is_written_as_its_text_would_be(seconds: float) -> None:
+    expected = log_format.text_of_unique_string(access_log.go_duration(seconds))
+    assert access_log._duration_text(seconds) == expected
