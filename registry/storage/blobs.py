@@ -110,20 +110,15 @@ class BlobStore:
         """Store small, already verified content (manifests) under its digest."""
         await self.driver.put_content(paths.blob_data(digest), content)
 
-    async def adopt(
-        self, source_path: str, digest: Digest, verified: Content | None = None
-    ) -> None:
-        """Move verified upload data to the blob's final path in one atomic step;
+    def adoption(self, source_path: str, digest: Digest, verified: Content | None = None) -> Move:
+        """The step that moves verified upload data to the blob's final path in one
+        atomic rename (run by the driver's ``run_steps``, with the rest of a commit);
         ``verified``, the content the digest was checked over, only if the data still
         is that content (the driver's ContentChanged if not).
 
         When two clients push the same blob at once both moves succeed: the content is
         identical by its digest, and the last rename simply replaces the first.
         """
-        await self.driver.run_steps([self.adoption(source_path, digest, verified)])
-
-    def adoption(self, source_path: str, digest: Digest, verified: Content | None = None) -> Move:
-        """``adopt`` as a step, for a caller that runs it with others in one go."""
         return Move(source_path, paths.blob_data(digest), verified)
 
     async def delete(self, digest: Digest) -> None:

@@ -55,7 +55,14 @@ async def _started_at(driver: StorageDriver, name: str, upload_id: str) -> float
     try:  # no data either (a start cut short after its start time's file was made)
         return (await driver.stat(paths.upload_started_at(name, upload_id))).modified
     except PathNotFound:
+        pass
+    try:  # nor that file (cut short after the upload's directory was made): its age
+        directory = await driver.stat(paths.upload_dir(name, upload_id))
+    except PathNotFound:
         return None
+    # A store of objects has no directories of its own, nor their times (0 for unknown):
+    # an upload there is never judged by nothing.
+    return directory.modified or None
 
 
 async def remove_leftovers(driver: StorageDriver) -> None:

@@ -91,21 +91,38 @@ async def test_abandoned_uploads_are_purged(registry: RegistryClient) -> None:
     assert (await registry.get(location)).status == 404
 
 
-async def test_an_upload_cut_short_before_its_data_is_purged_by_its_start_file(
-    registry: RegistryClient, tmp_path: Path
+async def _purged_by_the_age_of(
+    registry: RegistryClient, tmp_path: Path, start_file: bytes | None
 ) -> None:
-    # What a crash while an upload starts can leave: the start time's file made but not
-    # yet written (it is written in place), and no data file. It has no readable start
-    # time and no data to judge by: its own age decides.
+    """Leave a started upload as a crash while it starts can: no data file, and the start
+    time's file empty (made, not yet written) or not made (``start_file`` None). It has no
+    start time and no data to judge by: the age of what is left decides."""
     started = await registry.post("/v2/app/blobs/uploads/")
     location = started.headers["Location"].split(str(registry.port), 1)[1]
     upload_id = location.split("?", 1)[0].rsplit("/", 1)[1]
     driver = registry.app[STORAGE].driver
     upload = tmp_path / "registry-data/docker/registry/v2/repositories/app/_uploads" / upload_id
     (upload / "data").unlink()
-    (upload / "startedat").write_bytes(b"")
+    left = upload
+    if start_file is None:
+        (upload / "startedat").unlink()
+    else:
+        left = upload / "startedat"
+        left.write_bytes(start_file)
     assert await purge_uploads(driver, older_than=3600) == 0  # made just now
-    an_hour_ago = time.time() - 7200
-    os.utime(upload / "startedat", (an_hour_ago, an_hour_ago))
+    two_hours_ago = time.time() - 7200
+    os.utime(left, (two_hours_ago, two_hours_ago))
     assert await purge_uploads(driver, older_than=3600) == 1
     assert not upload.exists()
+
+
+async def test_an_upload_cut_short_before_its_data_is_purged_by_its_start_file(
+    registry: RegistryClient, tmp_path: Path
+) -> None:
+    await _purged_by_the_age_of(registry, tmp_path, start_file=b"")
+
+
+async def test_an_upload_cut_short_before_its_start_file_is_purged_by_its_directory(
+    registry: RegistryClient, tmp_path: Path
+) -> None:
+    await _purged_by_the_age_of(registry, tmp_path, start_file=None)

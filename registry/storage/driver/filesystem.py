@@ -158,8 +158,9 @@ class FilesystemDriver(StorageDriver):
         # a chance for a waiting file thread to take the interpreter lock, issue 17)
         # buy nothing. Only a purge listing every upload could look: a small file
         # written in one call it sees empty (the size is set after the copy), which it
-        # takes for no start time, or whole. A crash leaves at worst an empty file in
-        # an upload whose id was never answered, which the purge removes.
+        # takes for no start time, or whole. A crash leaves at worst an empty file or
+        # an empty directory in an upload whose id was never answered, which the purge
+        # removes by its age (purge._started_at).
         full = self._os_path(path)
         directory = os.path.dirname(full)
         with no_space_is_storage_full(path):

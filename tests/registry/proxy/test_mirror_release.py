@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 
 import pytest
 
-from registry.oci.digest import Digest
-from registry.storage.blobs import BlobStore
-from registry.storage.driver.base import Content
+from registry.storage.driver.filesystem import FilesystemDriver
+from registry.storage.driver.steps import Move, Step
 from tests.registry.conftest import RegistryClient
 from tests.registry.proxy.test_mirror_faults import pushed_blob, read_blob
 from tests.support.portside_servers import ServerProcess
@@ -29,22 +29,25 @@ async def test_the_last_bytes_go_out_once_verified_before_the_commit(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     digest, _ = await pushed_blob(open_upstream, 2 * 1024 * 1024, "release")
-    # The commit's move into the blob store waits until the client has the whole blob.
+    # The commit (its move into the blob store, in one run of steps with the link and
+    # the upload's removal) waits until the client has the whole blob.
     committing = asyncio.Event()
-    adopt = BlobStore.adopt
+    run_steps = FilesystemDriver.run_steps
+    held: list[Sequence[Step]] = []
 
-    async def held_adopt(
-        self: BlobStore, source_path: str, blob: Digest, verified: Content | None = None
-    ) -> None:
-        await committing.wait()
-        await adopt(self, source_path, blob, verified)
+    async def held_commit(self: FilesystemDriver, steps: Sequence[Step]) -> None:
+        if any(isinstance(step, Move) for step in steps):
+            held.append(steps)
+            await committing.wait()
+        await run_steps(self, steps)
 
-    monkeypatch.setattr(BlobStore, "adopt", held_adopt)
+    monkeypatch.setattr(FilesystemDriver, "run_steps", held_commit)
     try:
         # Released only after the commit, the last bytes would never come.
         assert await asyncio.wait_for(read_blob(mirror, digest), WAIT) == (200, digest)
     finally:
         committing.set()
+    assert held, "the commit was not held: the test would prove nothing"
     # The commit went on: the blob is cached, served with the upstream refusing.
     faulty.refuse = True
     assert await read_blob(mirror, digest) == (200, digest)
