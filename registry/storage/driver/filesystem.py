@@ -265,8 +265,7 @@ class FilesystemDriver(StorageDriver):
         return (result.st_dev, result.st_ino, result.st_mtime_ns)
 
     async def move(self, source: str, destination: str, *, expected: Content | None = None) -> None:
-        src, dst = self._full(source), self._full(destination)
-        await self._run(lambda: move_file(src, dst, source, destination, expected, self.fsync))
+        await self._run(self._step(Move(source, destination, expected)))
 
     async def delete(self, path: str) -> None:
         full = self._full(path)
