@@ -16,6 +16,13 @@ transport's reading is paused and its write buffer is empty, so nothing else wri
 connection until the body is out, and a client that takes no byte for
 ``sendfile_threads.STALL_TIMEOUT`` is cut off. Transports that cannot take raw file bytes
 (TLS) or loops without ``add_writer`` fall back to ``loop.sendfile``, then a chunked copy.
+
+While a thread sends, the kernel keeps little of the body queued unsent
+(``TCP_NOTSENT_LOWAT``): a blocking ``sendfile`` would otherwise fill the whole send
+buffer, and every window update of the receiver would then transmit the queued bytes from
+the receiver's own system call, on the receiver's CPU. On loopback that made curl, one
+thread receiving 16 transfers, the bottleneck at 2.5 times the CPU per MB
+(docs/performance.md, "Pulls against nginx").
 """
 
 from __future__ import annotations
@@ -42,6 +49,10 @@ MAX_CALL = sendfile_threads.MAX_CALL
 # the thread hop costs more than the event loop's few wake-ups.
 THREADED_MIN = 1024 * 1024
 SEND_BUFFER = 4 * 1024 * 1024  # asked of SO_SNDBUF; Linux doubles it for its bookkeeping
+# Bytes of a body a thread sends that the kernel may hold queued and not yet sent; the
+# blocked call adds more as soon as it drains below. 16-64 KiB cut the receiver's CPU per
+# MB alike, 128 KiB much less (docs/performance.md).
+NOTSENT_LOWAT = 32 * 1024
 _PROC_SYS = Path("/proc/sys/net")
 
 
@@ -96,25 +107,36 @@ async def _native(
     # The first call goes straight to the socket: it usually takes the whole of a small
     # blob or range, which then costs no epoll registration at all.
     offset, end = start, start + count
+    # A body a thread will likely send is paced from its first call on (that call queues
+    # as much as the socket takes); put back before the event loop sends any of it, which
+    # the mark would wake every few segments, and once the body is out, for the next
+    # response on the connection.
+    paced = count > THREADED_MIN and _set_notsent_lowat(sock, NOTSENT_LOWAT)
     try:
-        offset += _send(sock.fileno(), fd, offset, end) or 0
+        try:
+            offset += _send(sock.fileno(), fd, offset, end) or 0
+        finally:
+            _set_cork(sock, False)  # the headers leave with the first bytes, or now
+        if offset >= end:
+            return count
+        reading = transport.is_reading()
+        if reading:
+            transport.pause_reading()  # as loop.sendfile does: the connection is ours alone
+        try:
+            stall = sendfile_threads.STALL_TIMEOUT
+            if end - offset >= THREADED_MIN:
+                sent = await sendfile_threads.threads().send(sock, fd, offset, end, stall)
+                if sent is not None:
+                    return offset + sent - start
+            if paced:
+                paced = not _set_notsent_lowat(sock, 0)
+            return offset + await _on_loop(sock, fd, offset, end, stall) - start
+        finally:
+            if reading and not transport.is_closing():
+                transport.resume_reading()
     finally:
-        _set_cork(sock, False)  # the headers leave with the first bytes, or now
-    if offset >= end:
-        return count
-    reading = transport.is_reading()
-    if reading:
-        transport.pause_reading()  # as loop.sendfile does: the connection is ours alone
-    try:
-        stall = sendfile_threads.STALL_TIMEOUT
-        if end - offset >= THREADED_MIN:
-            sent = await sendfile_threads.threads().send(sock, fd, offset, end, stall)
-            if sent is not None:
-                return offset + sent - start
-        return offset + await _on_loop(sock, fd, offset, end, stall) - start
-    finally:
-        if reading and not transport.is_closing():
-            transport.resume_reading()
+        if paced:
+            _set_notsent_lowat(sock, 0)
 
 
 async def _on_loop(sock: socket.socket, fd: int, offset: int, end: int, stall: float) -> int:
@@ -227,6 +249,16 @@ async def copy(response: web.StreamResponse, handle: BinaryIO, start: int, count
 def _set_cork(sock: socket.socket, on: bool) -> None:
     with contextlib.suppress(OSError):  # a reset connection: the send reports it
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, int(on))
+
+
+def _set_notsent_lowat(sock: socket.socket, size: int) -> bool:
+    """Set ``TCP_NOTSENT_LOWAT`` (0: the system's default, by default no limit); whether
+    it was set (not on a reset connection, or a kernel without the option)."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, size)
+    except OSError:
+        return False
+    return True
 
 
 def grow_send_buffer(sock: socket.socket) -> None:

@@ -42,17 +42,19 @@ async def push(registry: RegistryClient) -> None:
 
 
 async def raw_get(
-    port: int, headers: str = "", *, receive: int | None = None
+    port: int, headers: str = "", *, receive: int | None = None, keep_alive: bool = False
 ) -> tuple[str, bytes, socket.socket]:
     """GET ``PATH`` on a socket with a 64 KiB receive buffer, read in 64 KiB pieces (the
     server meets a full socket again and again); the head, the first ``receive`` bytes
-    of the body (all of it when None), and the socket, left open when cut short."""
+    of the body (all of it when None), and the socket, left open when cut short (the
+    connection kept open after the response with ``keep_alive``)."""
     loop = asyncio.get_running_loop()
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
     sock.setblocking(False)
     await loop.sock_connect(sock, ("127.0.0.1", port))
-    request = f"GET {PATH} HTTP/1.1\r\nHost: registry\r\nConnection: close\r\n{headers}\r\n"
+    connection = "keep-alive" if keep_alive else "close"
+    request = f"GET {PATH} HTTP/1.1\r\nHost: registry\r\nConnection: {connection}\r\n{headers}\r\n"
     await loop.sock_sendall(sock, request.encode())
     received = bytearray()
     while b"\r\n\r\n" not in received:
