@@ -339,6 +339,7 @@ class Uploads:
                     continue
                 if moved_in:
                     self.store.guard.made_fresh([digest], adopting)
+                await self.blobs.linked(digest)
                 return BlobDescriptor(digest, status.size)
             raise UploadInvalid("the upload kept changing while it was being finished")
 
