@@ -3,9 +3,7 @@ over a real push (not timed: the machine is shared; issue 17)."""
 
 from __future__ import annotations
 
-import asyncio
 import os
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -13,6 +11,7 @@ import pytest
 from tests.registry.conftest import ClientFactory, RegistryClient
 from tests.registry.helpers import Blob, push_blob, put_manifest
 from tests.support.oci import make_image
+from tests.support.thread_jobs import thread_jobs
 
 
 async def test_a_manifest_put_reads_each_just_linked_layer_once(
@@ -54,17 +53,8 @@ async def test_a_tagged_manifest_put_writes_its_revision_and_tag_in_one_thread_j
     image = make_image(layer_count=1, layer_size=4096)
     for data in image.blobs.values():
         assert (await push_blob(registry, "app", Blob(data))).status == 201
-    loop = asyncio.get_running_loop()
-    jobs: list[str] = []
-    default = loop.run_in_executor
-
-    def counting(executor: Any, func: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
-        jobs.append(getattr(func, "__qualname__", repr(func)))
-        return default(executor, func, *args)
-
-    monkeypatch.setattr(loop, "run_in_executor", counting)
-    assert (await put_manifest(registry, "app", "v1", image.manifest)).status == 201
-    monkeypatch.undo()
+    with thread_jobs(monkeypatch) as jobs:
+        assert (await put_manifest(registry, "app", "v1", image.manifest)).status == 201
     assert len(jobs) == 2, jobs  # the content, then the revision and the tag
     by_digest = await registry.get(f"/v2/app/manifests/{image.manifest_digest}")
     assert by_digest.status == 200
