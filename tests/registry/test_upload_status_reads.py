@@ -1,6 +1,6 @@
 """An upload's requests read its data's size, not its start time: the start time is the
 purge's alone, and reading it cost every PATCH and PUT an open, a read and a close on
-the event loop (issue 17)."""
+the event loop (issue 17). Its writer takes the size from the ``fstat`` it makes anyway."""
 
 from __future__ import annotations
 
@@ -71,3 +71,23 @@ async def test_an_upload_whose_start_time_was_lost_is_continued_and_finished(
     assert status.headers["Range"] == "0-999"
     location = await patch(registry, location, data[1000:], 1000)
     await _finish(registry, location, data)
+
+
+async def test_an_upload_s_writers_take_their_file_s_end_from_one_fstat(
+    registry: RegistryClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each open of an upload's data (its POST, each PATCH) made an ``lseek`` to the end
+    and an ``fstat``, two syscalls on the event loop where one tells both."""
+    seeks: list[int] = []
+    real_lseek = os.lseek
+
+    def recording(fd: int, position: int, how: int) -> int:
+        seeks.append(fd)
+        return real_lseek(fd, position, how)
+
+    monkeypatch.setattr(os, "lseek", recording)
+    data = os.urandom(3000)
+    location = await patch(registry, await start(registry), data[:1000], 0)
+    location = await patch(registry, location, data[1000:], 1000)
+    await _finish(registry, location, data)
+    assert seeks == []
