@@ -204,13 +204,6 @@ class Manifests:
                 raise CollectionBusy(
                     "the push took longer than half of storage.gc.graceperiod; retry it"
                 )
-            if isinstance(reference, str) and parsed.subject is None:
-                # The revision, then the tag naming it, in one go (one thread job on the
-                # filesystem instead of two), each link flushed before the next as on its
-                # own; both begun within the bound, checked just above (a tag written
-                # after a referrer record is checked again below). The tag undoes itself.
-                await self.tags.tag(reference, digest, first=[self.blobs.revisions.writing(digest)])
-                return
             await self.blobs.revisions.write(digest)
             if parsed.subject is not None:
                 await self.referrers.add(

@@ -10,7 +10,7 @@ from collections.abc import Hashable, Sequence
 from registry.oci.digest import Digest, InvalidDigest, parse_digest
 from registry.storage import paths
 from registry.storage.driver.base import DriverError, PathNotFound, StorageDriver
-from registry.storage.driver.steps import Put, Step
+from registry.storage.driver.steps import Put
 from registry.storage.errors import ManifestUnknown, NameUnknown
 from registry.storage.links import digest_tree
 from registry.storage.locks import KeyedLocks
@@ -74,16 +74,13 @@ class Tags:
         except (PathNotFound, InvalidDigest, UnicodeDecodeError):
             raise ManifestUnknown(tag) from None
 
-    async def tag(self, tag: str, digest: Digest, first: Sequence[Step] = ()) -> None:
+    async def tag(self, tag: str, digest: Digest) -> None:
         """Point ``tag`` at ``digest``; on failure (a full disk) nothing of it is left: a
-        new tag's directory would otherwise be listed while it resolves to nothing.
-        ``first``: steps to run before the tag's links in the same go (a manifest PUT's
-        revision link); if one fails, nothing of the tag is written (the caller undoes
-        its own)."""
+        new tag's directory would otherwise be listed while it resolves to nothing."""
         async with self._locks(("tag", self.name, tag)):
-            await self._tag(tag, digest, first)
+            await self._tag(tag, digest)
 
-    async def _tag(self, tag: str, digest: Digest, first: Sequence[Step]) -> None:
+    async def _tag(self, tag: str, digest: Digest) -> None:
         index_link = paths.tag_index_link(self.name, tag, digest)
         tag_is_new = not await self._exists(paths.tag_current_link(self.name, tag))
         entry_is_new = tag_is_new or not await self._exists(index_link)
@@ -92,7 +89,7 @@ class Tags:
             # Both in one go (one thread job on the filesystem instead of two).
             link = str(digest).encode()
             await self.driver.run_steps(
-                [*first, Put(index_link, link), Put(paths.tag_current_link(self.name, tag), link)]
+                [Put(index_link, link), Put(paths.tag_current_link(self.name, tag), link)]
             )
         except BaseException:
             # The current link is replaced atomically: an old tag still has its old one.

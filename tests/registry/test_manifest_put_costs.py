@@ -8,10 +8,9 @@ from typing import Any
 
 import pytest
 
-from tests.registry.conftest import ClientFactory, RegistryClient
+from tests.registry.conftest import ClientFactory
 from tests.registry.helpers import Blob, push_blob, put_manifest
 from tests.support.oci import make_image
-from tests.support.thread_jobs import thread_jobs
 
 
 async def test_a_manifest_put_reads_each_just_linked_layer_once(
@@ -41,22 +40,3 @@ async def test_a_manifest_put_reads_each_just_linked_layer_once(
     pulled = await registry.get("/v2/app/manifests/v1")
     assert pulled.status == 200
     assert await pulled.read() == image.manifest
-
-
-async def test_a_tagged_manifest_put_writes_its_revision_and_tag_in_one_thread_job(
-    registry: RegistryClient, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A manifest PUT by tag was three thread jobs on the filesystem: the content, the
-    revision link, the tag's two links; each a worker's wake-up and dozens of exchanges
-    of the GIL under a push load (issue 17). The revision and the tag now go in one, in
-    that order, each link flushed as before (tests/registry/test_durability.py)."""
-    image = make_image(layer_count=1, layer_size=4096)
-    for data in image.blobs.values():
-        assert (await push_blob(registry, "app", Blob(data))).status == 201
-    with thread_jobs(monkeypatch) as jobs:
-        assert (await put_manifest(registry, "app", "v1", image.manifest)).status == 201
-    assert len(jobs) == 2, jobs  # the content, then the revision and the tag
-    by_digest = await registry.get(f"/v2/app/manifests/{image.manifest_digest}")
-    assert by_digest.status == 200
-    tags = await registry.get("/v2/app/tags/list")
-    assert (await tags.json())["tags"] == ["v1"]
