@@ -200,8 +200,17 @@ class LinkedBlobs:
         await self.layers.write(digest)
 
     def linking(self, digest: Digest) -> Put:
-        """``link`` as a step, for a caller that runs it with others in one go."""
+        """``link`` as a step, for a caller that runs it with others in one go; once it
+        has run, ``linked`` tells the cache."""
         return self.layers.writing(digest)
+
+    async def linked(self, digest: Digest) -> None:
+        """The repository now links the blob (a ``linking`` step ran): remembered, as
+        Distribution's linked blob store does after a link, so that the manifest PUT
+        that follows an upload finds its blobs without a ``stat`` of each link (its
+        check in storage, ``is_linked(cached=False)``, still makes one)."""
+        if self.store.cache is not None:
+            await self.store.cache.add_link(self.name, digest)
 
     async def unlink(self, digest: Digest) -> None:
         await self.forget(digest)

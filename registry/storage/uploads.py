@@ -72,7 +72,6 @@ def is_valid_upload_id(upload_id: str) -> bool:
 class UploadStatus:
     upload_id: str
     size: int
-    started_at: float
     # The driver's version of the data (FileInfo.version): hash states are tied to it.
     version: str | None = None
 
@@ -146,21 +145,21 @@ class Uploads:
             writer = await self.driver.writer(paths.upload_data(self.name, upload_id))
             await writer.close()
         # No hash to keep: the hash of no bytes is a fresh one, wherever the data goes.
-        return UploadStatus(upload_id, 0, now)
+        return UploadStatus(upload_id, 0)
 
     async def status(self, upload_id: str) -> UploadStatus:
+        """The upload's data as it is now; UploadUnknown without it. The start time is
+        not read: only the purge judges by it (no answer carries it), and the data,
+        made right after it, is what a request continues. Reading it too cost every
+        PATCH and PUT a file's open, read and close on the event loop (issue 17), or on
+        S3 a GET."""
         if not is_valid_upload_id(upload_id):
             raise UploadUnknown(upload_id)
         try:
-            started = await self.driver.get_content(paths.upload_started_at(self.name, upload_id))
             info = await self.driver.stat(paths.upload_data(self.name, upload_id))
         except PathNotFound:
             raise UploadUnknown(upload_id) from None
-        try:
-            started_at = float(started.decode())
-        except ValueError:
-            started_at = 0.0
-        return UploadStatus(upload_id, info.size, started_at, info.version)
+        return UploadStatus(upload_id, info.size, info.version)
 
     async def append(
         self,
@@ -206,7 +205,7 @@ class Uploads:
             )
             if length is not None and written != length:
                 raise UploadInvalid(f"received {written} bytes, {length} declared")
-            return UploadStatus(upload_id, current.size + written, current.started_at)
+            return UploadStatus(upload_id, current.size + written)
 
     async def _write(
         self,
@@ -340,6 +339,7 @@ class Uploads:
                     continue
                 if moved_in:
                     self.store.guard.made_fresh([digest], adopting)
+                await self.blobs.linked(digest)
                 return BlobDescriptor(digest, status.size)
             raise UploadInvalid("the upload kept changing while it was being finished")
 

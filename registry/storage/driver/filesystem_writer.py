@@ -136,8 +136,11 @@ class FilesystemWriter(FileWriter):
         self._path = path
         self._full = full
         self._fd = fd
-        self._size = os.lseek(fd, 0, os.SEEK_END)
-        self._base_version = self._version = file_version(os.fstat(fd))
+        # One fstat for both: a regular file's size is where its end is (an lseek to
+        # the end was a second syscall on the event loop for every open, issue 17).
+        opened = os.fstat(fd)
+        self._size = opened.st_size
+        self._base_version = self._version = file_version(opened)
         self._writeback = writeback
         self._written_back = self._size  # where the next write-back range starts
 
