@@ -44,7 +44,7 @@ from registry.gc_priority import lower_priority
 from registry.oci.digest import Digest
 from registry.storage.gc_safety import CollectionBusy
 from registry.storage.registry import Registry
-from shared.workers import die_with_parent
+from shared.parent_death import die_with_parent
 
 log = logging.getLogger("registry.gc")
 

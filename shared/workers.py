@@ -10,7 +10,6 @@ with its own event loop, app, caches and threads.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import signal
@@ -19,10 +18,10 @@ import time
 from collections.abc import Callable
 
 from shared.listener import ListenError
+from shared.parent_death import die_with_parent
 
 log = logging.getLogger(__name__)
 
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 RESTART_DELAY = 1.0  # seconds before a dead worker is replaced: no busy loop of crashes
 
 
@@ -133,21 +132,3 @@ def _spawn(index: int, run_worker: Callable[[int], None], name: str, mask: set[i
         log.exception("worker %d failed", index)
         code = 1
     os._exit(code)
-
-
-def die_with_parent(parent: int) -> None:
-    """Have the kernel SIGKILL this process when ``parent`` dies, or exit at once if it
-    died already (between the fork or spawn and this call, when the request would come
-    too late).
-
-    The kernel rather than a thread watching the parent: it acts even while the process
-    holds the GIL in a long loop, and needs nothing running in it. The signal follows the
-    death of the parent's *thread* that created this process: callers create children from
-    a thread that lives as long as the parent (its main or event-loop thread).
-    """
-    if sys.platform == "linux":
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-    if os.getppid() != parent:  # orphaned already: adopted by init or a subreaper
-        os._exit(1)

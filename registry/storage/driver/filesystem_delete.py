@@ -2,8 +2,9 @@
 and many at once for garbage collection (``delete_many``), both safe beside concurrent
 writers of the same trees.
 
-Run as a program (``python -I filesystem_delete.py ROOT PARENT``, standard library and
-``shared.workers`` only) it is a deleting child of ``filesystem_deleters``: ``serve``."""
+Run as a program (``python -I -S filesystem_delete.py ROOT PARENT``, standard library and
+``shared.parent_death`` only: ``child_program``) it is a deleting child of
+``filesystem_deleters``: ``serve``."""
 
 from __future__ import annotations
 
@@ -12,11 +13,17 @@ import errno
 import itertools
 import json
 import os
-import shutil
 import stat
 from collections.abc import Sequence
-from pathlib import Path
-from typing import IO
+
+# As a deleting child this file is a program of its own, started for every collection:
+# what only the general way (``delete_tree``) or the type checker needs is imported when
+# needed, which cut the child's start-up by a third (typing, pathlib and shutil were
+# 9 ms of its 28; docs/performance.md, "Lean child programs").
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import IO
 
 # A write and a delete of the same directory tree may overlap (a tag pushed while it is
 # deleted); the one that loses the race retries this many times.
@@ -117,6 +124,8 @@ def deleted(full: str) -> int | None:
     except OSError:
         removed += _tree_size(full)
         with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            from pathlib import Path
+
             delete_tree(Path(full))  # it was there when listed: deleted, whoever finished
     return removed
 
@@ -136,6 +145,8 @@ def delete_tree(full: Path) -> None:
     (rmdir fails with ENOTEMPTY), removes some (FileNotFoundError mid-walk) or turns a
     missing path into a directory (EISDIR): tried again, the delete happens after that
     write. FileNotFoundError only when nothing was there; gone meanwhile is success."""
+    import shutil
+
     for attempt in range(1, RACE_ATTEMPTS + 1):
         was_tree = full.is_dir() and not full.is_symlink()
         try:
@@ -182,11 +193,14 @@ def serve(root: str, requests: IO[str], replies: IO[str]) -> None:
         replies.flush()
 
 
-if __name__ == "__main__":  # a deleting child: python -I filesystem_delete.py ROOT PARENT
+if __name__ == "__main__":  # a deleting child: python -I -S filesystem_delete.py ROOT PARENT
     import signal
     import sys
 
-    from shared.workers import die_with_parent  # standard library only, as this file
+    # No site (child_program): the project's packages are beside this file's package.
+    # <root>/registry/storage/driver/filesystem_delete.py: <root> holds ``shared``.
+    sys.path.append(os.path.abspath(__file__).rsplit(os.sep, 4)[0])
+    from shared.parent_death import die_with_parent  # standard library only, as this file
 
     die_with_parent(int(sys.argv[2]))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the caller's to handle: it kills us

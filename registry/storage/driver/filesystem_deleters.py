@@ -10,11 +10,11 @@ own, so it never waits for a lock, and the collector's thread keeps its core. Se
 children keep several deletions in flight, which a disk that discards each freed block
 needs (see ``FilesystemDriver.delete_many``).
 
-Each child is ``filesystem_delete.py`` run as a program (``python -I``, standard library
-only): it dies with its parent (``die_with_parent``), refuses any path outside the root,
-and ends when its standard input closes. A child that dies or answers nonsense is
-dropped and its runs are deleted in the caller's threads instead: deletions are
-idempotent, so nothing is lost but the sizes of what the child had already removed.
+Each child is ``filesystem_delete.py`` run as a program (``python -I -S``, standard
+library only: ``child_program``): it dies with its parent (``die_with_parent``), refuses
+any path outside the root, and ends when its standard input closes. A child that dies
+or answers nonsense is dropped and its runs are deleted in the caller's threads instead:
+deletions are idempotent, so nothing is lost but the sizes of what the child had already removed.
 """
 
 from __future__ import annotations
@@ -25,11 +25,10 @@ import itertools
 import json
 import logging
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from registry.storage.driver import filesystem_delete
+from registry.storage.driver import child_program, filesystem_delete
 
 log = logging.getLogger("registry.storage.deleters")
 _PROGRAM = os.path.abspath(filesystem_delete.__file__)
@@ -72,11 +71,7 @@ class DeletingChildren:
     async def _start(self) -> _Child | None:
         try:
             process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-I",
-                _PROGRAM,
-                self.root,
-                str(os.getpid()),
+                *child_program.command(_PROGRAM, self.root, str(os.getpid())),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 # A reply is one line for a whole run, and a run keeps one directory's

@@ -8,18 +8,16 @@ to a dead writer and can be removed at once, even while other processes (``--wor
 other instances on the same storage) are writing theirs. Temporaries left by versions
 that did not lock are unlocked too, so they are removed as well.
 
-For a collection the walk that finds them runs as this file's own program (``python -I
+For a collection the walk that finds them runs as this file's own program (``python -I -S
 temporaries.py ROOT PARENT``, importing nothing but the standard library and
-``shared.workers``), in a process of its own: see
+``shared.parent_death``: ``child_program``), in a process of its own: see
 ``remove_abandoned_apart``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fcntl
-import logging
 import os
 import re
 import signal
@@ -31,7 +29,6 @@ from pathlib import Path
 # This very file, run as the walk's program (an absolute path: the child's current
 # directory is not the caller's concern).
 _PROGRAM = os.path.abspath(__file__)
-log = logging.getLogger("registry.storage.temporaries")
 _TEMPORARY = re.compile(r"\..+\.[0-9a-f]{32}\.tmp")
 
 
@@ -107,23 +104,29 @@ async def remove_abandoned_apart(root: Path) -> int:
     10,000 manifests: about 1 s of CPU, most of it in the kernel). In a thread it held
     the caller's interpreter lock between its calls and slowed whatever the caller did
     beside it (a collection's reading and marking, by half again); a process runs on
-    another core. It imports nothing but the standard library (and ``shared.workers``,
-    which imports no more), so it starts in a few tens of milliseconds (``-I``: no
-    ``PYTHON*`` variables, no user site, neither the current nor the script's directory
-    on the path).
+    another core. It imports nothing but the standard library (and
+    ``shared.parent_death``, which imports no more), so it starts in about 20 ms
+    (``child_program``: ``-I -S``, no ``PYTHON*`` variables, no ``site``, neither the
+    current nor the script's directory on the path).
 
     The walk must not outlive its caller: cancelled, the caller kills it; killed, the
     kernel kills it (``die_with_parent``). Ctrl-C is the caller's to handle (the terminal
     signals the whole process group): the walk ignores SIGINT and is killed as cancelled.
     A walk that fails (it could not start, or it died) costs nothing the collection did:
     it is logged and counts 0, and its temporaries are left for the next walk."""
+    # Imported here, in the caller: as the walk's program this file imports nothing of
+    # the project's before its main block has put the project on the path, and neither
+    # asyncio nor logging, which were most of its start-up (about 30 ms of CPU).
+    import asyncio
+    import logging
+
+    from registry.storage.driver import child_program
+
+    log = logging.getLogger("registry.storage.temporaries")
+
     try:
         process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-I",
-            _PROGRAM,
-            os.fspath(root),
-            str(os.getpid()),
+            *child_program.command(_PROGRAM, os.fspath(root), str(os.getpid())),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -157,7 +160,10 @@ def discard(fd: int, path: Path) -> None:
 
 
 if __name__ == "__main__":  # remove_abandoned_apart's child: the count on standard output
-    from shared.workers import die_with_parent  # standard library only, as this file
+    # No site (child_program): the project's packages are beside this file's package.
+    # <root>/registry/storage/driver/temporaries.py: <root> holds ``shared``.
+    sys.path.append(_PROGRAM.rsplit(os.sep, 4)[0])
+    from shared.parent_death import die_with_parent  # standard library only, as this file
 
     die_with_parent(int(sys.argv[2]))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the caller's to handle: it kills us

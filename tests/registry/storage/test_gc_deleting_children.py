@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from registry.storage.driver import filesystem_delete
+from registry.storage.driver import child_program, filesystem_delete
 from registry.storage.driver.filesystem import FilesystemDriver
 from registry.storage.driver.filesystem_deleters import DeletionRefused
 from tests.registry.storage.test_temporaries_walk_child import _alive, _children
@@ -145,7 +145,7 @@ def test_the_child_program_refuses_before_deleting_anything(tmp_path: Path) -> N
     inside = _blobs(store, 2)
     climbing = f"{store}/../store{inside[1]}"  # inside, but by way of ".."
     request = ["data", [f"{store}{inside[0]}", climbing]]
-    program = [sys.executable, "-I", filesystem_delete.__file__, str(store)]
+    program = child_program.command(filesystem_delete.__file__, str(store))
     done = subprocess.run(
         [*program, str(os.getpid())],
         input=json.dumps(request) + "\n",

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from registry.storage.driver import temporaries
+from registry.storage.driver import child_program, temporaries
 
 SIGINT_BIT = 1 << (signal.SIGINT - 1)  # in /proc/<pid>/status's SigIgn mask
 WALKED_DIRECTORIES = 60_000  # a walk of about half a second or more: time to catch it
@@ -150,7 +150,7 @@ def test_the_walk_refuses_to_start_for_a_parent_that_is_not_its_own(tmp_path: Pa
     """Run for a parent that is gone (here: one that is not its parent), the walk exits
     at once and removes nothing; for its own parent it removes what it finds."""
     left = _abandoned(tmp_path)
-    program = [sys.executable, "-I", temporaries.__file__, str(tmp_path)]
+    program = child_program.command(temporaries.__file__, str(tmp_path))
     stranger = subprocess.run([*program, "1"], capture_output=True, timeout=60)
     assert stranger.returncode != 0 and left.exists()
     own = subprocess.run([*program, str(os.getpid())], capture_output=True, timeout=60)
@@ -164,7 +164,7 @@ def test_a_fifo_named_like_a_temporary_does_not_hold_the_walk(tmp_path: Path) ->
     fifo = tmp_path / f".data.{uuid.uuid4().hex}.tmp"
     os.mkfifo(fifo)
     left = _abandoned(tmp_path)
-    program = [sys.executable, "-I", temporaries.__file__, str(tmp_path), str(os.getpid())]
+    program = child_program.command(temporaries.__file__, str(tmp_path), str(os.getpid()))
     walk = subprocess.run(program, capture_output=True, timeout=30)
     assert walk.returncode == 0 and walk.stdout.strip() == b"1", walk
     assert fifo.exists() and not left.exists()
