@@ -6,12 +6,13 @@ asyncio task, for one reason: the request gets a copy of the connection's contex
 variables, so what it sets (``shared.request_id``'s id) never reaches the next request on
 the connection (aiohttp #3406). On Python 3.12 and later it starts that task eagerly (no
 loop turn before the handler runs); on 3.11 it calls ``loop.create_task``, and every
-request pays a ``Task``, two ``call_soon`` callbacks and two more turns of the event loop
-(the new task's first step, then the wake-up of the connection's task awaiting it) before
-the next request is read: about 6% of a manifest GET's instructions.
+request pays a ``Task`` and two ``call_soon`` callbacks (the new task's first step, then
+the wake-up of the connection's task awaiting it), and the event loop a turn more: about
+5% of a manifest GET's instructions, and one ``epoll_wait`` of three per request served
+one at a time (docs/performance.md, branch ``h-req-12``).
 
 :func:`run_requests_inline` puts a task factory on the serving loop that answers
-aiohttp's request coroutines, and only those, with :class:`InlineRun`: an awaitable that,
+aiohttp's request coroutines, and only those, with :func:`run_inline`: an awaitable that,
 awaited by the connection's task, runs the coroutine step by step in a copy of the
 context, as the task would have, without a task or loop turn of its own. Every other
 coroutine gets what the loop would have made. What changes for a handler is only which
@@ -27,8 +28,10 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import sys
+import types
 from collections.abc import Callable, Coroutine, Generator, Iterator
 from contextlib import contextmanager
+from contextvars import copy_context
 from typing import Any
 
 from aiohttp.web_protocol import RequestHandler
@@ -42,36 +45,33 @@ _REQUEST_CODE = RequestHandler._handle_request.__code__
 _TaskFactory = Callable[..., "asyncio.Future[Any]"]
 
 
-class InlineRun:
+@types.coroutine
+def run_inline(
+    coro: Coroutine[Any, Any, Any], context: contextvars.Context
+) -> Generator[Any, Any, Any]:
     """``coro`` run by whoever awaits this, each step inside ``context``, as a task would
-    run it (a ``Task`` too runs each step of its coroutine in its own context)."""
-
-    __slots__ = ("_context", "_coro")
-
-    def __init__(self, coro: Coroutine[Any, Any, Any], context: contextvars.Context) -> None:
-        self._coro, self._context = coro, context
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        coro, run = self._coro, self._context.run
-        try:
-            step = run(coro.send, None)
-            while True:
-                # What the coroutine yields (a future it waits on, or None for a bare
-                # turn) goes to the awaiting task as through ``yield from``, and what the
-                # task sends or throws back goes to the coroutine, inside its context.
-                thrown: BaseException | None = None
-                try:
-                    value = yield step
-                except GeneratorExit:
-                    coro.close()
-                    raise
-                except BaseException as exc:  # a cancellation: the handler's to handle
-                    thrown = exc
-                # Thrown outside the except clause, as a task throws it: whatever the
-                # handler raises in turn is not chained to it.
-                step = run(coro.send, value) if thrown is None else run(coro.throw, thrown)
-        except StopIteration as done:
-            return done.value
+    run it (a ``Task`` too runs each step of its coroutine in its own context). A
+    generator-based coroutine, not an object with ``__await__``: one frame per request."""
+    send, throw, run = coro.send, coro.throw, context.run
+    try:
+        step = run(send, None)
+        while True:
+            # What the coroutine yields (a future it waits on, or None for a bare turn)
+            # goes to the awaiting task as through ``yield from``, and what the task
+            # sends or throws back goes to the coroutine, inside its context.
+            thrown: BaseException | None = None
+            try:
+                value = yield step
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # a cancellation: the handler's to handle
+                thrown = exc
+            # Thrown outside the except clause, as a task throws it: whatever the handler
+            # raises in turn is not chained to it.
+            step = run(send, value) if thrown is None else run(throw, thrown)
+    except StopIteration as done:
+        return done.value
 
 
 def _inline_factory(previous: _TaskFactory | None) -> _TaskFactory:
@@ -84,7 +84,7 @@ def _inline_factory(previous: _TaskFactory | None) -> _TaskFactory:
     ) -> asyncio.Future[Any]:
         if getattr(coro, "cr_code", None) is _REQUEST_CODE:
             # aiohttp's start() awaits what create_task returns at once and only awaits it.
-            run = InlineRun(coro, contextvars.copy_context() if context is None else context)
+            run = run_inline(coro, copy_context() if context is None else context)
             return run  # type: ignore[return-value]  # awaited as the task would be
         if previous is not None:
             if context is None:
