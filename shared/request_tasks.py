@@ -74,8 +74,17 @@ def run_inline(
         return done.value
 
 
-def _inline_factory(previous: _TaskFactory | None) -> _TaskFactory:
-    def factory(
+class InlineRequests:
+    """A loop's task factory: aiohttp's request coroutines run inline (:func:`run_inline`),
+    the rest made by the factory it replaced (``previous``), else as a ``Task``."""
+
+    __slots__ = ("previous",)
+
+    def __init__(self, previous: _TaskFactory | None) -> None:
+        self.previous = previous
+
+    def __call__(
+        self,
         loop: asyncio.AbstractEventLoop,
         coro: Coroutine[Any, Any, Any],
         /,
@@ -86,25 +95,29 @@ def _inline_factory(previous: _TaskFactory | None) -> _TaskFactory:
             # aiohttp's start() awaits what create_task returns at once and only awaits it.
             run = run_inline(coro, copy_context() if context is None else context)
             return run  # type: ignore[return-value]  # awaited as the task would be
+        previous = self.previous
         if previous is not None:
             if context is None:
                 return previous(loop, coro)
             return previous(loop, coro, context=context)
         return asyncio.Task(coro, loop=loop, context=context)
 
-    return factory
-
 
 @contextmanager
 def run_requests_inline(loop: asyncio.AbstractEventLoop) -> Iterator[None]:
     """While the block runs, ``loop`` runs aiohttp's request handlers in their
-    connection's task (Python 3.11 only: later versions start that task eagerly)."""
-    if sys.version_info >= (3, 12):
+    connection's task (Python 3.11 only: later versions start that task eagerly). Blocks
+    may nest (a service and its debug server share a loop): only the outermost sets the
+    factory, and it puts the previous one back only if the factory is still its own."""
+    previous = loop.get_task_factory()
+    if sys.version_info >= (3, 12) or isinstance(previous, InlineRequests):
         yield
         return
-    previous = loop.get_task_factory()
-    loop.set_task_factory(_inline_factory(previous))
+    factory = InlineRequests(previous)
+    loop.set_task_factory(factory)  # type: ignore[arg-type]  # see _TaskFactory
     try:
         yield
     finally:
-        loop.set_task_factory(previous)
+        current: object = loop.get_task_factory()
+        if current is factory:
+            loop.set_task_factory(previous)

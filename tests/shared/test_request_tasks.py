@@ -108,6 +108,26 @@ async def test_a_handler_runs_in_its_connections_task() -> None:
     assert names.count("by the handler") == 2, names
 
 
+@only_311
+async def test_nested_serving_blocks_share_one_factory() -> None:
+    """A service and its debug server serve on one loop: the inner block adds no second
+    factory in front of the first, and leaving both puts the loop's own back."""
+    loop = asyncio.get_running_loop()
+
+    async def where(request: web.Request) -> web.Response:
+        return web.Response(text=str(asyncio.current_task() is request.task))
+
+    async with served(app_with(where=where)) as outer:
+        factory = loop.get_task_factory()
+        async with served(app_with(where=where)) as inner:
+            assert loop.get_task_factory() is factory
+            answer = await exchange(inner, request("where", close=True))
+        assert loop.get_task_factory() is factory
+        answer += await exchange(outer, request("where", close=True))
+    assert loop.get_task_factory() is None
+    assert bodies(answer) == [b"True", b"True"]
+
+
 async def test_each_request_has_a_context_of_its_own() -> None:
     """What a request sets in a context variable, before and after it waits, never
     reaches the next request on the connection (aiohttp #3406)."""
