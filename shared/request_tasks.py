@@ -6,17 +6,16 @@ asyncio task, for one reason: the request gets a copy of the connection's contex
 variables, so what it sets (``shared.request_id``'s id) never reaches the next request on
 the connection (aiohttp #3406). On Python 3.12 and later it starts that task eagerly (no
 loop turn before the handler runs); on 3.11 it calls ``loop.create_task``, and every
-request pays a ``Task`` and two ``call_soon`` callbacks (the new task's first step, then
-the wake-up of the connection's task awaiting it), and the event loop a turn more: about
-5% of a manifest GET's instructions, and one ``epoll_wait`` of three per request served
-one at a time (docs/performance.md, branch ``h-req-12``).
+request pays a ``Task``, the ``call_soon`` of its first step and the done callback that
+wakes the connection's task awaiting it (docs/performance.md, branch ``h-req-12``).
 
 :func:`run_requests_inline` puts a task factory on the serving loop that answers
 aiohttp's request coroutines, and only those, with :func:`run_inline`: an awaitable that,
-awaited by the connection's task, runs the coroutine step by step in a copy of the
-context, as the task would have, without a task or loop turn of its own. Every other
-coroutine gets what the loop would have made. What changes for a handler is only which
-task ``asyncio.current_task()`` names: the connection's, the one ``request.task`` names
+awaited by the connection's task, lets one turn of the loop pass (as the task's first
+step would have) and then runs the coroutine step by step in a copy of the context, as
+the task would have, without a task or callbacks of its own. Every other coroutine gets
+what the loop would have made. What changes for a handler is only which task
+``asyncio.current_task()`` names: the connection's, the one ``request.task`` names
 already. Cancelling it (a client gone with ``handler_cancellation``, the shutdown's last
 step, a timeout a handler entered) reaches the handler at its ``await`` exactly as
 through the task aiohttp would have made, and the requests of a connection stay in
@@ -53,8 +52,14 @@ def run_inline(
     run it (a ``Task`` too runs each step of its coroutine in its own context). A
     generator-based coroutine, not an object with ``__await__``: one frame per request."""
     send, throw, run = coro.send, coro.throw, context.run
+    # None first: one turn of the loop before the handler runs, as a task's first step
+    # waits for. A busy loop then takes its ready connections through in phases (every
+    # request read, then every handler run), the same code back to back; run at once
+    # instead, handlers cost fewer instructions but more CPU at 32 connections
+    # (docs/performance.md, h-req-12). A cancellation in that turn reaches the coroutine
+    # before its first line, as through a task.
+    step = None
     try:
-        step = run(send, None)
         while True:
             # What the coroutine yields (a future it waits on, or None for a bare turn)
             # goes to the awaiting task as through ``yield from``, and what the task
