@@ -19,8 +19,7 @@ closed by either. A third bounds the body itself, which Go leaves to ``ReadTimeo
   handler busy elsewhere (storage, hashing) never lets the timer run.
 
 Requests aiohttp's parser refuses are answered without their content
-(``shared.http_server``), and on Python 3.11 each request's handler runs in its
-connection's task rather than a task of its own (``shared.request_tasks``).
+(``shared.http_server``).
 """
 
 from __future__ import annotations
@@ -43,7 +42,6 @@ from aiohttp.web_request import BaseRequest
 from shared.errors import ErrorCode
 from shared.http_server import BodyTimeout, QuietRequestHandler
 from shared.listener import system_backlog
-from shared.request_tasks import run_requests_inline
 from shared.timeouts import DEFAULT_BODY_TIMEOUT
 
 
@@ -226,21 +224,20 @@ async def serving(
         )
 
     listening: list[asyncio.Server] = []
-    with run_requests_inline(loop):  # until the last connection's handlers are done
-        try:
-            backlog = system_backlog()
-            for sock in sockets:
-                listening.append(
-                    await loop.create_server(
-                        connection,
-                        sock=sock,
-                        ssl=ssl_context,
-                        backlog=backlog,
-                        ssl_handshake_timeout=timeouts.read_header if ssl_context else None,
-                    )
+    try:
+        backlog = system_backlog()
+        for sock in sockets:
+            listening.append(
+                await loop.create_server(
+                    connection,
+                    sock=sock,
+                    ssl=ssl_context,
+                    backlog=backlog,
+                    ssl_handshake_timeout=timeouts.read_header if ssl_context else None,
                 )
-            yield
-        finally:
-            for listener in listening:
-                listener.close()
-            await runner.cleanup()
+            )
+        yield
+    finally:
+        for listener in listening:
+            listener.close()
+        await runner.cleanup()
