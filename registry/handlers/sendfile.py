@@ -107,10 +107,13 @@ async def _native(
     # The first call goes straight to the socket: it usually takes the whole of a small
     # blob or range, which then costs no epoll registration at all.
     offset, end = start, start + count
-    # A body a thread will likely send is paced from its first call on (that call queues
-    # as much as the socket takes); put back before the event loop sends any of it, which
-    # the mark would wake every few segments, and once the body is out, for the next
-    # response on the connection.
+    # A body over THREADED_MIN is paced from its first call on: that call then queues
+    # only about the mark beyond what is in flight, not as much as the socket's buffer
+    # takes, so even a body that would have fit the buffer whole (up to about 8 MiB)
+    # usually finishes in a thread, which tops the queue up from its own core
+    # (docs/performance.md, "The unsent queue kept short"). Put back before the event
+    # loop sends any of it, which the mark would wake every few segments, and once the
+    # body is out, for the next response on the connection.
     paced = count > THREADED_MIN and _set_notsent_lowat(sock, NOTSENT_LOWAT)
     try:
         try:
