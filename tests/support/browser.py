@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -58,6 +59,17 @@ def chromium(
         driver.quit()
 
 
+def wait_until_replaced(driver: WebDriver, element: WebElement) -> None:
+    """Wait until ``element``'s page has been replaced by the next one.
+
+    While the old document is being torn down, chromedriver can answer a look at one of its
+    nodes with "Node with given id does not belong to the document" (a plain
+    WebDriverException) instead of a stale-element error: that is ignored and asked again,
+    and the next look reports the node stale. Anything that persists still times out.
+    """
+    WebDriverWait(driver, 30, ignored_exceptions=(WebDriverException,)).until(staleness_of(element))
+
+
 def texts(driver: WebDriver, selector: str) -> list[str]:
     return [element.text for element in driver.find_elements(By.CSS_SELECTOR, selector)]
 
@@ -70,7 +82,7 @@ def log_in(driver: WebDriver, base: str, user: str, password: str, succeeds: boo
     form = driver.find_element(By.CSS_SELECTOR, "form.login")
     form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
     # The answer replaces the page: wait for that, then for what it should show.
-    WebDriverWait(driver, 30).until(staleness_of(form))
+    wait_until_replaced(driver, form)
     expected = "ul.repositories, main > p" if succeeds else "p.error"
     WebDriverWait(driver, 30).until(
         lambda d: (
@@ -84,7 +96,7 @@ def follow(driver: WebDriver, element: WebElement) -> None:
     """Click a link or button that loads another page, and wait until it has."""
     page = driver.find_element(By.TAG_NAME, "html")
     element.click()
-    WebDriverWait(driver, 30).until(staleness_of(page))
+    wait_until_replaced(driver, page)
     WebDriverWait(driver, 30).until(
         lambda d: d.execute_script("return document.readyState") == "complete"
     )
