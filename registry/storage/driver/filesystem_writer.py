@@ -100,10 +100,11 @@ def holding(full: str, path: str, expected: Content) -> Iterator[None]:
         os.close(fd)  # and the lock with it
 
 
-def open_for_writing(full: str, append: bool) -> int:
-    """A descriptor of ``full``, created if missing, at its end (``append``) or emptied."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_APPEND if append else os.O_TRUNC)
-    return os.open(full, flags, 0o666)
+def open_for_writing(full: str, append: bool, create: bool = True) -> int:
+    """A descriptor of ``full``, at its end (``append``) or emptied; created if missing
+    unless not to ``create`` (FileNotFoundError then)."""
+    flags = os.O_WRONLY | os.O_CLOEXEC | (os.O_APPEND if append else os.O_TRUNC)
+    return os.open(full, flags | os.O_CREAT if create else flags, 0o666)
 
 
 def write_all(fd: int, pieces: Sequence[bytes | memoryview]) -> int:
