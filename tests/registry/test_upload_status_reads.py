@@ -15,6 +15,7 @@ import pytest
 from yarl import URL
 
 from registry.storage import paths
+from registry.storage.driver.filesystem_writer import INLINE_WRITE_BYTES
 from tests.registry.conftest import ClientFactory, RegistryClient
 from tests.registry.scaleout.test_upload_state import NAME, patch, start
 
@@ -124,13 +125,16 @@ async def test_a_patch_takes_its_data_s_status_from_its_writer_s_open(
 
     monkeypatch.setattr(os, "stat", recording_stat)
     monkeypatch.setattr(os, "fstat", recording_fstat)
-    data = os.urandom(3000)
+    # Chunks written from a thread: a small one is written on the loop, with the check
+    # that the path still names the file.
+    half = INLINE_WRITE_BYTES + 1
+    data = os.urandom(2 * half)
     location = await start(registry)
     assert fstats == []  # the POST: its data file made in place
     upload_id = URL(location).path.rsplit("/", 1)[1]
     data_file = os.fspath(root / paths.upload_data(NAME, upload_id).lstrip("/"))
-    location = await patch(registry, location, data[:1000], 0)
-    location = await patch(registry, location, data[1000:], 1000)
+    location = await patch(registry, location, data[:half], 0)
+    location = await patch(registry, location, data[half:], half)
     assert data_file not in stated
     await _finish(registry, location, data)
 

@@ -2,9 +2,9 @@
 
 Writes, listings and large reads run on a thread pool so the event loop keeps serving;
 ``stat``, reads of small files (links, tags, manifests) and small writes that need no
-flush (an upload's start time, its hash states) run inline, since a hop to a thread
-costs more than the syscalls. Large files are served by the handlers with sendfile
-through ``local_path``.
+flush (an upload's start time, its hash states, a batch of its data of at most 64 KiB
+whose lock is free) run inline, since a hop to a thread costs more than the syscalls.
+Large files are served by the handlers with sendfile through ``local_path``.
 
 With ``fsync`` (the default) what the registry acknowledges is on stable storage first:
 ``put_content`` and ``move`` flush the file's data and the directory entries they create
