@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ import pytest
 from yarl import URL
 
 from registry.storage import paths
+from registry.storage.driver.filesystem_writer import INLINE_WRITE_BYTES
 from tests.registry.conftest import ClientFactory, RegistryClient
 from tests.registry.scaleout.test_upload_state import NAME, patch, start
 
@@ -91,3 +94,52 @@ async def test_an_upload_s_writers_take_their_file_s_end_from_one_fstat(
     location = await patch(registry, location, data[1000:], 1000)
     await _finish(registry, location, data)
     assert seeks == []
+
+
+async def test_a_patch_takes_its_data_s_status_from_its_writer_s_open(
+    make_registry: ClientFactory,
+    registry_environ: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A PATCH read its data's size with a ``stat`` on the event loop and then opened
+    it, whose ``fstat`` tells the same (issue 17); and a POST made the empty data file
+    through a writer (an open, two ``fstat``s and a close). A PATCH of an upload that
+    is not there is still unknown, and creates nothing."""
+    registry = await make_registry({"REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_ENABLED": "false"})
+    root = Path(registry_environ["REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY"])
+    stated: list[str] = []
+    fstats: list[int] = []
+    real_stat, real_fstat = os.stat, os.fstat
+
+    def recording_stat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        # On the event loop: a writer's thread checks before each batch that the path
+        # still names its file (filesystem_writer.still_named), which is another matter.
+        if threading.current_thread() is threading.main_thread():
+            stated.append(os.fspath(path))
+        return real_stat(path, *args, **kwargs)
+
+    def recording_fstat(fd: int) -> os.stat_result:
+        if threading.current_thread() is threading.main_thread():
+            fstats.append(fd)
+        return real_fstat(fd)
+
+    monkeypatch.setattr(os, "stat", recording_stat)
+    monkeypatch.setattr(os, "fstat", recording_fstat)
+    # Chunks written from a thread: a small one is written on the loop, with the check
+    # that the path still names the file.
+    half = INLINE_WRITE_BYTES + 1
+    data = os.urandom(2 * half)
+    location = await start(registry)
+    assert fstats == []  # the POST: its data file made in place
+    upload_id = URL(location).path.rsplit("/", 1)[1]
+    data_file = os.fspath(root / paths.upload_data(NAME, upload_id).lstrip("/"))
+    location = await patch(registry, location, data[:half], 0)
+    location = await patch(registry, location, data[half:], half)
+    assert data_file not in stated
+    await _finish(registry, location, data)
+
+    missing = URL(location).path.replace(upload_id, str(uuid.uuid4()))
+    response = await registry.patch(missing, data=b"x", headers={"Content-Range": "0-0"})
+    assert response.status == 404
+    assert (await response.json())["errors"][0]["code"] == "BLOB_UPLOAD_UNKNOWN"
+    assert not (root / paths.upload_dir(NAME, missing.rsplit("/", 1)[1]).lstrip("/")).exists()

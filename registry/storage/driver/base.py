@@ -168,7 +168,13 @@ class StorageDriver(abc.ABC):
         """Stream the file from ``offset``; raise PathNotFound when it is missing."""
 
     @abc.abstractmethod
-    async def writer(self, path: str, append: bool = False) -> FileWriter: ...
+    async def writer(
+        self, path: str, append: bool = False, *, existing: bool = False
+    ) -> FileWriter:
+        """A writer of ``path``: emptied and created if missing, or (``append``) at its
+        end. ``existing`` (with ``append``): only a file that is there, else PathNotFound;
+        its writer's ``size`` and ``base_version`` are then its status, read once (an
+        upload's PATCH read them by a ``stat`` first, issue 17)."""
 
     @abc.abstractmethod
     async def stat(self, path: str) -> FileInfo: ...

@@ -2,9 +2,9 @@
 
 Writes, listings and large reads run on a thread pool so the event loop keeps serving;
 ``stat``, reads of small files (links, tags, manifests) and small writes that need no
-flush (an upload's start time, its hash states) run inline, since a hop to a thread
-costs more than the syscalls. Large files are served by the handlers with sendfile
-through ``local_path``.
+flush (an upload's start time, its hash states, a batch of its data of at most 64 KiB
+whose lock is free) run inline, since a hop to a thread costs more than the syscalls.
+Large files are served by the handlers with sendfile through ``local_path``.
 
 With ``fsync`` (the default) what the registry acknowledges is on stable storage first:
 ``put_content`` and ``move`` flush the file's data and the directory entries they create
@@ -191,22 +191,31 @@ class FilesystemDriver(StorageDriver):
         finally:
             await self._run(handle.close)
 
-    async def writer(self, path: str, append: bool = False) -> FileWriter:
-        full = self._full(path)
-
+    async def writer(
+        self, path: str, append: bool = False, *, existing: bool = False
+    ) -> FileWriter:
+        # A string, not a Path: parsing one cost more than the open (issue 17).
+        full = self._os_path(path)
+        create = not (append and existing)
         # Opened (and closed) inline: if the request is cancelled, a handle opened in a
         # thread could be lost on its way back and leak. Writers only write upload areas,
         # which need no durable directories: ``move`` flushes what it makes visible.
         with no_space_is_storage_full(path):
             try:
-                fd = open_for_writing(os.fspath(full), append)
+                fd = open_for_writing(full, append, create)
+            except NotADirectoryError:
+                if create:
+                    raise
+                raise PathNotFound(path) from None
             except FileNotFoundError:
+                if not create:
+                    raise PathNotFound(path) from None
                 # Made only when missing: an upload's directory is there from its start
                 # (the start time's write), so every later open spares a mkdir and its
                 # stat, two syscalls on the loop each (issue 17).
-                full.parent.mkdir(parents=True, exist_ok=True)
-                fd = open_for_writing(os.fspath(full), append)
-        return FilesystemWriter(self._run, path, os.fspath(full), fd, writeback=self.fsync)
+                os.makedirs(os.path.dirname(full), exist_ok=True)
+                fd = open_for_writing(full, append)
+        return FilesystemWriter(self._run, path, full, fd, writeback=self.fsync)
 
     async def stat(self, path: str) -> FileInfo:
         full = self._os_path(path)

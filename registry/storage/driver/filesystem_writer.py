@@ -37,6 +37,12 @@ from registry.storage.driver.durability import start_writeback
 WRITEBACK_BYTES = 8 * 1024 * 1024
 # The most buffers one writev takes (IOV_MAX, 1024 on Linux).
 _IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
+# A batch of at most this many bytes is written (and hashed) on the caller's thread, the
+# event loop: a hand-over to a thread and back costs the loop a wake-up and, under a push
+# load, dozens of exchanges of the interpreter lock, more than a small write into the
+# page cache (an image's config, a few hundred bytes: one thread job of 11 per pushed
+# image, issue 17). As the driver's small writes that need no flush (``put_new``).
+INLINE_WRITE_BYTES = 64 * 1024
 
 
 @contextlib.contextmanager
@@ -100,10 +106,11 @@ def holding(full: str, path: str, expected: Content) -> Iterator[None]:
         os.close(fd)  # and the lock with it
 
 
-def open_for_writing(full: str, append: bool) -> int:
-    """A descriptor of ``full``, created if missing, at its end (``append``) or emptied."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_APPEND if append else os.O_TRUNC)
-    return os.open(full, flags, 0o666)
+def open_for_writing(full: str, append: bool, create: bool = True) -> int:
+    """A descriptor of ``full``, at its end (``append``) or emptied; created if missing
+    unless not to ``create`` (FileNotFoundError then)."""
+    flags = os.O_WRONLY | os.O_CLOEXEC | (os.O_APPEND if append else os.O_TRUNC)
+    return os.open(full, flags | os.O_CREAT if create else flags, 0o666)
 
 
 def write_all(fd: int, pieces: Sequence[bytes | memoryview]) -> int:
@@ -125,7 +132,7 @@ def write_all(fd: int, pieces: Sequence[bytes | memoryview]) -> int:
 class FilesystemWriter(FileWriter):
     def __init__(
         self,
-        run: Callable[[Callable[[], None]], Awaitable[None]],  # runs a job in a thread
+        run: Callable[[Callable[[], bool]], Awaitable[bool]],  # runs a job in a thread
         path: str,
         full: str,
         fd: int,
@@ -164,12 +171,30 @@ class FilesystemWriter(FileWriter):
         self, pieces: Sequence[bytes], then: Callable[[], None] | None = None
     ) -> None:
         with no_space_is_storage_full(self._path):
+            if self._small(pieces) and self._write(pieces, then, wait=False):
+                return
             await self._run(lambda: self._write(pieces, then))
 
-    def _write(self, pieces: Sequence[bytes], then: Callable[[], None] | None = None) -> None:
+    def _small(self, pieces: Sequence[bytes]) -> bool:
+        """Whether a batch is small enough to be written inline: it is, and it starts
+        no write-back (whose request may wait for the device)."""
+        size = sum(map(len, pieces))
+        if size > INLINE_WRITE_BYTES:
+            return False
+        return not self._writeback or self._size + size - self._written_back < WRITEBACK_BYTES
+
+    def _write(
+        self, pieces: Sequence[bytes], then: Callable[[], None] | None = None, wait: bool = True
+    ) -> bool:
+        """Write the batch, then call ``then``; without ``wait``, only if the lock is
+        free at once (False, nothing done, if not): a move holding it flushes first, and
+        the event loop must not wait for that."""
         # Under the lock a move takes, and only while the upload's path names the file:
         # a file moved into the blob store takes no more bytes (see the module docstring).
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
         try:
             if not still_named(self._fd, self._full):
                 raise PathNotFound(self._path)
@@ -183,6 +208,7 @@ class FilesystemWriter(FileWriter):
             # In this thread, after the write: each hand-over to a thread and back costs
             # the event loop a wake-up and dozens of GIL exchanges under load (issue 17).
             then()
+        return True
 
     async def close(self) -> None:
         # Nothing is buffered here: closing releases the descriptor, inline, so there is

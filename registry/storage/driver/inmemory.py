@@ -46,8 +46,12 @@ class InMemoryDriver(StorageDriver):
         for start in range(offset, len(data), READ_CHUNK):
             yield bytes(data[start : start + READ_CHUNK])
 
-    async def writer(self, path: str, append: bool = False) -> FileWriter:
+    async def writer(
+        self, path: str, append: bool = False, *, existing: bool = False
+    ) -> FileWriter:
         key = _normal(path)
+        if append and existing and key not in self._files:
+            raise PathNotFound(path)
         if not append or key not in self._files:
             self._files[key] = bytearray()
         self._modified[key] = time.time()

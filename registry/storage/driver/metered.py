@@ -162,9 +162,11 @@ class MeteredDriver(StorageDriver):
             return _MeteredSource(chunks, self._timer("reader"))
         return _timed_pieces(chunks, self._timer("reader"))
 
-    async def writer(self, path: str, append: bool = False) -> FileWriter:
+    async def writer(
+        self, path: str, append: bool = False, *, existing: bool = False
+    ) -> FileWriter:
         with self._timer("writer"):
-            inner = await self.inner.writer(path, append)
+            inner = await self.inner.writer(path, append, existing=existing)
         return MeteredWriter(inner, self._observe, self.name)
 
     async def stat(self, path: str) -> FileInfo:

@@ -263,8 +263,10 @@ class S3Driver(StorageDriver):
             return DirectRead(self, self.key(path), path, offset)
         return read_ahead(read_through_client(self, self.key(path), path, offset))
 
-    async def writer(self, path: str, append: bool = False) -> FileWriter:
-        return await open_writer(self, self.key(path), append)
+    async def writer(
+        self, path: str, append: bool = False, *, existing: bool = False
+    ) -> FileWriter:
+        return await open_writer(self, self.key(path), append, existing=path if existing else None)
 
     async def stat(self, path: str) -> FileInfo:
         key = self.key(path)

@@ -23,7 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from registry.storage.driver.base import FileWriter, SizeInvalid, StorageUnavailable
+from registry.storage.driver.base import (
+    FileWriter,
+    PathNotFound,
+    SizeInvalid,
+    StorageUnavailable,
+)
 from registry.storage.driver.s3_parts import PartBody, PartBuffer
 from registry.storage.s3_settings import S3_MAX_PART, S3_MIN_PART
 
@@ -327,11 +332,17 @@ class _Aborted(Exception):
     """Internal: close after a failed write."""
 
 
-async def open_writer(driver: S3Driver, key: str, append: bool) -> S3Writer:
-    """A writer of ``key``; appending, it continues the object there, with its version."""
+async def open_writer(
+    driver: S3Driver, key: str, append: bool, *, existing: str | None = None
+) -> S3Writer:
+    """A writer of ``key``; appending, it continues the object there, with its version.
+    ``existing`` (the driver path of ``key``): appending only to an object that is
+    there, PathNotFound naming it otherwise (the HEAD made anyway tells)."""
     if not append:
         return S3Writer(driver, key, copy_size=0, base_version=None, dirty=True)
     head = await driver.head(key)
+    if head is None and existing is not None:
+        raise PathNotFound(existing)
     size = int(head["ContentLength"]) if head else 0
     if 0 < size < S3_MIN_PART:
         # Too small to be a part of its own: it joins the buffer (at most 5 MiB), with the
@@ -340,5 +351,7 @@ async def open_writer(driver: S3Driver, key: str, append: bool) -> S3Writer:
         if fetched is not None:
             content, version = fetched
             return S3Writer(driver, key, copy_size=0, initial=content, base_version=version)
+        if existing is not None:
+            raise PathNotFound(existing)  # deleted since the HEAD
         size, head = 0, None
     return S3Writer(driver, key, copy_size=size, base_version=version_of(head))

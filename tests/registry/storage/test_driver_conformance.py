@@ -122,6 +122,24 @@ async def test_writer_creates_then_appends(driver: StorageDriver) -> None:
     assert await driver.get_content("/uploads/x/data") == b""
 
 
+async def test_an_appender_of_an_existing_file_finds_a_missing_one_missing(
+    driver: StorageDriver,
+) -> None:
+    """``existing``: an upload's PATCH learns its data's size and version from the open
+    alone, and an upload that is gone stays gone (nothing is created)."""
+    with pytest.raises(PathNotFound):
+        await driver.writer("/uploads/gone/data", append=True, existing=True)
+    with pytest.raises(PathNotFound):
+        await driver.stat("/uploads/gone/data")
+    await driver.put_content("/uploads/here/data", b"abc")
+    appender = await driver.writer("/uploads/here/data", append=True, existing=True)
+    assert appender.size == 3
+    assert appender.base_version == (await driver.stat("/uploads/here/data")).version
+    await appender.write(b"def")
+    await appender.close()
+    assert await driver.get_content("/uploads/here/data") == b"abcdef"
+
+
 async def test_writers_and_stat_name_the_same_version(driver: StorageDriver) -> None:
     """A version names the exact bytes a writer left (hash states of uploads are tied to
     it): stat reports the writer's, an appender says which it continues, and a file

@@ -4,6 +4,7 @@ on the event loop, kept from coming back. Counted, not timed: the machine is sha
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import os
 import threading
@@ -18,6 +19,7 @@ from registry.oci.digest import parse_digest
 from registry.storage import paths
 from registry.storage.driver.base import PathNotFound
 from registry.storage.driver.filesystem import FilesystemDriver
+from registry.storage.driver.filesystem_writer import INLINE_WRITE_BYTES
 from registry.storage.errors import ManifestBlobUnknown
 from registry.storage.gc_safety import BlobGuard
 from registry.storage.registry import Registry
@@ -85,6 +87,82 @@ async def test_each_batch_of_a_body_is_written_and_hashed_in_one_thread_job(
     finally:
         await registry.close()
     assert len(jobs) == batches, f"{jobs} thread jobs for {batches} batches"
+
+
+async def test_a_small_body_is_written_and_hashed_without_a_thread_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An image's config (a few hundred bytes) was written in a thread job of its own:
+    one of 11 per pushed image, each costing more than the write (issue 17). A batch of
+    at most INLINE_WRITE_BYTES is written and hashed on the loop; a larger one still
+    goes to a thread."""
+    registry = Registry(FilesystemDriver(tmp_path, max_threads=4))
+    small, large = os.urandom(350), os.urandom(INLINE_WRITE_BYTES + 1)
+
+    def body(data: bytes) -> AsyncIterator[bytes]:
+        async def chunks() -> AsyncIterator[bytes]:
+            yield data
+
+        return chunks()
+
+    try:
+        uploads = registry.repository("app").uploads
+        small_id = (await uploads.start()).upload_id
+        large_id = (await uploads.start()).upload_id
+        with thread_jobs(monkeypatch) as small_jobs:
+            await uploads.append(small_id, body(small))
+        with thread_jobs(monkeypatch) as large_jobs:
+            await uploads.append(large_id, body(large))
+        for upload_id, data in ((small_id, small), (large_id, large)):
+            digest = parse_digest(f"sha256:{hashlib.sha256(data).hexdigest()}")
+            assert (await uploads.finish(upload_id, digest)).size == len(data)
+            assert await registry.blob_store.get(digest) == data
+    finally:
+        await registry.close()
+    assert small_jobs == []
+    assert len(large_jobs) == 1, large_jobs
+
+
+async def test_a_small_batch_waits_for_a_held_lock_in_a_thread_not_on_the_loop(
+    tmp_path: Path,
+) -> None:
+    """A finish's move holds the data's lock while it flushes: a small batch that finds
+    it held is written from a thread once it is free, and the loop serves meanwhile."""
+    registry = Registry(FilesystemDriver(tmp_path, max_threads=4))
+    data = b"config"
+
+    async def body() -> AsyncIterator[bytes]:
+        yield data
+
+    try:
+        uploads = registry.repository("app").uploads
+        upload_id = (await uploads.start()).upload_id
+        local = registry.driver.local_path(paths.upload_data("app", upload_id))
+        assert local is not None
+        fd = os.open(local, os.O_RDWR)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as ``holding`` does
+        released = threading.Event()
+
+        def release() -> None:  # from a thread: a loop blocked by the write cannot
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            released.set()
+
+        timer = threading.Timer(1.0, release)
+        timer.start()
+        try:
+            ticks = 0
+            writing = asyncio.ensure_future(uploads.append(upload_id, body()))
+            while not released.is_set():
+                await asyncio.sleep(0.01)
+                ticks += 1
+            assert (await writing).size == len(data)
+        finally:
+            timer.join()
+            os.close(fd)
+        assert ticks > 20, "the event loop waited for the lock"
+        assert await registry.driver.get_content(paths.upload_data("app", upload_id)) == data
+    finally:
+        await registry.close()
 
 
 async def test_a_blob_is_committed_in_one_thread_job(

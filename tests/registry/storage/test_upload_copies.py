@@ -60,8 +60,10 @@ class RecordingDriver(FilesystemDriver):
 
     batches: list[int]
 
-    async def writer(self, path: str, append: bool = False) -> FileWriter:
-        inner = await super().writer(path, append)
+    async def writer(
+        self, path: str, append: bool = False, *, existing: bool = False
+    ) -> FileWriter:
+        inner = await super().writer(path, append, existing=existing)
         batches = self.batches
 
         class Recording(FileWriter):
