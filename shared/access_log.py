@@ -13,16 +13,18 @@ route's name), ``http.request.remoteaddr`` (the client's address, see
 request with :func:`add_log_fields` (the registry: ``vars.name``, the repository).
 
 With the services' own log set-up (``shared.log_queue.DirectLines``) no record is made at
-all: the event loop captures the request's values and makes the line from them at once
-(``access_line``, :mod:`shared.access_text`), while they are in its cache, and queues the
-text; the log writer's thread (:mod:`shared.log_queue`) only writes it. Rendered on the
-writer instead, a line cost that thread three to four times what it costs on the loop,
-and that thread shares the interpreter lock with the loop
-(docs/performance.md#per-request-overhead). With any other set-up (a handler added by a
-test or an embedding program) the values go as an :class:`AccessRecord` through the
-logging machinery, whose fields are worked out when it is formatted. Both write the same
-line; in the text format an access line is written straight from the captured values,
-without its dict of fields (``_text_line``), again the same line.
+all: the event loop captures the request's values (plain values, read while they are in
+its cache) and queues them; the log writer's thread (:mod:`shared.log_queue`) hands them
+to the log child (:mod:`shared.log_child`), a process of its own, which makes the line
+(:func:`shared.access_text.access_line`) and writes it, off the serving process's
+interpreter lock. Without a child (an output that is no file descriptor), the loop makes
+the line at once and queues its text, and the writer thread only writes it: rendered on
+that thread instead, a line cost three to four times what it costs on the loop, and that
+thread shares the interpreter lock with the loop
+(docs/performance.md#per-request-overhead). With any
+other set-up (a handler added by a test or an embedding program) the values go as an
+:class:`AccessRecord` through the logging machinery, whose fields are worked out when it
+is formatted. All write the same line (:mod:`shared.access_text`).
 """
 
 from __future__ import annotations
@@ -208,7 +210,10 @@ class AccessLogger(AbstractAccessLogger):
                 # No record: the line is made now, while what it reads is warm, and only
                 # its text goes to the writer's queue.
                 captured = _capture(request, response, time, request_id, extra)
-                direct.put(access_line(direct.formatter, logger.name, now(), captured))
+                if direct.apart:  # a log child makes the line, off this interpreter
+                    direct.put((logger.name, now(), captured))
+                else:
+                    direct.put(access_line(direct.formatter, logger.name, now(), captured))
                 return
             record = AccessRecord(logger.name, request, response, time, request_id, extra)
             logger.handle(record)
