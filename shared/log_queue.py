@@ -398,16 +398,19 @@ class LogWriter:
         if not items:
             return
         try:
-            try:
-                child.send(items)
-                return
-            except ValueError:  # a service's field marshal cannot write: made here
-                items = handler.lines(items)
-                child.send(items)
-                return
+            child.send(items)
+            return
+        except ValueError:  # a service's field marshal cannot write: the lines made here
+            items = handler.lines(items)
         except OSError:  # the child is gone (killed): this thread writes from now on
             self.child = None
-        handler.write_lines(handler.lines(items))
+            handler.write_lines(handler.lines(items))
+            return
+        try:
+            child.send(items)  # text only now
+        except (OSError, ValueError):  # gone meanwhile; nothing here may end this thread
+            self.child = None
+            handler.write_lines(items)
 
 
 # The log child's name of each formatter (shared.log_format.make_formatter's).
