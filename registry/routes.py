@@ -9,7 +9,8 @@ from registry.keys import CONFIG, MIRRORS, ROUTE
 from registry.routing import Route, RouteMatch, match_route
 from registry.urls import path_prefix
 from shared import errors
-from shared.access_log import LOG_FIELDS, ROUTE_FIELD
+from shared.access_log import LOG_FIELDS
+from shared.access_text import ROUTE_FIELD
 from shared.errors import RegistryError
 
 _DIGEST = r"(?P<digest>[^/]+)"

@@ -6,13 +6,17 @@
 each record with its request id and message and hands it to a queue, and a thread
 (:class:`LogWriter`) formats the records and writes them, every record waiting at that
 moment in one write, at most one write each 20 ms (an access line skips the record and the
-handlers and is queued as its text: :class:`DirectLines`; the writer is woken only after
-it found the queue empty: :class:`Wakeup`). Formatting each line and writing it to stderr
-(a pipe that can fill up, a terminal, a collector) with a system call of its own were what
-made logging cost a quarter of the token server's CPU, on its loop. In CPython the writer
-still shares the interpreter lock with the loop, so what is gained is the waiting on the
-output, the per-line system calls and thread wake-ups, not the formatting itself, which is
-kept cheap instead (docs/performance.md#logging has the figures).
+handlers and is queued as its text, or its values: :class:`DirectLines`; the writer is
+woken only after it found the queue empty: :class:`Wakeup`). When the handler writes to a
+file descriptor in one of the services' formats, the writer hands each batch to a log
+child instead (:mod:`shared.log_child`), which makes the access lines from their values
+and writes every line, off this process's interpreter lock. Formatting each line and
+writing it to stderr (a pipe that can fill up, a terminal, a collector) with a system call
+of its own were what made logging cost a quarter of the token server's CPU, on its loop.
+In CPython the writer still shares the interpreter lock with the loop, so what is gained
+is the waiting on the output, the per-line system calls and thread wake-ups, not the
+formatting itself, which is kept cheap instead (docs/performance.md#logging has the
+figures).
 
 The queue is bounded: if the writer falls that far behind (stderr blocked), lines are
 dropped and counted rather than letting memory grow, and the count is logged once there is
@@ -37,9 +41,12 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from logging.handlers import QueueHandler
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
+from shared.access_text import MESSAGE, Captured, access_fields, access_line
+from shared.log_child import LogChild, Settings
 from shared.log_format import (
+    FIELDS_ATTRIBUTE,
     JsonFormatter,
     LineFormatter,
     LogstashFormatter,
@@ -79,11 +86,28 @@ class BatchStreamHandler(logging.StreamHandler[TextIO]):
 
     def emit_batch(self, records: list[QueueItem]) -> None:
         """Write ``records``, in order: lines already made (:class:`DirectLines`) as they
-        are, pending lines rendered, log records filtered and formatted."""
-        lines = []
+        are, access lines and pending lines rendered, log records filtered and formatted."""
+        self.write_lines(self.lines(records))
+
+    def lines(self, records: list[QueueItem], *, made_apart: bool = False) -> list[Any]:
+        """The text of ``records``, in order (none for a record this handler's level or
+        filters leave out); with ``made_apart``, access lines' values are kept as they
+        are, for the log child to make (:class:`shared.log_child.LogChild`)."""
+        lines: list[Any] = []
         for record in records:
-            if type(record) is str:  # most items of a busy server: its access lines
+            kind = type(record)
+            if kind is str:  # most items of a busy server: its access lines
                 lines.append(record)
+                continue
+            if kind is tuple:  # an access line's values (DirectLines.apart)
+                if made_apart:
+                    lines.append(record)
+                    continue
+                try:
+                    formatter = cast(LineFormatter, self.formatter)
+                    lines.append(access_line(formatter, *cast(AccessItem, record)))
+                except Exception:
+                    self.handleError(_record_of("an access line could not be made"))
                 continue
             if isinstance(record, PendingLine):
                 try:
@@ -99,6 +123,10 @@ class BatchStreamHandler(logging.StreamHandler[TextIO]):
                 lines.append(self.format(record))
             except Exception:
                 self.handleError(record)
+        return lines
+
+    def write_lines(self, lines: list[str]) -> None:
+        """Write ``lines`` (without their terminators) in one write."""
         if lines:
             terminator = self.terminator
             self.acquire()
@@ -199,15 +227,24 @@ class PendingLine:
         raise NotImplementedError
 
 
-# What the writer's queue holds: records, lines to render, and lines made (without their
-# terminator).
-QueueItem = logging.LogRecord | PendingLine | str
+# An access line's values, for the log child to make it (DirectLines.apart): the logger's
+# name, the time the line was made, the values captured.
+AccessItem = tuple[str, float, Captured]
+# What the writer's queue holds: records, lines to render, lines made (without their
+# terminator) and access lines' values.
+QueueItem = logging.LogRecord | PendingLine | str | AccessItem
 
 
 def _record_of(item: QueueItem) -> logging.LogRecord:
     """``item`` as a record (a pending line's text, or a text, becomes its message)."""
     if isinstance(item, logging.LogRecord):
         return item
+    if isinstance(item, tuple):  # an access line's values: its record, fields and all
+        name, created, captured = item
+        record = logging.LogRecord(name, logging.INFO, "", 0, MESSAGE, None, None)
+        record.created = created
+        setattr(record, FIELDS_ATTRIBUTE, access_fields(*captured))
+        return record
     text = item if isinstance(item, str) else item.render()
     return logging.LogRecord("portside.logging", logging.INFO, "", 0, text, None, None)
 
@@ -230,12 +267,15 @@ class DirectLines:
     def __init__(self, front: BoundedQueueHandler, formatter: LineFormatter) -> None:
         self.formatter = formatter
         self.front = front
+        # Whether a log child makes the access lines: then the loop queues an access
+        # line's values (an AccessItem), not its text (shared.log_child).
+        self.apart = False
         self._root = logging.getLogger()
         self._filters = list(front.filters)
         # Queue a line: made (its text, without the terminator) or to be rendered. The
         # queue handler's own method, not one of this class calling it: one Python call
         # fewer per access line.
-        self.put: Callable[[PendingLine | str], None] = front.enqueue
+        self.put: Callable[[PendingLine | str | AccessItem], None] = front.enqueue
 
     def route(self, logger: logging.Logger, *, stamped: bool = False) -> bool:
         """Whether a record logged at INFO on ``logger`` would reach only this queue's
@@ -294,6 +334,9 @@ class LogWriter:
     ) -> None:
         self.records, self.handlers = records, handlers
         self.wakeup = wakeup or Wakeup()
+        # Where the lines go when a log child writes them (only with DirectLines, so
+        # handlers is one BatchStreamHandler), else None.
+        self.child: LogChild | None = None
         self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
 
     def start(self) -> None:
@@ -335,6 +378,9 @@ class LogWriter:
             time.sleep(BATCH_WINDOW)
 
     def _write(self, batch: list[QueueItem]) -> None:
+        if self.child is not None:
+            self._hand_over(self.child, batch)
+            return
         for handler in self.handlers:
             if isinstance(handler, BatchStreamHandler):
                 handler.emit_batch(batch)
@@ -344,10 +390,68 @@ class LogWriter:
                     if record.levelno >= handler.level:
                         handler.handle(record)
 
+    def _hand_over(self, child: LogChild, batch: list[QueueItem]) -> None:
+        """Hand ``batch`` to the log child, in one frame; lines it cannot take are written
+        here."""
+        handler = cast(BatchStreamHandler, self.handlers[0])
+        items = handler.lines(batch, made_apart=True)
+        if not items:
+            return
+        try:
+            child.send(items)
+            return
+        except ValueError:  # a service's field marshal cannot write: the lines made here
+            items = handler.lines(items)
+        except OSError:  # the child is gone (killed): this thread writes from now on
+            self.child = None
+            handler.write_lines(handler.lines(items))
+            return
+        try:
+            child.send(items)  # text only now
+        except (OSError, ValueError):  # gone meanwhile; nothing here may end this thread
+            self.child = None
+            handler.write_lines(items)
+
+
+# The log child's name of each formatter (shared.log_format.make_formatter's).
+_FORMATTER_NAMES: dict[type[logging.Formatter], str] = {
+    TextFormatter: "text",
+    JsonFormatter: "json",
+    LogstashFormatter: "logstash",
+}
+
+
+def _log_child(handlers: list[logging.Handler]) -> LogChild | None:
+    """A log child writing to the stream of ``handlers``' one BatchStreamHandler, if it
+    writes to a file descriptor (standard error, a file); else None (a test's buffer)."""
+    handler = handlers[0]
+    assert isinstance(handler, BatchStreamHandler)
+    stream, formatter = handler.stream, handler.formatter
+    if not isinstance(formatter, TextFormatter | JsonFormatter | LogstashFormatter):
+        return None
+    name = _FORMATTER_NAMES.get(type(formatter))  # a subclass may write otherwise
+    if name is None:
+        return None
+    try:
+        output = stream.fileno()
+        settings: Settings = (
+            name,
+            formatter.static_fields,
+            stream.encoding,
+            stream.errors or "strict",
+            handler.terminator,
+        )
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
+        return None
+    stream.flush()  # what this process wrote before goes out first
+    return LogChild(settings, output)
+
 
 @contextmanager
 def queued_logging(capacity: int = QUEUE_CAPACITY) -> Iterator[BoundedQueueHandler]:
-    """While inside, the root logger's handlers run on a thread of their own."""
+    """While inside, the root logger's handlers run on a thread of their own (and, when
+    they write to a file descriptor in one of the services' formats, the lines are made
+    and written by a log child: :mod:`shared.log_child`)."""
     global direct_lines
     root = logging.getLogger()
     handlers = list(root.handlers)
@@ -355,12 +459,18 @@ def queued_logging(capacity: int = QUEUE_CAPACITY) -> Iterator[BoundedQueueHandl
     wakeup = Wakeup()
     front = BoundedQueueHandler(records, capacity, wakeup)
     writer = LogWriter(records, handlers, wakeup)
+    lines = _direct_lines(front, handlers)
+    child = None if lines is None else _log_child(handlers)
+    if lines is not None and child is not None:
+        writer.child, lines.apart = child, True
     writer.start()
     root.handlers = [front]
-    direct_lines = _direct_lines(front, handlers)
+    direct_lines = lines
     try:
         yield front
     finally:
         direct_lines = None
         root.handlers = handlers
         writer.stop()
+        if child is not None:
+            child.close()  # returns once the child has written every line

@@ -1,5 +1,5 @@
 """The text format's access line, written straight from the captured values
-(``shared.access_log._text_line``): byte for byte what the formatter's generic
+(``shared.access_text._text_line``): byte for byte what the formatter's generic
 ``info_line`` writes for the same fields, whatever the values, static ``log.fields`` and
 the service's own fields."""
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from shared.access_log import (
+from shared.access_text import (
     MAX_FIELD,
     MESSAGE,
     Captured,

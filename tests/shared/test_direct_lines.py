@@ -19,8 +19,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from shared import access_log, log_format, log_queue
-from shared.access_log import ROUTE_FIELD, AccessLogger, AccessRecord, add_log_fields
+from shared import access_log, access_text, log_format, log_queue
+from shared.access_log import AccessLogger, AccessRecord, add_log_fields
+from shared.access_text import ROUTE_FIELD
 from shared.log_format import make_formatter
 from shared.log_queue import BatchStreamHandler, configure_logging, queued_logging
 from shared.request_context import install
@@ -326,5 +327,5 @@ async def test_a_text_access_line_matches_no_id_or_duration(
     ],
 )
 def test_a_duration_is_written_as_its_text_would_be(seconds: float) -> None:
-    expected = log_format.text_of_unique_string(access_log.go_duration(seconds))
-    assert access_log._duration_text(seconds) == expected
+    expected = log_format.text_of_unique_string(access_text.go_duration(seconds))
+    assert access_text._duration_text(seconds) == expected

@@ -20,7 +20,8 @@ import pytest
 from registry.storage.driver import child_program, filesystem_delete
 from registry.storage.driver.filesystem import FilesystemDriver
 from registry.storage.driver.filesystem_deleters import DeletionRefused
-from tests.registry.storage.test_temporaries_walk_child import _alive, _children
+from tests.registry.storage.test_temporaries_walk_child import _children
+from tests.support.process_state import alive
 
 
 def _blobs(root: Path, count: int) -> list[str]:
@@ -185,12 +186,12 @@ def test_the_children_die_with_a_killed_collector(tmp_path: Path) -> None:
         collector.kill()
         collector.wait(timeout=10)
         ends = time.monotonic() + 10
-        while any(map(_alive, children)) and time.monotonic() < ends:
+        while any(map(alive, children)) and time.monotonic() < ends:
             time.sleep(0.01)
-        assert not any(map(_alive, children)), "a deleting child outlived its collector"
+        assert not any(map(alive, children)), "a deleting child outlived its collector"
     finally:
         collector.kill()
         collector.communicate(timeout=10)
         for pid in children:
-            if _alive(pid):
+            if alive(pid):
                 os.kill(pid, signal.SIGKILL)

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from registry.storage.driver import child_program, temporaries
+from tests.support.process_state import alive
 
 SIGINT_BIT = 1 << (signal.SIGINT - 1)  # in /proc/<pid>/status's SigIgn mask
 WALKED_DIRECTORIES = 60_000  # a walk of about half a second or more: time to catch it
@@ -62,14 +63,6 @@ def _ignored_signals(pid: int) -> int:
         if line.startswith("SigIgn:"):
             return int(line.split()[1], 16)
     return 0
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def _walking_child(collector: subprocess.Popen[bytes], deadline: float = 30.0) -> int:
@@ -113,13 +106,13 @@ def test_the_walk_dies_with_a_killed_collector(big_tree: Path) -> None:
         collector.kill()
         collector.wait(timeout=10)
         ends = time.monotonic() + 10
-        while _alive(walk) and time.monotonic() < ends:
+        while alive(walk) and time.monotonic() < ends:
             time.sleep(0.01)
-        assert not _alive(walk), "the walk outlived its collector"
+        assert not alive(walk), "the walk outlived its collector"
     finally:
         collector.kill()
         collector.communicate(timeout=10)
-        if walk is not None and _alive(walk):
+        if walk is not None and alive(walk):
             os.kill(walk, signal.SIGKILL)
 
 
@@ -135,14 +128,14 @@ def test_ctrl_c_interrupts_the_collector_and_ends_its_walk(big_tree: Path) -> No
         text = errors.decode(errors="replace")
         assert "KeyboardInterrupt" in text and "OSError" not in text, text[-2000:]
         ends = time.monotonic() + 10
-        while _alive(walk) and time.monotonic() < ends:
+        while alive(walk) and time.monotonic() < ends:
             time.sleep(0.01)
-        assert not _alive(walk)
+        assert not alive(walk)
     finally:
         if collector.poll() is None:
             collector.kill()
             collector.communicate(timeout=10)
-        if walk is not None and _alive(walk):
+        if walk is not None and alive(walk):
             os.kill(walk, signal.SIGKILL)
 
 
