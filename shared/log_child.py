@@ -15,8 +15,10 @@ The child is started by :func:`shared.log_queue.queued_logging`, after a worker'
 per serving process, and runs this file as a program (``python -I -S``, standard library
 and :mod:`shared.log_format` only: ``registry/storage/driver/child_program.py`` says why).
 It ends when the pipe closes: after the parent's last batch on a clean shutdown (the parent
-waits for it, so no line is lost), or when the parent dies, whichever way; the kernel's
-parent-death signal (:mod:`shared.parent_death`) covers a pipe left open elsewhere. It
+waits for it, so no line is lost), or when the parent dies, whichever way. The kernel's
+parent-death signal (:mod:`shared.parent_death`, SIGUSR1 here, not SIGKILL) covers a pipe
+left open elsewhere: on it the child reads what the pipe holds without waiting, writes it
+and ends, so the lines handed over before a parent was killed outright are not lost. It
 ignores SIGINT and SIGTERM: a signal to the whole process group must not end it before the
 parent has handed over its last lines.
 
@@ -34,6 +36,7 @@ import os
 import pickle
 import signal
 import sys
+from collections.abc import Callable
 from typing import IO, Any
 
 # This very file, run as the child's program.
@@ -123,11 +126,28 @@ def _serve(stream: IO[bytes], output: int) -> None:
         payload = header and _read(stream, int.from_bytes(header, "big"))
         if not payload:
             return
+        items = marshal.loads(payload)  # noqa: S302 (the parent's, as above)
         lines = [
-            item if type(item) is str else access_line(formatter, *item)
-            for item in marshal.loads(payload)  # noqa: S302 (the parent's, as above)
+            item if type(item) is str else _line(access_line, formatter, item) for item in items
         ]
         _write_all(output, (terminator.join(lines) + terminator).encode(encoding, errors))
+
+
+def _line(make: Callable[..., str], formatter: Any, item: Any) -> str:
+    """An access line made here. A value the formatter refuses costs that line only, as a
+    record does in the parent (where logging's ``handleError`` reports it), not the child
+    and every line after it."""
+    try:
+        return make(formatter, *item)
+    except Exception as error:
+        return f"--- Logging error: an access line could not be made: {type(error).__name__}"
+
+
+def _drain_and_end(signum: int, frame: object) -> None:
+    """The parent died (the kernel's parent-death signal): what it handed over is all in
+    the pipe, so read it without waiting and end at its end, rather than be killed with
+    those lines, which are usually the last ones before the death."""
+    os.set_blocking(sys.stdin.fileno(), False)
 
 
 if __name__ == "__main__":  # LogChild's program: PARENT_PID; frames on stdin
@@ -136,5 +156,6 @@ if __name__ == "__main__":  # LogChild's program: PARENT_PID; frames on stdin
     sys.path.append(_PROGRAM.rsplit(os.sep, 2)[0])  # the directory holding shared/
     from shared.parent_death import die_with_parent
 
-    die_with_parent(int(sys.argv[1]))
+    signal.signal(signal.SIGUSR1, _drain_and_end)
+    die_with_parent(int(sys.argv[1]), signal.SIGUSR1)
     _serve(sys.stdin.buffer, sys.stdout.fileno())

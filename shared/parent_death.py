@@ -16,10 +16,11 @@ import sys
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
-def die_with_parent(parent: int) -> None:
+def die_with_parent(parent: int, signum: int = signal.SIGKILL) -> None:
     """Have the kernel SIGKILL this process when ``parent`` dies, or exit at once if it
     died already (between the fork or spawn and this call, when the request would come
-    too late).
+    too late). With another ``signum`` (one the caller handles, to finish what it holds
+    before it ends), that signal is sent instead, and sent at once if the parent is gone.
 
     The kernel rather than a thread watching the parent: it acts even while the process
     holds the GIL in a long loop, and needs nothing running in it. The signal follows the
@@ -28,7 +29,10 @@ def die_with_parent(parent: int) -> None:
     """
     if sys.platform == "linux":
         libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        if libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
     if os.getppid() != parent:  # orphaned already: adopted by init or a subreaper
+        if signum != signal.SIGKILL:
+            os.kill(os.getpid(), signum)
+            return
         os._exit(1)

@@ -51,6 +51,18 @@ def log_children(pid: int) -> list[int]:
     return found
 
 
+def the_log_child(pid: int) -> int:
+    """The one log child of ``pid``, waited for: a child's command line reads empty for a
+    moment after ``Popen`` returns (the exec closed the pipe ``Popen`` waits on before the
+    new program's arguments are in place), so a single look can miss it."""
+    deadline = time.monotonic() + 10
+    while not (found := log_children(pid)):
+        assert time.monotonic() < deadline, "no log child"
+        time.sleep(0.01)
+    (child,) = found
+    return child
+
+
 @pytest.fixture
 def output(tmp_path: Path) -> Iterator[Path]:
     """A file the log goes to (a file descriptor, as standard error is); the root logger's
@@ -119,7 +131,7 @@ def test_lines_are_made_apart_as_the_loop_makes_them_in_order(
     with logging_to(path, formatter):
         direct = log_queue.direct_lines
         assert direct is not None and direct.apart  # fails without the log child
-        (child,) = log_children(os.getpid())
+        child = the_log_child(os.getpid())
         for number in range(300):
             captured = _captured(number, extras[number % len(extras)])
             created = 1_796_000_000.0 + number / 1000
@@ -140,21 +152,36 @@ def test_lines_are_made_apart_as_the_loop_makes_them_in_order(
             assert line == wanted
 
 
+def _twenty_lines_the_eighth_with(path: Path, formatter_name: str, extra: dict[str, Any]) -> int:
+    """Log twenty access lines through the log child into ``path``, the eighth with
+    ``extra`` for its service's fields; the child's pid, alive after the twentieth."""
+    with logging_to(path, make_formatter(formatter_name, {})):
+        direct = log_queue.direct_lines
+        assert direct is not None and direct.apart
+        child = the_log_child(os.getpid())
+        for number in range(20):
+            direct.put((LOGGER, 1_796_000_000.0, _captured(number, extra if number == 7 else None)))
+        time.sleep(0.2)
+        assert alive(child)
+    return child
+
+
+def _expected(formatter_name: str, extra: dict[str, Any]) -> list[str]:
+    formatter = make_formatter(formatter_name, {})
+    return [
+        access_line(
+            formatter, LOGGER, 1_796_000_000.0, _captured(number, extra if number == 7 else None)
+        )
+        for number in range(20)
+    ]
+
+
 def test_a_value_the_pipe_cannot_carry_is_made_here(output: Path) -> None:
     """A service's field that ``marshal`` cannot write (any object): its batch's lines are
     made by the serving process, the same lines, in order."""
-    path = output
-    formatter = make_formatter("text", {})
-    expected = []
-    with logging_to(path, formatter):
-        direct = log_queue.direct_lines
-        assert direct is not None and direct.apart
-        for number in range(20):
-            extra = {"vars.when": datetime.date(2026, 11, 30)} if number == 7 else None
-            captured = _captured(number, extra)
-            direct.put((LOGGER, 1_796_000_000.0, captured))
-            expected.append(access_line(formatter, LOGGER, 1_796_000_000.0, captured))
-    assert path.read_text(encoding="utf-8").splitlines() == expected
+    extra = {"vars.when": datetime.date(2026, 11, 30)}
+    _twenty_lines_the_eighth_with(output, "text", extra)
+    assert output.read_text(encoding="utf-8").splitlines() == _expected("text", extra)
 
 
 def test_lines_are_written_here_once_the_child_is_gone(output: Path) -> None:
@@ -165,7 +192,7 @@ def test_lines_are_written_here_once_the_child_is_gone(output: Path) -> None:
     with logging_to(path, formatter):
         direct = log_queue.direct_lines
         assert direct is not None and direct.apart
-        (child,) = log_children(os.getpid())
+        child = the_log_child(os.getpid())
         os.kill(child, signal.SIGKILL)
         deadline = time.monotonic() + 10
         while alive(child):
@@ -204,7 +231,7 @@ def test_the_child_ends_with_its_parent(tmp_path: Path) -> None:
         )
     try:
         assert parent.stdout is not None and parent.stdout.readline() == b"ready\n"
-        (child,) = log_children(parent.pid)
+        child = the_log_child(parent.pid)
         parent.kill()
         parent.wait(timeout=10)
         deadline = time.monotonic() + 10
@@ -217,6 +244,97 @@ def test_the_child_ends_with_its_parent(tmp_path: Path) -> None:
             parent.wait()
         assert parent.stdout is not None
         parent.stdout.close()
+
+
+_KILLED_PARENT = """
+import os, signal, sys
+from shared.log_child import LogChild
+
+captured = ("id", "GET", "/v2/x/manifests/latest", "", "127.0.0.1", "h", "ua", 200, 1, 0.001, None)
+child = LogChild(("text", {}, "utf-8", "backslashreplace", "\\n"), int(sys.argv[1]))
+if sys.argv[2] == "held":  # a process of its own keeps the pipe's end open
+    if os.fork() == 0:
+        os.close(int(sys.argv[1]))
+        signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])
+        os.read(os.open(os.devnull, os.O_RDONLY), 1)
+        signal.sigwait([signal.SIGTERM])  # until the test ends it
+        os._exit(0)
+for batch in range(3):
+    child.send([("access", 1796000000.0 + batch, captured)] * 4096)
+print(child._process.pid, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize("pipe", ["alone", "held"])
+def test_lines_handed_over_outlive_a_parent_killed_outright(tmp_path: Path, pipe: str) -> None:
+    """The serving process killed (SIGKILL, the OOM killer): every line it had handed to
+    its child is still written, and the child ends, even while another process holds the
+    pipe open (the parent-death signal, not the pipe's end, tells it then). Killed by
+    that signal, as children of the collection are, the child lost all 12,288."""
+    log = tmp_path / "log"
+    with log.open("wb") as out:
+        parent = subprocess.Popen(
+            [sys.executable, "-c", _KILLED_PARENT, str(out.fileno()), pipe],
+            cwd=REPOSITORY_ROOT,
+            env=server_env(),
+            stdout=subprocess.PIPE,
+            pass_fds=(out.fileno(),),
+        )
+    holder = None
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        parent.wait(timeout=30)
+        if pipe == "held":
+            holder = next(
+                int(pid)
+                for pid in os.listdir("/proc")
+                if pid.isdigit() and _parent_of(int(pid)) == 1 and _is_held_by(int(pid), parent)
+            )
+        deadline = time.monotonic() + 30
+        while alive(child):
+            assert time.monotonic() < deadline, "the log child outlived its parent"
+            time.sleep(0.01)
+        lines = log.read_text(encoding="utf-8").splitlines()
+        assert len(lines) == 3 * 4096
+        assert all("http.request.uri=/v2/x/manifests/latest" in line for line in lines)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        if holder is not None:
+            os.kill(holder, signal.SIGTERM)
+        assert parent.stdout is not None
+        parent.stdout.close()
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def _is_held_by(pid: int, parent: subprocess.Popen[bytes]) -> bool:
+    """Whether ``pid`` is the pipe holder the killed ``parent`` forked (its command line)."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return command.split(b"\0")[:2] == [os.fsencode(sys.executable), b"-c"] and (b"held" in command)
+
+
+def test_an_access_line_the_formatter_refuses_costs_that_line_only(output: Path) -> None:
+    """A value marshal carries but the formatter cannot write (a dict with a tuple for a
+    key): that one line is replaced by a note, and the child goes on with the rest. It
+    ended the child, and the lines of its frame with it."""
+    _twenty_lines_the_eighth_with(output, "json", {"vars.name": {(1, 2): "x"}})
+    lines = output.read_text(encoding="utf-8").splitlines()
+    expected = _expected("json", {})
+    assert len(lines) == 20 and lines[7].startswith("--- Logging error")
+    assert lines[:7] + lines[8:] == expected[:7] + expected[8:]
 
 
 def test_a_registry_s_access_lines_are_made_by_its_log_child(tmp_path: Path) -> None:
@@ -244,7 +362,7 @@ def test_a_registry_s_access_lines_are_made_by_its_log_child(tmp_path: Path) -> 
     try:
         requests = 200
         assert _get_many(f"http://127.0.0.1:{port}/v2/", requests, START_TIMEOUT) == requests
-        (child,) = log_children(process.pid)
+        child = the_log_child(process.pid)
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         connection.request("GET", "/v2/", headers={"X-Request-Id": "the-last-one"})
         assert connection.getresponse().status == 200
