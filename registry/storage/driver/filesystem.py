@@ -2,7 +2,7 @@
 
 Writes, listings and large reads run on a thread pool so the event loop keeps serving;
 ``stat``, reads of small files (links, tags, manifests) and small writes that need no
-flush (an upload's start time, its hash states, a batch of its data of at most 64 KiB
+flush (an upload's start time, its hash states, a batch of its data of at most 8 KiB
 whose lock is free) run inline, since a hop to a thread costs more than the syscalls.
 Large files are served by the handlers with sendfile through ``local_path``.
 

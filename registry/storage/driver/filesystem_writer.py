@@ -40,9 +40,11 @@ _IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
 # A batch of at most this many bytes is written (and hashed) on the caller's thread, the
 # event loop: a hand-over to a thread and back costs the loop a wake-up and, under a push
 # load, dozens of exchanges of the interpreter lock, more than a small write into the
-# page cache (an image's config, a few hundred bytes: one thread job of 11 per pushed
-# image, issue 17). As the driver's small writes that need no flush (``put_new``).
-INLINE_WRITE_BYTES = 64 * 1024
+# page cache (an image's config, a few hundred bytes to a few KiB: one thread job of 11
+# per pushed image, issue 17). As the driver's small writes that need no flush
+# (``put_new``). Two pages at most: the more pages a write dirties on the loop, the more
+# often the kernel may pause it to throttle dirty pages (balance_dirty_pages).
+INLINE_WRITE_BYTES = 8 * 1024
 
 
 @contextlib.contextmanager
