@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
 
-from registry.oci.digest import Digest, InvalidDigest, parse_digest
+from registry.oci.digest import Digest, parse_names
 from registry.storage import paths
 from registry.storage.driver.base import PathNotFound, StorageDriver
 from registry.storage.driver.steps import Put
@@ -81,11 +81,8 @@ async def digest_tree(driver: StorageDriver, root: str, depth: int) -> AsyncIter
         for _ in range(depth):
             levels = [f"{d}/{c}" for d in levels for c in await _children(driver, d)]
         for directory in levels:
-            for encoded in await _children(driver, directory):
-                try:
-                    yield parse_digest(f"{algorithm}:{encoded}")
-                except InvalidDigest:
-                    continue
+            for digest in parse_names(algorithm, await _children(driver, directory)):
+                yield digest
 
 
 async def _children(driver: StorageDriver, directory: str) -> list[str]:

@@ -115,6 +115,11 @@ class FilesystemDriver(StorageDriver):
     def _os_path(self, path: str) -> str:
         """The local path of a driver path, as a string: stat, listing and deleting need
         no Path object, and building one costs more than the syscall on hot paths."""
+        if path[:1] == "/" and path[-1:] != "/" and "//" not in path and "/." not in path:
+            # The storage layer's own paths, nearly every call (117,000 in a collection
+            # of the bench's store): absolute, no empty, "." or ".." part (each part
+            # follows a slash), so joining them is the root and the path as they are.
+            return self._root + path
         parts = [*filter(None, path.split("/"))]  # no comprehension frame: every read
         if "." in parts or ".." in parts:
             raise ValueError(f"refusing a relative path component in {path!r}")

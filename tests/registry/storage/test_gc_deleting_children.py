@@ -5,6 +5,7 @@ real signals, real files."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -195,3 +196,31 @@ def test_the_children_die_with_a_killed_collector(tmp_path: Path) -> None:
         for pid in children:
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+async def test_the_children_end_together(tmp_path: Path) -> None:
+    """``close`` ends every child at once: with the first child stopped (it cannot exit
+    yet), the others have exited before it is let go. One after the other, the
+    collection's end waited for each child's exit in turn, the first holding up the rest."""
+    driver = FilesystemDriver(tmp_path)
+    driver.delete_in_children(3)
+    try:
+        await driver.delete_many(_blobs(tmp_path, 6), sole_file="data")
+        children = driver._children._children if driver._children is not None else None
+        assert children is not None and len(children) == 3
+        first, *others = [child.process.pid for child in children]
+        os.kill(first, signal.SIGSTOP)
+        closing = asyncio.ensure_future(driver.close())
+        try:
+            for _ in range(500):  # 10 s at most
+                if not any(_alive(pid) for pid in others):
+                    break
+                await asyncio.sleep(0.02)
+            assert not any(_alive(pid) for pid in others)  # exited while the first waits
+            assert _alive(first) and not closing.done()
+        finally:
+            os.kill(first, signal.SIGCONT)
+            await closing
+    finally:
+        await driver.close()
+    assert _deleters() == []
