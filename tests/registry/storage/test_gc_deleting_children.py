@@ -213,11 +213,11 @@ async def test_the_children_end_together(tmp_path: Path) -> None:
         closing = asyncio.ensure_future(driver.close())
         try:
             for _ in range(500):  # 10 s at most
-                if not any(_alive(pid) for pid in others):
+                if not any(alive(pid) for pid in others):
                     break
                 await asyncio.sleep(0.02)
-            assert not any(_alive(pid) for pid in others)  # exited while the first waits
-            assert _alive(first) and not closing.done()
+            assert not any(alive(pid) for pid in others)  # exited while the first waits
+            assert alive(first) and not closing.done()
         finally:
             os.kill(first, signal.SIGCONT)
             await closing
