@@ -111,23 +111,25 @@ async def test_a_race_at_one_offset_never_stores_a_blob_under_a_wrong_digest(
 async def test_a_chunk_whose_offset_is_taken_while_it_starts_is_refused(
     make_registry: ClientFactory, s3_server: S3Server
 ) -> None:
-    """The status said the upload ends at the chunk's start, but another instance's chunk
-    landed before this one's writer opened the data: 416, the data left as the winner
-    wrote it, and not a 202 that appends after the winner's bytes."""
+    """The chunk starts where the upload ended when its PATCH came, but another instance's
+    chunk landed before this one's writer opened the data (the open's HEAD is the PATCH's
+    only look at the data's size since a PATCH no longer reads a status first, issue 17):
+    416, the data left as the winner wrote it, and not a 202 that appends after the
+    winner's bytes."""
     async with s3_proxy(s3_server) as (late_s3, late_url):
         heads: list[web.Request] = []
         opening, released = asyncio.Event(), asyncio.Event()
 
-        def second_data_head(request: web.Request) -> asyncio.Event | None:
-            # The status's HEAD passes; the writer's waits until the winner has written.
+        def writers_data_head(request: web.Request) -> asyncio.Event | None:
+            # The writer's open waits until the winner has written.
             if request.method == "HEAD" and request.path.endswith("/data"):
                 heads.append(request)
-                if len(heads) == 2:
+                if len(heads) == 1:
                     opening.set()
                     return released
             return None
 
-        late_s3.gate = second_data_head
+        late_s3.gate = writers_data_head
         late = await make_registry({"REGISTRY_STORAGE_S3_REGIONENDPOINT": late_url})
         winner = await make_registry()
         prefix, ours, theirs = os.urandom(3001), os.urandom(4099), os.urandom(4099)
@@ -135,7 +137,7 @@ async def test_a_chunk_whose_offset_is_taken_while_it_starts_is_refused(
         location = await patch(winner, location, prefix, 0)
         racing = asyncio.ensure_future(race_patch(late, location, theirs, len(prefix)))
         try:
-            async with asyncio.timeout(30):  # the late one read the status, opens the data
+            async with asyncio.timeout(30):  # the late one opens the data
                 await opening.wait()
             await patch(winner, location, ours, len(prefix))
         finally:
