@@ -67,6 +67,11 @@ def bind_sockets(host: str | None, port: int, *, reuse_port: bool = False) -> li
     Mirrors ``loop.create_server``: one socket per address ``host`` resolves to, IPv6
     sockets IPv6-only so that ``::`` and ``0.0.0.0`` can both be bound, SO_REUSEADDR so a
     restart does not wait for TIME_WAIT, SO_REUSEPORT when several workers share the port.
+
+    With SO_REUSEPORT each worker has an accept queue of its own and the kernel spreads
+    new connections over them by hash. One listening socket shared by the workers was
+    measured instead (docs/performance.md, h-bal-14): a burst of new connections went
+    mostly, at times wholly, to whichever worker woke first.
     """
     where = display_address(host, port)
     try:
