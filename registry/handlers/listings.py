@@ -20,6 +20,7 @@ from registry.oci import mediatypes
 from registry.storage.tags import page_of
 
 DEFAULT_CATALOG_PAGE = 100
+_JSON_HEADERS = {"Content-Type": "application/json"}  # copied by each response
 
 
 async def list_tags(request: web.Request) -> web.StreamResponse:
@@ -28,13 +29,20 @@ async def list_tags(request: web.Request) -> web.StreamResponse:
     last = request.query.get("last")
     mirror = request.app[MIRRORS].for_name(repo.name)
     if mirror is None:
-        tags, more = await repo.tags.page(limit, last)
+        # A page's body is made once per listing stamp (registry.storage.tags): a
+        # repeated page costs the stamp's stat and a lookup.
+        body, next_last = await repo.tags.rendered_page(limit, last, _tag_page)
     else:  # as Distribution's proxy: the upstream's tags, the cached ones if it is down
-        tags, more = page_of(await mirror.tags(repo), limit, last)
-    response = _json({"name": repo.name, "tags": tags})
-    if more and tags and limit is not None:
-        _link_next(request, response, f"/v2/{repo.name}/tags/list", limit, tags[-1])
+        body, next_last = _tag_page(repo.name, *page_of(await mirror.tags(repo), limit, last))
+    response = web.Response(body=body, headers=_JSON_HEADERS)
+    if next_last is not None and limit is not None:
+        _link_next(request, response, f"/v2/{repo.name}/tags/list", limit, next_last)
     return response
+
+
+def _tag_page(name: str, tags: list[str], more: bool) -> tuple[bytes, str | None]:
+    """A tag-list page's body, and the tag the next page starts after (None: the last)."""
+    return json.dumps({"name": name, "tags": tags}).encode(), tags[-1] if more and tags else None
 
 
 async def list_catalog(request: web.Request) -> web.StreamResponse:

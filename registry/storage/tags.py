@@ -5,7 +5,8 @@ from __future__ import annotations
 import bisect
 import contextlib
 from collections import OrderedDict
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
+from typing import TypeVar, cast
 
 from registry.oci.digest import Digest, InvalidDigest, parse_digest
 from registry.storage import paths
@@ -14,6 +15,18 @@ from registry.storage.driver.steps import Put
 from registry.storage.errors import ManifestUnknown, NameUnknown
 from registry.storage.links import digest_tree
 from registry.storage.locks import KeyedLocks
+
+Rendered = TypeVar("Rendered")
+# What a caller makes of a page (the repository's name, the page's tags, whether more
+# follow): the tag list's response body, say. Kept per listing stamp by TagListCache.
+PageRenderer = Callable[[str, list[str], bool], Rendered]
+
+# Rendered pages kept per process: only pages of at most MAX_REMEMBERED_PAGE tags after a
+# ``last`` of at most MAX_REMEMBERED_LAST characters (a tag has at most 128), so at most
+# about 256 x 100 x 130 bytes of bodies, whatever clients ask for.
+MAX_REMEMBERED_PAGES = 256
+MAX_REMEMBERED_PAGE = 100
+MAX_REMEMBERED_LAST = 256
 
 
 class TagListCache:
@@ -26,6 +39,13 @@ class TagListCache:
     def __init__(self, capacity: int = 1024) -> None:
         self._entries: OrderedDict[str, tuple[Hashable, list[str]]] = OrderedDict()
         self._capacity = capacity
+        # Pages as callers rendered them, by (name, stamp, limit, last, renderer): a repeat
+        # of a page costs the stamp's ``stat`` and one lookup, no slicing or encoding. A
+        # new stamp (a tag added or removed, here or in another process) is another key,
+        # so a page never outlives the listing it was made from; the old ones are dropped
+        # with the rest when the pages are full.
+        self._pages: dict[Hashable, object] = {}
+        self._page_capacity = MAX_REMEMBERED_PAGES if capacity else 0
 
     def get(self, name: str, stamp: Hashable) -> list[str] | None:
         entry = self._entries.get(name)
@@ -42,6 +62,33 @@ class TagListCache:
 
     def forget(self, name: str) -> None:
         self._entries.pop(name, None)
+
+    def page(
+        self,
+        name: str,
+        stamp: Hashable,
+        tags: list[str],
+        limit: int | None,
+        last: str | None,
+        render: PageRenderer[Rendered],
+    ) -> Rendered:
+        """``render`` of the page of ``tags`` (``name``'s listing at ``stamp``) that
+        ``limit`` and ``last`` select, made once per stamp."""
+        key = (name, stamp, limit, last, render)
+        found = self._pages.get(key)
+        if found is not None:
+            # The key holds the renderer, so what it returned before is its type.
+            return cast(Rendered, found)
+        page, more = page_of(tags, limit, last)
+        rendered = render(name, page, more)
+        if len(page) <= MAX_REMEMBERED_PAGE and len(last or "") <= MAX_REMEMBERED_LAST:
+            if len(self._pages) >= self._page_capacity:
+                # Cleared when full, not kept in order of use: no bookkeeping per request,
+                # and stale stamps' pages go too.
+                self._pages.clear()
+            if self._page_capacity:
+                self._pages[key] = rendered
+        return rendered
 
 
 def page_of(tags: list[str], limit: int | None, last: str | None) -> tuple[list[str], bool]:
@@ -165,6 +212,11 @@ class Tags:
     async def all(self) -> list[str]:
         """Every tag, sorted (callers must not modify the list); NAME_UNKNOWN for a
         repository that does not exist."""
+        return (await self._listing())[1]
+
+    async def _listing(self) -> tuple[Hashable | None, list[str]]:
+        """The listing stamp the tags were read at (None: not one to remember them by)
+        and the tags, sorted, as :meth:`all`."""
         directory = paths.tags_dir(self.name)
         try:
             # The stamp is read before the listing: a tag added in between changes the
@@ -173,21 +225,33 @@ class Tags:
             if stamp is not None:
                 cached = self.cache.get(self.name, stamp)
                 if cached is not None:
-                    return cached
+                    return stamp, cached
             tags = sorted(await self.driver.list_dir(directory))
         except PathNotFound:
             try:
                 await self.driver.stat(paths.repository(self.name))
             except PathNotFound:
                 raise NameUnknown(self.name) from None
-            return []
+            return None, []
         if stamp is not None:
             self.cache.put(self.name, stamp, tags)
-        return tags
+        return stamp, tags
 
     async def page(self, limit: int | None, last: str | None) -> tuple[list[str], bool]:
         """Up to ``limit`` tags after ``last``, and whether more remain."""
         return page_of(await self.all(), limit, last)
+
+    async def rendered_page(
+        self, limit: int | None, last: str | None, render: PageRenderer[Rendered]
+    ) -> Rendered:
+        """``render(name, tags, more)`` of :meth:`page`'s answer, remembered while the
+        listing's stamp is unchanged (``render`` must depend on nothing else, and what it
+        returns must not be modified); made afresh where there is no stamp (S3, a listing
+        changed in the last two seconds)."""
+        stamp, tags = await self._listing()
+        if stamp is None:
+            return render(self.name, *page_of(tags, limit, last))
+        return self.cache.page(self.name, stamp, tags, limit, last, render)
 
     async def pointing_at(self, digest: Digest) -> list[str]:
         found = []

@@ -239,3 +239,23 @@ async def test_cached_tag_pages_and_links_are_those_of_a_fresh_listing(
     assert await pages() == fresh
     assert fresh[0][1] is not None and fresh[0][1].endswith('?n=4&last=v00>; rel="next"')
     assert fresh[0][2] == {"name": "app", "tags": ["Stable", "_x", "latest", "v00"]}
+
+
+async def test_a_remembered_page_links_to_the_next_on_each_request_s_own_host(
+    registry: RegistryClient, registry_environ: dict[str, str]
+) -> None:
+    """A page's body is made once per listing stamp; its ``Link`` is each request's own,
+    as it names the host the client asked."""
+    client = TaggingClient(registry)
+    await client.upload_blobs()
+    for tag in ["a", "b", "c"]:
+        await client.push(tag)
+    set_back(tags_directory(registry_environ), 3600)
+    for host in ["one.example:5000", "two.example", "one.example:5000"]:
+        response = await registry.get("/v2/app/tags/list?n=2", headers={"Host": host})
+        assert response.status == 200
+        assert response.headers["Content-Type"] == "application/json"
+        assert await response.read() == b'{"name": "app", "tags": ["a", "b"]}'
+        assert response.headers["Link"] == (
+            f'<http://{host}/v2/app/tags/list?n=2&last=b>; rel="next"'
+        )
