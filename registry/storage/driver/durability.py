@@ -92,7 +92,17 @@ def make_dirs(directory: Path) -> list[Path]:
         current = current.parent
     if not missing:
         return []
-    directory.mkdir(parents=True, exist_ok=True)
+    # From the top down, the levels found missing: Path.mkdir(parents=True) tries the
+    # deepest first and fails once per missing level above it before making them
+    # (a tag's first link: three failed mkdirs of seven, issue 17). A level removed
+    # meanwhile (a collection's sweep) fails with FileNotFoundError, which the callers'
+    # steps retry, as they did when Path.mkdir raised it.
+    for created in reversed(missing):
+        try:
+            os.mkdir(created)
+        except FileExistsError:
+            if not os.path.isdir(created):
+                raise
     # A directory found already there is not flushed again: if a concurrent request
     # created it and has not flushed it yet, journalling file systems (ext4, XFS) still
     # commit that mkdir with this request's later flushes, in order.

@@ -357,3 +357,37 @@ async def test_an_upload_s_start_time_is_written_without_a_temporary(
     finally:
         await registry.close()
     assert renamed == []
+
+
+def _counting_mkdirs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """Every ``os.mkdir`` from now on, with its outcome: "made" or the error's name."""
+    made: list[tuple[str, str]] = []
+    real = os.mkdir
+
+    def mkdir(path: Any, mode: int = 0o777, **kwargs: Any) -> None:
+        try:
+            real(path, mode, **kwargs)
+        except OSError as error:
+            made.append((os.fspath(path), type(error).__name__))
+            raise
+        made.append((os.fspath(path), "made"))
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    return made
+
+
+async def test_a_new_link_makes_its_directories_without_a_failed_mkdir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tag's first link makes four directories under one that is there: each mkdir
+    from the deepest failed once per missing level above it before they were made (a
+    failed mkdir per image and level, issue 17); now they are made from the top."""
+    driver = FilesystemDriver(tmp_path, max_threads=2)
+    try:
+        (tmp_path / "repo/tags").mkdir(parents=True)
+        made = _counting_mkdirs(monkeypatch)
+        await driver.put_content("/repo/tags/v1/index/sha256/abc/link", b"sha256:abc")
+        assert (tmp_path / "repo/tags/v1/index/sha256/abc/link").read_bytes() == b"sha256:abc"
+    finally:
+        await driver.close()
+    assert [outcome for _, outcome in made] == ["made"] * 4, made
