@@ -50,7 +50,7 @@ def _run(argv: list[str]) -> int:
         for position, flag in enumerate(arg[1:], start=1):
             if flag == "C":
                 value = arg[position + 1 :] or (argv.pop(0) if argv else "")
-                if not value.isdigit() or not 4 <= int(value) <= 31:
+                if not (value.isascii() and value.isdigit()) or not 4 <= int(value) <= 31:
                     raise UsageError("-C takes a bcrypt cost from 4 to 31")
                 cost = int(value)
                 break

@@ -68,7 +68,9 @@ def page_size(request: web.Request, default: int | None, maximum: int | None) ->
     raw = request.query.get("n")
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or len(raw) > 9:
+    # isdigit() alone lets other scripts' digits and superscripts through ("²"), which
+    # int() refuses or reads as another number.
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 9:
         raise RegistryError(errors.PAGINATION_NUMBER_INVALID, detail={"n": raw[:20]})
     value = int(raw)
     if maximum is not None and value > maximum:
@@ -86,7 +88,7 @@ def declared_length(request: web.Request) -> int | None:
     raw = request.headers.get("Content-Length")
     if raw is None:
         return None
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):
         raise RegistryError(errors.SIZE_INVALID, "invalid Content-Length")
     return int(raw)
 

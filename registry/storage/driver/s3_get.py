@@ -84,7 +84,7 @@ class ObjectBody:
         length = headers.get("Content-Length", "")
         # None: no length given (or a chunked answer), which only an error answer may be.
         self.length: int | None = None
-        if length.isdigit() and not headers.get("Transfer-Encoding"):
+        if length.isascii() and length.isdigit() and not headers.get("Transfer-Encoding"):
             self.length = int(length)
 
     @classmethod

@@ -111,6 +111,8 @@ async def test_htpasswd_command_prints_a_bcrypt_line(
     assert user == "testuser" and hashed.startswith("$2y$10$") and len(hashed) == 60
     assert htpasswd_main(["-mbn", "u", "p"]) == 2
     assert htpasswd_main(["-Bn"]) == 2
+    # A cost in other digits than ASCII ones is a usage error, not a traceback.
+    assert htpasswd_main(["-Bbn", "-C", "²", "u", "p"]) == 2
 
 
 async def test_htpasswd_command_maintains_a_file(tmp_path: Path) -> None:
