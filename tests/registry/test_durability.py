@@ -269,38 +269,3 @@ async def test_hash_states_are_written_but_not_flushed(durable: Traced) -> None:
     assert {c.thread for c in [*states, *started]} == {main_thread}
     in_uploads = [c for _, c in _flushes(calls) if "/_uploads" in (c.fd_path or "")]
     assert [c.fd_path for c in in_uploads if not (c.fd_path or "").endswith("/data")] == []
-
-
-async def test_a_blob_commit_flushes_its_data_and_its_link_data_in_one_go(durable: Traced) -> None:
-    """A finished upload's commit writes its layer link's temporary and starts the
-    write-out of both files before the first flush, so that flush's journal commit holds
-    the link's blocks too (on ext4, 3 journal commits per blob instead of 4): the link's
-    temporary is written before the upload's data is flushed, and still flushed, and
-    renamed, only after the blob is in place."""
-    layer, _ = await _push(durable.registry.url)
-    calls = durable.stop()
-    v2 = durable.root / "docker/registry/v2"
-    layer_hex = layer.split(":", 1)[1]
-    link = v2 / "repositories" / REPO / "_layers/sha256" / layer_hex / "link"
-    blob = v2 / "blobs/sha256" / layer_hex[:2] / layer_hex / "data"
-
-    def renamed_to(destination: Path) -> int:
-        return next(
-            i
-            for i, c in enumerate(calls)
-            if c.name.startswith("rename") and c.strings[-1:] == (str(destination),)
-        )
-
-    link_rename, blob_rename = renamed_to(link), renamed_to(blob)
-    temporary = Path(calls[link_rename].strings[0])
-    written = min(
-        i for i, c in enumerate(calls) if c.name == "write" and c.fd_path == str(temporary)
-    )
-    data_flush = max(
-        i
-        for i, c in _flushes(calls)
-        if i < blob_rename and "/_uploads/" in (c.fd_path or "") and c.name == "fdatasync"
-    )
-    assert written < data_flush, "the link was written only after the blob's data was flushed"
-    link_flush = [i for i, c in _flushes(calls) if c.fd_path == str(temporary)]
-    assert link_flush and blob_rename < link_flush[0] < link_rename

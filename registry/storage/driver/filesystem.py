@@ -44,12 +44,9 @@ from registry.storage.driver.filesystem_delete import (
 )
 from registry.storage.driver.filesystem_deleters import CHILD_MIN_BATCH, DeletingChildren
 from registry.storage.driver.filesystem_steps import (
-    Staged,
     delete_path,
     move_file,
     put_file,
-    stage_file,
-    start_file_writeback,
     touch_file,
 )
 from registry.storage.driver.filesystem_writer import (
@@ -292,46 +289,22 @@ class FilesystemDriver(StorageDriver):
         # One thread job for them all: a blob's commit (move, link, the upload's
         # removal) was three, each a wake-up of a worker and, under a push load, dozens
         # of exchanges of the interpreter lock with the loop (issue 17).
-        # With flushing, every file of the list is written and its write-out started
-        # before the first flush: that flush's journal commit then holds all their
-        # blocks, and the later files' own flushes find nothing left to commit (a blob's
-        # commit: 3 journal commits instead of 4). Names are still made, and flushed, one
-        # after another in the list's order, each after its data (docs/operations.md).
-        staged: list[list[Staged]] = [[] for _ in steps]
-        work = [self._step(step, ready) for step, ready in zip(steps, staged, strict=True)]
-        stage = self.fsync and sum(isinstance(step, Put | Move) for step in steps) > 1
+        work = [self._step(step) for step in steps]  # paths checked before any is done
 
         def run() -> None:
-            try:
-                if stage:
-                    for step, ready in zip(steps, staged, strict=True):
-                        self._stage(step, ready)
-                for do in work:
-                    do()
-            finally:
-                for ready in staged:  # those a failed step left unused
-                    for fd, temporary, _ in ready:
-                        temporaries.discard(fd, temporary)
+            for do in work:
+                do()
 
         await self._run(run)
 
-    def _stage(self, step: Step, ready: list[Staged]) -> None:
-        """Write a ``Put``'s temporary (into ``ready``) or start a ``Move``'s source's
-        write-out. Only a head start: a failure leaves the step to do it all itself."""
-        with contextlib.suppress(OSError):
-            if isinstance(step, Put):
-                ready.append(stage_file(self._full(step.path), step.content))
-            elif isinstance(step, Move):
-                start_file_writeback(self._full(step.source))
-
-    def _step(self, step: Step, staged: list[Staged] | None = None) -> Callable[[], None]:
+    def _step(self, step: Step) -> Callable[[], None]:
         if isinstance(step, Move):
             src, dst = self._full(step.source), self._full(step.destination)
             source, destination, expected = step.source, step.destination, step.expected
             return lambda: move_file(src, dst, source, destination, expected, self.fsync)
         if isinstance(step, Put):
             full, path, content = self._full(step.path), step.path, step.content
-            return lambda: put_file(full, path, content, self.fsync, staged)
+            return lambda: put_file(full, path, content, self.fsync)
         if isinstance(step, Touch):
             touched, name = self._full(step.path), step.path
             return lambda: touch_file(touched, name)

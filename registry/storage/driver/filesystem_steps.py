@@ -14,56 +14,19 @@ from pathlib import Path
 
 from registry.storage.driver import temporaries
 from registry.storage.driver.base import Content, PathNotFound
-from registry.storage.driver.durability import make_dirs, start_writeback, sync_dirs, sync_file
+from registry.storage.driver.durability import make_dirs, sync_dirs, sync_file
 from registry.storage.driver.filesystem_delete import RACE_ATTEMPTS, delete_tree
 from registry.storage.driver.filesystem_writer import holding, no_space_is_storage_full
 
-# A ``put_file`` begun ahead of its turn: its temporary's locked descriptor and path, and
-# the directories made for it (which ``put_file`` flushes after the rename).
-Staged = tuple[int, Path, list[Path]]
 
-
-def stage_file(full: Path, content: bytes) -> Staged:
-    """The first half of ``put_file``: the temporary written and its write-out started
-    (which allocates its blocks now, in the journal's running transaction), not flushed."""
-    created = make_dirs(full.parent)
-    fd, temporary = temporaries.create_locked(full)
-    try:
-        view = memoryview(content)
-        while view:
-            view = view[os.write(fd, view) :]
-        start_writeback(fd, 0, len(content))
-    except BaseException:
-        temporaries.discard(fd, temporary)
-        raise
-    return fd, temporary, created
-
-
-def start_file_writeback(full: Path) -> None:
-    """Start writing out ``full``'s dirty pages, without waiting (its blocks allocated in
-    the journal's running transaction, so an earlier flush may commit them)."""
-    fd = os.open(full, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        start_writeback(fd, 0, os.fstat(fd).st_size)
-    finally:
-        os.close(fd)
-
-
-def put_file(
-    full: Path, path: str, content: bytes, flush: bool, staged: list[Staged] | None = None
-) -> None:
-    """Replace the file ``full`` (driver path ``path``) atomically with ``content``; with
-    ``staged`` holding ``stage_file``'s result for it, from that temporary."""
+def put_file(full: Path, path: str, content: bytes, flush: bool) -> None:
+    """Replace the file ``full`` (driver path ``path``) atomically with ``content``."""
 
     def write() -> None:
-        ready = staged.pop() if staged else None  # a retry (after a race) writes anew
-        if ready is not None:
-            fd, temporary, created = ready
-        else:
-            created = make_dirs(full.parent)
-            fd, temporary = temporaries.create_locked(full)
+        created = make_dirs(full.parent)
+        fd, temporary = temporaries.create_locked(full)
         try:
-            view = memoryview(b"" if ready is not None else content)
+            view = memoryview(content)
             while view:
                 view = view[os.write(fd, view) :]
             if flush:
