@@ -81,13 +81,16 @@ class TagListCache:
             return cast(Rendered, found)
         page, more = page_of(tags, limit, last)
         rendered = render(name, page, more)
-        if len(page) <= MAX_REMEMBERED_PAGE and len(last or "") <= MAX_REMEMBERED_LAST:
+        if (
+            self._page_capacity
+            and len(page) <= MAX_REMEMBERED_PAGE
+            and len(last or "") <= MAX_REMEMBERED_LAST
+        ):
             if len(self._pages) >= self._page_capacity:
                 # Cleared when full, not kept in order of use: no bookkeeping per request,
                 # and stale stamps' pages go too.
                 self._pages.clear()
-            if self._page_capacity:
-                self._pages[key] = rendered
+            self._pages[key] = rendered
         return rendered
 
 
