@@ -23,6 +23,7 @@ from tests.registry.test_durability import (
     _push,
     assert_durable_rename,
     assert_flushed_before,
+    traced_registry,
 )
 from tests.support.ext4 import journal_commits, mounted_ext4
 from tests.support.oci import sha256_digest
@@ -50,6 +51,12 @@ def test_which_filesystems_keep_metadata_in_order(tmp_path: Path) -> None:
         assert not keeps_metadata_in_order(unjournaled)
     with mounted_tmpfs(tmp_path / "tmpfs", "size=1m") as tmpfs:
         assert not keeps_metadata_in_order(tmpfs)
+    # A journalled store with another filesystem mounted inside it: not all in order.
+    (tmp_path / "mixed").mkdir()
+    with mounted_ext4(tmp_path / "mixed") as store:
+        with mounted_tmpfs(store / "docker/blobs", "size=1m"):
+            assert not keeps_metadata_in_order(store)
+        assert keeps_metadata_in_order(store)
 
 
 async def test_a_blob_commit_waits_for_two_journal_commits(journaled: Path) -> None:
@@ -93,22 +100,8 @@ def _absolute(url: str, location: str) -> str:
 
 @pytest.fixture
 def traced_journaled(journaled: Path) -> Iterator[Traced]:
-    registry = filesystem_registry(
-        journaled,
-        REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_ENABLED="false",
-    )
-    registry.start()
-    assert registry.process is not None
-    try:
-        trace = SyscallTrace(registry.process.pid, journaled / "strace.log")
-    except BaseException:
-        registry.stop()
-        raise
-    try:
-        yield Traced(registry, trace, (journaled / "data").resolve())
-    finally:
-        registry.stop()
-        trace.close()
+    with traced_registry(journaled) as traced:
+        yield traced
 
 
 async def test_data_first_then_names_in_order_then_directories(traced_journaled: Traced) -> None:
@@ -179,24 +172,9 @@ async def test_without_a_journal_each_name_is_flushed_before_the_next(tmp_path: 
     """Where directory changes are not committed in order (ext4 without a journal), the
     blob's directories are flushed before the link is named: a link never outlives its
     blob across a power loss."""
-    with mounted_ext4(tmp_path, journal=False) as store:
-        registry = filesystem_registry(
-            store, REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_ENABLED="false"
-        )
-        registry.start()
-        assert registry.process is not None
-        try:
-            trace = SyscallTrace(registry.process.pid, store / "strace.log")
-        except BaseException:
-            registry.stop()
-            raise
-        traced = Traced(registry, trace, (store / "data").resolve())
-        try:
-            layer, _ = await _push(registry.url)
-            calls = traced.stop()
-        finally:
-            registry.stop()
-            trace.close()
+    with mounted_ext4(tmp_path, journal=False) as store, traced_registry(store) as traced:
+        layer, _ = await _push(traced.registry.url)
+        calls = traced.stop()
     layer_ack = _created_responses(calls)[0]
     v2 = traced.root / "docker/registry/v2"
     layer_hex = layer.split(":", 1)[1]
@@ -208,3 +186,40 @@ async def test_without_a_journal_each_name_is_flushed_before_the_next(tmp_path: 
             i for i, c in enumerate(calls) if c.name == "fsync" and c.fd_path == str(directory)
         ]
         assert flushes and min(flushes) < link_rename < layer_ack, directory
+
+
+async def test_no_space_at_a_commits_flush_answers_507_and_drops_the_upload(
+    journaled: Path,
+) -> None:
+    """The data's flush of a blob commit finding no space (injected into the real
+    server's fdatasync): 507 STORAGE_FULL and the upload removed, as with every other
+    write that finds the disk full, never a 500."""
+    registry = filesystem_registry(
+        journaled, REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_ENABLED="false"
+    )
+    registry.start()
+    try:
+        assert registry.process is not None
+        data = os.urandom(64 * 1024)
+        url = registry.url
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"{url}/v2/{REPO}/blobs/uploads/") as response:
+                location = _absolute(url, response.headers["Location"])
+            async with session.patch(location, data=data) as response:
+                assert response.status == 202, await response.text()
+                location = _absolute(url, response.headers["Location"])
+            trace = SyscallTrace(
+                registry.process.pid, journaled / "strace.log", inject="fdatasync:error=ENOSPC"
+            )
+            try:
+                async with session.put(
+                    location, params={"digest": sha256_digest(data)}
+                ) as response:
+                    assert response.status == 507, await response.text()
+                    assert (await response.json())["errors"][0]["code"] == "STORAGE_FULL"
+            finally:
+                trace.close()
+            async with session.get(location) as response:
+                assert response.status == 404, await response.text()
+    finally:
+        registry.stop()

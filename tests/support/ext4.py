@@ -20,13 +20,15 @@ IMAGE_SIZE = 256 * 1024 * 1024  # sparse: only what is written takes space
 
 
 @contextlib.contextmanager
-def mounted_ext4(directory: Path, *, journal: bool = True) -> Iterator[Path]:
-    """A new ext4 (``journal``: with one, as ``mkfs.ext4`` makes it by default) mounted
-    on ``directory/mnt``."""
+def mounted_ext4(
+    directory: Path, *, journal: bool = True, size: int = IMAGE_SIZE
+) -> Iterator[Path]:
+    """A new ext4 of ``size`` bytes (``journal``: with one, as ``mkfs.ext4`` makes it by
+    default) mounted on ``directory/mnt``."""
     mkfs = require_tool("mkfs.ext4", "e2fsprogs")
     image, mount_point = directory / "ext4.img", directory / "mnt"
     with open(image, "wb") as sparse:
-        sparse.truncate(IMAGE_SIZE)
+        sparse.truncate(size)
     try:
         features = [] if journal else ["-O", "^has_journal"]
         subprocess.run([mkfs, "-q", "-F", *features, str(image)], check=True, timeout=60)

@@ -9,7 +9,8 @@ data first, then the name, then every directory an entry was added to.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from registry.storage.driver import temporaries
@@ -17,6 +18,42 @@ from registry.storage.driver.base import Content, PathNotFound
 from registry.storage.driver.durability import make_dirs, sync_dirs, sync_file
 from registry.storage.driver.filesystem_delete import RACE_ATTEMPTS, delete_tree
 from registry.storage.driver.filesystem_writer import holding, no_space_is_storage_full
+
+
+@dataclass(frozen=True, slots=True)
+class LocalPut:
+    """A ``Put`` step with its local path."""
+
+    full: Path
+    path: str
+    content: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class LocalMove:
+    """A ``Move`` step with its local paths."""
+
+    src: Path
+    dst: Path
+    source: str
+    destination: str
+    expected: Content | None
+
+
+# Any other step (a delete, a touch) is run as it is, at its turn.
+LocalStep = LocalPut | LocalMove | Callable[[], None]
+
+
+def run_in_turn(steps: Sequence[LocalStep], flush: bool) -> None:
+    """Each step as its own method would, one after another: with ``flush``, each
+    file's data, name and directories flushed before the next step begins."""
+    for step in steps:
+        if isinstance(step, LocalPut):
+            put_file(step.full, step.path, step.content, flush)
+        elif isinstance(step, LocalMove):
+            move_file(step.src, step.dst, step.source, step.destination, step.expected, flush)
+        else:
+            step()
 
 
 def put_file(full: Path, path: str, content: bytes, flush: bool) -> None:

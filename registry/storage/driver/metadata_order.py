@@ -12,12 +12,16 @@ flushes its directories before the next step begins.
 
 Read from ``/proc/self/mountinfo`` (the filesystem type of the mount whose device holds
 the path) and, for ext4, ``/proc/fs/jbd2/<device>-8`` (there only while a journal is in
-use). Anything unreadable answers no: the safe order.
+use). A store with another filesystem mounted anywhere below its root answers no: its
+directories are not all in the one journal. Anything unreadable answers no: the safe
+order. (ext4's fast commits keep the order too: one writes every change queued since the
+last full commit, in order.)
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 # Filesystem types whose directory changes commit in one ordered journal.
@@ -27,11 +31,17 @@ _EXT = {"ext4", "ext3"}
 
 
 def keeps_metadata_in_order(path: Path) -> bool:
-    """Whether the filesystem holding ``path`` (which exists) commits its metadata
-    changes in the order they were made (see the module's docstring)."""
+    """Whether the filesystem that holds ``path``, or will once it is made, commits its
+    metadata changes in the order they were made (see the module's docstring)."""
     try:
-        device = os.stat(path).st_dev
-        fstype = _mount_type(os.major(device), os.minor(device))
+        existing = path
+        while not existing.exists() and existing.parent != existing:
+            existing = existing.parent  # a store's root not made yet: where it will be
+        device = os.stat(existing).st_dev
+        mounts = _mounts()
+        if _any_below(os.path.realpath(path), mounts):
+            return False
+        fstype = _mount_type(os.major(device), os.minor(device), mounts)
         if fstype in _JOURNALLED_IN_ORDER:
             return True
         if fstype in _EXT:
@@ -41,18 +51,34 @@ def keeps_metadata_in_order(path: Path) -> bool:
     return False
 
 
-def _mount_type(major: int, minor: int) -> str | None:
+def _mounts() -> list[list[str]]:
+    """The fields of each line of ``/proc/self/mountinfo``."""
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as mounts:
+        return [line.split() for line in mounts]
+
+
+def _any_below(root: str, mounts: list[list[str]]) -> bool:
+    """Whether a filesystem is mounted anywhere strictly below ``root`` (mountinfo's
+    fifth field, the mount point, with space, tab, newline and backslash octal-escaped)."""
+    prefix = root.rstrip("/") + "/"
+    for fields in mounts:
+        if len(fields) >= 5:
+            point = re.sub(r"\\([0-7]{3})", lambda match: chr(int(match[1], 8)), fields[4])
+            if point.startswith(prefix):
+                return True
+    return False
+
+
+def _mount_type(major: int, minor: int, mounts: list[list[str]]) -> str | None:
     """The filesystem type mounted from the device ``major:minor`` (mountinfo's third
     field; the type follows the ``-`` separator), or None."""
     wanted = f"{major}:{minor}"
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as mounts:
-        for line in mounts:
-            fields = line.split()
-            if len(fields) < 3 or fields[2] != wanted or "-" not in fields:
-                continue
-            separator = fields.index("-")
-            if separator + 1 < len(fields):
-                return fields[separator + 1]
+    for fields in mounts:
+        if len(fields) < 3 or fields[2] != wanted or "-" not in fields:
+            continue
+        separator = fields.index("-")
+        if separator + 1 < len(fields):
+            return fields[separator + 1]
     return None
 
 
