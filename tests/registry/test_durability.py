@@ -4,6 +4,7 @@ server); with ``storage.filesystem.fsync: false`` it flushes nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -35,21 +36,26 @@ class Traced:
 
 
 def _start(tmp_path: Path, fsync: str) -> Iterator[Traced]:
-    root = tmp_path / "data"
+    with traced_registry(tmp_path, REGISTRY_STORAGE_FILESYSTEM_FSYNC=fsync) as traced:
+        yield traced
+
+
+@contextlib.contextmanager
+def traced_registry(directory: Path, **settings: str) -> Iterator[Traced]:
+    """A registry storing in ``directory/data``, its file syscalls traced from its
+    start; stopped (and the trace closed) at the end."""
     registry = filesystem_registry(
-        tmp_path,
-        REGISTRY_STORAGE_FILESYSTEM_FSYNC=fsync,
-        REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_ENABLED="false",
+        directory, REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_ENABLED="false", **settings
     )
     registry.start()
     assert registry.process is not None
     try:
-        trace = SyscallTrace(registry.process.pid, tmp_path / "strace.log")
+        trace = SyscallTrace(registry.process.pid, directory / "strace.log")
     except BaseException:
         registry.stop()
         raise
     try:
-        yield Traced(registry, trace, root.resolve())
+        yield Traced(registry, trace, (directory / "data").resolve())
     finally:
         registry.stop()
         trace.close()

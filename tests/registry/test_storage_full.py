@@ -1,4 +1,5 @@
-"""A full disk, for real: the registry's storage on a small tmpfs, filled to the last page.
+"""A full disk, for real: the registry's storage on a small tmpfs or journalled ext4,
+filled to the last page.
 
 A write that finds no space answers 507 ``STORAGE_FULL`` and leaves no trace: no tag that
 is listed but unknown, no manifest revision, no partial upload holding space. Once space
@@ -17,6 +18,7 @@ import pytest
 
 from tests.registry.helpers import Blob
 from tests.registry.test_api_errors import manifest
+from tests.support.ext4 import mounted_ext4
 from tests.support.oci import OCI_MANIFEST
 from tests.support.portside_servers import ServerProcess, free_port
 from tests.support.tmpfs import mounted_tmpfs
@@ -25,10 +27,17 @@ PAGE = 4096
 NAME = "full/disk"
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 4 MiB tmpfs mounted in tmp, always unmounted at the end."""
-    with mounted_tmpfs(tmp_path / "disk", "size=4m") as mount_point:
+@pytest.fixture(params=["tmpfs", "ext4"])
+def small_disk(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs, or an 8 MiB ext4 with a journal (where several files of a request
+    are written in one go: ``filesystem_staged``), mounted in tmp, always unmounted at
+    the end."""
+    if request.param == "tmpfs":
+        with mounted_tmpfs(tmp_path / "disk", "size=4m") as mount_point:
+            yield mount_point
+        return
+    (tmp_path / "ext4").mkdir()
+    with mounted_ext4(tmp_path / "ext4", size=8 * 1024 * 1024) as mount_point:
         yield mount_point
 
 

@@ -17,7 +17,10 @@ from pathlib import Path
 
 from tests.support.tools import require_tool
 
-TRACED = "fsync,fdatasync,sync_file_range,rename,renameat,renameat2,sendto,sendmsg,write,writev"
+TRACED = (
+    "fsync,fdatasync,sync_file_range,rename,renameat,renameat2,mkdir,mkdirat,"
+    "sendto,sendmsg,write,writev"
+)
 _LINE = re.compile(r"^(?P<pid>\d+) +(?P<rest>.*)$")
 _UNFINISHED = " <unfinished ...>"
 _RESUMED = re.compile(r"^<\.\.\. (?P<name>\w+) resumed>(?P<tail>.*)$")

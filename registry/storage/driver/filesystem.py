@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import os
 import stat
 import time
@@ -43,10 +44,15 @@ from registry.storage.driver.filesystem_delete import (
     runs_by_parent,
 )
 from registry.storage.driver.filesystem_deleters import CHILD_MIN_BATCH, DeletingChildren
+from registry.storage.driver.filesystem_staged import STAGING, run_staged
 from registry.storage.driver.filesystem_steps import (
+    LocalMove,
+    LocalPut,
+    LocalStep,
     delete_path,
     move_file,
     put_file,
+    run_in_turn,
     touch_file,
 )
 from registry.storage.driver.filesystem_writer import (
@@ -55,7 +61,10 @@ from registry.storage.driver.filesystem_writer import (
     no_space_is_storage_full,
     open_for_writing,
 )
+from registry.storage.driver.metadata_order import keeps_metadata_in_order
 from registry.storage.driver.steps import Move, Put, Step, Touch
+
+log = logging.getLogger("registry.storage")
 
 T = TypeVar("T")
 READ_CHUNK = 1024 * 1024
@@ -102,6 +111,8 @@ class FilesystemDriver(StorageDriver):
         self._threads = max_threads
         self._pool = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="fs")
         self._children: DeletingChildren | None = None
+        self._staging = self.root / STAGING
+        self._in_order: bool | None = None
 
     def delete_in_children(self, count: int) -> None:
         """Have ``delete_many`` run in ``count`` processes of their own from now on
@@ -279,7 +290,8 @@ class FilesystemDriver(StorageDriver):
         return (result.st_dev, result.st_ino, result.st_mtime_ns)
 
     async def move(self, source: str, destination: str, *, expected: Content | None = None) -> None:
-        await self._run(self._step(Move(source, destination, expected)))
+        src, dst, flush = self._full(source), self._full(destination), self.fsync
+        await self._run(lambda: move_file(src, dst, source, destination, expected, flush))
 
     async def delete(self, path: str) -> None:
         full = self._full(path)
@@ -289,22 +301,50 @@ class FilesystemDriver(StorageDriver):
         # One thread job for them all: a blob's commit (move, link, the upload's
         # removal) was three, each a wake-up of a worker and, under a push load, dozens
         # of exchanges of the interpreter lock with the loop (issue 17).
-        work = [self._step(step) for step in steps]  # paths checked before any is done
+        local = [self._local_step(step) for step in steps]  # paths checked before any is done
+        await self._run(lambda: self._run_local(local))
 
-        def run() -> None:
-            for do in work:
-                do()
+    def _run_local(self, steps: Sequence[LocalStep]) -> None:
+        """``run_steps`` in a file thread. Flushing, where the filesystem commits metadata
+        in order, every file's data is flushed together first (``filesystem_staged``: on
+        a journal one commit for all their data and one for all their names); elsewhere
+        step by step, each as durable as on its own before the next."""
+        flushing = self.fsync and any(isinstance(s, LocalPut | LocalMove) for s in steps)
+        if flushing and self._metadata_in_order():
+            run_staged(steps, self._staging)
+        else:
+            run_in_turn(steps, self.fsync)
 
-        await self._run(run)
+    def _metadata_in_order(self) -> bool:
+        """Whether the store's filesystem commits directory changes in order
+        (``metadata_order``); asked once, in a file thread, and said in the log."""
+        if self._in_order is None:
+            self._in_order = keeps_metadata_in_order(self.root)
+            if self._in_order:
+                log.info(
+                    "storage: %s commits directory changes in order (a journal): a "
+                    "write of several files flushes their data first, then their names",
+                    self._root,
+                )
+            else:
+                log.info(
+                    "storage: %s: a write of several files flushes each file's data and "
+                    "name before the next (no journal known to keep metadata in order)",
+                    self._root,
+                )
+        return self._in_order
 
-    def _step(self, step: Step) -> Callable[[], None]:
-        if isinstance(step, Move):
-            src, dst = self._full(step.source), self._full(step.destination)
-            source, destination, expected = step.source, step.destination, step.expected
-            return lambda: move_file(src, dst, source, destination, expected, self.fsync)
+    def _local_step(self, step: Step) -> LocalStep:
         if isinstance(step, Put):
-            full, path, content = self._full(step.path), step.path, step.content
-            return lambda: put_file(full, path, content, self.fsync)
+            return LocalPut(self._full(step.path), step.path, step.content)
+        if isinstance(step, Move):
+            return LocalMove(
+                self._full(step.source),
+                self._full(step.destination),
+                step.source,
+                step.destination,
+                step.expected,
+            )
         if isinstance(step, Touch):
             touched, name = self._full(step.path), step.path
             return lambda: touch_file(touched, name)

@@ -9,7 +9,8 @@ data first, then the name, then every directory an entry was added to.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from registry.storage.driver import temporaries
@@ -17,6 +18,42 @@ from registry.storage.driver.base import Content, PathNotFound
 from registry.storage.driver.durability import make_dirs, sync_dirs, sync_file
 from registry.storage.driver.filesystem_delete import RACE_ATTEMPTS, delete_tree
 from registry.storage.driver.filesystem_writer import holding, no_space_is_storage_full
+
+
+@dataclass(frozen=True, slots=True)
+class LocalPut:
+    """A ``Put`` step with its local path."""
+
+    full: Path
+    path: str
+    content: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class LocalMove:
+    """A ``Move`` step with its local paths."""
+
+    src: Path
+    dst: Path
+    source: str
+    destination: str
+    expected: Content | None
+
+
+# Any other step (a delete, a touch) is run as it is, at its turn.
+LocalStep = LocalPut | LocalMove | Callable[[], None]
+
+
+def run_in_turn(steps: Sequence[LocalStep], flush: bool) -> None:
+    """Each step as its own method would, one after another: with ``flush``, each
+    file's data, name and directories flushed before the next step begins."""
+    for step in steps:
+        if isinstance(step, LocalPut):
+            put_file(step.full, step.path, step.content, flush)
+        elif isinstance(step, LocalMove):
+            move_file(step.src, step.dst, step.source, step.destination, step.expected, flush)
+        else:
+            step()
 
 
 def put_file(full: Path, path: str, content: bytes, flush: bool) -> None:
@@ -48,6 +85,24 @@ def move_file(
 ) -> None:
     """Rename ``src`` to ``dst`` (driver paths ``source``, ``destination``), only as
     ``expected`` content if given (ContentChanged if not)."""
+    with no_space_is_storage_full(destination):
+        changed = rename_into(src, dst, source, destination, expected, flush_data=flush)
+        if flush:
+            sync_dirs(changed)
+
+
+def rename_into(
+    src: Path,
+    dst: Path,
+    source: str,
+    destination: str,
+    expected: Content | None,
+    *,
+    flush_data: bool,
+) -> list[Path]:
+    """``move_file``'s rename, its data flushed first if ``flush_data``; the
+    directories whose entries it changed (``make_dirs``), for the caller to flush."""
+    changed: list[Path] = []
 
     def move() -> None:
         if expected is None:
@@ -56,25 +111,30 @@ def move_file(
             return rename()
 
     def rename() -> None:
-        if flush:
+        if flush_data:
             # The data first, then the name: a blob is never durably named while its
             # content could still be lost.
-            try:
-                sync_file(src)
-            except FileNotFoundError:
-                raise PathNotFound(source) from None
-        created = make_dirs(dst.parent)
+            flush_source(src, source)
+        # Every attempt's: a directory made by one that a concurrent delete then beat
+        # is made again, and both parents' entries changed.
+        changed.extend([dst.parent, *make_dirs(dst.parent)])
         try:
             os.replace(src, dst)
         except FileNotFoundError:
             if not os.path.lexists(src):
                 raise PathNotFound(source) from None
             raise  # the destination's directory vanished: tried again
-        if flush:
-            sync_dirs([dst.parent, *created])
 
-    with no_space_is_storage_full(destination):
-        despite_concurrent_deletes(move)
+    despite_concurrent_deletes(move)
+    return list(dict.fromkeys(changed))
+
+
+def flush_source(src: Path, source: str) -> None:
+    """Flush the data of ``src`` (driver path ``source``, PathNotFound if it is gone)."""
+    try:
+        sync_file(src)
+    except FileNotFoundError:
+        raise PathNotFound(source) from None
 
 
 def touch_file(full: Path, path: str) -> None:

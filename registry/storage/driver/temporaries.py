@@ -1,7 +1,8 @@
 """The temporary files of the filesystem driver's atomic writes, and their clean-up.
 
 ``put_content`` writes ``.<name>.<uuid>.tmp`` beside the target and renames it over the
-target. A process killed in between (SIGKILL, OOM, power loss) leaves the temporary
+target (a step list's writes wait in the store's ``.staging`` directory instead:
+``filesystem_staged``). A process killed in between (SIGKILL, OOM, power loss) leaves the temporary
 behind, and nothing else would ever remove it. Each writer therefore holds an exclusive
 ``flock`` on its temporary until the rename: a temporary nobody holds a lock on belongs
 to a dead writer and can be removed at once, even while other processes (``--workers``,

@@ -1,0 +1,186 @@
+"""A step list run with flushing on, on a filesystem that commits its metadata in order
+(``metadata_order``: ext4 with a journal, XFS): every file's data flushed together first,
+then each name made in turn, then the directories flushed once.
+
+On a journalling filesystem a flush waits for a journal commit, and each commit holds
+every change made before it. Run one step after another (data flushed, renamed,
+directories flushed, then the next file), a blob's commit waited for 4 commits and the
+tag's two links for 4 (docs/performance.md, "Pushes on a journaled filesystem"). Here:
+
+1. every ``Put``'s content is written to a temporary in the store's **staging
+   directory** and its write-out started (which allocates its blocks), and each
+   ``Move``'s source has its write-out started;
+2. each of those files is flushed: the first flush commits the blocks of all of them, the
+   others find theirs committed;
+3. the steps run in order, each making its directories and its name at its turn (a
+   link's directory never exists before the blob it names is in place: online
+   collection takes a link directory without its blob for a dangling link);
+4. every directory an entry was added to is flushed, once every name is made: on these
+   filesystems the first flush commits every name with it, in the order they were made,
+   so a later name (a tag) cannot survive a power loss that an earlier one (its
+   revision) did not. A list that fails midway acknowledges nothing; what it named, the
+   caller undoes (or the next flush commits).
+
+2 commits for a blob's commit instead of 4. Elsewhere a step list runs step by step
+(``filesystem_steps``): there the order of directory changes across a power loss is the
+order of their flushes, and staging would only add syscalls (ext4 without a journal).
+
+The temporaries wait in a directory of their own, not beside their targets: a link's
+directory must not be made early, and no listing (tags, the catalog, a repository's
+links) ever sees them. ``.staging`` at the store's root is not part of Distribution's
+layout, which lives under ``docker/``; a walk for abandoned temporaries
+(``temporaries``) covers it, and a temporary is locked until it has its name. Where the
+staging directory cannot be used (it cannot be made, or is removed meanwhile) a step's
+content is written beside its target instead, as ``put_file`` does.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from registry.storage.driver import temporaries
+from registry.storage.driver.durability import make_dirs, start_writeback, sync_dirs
+from registry.storage.driver.filesystem_steps import (
+    LocalMove,
+    LocalPut,
+    LocalStep,
+    despite_concurrent_deletes,
+    flush_source,
+    put_file,
+    rename_into,
+)
+from registry.storage.driver.filesystem_writer import no_space_is_storage_full
+
+STAGING = ".staging"
+# Errors of a write that found no space: the client is told so (507), never staged around.
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+@dataclass(slots=True)
+class _Staged:
+    fd: int
+    temporary: Path
+
+
+def run_staged(steps: Sequence[LocalStep], staging: Path) -> None:
+    """Run ``steps`` as the module's docstring says."""
+    staged: dict[int, _Staged] = {}
+    changed: list[Path] = []
+    try:
+        for index, step in enumerate(steps):
+            if isinstance(step, LocalPut):
+                kept = _stage(staging, step)
+                if kept is not None:  # else written at its turn, beside its target
+                    staged[index] = kept
+            elif isinstance(step, LocalMove):
+                _start_source_writeback(step)
+        for index, step in enumerate(steps):
+            if index in staged and isinstance(step, LocalPut):
+                with no_space_is_storage_full(step.path):
+                    os.fdatasync(staged[index].fd)
+            elif isinstance(step, LocalMove) and step.expected is not None:
+                # Before the move's check of its source's content (``holding``), not
+                # under it: an upload changes only by appends, which change its size,
+                # so a source that still holds what was checked holds what was flushed.
+                # A source not checked is flushed at its turn, under the writers' lock.
+                with no_space_is_storage_full(step.destination):
+                    flush_source(step.src, step.source)
+        for index, step in enumerate(steps):
+            if isinstance(step, LocalPut):
+                placed, made = _place(staged.pop(index, None), step)
+                if not placed:
+                    # Written beside its target, flushed: after the earlier steps'
+                    # directories, so that its name is not made durable before theirs.
+                    sync_dirs(list(dict.fromkeys(changed)))
+                    changed.clear()
+                    put_file(step.full, step.path, step.content, True)
+                changed += made
+            elif isinstance(step, LocalMove):
+                with no_space_is_storage_full(step.destination):
+                    changed += rename_into(
+                        step.src,
+                        step.dst,
+                        step.source,
+                        step.destination,
+                        step.expected,
+                        flush_data=step.expected is None,
+                    )
+            else:
+                step()
+    finally:
+        for left in staged.values():  # a step failed before their turn
+            temporaries.discard(left.fd, left.temporary)
+    sync_dirs(list(dict.fromkeys(changed)))
+
+
+def _stage(staging: Path, step: LocalPut) -> _Staged | None:
+    """The content of ``step`` in a locked temporary in ``staging``, its write-out
+    started; None where the staging directory cannot be used (the step is then written
+    at its turn, beside its target)."""
+    with no_space_is_storage_full(step.path):
+        try:
+            try:
+                fd, temporary = temporaries.create_locked(staging / step.full.name)
+            except FileNotFoundError:  # the store's first staged write
+                os.makedirs(staging, exist_ok=True)
+                fd, temporary = temporaries.create_locked(staging / step.full.name)
+        except OSError as error:
+            if error.errno in _NO_SPACE:
+                raise
+            return None  # not writable there, say: nothing staged, nothing lost
+        try:
+            view = memoryview(step.content)
+            while view:
+                view = view[os.write(fd, view) :]
+            start_writeback(fd, 0, len(step.content))
+        except BaseException:
+            temporaries.discard(fd, temporary)
+            raise
+    return _Staged(fd, temporary)
+
+
+def _start_source_writeback(step: LocalMove) -> None:
+    """Start writing out what of a ``Move``'s source is still only in memory (most of a
+    large upload is already written: its writer starts write-out as data arrives)."""
+    try:
+        fd = os.open(step.src, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return  # only a hint: the flush that follows reports a missing source
+    try:
+        start_writeback(fd, 0, os.fstat(fd).st_size)
+    finally:
+        os.close(fd)
+
+
+def _place(staged: _Staged | None, step: LocalPut) -> tuple[bool, list[Path]]:
+    """Rename the staged temporary to its target, making the target's directories
+    (unlocked once named): whether it was, and the directories whose entries changed.
+    Not without a staged temporary, nor where it cannot be renamed (the target on another
+    filesystem, the staging directory removed meanwhile): the caller then writes the
+    step beside its target, and the directories made here still need their flush."""
+    changed: list[Path] = []
+    if staged is None:
+        return False, changed
+
+    def rename() -> None:
+        changed.extend([step.full.parent, *make_dirs(step.full.parent)])
+        os.replace(staged.temporary, step.full)
+
+    try:
+        with no_space_is_storage_full(step.path):
+            despite_concurrent_deletes(rename)
+    except OSError as error:
+        vanished = error.errno == errno.ENOENT and not os.path.lexists(staged.temporary)
+        temporaries.discard(staged.fd, staged.temporary)
+        if error.errno != errno.EXDEV and not vanished:
+            raise
+        return False, list(dict.fromkeys(changed))
+    except BaseException:
+        temporaries.discard(staged.fd, staged.temporary)
+        raise
+    os.close(staged.fd)  # only now: the lock tells sweepers the temporary is alive
+    return True, list(dict.fromkeys(changed))

@@ -1,0 +1,225 @@
+"""Durable pushes on a journalled filesystem, as production volumes are (a real ext4 in a
+loop-mounted file): every file of a commit has its data flushed before the first name is
+made, the names follow in order (a link's directory only once its blob is in place), and
+since ext4's journal commits directory changes in order, the directories are flushed once,
+after the last name and before the 201; a blob's commit then waits for two journal
+commits instead of four. The same store without a journal is not taken for ordered."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from registry.storage.driver.metadata_order import keeps_metadata_in_order
+from tests.registry.test_durability import (
+    REPO,
+    Traced,
+    _created_responses,
+    _push,
+    assert_durable_rename,
+    assert_flushed_before,
+    traced_registry,
+)
+from tests.support.ext4 import journal_commits, mounted_ext4
+from tests.support.oci import sha256_digest
+from tests.support.portside_servers import filesystem_registry
+from tests.support.syscalls import Call, SyscallTrace
+from tests.support.tmpfs import mounted_tmpfs
+
+# Requests alone, each after the journal's own work has settled.
+SETTLE = 0.3
+BLOBS = 3
+
+
+@pytest.fixture
+def journaled(tmp_path: Path) -> Iterator[Path]:
+    with mounted_ext4(tmp_path) as mount_point:
+        yield mount_point
+
+
+def test_which_filesystems_keep_metadata_in_order(tmp_path: Path) -> None:
+    (tmp_path / "with").mkdir()
+    with mounted_ext4(tmp_path / "with") as journaled:
+        assert keeps_metadata_in_order(journaled)
+    (tmp_path / "without").mkdir()
+    with mounted_ext4(tmp_path / "without", journal=False) as unjournaled:
+        assert not keeps_metadata_in_order(unjournaled)
+    with mounted_tmpfs(tmp_path / "tmpfs", "size=1m") as tmpfs:
+        assert not keeps_metadata_in_order(tmpfs)
+    # A journalled store with another filesystem mounted inside it: not all in order.
+    (tmp_path / "mixed").mkdir()
+    with mounted_ext4(tmp_path / "mixed") as store:
+        with mounted_tmpfs(store / "docker/blobs", "size=1m"):
+            assert not keeps_metadata_in_order(store)
+        assert keeps_metadata_in_order(store)
+
+
+async def test_a_blob_commit_waits_for_two_journal_commits(journaled: Path) -> None:
+    """Flushed step by step (data, rename, directories; then the link's data, rename,
+    directories) a blob's commit waited for four; now its link's data is flushed with the
+    blob's, and the directories once."""
+    registry = filesystem_registry(
+        journaled,
+        REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_ENABLED="false",
+    )
+    registry.start()
+    try:
+        commits = [await _commits_of_a_blob_commit(registry.url, journaled) for _ in range(BLOBS)]
+    finally:
+        registry.stop()
+    # The least of a few: the journal's own timer (every 5 s) may commit in between.
+    assert min(commits) <= 2, commits
+
+
+async def _commits_of_a_blob_commit(url: str, store: Path) -> int:
+    data = os.urandom(1024 * 1024)
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{url}/v2/{REPO}/blobs/uploads/") as response:
+            assert response.status == 202, await response.text()
+            location = _absolute(url, response.headers["Location"])
+        async with session.patch(
+            location, data=data, headers={"Content-Type": "application/octet-stream"}
+        ) as response:
+            assert response.status == 202, await response.text()
+            location = _absolute(url, response.headers["Location"])
+        await asyncio.sleep(SETTLE)
+        before = journal_commits(store)
+        async with session.put(location, params={"digest": sha256_digest(data)}) as response:
+            assert response.status == 201, await response.text()
+        return journal_commits(store) - before
+
+
+def _absolute(url: str, location: str) -> str:
+    return url + location if location.startswith("/") else location
+
+
+@pytest.fixture
+def traced_journaled(journaled: Path) -> Iterator[Traced]:
+    with traced_registry(journaled) as traced:
+        yield traced
+
+
+async def test_data_first_then_names_in_order_then_directories(traced_journaled: Traced) -> None:
+    layer, manifest_hex = await _push(traced_journaled.registry.url)
+    calls = traced_journaled.stop()
+    layer_ack, _, manifest_ack = _created_responses(calls)
+    v2 = traced_journaled.root / "docker/registry/v2"
+    layer_hex = layer.split(":", 1)[1]
+    blob = v2 / "blobs/sha256" / layer_hex[:2] / layer_hex / "data"
+    link = v2 / "repositories" / REPO / "_layers/sha256" / layer_hex / "link"
+    for destination in (blob, link):
+        assert_durable_rename(calls, destination, layer_ack)
+        assert_flushed_before(calls, destination.parent.parent, layer_ack)
+    blob_rename, link_rename = _rename_to(calls, blob), _rename_to(calls, link)
+    # The link's data was flushed before the blob was named: one commit for both.
+    link_temporary = calls[link_rename].strings[0]
+    assert "/.staging/" in link_temporary
+    assert _data_flush_of(calls, link_temporary) < blob_rename
+    # Its directory is made only once the blob is in place: online collection takes a
+    # link directory whose blob is missing for a dangling link.
+    assert _mkdir_of(calls, link.parent) > blob_rename
+    # The directories are flushed after the last name, not between the names.
+    commit_flushes = [
+        i
+        for i, c in enumerate(calls)
+        if blob_rename < i < layer_ack and c.name == "fsync" and c.fd_path is not None
+    ]
+    assert commit_flushes and min(commit_flushes) > link_rename
+    # The manifest's files alike: each name after its data, each directory before the 201.
+    manifest_dir = v2 / "blobs/sha256" / manifest_hex[:2] / manifest_hex
+    tag = v2 / "repositories" / REPO / "_manifests/tags/latest"
+    for destination in (
+        manifest_dir / "data",
+        v2 / "repositories" / REPO / "_manifests/revisions/sha256" / manifest_hex / "link",
+        tag / "index/sha256" / manifest_hex / "link",
+        tag / "current/link",
+    ):
+        assert_durable_rename(calls, destination, manifest_ack)
+        assert_flushed_before(calls, destination.parent.parent, manifest_ack)
+    assert list((traced_journaled.root / ".staging").iterdir()) == []
+
+
+def _rename_to(calls: Sequence[Call], destination: Path) -> int:
+    return next(
+        i
+        for i, c in enumerate(calls)
+        if c.name.startswith("rename") and c.strings[-1:] == (str(destination),)
+    )
+
+
+def _data_flush_of(calls: Sequence[Call], path: str) -> int:
+    return next(
+        i
+        for i, c in enumerate(calls)
+        if c.name in ("fsync", "fdatasync") and c.fd_path == path and c.result == 0
+    )
+
+
+def _mkdir_of(calls: Sequence[Call], directory: Path) -> int:
+    return next(
+        i
+        for i, c in enumerate(calls)
+        if c.name.startswith("mkdir") and str(directory) in c.strings and c.result == 0
+    )
+
+
+async def test_without_a_journal_each_name_is_flushed_before_the_next(tmp_path: Path) -> None:
+    """Where directory changes are not committed in order (ext4 without a journal), the
+    blob's directories are flushed before the link is named: a link never outlives its
+    blob across a power loss."""
+    with mounted_ext4(tmp_path, journal=False) as store, traced_registry(store) as traced:
+        layer, _ = await _push(traced.registry.url)
+        calls = traced.stop()
+    layer_ack = _created_responses(calls)[0]
+    v2 = traced.root / "docker/registry/v2"
+    layer_hex = layer.split(":", 1)[1]
+    blob = v2 / "blobs/sha256" / layer_hex[:2] / layer_hex / "data"
+    link = v2 / "repositories" / REPO / "_layers/sha256" / layer_hex / "link"
+    link_rename = _rename_to(calls, link)
+    for directory in (blob.parent, blob.parent.parent):
+        flushes = [
+            i for i, c in enumerate(calls) if c.name == "fsync" and c.fd_path == str(directory)
+        ]
+        assert flushes and min(flushes) < link_rename < layer_ack, directory
+
+
+async def test_no_space_at_a_commits_flush_answers_507_and_drops_the_upload(
+    journaled: Path,
+) -> None:
+    """The data's flush of a blob commit finding no space (injected into the real
+    server's fdatasync): 507 STORAGE_FULL and the upload removed, as with every other
+    write that finds the disk full, never a 500."""
+    registry = filesystem_registry(
+        journaled, REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_ENABLED="false"
+    )
+    registry.start()
+    try:
+        assert registry.process is not None
+        data = os.urandom(64 * 1024)
+        url = registry.url
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"{url}/v2/{REPO}/blobs/uploads/") as response:
+                location = _absolute(url, response.headers["Location"])
+            async with session.patch(location, data=data) as response:
+                assert response.status == 202, await response.text()
+                location = _absolute(url, response.headers["Location"])
+            trace = SyscallTrace(
+                registry.process.pid, journaled / "strace.log", inject="fdatasync:error=ENOSPC"
+            )
+            try:
+                async with session.put(
+                    location, params={"digest": sha256_digest(data)}
+                ) as response:
+                    assert response.status == 507, await response.text()
+                    assert (await response.json())["errors"][0]["code"] == "STORAGE_FULL"
+            finally:
+                trace.close()
+            async with session.get(location) as response:
+                assert response.status == 404, await response.text()
+    finally:
+        registry.stop()

@@ -1,0 +1,61 @@
+"""A real ext4 filesystem in a file, loop-mounted for one test (with or without a
+journal), always unmounted and removed afterwards; and the count of its journal's
+commits. Mounting needs root: elsewhere the test skips, except in CI.
+
+Production volumes are journalled, this machine's root filesystem may not be: the order
+of a step list's flushes (``filesystem_staged``) depends on which it is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+from tests.support.tools import require_tool, unavailable
+
+IMAGE_SIZE = 256 * 1024 * 1024  # sparse: only what is written takes space
+
+
+@contextlib.contextmanager
+def mounted_ext4(
+    directory: Path, *, journal: bool = True, size: int = IMAGE_SIZE
+) -> Iterator[Path]:
+    """A new ext4 of ``size`` bytes (``journal``: with one, as ``mkfs.ext4`` makes it by
+    default) mounted on ``directory/mnt``."""
+    mkfs = require_tool("mkfs.ext4", "e2fsprogs")
+    image, mount_point = directory / "ext4.img", directory / "mnt"
+    with open(image, "wb") as sparse:
+        sparse.truncate(size)
+    try:
+        features = [] if journal else ["-O", "^has_journal"]
+        subprocess.run([mkfs, "-q", "-F", *features, str(image)], check=True, timeout=60)
+        mount_point.mkdir()
+        mounted = subprocess.run(
+            ["mount", "-o", "loop", str(image), str(mount_point)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if mounted.returncode != 0:
+            unavailable(f"cannot loop-mount an ext4 here (needs root): {mounted.stderr.strip()}")
+        try:
+            yield mount_point
+        finally:
+            # Lazily if still busy (a process not yet gone): never left mounted. The
+            # loop device goes with the mount (``-o loop`` sets autoclear).
+            if subprocess.run(["umount", str(mount_point)], check=False).returncode != 0:
+                subprocess.run(["umount", "-l", str(mount_point)], check=True)
+    finally:
+        image.unlink(missing_ok=True)
+
+
+def journal_commits(path: Path) -> int:
+    """How many transactions the journal of the filesystem holding ``path`` has
+    committed so far (``/proc/fs/jbd2/<device>-8/info``)."""
+    device = os.stat(path).st_dev
+    name = Path(os.readlink(f"/sys/dev/block/{os.major(device)}:{os.minor(device)}")).name
+    with open(f"/proc/fs/jbd2/{name}-8/info", encoding="ascii") as info:
+        return int(info.readline().split()[0])
