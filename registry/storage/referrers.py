@@ -13,6 +13,7 @@ from typing import Any
 from registry.oci.digest import Digest, InvalidDigest, parse_digest
 from registry.storage import paths
 from registry.storage.driver.base import PathNotFound, StorageDriver
+from registry.storage.driver.steps import Put
 
 
 class Referrers:
@@ -20,8 +21,10 @@ class Referrers:
         self.name = name
         self.driver = driver
 
-    async def add(self, subject: Digest, referrer: Digest, descriptor: dict[str, Any]) -> None:
-        await self.driver.put_content(
+    def adding(self, subject: Digest, referrer: Digest, descriptor: dict[str, Any]) -> Put:
+        """The step (``StorageDriver.run_steps``) that records ``referrer`` of
+        ``subject``: its manifest's PUT runs it with the revision link and any tag."""
+        return Put(
             paths.referrer_entry(self.name, subject, referrer),
             json.dumps(descriptor, sort_keys=True).encode(),
         )

@@ -5,13 +5,13 @@ from __future__ import annotations
 import bisect
 import contextlib
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from typing import TypeVar, cast
 
 from registry.oci.digest import Digest, InvalidDigest, parse_digest
 from registry.storage import paths
 from registry.storage.driver.base import DriverError, PathNotFound, StorageDriver
-from registry.storage.driver.steps import Put
+from registry.storage.driver.steps import Put, Step
 from registry.storage.errors import ManifestUnknown, NameUnknown
 from registry.storage.links import digest_tree
 from registry.storage.locks import KeyedLocks
@@ -127,33 +127,37 @@ class Tags:
     async def tag(self, tag: str, digest: Digest) -> None:
         """Point ``tag`` at ``digest``; on failure (a full disk) nothing of it is left: a
         new tag's directory would otherwise be listed while it resolves to nothing."""
-        async with self._locks(("tag", self.name, tag)):
-            await self._tag(tag, digest)
+        async with self.tagging(tag, digest) as steps:
+            await self.driver.run_steps(steps)
 
-    async def _tag(self, tag: str, digest: Digest) -> None:
-        index_link = paths.tag_index_link(self.name, tag, digest)
-        tag_is_new = not await self._exists(paths.tag_current_link(self.name, tag))
-        entry_is_new = tag_is_new or not await self._exists(index_link)
-        try:
-            # The index entry first: a tag never points at a revision its index lacks.
-            # Both in one go (one thread job on the filesystem instead of two).
-            link = str(digest).encode()
-            await self.driver.run_steps(
-                [Put(index_link, link), Put(paths.tag_current_link(self.name, tag), link)]
-            )
-        except BaseException:
-            # The current link is replaced atomically: an old tag still has its old one.
-            if tag_is_new:
-                undo = paths.tag_dir(self.name, tag)
-            else:
-                undo = paths.tag_index_entry(self.name, tag, digest)
-            if entry_is_new:
-                # Best effort: the request's own error is the one to report.
-                with contextlib.suppress(OSError, DriverError):
-                    await self.driver.delete(undo)
-            raise
-        finally:
-            self.cache.forget(self.name)
+    @contextlib.asynccontextmanager
+    async def tagging(self, tag: str, digest: Digest) -> AsyncIterator[list[Step]]:
+        """``tag`` as steps (``StorageDriver.run_steps``), for a caller that runs them
+        with writes of its own in one go (a manifest PUT: its revision link first). The
+        caller runs them inside the block, which holds the tag's lock; an error raised
+        out of it undoes what they may have left, as ``tag`` does."""
+        async with self._locks(("tag", self.name, tag)):
+            index_link = paths.tag_index_link(self.name, tag, digest)
+            current_link = paths.tag_current_link(self.name, tag)
+            tag_is_new = not await self._exists(current_link)
+            entry_is_new = tag_is_new or not await self._exists(index_link)
+            try:
+                # The index entry first: a tag never points at a revision its index lacks.
+                link = str(digest).encode()
+                yield [Put(index_link, link), Put(current_link, link)]
+            except BaseException:
+                # The current link is replaced atomically: an old tag still has its old one.
+                if tag_is_new:
+                    undo = paths.tag_dir(self.name, tag)
+                else:
+                    undo = paths.tag_index_entry(self.name, tag, digest)
+                if entry_is_new:
+                    # Best effort: the request's own error is the one to report.
+                    with contextlib.suppress(OSError, DriverError):
+                        await self.driver.delete(undo)
+                raise
+            finally:
+                self.cache.forget(self.name)
 
     async def _exists(self, path: str) -> bool:
         try:
