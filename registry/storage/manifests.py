@@ -8,6 +8,7 @@ import contextlib
 import re
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +33,7 @@ from registry.storage.manifest_formats import (
 )
 from registry.storage.pulls import PullRecorder
 from registry.storage.referrers import Referrers
-from registry.storage.tags import Tags
+from registry.storage.tags import Tags, TagWrite
 
 INLINE_PARSE_LIMIT = 64 * 1024  # bytes of manifest parsed on the event loop itself
 SECURE_TRIES = 3  # refresh-and-check rounds a PUT may need to write within its bound
@@ -227,16 +228,19 @@ class Manifests:
             descriptor = _referrer_descriptor(digest, body, parsed)
             steps.append(self.referrers.adding(parsed.subject.digest, digest, descriptor))
         async with contextlib.AsyncExitStack() as held:
+            tag: TagWrite | None = None
             if isinstance(reference, str):
                 # Under the tag's lock (waiting for it is time too, hence the check after).
-                steps += await held.enter_async_context(self.tags.tagging(reference, digest))
+                tag = await held.enter_async_context(self.tags.tagging(reference, digest))
             # Every link within the bound of the last refresh, checked once the list is
             # ready: a collection that began too late to see them (the revision it marks
             # from, the tag that keeps an untagged manifest) saw the refresh instead
             # (docs/online-gc.md).
             if not self.store.guard.in_time(refreshed_at):
                 raise _too_slow()
-            await self.store.driver.run_steps(steps)
+            if tag is not None:
+                steps += tag.start()
+            await _to_the_end(self.store.driver.run_steps(steps))
 
     async def _forget_revision(self, digest: Digest, parsed: ParsedManifest) -> None:
         # Best effort: the request's own error is the one to report, not the undo's.
@@ -298,6 +302,13 @@ class Manifests:
     async def delete(self, digest: Digest) -> list[str]:
         """Delete a manifest revision, every tag pointing at it, and its referrer entry;
         the tags removed."""
+        # Under the revision's lock, as its push: a push of the same manifest under a new
+        # tag then lands wholly before this lists the tags (and is untagged) or after it
+        # (and finds the revision gone), never between, leaving a tag without it.
+        async with self._locks(("manifest", self.name, digest)):
+            return await self._delete(digest)
+
+    async def _delete(self, digest: Digest) -> list[str]:
         manifest = await self.get(digest)
         untagged = await self.tags.pointing_at(digest)
         for tag in untagged:
@@ -315,6 +326,20 @@ class Manifests:
         finally:
             await self.blobs.forget(digest)
         return untagged
+
+
+async def _to_the_end(writing: Awaitable[None]) -> None:
+    """Await ``writing`` even if the request is cancelled meanwhile (a client gone, the
+    shutdown's drain timeout), and only then pass the cancellation on: the undo that
+    follows must not run while a file thread is still making the names it takes back
+    (a tag placed after its revision was forgotten)."""
+    task = asyncio.ensure_future(writing)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await task
+        raise
 
 
 def _too_slow() -> CollectionBusy:

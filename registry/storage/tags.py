@@ -6,6 +6,7 @@ import bisect
 import contextlib
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Hashable, Sequence
+from dataclasses import dataclass
 from typing import TypeVar, cast
 
 from registry.oci.digest import Digest, InvalidDigest, parse_digest
@@ -102,6 +103,19 @@ def page_of(tags: list[str], limit: int | None, last: str | None) -> tuple[list[
     return tags[start : start + limit], start + limit < len(tags)
 
 
+@dataclass(slots=True)
+class TagWrite:
+    """The steps of a tag's write (``Tags.tagging``) and whether a caller took them."""
+
+    steps: list[Step]
+    started: bool = False
+
+    def start(self) -> list[Step]:
+        """The steps, to run now: from here on a failure undoes them."""
+        self.started = True
+        return self.steps
+
+
 class Tags:
     def __init__(
         self,
@@ -127,37 +141,63 @@ class Tags:
     async def tag(self, tag: str, digest: Digest) -> None:
         """Point ``tag`` at ``digest``; on failure (a full disk) nothing of it is left: a
         new tag's directory would otherwise be listed while it resolves to nothing."""
-        async with self.tagging(tag, digest) as steps:
-            await self.driver.run_steps(steps)
+        async with self.tagging(tag, digest) as write:
+            await self.driver.run_steps(write.start())
 
     @contextlib.asynccontextmanager
-    async def tagging(self, tag: str, digest: Digest) -> AsyncIterator[list[Step]]:
+    async def tagging(self, tag: str, digest: Digest) -> AsyncIterator[TagWrite]:
         """``tag`` as steps (``StorageDriver.run_steps``), for a caller that runs them
         with writes of its own in one go (a manifest PUT: its revision link first). The
-        caller runs them inside the block, which holds the tag's lock; an error raised
-        out of it undoes what they may have left, as ``tag`` does."""
+        caller takes the steps (``TagWrite.start``) and runs them inside the block, which
+        holds the tag's lock; an error raised out of it once they were taken undoes what
+        they may have left, as ``tag`` does. An error before that undoes nothing: the
+        tag as it is may be another process's, acknowledged meanwhile."""
         async with self._locks(("tag", self.name, tag)):
             index_link = paths.tag_index_link(self.name, tag, digest)
             current_link = paths.tag_current_link(self.name, tag)
-            tag_is_new = not await self._exists(current_link)
-            entry_is_new = tag_is_new or not await self._exists(index_link)
+            previous = await self._link_content(current_link)
+            entry_is_new = previous is None or not await self._exists(index_link)
+            # The index entry first: a tag never points at a revision its index lacks.
+            link = str(digest).encode()
+            write = TagWrite([Put(index_link, link), Put(current_link, link)])
             try:
-                # The index entry first: a tag never points at a revision its index lacks.
-                link = str(digest).encode()
-                yield [Put(index_link, link), Put(current_link, link)]
+                yield write
             except BaseException:
-                # The current link is replaced atomically: an old tag still has its old one.
-                if tag_is_new:
-                    undo = paths.tag_dir(self.name, tag)
-                else:
-                    undo = paths.tag_index_entry(self.name, tag, digest)
-                if entry_is_new:
+                if write.started:
                     # Best effort: the request's own error is the one to report.
                     with contextlib.suppress(OSError, DriverError):
-                        await self.driver.delete(undo)
+                        await self._undo(tag, digest, previous, entry_is_new)
                 raise
             finally:
                 self.cache.forget(self.name)
+
+    async def _undo(
+        self, tag: str, digest: Digest, previous: bytes | None, entry_is_new: bool
+    ) -> None:
+        """Take back a failed ``tagging``'s steps, whichever of them were done. The tag's
+        current link is replaced atomically: one that still names what it named before
+        is left alone; one that names ``digest`` (the list failed after it, at its
+        directories' flush) gets its previous content back, so that it never names a
+        revision the failed push then removes; one that names anything else is another
+        process's, and stays."""
+        current_link = paths.tag_current_link(self.name, tag)
+        now = await self._link_content(current_link)
+        ours = now is not None and now.strip() == str(digest).encode()
+        if previous is None:
+            if now is None or ours:
+                await self.driver.delete(paths.tag_dir(self.name, tag))
+                return
+        elif ours and now != previous:
+            await self.driver.put_content(current_link, previous)
+        if entry_is_new:
+            with contextlib.suppress(PathNotFound):
+                await self.driver.delete(paths.tag_index_entry(self.name, tag, digest))
+
+    async def _link_content(self, path: str) -> bytes | None:
+        try:
+            return await self.driver.get_content(path)
+        except PathNotFound:
+            return None
 
     async def _exists(self, path: str) -> bool:
         try:

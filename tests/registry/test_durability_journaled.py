@@ -27,7 +27,7 @@ from tests.registry.test_durability import (
 )
 from tests.support.ext4 import journal_commits, mounted_ext4
 from tests.support.oci import sha256_digest
-from tests.support.portside_servers import filesystem_registry
+from tests.support.portside_servers import filesystem_registry, registry_process
 from tests.support.syscalls import Call, SyscallTrace
 from tests.support.tmpfs import mounted_tmpfs
 
@@ -223,3 +223,66 @@ async def test_no_space_at_a_commits_flush_answers_507_and_drops_the_upload(
                 assert response.status == 404, await response.text()
     finally:
         registry.stop()
+
+
+async def test_a_commit_racing_a_delete_of_what_it_named_is_still_acknowledged(
+    journaled: Path,
+) -> None:
+    """Another process deletes the layer link a blob commit has just named, before the
+    commit's directories are flushed at the end of its list: the flush passes over the
+    directory that is gone (the delete came after; making it durable is the delete's
+    business), and the push is acknowledged, not answered 500."""
+    data = os.urandom(64 * 1024)
+    digest = sha256_digest(data)
+    store = journaled / "data"
+    settings = {
+        "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": str(store),
+        "REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_ENABLED": "false",
+        "REGISTRY_STORAGE_DELETE_ENABLED": "true",
+        "REGISTRY_HTTP_SECRET": "one-secret-for-both",
+    }
+    pushing, deleting = journaled / "pushing", journaled / "deleting"
+    pushing.mkdir()
+    deleting.mkdir()
+    pusher, deleter = registry_process(pushing, **settings), registry_process(deleting, **settings)
+    pusher.start()
+    deleter.start()
+    try:
+        assert pusher.process is not None
+        link = (
+            store
+            / "docker/registry/v2/repositories"
+            / REPO
+            / "_layers"
+            / digest.replace(":", "/")
+            / "link"
+        )
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"{pusher.url}/v2/{REPO}/blobs/uploads/") as response:
+                location = _absolute(pusher.url, response.headers["Location"])
+            async with session.patch(location, data=data) as response:
+                assert response.status == 202, await response.text()
+                location = _absolute(pusher.url, response.headers["Location"])
+            # The upload's removal, the list's last step before the flushes, slowed: a
+            # window after the link is named.
+            trace = SyscallTrace(
+                pusher.process.pid,
+                pushing / "strace.log",
+                inject="unlinkat,rmdir:delay_enter=1s",
+            )
+            try:
+                put = asyncio.ensure_future(session.put(location, params={"digest": digest}))
+                deadline = asyncio.get_running_loop().time() + 30
+                while not link.exists():
+                    assert not put.done(), await (await put).text()
+                    assert asyncio.get_running_loop().time() < deadline, "never linked"
+                    await asyncio.sleep(0.02)
+                async with session.delete(f"{deleter.url}/v2/{REPO}/blobs/{digest}") as gone:
+                    assert gone.status == 202, await gone.text()
+                async with await put as response:
+                    assert response.status == 201, await response.text()
+            finally:
+                trace.close()
+    finally:
+        pusher.stop()
+        deleter.stop()

@@ -19,7 +19,7 @@ from tests.support.tools import require_tool
 
 TRACED = (
     "fsync,fdatasync,sync_file_range,rename,renameat,renameat2,mkdir,mkdirat,"
-    "sendto,sendmsg,write,writev"
+    "unlinkat,rmdir,sendto,sendmsg,write,writev"
 )
 _LINE = re.compile(r"^(?P<pid>\d+) +(?P<rest>.*)$")
 _UNFINISHED = " <unfinished ...>"

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from registry.storage.driver import temporaries
-from registry.storage.driver.durability import make_dirs, start_writeback, sync_dirs
+from registry.storage.driver.durability import make_dirs, start_writeback, sync_dir
 from registry.storage.driver.filesystem_steps import (
     LocalMove,
     LocalPut,
@@ -94,11 +94,13 @@ def run_staged(steps: Sequence[LocalStep], staging: Path) -> None:
                 placed, made = _place(staged.pop(index, None), step)
                 if not placed:
                     # Written beside its target, flushed: after the earlier steps'
-                    # directories, so that its name is not made durable before theirs.
-                    sync_dirs(list(dict.fromkeys(changed)))
-                    changed.clear()
+                    # directories, so that its name is not made durable before theirs,
+                    # and with the directories made for it before the next name.
+                    _sync_present(changed, step.path)
                     put_file(step.full, step.path, step.content, True)
-                changed += made
+                    _sync_present(made, step.path)
+                else:
+                    changed += made
             elif isinstance(step, LocalMove):
                 with no_space_is_storage_full(step.destination):
                     changed += rename_into(
@@ -114,7 +116,32 @@ def run_staged(steps: Sequence[LocalStep], staging: Path) -> None:
     finally:
         for left in staged.values():  # a step failed before their turn
             temporaries.discard(left.fd, left.temporary)
-    sync_dirs(list(dict.fromkeys(changed)))
+    _sync_present(changed, _last_target(steps))
+
+
+def _sync_present(directories: list[Path], path: str) -> None:
+    """Flush each of ``directories`` once (and forget them) but those a concurrent delete
+    removed meanwhile (a tag or a manifest deleted as it was pushed): what was added
+    there is gone with them, and making that durable is the delete's own business. The
+    flushes now wait until the end of the list, so that window is no longer a rename's
+    few microseconds."""
+    with no_space_is_storage_full(path):
+        for directory in dict.fromkeys(directories):
+            try:
+                sync_dir(directory)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+    directories.clear()
+
+
+def _last_target(steps: Sequence[LocalStep]) -> str:
+    """The driver path the list wrote last, for a full disk's error."""
+    for step in reversed(steps):
+        if isinstance(step, LocalPut):
+            return step.path
+        if isinstance(step, LocalMove):
+            return step.destination
+    return ""
 
 
 def _stage(staging: Path, step: LocalPut) -> _Staged | None:
