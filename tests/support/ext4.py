@@ -14,6 +14,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+from tests.support.mounts import unmount_below
 from tests.support.tools import require_tool, unavailable
 
 IMAGE_SIZE = 256 * 1024 * 1024  # sparse: only what is written takes space
@@ -44,10 +45,9 @@ def mounted_ext4(
         try:
             yield mount_point
         finally:
-            # Lazily if still busy (a process not yet gone): never left mounted. The
-            # loop device goes with the mount (``-o loop`` sets autoclear).
-            if subprocess.run(["umount", str(mount_point)], check=False).returncode != 0:
-                subprocess.run(["umount", "-l", str(mount_point)], check=True)
+            # With whatever a test mounted inside it, lazily if still busy: never left
+            # mounted. The loop device goes with the mount (``-o loop`` sets autoclear).
+            unmount_below(mount_point)
     finally:
         image.unlink(missing_ok=True)
 

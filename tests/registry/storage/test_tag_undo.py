@@ -10,6 +10,7 @@ and the tag must not be left naming it.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -27,43 +28,41 @@ class GivenUp(Exception):
     pass
 
 
-async def test_a_write_given_up_before_its_steps_ran_undoes_nothing(tmp_path: Path) -> None:
-    driver = FilesystemDriver(tmp_path)
+@pytest.fixture
+async def driver(tmp_path: Path) -> AsyncIterator[FilesystemDriver]:
+    instance = FilesystemDriver(tmp_path)
+    yield instance
+    await instance.close()
+
+
+async def test_a_write_given_up_before_its_steps_ran_undoes_nothing(
+    driver: FilesystemDriver,
+) -> None:
     ours, other_process = Tags("app", driver), Tags("app", driver)  # locks of their own
-    try:
-        with pytest.raises(GivenUp):
-            async with ours.tagging("t", NEW):
-                await other_process.tag("t", OTHER)  # acknowledged by another process
-                raise GivenUp  # before ours.start(): nothing of ours was written
-        assert await ours.resolve("t") == OTHER
-    finally:
-        await driver.close()
+    with pytest.raises(GivenUp):
+        async with ours.tagging("t", NEW):
+            await other_process.tag("t", OTHER)  # acknowledged by another process
+            raise GivenUp  # before ours.start(): nothing of ours was written
+    assert await ours.resolve("t") == OTHER
 
 
-async def test_a_failed_retag_puts_the_previous_link_back(tmp_path: Path) -> None:
-    driver = FilesystemDriver(tmp_path)
+async def test_a_failed_retag_puts_the_previous_link_back(driver: FilesystemDriver) -> None:
     tags = Tags("app", driver)
-    try:
-        await tags.tag("t", OLD)
-        with pytest.raises(GivenUp):
-            async with tags.tagging("t", NEW) as write:
-                await driver.run_steps(write.start())
-                raise GivenUp  # as a failing flush after the names were placed
-        assert await tags.resolve("t") == OLD
-        with pytest.raises(PathNotFound):
-            await driver.stat(paths.tag_index_link("app", "t", NEW))
-    finally:
-        await driver.close()
+    await tags.tag("t", OLD)
+    with pytest.raises(GivenUp):
+        async with tags.tagging("t", NEW) as write:
+            await driver.run_steps(write.start())
+            raise GivenUp  # as a failing flush after the names were placed
+    assert await tags.resolve("t") == OLD
+    with pytest.raises(PathNotFound):
+        await driver.stat(paths.tag_index_link("app", "t", NEW))
 
 
-async def test_a_failed_new_tag_leaves_no_directory(tmp_path: Path) -> None:
-    driver = FilesystemDriver(tmp_path)
+async def test_a_failed_new_tag_leaves_no_directory(driver: FilesystemDriver) -> None:
     tags = Tags("app", driver)
-    try:
-        with pytest.raises(GivenUp):
-            async with tags.tagging("t", NEW) as write:
-                await driver.run_steps(write.start())
-                raise GivenUp
-        assert not (tmp_path / paths.tag_dir("app", "t").lstrip("/")).exists()
-    finally:
-        await driver.close()
+    with pytest.raises(GivenUp):
+        async with tags.tagging("t", NEW) as write:
+            await driver.run_steps(write.start())
+            raise GivenUp
+    with pytest.raises(PathNotFound):
+        await driver.stat(paths.tag_dir("app", "t"))
