@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from registry.config import RegistryConfig, load_config, unsupported_settings
+from shared import cpu_affinity
 from shared.config import ConfigError
 from shared.log_queue import configure_logging
 
@@ -35,6 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=int(os.environ.get("PORTSIDE_WORKERS", "1")),
         help="worker processes sharing the port (default 1, or $PORTSIDE_WORKERS)",
     )
+    cpu_affinity.add_argument(serve_parser)
     gc_parser = commands.add_parser(
         "garbage-collect", help="delete blobs no manifest references (Distribution's semantics)"
     )
@@ -114,10 +116,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except Exception as error:  # storage unreachable, a failed delete: one line
             print(f"registry: retention failed: {error}", file=sys.stderr)
             return 1
-    return _serve(config, args.workers)
+    return _serve(config, args.workers, args.cpu_affinity)
 
 
-def _serve(config: RegistryConfig, workers: int) -> int:
+def _serve(config: RegistryConfig, workers: int, bind_cpus: bool) -> int:
     """``registry serve``: check what would fail later once, then serve."""
     from registry.auth.factory import create_access_controller
     from registry.server import serve
@@ -168,7 +170,7 @@ def _serve(config: RegistryConfig, workers: int) -> int:
     for key in unsupported:
         log.warning("configuration key %s is accepted but not implemented; ignored", key)
     try:
-        serve(config, workers=max(1, workers), controller=controller)
+        serve(config, workers=max(1, workers), controller=controller, cpu_affinity=bind_cpus)
     except ListenError as error:
         print(f"registry: {error}", file=sys.stderr)
         return 2

@@ -20,6 +20,7 @@ from registry.middleware import BAD_REQUEST
 from registry.notifications.notifier import WorkerSlot
 from registry.tls import letsencrypt_manager, tls_context, uses_tls
 from shared.access_log import AccessLogger
+from shared.cpu_affinity import allowed_cpus, bind_worker
 from shared.listener import bind_sockets, bind_unix, display_address
 from shared.log_queue import queued_logging
 from shared.metrics import worker_gone, worker_samples
@@ -171,7 +172,11 @@ def _serve_one(
 
 
 def serve(
-    config: RegistryConfig, workers: int = 1, controller: AccessController | None = None
+    config: RegistryConfig,
+    workers: int = 1,
+    controller: AccessController | None = None,
+    *,
+    cpu_affinity: bool = False,
 ) -> None:
     """Serve until SIGINT/SIGTERM; with several workers, one process each on a shared port.
 
@@ -185,8 +190,13 @@ def serve(
 
     ``controller``, built from ``config`` before (see create_app), serves every worker: each
     gets it as it was before the fork (it starts no thread until its app starts).
+
+    ``cpu_affinity``: each worker (or this process) bound to one CPU (``cpu_affinity``).
     """
+    cpus = allowed_cpus() if cpu_affinity else None
     if workers <= 1:
+        if cpus:
+            bind_worker(0, cpus)
         sockets = bind(config)
         debug_sockets = bind_debug(config) if config.http.debug.addr else None
         try:
@@ -207,7 +217,7 @@ def serve(
         reservation += bind_debug(config, reuse_port=True)
     try:
         with worker_samples(metrics_served(config)) as samples:
-            _supervise(config, workers, controller, samples)
+            _supervise(config, workers, controller, samples, cpus)
     finally:
         for sock in reservation:
             sock.close()
@@ -218,8 +228,10 @@ def _supervise(
     workers: int,
     controller: AccessController | None,
     samples: str | None,
+    cpus: list[int] | None,
 ) -> None:
-    """Fork ``workers`` and replace any that dies; ``samples``: the metrics directory."""
+    """Fork ``workers`` and replace any that dies; ``samples``: the metrics directory;
+    ``cpus``: those to bind the workers to (none: unbound)."""
 
     def run_worker(index: int) -> None:  # its own event loop, app, caches and threads
         sockets = bind(config, reuse_port=True)
@@ -233,4 +245,10 @@ def _supervise(
             worker=WorkerSlot(index, workers),
         )
 
-    supervise(workers, run_worker, name="registry", on_exit=lambda pid: worker_gone(samples, pid))
+    supervise(
+        workers,
+        run_worker,
+        name="registry",
+        on_exit=lambda pid: worker_gone(samples, pid),
+        cpus=cpus,
+    )

@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 
+from shared.cpu_affinity import bind_worker
 from shared.listener import ListenError
 from shared.parent_death import die_with_parent
 
@@ -31,8 +32,10 @@ def supervise(
     *,
     name: str,
     on_exit: Callable[[int], None] | None = None,
+    cpus: list[int] | None = None,
 ) -> None:
     """Fork ``workers`` processes running ``run_worker(index)`` until all have stopped.
+    With ``cpus``, each is bound to one of them first (``cpu_affinity.bind_worker``).
 
     A worker that exits while the supervisor is not stopping is replaced (same index),
     ``RESTART_DELAY`` later. In a worker, a :class:`ListenError` prints one line prefixed
@@ -52,7 +55,7 @@ def supervise(
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
     try:
         for index in range(workers):
-            children[_spawn(index, run_worker, name, mask)] = index
+            children[_spawn(index, run_worker, name, mask, cpus)] = index
         while children or restarts:
             signum = _next_signal(restarts)
             if signum in (signal.SIGINT, signal.SIGTERM) and not stopping:
@@ -73,7 +76,7 @@ def supervise(
             now = time.monotonic()
             for index in [i for i, due in restarts.items() if due <= now]:
                 del restarts[index]
-                children[_spawn(index, run_worker, name, mask)] = index
+                children[_spawn(index, run_worker, name, mask, cpus)] = index
     finally:
         # After a stop, SIGINT and SIGTERM stay blocked: one sent again while the caller
         # cleans up (or still pending) must not kill it half-way.
@@ -108,7 +111,13 @@ def _reaped() -> list[tuple[int, int]]:
         reaped.append((pid, status))
 
 
-def _spawn(index: int, run_worker: Callable[[int], None], name: str, mask: set[int]) -> int:
+def _spawn(
+    index: int,
+    run_worker: Callable[[int], None],
+    name: str,
+    mask: set[int],
+    cpus: list[int] | None,
+) -> int:
     """Fork worker ``index``; its pid. Called with the supervisor's signals blocked: the
     worker inherits that, restores the default actions, and only then unblocks them (a
     SIGTERM sent meanwhile stays pending and then stops it)."""
@@ -124,6 +133,8 @@ def _spawn(index: int, run_worker: Callable[[int], None], name: str, mask: set[i
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        if cpus:
+            bind_worker(index, cpus)  # before run_worker starts any thread
         run_worker(index)
     except ListenError as error:
         print(f"{name}: {error}", file=sys.stderr)

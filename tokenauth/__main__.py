@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
+from shared import cpu_affinity
 from shared.config import ConfigError
 from shared.jose_keys import PublicKey, libtrust_key_id, thumbprint
 from shared.listener import ListenError
@@ -38,6 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=int(os.environ.get("PORTSIDE_WORKERS", "1")),
         help="worker processes sharing the port (default 1, or $PORTSIDE_WORKERS)",
     )
+    cpu_affinity.add_argument(serve_parser)
     check = commands.add_parser("check", help="load the configuration, users and ACL, then exit")
     check.add_argument("config", type=Path)
     keygen = commands.add_parser("keygen", help="write a signing key and a certificate for it")
@@ -84,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("configuration OK")
         return 0
     try:
-        serve(config, max(1, args.workers))
+        serve(config, max(1, args.workers), cpu_affinity=args.cpu_affinity)
     except ListenError as error:
         print(f"tokenauth: {error}", file=sys.stderr)
         return 2

@@ -23,6 +23,7 @@ from typing import Any
 import uvloop
 
 from shared.access_log import AccessLogger
+from shared.cpu_affinity import allowed_cpus, bind_worker
 from shared.listener import bind_sockets
 from shared.log_queue import queued_logging
 from shared.metrics import multiprocess_dir, worker_gone, worker_samples
@@ -45,9 +46,13 @@ def bind(config: TokenAuthConfig, *, reuse_port: bool = False) -> list[list[sock
     return [sockets, debug_sockets]
 
 
-def serve(config: TokenAuthConfig, workers: int = 1) -> None:
-    """Serve until SIGINT/SIGTERM, in this process or in ``workers`` forked ones."""
+def serve(config: TokenAuthConfig, workers: int = 1, *, cpu_affinity: bool = False) -> None:
+    """Serve until SIGINT/SIGTERM, in this process or in ``workers`` forked ones; with
+    ``cpu_affinity``, each bound to one CPU (``shared.cpu_affinity``)."""
+    cpus = allowed_cpus() if cpu_affinity else None
     if workers <= 1:
+        if cpus:
+            bind_worker(0, cpus)
         sockets, debug_sockets = bind(config)
         with queued_logging():  # lines are written by a thread, all of them before exit
             run(_serve(config, sockets, debug_sockets))
@@ -63,7 +68,11 @@ def serve(config: TokenAuthConfig, workers: int = 1) -> None:
                     run(_serve(config, sockets, debug_sockets))
 
             supervise(
-                workers, run_worker, name="tokenauth", on_exit=lambda pid: worker_gone(samples, pid)
+                workers,
+                run_worker,
+                name="tokenauth",
+                on_exit=lambda pid: worker_gone(samples, pid),
+                cpus=cpus,
             )
     finally:
         for sock in reservation[0] + reservation[1]:

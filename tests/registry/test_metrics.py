@@ -10,7 +10,6 @@ import signal
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -25,6 +24,7 @@ from tests.support.portside_servers import (
     free_port,
     run_python_module,
 )
+from tests.support.supervised import children, wait_for
 from tests.support.tools import isolated_client_env, require_tool, run_tool
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -133,18 +133,6 @@ def test_metrics_are_off_unless_enabled(tmp_path: Path) -> None:
         registry.stop()
 
 
-def _children(pid: int) -> set[int]:
-    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    return {int(child) for child in text.split()}
-
-
-def _wait_for(condition: str, check: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {condition}"
-        time.sleep(0.1)
-
-
 def _base_requests(scraped: Scrape) -> float:
     return scraped.value("registry_http_requests_total", handler="base", code="200")
 
@@ -162,7 +150,7 @@ def _served_by(samples: Path, pid: int, tmp_path: Path) -> float:
 def _scrapes_until(url: str, requests: float) -> None:
     """Scrape until ``requests`` GET /v2/ are counted: each worker adds its counts to the
     shared files every second (the one answering, at once)."""
-    _wait_for(f"{requests} requests in the scrape", lambda: _base_requests(scrape(url)) == requests)
+    wait_for(f"{requests} requests in the scrape", lambda: _base_requests(scrape(url)) == requests)
 
 
 def test_workers_add_up_and_a_killed_worker_keeps_its_counts(tmp_path: Path) -> None:
@@ -175,19 +163,19 @@ def test_workers_add_up_and_a_killed_worker_keeps_its_counts(tmp_path: Path) -> 
     try:
         assert registry.process is not None
         supervisor = registry.process.pid
-        _wait_for("two workers", lambda: len(_children(supervisor)) == 2)
+        wait_for("two workers", lambda: len(children(supervisor)) == 2)
         requests = 40  # a new connection each: the kernel spreads them over both workers
         for _ in range(requests):
             assert _status(f"{registry.url}/v2/") == 200
         _scrapes_until(metrics_url, requests)
         [samples] = list(tmpdir.glob("portside-metrics-*"))
-        served = {pid: _served_by(samples, pid, tmp_path) for pid in _children(supervisor)}
+        served = {pid: _served_by(samples, pid, tmp_path) for pid in children(supervisor)}
         assert sum(served.values()) == requests
         victim = max(served, key=lambda pid: served[pid])
         os.kill(victim, signal.SIGKILL)
-        _wait_for(
+        wait_for(
             "a replacement worker",
-            lambda: victim not in _children(supervisor) and len(_children(supervisor)) == 2,
+            lambda: victim not in children(supervisor) and len(children(supervisor)) == 2,
         )
         # Whichever worker answers the scrape, the killed one's requests are still in it.
         for _ in range(5):

@@ -5,30 +5,17 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 from tests.support.logins import basic
 from tests.support.metrics import scrape
 from tests.support.portside_servers import ServerProcess, free_port
+from tests.support.supervised import children, wait_for
 from tests.tokenauth.conftest import SERVICE, USERS, write_setup
 
 WORKERS = 2
-
-
-def children(pid: int) -> set[int]:
-    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    return {int(child) for child in text.split()}
-
-
-def wait_for(condition: str, check: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {condition}"
-        time.sleep(0.1)
 
 
 def login(url: str) -> int:

@@ -1,0 +1,63 @@
+"""``--cpu-affinity auto`` of both services: each worker process bound to one CPU, as
+nginx's ``worker_cpu_affinity auto`` binds its workers.
+
+Why it pays for a Python server: a process's event loop and its file threads share one
+interpreter lock, which every system call of either thread lets go of. On two CPUs the
+threads run at once, so nearly every call hands the lock over and the caller waits,
+asleep, to get it back (about 270 context switches per pushed image, issue 17). Bound
+to one CPU, a thread runs only while the others wait or block, and the lock rarely
+changes hands: 32 x 8 image pushes went 10-30% faster (docs/performance.md, "one CPU
+per worker"). The price is that a process's threads can no longer use a second CPU at
+once, which is why it suits ``--workers`` equal to the CPUs the service may use.
+
+Worker ``index`` is bound to the index-th CPU (round robin) of those the service was
+started on (``taskset``, a container's cpuset), so a replaced worker gets its
+predecessor's CPU and two workers share one only when there are more workers than CPUs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+
+log = logging.getLogger(__name__)
+
+ENVIRONMENT = "PORTSIDE_CPU_AFFINITY"
+CHOICES = ("off", "auto")
+
+
+def add_argument(parser: argparse.ArgumentParser) -> None:
+    """``--cpu-affinity off|auto`` (default ``$PORTSIDE_CPU_AFFINITY``, else off), parsed
+    to whether workers are bound."""
+    parser.add_argument(
+        "--cpu-affinity",
+        type=_choice,
+        default=os.environ.get(ENVIRONMENT, "off"),
+        metavar="{off,auto}",
+        help="auto: bind each worker process to one CPU, round robin over the CPUs the "
+        f"service may use (default off, or ${ENVIRONMENT})",
+    )
+
+
+def _choice(value: str) -> bool:
+    if value not in CHOICES:
+        raise argparse.ArgumentTypeError(f"{value[:20]!r}: off or auto")
+    return value == "auto"
+
+
+def allowed_cpus() -> list[int]:
+    """The CPUs this process may run on, in order."""
+    return sorted(os.sched_getaffinity(0))
+
+
+def bind_worker(index: int, cpus: list[int]) -> int:
+    """Bind every thread of this process to the CPU of worker ``index`` among ``cpus``
+    (``allowed_cpus()`` of the supervisor); that CPU. Threads started later inherit it."""
+    cpu = cpus[index % len(cpus)]
+    for task in os.listdir("/proc/self/task"):
+        with contextlib.suppress(ProcessLookupError):  # a thread that has just ended
+            os.sched_setaffinity(int(task), {cpu})
+    log.info("worker %d bound to CPU %d", index, cpu)
+    return cpu

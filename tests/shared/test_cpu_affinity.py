@@ -1,0 +1,158 @@
+"""``--cpu-affinity auto`` (or ``PORTSIDE_CPU_AFFINITY=auto``) of both services: every
+thread of each worker (or of the one process) bound to one CPU, round robin over the
+CPUs the service may use, a replaced worker on its predecessor's; off by default."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.support.portside_servers import (
+    REPOSITORY_ROOT,
+    ServerProcess,
+    filesystem_registry,
+    free_port,
+)
+from tests.support.supervised import children, wait_for
+from tests.tokenauth.conftest import write_setup
+
+ALLOWED = sorted(os.sched_getaffinity(0))
+# With one CPU every process is bound to it anyway: nothing here could tell.
+pytestmark = pytest.mark.skipif(len(ALLOWED) < 2, reason="needs two CPUs")
+
+
+def thread_cpus(pid: int) -> list[set[int]]:
+    """The CPUs each thread of ``pid`` may run on."""
+    cpus = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(ProcessLookupError):  # ended meanwhile
+            cpus.append(os.sched_getaffinity(int(task.name)))
+    return cpus
+
+
+def bound_cpu(pid: int) -> int:
+    """The one CPU every thread of ``pid`` is bound to (fails if they are not)."""
+    cpus = thread_cpus(pid)
+    assert cpus and all(c == cpus[0] for c in cpus) and len(cpus[0]) == 1, cpus
+    return next(iter(cpus[0]))
+
+
+def push_blob(url: str) -> None:
+    """A monolithic blob upload: its commit runs on the file threads."""
+    data = os.urandom(4096)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    request = urllib.request.Request(  # noqa: S310 (loopback)
+        f"{url}/v2/affinity/test/blobs/uploads/?digest={digest}", data=data, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+        assert response.status == 201
+
+
+def test_registry_workers_are_bound_one_cpu_each_and_a_replacement_to_the_same(
+    tmp_path: Path,
+) -> None:
+    registry = filesystem_registry(tmp_path)
+    registry.args += ["--workers", "2", "--cpu-affinity", "auto"]
+    registry.start()
+    try:
+        assert registry.process is not None
+        supervisor = registry.process.pid
+        wait_for("two workers", lambda: len(children(supervisor)) == 2)
+        for _ in range(10):  # new connections: the kernel spreads them over both workers
+            push_blob(registry.url)
+        workers = children(supervisor)
+        assert sorted(bound_cpu(pid) for pid in workers) == sorted(
+            ALLOWED[index % len(ALLOWED)] for index in range(2)
+        )
+        assert os.sched_getaffinity(supervisor) == set(ALLOWED)  # the supervisor is not
+        victim = max(workers)
+        victim_cpu = bound_cpu(victim)
+        os.kill(victim, signal.SIGKILL)
+        wait_for(
+            "a replacement worker",
+            lambda: victim not in children(supervisor) and len(children(supervisor)) == 2,
+        )
+        [replacement] = children(supervisor) - workers
+        wait_for("the replacement's threads", lambda: len(thread_cpus(replacement)) > 1)
+        assert bound_cpu(replacement) == victim_cpu
+        push_blob(registry.url)
+        assert "bound to CPU" in registry.log()
+    finally:
+        assert registry.stop() == 0
+
+
+def test_registry_workers_are_not_bound_by_default(tmp_path: Path) -> None:
+    registry = filesystem_registry(tmp_path)
+    registry.args += ["--workers", "2"]
+    registry.start()
+    try:
+        assert registry.process is not None
+        supervisor = registry.process.pid
+        wait_for("two workers", lambda: len(children(supervisor)) == 2)
+        push_blob(registry.url)
+        for pid in children(supervisor):
+            assert all(cpus == set(ALLOWED) for cpus in thread_cpus(pid))
+    finally:
+        assert registry.stop() == 0
+    assert "bound to CPU" not in registry.log()
+
+
+def test_tokenauth_workers_are_bound_one_cpu_each(tmp_path: Path) -> None:
+    setup = write_setup(tmp_path)
+    port = free_port()
+    server = ServerProcess(
+        "tokenauth",
+        ["tokenauth", "serve", "--workers", "2", str(setup.config)],
+        port,
+        "/health",
+        tmp_path / "tokenauth.log",
+        env={"TOKENAUTH_HTTP_ADDR": f"127.0.0.1:{port}", "PORTSIDE_CPU_AFFINITY": "auto"},
+    )
+    server.start()
+    try:
+        assert server.process is not None
+        supervisor = server.process.pid
+        wait_for("two workers", lambda: len(children(supervisor)) == 2)
+        assert sorted(bound_cpu(pid) for pid in children(supervisor)) == sorted(
+            ALLOWED[index % len(ALLOWED)] for index in range(2)
+        )
+    finally:
+        assert server.stop() == 0
+
+
+def test_one_registry_process_is_bound_to_the_first_cpu(tmp_path: Path) -> None:
+    registry = filesystem_registry(tmp_path)
+    registry.args += ["--cpu-affinity", "auto"]
+    registry.start()
+    try:
+        push_blob(registry.url)
+        assert registry.process is not None
+        assert bound_cpu(registry.process.pid) == ALLOWED[0]
+    finally:
+        assert registry.stop() == 0
+
+
+def test_an_unknown_affinity_is_refused_at_start(tmp_path: Path) -> None:
+    for command, environment in (
+        (["registry", "serve", "--cpu-affinity", "all"], {}),
+        (["tokenauth", "serve", "config.yml"], {"PORTSIDE_CPU_AFFINITY": "yes"}),
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", *command],
+            cwd=REPOSITORY_ROOT,
+            env={**os.environ, **environment},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 2
+        assert "--cpu-affinity" in result.stderr and "off or auto" in result.stderr
