@@ -52,12 +52,28 @@ def allowed_cpus() -> list[int]:
     return sorted(os.sched_getaffinity(0))
 
 
-def bind_worker(index: int, cpus: list[int]) -> int:
+def bind_worker(index: int, cpus: list[int]) -> int | None:
     """Bind every thread of this process to the CPU of worker ``index`` among ``cpus``
-    (``allowed_cpus()`` of the supervisor); that CPU. Threads started later inherit it."""
+    (``allowed_cpus()`` of the supervisor); that CPU, or None when it cannot be bound
+    (the cpuset changed since, a sandbox refusing it): the worker then serves unbound
+    rather than fail and be restarted forever. Threads started later inherit it."""
     cpu = cpus[index % len(cpus)]
-    for task in os.listdir("/proc/self/task"):
-        with contextlib.suppress(ProcessLookupError):  # a thread that has just ended
-            os.sched_setaffinity(int(task), {cpu})
+    unbound = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {cpu})  # first this thread, so what it starts inherits it
+        bound: set[str] = set()
+        # Listed again until no new thread shows up: one started by a thread not yet
+        # bound, while the first list was read, would otherwise be missed.
+        while tasks := set(os.listdir("/proc/self/task")) - bound:
+            for task in tasks:
+                with contextlib.suppress(ProcessLookupError):  # a thread that has just ended
+                    os.sched_setaffinity(int(task), {cpu})
+            bound |= tasks
+    except OSError as error:
+        for task in os.listdir("/proc/self/task"):  # none left bound half-way
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(int(task), unbound)
+        log.warning("worker %d not bound to CPU %d (%s): serving unbound", index, cpu, error)
+        return None
     log.info("worker %d bound to CPU %d", index, cpu)
     return cpu

@@ -156,3 +156,31 @@ def test_an_unknown_affinity_is_refused_at_start(tmp_path: Path) -> None:
         )
         assert result.returncode == 2
         assert "--cpu-affinity" in result.stderr and "off or auto" in result.stderr
+
+
+def test_a_cpu_that_cannot_be_bound_leaves_the_worker_serving_unbound() -> None:
+    """A CPU gone since the supervisor listed them (or a sandbox refusing the call): the
+    worker says so and serves on its CPUs, rather than exit and be restarted forever."""
+    program = """
+import logging, os, sys, threading
+from shared.cpu_affinity import bind_worker
+logging.basicConfig(level=logging.INFO)
+before = os.sched_getaffinity(0)
+started = threading.Event()
+threading.Thread(target=lambda: (started.set(), threading.Event().wait(5)), daemon=True).start()
+started.wait()
+print(bind_worker(1, [before.copy().pop(), 4095]))
+tasks = os.listdir("/proc/self/task")
+print(all(os.sched_getaffinity(int(t)) == before for t in tasks), len(tasks))
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", program],
+        cwd=REPOSITORY_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert result.stdout.split() == ["None", "True", "2"]
+    assert "worker 1 not bound to CPU 4095" in result.stderr
+    assert "serving unbound" in result.stderr
