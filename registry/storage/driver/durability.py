@@ -83,30 +83,41 @@ def make_dirs(directory: Path) -> list[Path]:
     commits these ``mkdir``s too, and flushing their parents afterwards costs no further
     commit; flushed first, they cost one commit of their own before the data's. What is
     acknowledged is the same either way: everything is flushed before the answer."""
-    missing: list[Path] = []
-    current = directory
-    while not current.is_dir():
-        missing.append(current)
-        if current.parent == current:
-            break
-        current = current.parent
-    if not missing:
-        return []
-    # From the top down, the levels found missing: Path.mkdir(parents=True) tries the
-    # deepest first and fails once per missing level above it before making them
-    # (a tag's first link: three failed mkdirs of seven, issue 17). A level removed
-    # meanwhile (a collection's sweep) fails with FileNotFoundError, which the callers'
-    # steps retry, as they did when Path.mkdir raised it.
-    for created in reversed(missing):
+    # The deepest level is tried first, with mkdir itself rather than a stat: on a push
+    # it is new as a rule (a blob's directory, a revision's, a repository's layer link)
+    # with its parent there, so one call makes it; a stat of each level first cost two
+    # or three more in a file thread, each a hand-over of the interpreter lock (issue
+    # 17). Levels whose parent is missing too are made once one above them exists, from
+    # the top down. A level removed meanwhile (a collection's sweep) fails with
+    # FileNotFoundError, which the callers' steps retry.
+    waiting: list[Path] = []  # levels whose parent was missing too, the deepest first
+    level = directory
+    while True:
         try:
-            os.mkdir(created)
+            os.mkdir(level)
+        except FileNotFoundError:
+            if level.parent == level:
+                raise
+            waiting.append(level)
+            level = level.parent
+            continue
         except FileExistsError:
-            if not os.path.isdir(created):
+            if not os.path.isdir(level):
+                raise
+            top: list[Path] = []  # there already (or made meanwhile by another)
+        else:
+            top = [level]
+        break
+    for below in reversed(waiting):
+        try:
+            os.mkdir(below)
+        except FileExistsError:
+            if not os.path.isdir(below):
                 raise
     # A directory found already there is not flushed again: if a concurrent request
     # created it and has not flushed it yet, journalling file systems (ext4, XFS) still
     # commit that mkdir with this request's later flushes, in order.
-    return [created.parent for created in missing]
+    return [made.parent for made in [*waiting, *top]]
 
 
 def sync_dirs(directories: list[Path]) -> None:

@@ -7,9 +7,10 @@ import asyncio
 import fcntl
 import hashlib
 import os
+import shutil
 import threading
 import time
-from collections.abc import AsyncIterator, Coroutine, Generator
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator
 from pathlib import Path
 from typing import Any
 
@@ -359,35 +360,92 @@ async def test_an_upload_s_start_time_is_written_without_a_temporary(
     assert renamed == []
 
 
-def _counting_mkdirs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
-    """Every ``os.mkdir`` from now on, with its outcome: "made" or the error's name."""
-    made: list[tuple[str, str]] = []
-    real = os.mkdir
+def _counting_directory_calls(
+    monkeypatch: pytest.MonkeyPatch, directories: list[Path]
+) -> list[tuple[str, str, str]]:
+    """Every ``os.mkdir`` and ``os.stat`` of one of ``directories`` from now on: the
+    call, the path's name and the outcome ("done" or the error's name)."""
+    watched = {os.fspath(directory) for directory in directories}
+    calls: list[tuple[str, str, str]] = []
 
-    def mkdir(path: Any, mode: int = 0o777, **kwargs: Any) -> None:
-        try:
-            real(path, mode, **kwargs)
-        except OSError as error:
-            made.append((os.fspath(path), type(error).__name__))
-            raise
-        made.append((os.fspath(path), "made"))
+    def counting(name: str, real: Callable[..., Any]) -> Callable[..., Any]:
+        def call(path: Any, *args: Any, **kwargs: Any) -> Any:
+            if os.fspath(path) not in watched:
+                return real(path, *args, **kwargs)
+            try:
+                result = real(path, *args, **kwargs)
+            except OSError as error:
+                calls.append((name, Path(path).name, type(error).__name__))
+                raise
+            calls.append((name, Path(path).name, "done"))
+            return result
 
-    monkeypatch.setattr(os, "mkdir", mkdir)
-    return made
+        return call
+
+    monkeypatch.setattr(os, "mkdir", counting("mkdir", os.mkdir))
+    monkeypatch.setattr(os, "stat", counting("stat", os.stat))
+    return calls
 
 
-async def test_a_new_link_makes_its_directories_without_a_failed_mkdir(
+async def test_a_new_links_directories_cost_one_call_per_level(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A tag's first link makes four directories under one that is there: each mkdir
-    from the deepest failed once per missing level above it before they were made (a
-    failed mkdir per image and level, issue 17); now they are made from the top."""
+    """A link whose parent is there (a blob's directory, a revision's, a repository's
+    next layer link) has its directory made with one mkdir: a stat of each level first
+    cost two or three calls more, each in a file thread a hand-over of the interpreter
+    lock (issue 17). A tag's first link, four levels below one that is there, costs
+    seven (three mkdirs find their parent missing) where a stat of each level and a
+    mkdir of each missing one cost nine."""
     driver = FilesystemDriver(tmp_path, max_threads=2)
+    first = tmp_path / "repo/tags/v1/index/sha256/abc"
+    second = tmp_path / "repo/tags/v1/index/sha256/def"
     try:
         (tmp_path / "repo/tags").mkdir(parents=True)
-        made = _counting_mkdirs(monkeypatch)
+        levels = [first, *list(first.parents)[:3], second]
+        calls = _counting_directory_calls(monkeypatch, levels)
         await driver.put_content("/repo/tags/v1/index/sha256/abc/link", b"sha256:abc")
-        assert (tmp_path / "repo/tags/v1/index/sha256/abc/link").read_bytes() == b"sha256:abc"
+        assert (first / "link").read_bytes() == b"sha256:abc"
+        assert calls == [
+            ("mkdir", "abc", "FileNotFoundError"),
+            ("mkdir", "sha256", "FileNotFoundError"),
+            ("mkdir", "index", "FileNotFoundError"),
+            ("mkdir", "v1", "done"),
+            ("mkdir", "index", "done"),
+            ("mkdir", "sha256", "done"),
+            ("mkdir", "abc", "done"),
+        ]
+        calls.clear()
+        await driver.put_content("/repo/tags/v1/index/sha256/def/link", b"sha256:def")
+        assert calls == [("mkdir", "def", "done")]
     finally:
         await driver.close()
-    assert [outcome for _, outcome in made] == ["made"] * 4, made
+
+
+async def test_a_directory_of_files_is_deleted_without_rmtree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upload's directory after its commit (its start time left in it) goes with a
+    listing, an unlink and a rmdir: ``shutil.rmtree`` took 15 calls for it, each in a
+    file thread a hand-over of the interpreter lock (issue 17). A tree with a
+    subdirectory still takes rmtree; a missing path is still PathNotFound."""
+    trees: list[str] = []
+    real = shutil.rmtree
+
+    def rmtree(path: Any, *args: Any, **kwargs: Any) -> None:
+        trees.append(Path(path).name)
+        real(path, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "rmtree", rmtree)
+    driver = FilesystemDriver(tmp_path, max_threads=2)
+    try:
+        await driver.put_content("/uploads/one/startedat", b"1")
+        await driver.put_content("/uploads/two/startedat", b"2")
+        await driver.put_content("/uploads/two/hashstates/sha256/0", b"state")
+        await driver.delete("/uploads/one")
+        await driver.delete("/uploads/two")
+        with pytest.raises(PathNotFound):
+            await driver.delete("/uploads/three")
+    finally:
+        await driver.close()
+    assert sorted(p.name for p in (tmp_path / "uploads").iterdir()) == []
+    assert trees == ["two"]
