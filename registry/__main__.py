@@ -116,10 +116,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except Exception as error:  # storage unreachable, a failed delete: one line
             print(f"registry: retention failed: {error}", file=sys.stderr)
             return 1
-    return _serve(config, args.workers, args.cpu_affinity)
+    return _serve(config, args.workers, bind_cpus=args.cpu_affinity)
 
 
-def _serve(config: RegistryConfig, workers: int, bind_cpus: bool) -> int:
+def _serve(config: RegistryConfig, workers: int, *, bind_cpus: bool) -> int:
     """``registry serve``: check what would fail later once, then serve."""
     from registry.auth.factory import create_access_controller
     from registry.server import serve

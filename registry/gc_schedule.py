@@ -44,6 +44,7 @@ from registry.gc_priority import lower_priority
 from registry.oci.digest import Digest
 from registry.storage.gc_safety import CollectionBusy
 from registry.storage.registry import Registry
+from shared import cpu_affinity
 from shared.parent_death import die_with_parent
 
 log = logging.getLogger("registry.gc")
@@ -122,6 +123,8 @@ async def collect_in_child(config: RegistryConfig) -> Collected:
     # kernel sends PR_SET_PDEATHSIG when the *thread* that created the child exits (the
     # reason not to let a pool's manager thread start it).
     child.start()
+    if child.pid is not None:  # at idle priority it needs a CPU the worker is not using
+        cpu_affinity.release(child.pid)
     sender.close()  # the child holds the only writing end: EOF once it is gone
     outcome: Collected | _Failed | None = None
     try:

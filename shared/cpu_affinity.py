@@ -43,8 +43,13 @@ def add_argument(parser: argparse.ArgumentParser) -> None:
 
 def _choice(value: str) -> bool:
     if value not in CHOICES:
-        raise argparse.ArgumentTypeError(f"{value[:20]!r}: off or auto")
+        raise argparse.ArgumentTypeError(f"{value[:20]!r}: off or auto (or ${ENVIRONMENT})")
     return value == "auto"
+
+
+# The CPUs this process could use before ``bind_worker`` bound it (None: not bound), which
+# ``release`` gives back to the processes it starts.
+_unbound: set[int] | None = None
 
 
 def allowed_cpus() -> list[int]:
@@ -57,6 +62,7 @@ def bind_worker(index: int, cpus: list[int]) -> int | None:
     (``allowed_cpus()`` of the supervisor); that CPU, or None when it cannot be bound
     (the cpuset changed since, a sandbox refusing it): the worker then serves unbound
     rather than fail and be restarted forever. Threads started later inherit it."""
+    global _unbound
     cpu = cpus[index % len(cpus)]
     unbound = os.sched_getaffinity(0)
     try:
@@ -70,10 +76,30 @@ def bind_worker(index: int, cpus: list[int]) -> int | None:
                     os.sched_setaffinity(int(task), {cpu})
             bound |= tasks
     except OSError as error:
-        for task in os.listdir("/proc/self/task"):  # none left bound half-way
-            with contextlib.suppress(OSError):
-                os.sched_setaffinity(int(task), unbound)
+        # None left bound half-way: this thread first, which needs no listing (a sandbox
+        # without /proc fails the listing itself).
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, unbound)
+        with contextlib.suppress(OSError):
+            for task in os.listdir("/proc/self/task"):
+                with contextlib.suppress(OSError):
+                    os.sched_setaffinity(int(task), unbound)
         log.warning("worker %d not bound to CPU %d (%s): serving unbound", index, cpu, error)
         return None
+    _unbound = unbound
     log.info("worker %d bound to CPU %d", index, cpu)
     return cpu
+
+
+def release(pid: int) -> None:
+    """Give the process ``pid``, just started by this one, the CPUs this process had
+    before it was bound (nothing to do if it was not). A child inherits the binding, but
+    it does work of its own beside the worker's, which should not wait for the worker's
+    CPU: the log child writes the lines, the online collection's child runs at idle
+    priority and gets almost no time on a busy CPU (docs/online-gc.md's margin), an
+    external authentication program answers a login. Called right after the start: a
+    thread the child started before it would keep the binding, and none of these start
+    one within their first milliseconds (an interpreter's start-up takes tens)."""
+    if _unbound is not None:
+        with contextlib.suppress(OSError):  # gone already
+            os.sched_setaffinity(pid, _unbound)

@@ -62,6 +62,8 @@ class LogChild:
     def __init__(self, settings: Settings, output: int) -> None:
         import subprocess  # here: the child, which runs this file, has no use for it
 
+        from shared import cpu_affinity  # nor for this, and could not import it
+
         # -I -S: the lean start of the collection's child programs (no site, so none of
         # the virtualenv's .pth files; registry/storage/driver/child_program.py).
         self._process = subprocess.Popen(
@@ -70,6 +72,7 @@ class LogChild:
             stdout=output,
             stderr=output,
         )
+        cpu_affinity.release(self._process.pid)  # it writes beside the worker, not after
         stdin = self._process.stdin
         assert stdin is not None
         self._pipe: IO[bytes] = stdin

@@ -17,6 +17,7 @@ import os
 import signal
 from dataclasses import dataclass
 
+from shared import cpu_affinity
 from tokenauth.config import ExternalConfig
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class ExternalProgram:
         except OSError as error:
             log.error("%s: cannot start %s: %s", self.key, self.config.command, error.strerror)
             raise ProgramFailed(f"{self.key}: the program cannot be started") from None
+        cpu_affinity.release(process.pid)
         try:
             output, errors, _ = await asyncio.gather(
                 _read(process.stdout), _read(process.stderr), _write(process.stdin, request)

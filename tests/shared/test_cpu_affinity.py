@@ -25,8 +25,8 @@ from tests.support.supervised import children, wait_for
 from tests.tokenauth.conftest import write_setup
 
 ALLOWED = sorted(os.sched_getaffinity(0))
-# With one CPU every process is bound to it anyway: nothing here could tell.
-pytestmark = pytest.mark.skipif(len(ALLOWED) < 2, reason="needs two CPUs")
+# With one CPU every process is bound to it anyway: these tests could not tell.
+needs_two_cpus = pytest.mark.skipif(len(ALLOWED) < 2, reason="needs two CPUs")
 
 
 def thread_cpus(pid: int) -> list[set[int]]:
@@ -56,6 +56,7 @@ def push_blob(url: str) -> None:
         assert response.status == 201
 
 
+@needs_two_cpus
 def test_registry_workers_are_bound_one_cpu_each_and_a_replacement_to_the_same(
     tmp_path: Path,
 ) -> None:
@@ -84,14 +85,16 @@ def test_registry_workers_are_bound_one_cpu_each_and_a_replacement_to_the_same(
         wait_for("the replacement's threads", lambda: len(thread_cpus(replacement)) > 1)
         assert bound_cpu(replacement) == victim_cpu
         push_blob(registry.url)
-        assert "bound to CPU" in registry.log()
+        assert "worker 0 bound to CPU" in registry.log()
     finally:
         assert registry.stop() == 0
 
 
+@needs_two_cpus
 def test_registry_workers_are_not_bound_by_default(tmp_path: Path) -> None:
     registry = filesystem_registry(tmp_path)
     registry.args += ["--workers", "2"]
+    registry.env.pop("PORTSIDE_CPU_AFFINITY", None)
     registry.start()
     try:
         assert registry.process is not None
@@ -102,9 +105,10 @@ def test_registry_workers_are_not_bound_by_default(tmp_path: Path) -> None:
             assert all(cpus == set(ALLOWED) for cpus in thread_cpus(pid))
     finally:
         assert registry.stop() == 0
-    assert "bound to CPU" not in registry.log()
+    assert "cpu_affinity" not in registry.log()
 
 
+@needs_two_cpus
 def test_tokenauth_workers_are_bound_one_cpu_each(tmp_path: Path) -> None:
     setup = write_setup(tmp_path)
     port = free_port()
@@ -121,6 +125,7 @@ def test_tokenauth_workers_are_bound_one_cpu_each(tmp_path: Path) -> None:
         assert server.process is not None
         supervisor = server.process.pid
         wait_for("two workers", lambda: len(children(supervisor)) == 2)
+        wait_for("both bound", lambda: server.log().count(" bound to CPU ") == 2)
         assert sorted(bound_cpu(pid) for pid in children(supervisor)) == sorted(
             ALLOWED[index % len(ALLOWED)] for index in range(2)
         )
@@ -128,14 +133,35 @@ def test_tokenauth_workers_are_bound_one_cpu_each(tmp_path: Path) -> None:
         assert server.stop() == 0
 
 
-def test_one_registry_process_is_bound_to_the_first_cpu(tmp_path: Path) -> None:
-    registry = filesystem_registry(tmp_path)
+@needs_two_cpus
+def test_one_registry_process_is_bound_and_its_children_are_not(tmp_path: Path) -> None:
+    """The one process is bound to the first CPU; what it starts is given back the CPUs
+    it had: the log child writes beside it, and the online collection's child, at idle
+    priority, would get almost no time on the busy CPU (docs/online-gc.md)."""
+    registry = filesystem_registry(
+        tmp_path, REGISTRY_STORAGE_DELETE_ENABLED="true", REGISTRY_STORAGE_GC_INTERVAL="1s"
+    )
     registry.args += ["--cpu-affinity", "auto"]
     registry.start()
     try:
         push_blob(registry.url)
         assert registry.process is not None
-        assert bound_cpu(registry.process.pid) == ALLOWED[0]
+        server = registry.process.pid
+        assert bound_cpu(server) == ALLOWED[0]
+        seen: dict[str, list[set[int]]] = {}
+
+        def both_children_seen() -> bool:
+            for pid in children(server):
+                command = Path(f"/proc/{pid}/cmdline").read_bytes()
+                for kind in ("log_child", "spawn_main"):  # spawn_main: the collection's
+                    if kind.encode() in command and kind not in seen:
+                        with contextlib.suppress(FileNotFoundError):  # it just ended
+                            seen[kind] = thread_cpus(pid)
+            return len(seen) == 2
+
+        wait_for("the log child and a collection's child", both_children_seen)
+        for kind, cpus in seen.items():
+            assert cpus and all(c == set(ALLOWED) for c in cpus), (kind, cpus)
     finally:
         assert registry.stop() == 0
 
@@ -156,6 +182,54 @@ def test_an_unknown_affinity_is_refused_at_start(tmp_path: Path) -> None:
         )
         assert result.returncode == 2
         assert "--cpu-affinity" in result.stderr and "off or auto" in result.stderr
+
+
+BINDING = """
+import logging, os, sys, threading
+from shared import cpu_affinity
+logging.basicConfig(level=logging.INFO)
+before = os.sched_getaffinity(0)
+stop = threading.Event()
+for _ in range(3):  # threads already running when the worker is bound
+    threading.Thread(target=stop.wait, daemon=True).start()
+if sys.argv[1] == "fail-third":
+    real, calls = os.sched_setaffinity, []
+    def failing(pid, cpus):
+        calls.append(pid)
+        if len(calls) == 3 and cpus != before:
+            raise OSError(22, "Invalid argument")
+        real(pid, cpus)
+    os.sched_setaffinity = failing
+cpus = sorted(before)
+print(cpu_affinity.bind_worker(1, cpus))
+tasks = os.listdir("/proc/self/task")
+print(len(tasks), sorted({tuple(sorted(os.sched_getaffinity(int(t)))) for t in tasks}))
+"""
+
+
+def _bound_in_a_process(mode: str) -> tuple[list[str], str]:
+    result = subprocess.run(
+        [sys.executable, "-c", BINDING, mode],
+        cwd=REPOSITORY_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return result.stdout.splitlines(), result.stderr
+
+
+def test_every_running_thread_is_bound() -> None:
+    lines, errors = _bound_in_a_process("bind")
+    cpu = ALLOWED[1 % len(ALLOWED)]
+    assert lines == [str(cpu), f"4 [({cpu},)]"]
+    assert f"worker 1 bound to CPU {cpu}" in errors
+
+
+def test_a_failure_half_way_leaves_no_thread_bound() -> None:
+    lines, errors = _bound_in_a_process("fail-third")
+    assert lines == ["None", f"4 [{tuple(ALLOWED)}]"]
+    assert "serving unbound" in errors
 
 
 def test_a_cpu_that_cannot_be_bound_leaves_the_worker_serving_unbound() -> None:

@@ -122,6 +122,7 @@ async def remove_abandoned_apart(root: Path) -> int:
     import logging
 
     from registry.storage.driver import child_program
+    from shared import cpu_affinity
 
     log = logging.getLogger("registry.storage.temporaries")
 
@@ -135,6 +136,7 @@ async def remove_abandoned_apart(root: Path) -> int:
     except OSError as error:  # no process to be had (a pids limit, no memory)
         log.warning("the walk for abandoned temporaries could not start: %s", error)
         return 0
+    cpu_affinity.release(process.pid)
     try:
         out, err = await process.communicate()
     except BaseException:  # cancelled: the walk must not outlive its caller
