@@ -122,9 +122,8 @@ async def collect_in_child(config: RegistryConfig) -> Collected:
     # Started from the event loop's thread, which lives as long as the process: the
     # kernel sends PR_SET_PDEATHSIG when the *thread* that created the child exits (the
     # reason not to let a pool's manager thread start it).
-    child.start()
-    if child.pid is not None:  # at idle priority it needs a CPU the worker is not using
-        cpu_affinity.release(child.pid)
+    with cpu_affinity.children_unbound():  # at idle priority it needs a CPU of its own
+        child.start()
     sender.close()  # the child holds the only writing end: EOF once it is gone
     outcome: Collected | _Failed | None = None
     try:

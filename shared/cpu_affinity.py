@@ -13,6 +13,7 @@ once, which is why it suits ``--workers`` equal to the CPUs the service may use.
 Worker ``index`` is bound to the index-th CPU (round robin) of those the service was
 started on (``taskset``, a container's cpuset), so a replaced worker gets its
 predecessor's CPU and two workers share one only when there are more workers than CPUs.
+The processes a worker starts get the CPUs back (``children_unbound``, ``release``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import argparse
 import contextlib
 import logging
 import os
+from collections.abc import Iterator
 
 log = logging.getLogger(__name__)
 
@@ -91,15 +93,37 @@ def bind_worker(index: int, cpus: list[int]) -> int | None:
     return cpu
 
 
+@contextlib.contextmanager
+def children_unbound() -> Iterator[None]:
+    """While the block runs, the calling thread has the CPUs this process had before it
+    was bound (nothing changes if it was not), so that a process it starts inherits
+    those from its first instruction: a child does work of its own beside the
+    worker's, which should not wait for the worker's CPU. The log child writes the
+    lines; the online collection's child runs at idle priority and would get almost no
+    time on a busy CPU (docs/online-gc.md's margin). For a start made synchronously
+    within the block (``subprocess.Popen``, ``multiprocessing``'s ``start``): the thread
+    starts nothing else meanwhile."""
+    if _unbound is None:
+        yield
+        return
+    bound = os.sched_getaffinity(0)
+    with contextlib.suppress(OSError):  # a cpuset that shrank since: the child stays bound
+        os.sched_setaffinity(0, _unbound)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, bound)
+
+
 def release(pid: int) -> None:
     """Give the process ``pid``, just started by this one, the CPUs this process had
-    before it was bound (nothing to do if it was not). A child inherits the binding, but
-    it does work of its own beside the worker's, which should not wait for the worker's
-    CPU: the log child writes the lines, the online collection's child runs at idle
-    priority and gets almost no time on a busy CPU (docs/online-gc.md's margin), an
-    external authentication program answers a login. Called right after the start: a
-    thread the child started before it would keep the binding, and none of these start
-    one within their first milliseconds (an interpreter's start-up takes tens)."""
+    before it was bound (nothing to do if it was not), for a start that is not made
+    synchronously (asyncio's subprocesses: the event loop runs other work while it
+    waits, which ``children_unbound`` would leave unbound). A thread or a process the
+    child started before this call keeps the binding: the walk for leftover temporaries
+    starts none, an external authentication program might (a shell that forks its
+    command at once; a Go program sizes its runtime by its CPUs before ``main``)."""
     if _unbound is not None:
         with contextlib.suppress(OSError):  # gone already
             os.sched_setaffinity(pid, _unbound)

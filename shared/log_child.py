@@ -66,13 +66,13 @@ class LogChild:
 
         # -I -S: the lean start of the collection's child programs (no site, so none of
         # the virtualenv's .pth files; registry/storage/driver/child_program.py).
-        self._process = subprocess.Popen(
-            [sys.executable, "-I", "-S", _PROGRAM, str(os.getpid())],
-            stdin=subprocess.PIPE,
-            stdout=output,
-            stderr=output,
-        )
-        cpu_affinity.release(self._process.pid)  # it writes beside the worker, not after
+        with cpu_affinity.children_unbound():  # it writes beside the worker, not after
+            self._process = subprocess.Popen(
+                [sys.executable, "-I", "-S", _PROGRAM, str(os.getpid())],
+                stdin=subprocess.PIPE,
+                stdout=output,
+                stderr=output,
+            )
         stdin = self._process.stdin
         assert stdin is not None
         self._pipe: IO[bytes] = stdin

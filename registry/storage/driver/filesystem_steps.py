@@ -16,7 +16,7 @@ from pathlib import Path
 from registry.storage.driver import temporaries
 from registry.storage.driver.base import Content, PathNotFound
 from registry.storage.driver.durability import make_dirs, sync_dirs, sync_file
-from registry.storage.driver.filesystem_delete import RACE_ATTEMPTS, deleted
+from registry.storage.driver.filesystem_delete import RACE_ATTEMPTS, removed
 from registry.storage.driver.filesystem_writer import holding, no_space_is_storage_full
 
 
@@ -146,17 +146,13 @@ def touch_file(full: Path, path: str) -> None:
 
 
 def delete_path(full: Path, path: str) -> None:
-    """Delete the file or tree ``full``; PathNotFound if nothing was there.
-
-    ``deleted``'s way: a directory of files only (an upload's after its commit, a
-    link's) goes with its listing, an unlink per file and one rmdir. ``shutil.rmtree``
-    took 15 calls for an upload's directory of one file, each in a file thread a
-    hand-over of the interpreter lock (issue 17); anything else still takes it."""
+    """Delete the file or tree ``full``; PathNotFound if nothing was there. A directory
+    of files only goes with a listing, an unlink each and a rmdir (``removed``)."""
     try:
-        gone = deleted(os.fspath(full))
+        there = removed(os.fspath(full))
     except NotADirectoryError:  # a file where a directory of the path should be
-        gone = None
-    if gone is None:
+        there = False
+    if not there:
         raise PathNotFound(path)
 
 

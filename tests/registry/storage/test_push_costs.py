@@ -427,12 +427,13 @@ async def test_a_directory_of_files_is_deleted_without_rmtree(
     """An upload's directory after its commit (its start time left in it) goes with a
     listing, an unlink and a rmdir: ``shutil.rmtree`` took 15 calls for it, each in a
     file thread a hand-over of the interpreter lock (issue 17). A tree with a
-    subdirectory still takes rmtree; a missing path is still PathNotFound."""
-    trees: list[str] = []
+    subdirectory (an upload's hash states) goes to rmtree at once, its files not
+    unlinked first; a missing path is still PathNotFound."""
+    trees: list[tuple[str, list[str]]] = []
     real = shutil.rmtree
 
     def rmtree(path: Any, *args: Any, **kwargs: Any) -> None:
-        trees.append(Path(path).name)
+        trees.append((Path(path).name, sorted(p.name for p in Path(path).iterdir())))
         real(path, *args, **kwargs)
 
     monkeypatch.setattr(shutil, "rmtree", rmtree)
@@ -448,4 +449,50 @@ async def test_a_directory_of_files_is_deleted_without_rmtree(
     finally:
         await driver.close()
     assert sorted(p.name for p in (tmp_path / "uploads").iterdir()) == []
-    assert trees == ["two"]
+    assert trees == [("two", ["hashstates", "startedat"])]
+
+
+def test_a_directory_deleted_meanwhile_counts_as_deleted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Gone between its lstat and its listing (a concurrent delete): it was there, so
+    the delete succeeded, as ``delete_tree`` has it; never PathNotFound."""
+    from registry.storage.driver.filesystem_steps import delete_path
+
+    target = tmp_path / "upload"
+    target.mkdir()
+    (target / "startedat").write_bytes(b"1")
+    real = os.scandir
+
+    def scandir(path: Any) -> Any:
+        if isinstance(path, str) and Path(path) == target and target.exists():
+            real_rmtree(target)  # the concurrent delete, just before this one lists
+        return real(path)
+
+    real_rmtree = shutil.rmtree
+    monkeypatch.setattr(os, "scandir", scandir)
+    delete_path(target, "/upload")
+    assert not target.exists()
+
+
+def test_make_dirs_names_every_directory_whose_entries_changed(tmp_path: Path) -> None:
+    """What a durable write flushes once its file is in place: the parent of every level
+    made, the deepest first; nothing for a directory already there."""
+    from registry.storage.driver.durability import make_dirs
+
+    (tmp_path / "a").mkdir()
+    assert make_dirs(tmp_path / "a") == []
+    assert make_dirs(tmp_path / "a/b") == [tmp_path / "a"]
+    assert make_dirs(tmp_path / "a/b/c/d/e") == [
+        tmp_path / "a/b/c/d",
+        tmp_path / "a/b/c",
+        tmp_path / "a/b",
+    ]
+    (tmp_path / "link").symlink_to(tmp_path / "a")
+    assert make_dirs(tmp_path / "link/f/g") == [tmp_path / "link/f", tmp_path / "link"]
+    assert (tmp_path / "a/f/g").is_dir()
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(FileExistsError):
+        make_dirs(tmp_path / "file")
+    with pytest.raises(NotADirectoryError):
+        make_dirs(tmp_path / "file/h")
