@@ -17,9 +17,8 @@ import pytest
 
 from tests.support.portside_servers import (
     REPOSITORY_ROOT,
-    ServerProcess,
     filesystem_registry,
-    free_port,
+    tokenauth_process,
 )
 from tests.support.supervised import children, wait_for
 from tests.tokenauth.conftest import write_setup
@@ -111,14 +110,8 @@ def test_registry_workers_are_not_bound_by_default(tmp_path: Path) -> None:
 @needs_two_cpus
 def test_tokenauth_workers_are_bound_one_cpu_each(tmp_path: Path) -> None:
     setup = write_setup(tmp_path)
-    port = free_port()
-    server = ServerProcess(
-        "tokenauth",
-        ["tokenauth", "serve", "--workers", "2", str(setup.config)],
-        port,
-        "/health",
-        tmp_path / "tokenauth.log",
-        env={"TOKENAUTH_HTTP_ADDR": f"127.0.0.1:{port}", "PORTSIDE_CPU_AFFINITY": "auto"},
+    server = tokenauth_process(
+        tmp_path, setup.config, "--workers", "2", PORTSIDE_CPU_AFFINITY="auto"
     )
     server.start()
     try:

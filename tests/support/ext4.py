@@ -14,8 +14,8 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.support.mounts import unmount_below
-from tests.support.tools import require_tool, unavailable
+from tests.support.mounts import mounted
+from tests.support.tools import require_tool
 
 IMAGE_SIZE = 256 * 1024 * 1024  # sparse: only what is written takes space
 
@@ -34,20 +34,9 @@ def mounted_ext4(
         features = [] if journal else ["-O", "^has_journal"]
         subprocess.run([mkfs, "-q", "-F", *features, str(image)], check=True, timeout=60)
         mount_point.mkdir()
-        mounted = subprocess.run(
-            ["mount", "-o", "loop", str(image), str(mount_point)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if mounted.returncode != 0:
-            unavailable(f"cannot loop-mount an ext4 here (needs root): {mounted.stderr.strip()}")
-        try:
+        # The loop device goes with the mount (``-o loop`` sets autoclear).
+        with mounted(["-o", "loop"], str(image), mount_point, "a loop-mounted ext4"):
             yield mount_point
-        finally:
-            # With whatever a test mounted inside it, lazily if still busy: never left
-            # mounted. The loop device goes with the mount (``-o loop`` sets autoclear).
-            unmount_below(mount_point)
     finally:
         image.unlink(missing_ok=True)
 

@@ -9,9 +9,13 @@ deletes it, or the mounts outlive the test run.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+
+from tests.support.tools import unavailable
 
 MOUNTINFO = Path("/proc/self/mountinfo")
 # A mount stacked on a mount needs one pass per layer; nothing real comes near this.
@@ -53,3 +57,19 @@ def unmount_below(directory: Path) -> None:
     remaining = mounts_below(directory)
     if remaining:
         raise AssertionError(f"still mounted below {directory}: {remaining}")
+
+
+@contextlib.contextmanager
+def mounted(options: Sequence[str], source: str, mount_point: Path, what: str) -> Iterator[Path]:
+    """``mount OPTIONS SOURCE MOUNT_POINT`` for the block, then everything at or below
+    ``mount_point`` taken down (``unmount_below``). Mounting needs root: elsewhere the
+    test skips, except in CI (``unavailable``, naming ``what``)."""
+    done = subprocess.run(
+        ["mount", *options, source, str(mount_point)], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        unavailable(f"cannot mount {what} here (needs root): {done.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        unmount_below(mount_point)

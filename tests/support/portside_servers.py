@@ -168,6 +168,22 @@ def registry_process(tmp_path: Path, **settings: str) -> ServerProcess:
     )
 
 
+def tokenauth_process(
+    tmp_path: Path, config: Path, *arguments: str, **settings: str
+) -> ServerProcess:
+    """``tokenauth serve [ARGUMENTS] CONFIG`` (not started) on a free loopback port,
+    logging to ``tmp_path/tokenauth.log``; ``settings``: more environment variables."""
+    port = free_port()
+    return ServerProcess(
+        "tokenauth",
+        ["tokenauth", "serve", *arguments, str(config)],
+        port,
+        "/health",
+        tmp_path / "tokenauth.log",
+        env={"TOKENAUTH_HTTP_ADDR": f"127.0.0.1:{port}", **settings},
+    )
+
+
 def filesystem_registry(tmp_path: Path, **settings: str) -> ServerProcess:
     """``registry_process`` storing in ``tmp_path/data`` unless ``settings`` say where."""
     storage = {"REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": str(tmp_path / "data")}

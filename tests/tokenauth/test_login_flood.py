@@ -23,7 +23,7 @@ from tests.support.logins import (
     parallel_logins,
     timed_logins,
 )
-from tests.support.portside_servers import ServerProcess, free_port
+from tests.support.portside_servers import tokenauth_process
 from tests.tokenauth.conftest import SERVICE, ClientFactory, Setup
 
 PARAMS = {"service": SERVICE}
@@ -71,16 +71,8 @@ async def test_other_users_are_served_during_a_flood(setup: Setup, tmp_path: Pat
     """tokenauth in a process of its own, as deployed: the test's client work must not
     share the server's event loop, or it would be measured as the server's delay."""
     write_users(setup, {"alice": ("alice-pw", 10), "bob": ("bob-pw", 10)})
-    port = free_port()
-    server = ServerProcess(
-        "tokenauth",
-        ["tokenauth", "serve", str(setup.config)],
-        port,
-        "/health",
-        tmp_path / "tokenauth.log",
-        # Without the verification memory every one of bob's logins runs bcrypt.
-        env={"TOKENAUTH_HTTP_ADDR": f"127.0.0.1:{port}", "TOKENAUTH_CREDENTIALCACHE_TTL": "0s"},
-    )
+    # Without the verification memory every one of bob's logins runs bcrypt.
+    server = tokenauth_process(tmp_path, setup.config, TOKENAUTH_CREDENTIALCACHE_TTL="0s")
     server.start()
     try:
         await _flood_and_login(URL(server.url) / "auth")

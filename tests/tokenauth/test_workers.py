@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tests.support.logins import basic
 from tests.support.metrics import scrape
-from tests.support.portside_servers import ServerProcess, free_port
+from tests.support.portside_servers import free_port, tokenauth_process
 from tests.support.supervised import children, wait_for
 from tests.tokenauth.conftest import SERVICE, USERS, write_setup
 
@@ -38,21 +38,17 @@ def granted(metrics_url: str) -> float:
 
 def test_workers_serve_one_port_sum_their_metrics_and_are_replaced(tmp_path: Path) -> None:
     setup = write_setup(tmp_path)
-    port, debug_port = free_port(), free_port()
+    debug_port = free_port()
     tmpdir = tmp_path / "tmp"  # where the supervisor makes its metrics directory
     tmpdir.mkdir()
-    server = ServerProcess(
-        "tokenauth",
-        ["tokenauth", "serve", "--workers", str(WORKERS), str(setup.config)],
-        port,
-        "/health",
-        tmp_path / "tokenauth.log",
-        env={
-            "TOKENAUTH_HTTP_ADDR": f"127.0.0.1:{port}",
-            "TOKENAUTH_HTTP_DEBUG_ADDR": f"127.0.0.1:{debug_port}",
-            "TOKENAUTH_HTTP_DEBUG_PROMETHEUS_ENABLED": "true",
-            "TMPDIR": str(tmpdir),
-        },
+    server = tokenauth_process(
+        tmp_path,
+        setup.config,
+        "--workers",
+        str(WORKERS),
+        TOKENAUTH_HTTP_DEBUG_ADDR=f"127.0.0.1:{debug_port}",
+        TOKENAUTH_HTTP_DEBUG_PROMETHEUS_ENABLED="true",
+        TMPDIR=str(tmpdir),
     )
     server.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     server.start()
@@ -88,15 +84,7 @@ def test_workers_die_with_a_killed_supervisor(tmp_path: Path) -> None:
     """A SIGKILLed (or OOM-killed) supervisor cannot stop its workers: the kernel does
     (``PR_SET_PDEATHSIG``), or they would serve on, unsupervised, holding the port."""
     setup = write_setup(tmp_path)
-    port = free_port()
-    server = ServerProcess(
-        "tokenauth",
-        ["tokenauth", "serve", "--workers", str(WORKERS), str(setup.config)],
-        port,
-        "/health",
-        tmp_path / "tokenauth.log",
-        env={"TOKENAUTH_HTTP_ADDR": f"127.0.0.1:{port}"},
-    )
+    server = tokenauth_process(tmp_path, setup.config, "--workers", str(WORKERS))
     server.start()
     workers: set[int] = set()
     try:
