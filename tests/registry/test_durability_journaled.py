@@ -1,9 +1,9 @@
 """Durable pushes on a journalled filesystem, as production volumes are (a real ext4 in a
 loop-mounted file): every file of a commit has its data flushed before the first name is
 made, the names follow in order (a link's directory only once its blob is in place), and
-since ext4's journal commits directory changes in order, the directories are flushed once,
-after the last name and before the 201; a blob's commit then waits for two journal
-commits instead of four. The same store without a journal is not taken for ordered."""
+since ext4's journal commits directory changes in order, one directory is flushed, the
+last name's, before the 201; a blob's commit then waits for two journal commits instead
+of four. The same store without a journal is not taken for ordered."""
 
 from __future__ import annotations
 
@@ -21,8 +21,6 @@ from tests.registry.test_durability import (
     Traced,
     _created_responses,
     _push,
-    assert_durable_rename,
-    assert_flushed_before,
     traced_registry,
 )
 from tests.support.ext4 import journal_commits, mounted_ext4
@@ -104,7 +102,10 @@ def traced_journaled(journaled: Path) -> Iterator[Traced]:
         yield traced
 
 
-async def test_data_first_then_names_in_order_then_directories(traced_journaled: Traced) -> None:
+async def test_data_first_then_names_in_order_then_one_directory(traced_journaled: Traced) -> None:
+    """Each file's data is flushed before its name; the names follow in order; then one
+    directory is flushed, the last name's: the journal commits every earlier change with
+    it (test_power_loss.py shows each 201's push surviving a power loss)."""
     layer, manifest_hex = await _push(traced_journaled.registry.url)
     calls = traced_journaled.stop()
     layer_ack, _, manifest_ack = _created_responses(calls)
@@ -112,10 +113,10 @@ async def test_data_first_then_names_in_order_then_directories(traced_journaled:
     layer_hex = layer.split(":", 1)[1]
     blob = v2 / "blobs/sha256" / layer_hex[:2] / layer_hex / "data"
     link = v2 / "repositories" / REPO / "_layers/sha256" / layer_hex / "link"
-    for destination in (blob, link):
-        assert_durable_rename(calls, destination, layer_ack)
-        assert_flushed_before(calls, destination.parent.parent, layer_ack)
     blob_rename, link_rename = _rename_to(calls, blob), _rename_to(calls, link)
+    assert blob_rename < link_rename < layer_ack
+    for destination in (blob, link):
+        _assert_data_flushed_before_its_name(calls, destination)
     # The link's data was flushed before the blob was named: one commit for both.
     link_temporary = calls[link_rename].strings[0]
     assert "/.staging/" in link_temporary
@@ -123,25 +124,37 @@ async def test_data_first_then_names_in_order_then_directories(traced_journaled:
     # Its directory is made only once the blob is in place: online collection takes a
     # link directory whose blob is missing for a dangling link.
     assert _mkdir_of(calls, link.parent) > blob_rename
-    # The directories are flushed after the last name, not between the names.
-    commit_flushes = [
-        i
-        for i, c in enumerate(calls)
-        if blob_rename < i < layer_ack and c.name == "fsync" and c.fd_path is not None
-    ]
-    assert commit_flushes and min(commit_flushes) > link_rename
-    # The manifest's files alike: each name after its data, each directory before the 201.
-    manifest_dir = v2 / "blobs/sha256" / manifest_hex[:2] / manifest_hex
+    # One directory flushed, after the last name: the link's.
+    assert _directory_flushes(calls, blob_rename, layer_ack) == [str(link.parent)]
+    # The manifest: its blob (a write of its own: its directory alone, not the bucket
+    # its mkdir changed), then its links as one list, the tag's current link last.
+    manifest = v2 / "blobs/sha256" / manifest_hex[:2] / manifest_hex / "data"
     tag = v2 / "repositories" / REPO / "_manifests/tags/latest"
-    for destination in (
-        manifest_dir / "data",
+    destinations = [
+        manifest,
         v2 / "repositories" / REPO / "_manifests/revisions/sha256" / manifest_hex / "link",
         tag / "index/sha256" / manifest_hex / "link",
         tag / "current/link",
-    ):
-        assert_durable_rename(calls, destination, manifest_ack)
-        assert_flushed_before(calls, destination.parent.parent, manifest_ack)
+    ]
+    renames = [_rename_to(calls, destination) for destination in destinations]
+    assert renames == sorted(renames) and renames[-1] < manifest_ack
+    for destination in destinations:
+        _assert_data_flushed_before_its_name(calls, destination)
+    assert _directory_flushes(calls, renames[0], renames[1]) == [str(manifest.parent)]
+    assert _directory_flushes(calls, renames[1], manifest_ack) == [str(tag / "current")]
     assert list((traced_journaled.root / ".staging").iterdir()) == []
+
+
+def _assert_data_flushed_before_its_name(calls: Sequence[Call], destination: Path) -> None:
+    rename = _rename_to(calls, destination)
+    source = calls[rename].strings[0]
+    assert _data_flush_of(calls, source) < rename, f"{destination} named before its data"
+
+
+def _directory_flushes(calls: Sequence[Call], start: int, end: int) -> list[str]:
+    """What was ``fsync``'d between the calls ``start`` and ``end`` (a file's data is
+    flushed with ``fdatasync``: these are directories)."""
+    return [c.fd_path or "" for c in calls[start:end] if c.name == "fsync"]
 
 
 def _rename_to(calls: Sequence[Call], destination: Path) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from tests.support.mounts import mounted
@@ -22,12 +22,17 @@ IMAGE_SIZE = 256 * 1024 * 1024  # sparse: only what is written takes space
 
 @contextlib.contextmanager
 def mounted_ext4(
-    directory: Path, *, journal: bool = True, size: int = IMAGE_SIZE
+    directory: Path,
+    *,
+    journal: bool = True,
+    size: int = IMAGE_SIZE,
+    options: Sequence[str] = (),
 ) -> Iterator[Path]:
     """A new ext4 of ``size`` bytes (``journal``: with one, as ``mkfs.ext4`` makes it by
-    default) mounted on ``directory/mnt``."""
+    default) in ``directory/ext4.img`` (``image_of``), mounted on ``directory/mnt`` with
+    the mount ``options`` besides ``loop``."""
     mkfs = require_tool("mkfs.ext4", "e2fsprogs")
-    image, mount_point = directory / "ext4.img", directory / "mnt"
+    image, mount_point = image_of(directory), directory / "mnt"
     with open(image, "wb") as sparse:
         sparse.truncate(size)
     try:
@@ -35,10 +40,17 @@ def mounted_ext4(
         subprocess.run([mkfs, "-q", "-F", *features, str(image)], check=True, timeout=60)
         mount_point.mkdir()
         # The loop device goes with the mount (``-o loop`` sets autoclear).
-        with mounted(["-o", "loop"], str(image), mount_point, "a loop-mounted ext4"):
+        with mounted(
+            ["-o", ",".join(["loop", *options])], str(image), mount_point, "a loop-mounted ext4"
+        ):
             yield mount_point
     finally:
         image.unlink(missing_ok=True)
+
+
+def image_of(directory: Path) -> Path:
+    """The file that holds the filesystem ``mounted_ext4(directory)`` made."""
+    return directory / "ext4.img"
 
 
 def journal_commits(path: Path) -> int:

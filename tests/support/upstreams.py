@@ -40,9 +40,17 @@ async def push_image(
     """Push ``image`` as ``name:tag`` to the open registry at ``base`` (monolithic PUTs)."""
     for digest, data in image.blobs.items():
         await push_blob_data(session, base, name, digest, data)
+    await put_manifest(session, base, name, tag, image.manifest)
+
+
+async def put_manifest(
+    session: aiohttp.ClientSession, base: str, name: str, tag: str, manifest: bytes
+) -> None:
+    """Push the OCI image manifest ``manifest`` as ``name:tag`` to the open registry at
+    ``base``."""
     async with session.put(
         f"{base}/v2/{name}/manifests/{tag}",
-        data=image.manifest,
+        data=manifest,
         headers={"Content-Type": OCI_MANIFEST},
     ) as put:
         assert put.status == 201, await put.text()

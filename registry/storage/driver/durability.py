@@ -125,3 +125,15 @@ def sync_dirs(directories: list[Path]) -> None:
     them)."""
     for directory in directories:
         sync_dir(directory)
+
+
+def sync_named(directories: list[Path], *, in_order: bool) -> None:
+    """Flush the directory entries one write made: ``directories`` starts with the
+    directory its name was made in (the last change), followed by those its ``mkdir`` calls
+    changed before. Where the filesystem commits directory changes in order
+    (``metadata_order``: a journal), the first alone: that flush waits for the commit
+    holding the name, and every change made before it is committed with it or earlier.
+    The others' flushes were not free: under a push load a shared parent (a repository's
+    namespace, a blob's two-hex bucket) has often been changed again by another request,
+    and its flush then waits for one more commit (issue 17). Elsewhere each in turn."""
+    sync_dirs(directories[:1] if in_order else directories)

@@ -163,7 +163,11 @@ class FilesystemDriver(StorageDriver):
             # and on a network filesystem a hung server must not freeze the loop.
             put_file(full, path, content, flush)
         else:
-            await self._run(lambda: put_file(full, path, content, flush))
+            await self._run(
+                lambda: put_file(
+                    full, path, content, flush, in_order=flush and self._metadata_in_order()
+                )
+            )
 
     async def put_new(self, path: str, content: bytes) -> None:
         if len(content) > INLINE_WRITE_LIMIT:
@@ -291,7 +295,17 @@ class FilesystemDriver(StorageDriver):
 
     async def move(self, source: str, destination: str, *, expected: Content | None = None) -> None:
         src, dst, flush = self._full(source), self._full(destination), self.fsync
-        await self._run(lambda: move_file(src, dst, source, destination, expected, flush))
+        await self._run(
+            lambda: move_file(
+                src,
+                dst,
+                source,
+                destination,
+                expected,
+                flush,
+                in_order=flush and self._metadata_in_order(),
+            )
+        )
 
     async def delete(self, path: str) -> None:
         full = self._full(path)

@@ -15,11 +15,12 @@ tag's two links for 4 (docs/performance.md, "Pushes on a journaled filesystem").
 3. the steps run in order, each making its directories and its name at its turn (a
    link's directory never exists before the blob it names is in place: online
    collection takes a link directory without its blob for a dangling link);
-4. every directory an entry was added to is flushed, once every name is made: on these
-   filesystems the first flush commits every name with it, in the order they were made,
-   so a later name (a tag) cannot survive a power loss that an earlier one (its
-   revision) did not. A list that fails midway acknowledges nothing; what it named, the
-   caller undoes (or the next flush commits).
+4. once every name is made, the directory of the last one is flushed: on these
+   filesystems that flush commits every name with it, in the order they were made, so a
+   later name (a tag) cannot survive a power loss that an earlier one (its revision) did
+   not, and no other directory needs a flush of its own (``_sync_names``). A list that
+   fails midway acknowledges nothing; what it named, the caller undoes (or the next flush
+   commits).
 
 2 commits for a blob's commit instead of 4. Elsewhere a step list runs step by step
 (``filesystem_steps``): there the order of directory changes across a power loss is the
@@ -70,6 +71,7 @@ def run_staged(steps: Sequence[LocalStep], staging: Path) -> None:
     """Run ``steps`` as the module's docstring says."""
     staged: dict[int, _Staged] = {}
     changed: list[Path] = []
+    last_named: Path | None = None  # the directory the list's latest name was made in
     try:
         for index, step in enumerate(steps):
             if isinstance(step, LocalPut):
@@ -99,8 +101,10 @@ def run_staged(steps: Sequence[LocalStep], staging: Path) -> None:
                     _sync_present(changed, step.path)
                     put_file(step.full, step.path, step.content, True)
                     _sync_present(made, step.path)
+                    last_named = None  # every name so far flushed
                 else:
                     changed += made
+                    last_named = step.full.parent
             elif isinstance(step, LocalMove):
                 with no_space_is_storage_full(step.destination):
                     changed += rename_into(
@@ -111,12 +115,31 @@ def run_staged(steps: Sequence[LocalStep], staging: Path) -> None:
                         step.expected,
                         flush_data=step.expected is None,
                     )
+                last_named = step.dst.parent
             else:
                 step()
     finally:
         for left in staged.values():  # a step failed before their turn
             temporaries.discard(left.fd, left.temporary)
-    _sync_present(changed, _last_target(steps))
+    _sync_names(last_named, changed, _last_target(steps))
+
+
+def _sync_names(last_named: Path | None, changed: list[Path], path: str) -> None:
+    """Make every name of the list durable: flush the directory of the last one made
+    (``sync_named``: on these filesystems that flush commits every earlier change with
+    it, in order; each further directory's flush could only wait for a later commit, made
+    for another request's change there). Where a concurrent delete removed it (a tag
+    deleted as it was pushed), each of the other directories still present instead."""
+    if last_named is not None:
+        with no_space_is_storage_full(path):
+            try:
+                sync_dir(last_named)
+            except (FileNotFoundError, NotADirectoryError):
+                pass
+            else:
+                changed.clear()
+                return
+    _sync_present(changed, path)
 
 
 def _sync_present(directories: list[Path], path: str) -> None:

@@ -3,7 +3,8 @@
 (``steps``: one hand-over to a thread for a blob's whole commit instead of three).
 
 With ``flush`` (``storage.filesystem.fsync``) each does what ``durability`` says: the
-data first, then the name, then every directory an entry was added to.
+data first, then the name, then every directory an entry was added to (only the name's
+own, where the filesystem commits directory changes in order: ``sync_named``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from registry.storage.driver import temporaries
 from registry.storage.driver.base import Content, PathNotFound
-from registry.storage.driver.durability import make_dirs, sync_dirs, sync_file
+from registry.storage.driver.durability import make_dirs, sync_file, sync_named
 from registry.storage.driver.filesystem_delete import RACE_ATTEMPTS, removed
 from registry.storage.driver.filesystem_writer import holding, no_space_is_storage_full
 
@@ -56,8 +57,9 @@ def run_in_turn(steps: Sequence[LocalStep], flush: bool) -> None:
             step()
 
 
-def put_file(full: Path, path: str, content: bytes, flush: bool) -> None:
-    """Replace the file ``full`` (driver path ``path``) atomically with ``content``."""
+def put_file(full: Path, path: str, content: bytes, flush: bool, *, in_order: bool = False) -> None:
+    """Replace the file ``full`` (driver path ``path``) atomically with ``content``;
+    ``in_order``: the filesystem commits directory changes in order (``sync_named``)."""
 
     def write() -> None:
         created = make_dirs(full.parent)
@@ -74,21 +76,29 @@ def put_file(full: Path, path: str, content: bytes, flush: bool) -> None:
             raise
         os.close(fd)  # only now: the lock tells sweepers the temporary is alive
         if flush:
-            sync_dirs([full.parent, *created])
+            sync_named([full.parent, *created], in_order=in_order)
 
     with no_space_is_storage_full(path):
         despite_concurrent_deletes(write)
 
 
 def move_file(
-    src: Path, dst: Path, source: str, destination: str, expected: Content | None, flush: bool
+    src: Path,
+    dst: Path,
+    source: str,
+    destination: str,
+    expected: Content | None,
+    flush: bool,
+    *,
+    in_order: bool = False,
 ) -> None:
     """Rename ``src`` to ``dst`` (driver paths ``source``, ``destination``), only as
-    ``expected`` content if given (ContentChanged if not)."""
+    ``expected`` content if given (ContentChanged if not); ``in_order`` as for
+    ``put_file``."""
     with no_space_is_storage_full(destination):
         changed = rename_into(src, dst, source, destination, expected, flush_data=flush)
         if flush:
-            sync_dirs(changed)
+            sync_named(changed, in_order=in_order)
 
 
 def rename_into(
@@ -101,7 +111,8 @@ def rename_into(
     flush_data: bool,
 ) -> list[Path]:
     """``move_file``'s rename, its data flushed first if ``flush_data``; the
-    directories whose entries it changed (``make_dirs``), for the caller to flush."""
+    directories whose entries it changed, for the caller to flush: the destination's
+    first (its name, the last change), then those ``make_dirs`` changed."""
     changed: list[Path] = []
 
     def move() -> None:

@@ -4,11 +4,12 @@ On ext4 with a journal (ext3 too, which the ext4 code mounts) and on XFS, every 
 a directory (a ``mkdir``, a ``rename``) joins the journal's running transaction, and
 transactions commit in order: an ``fsync`` of any directory commits every change made
 before its own, in every directory. On those, a step list (``run_steps``) that renames
-its files into several directories one after another can flush the directories once at
-its end and still never let a later name (a tag) survive a power loss that an earlier
-one (the revision it names) did not; each file's data is still flushed before its name is
-made. Elsewhere (ext4 without a journal, btrfs, NFS, anything not recognised) each step
-flushes its directories before the next step begins.
+its files into several directories one after another can flush one directory at its end,
+the last name's, and still never let a later name (a tag) survive a power loss that an
+earlier one (the revision it names) did not; a single write flushes only its name's
+directory, not the parents its ``mkdir`` calls changed before; each file's data is still
+flushed before its name is made. Elsewhere (ext4 without a journal, btrfs, NFS,
+anything not recognised) each step flushes its directories before the next step begins.
 
 Read from ``/proc/self/mountinfo`` (the filesystem type of the mount whose device holds
 the path) and, for ext4, ``/proc/fs/jbd2/<device>-8`` (there only while a journal is in
