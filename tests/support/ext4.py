@@ -1,6 +1,6 @@
-"""A real ext4 filesystem in a file, loop-mounted for one test (with or without a
-journal), always unmounted and removed afterwards; and the count of its journal's
-commits. Mounting needs root: elsewhere the test skips, except in CI.
+"""A real ext4 filesystem in a file (with or without a journal), or an XFS, loop-mounted
+for one test, always unmounted and removed afterwards; and the count of an ext4
+journal's commits. Mounting needs root: elsewhere the test skips, except in CI.
 
 Production volumes are journalled, this machine's root filesystem may not be: the order
 of a step list's flushes (``filesystem_staged``) depends on which it is.
@@ -18,6 +18,7 @@ from tests.support.mounts import mounted
 from tests.support.tools import require_tool
 
 IMAGE_SIZE = 256 * 1024 * 1024  # sparse: only what is written takes space
+XFS_IMAGE_SIZE = 320 * 1024 * 1024  # mkfs.xfs makes nothing under 300 MiB
 
 
 @contextlib.contextmanager
@@ -32,16 +33,34 @@ def mounted_ext4(
     default) in ``directory/ext4.img`` (``image_of``), mounted on ``directory/mnt`` with
     the mount ``options`` besides ``loop``."""
     mkfs = require_tool("mkfs.ext4", "e2fsprogs")
+    features = [] if journal else ["-O", "^has_journal"]
+    with _mounted_image(directory, [mkfs, "-q", "-F", *features], size, options) as mount_point:
+        yield mount_point
+
+
+@contextlib.contextmanager
+def mounted_xfs(
+    directory: Path, *, size: int = XFS_IMAGE_SIZE, options: Sequence[str] = ()
+) -> Iterator[Path]:
+    """A new XFS, as ``mounted_ext4`` makes an ext4 (the same ``image_of``)."""
+    mkfs = require_tool("mkfs.xfs", "xfsprogs")
+    with _mounted_image(directory, [mkfs, "-q", "-f"], size, options) as mount_point:
+        yield mount_point
+
+
+@contextlib.contextmanager
+def _mounted_image(
+    directory: Path, mkfs: Sequence[str], size: int, options: Sequence[str]
+) -> Iterator[Path]:
     image, mount_point = image_of(directory), directory / "mnt"
     with open(image, "wb") as sparse:
         sparse.truncate(size)
     try:
-        features = [] if journal else ["-O", "^has_journal"]
-        subprocess.run([mkfs, "-q", "-F", *features, str(image)], check=True, timeout=60)
+        subprocess.run([*mkfs, str(image)], check=True, timeout=60)
         mount_point.mkdir()
         # The loop device goes with the mount (``-o loop`` sets autoclear).
         with mounted(
-            ["-o", ",".join(["loop", *options])], str(image), mount_point, "a loop-mounted ext4"
+            ["-o", ",".join(["loop", *options])], str(image), mount_point, "a loop-mounted image"
         ):
             yield mount_point
     finally:

@@ -1,7 +1,9 @@
 """Flushing to stable storage, for the filesystem driver.
 
 What a 201 acknowledges must survive a power loss: the file's data (``fdatasync``) and
-the directory entries that name it (``fsync`` of each directory an entry was added to).
+the directory entries that name it (``fsync`` of each directory an entry was added to;
+on a filesystem that commits them in order, of the last name's directory alone:
+``sync_named``).
 While a large file is written, ``start_writeback`` asks the kernel to begin writing the
 dirty pages out without waiting for them, so that the final ``fdatasync`` has only the
 last few MiB left to wait for instead of the whole blob.
@@ -75,7 +77,7 @@ def sync_dir(path: Path) -> None:
 
 def make_dirs(directory: Path) -> list[Path]:
     """``mkdir -p``; the directories whose entries changed (the parent of every directory
-    that was missing), which a durable write flushes with ``sync_dirs`` once its file is
+    that was missing), which a durable write flushes (``sync_named``) once its file is
     in place.
 
     The flush waits until then on purpose: on journalling file systems (ext4, XFS) a
@@ -127,13 +129,29 @@ def sync_dirs(directories: list[Path]) -> None:
         sync_dir(directory)
 
 
-def sync_named(directories: list[Path], *, in_order: bool) -> None:
+def sync_dir_on(path: Path) -> int:
+    """``sync_dir``, and the device the directory is on (``st_dev``): a flush that
+    stands for others counts only on the filesystem known to commit in order."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+        return os.fstat(fd).st_dev
+    finally:
+        os.close(fd)
+
+
+def sync_named(directories: list[Path], *, ordered_device: int | None) -> None:
     """Flush the directory entries one write made: ``directories`` starts with the
-    directory its name was made in (the last change), followed by those its ``mkdir`` calls
-    changed before. Where the filesystem commits directory changes in order
-    (``metadata_order``: a journal), the first alone: that flush waits for the commit
-    holding the name, and every change made before it is committed with it or earlier.
-    The others' flushes were not free: under a push load a shared parent (a repository's
-    namespace, a blob's two-hex bucket) has often been changed again by another request,
-    and its flush then waits for one more commit (issue 17). Elsewhere each in turn."""
-    sync_dirs(directories[:1] if in_order else directories)
+    directory its name was made in (the last change), followed by those its ``mkdir``
+    calls changed before. On ``ordered_device``, a filesystem that commits directory
+    changes in order (``metadata_order``: a journal), the first alone: that flush waits
+    for the commit holding the name, and every change made before it is committed with
+    it or earlier. The others' flushes were not free: under a push load a shared parent
+    (a repository's namespace, a blob's two-hex bucket) has often been changed again by
+    another request, and its flush then waits for one more commit (issue 17). Elsewhere
+    (no such device, or the name's directory on another filesystem mounted below the
+    store since) each in turn."""
+    if ordered_device is None:
+        sync_dirs(directories)
+    elif sync_dir_on(directories[0]) != ordered_device:
+        sync_dirs(directories[1:])

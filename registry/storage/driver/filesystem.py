@@ -61,7 +61,7 @@ from registry.storage.driver.filesystem_writer import (
     no_space_is_storage_full,
     open_for_writing,
 )
-from registry.storage.driver.metadata_order import keeps_metadata_in_order
+from registry.storage.driver.metadata_order import device_in_order
 from registry.storage.driver.steps import Move, Put, Step, Touch
 
 log = logging.getLogger("registry.storage")
@@ -113,6 +113,7 @@ class FilesystemDriver(StorageDriver):
         self._children: DeletingChildren | None = None
         self._staging = self.root / STAGING
         self._in_order: bool | None = None
+        self._in_order_device: int | None = None  # the store's, where in order
 
     def delete_in_children(self, count: int) -> None:
         """Have ``delete_many`` run in ``count`` processes of their own from now on
@@ -165,7 +166,7 @@ class FilesystemDriver(StorageDriver):
         else:
             await self._run(
                 lambda: put_file(
-                    full, path, content, flush, in_order=flush and self._metadata_in_order()
+                    full, path, content, flush, ordered_device=self._ordered_device(flush)
                 )
             )
 
@@ -303,7 +304,7 @@ class FilesystemDriver(StorageDriver):
                 destination,
                 expected,
                 flush,
-                in_order=flush and self._metadata_in_order(),
+                ordered_device=self._ordered_device(flush),
             )
         )
 
@@ -324,16 +325,24 @@ class FilesystemDriver(StorageDriver):
         a journal one commit for all their data and one for all their names); elsewhere
         step by step, each as durable as on its own before the next."""
         flushing = self.fsync and any(isinstance(s, LocalPut | LocalMove) for s in steps)
-        if flushing and self._metadata_in_order():
-            run_staged(steps, self._staging)
+        device = self._ordered_device(flushing)
+        if device is not None:
+            run_staged(steps, self._staging, device)
         else:
             run_in_turn(steps, self.fsync)
+
+    def _ordered_device(self, flushing: bool) -> int | None:
+        """Flushing on a store whose filesystem commits directory changes in order: that
+        filesystem's device (a write there flushes only its last name's directory);
+        otherwise None. Called in a file thread."""
+        return self._in_order_device if flushing and self._metadata_in_order() else None
 
     def _metadata_in_order(self) -> bool:
         """Whether the store's filesystem commits directory changes in order
         (``metadata_order``); asked once, in a file thread, and said in the log."""
         if self._in_order is None:
-            self._in_order = keeps_metadata_in_order(self.root)
+            self._in_order_device = device_in_order(self.root)
+            self._in_order = self._in_order_device is not None
             if self._in_order:
                 log.info(
                     "storage: %s commits directory changes in order (a journal): a "

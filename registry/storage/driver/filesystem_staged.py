@@ -1,6 +1,6 @@
 """A step list run with flushing on, on a filesystem that commits its metadata in order
 (``metadata_order``: ext4 with a journal, XFS): every file's data flushed together first,
-then each name made in turn, then the directories flushed once.
+then each name made in turn, then the last name's directory flushed.
 
 On a journalling filesystem a flush waits for a journal commit, and each commit holds
 every change made before it. Run one step after another (data flushed, renamed,
@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from registry.storage.driver import temporaries
-from registry.storage.driver.durability import make_dirs, start_writeback, sync_dir
+from registry.storage.driver.durability import make_dirs, start_writeback, sync_dir, sync_dir_on
 from registry.storage.driver.filesystem_steps import (
     LocalMove,
     LocalPut,
@@ -67,8 +67,9 @@ class _Staged:
     temporary: Path
 
 
-def run_staged(steps: Sequence[LocalStep], staging: Path) -> None:
-    """Run ``steps`` as the module's docstring says."""
+def run_staged(steps: Sequence[LocalStep], staging: Path, device: int) -> None:
+    """Run ``steps`` as the module's docstring says, on the store's filesystem whose
+    device is ``device``."""
     staged: dict[int, _Staged] = {}
     changed: list[Path] = []
     last_named: Path | None = None  # the directory the list's latest name was made in
@@ -121,24 +122,25 @@ def run_staged(steps: Sequence[LocalStep], staging: Path) -> None:
     finally:
         for left in staged.values():  # a step failed before their turn
             temporaries.discard(left.fd, left.temporary)
-    _sync_names(last_named, changed, _last_target(steps))
+    _sync_names(last_named, changed, device, _last_target(steps))
 
 
-def _sync_names(last_named: Path | None, changed: list[Path], path: str) -> None:
+def _sync_names(last_named: Path | None, changed: list[Path], device: int, path: str) -> None:
     """Make every name of the list durable: flush the directory of the last one made
     (``sync_named``: on these filesystems that flush commits every earlier change with
     it, in order; each further directory's flush could only wait for a later commit, made
     for another request's change there). Where a concurrent delete removed it (a tag
-    deleted as it was pushed), each of the other directories still present instead."""
+    deleted as it was pushed), or it is on another filesystem mounted below the store
+    since, each of the other directories still present instead."""
     if last_named is not None:
         with no_space_is_storage_full(path):
             try:
-                sync_dir(last_named)
+                on = sync_dir_on(last_named)
             except (FileNotFoundError, NotADirectoryError):
-                pass
-            else:
-                changed.clear()
-                return
+                on = None
+        if on == device:
+            changed.clear()
+            return
     _sync_present(changed, path)
 
 

@@ -57,9 +57,12 @@ def run_in_turn(steps: Sequence[LocalStep], flush: bool) -> None:
             step()
 
 
-def put_file(full: Path, path: str, content: bytes, flush: bool, *, in_order: bool = False) -> None:
+def put_file(
+    full: Path, path: str, content: bytes, flush: bool, *, ordered_device: int | None = None
+) -> None:
     """Replace the file ``full`` (driver path ``path``) atomically with ``content``;
-    ``in_order``: the filesystem commits directory changes in order (``sync_named``)."""
+    ``ordered_device``: the store's filesystem, where it commits directory changes in
+    order (``sync_named``)."""
 
     def write() -> None:
         created = make_dirs(full.parent)
@@ -76,7 +79,7 @@ def put_file(full: Path, path: str, content: bytes, flush: bool, *, in_order: bo
             raise
         os.close(fd)  # only now: the lock tells sweepers the temporary is alive
         if flush:
-            sync_named([full.parent, *created], in_order=in_order)
+            sync_named([full.parent, *created], ordered_device=ordered_device)
 
     with no_space_is_storage_full(path):
         despite_concurrent_deletes(write)
@@ -90,15 +93,15 @@ def move_file(
     expected: Content | None,
     flush: bool,
     *,
-    in_order: bool = False,
+    ordered_device: int | None = None,
 ) -> None:
     """Rename ``src`` to ``dst`` (driver paths ``source``, ``destination``), only as
-    ``expected`` content if given (ContentChanged if not); ``in_order`` as for
+    ``expected`` content if given (ContentChanged if not); ``ordered_device`` as for
     ``put_file``."""
     with no_space_is_storage_full(destination):
         changed = rename_into(src, dst, source, destination, expected, flush_data=flush)
         if flush:
-            sync_named(changed, in_order=in_order)
+            sync_named(changed, ordered_device=ordered_device)
 
 
 def rename_into(

@@ -2,21 +2,25 @@
 
 On ext4 with a journal (ext3 too, which the ext4 code mounts) and on XFS, every change of
 a directory (a ``mkdir``, a ``rename``) joins the journal's running transaction, and
-transactions commit in order: an ``fsync`` of any directory commits every change made
-before its own, in every directory. On those, a step list (``run_steps``) that renames
-its files into several directories one after another can flush one directory at its end,
-the last name's, and still never let a later name (a tag) survive a power loss that an
-earlier one (the revision it names) did not; a single write flushes only its name's
-directory, not the parents its ``mkdir`` calls changed before; each file's data is still
-flushed before its name is made. Elsewhere (ext4 without a journal, btrfs, NFS,
-anything not recognised) each step flushes its directories before the next step begins.
+transactions commit in order: an ``fsync`` of a directory commits every change made
+before the directory's own last one, in every directory (ext4 commits its whole running
+transaction for it, never a fast commit; XFS forces its log up to that change). On those,
+a step list (``run_steps``) that renames its files into several directories one after
+another can flush one directory at its end, the last name's, and still never let a later
+name (a tag) survive a power loss that an earlier one (the revision it names) did not; a
+single write flushes only its name's directory, not the parents its ``mkdir`` calls
+changed before; each file's data is still flushed before its name is made. Elsewhere
+(ext4 without a journal, btrfs, NFS, anything not recognised) each step flushes its
+directories before the next step begins.
 
 Read from ``/proc/self/mountinfo`` (the filesystem type of the mount whose device holds
 the path) and, for ext4, ``/proc/fs/jbd2/<device>-8`` (there only while a journal is in
 use). A store with another filesystem mounted anywhere below its root answers no: its
-directories are not all in the one journal. Anything unreadable answers no: the safe
-order. (ext4's fast commits keep the order too: one writes every change queued since the
-last full commit, in order.)
+directories are not all in the one journal; one mounted there later is told by its
+device (``st_dev``), which a flush standing for others is checked against. Anything
+unreadable answers no: the safe order. An ext4 with its journal on another device is not
+recognised (its jbd2 entry is named after that device): it gets the safe order too.
+``tests/registry/test_power_loss.py`` checks pushes against a power loss on both.
 """
 
 from __future__ import annotations
@@ -31,9 +35,9 @@ _JOURNALLED_IN_ORDER = {"xfs"}
 _EXT = {"ext4", "ext3"}
 
 
-def keeps_metadata_in_order(path: Path) -> bool:
-    """Whether the filesystem that holds ``path``, or will once it is made, commits its
-    metadata changes in the order they were made (see the module's docstring)."""
+def device_in_order(path: Path) -> int | None:
+    """The device (``st_dev``) of the filesystem that holds ``path``, or will once it is
+    made, if that filesystem commits its metadata changes in order; otherwise None."""
     try:
         existing = path
         while not existing.exists() and existing.parent != existing:
@@ -41,15 +45,15 @@ def keeps_metadata_in_order(path: Path) -> bool:
         device = os.stat(existing).st_dev
         mounts = _mounts()
         if _any_below(os.path.realpath(path), mounts):
-            return False
+            return None
         fstype = _mount_type(os.major(device), os.minor(device), mounts)
         if fstype in _JOURNALLED_IN_ORDER:
-            return True
-        if fstype in _EXT:
-            return _has_journal(os.major(device), os.minor(device))
+            return device
+        if fstype in _EXT and _has_journal(os.major(device), os.minor(device)):
+            return device
     except OSError:
         pass
-    return False
+    return None
 
 
 def _mounts() -> list[list[str]]:

@@ -93,3 +93,58 @@ async def test_a_filesystem_mounted_in_the_store_later_is_written_beside_its_tar
         assert await driver.get_content("/elsewhere/tags/a/link") == b"e"
         assert await driver.get_content("/near/link") == b"m"
         assert _staged(driver) == []
+
+
+@pytest.fixture
+def flushed(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Every path ``fsync``'d from now on (directories: a file's data goes through
+    ``fdatasync``), in order."""
+    paths: list[Path] = []
+    real_fsync = os.fsync
+
+    def recording(fd: int) -> None:
+        paths.append(Path(os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording)
+    return paths
+
+
+async def test_a_write_flushes_only_the_directory_of_its_last_name(
+    driver: FilesystemDriver, flushed: list[Path]
+) -> None:
+    """On a journal the last name's directory stands for every directory the write
+    changed before it: the names and ``mkdir``s are committed with it, in order."""
+    await driver.put_content("/a/b/c/link", b"1")
+    assert flushed == [driver.root / "a/b/c"]
+    flushed.clear()
+    await driver.run_steps([Put("/x/link", b"2"), Put("/y/z/link", b"3")])
+    assert flushed == [driver.root / "y/z"]
+
+
+async def test_a_list_whose_last_directory_is_gone_flushes_the_others(
+    driver: FilesystemDriver, flushed: list[Path]
+) -> None:
+    """The last name's directory removed before the flush (a concurrent delete, here a
+    step): the earlier names still get their directories flushed."""
+    await driver.run_steps([Put("/a/link", b"a"), Put("/b/link", b"b"), Delete("/b")])
+    assert driver.root / "a" in flushed
+    assert driver.root / "b" not in flushed
+
+
+async def test_a_single_write_on_a_filesystem_mounted_later_flushes_every_directory(
+    driver: FilesystemDriver, flushed: list[Path]
+) -> None:
+    """Mounted after the driver judged the store all one journal: the name's directory
+    is not on the journal, so it does not stand for its parents there."""
+    await driver.put_content("/near/link", b"n")  # the driver looks now
+    with mounted_tmpfs(driver.root / "elsewhere", "size=1m"):
+        flushed.clear()
+        await driver.put_content("/elsewhere/repo/tags/a/link", b"e")
+        elsewhere = driver.root / "elsewhere"
+        assert flushed == [
+            elsewhere / "repo/tags/a",
+            elsewhere / "repo/tags",
+            elsewhere / "repo",
+            elsewhere,
+        ]
