@@ -23,7 +23,7 @@ from tests.registry.test_durability import (
     _push,
     traced_registry,
 )
-from tests.support.ext4 import journal_commits, mounted_ext4
+from tests.support.ext4 import journal_commits, mounted_ext4, mounted_xfs
 from tests.support.oci import sha256_digest
 from tests.support.portside_servers import filesystem_registry, registry_process
 from tests.support.syscalls import Call, SyscallTrace
@@ -49,6 +49,9 @@ def test_which_filesystems_keep_metadata_in_order(tmp_path: Path) -> None:
         assert device_in_order(unjournaled) is None
     with mounted_tmpfs(tmp_path / "tmpfs", "size=1m") as tmpfs:
         assert device_in_order(tmpfs) is None
+    (tmp_path / "xfs").mkdir()
+    with mounted_xfs(tmp_path / "xfs") as xfs:
+        assert device_in_order(xfs) == os.stat(xfs).st_dev
     # A journalled store with another filesystem mounted inside it: not all in order.
     (tmp_path / "mixed").mkdir()
     with mounted_ext4(tmp_path / "mixed") as store:

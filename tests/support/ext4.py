@@ -69,7 +69,7 @@ def _mounted_image(
 
 def image_of(directory: Path) -> Path:
     """The file that holds the filesystem ``mounted_ext4(directory)`` made."""
-    return directory / "ext4.img"
+    return directory / "filesystem.img"
 
 
 def journal_commits(path: Path) -> int:

@@ -129,13 +129,17 @@ def sync_dirs(directories: list[Path]) -> None:
         sync_dir(directory)
 
 
-def sync_dir_on(path: Path) -> int:
-    """``sync_dir``, and the device the directory is on (``st_dev``): a flush that
-    stands for others counts only on the filesystem known to commit in order."""
+def sync_dir_if_on(path: Path, device: int) -> bool:
+    """``sync_dir`` if the directory is on ``device`` (``st_dev``); whether it was. A
+    flush that stands for others counts only on the filesystem known to commit in order,
+    and one elsewhere must not come first: the caller then flushes every directory in
+    turn."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
+        if os.fstat(fd).st_dev != device:
+            return False
         os.fsync(fd)
-        return os.fstat(fd).st_dev
+        return True
     finally:
         os.close(fd)
 
@@ -151,7 +155,5 @@ def sync_named(directories: list[Path], *, ordered_device: int | None) -> None:
     another request, and its flush then waits for one more commit (issue 17). Elsewhere
     (no such device, or the name's directory on another filesystem mounted below the
     store since) each in turn."""
-    if ordered_device is None:
+    if ordered_device is None or not sync_dir_if_on(directories[0], ordered_device):
         sync_dirs(directories)
-    elif sync_dir_on(directories[0]) != ordered_device:
-        sync_dirs(directories[1:])

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from registry.storage.driver import temporaries
-from registry.storage.driver.durability import make_dirs, start_writeback, sync_dir, sync_dir_on
+from registry.storage.driver.durability import make_dirs, start_writeback, sync_dir, sync_dir_if_on
 from registry.storage.driver.filesystem_steps import (
     LocalMove,
     LocalPut,
@@ -130,15 +130,16 @@ def _sync_names(last_named: Path | None, changed: list[Path], device: int, path:
     (``sync_named``: on these filesystems that flush commits every earlier change with
     it, in order; each further directory's flush could only wait for a later commit, made
     for another request's change there). Where a concurrent delete removed it (a tag
-    deleted as it was pushed), or it is on another filesystem mounted below the store
-    since, each of the other directories still present instead."""
+    deleted as it was pushed), or it is on another filesystem mounted in the store since
+    (``device`` is the store's), every directory still present instead, in the order of
+    the names."""
     if last_named is not None:
         with no_space_is_storage_full(path):
             try:
-                on = sync_dir_on(last_named)
+                flushed = sync_dir_if_on(last_named, device)
             except (FileNotFoundError, NotADirectoryError):
-                on = None
-        if on == device:
+                flushed = False
+        if flushed:
             changed.clear()
             return
     _sync_present(changed, path)

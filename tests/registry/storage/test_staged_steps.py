@@ -148,3 +148,23 @@ async def test_a_single_write_on_a_filesystem_mounted_later_flushes_every_direct
             elsewhere / "repo",
             elsewhere,
         ]
+
+
+async def test_a_list_ending_on_a_filesystem_mounted_later_flushes_every_name_in_order(
+    driver: FilesystemDriver, flushed: list[Path]
+) -> None:
+    """The list's last name is on a filesystem mounted in the store after the driver
+    looked: its flush stands for nothing on the journal, so every directory is flushed,
+    the earlier name's first (the order a power loss without a journal keeps)."""
+    await driver.put_content("/near/link", b"n")  # the driver looks now
+    with mounted_tmpfs(driver.root / "elsewhere", "size=1m"):
+        writer = await driver.writer("/elsewhere/up/1/data")
+        await writer.write(b"blob")
+        await writer.close()
+        flushed.clear()
+        await driver.run_steps(
+            [Put("/near/x/link", b"x"), Move("/elsewhere/up/1/data", "/elsewhere/blobs/b/data")]
+        )
+        earlier, last = driver.root / "near/x", driver.root / "elsewhere/blobs/b"
+        assert earlier in flushed and last in flushed
+        assert flushed.index(earlier) < flushed.index(last)
