@@ -24,7 +24,7 @@ from tests.support.portside_servers import (
     free_port,
     run_python_module,
 )
-from tests.support.supervised import children, wait_for
+from tests.support.supervised import children, wait_for, wait_for_replacement, wait_for_workers
 from tests.support.tools import isolated_client_env, require_tool, run_tool
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -163,7 +163,7 @@ def test_workers_add_up_and_a_killed_worker_keeps_its_counts(tmp_path: Path) -> 
     try:
         assert registry.process is not None
         supervisor = registry.process.pid
-        wait_for("two workers", lambda: len(children(supervisor)) == 2)
+        wait_for_workers(supervisor, 2)
         requests = 40  # a new connection each: the kernel spreads them over both workers
         for _ in range(requests):
             assert _status(f"{registry.url}/v2/") == 200
@@ -173,10 +173,7 @@ def test_workers_add_up_and_a_killed_worker_keeps_its_counts(tmp_path: Path) -> 
         assert sum(served.values()) == requests
         victim = max(served, key=lambda pid: served[pid])
         os.kill(victim, signal.SIGKILL)
-        wait_for(
-            "a replacement worker",
-            lambda: victim not in children(supervisor) and len(children(supervisor)) == 2,
-        )
+        wait_for_replacement(supervisor, victim, 2)
         # Whichever worker answers the scrape, the killed one's requests are still in it.
         for _ in range(5):
             assert _base_requests(scrape(metrics_url)) == requests

@@ -20,7 +20,7 @@ from tests.support.portside_servers import (
     filesystem_registry,
     tokenauth_process,
 )
-from tests.support.supervised import children, wait_for
+from tests.support.supervised import children, wait_for, wait_for_replacement, wait_for_workers
 from tests.tokenauth.conftest import write_setup
 
 ALLOWED = sorted(os.sched_getaffinity(0))
@@ -65,7 +65,7 @@ def test_registry_workers_are_bound_one_cpu_each_and_a_replacement_to_the_same(
     try:
         assert registry.process is not None
         supervisor = registry.process.pid
-        wait_for("two workers", lambda: len(children(supervisor)) == 2)
+        wait_for_workers(supervisor, 2)
         for _ in range(10):  # new connections: the kernel spreads them over both workers
             push_blob(registry.url)
         workers = children(supervisor)
@@ -76,10 +76,7 @@ def test_registry_workers_are_bound_one_cpu_each_and_a_replacement_to_the_same(
         victim = max(workers)
         victim_cpu = bound_cpu(victim)
         os.kill(victim, signal.SIGKILL)
-        wait_for(
-            "a replacement worker",
-            lambda: victim not in children(supervisor) and len(children(supervisor)) == 2,
-        )
+        wait_for_replacement(supervisor, victim, 2)
         [replacement] = children(supervisor) - workers
         wait_for("the replacement's threads", lambda: len(thread_cpus(replacement)) > 1)
         assert bound_cpu(replacement) == victim_cpu
@@ -98,7 +95,7 @@ def test_registry_workers_are_not_bound_by_default(tmp_path: Path) -> None:
     try:
         assert registry.process is not None
         supervisor = registry.process.pid
-        wait_for("two workers", lambda: len(children(supervisor)) == 2)
+        wait_for_workers(supervisor, 2)
         push_blob(registry.url)
         for pid in children(supervisor):
             assert all(cpus == set(ALLOWED) for cpus in thread_cpus(pid))
@@ -117,7 +114,7 @@ def test_tokenauth_workers_are_bound_one_cpu_each(tmp_path: Path) -> None:
     try:
         assert server.process is not None
         supervisor = server.process.pid
-        wait_for("two workers", lambda: len(children(supervisor)) == 2)
+        wait_for_workers(supervisor, 2)
         wait_for("both bound", lambda: server.log().count(" bound to CPU ") == 2)
         assert sorted(bound_cpu(pid) for pid in children(supervisor)) == sorted(
             ALLOWED[index % len(ALLOWED)] for index in range(2)

@@ -20,3 +20,16 @@ def wait_for(condition: str, check: Callable[[], bool], timeout: float = 30.0) -
     while not check():
         assert time.monotonic() < deadline, f"timed out waiting for {condition}"
         time.sleep(0.05)
+
+
+def wait_for_workers(supervisor: int, count: int) -> None:
+    """Wait until ``supervisor`` runs ``count`` workers."""
+    wait_for(f"{count} workers", lambda: len(children(supervisor)) == count)
+
+
+def wait_for_replacement(supervisor: int, victim: int, count: int) -> None:
+    """Wait until ``supervisor`` has replaced the worker ``victim`` and runs ``count``."""
+    wait_for(
+        "a replacement worker",
+        lambda: victim not in children(supervisor) and len(children(supervisor)) == count,
+    )

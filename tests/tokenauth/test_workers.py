@@ -12,7 +12,7 @@ from pathlib import Path
 from tests.support.logins import basic
 from tests.support.metrics import scrape
 from tests.support.portside_servers import free_port, tokenauth_process
-from tests.support.supervised import children, wait_for
+from tests.support.supervised import children, wait_for, wait_for_replacement, wait_for_workers
 from tests.tokenauth.conftest import SERVICE, USERS, write_setup
 
 WORKERS = 2
@@ -56,7 +56,7 @@ def test_workers_serve_one_port_sum_their_metrics_and_are_replaced(tmp_path: Pat
     try:
         assert server.process is not None
         supervisor = server.process.pid
-        wait_for("two workers", lambda: len(children(supervisor)) == WORKERS)
+        wait_for_workers(supervisor, WORKERS)
         # Each on uvloop's event loop: asyncio's own cost a quarter of a token's CPU time.
         wait_for("both on uvloop", lambda: server.log().count("(http, uvloop)") == WORKERS)
         logins = 40
@@ -69,10 +69,7 @@ def test_workers_serve_one_port_sum_their_metrics_and_are_replaced(tmp_path: Pat
 
         victim = max(children(supervisor))
         os.kill(victim, signal.SIGKILL)
-        wait_for(
-            "a replacement worker",
-            lambda: victim not in children(supervisor) and len(children(supervisor)) == WORKERS,
-        )
+        wait_for_replacement(supervisor, victim, WORKERS)
         assert [login(server.url) for _ in range(10)] == [200] * 10
         wait_for("counts kept across the replacement", lambda: granted(metrics_url) == logins + 10)
     finally:
@@ -90,7 +87,7 @@ def test_workers_die_with_a_killed_supervisor(tmp_path: Path) -> None:
     try:
         assert server.process is not None
         supervisor = server.process.pid
-        wait_for("two workers", lambda: len(children(supervisor)) == WORKERS)
+        wait_for_workers(supervisor, WORKERS)
         workers = children(supervisor)
         os.kill(supervisor, signal.SIGKILL)
         server.process.wait()

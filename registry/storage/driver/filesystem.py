@@ -112,7 +112,7 @@ class FilesystemDriver(StorageDriver):
         self._pool = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="fs")
         self._children: DeletingChildren | None = None
         self._staging = self.root / STAGING
-        self._in_order: bool | None = None
+        self._looked = False  # at the store's filesystem (``_ordered_device``)
         self._in_order_device: int | None = None  # the store's, where in order
 
     def delete_in_children(self, count: int) -> None:
@@ -332,18 +332,16 @@ class FilesystemDriver(StorageDriver):
             run_in_turn(steps, self.fsync)
 
     def _ordered_device(self, flushing: bool) -> int | None:
-        """Flushing on a store whose filesystem commits directory changes in order: that
-        filesystem's device (a write there flushes only its last name's directory);
-        otherwise None. Called in a file thread."""
-        return self._in_order_device if flushing and self._metadata_in_order() else None
-
-    def _metadata_in_order(self) -> bool:
-        """Whether the store's filesystem commits directory changes in order
-        (``metadata_order``); asked once, in a file thread, and said in the log."""
-        if self._in_order is None:
+        """Flushing on a store whose filesystem commits directory changes in order
+        (``metadata_order``): that filesystem's device (a write there flushes only its
+        last name's directory); otherwise None. Looked up once, in a file thread, and
+        said in the log."""
+        if not flushing:
+            return None
+        if not self._looked:
             self._in_order_device = device_in_order(self.root)
-            self._in_order = self._in_order_device is not None
-            if self._in_order:
+            self._looked = True
+            if self._in_order_device is not None:
                 log.info(
                     "storage: %s commits directory changes in order (a journal): a "
                     "write of several files flushes their data first, then their names",
@@ -355,7 +353,7 @@ class FilesystemDriver(StorageDriver):
                     "name before the next (no journal known to keep metadata in order)",
                     self._root,
                 )
-        return self._in_order
+        return self._in_order_device
 
     def _local_step(self, step: Step) -> LocalStep:
         if isinstance(step, Put):
